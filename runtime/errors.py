@@ -1,0 +1,28 @@
+"""The one error hierarchy of audiotoken-rt.
+
+Every layer (runtime, audiotoken, export) raises these, so host apps and the CLI catch a single type.
+A message names the input, what was expected and what was found; ``hint`` says what to do next.
+The CLI prints ``error: <message>`` and ``hint: <hint>`` on one line each, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AudioTokenError(Exception):
+    """Base of every error audiotoken-rt raises on purpose."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class AudioLoadError(AudioTokenError):
+    """An audio clip is missing, unreadable, empty or holds non-finite samples."""
+
+
+class CheckpointError(AudioTokenError):
+    """A model file (BEATs ``.pt``, embedder ``.bin``, Stable Diffusion folder) does not have the expected layout."""
+
+
+class ConfigError(AudioTokenError):
+    """An option or prompt is invalid (e.g. a template without ``<*>``)."""
