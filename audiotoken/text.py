@@ -1,0 +1,66 @@
+"""Text conditioning: the prompt template with ``<*>`` plus an audio token -> CLIP text embeddings [B, 77, D].
+
+Data flow: ``AudioEncoder`` token [B, D] and the template's ids [B, 77] -> token embeddings with the audio token
+written wherever the id is the placeholder id -> position embeddings -> CLIP text transformer (causal mask,
+final LayerNorm) -> ``encoder_hidden_states`` of the UNet. This is the graph of the ``text_encoder`` engine.
+
+Unlike the official patched CLIP (spec Q8) nothing is hard-coded or mutated: the placeholder id comes from
+the tokenizer, the caller's ids are left untouched, and each batch row may carry its own token. The result
+equals the stock CLIP whose resized embedding table holds the token at the placeholder row (spec 5.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from runtime.errors import ConfigError
+
+PLACEHOLDER = "<*>"
+DEFAULT_TEMPLATE = "a photo of <*>, 4k, high resolution"  # official inference.py; training uses "a photo of <*>"
+
+
+def add_placeholder(tokenizer) -> int:
+    """Add ``<*>`` to a CLIP tokenizer (once) and return its id: 49408 for the SD 1.x / 2.x vocabulary."""
+    if PLACEHOLDER not in tokenizer.get_vocab():
+        tokenizer.add_tokens(PLACEHOLDER)
+    return tokenizer.convert_tokens_to_ids(PLACEHOLDER)
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Prompts -> ids [B, 77] padded to the model length, as Stable Diffusion's pipeline does."""
+    for prompt in prompts:
+        n_tokens = len(tokenizer(prompt).input_ids)  # with BOS and EOS
+        if n_tokens > tokenizer.model_max_length:
+            raise ConfigError(
+                f"prompt {prompt!r} is {n_tokens} tokens long; CLIP takes at most {tokenizer.model_max_length}",
+                hint="shorten the prompt",
+            )
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+class TextConditioner(nn.Module):
+    """CLIP text encoder whose placeholder positions take the audio token: (ids [B, 77], token [B, D]) -> [B, 77, D]."""
+
+    def __init__(self, text_encoder: nn.Module, placeholder_id: int):
+        super().__init__()
+        # transformers 4.x nests the transformer under .text_model; 5.x is flat
+        self.transformer = getattr(text_encoder, "text_model", text_encoder)
+        self.placeholder_id = placeholder_id
+
+    @property
+    def token_dim(self) -> int:
+        return self.transformer.embeddings.token_embedding.embedding_dim
+
+    def forward(self, input_ids: torch.Tensor, audio_token: torch.Tensor) -> torch.Tensor:
+        embeddings = self.transformer.embeddings
+        is_placeholder = input_ids == self.placeholder_id  # [B, 77]
+        # the placeholder id may be past the end of the stock table: look up a valid id there, then overwrite
+        safe_ids = torch.where(is_placeholder, torch.zeros_like(input_ids), input_ids)  # [B, 77]
+        tokens = embeddings.token_embedding(safe_ids)  # [B, 77, D]
+        tokens = torch.where(is_placeholder[..., None], audio_token[:, None, :].to(tokens.dtype), tokens)  # [B, 77, D]
+        hidden = embeddings(inputs_embeds=tokens)  # [B, 77, D]  + position embeddings
+        n = input_ids.shape[1]
+        causal = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device).triu(1)  # [77, 77]
+        hidden = self.transformer.encoder(inputs_embeds=hidden, attention_mask=causal[None, None]).last_hidden_state
+        return self.transformer.final_layer_norm(hidden)  # [B, 77, D]

@@ -1,0 +1,27 @@
+"""Shared fixtures: the tiny random models (written once per session by the real factory) and the real clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO.parent / "shared" / "data" / "vggsound"
+
+
+@pytest.fixture(scope="session")
+def clips() -> list[Path]:
+    """The two real 10 s VGGSound clips (16 kHz mono) beside the repository."""
+    found = sorted(CLIPS.glob("*.wav"))
+    if len(found) < 2:
+        pytest.skip(f"real clips not found in {CLIPS} (they live in the workspace's shared/data/vggsound)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """``audiotoken-rt make-random --arch tiny`` output: sd/, beats.pt, embedder.bin."""
+    from audiotoken.random_models import make_random
+
+    return make_random(tmp_path_factory.mktemp("models") / "tiny", arch="tiny", seed=0)
