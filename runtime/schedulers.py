@@ -1,0 +1,428 @@
+"""Diffusion schedulers in pure numpy: the sampling math between two UNet evaluations.
+
+Place in the data flow: `denoise` builds one scheduler per request with ``make_scheduler(name, config, steps)``,
+starts from ``noise * scheduler.init_noise_sigma`` and, for each entry of ``scheduler.timesteps`` (one entry per
+UNet evaluation), calls ``scale_model_input`` -> UNet (+ guidance) -> ``step``::
+
+    scheduler = make_scheduler("dpm++2m", scheduler_config, 25)
+    latents = noise * scheduler.init_noise_sigma                         # [B,4,h,w]
+    history = History()
+    for i, t in enumerate(scheduler.timesteps):
+        eps = unet(scheduler.scale_model_input(latents, i), t)          # [B,4,h,w]
+        latents, history = scheduler.step(eps, i, latents, history, rng=rng)
+
+Design:
+- Everything that depends only on (config, num_inference_steps) -- timesteps, sigmas, alpha-bar pairs, solver
+  orders -- is computed once in the constructor, in float64. ``step`` takes the step index explicitly and reads
+  those tables; it never advances a hidden counter.
+- Multistep methods (DPM-Solver++(2M), PLMS) need earlier model outputs. They travel in an immutable ``History``
+  that ``step`` receives and returns (a fresh one for single-step schedulers); the scheduler object itself never
+  changes, so one instance can serve concurrent requests and a step can be replayed.
+- The schedules follow the diffusers 0.42 schedulers of the same name when built from a model's
+  ``scheduler_config.json`` (PNDM "leading" spacing + steps_offset, Euler's interpolated float32 timesteps, DPM++
+  final-step handling); tests/test_schedulers.py checks the parity. Arithmetic runs in float64 on the float32
+  alpha-bar table the model was trained with, and the result is cast back to the sample's dtype.
+- ``timesteps`` holds what the UNet is called with: int64 training timesteps, except float32 for the Euler family
+  (its "linspace" spacing gives fractional ones, e.g. 957.375).
+- Every scheduler predicts the clean sample from a variance-preserving (VP) view of the latents,
+  ``x = a*x0 + s*eps`` with ``a = sqrt(alpha_bar)``, ``s = sqrt(1 - alpha_bar)``; the Euler family keeps its latents
+  in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
+
+Sources for the formulas: DDIM (Song et al. 2020, eq. 12), PNDM/PLMS (Liu et al. 2022, eq. 9 and 12),
+DPM-Solver++ (Lu et al. 2022, multistep 2M), Euler / Euler ancestral (Karras et al. 2022; k-diffusion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.errors import ConfigError
+
+SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a")
+
+# Config keys shared by every scheduler, with the diffusers defaults a config may omit.
+_BASE_DEFAULTS = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "prediction_type": "epsilon",
+    "steps_offset": 0,
+}
+
+# Options that change the math and that this runtime does not implement: key -> the only value accepted.
+_ONLY_SUPPORTED = {
+    "thresholding": False,
+    "rescale_betas_zero_snr": False,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "interpolation_type": "linear",
+    "timestep_type": "discrete",
+    "variance_type": None,
+}
+
+
+@dataclass(frozen=True)
+class History:
+    """What a multistep scheduler remembers between steps; ``step`` returns a new one, never mutates.
+
+    outputs: earlier model outputs, oldest first (PLMS: the last raw outputs, up to 4;
+             DPM++(2M): the last predicted x0). Each [B,4,h,w] float64.
+    sample:  PLMS only: the latents of step 0, which step 1 restarts from (the warm-up repeats timestep 1).
+    """
+
+    outputs: tuple[np.ndarray, ...] = ()
+    sample: np.ndarray | None = None
+
+
+def _x0_and_eps(model_output: np.ndarray, x: np.ndarray, a, s, prediction_type: str):
+    """Split VP latents ``x = a*x0 + s*eps`` into (x0, eps) given an epsilon or v (= a*eps - s*x0) prediction."""
+    if prediction_type == "epsilon":
+        return (x - s * model_output) / a, model_output
+    return a * x - s * model_output, a * model_output + s * x
+
+
+class Scheduler:
+    """Shared part: config resolution, the alpha-bar table, step-index checks and the dtype contract of ``step``.
+
+    Subclasses set ``timesteps`` (one entry per UNet evaluation) in their constructor and implement ``_step``.
+    """
+
+    defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
+    init_noise_sigma: float = 1.0
+    timesteps: np.ndarray
+
+    def __init__(self, config: dict, num_inference_steps: int):
+        cfg = {**_BASE_DEFAULTS, **self.defaults}
+        cfg.update({k: v for k, v in config.items() if k in cfg or k in _ONLY_SUPPORTED})
+        for key, supported in _ONLY_SUPPORTED.items():
+            if key in cfg and cfg[key] != supported:
+                raise ConfigError(
+                    f"scheduler config: {key} expected {supported!r} (the only value the numpy schedulers implement), "
+                    f"got {cfg[key]!r}",
+                    hint=f"remove '{key}' from scheduler_config.json or pick another scheduler",
+                )
+        _require(cfg, "beta_schedule", ("linear", "scaled_linear"))
+        _require(cfg, "prediction_type", ("epsilon", "v_prediction"))
+        _require(cfg, "timestep_spacing", ("leading", "trailing", "linspace"))
+        n_train = int(cfg["num_train_timesteps"])
+        if not 1 <= int(num_inference_steps) <= n_train:
+            raise ConfigError(
+                f"num_inference_steps: expected 1..{n_train}, got {num_inference_steps}",
+                hint="use e.g. 25 steps for dpm++2m or 50 for pndm",
+            )
+        self.config = cfg
+        self.num_inference_steps = int(num_inference_steps)
+        self.prediction_type = cfg["prediction_type"]
+        self.alphas_cumprod = _alphas_cumprod(cfg)  # [n_train] float64
+
+    def scale_model_input(self, sample: np.ndarray, step_index: int) -> np.ndarray:
+        """The UNet input for step ``step_index``; identity except for the Euler family."""
+        return sample
+
+    def step(
+        self,
+        model_output: np.ndarray,
+        step_index: int,
+        sample: np.ndarray,
+        history: History | None = None,
+        *,
+        rng: np.random.Generator | None = None,
+        noise: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, History]:
+        """Latents after step ``step_index`` and the history for the next step.
+
+        model_output, sample: [B,4,h,w]; the result has the sample's dtype. ``rng`` or ``noise`` ([B,4,h,w], N(0,1))
+        is needed only by stochastic schedulers (euler-a) and ignored by the others.
+        """
+        if not 0 <= step_index < len(self.timesteps):
+            raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
+        history = History() if history is None else history
+        x = np.asarray(sample, dtype=np.float64)  # [B,4,h,w]
+        m = np.asarray(model_output, dtype=np.float64)  # [B,4,h,w]
+        prev, history = self._step(m, step_index, x, history, rng, noise)
+        return prev.astype(np.asarray(sample).dtype), history
+
+    def _step(self, m, i, x, history, rng, noise) -> tuple[np.ndarray, History]:
+        raise NotImplementedError
+
+    def _check_history(self, history: History, expected: int, step_index: int) -> None:
+        if len(history.outputs) != expected:
+            raise ValueError(
+                f"{type(self).__name__} step {step_index}: expected a history of {expected} earlier outputs, "
+                f"got {len(history.outputs)}; pass the History returned by the previous step"
+            )
+
+
+def _require(cfg: dict, key: str, allowed: tuple) -> None:
+    if cfg[key] not in allowed:
+        raise ConfigError(
+            f"scheduler config: {key} expected one of {list(allowed)}, got {cfg[key]!r}",
+            hint="check the model's scheduler/scheduler_config.json",
+        )
+
+
+def _alphas_cumprod(cfg: dict) -> np.ndarray:
+    """alpha_bar_t = prod_{k<=t} (1 - beta_k) for the training noise schedule."""
+    n = int(cfg["num_train_timesteps"])
+    if cfg["trained_betas"] is not None:
+        betas = np.asarray(cfg["trained_betas"], dtype=np.float64)  # [n]
+    elif cfg["beta_schedule"] == "linear":
+        betas = np.linspace(cfg["beta_start"], cfg["beta_end"], n)  # [n]
+    else:  # scaled_linear: linear in sqrt(beta), the latent-diffusion schedule
+        betas = np.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, n) ** 2  # [n]
+    # Computed in float64 and stored in float32, as latent-diffusion's training code does (diffusers builds it in
+    # float32). Near t = 0 that rounding moves 1 - alpha_bar, hence sigma, by up to 4e-5 relative; keeping it takes
+    # the parity with diffusers from ~4e-6 to ~1e-6.
+    return np.cumprod(1.0 - betas).astype(np.float32).astype(np.float64)  # [n]
+
+
+def _spaced_timesteps(cfg: dict, n_steps: int) -> np.ndarray:
+    """Descending training timesteps for DDIM/PNDM/Euler ("linspace", "leading" or "trailing"), float64."""
+    n_train = int(cfg["num_train_timesteps"])
+    spacing = cfg["timestep_spacing"]
+    if spacing == "linspace":
+        return np.linspace(0, n_train - 1, n_steps)[::-1]  # [n_steps]
+    if spacing == "leading":
+        return (np.arange(n_steps) * (n_train // n_steps))[::-1] + float(cfg["steps_offset"])  # [n_steps]
+    return np.round(np.arange(n_train, 0, -n_train / n_steps)) - 1.0  # [n_steps] trailing
+
+
+class _AlphaBarPairs:
+    """sqrt(alpha_bar) and sqrt(1 - alpha_bar) at the current and the target timestep of every step (DDIM, PNDM).
+
+    A negative target timestep (past t=0) uses alpha_bar = 1 with ``set_alpha_to_one``, else alpha_bar_0.
+    """
+
+    def __init__(self, alphas_cumprod: np.ndarray, t_cur: np.ndarray, t_prev: np.ndarray, set_alpha_to_one: bool):
+        final = 1.0 if set_alpha_to_one else alphas_cumprod[0]
+        ab_cur = alphas_cumprod[t_cur]  # [n]
+        ab_prev = np.where(t_prev >= 0, alphas_cumprod[np.maximum(t_prev, 0)], final)  # [n]
+        self.a, self.s = np.sqrt(ab_cur), np.sqrt(1.0 - ab_cur)  # [n] each
+        self.a_prev, self.s_prev = np.sqrt(ab_prev), np.sqrt(1.0 - ab_prev)  # [n] each
+
+
+class DDIM(Scheduler):
+    """DDIM with eta = 0 (deterministic): x_prev = a_prev * x0 + s_prev * eps."""
+
+    defaults = {"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True, "clip_sample_range": 1.0}
+
+    def __init__(self, config: dict, num_inference_steps: int):
+        super().__init__(config, num_inference_steps)
+        self.timesteps = np.round(_spaced_timesteps(self.config, self.num_inference_steps)).astype(np.int64)  # [n]
+        stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
+        self.coef = _AlphaBarPairs(
+            self.alphas_cumprod, self.timesteps, self.timesteps - stride, bool(self.config["set_alpha_to_one"])
+        )
+
+    def _step(self, m, i, x, history, rng, noise):
+        c = self.coef
+        x0, eps = _x0_and_eps(m, x, c.a[i], c.s[i], self.prediction_type)  # [B,4,h,w] each
+        if self.config["clip_sample"]:
+            limit = float(self.config["clip_sample_range"])
+            x0 = np.clip(x0, -limit, limit)
+        return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
+
+
+class PNDM(Scheduler):
+    """PLMS (PNDM with ``skip_prk_steps``): linear multistep on epsilon, each step moved with PNDM's eq. 9 (= DDIM).
+
+    Warm-up (crowsonkb's PLMS): step 0 takes a plain step from t0; step 1 evaluates the UNet at that result (t1) and
+    redoes the step from t0 with the mean of both outputs (Heun-like), so timesteps read [t0, t1, t1, t2, ...] and
+    N inference steps cost N+1 UNet evaluations. Then Adams-Bashforth of order 2, 3 and 4.
+    """
+
+    defaults = {"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False}
+    _ADAMS_BASHFORTH = {  # number of outputs -> weights, oldest first
+        2: np.array([-1.0, 3.0]) / 2,
+        3: np.array([5.0, -16.0, 23.0]) / 12,
+        4: np.array([-9.0, 37.0, -59.0, 55.0]) / 24,
+    }
+
+    def __init__(self, config: dict, num_inference_steps: int):
+        super().__init__(config, num_inference_steps)
+        if not self.config["skip_prk_steps"]:
+            raise ConfigError(
+                "scheduler config: PNDM with Runge-Kutta warm-up (skip_prk_steps=false) is not supported",
+                hint="set skip_prk_steps: true (Stable Diffusion's own setting) or use another scheduler",
+            )
+        n_train, n = int(self.config["num_train_timesteps"]), self.num_inference_steps
+        base = np.round(_spaced_timesteps(self.config, n)[::-1]).astype(np.int64)  # [n] ascending
+        self.timesteps = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].copy()  # [n+1] (n=1: [1])
+        stride = n_train // n
+        t_cur, t_prev = self.timesteps.copy(), self.timesteps - stride  # [n+1] each
+        if len(self.timesteps) > 1:  # step 1 redoes step 0: from t1 + stride (= t0 for even spacing) to t1
+            t_cur[1], t_prev[1] = self.timesteps[1] + stride, self.timesteps[1]
+        self.coef = _AlphaBarPairs(self.alphas_cumprod, t_cur, t_prev, bool(self.config["set_alpha_to_one"]))
+
+    def _step(self, m, i, x, history, rng, noise):
+        if i == 0:
+            self._check_history(history, 0, i)
+            combined, start, history = m, x, History(outputs=(m,), sample=x)
+        elif i == 1:
+            self._check_history(history, 1, i)
+            combined, start = (m + history.outputs[0]) / 2, history.sample
+            history = History(outputs=history.outputs)
+        else:
+            self._check_history(history, min(i - 1, 4), i)
+            outputs = history.outputs[-3:] + (m,)
+            weights = self._ADAMS_BASHFORTH[len(outputs)]
+            combined = sum(w * o for w, o in zip(weights, outputs))  # [B,4,h,w]
+            start, history = x, History(outputs=outputs)
+        c = self.coef
+        x0, eps = _x0_and_eps(combined, start, c.a[i], c.s[i], self.prediction_type)  # [B,4,h,w] each
+        return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
+
+
+class DPMSolverMultistep(Scheduler):
+    """DPM-Solver++ (data prediction), multistep order 2 with the midpoint rule: DPM-Solver++(2M).
+
+    In log-SNR time lambda = -log(sigma), with h = lambda_next - lambda_cur and D0, D1 the current x0 prediction and
+    its divided difference with the previous one:
+        x_next = (s_next / s_cur) * x + a_next * (1 - exp(-h)) * (D0 + D1 / 2),   D1 = (D0 - D0_prev) * h / h_prev
+    Step 0, and the last step when the schedule ends at sigma = 0 (or when short), take the first-order update.
+    """
+
+    defaults = {
+        "timestep_spacing": "linspace",
+        "solver_order": 2,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+        "final_sigmas_type": "zero",
+        "lambda_min_clipped": -float("inf"),
+    }
+
+    def __init__(self, config: dict, num_inference_steps: int):
+        super().__init__(config, num_inference_steps)
+        cfg, n = self.config, self.num_inference_steps
+        _require(cfg, "algorithm_type", ("dpmsolver++",))
+        _require(cfg, "solver_type", ("midpoint",))
+        _require(cfg, "solver_order", (1, 2))
+        _require(cfg, "final_sigmas_type", ("zero", "sigma_min"))
+        n_train = int(cfg["num_train_timesteps"])
+        ab = self.alphas_cumprod  # [n_train]
+        train_sigmas = np.sqrt((1.0 - ab) / ab)  # [n_train]
+        # Drop the noisiest timesteps whose log-SNR is below lambda_min_clipped (none by default).
+        clipped = int(np.searchsorted(np.log(np.sqrt(ab) / np.sqrt(1.0 - ab))[::-1], cfg["lambda_min_clipped"]))
+        last = n_train - clipped
+        spacing = cfg["timestep_spacing"]
+        if spacing == "linspace":
+            ts = np.round(np.linspace(0, last - 1, n + 1))[::-1][:-1]  # [n]
+        elif spacing == "leading":
+            ts = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + cfg["steps_offset"]  # [n]
+        else:
+            ts = np.round(np.arange(last, 0, -n_train / n)) - 1  # [n] trailing
+        self.timesteps = ts.astype(np.int64)  # [n]
+        n = len(self.timesteps)  # fewer than asked when lambda_min_clipped cuts a "trailing" schedule
+        sigma_last = train_sigmas[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
+        sigmas = np.append(train_sigmas[self.timesteps], sigma_last)  # [n+1] VE noise levels
+        a = 1.0 / np.sqrt(sigmas**2 + 1.0)  # [n+1] sqrt(alpha_bar)
+        s = sigmas * a  # [n+1] sqrt(1 - alpha_bar)
+        with np.errstate(divide="ignore"):
+            lam = -np.log(sigmas)  # [n+1] log-SNR / 2; +inf at sigma = 0
+        self.a, self.s = a, s
+        self.x_coef = s[1:] / s[:-1]  # [n] s_next / s_cur
+        self.d_coef = a[1:] * (1.0 - sigmas[1:] / sigmas[:-1])  # [n] a_next * (1 - exp(-h))
+        h = lam[1:] - lam[:-1]  # [n]
+        self.h_ratio = np.ones(n)  # [n] h / h_prev, used by second-order steps only
+        self.h_ratio[1:] = h[1:] / h[:-1]
+        first_order_final = bool(cfg["euler_at_final"]) or cfg["final_sigmas_type"] == "zero"
+        first_order_final |= bool(cfg["lower_order_final"]) and n < 15
+        self.order = np.full(n, int(cfg["solver_order"]))  # [n]
+        self.order[0] = 1
+        if first_order_final:
+            self.order[-1] = 1
+
+    def _step(self, m, i, x, history, rng, noise):
+        self._check_history(history, 0 if i == 0 else 1, i)
+        x0, _ = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w]
+        d = x0
+        if self.order[i] == 2:
+            d = x0 + 0.5 * (x0 - history.outputs[0]) * self.h_ratio[i]  # D0 + D1/2
+        return self.x_coef[i] * x + self.d_coef[i] * d, History(outputs=(x0,))
+
+
+class Euler(Scheduler):
+    """Euler method on the probability-flow ODE dx/dsigma = (x - x0) / sigma, latents in VE scale (x / a).
+
+    Sigmas are the training sigmas interpolated at the (possibly fractional) inference timesteps, then 0.
+    """
+
+    defaults = {"timestep_spacing": "linspace", "final_sigmas_type": "zero"}
+    ancestral = False
+
+    def __init__(self, config: dict, num_inference_steps: int):
+        super().__init__(config, num_inference_steps)
+        ab = self.alphas_cumprod  # [n_train]
+        ts = _spaced_timesteps(self.config, self.num_inference_steps).astype(np.float32)  # [n]
+        self.timesteps = ts  # float32 like diffusers: "linspace" gives fractional timesteps
+        train_sigmas = np.sqrt((1.0 - ab) / ab)  # [n_train]
+        sigmas = np.interp(ts.astype(np.float64), np.arange(len(ab)), train_sigmas)  # [n]
+        sigma_last = 0.0  # Euler ancestral always ends at 0
+        if not self.ancestral:
+            _require(self.config, "final_sigmas_type", ("zero", "sigma_min"))
+            sigma_last = train_sigmas[0] if self.config["final_sigmas_type"] == "sigma_min" else 0.0
+        self.sigmas = np.append(sigmas, sigma_last)  # [n+1]
+        sigma_max = self.sigmas.max()
+        leading = self.config["timestep_spacing"] == "leading"
+        self.init_noise_sigma = float(np.sqrt(sigma_max**2 + 1.0) if leading else sigma_max)
+        self.a = 1.0 / np.sqrt(self.sigmas**2 + 1.0)  # [n+1] VE -> VP factor
+        cur, nxt = self.sigmas[:-1], self.sigmas[1:]  # [n] each
+        if self.ancestral:  # split the move to nxt into a deterministic part (down) and fresh noise (up)
+            self.sigma_up = np.sqrt(nxt**2 * (cur**2 - nxt**2) / cur**2)  # [n]
+            self.sigma_down = np.sqrt(nxt**2 - self.sigma_up**2)  # [n]
+        else:
+            self.sigma_up, self.sigma_down = np.zeros_like(nxt), nxt  # [n] each
+
+    def scale_model_input(self, sample: np.ndarray, step_index: int) -> np.ndarray:
+        """sample / sqrt(sigma^2 + 1): the VP latents the UNet was trained on."""
+        return (sample * self.a[step_index]).astype(sample.dtype)
+
+    def _step(self, m, i, x, history, rng, noise):
+        sigma = self.sigmas[i]
+        x0, _ = _x0_and_eps(m, x * self.a[i], self.a[i], self.a[i] * sigma, self.prediction_type)  # [B,4,h,w]
+        derivative = (x - x0) / sigma  # [B,4,h,w]
+        prev = x + derivative * (self.sigma_down[i] - sigma)  # [B,4,h,w]
+        if self.ancestral:
+            if noise is None:
+                if rng is None:
+                    raise ConfigError(
+                        "euler-a step: expected rng= or noise= for the fresh noise, got neither",
+                        hint="pass a numpy.random.Generator as rng= (seeded for reproducible images)",
+                    )
+                noise = rng.standard_normal(x.shape)  # [B,4,h,w]
+            prev = prev + np.asarray(noise, dtype=np.float64) * self.sigma_up[i]
+        return prev, history
+
+
+class EulerAncestral(Euler):
+    """Euler ancestral: each step goes down to sigma_down deterministically and adds sigma_up of fresh noise."""
+
+    ancestral = True
+
+
+_SCHEDULERS = {
+    "dpm++2m": DPMSolverMultistep,
+    "pndm": PNDM,
+    "ddim": DDIM,
+    "euler": Euler,
+    "euler-a": EulerAncestral,
+}
+
+
+def make_scheduler(name: str, config: dict, num_inference_steps: int) -> Scheduler:
+    """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict."""
+    if name not in _SCHEDULERS:
+        raise ConfigError(
+            f"scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {name!r}",
+            hint="dpm++2m (25 steps) is the default; pndm (50 steps) reproduces the official AudioToken inference",
+        )
+    return _SCHEDULERS[name](config, num_inference_steps)
