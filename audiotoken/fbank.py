@@ -139,9 +139,9 @@ def _fbank_on(device: torch.device) -> Fbank:
 def compute_fbank(waveform) -> torch.Tensor:
     """BEATs features of a 16 kHz waveform in [-1, 1): [N] -> [T, 128], or [B, N] -> [B, T, 128].
 
-    Accepts a torch tensor or a numpy array; the result is float32 on the waveform's device.
+    Accepts a torch tensor or a numpy array of any float dtype; the result is float32 on the waveform's device.
     """
-    x = torch.as_tensor(waveform)
+    x = torch.as_tensor(waveform, dtype=torch.float32)
     if x.dim() not in (1, 2) or x.shape[-1] < FRAME_LENGTH:
         raise AudioLoadError(
             f"waveform has shape {tuple(x.shape)}; expected [samples] or [batch, samples] "

@@ -1,0 +1,97 @@
+"""The embedder: the official key layout and counts (spec 4.2), D read from fc2, and the pooling against a
+float64 re-derivation of spec 4.1 with the explicit [N, N] cosine matrix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiotoken.embedder import Embedder
+from runtime.errors import CheckpointError
+
+
+def spec_keys(d: int) -> dict[str, tuple[int, ...]]:
+    return {
+        "fc1.weight": (2304, 2304), "fc1.bias": (2304,), "fc2.weight": (d, 2304), "fc2.bias": (d,),
+        "fga.un_models.0.embed.weight": (d, d, 1), "fga.un_models.0.embed.bias": (d,),
+        "fga.un_models.0.feature_reduce.weight": (1, d, 1), "fga.un_models.0.feature_reduce.bias": (1,),
+        "fga.pp_models.0.embed_X.weight": (d, d, 1), "fga.pp_models.0.embed_X.bias": (d,),
+        "fga.pp_models.0.embed_Y.weight": (d, d, 1), "fga.pp_models.0.embed_Y.bias": (d,),
+        "fga.reduce_potentials.0.weight": (1, 2, 1),
+    }
+
+
+@pytest.mark.parametrize(("d", "count"), [(768, 8_853_507), (1024, 10_820_867)])
+def test_official_layout_and_parameter_count(d, count):
+    with torch.device("meta"):
+        model = Embedder(2304, d)
+    state = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == spec_keys(d)
+    assert sum(v.numel() for v in state.values()) == count
+
+
+def spec_reference_token(state: dict, features: torch.Tensor) -> torch.Tensor:
+    """Spec 4.1 for one clip, features [N, 3C] -> token [D], float64, without the official dropout."""
+    w = {k: v.double() for k, v in state.items()}
+    u = features.double()
+    h = F.gelu(u @ w["fc1.weight"].T + w["fc1.bias"]) @ w["fc2.weight"].T + w["fc2.bias"]  # [N, D]
+    unary = torch.relu(h @ w["fga.un_models.0.embed.weight"][:, :, 0].T + w["fga.un_models.0.embed.bias"])
+    unary = unary @ w["fga.un_models.0.feature_reduce.weight"][0, :, 0] + w["fga.un_models.0.feature_reduce.bias"]  # [N]
+    x = F.normalize(h @ w["fga.pp_models.0.embed_X.weight"][:, :, 0].T + w["fga.pp_models.0.embed_X.bias"], dim=1)
+    y = F.normalize(h @ w["fga.pp_models.0.embed_Y.weight"][:, :, 0].T + w["fga.pp_models.0.embed_Y.bias"], dim=1)
+    pairwise = (x @ y.T).mean(dim=1)  # [N]: s_n = mean_m <x_n, y_m>
+    c = w["fga.reduce_potentials.0.weight"][0, :, 0]  # [unary, pairwise]
+    alpha = torch.softmax(c[0] * unary + c[1] * pairwise, dim=0)  # [N]
+    return alpha @ h  # [D]
+
+
+@pytest.fixture(scope="module")
+def embedder_file(tmp_path_factory):
+    torch.manual_seed(3)
+    model = Embedder(96, 32)
+    with torch.no_grad():  # make every potential matter: default init leaves the reduce weights tiny
+        model.fga.reduce_potentials[0].weight.copy_(torch.tensor([[[1.5], [4.0]]]))
+    path = tmp_path_factory.mktemp("embedder") / "embedder.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("n_tokens", [496, 248])  # inference (10 s) and training (5 s) lengths
+def test_pooling_matches_the_spec_reference(embedder_file, n_tokens):
+    model = Embedder.from_file(embedder_file)
+    state = torch.load(embedder_file, weights_only=True)
+    features = torch.randn(2, n_tokens, 96)
+    tokens = model(features)
+    assert tokens.shape == (2, 32)
+    for b in range(2):
+        reference = spec_reference_token(state, features[b])
+        assert torch.allclose(tokens[b].double(), reference, atol=1e-5), (tokens[b].double() - reference).abs().max()
+
+
+def test_token_dim_is_read_from_fc2(tmp_path):
+    torch.save(Embedder(96, 48).state_dict(), tmp_path / "wide.bin")
+    assert Embedder.from_file(tmp_path / "wide.bin").token_dim == 48
+
+
+def test_eval_is_deterministic_and_official_dropout_is_opt_in(embedder_file):
+    features = torch.randn(1, 248, 96)
+    deterministic = Embedder.from_file(embedder_file)
+    assert torch.equal(deterministic(features), deterministic(features))
+    official = Embedder.from_file(embedder_file, stochastic=True)
+    torch.manual_seed(0)
+    draws = torch.stack([official(features) for _ in range(4)])
+    assert not torch.allclose(draws[0], draws[1])  # the official unary dropout stays on in eval (spec Q1)
+    # the dropout only reweights the pooling, so every draw stays a convex mix of the same fc2 outputs
+    assert (draws - deterministic(features)).abs().max() < 10 * deterministic(features).abs().max()
+
+
+def test_a_foreign_state_dict_is_refused_with_its_name(tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.bin")
+    with pytest.raises(CheckpointError, match=r"other\.bin: expected an AudioToken embedder state_dict"):
+        Embedder.from_file(tmp_path / "other.bin")
+    state = Embedder(96, 32).state_dict()
+    del state["fga.reduce_potentials.0.weight"]
+    torch.save(state, tmp_path / "partial.bin")
+    with pytest.raises(CheckpointError, match=r"partial\.bin: does not match the Embedder layout \(missing: fga\.reduce_potentials\.0\.weight"):
+        Embedder.from_file(tmp_path / "partial.bin")
