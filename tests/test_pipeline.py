@@ -1,0 +1,83 @@
+"""The diffusers reference pipeline on tiny random models and a real clip: pictures come out, the seed and
+the given latents reproduce them, the clip changes them, and bad options fail with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audiotoken.embedder import Embedder
+from audiotoken.pipeline import AudioTokenPipeline
+from runtime.errors import CheckpointError, ConfigError
+from runtime.noise import initial_noise
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models):
+    return AudioTokenPipeline.from_pretrained(tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin")
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64)
+
+
+def test_official_defaults(pipe):
+    assert pipe.placeholder_id == 49408
+    assert pipe.default_size() == (64, 64)  # unet.sample_size 8 x vae scale factor 8
+    assert type(pipe.sd.scheduler).__name__ == "PNDMScheduler"
+
+
+def test_a_real_clip_gives_a_picture_and_the_seed_reproduces_it(pipe, clips):
+    first = pipe([clips[0]], seed=7, num_inference_steps=STEPS, progress=False)
+    assert len(first) == 1 and first[0].size == (64, 64) and first[0].mode == "RGB"
+    assert pixels(first[0]).std() > 1.0  # not a blank picture
+    again = pipe([clips[0]], seed=7, num_inference_steps=STEPS, progress=False)
+    assert np.array_equal(pixels(first[0]), pixels(again[0]))
+    given = pipe([clips[0]], latents=initial_noise(7, (1, 4, 8, 8)), num_inference_steps=STEPS, progress=False)
+    assert np.array_equal(pixels(first[0]), pixels(given[0]))  # seeded numpy noise is the latents the runtime uses
+
+
+def test_the_clip_conditions_the_picture(pipe, clips):
+    latents = initial_noise(3, (2, 4, 8, 8))
+    latents[1] = latents[0]
+    images = pipe(clips, latents=latents, num_inference_steps=STEPS, progress=False)
+    # same noise, different sound: the tiny random UNet listens weakly to its context, but it does listen
+    assert not np.array_equal(pixels(images[0]), pixels(images[1]))
+    tokens = pipe.encode_audio(clips)
+    assert (tokens[0] - tokens[1]).norm() > 0.1 * tokens.norm(dim=1).min()
+
+
+def test_several_images_per_clip_and_another_scheduler(pipe, clips):
+    images = pipe([clips[1]], num_images_per_clip=2, seed=1, num_inference_steps=STEPS, scheduler="DPMSolverMultistepScheduler", progress=False)
+    assert len(images) == 2 and not np.array_equal(pixels(images[0]), pixels(images[1]))
+
+
+def test_audio_tokens_are_batched_like_single_clips(pipe, clips):
+    both = pipe.encode_audio(clips)
+    assert both.shape == (2, 32)
+    assert torch.allclose(both[1], pipe.encode_audio([clips[1]])[0], atol=1e-5)
+
+
+def test_bad_options_are_refused(pipe, clips):
+    with pytest.raises(ConfigError, match="latents have shape"):
+        pipe([clips[0]], latents=np.zeros((1, 4, 16, 16), np.float32), num_inference_steps=STEPS, progress=False)
+    with pytest.raises(ConfigError, match="unknown diffusers scheduler 'Nope'"):
+        pipe([clips[0]], scheduler="Nope", num_inference_steps=STEPS, progress=False)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        pipe([clips[0]], height=60, num_inference_steps=STEPS, progress=False)
+    with pytest.raises(ConfigError, match="holds <\\*> 0 times"):
+        pipe([clips[0]], prompt="a photo", num_inference_steps=STEPS, progress=False)
+
+
+def test_an_embedder_for_another_text_encoder_width_is_refused(tiny_models, tmp_path):
+    torch.save(Embedder(96, 48).state_dict(), tmp_path / "wide.bin")
+    with pytest.raises(CheckpointError, match="wide.bin: the embedder makes 48-d tokens but .* text encoder is 32-d"):
+        AudioTokenPipeline.from_pretrained(tiny_models / "sd", tiny_models / "beats.pt", tmp_path / "wide.bin")
+
+
+def test_a_folder_that_is_not_stable_diffusion_is_refused(tiny_models, tmp_path):
+    with pytest.raises(CheckpointError, match="cannot load a diffusers Stable Diffusion"):
+        AudioTokenPipeline.from_pretrained(tmp_path, tiny_models / "beats.pt", tiny_models / "embedder.bin")
