@@ -11,11 +11,11 @@ import functools
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from runtime.errors import AudioTokenError
+from runtime.errors import AudioTokenError, ConfigError
 
 app = typer.Typer(
     name="audiotoken-rt",
@@ -89,6 +89,228 @@ def make_random_command(
 
         folder = make_random(out, arch=arch.value, seed=seed, force=force)
     console.print(f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin")
+
+
+@app.command("generate")
+def generate_command(
+    clips: Annotated[list[Path], typer.Argument(help="Sound clips (wav, flac, ogg, mp3). Put a leading '--' before names that start with '-'.")],
+    engines: Annotated[Path, typer.Option("--engines", help="Engine bundle folder (from `audiotoken-rt export`).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).")],
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the initial noise (random if unset; recorded in the PNG).")] = None,
+    scheduler: Annotated[str, typer.Option(help="dpm++2m, pndm (the official inference, 50 steps), ddim, euler, euler-a.")] = "dpm++2m",
+    prompt: Annotated[Optional[str], typer.Option(help="Prompt template holding <*> once (default: the bundle's).")] = None,
+    negative_prompt: Annotated[str, typer.Option(help="Negative prompt (the unconditional branch).")] = "",
+    num_images: Annotated[int, typer.Option(help="Pictures per clip (seeds SEED, SEED+1, ...).")] = 1,
+    backend: Annotated[str, typer.Option(help="onnxruntime, tensorrt, or torch (the PyTorch reference networks).")] = "onnxruntime",
+    device: Annotated[str, typer.Option(help="For onnxruntime: cpu, cuda or tensorrt.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing pictures.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a stage timing table.")] = False,
+) -> None:
+    """Draw a picture for each sound clip with a bundle's engines; a bad clip is reported and skipped."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runtime.picture import save_png
+    from runtime.pipeline import GenerationOptions, Pipeline
+
+    console = Console(stderr=True)
+    options = GenerationOptions(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                scheduler=scheduler, seed=seed, num_images=num_images)
+    try:
+        options.check()
+        if backend == "torch":
+            quiet_heavy_libraries()
+        with console.status(f"opening {engines} ({backend}, {device})"):
+            pipeline = Pipeline.open(engines, backend=backend, device=device)
+    except AudioTokenError as exc:
+        fail(exc)
+
+    failures: list[str] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        overall = bar.add_task("clips", total=len(clips))
+        for clip in clips:
+            targets = [out / f"{clip.stem}.png"] if num_images == 1 else [out / f"{clip.stem}-{k}.png" for k in range(num_images)]
+            task = bar.add_task(f"{clip.name}: start", total=1)
+
+            def report(stage: str, done: int, total: int, task=task, clip=clip) -> None:
+                bar.update(task, description=f"{clip.name}: {stage}", completed=done, total=total)
+
+            try:
+                for target in targets:
+                    if target.exists() and not overwrite:
+                        raise ConfigError(f"{target}: already exists", hint="pass --overwrite to replace it")
+                result = pipeline.generate(clip, options, progress=report)
+                for k, (picture, target) in enumerate(zip(result.pictures, targets)):
+                    save_png(picture, target, {**result.metadata(k, clip.name), "bundle": pipeline.bundle.manifest.bundle_id}, overwrite=overwrite)
+                bar.update(task, description=f"{clip.name}: done -> {targets[0].name}" + (f" (+{num_images - 1})" if num_images > 1 else ""),
+                           completed=1, total=1)
+                if verbose:
+                    console.print(timing_table(clip.name, result.timings))
+            except AudioTokenError as exc:
+                failures.append(f"{clip}: {exc}")
+                bar.update(task, description=f"{clip.name}: failed")
+                console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+            bar.advance(overall)
+    if failures:
+        console.print(f"{len(failures)} of {len(clips)} clip(s) failed:", highlight=False, soft_wrap=True)
+        for line in failures:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def timing_table(title: str, timings) -> "Table":
+    """A rich table of stage wall times (ms), with the mean UNet step."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: stage timings", show_edge=False)
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for stage, ms in timings.stages.items():
+        table.add_row(stage, f"{ms:.1f}")
+    if timings.unet_calls:
+        table.add_row("unet (per call)", f"{timings.stages['unet'] / timings.unet_calls:.1f}")
+    return table
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+@app.command("export")
+@reports_errors
+def export_command(
+    sd: Annotated[str, typer.Option(help="Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder.")],
+    beats: Annotated[Path, typer.Option(help="BEATs checkpoint (BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt).")],
+    embedder: Annotated[Path, typer.Option(help="AudioToken embedder weights (embedder_learned_embeds.bin).")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write, e.g. engines/sd14.")],
+    height: Annotated[Optional[int], typer.Option(help="Image height (default: the UNet's sample_size x 8).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Image width (default: the UNet's sample_size x 8).")] = None,
+    precision: Annotated[Precision, typer.Option(help="fp16: for GPUs; the fbank, LayerNorm and softmax islands stay fp32.")] = Precision.fp32,
+    template: Annotated[Optional[str], typer.Option(help="Prompt template holding <*> once (default 'a photo of <*>, 4k, high resolution').")] = None,
+    sample_clip: Annotated[Optional[Path], typer.Option(help="A real clip to validate audio_encoder on (default: seeded noise).")] = None,
+    tensorrt: Annotated[bool, typer.Option("--tensorrt", help="Also build fp16 TensorRT plans for this GPU (needs the trt extra).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if OUT is up to date, or holds another bundle.")] = False,
+    allow_parity_error: Annotated[bool, typer.Option("--allow-parity-error", help="Keep an engine that differs from PyTorch beyond tolerance (recorded in the manifest).")] = False,
+) -> None:
+    """Export the five networks to an engine bundle (ONNX, validated against PyTorch; optional TensorRT plans)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    quiet_heavy_libraries()
+    from export.builder import ExportOptions, export_bundle
+
+    options = ExportOptions(sd=sd, beats=beats, embedder=embedder, out=out, height=height, width=width,
+                            precision=precision.value, template=template, sample_clip=sample_clip, tensorrt=tensorrt,
+                            force=force, allow_parity_error=allow_parity_error)
+    result = export_bundle(options, console)
+    m = result.manifest
+    verb = "kept" if result.reused else "wrote"
+    console.print(f"{verb} {result.folder}: {len(m.engines)} engines, {m.precision}, {m.width}x{m.height}, D={m.token_dim}, "
+                  f"id {m.bundle_id}; `audiotoken-rt info {result.folder}` shows it", highlight=False)
+
+
+def manifest_tables(manifest) -> list:
+    """The manifest as two rich tables: the bundle's facts, then one row per engine."""
+    from rich.table import Table
+
+    facts = Table(title="bundle", show_header=False, show_edge=False)
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    rows = [
+        ("id", f"{manifest.bundle_id} (schema {manifest.schema_version})"),
+        ("image", f"{manifest.width}x{manifest.height}, VAE scaling {manifest.vae_scaling_factor}"),
+        ("text", f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}, template {manifest.template!r}"),
+        ("scheduler", f"{manifest.scheduler_config.get('_class_name', '?')}, {manifest.prediction_type}"),
+        ("precision", f"{manifest.precision}, ONNX opset {manifest.opset}"),
+        *((f"source {s.role}", f"{s.ref} ({len(s.files)} files)") for s in manifest.sources),
+        ("created with", ", ".join(f"{k} {v}" for k, v in manifest.created_with.items())),
+    ]
+    for row in rows:
+        facts.add_row(*row)
+
+    engines = Table(title="engines", show_edge=False)
+    for column in ("engine", "inputs -> outputs", "MB", "max rel err", "plans"):
+        engines.add_column(column, no_wrap=column == "engine")
+    for name, engine in manifest.engines.items():
+        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in engine.inputs) + " -> " + ", ".join(f"{t.name} {list(t.shape)}" for t in engine.outputs)
+        size = (engine.file.size + (engine.data.size if engine.data else 0)) / 1e6
+        worst = max(e.max_rel for e in engine.parity.outputs)
+        verdict = "ok" if engine.parity.ok else "OVER"
+        plans = ", ".join(f"{p.gpu} (TensorRT {p.tensorrt_version})" for p in engine.plans) or "-"
+        engines.add_row(name, shapes, f"{size:.1f}", f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})", plans)
+    return [facts, engines]
+
+
+@app.command("info")
+@reports_errors
+def info_command(
+    bundle: Annotated[Path, typer.Argument(help="Engine bundle folder (from `audiotoken-rt export`).")],
+) -> None:
+    """Print a bundle's manifest, then check every file's sha256 (non-zero exit if one is missing or differs)."""
+    from rich.console import Console
+
+    from runtime.bundle import read_manifest, verify
+
+    console = Console()
+    manifest = read_manifest(bundle)
+    for table in manifest_tables(manifest):
+        console.print(table)
+    verify(bundle)
+    console.print(f"all {len(manifest.all_files())} files match their sha256", highlight=False)
+
+
+@app.command("bench")
+@reports_errors
+def bench_command(
+    clip: Annotated[Path, typer.Argument(help="The sound clip every backend draws from.")],
+    engines: Annotated[Path, typer.Option("--engines", help="Engine bundle folder.")],
+    backends: Annotated[str, typer.Option(help="Comma-separated backends, each measured in its own process.")] = "onnxruntime,torch",
+    device: Annotated[str, typer.Option(help="cpu, cuda (or tensorrt for onnxruntime).")] = "cpu",
+    steps: Annotated[int, typer.Option(help="Denoising steps per measured picture.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Measured pictures per backend (after one warm-up).")] = 1,
+    scheduler: Annotated[str, typer.Option(help="Scheduler of the measured runs.")] = "dpm++2m",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+) -> None:
+    """Measure per-stage and end-to-end latency and peak memory of each backend on one bundle and clip."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from runtime.bench import STAGES, check_backends, machine, ratios, run_worker
+    from runtime.bundle import read_manifest
+
+    names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
+    manifest = read_manifest(engines)
+    if not clip.is_file():
+        raise ConfigError(f"{clip}: clip not found")
+    console = Console(stderr=True)
+    results = {}
+    for name in names:
+        with console.status(f"bench {name}: warm-up + {repeats} x {steps} steps"):
+            results[name] = run_worker(engines, name, device, clip, steps, repeats, scheduler)
+    relative = ratios(results)
+    table = Table(title=f"{engines} ({manifest.height}x{manifest.width}, {steps} steps, {device}): ms per stage", show_edge=False)
+    for column in ("backend", *STAGES, "unet step", "total", "peak RSS MB", "vs torch: step / total / RSS"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for name, r in results.items():
+        vs = relative.get(name)
+        table.add_row(name, *(f"{r['stages'].get(s, 0):.0f}" for s in STAGES), f"{r['unet_step_ms']:.1f}", f"{r['total_ms']:.0f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{vs['unet_step']:.2f} / {vs['total']:.2f} / {vs['peak_rss']:.2f}" if vs else "-")
+    Console().print(table)
+    if json_out:
+        report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "device": device,
+                  "scheduler": scheduler, "bundle": manifest.bundle_id, "height": manifest.height, "width": manifest.width,
+                  "machine": machine()}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        staging = json_out.with_name(f".{json_out.name}.tmp")
+        staging.write_text(json.dumps(report, indent=2) + "\n")
+        staging.replace(json_out)
+        console.print(f"wrote {json_out}")
 
 
 def main() -> None:

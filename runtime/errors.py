@@ -26,3 +26,11 @@ class CheckpointError(AudioTokenError):
 
 class ConfigError(AudioTokenError):
     """An option or prompt is invalid (e.g. a template without ``<*>``)."""
+
+
+class BundleError(AudioTokenError):
+    """An engine bundle is missing, incomplete, tampered with, or built for another device or version."""
+
+
+class ExportError(AudioTokenError):
+    """Exporting a network failed: the exporter refused it, or the engine disagrees with PyTorch beyond tolerance."""

@@ -25,3 +25,16 @@ def tiny_models(tmp_path_factory) -> Path:
     from audiotoken.random_models import make_random
 
     return make_random(tmp_path_factory.mktemp("models") / "tiny", arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
+    """An fp32 engine bundle of the tiny models (``audiotoken-rt export``), built once per session."""
+    from rich.console import Console
+
+    from export.builder import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    options = ExportOptions(sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out)
+    export_bundle(options, Console(quiet=True))
+    return out

@@ -1,0 +1,58 @@
+"""The ``torch`` backend: a bundle's engines run as the PyTorch networks they were exported from, for A/B checks.
+
+Place in the data flow: ``runtime.backends.open_backend("torch")`` -> ``TorchBackend.run(engine, feeds)``, the same
+protocol as ONNX Runtime and TensorRT, so the runtime pipeline (tokenizer, numpy schedulers, guidance) is shared
+and only the networks differ. The networks are ``export.networks``' wrapper modules, built from the sources the
+manifest names (Stable Diffusion, BEATs, embedder), which must still exist and hash as they did at export.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from export.networks import describe_networks, read_dims
+from export.sources import resolve_sources
+from runtime.bundle import Bundle
+from runtime.errors import BundleError, ConfigError
+
+
+class TorchBackend:
+    """PyTorch wrapper modules per engine, built on first use and kept."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu"):
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"--backend torch runs on cpu or cuda, not {device!r}")
+        m = bundle.manifest
+        refs = {s.role: s for s in m.sources}
+        sources = resolve_sources(refs["sd"].ref, refs["beats"].ref, refs["embedder"].ref)
+        for entry in sources.entries:
+            if entry.files != refs[entry.role].files:
+                raise BundleError(
+                    f"{entry.ref}: the {entry.role} files differ from those {bundle.root} was exported from",
+                    hint=f"re-export the bundle from these files: {m.rebuild_command(bundle.root)}",
+                )
+        dims = read_dims(sources, m.height, m.width)
+        self.networks = {n.name: n for n in describe_networks(sources, dims, m.template, clip=None)}
+        self.device = device
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.lock = threading.Lock()
+
+    def module(self, engine: str) -> torch.nn.Module:
+        with self.lock:
+            if engine not in self.modules:
+                self.modules[engine] = self.networks[engine].build().to(self.device)
+            return self.modules[engine]
+
+    def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        network = self.networks[engine]
+        module = self.module(engine)
+        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[spec.name])).to(self.device) for spec in network.inputs]
+        with torch.inference_mode():
+            outputs = module(*inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return {spec.name: out.float().cpu().numpy() for spec, out in zip(network.outputs, outputs)}

@@ -1,0 +1,112 @@
+"""Backends: one small protocol, ``run(engine_name, feeds) -> outputs``, over numpy arrays.
+
+The pipeline (``runtime.pipeline``) calls the five engines of a bundle only through this protocol, so the
+same data flow runs on:
+- ``onnxruntime`` (default): the bundle's ONNX files on the CPU, CUDA or TensorRT execution provider
+  (``--device cpu|cuda|tensorrt``), with IO binding on the GPU;
+- ``tensorrt``: the bundle's native fp16 plans (``runtime.tensorrt.Engine``, imported lazily);
+- ``torch``: the PyTorch networks the bundle was exported from (``export.torch_backend``, imported lazily;
+  needs the ``export`` extra and the source checkpoints), for A/B checks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.bundle import Bundle
+from runtime.errors import BundleError, ConfigError
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+DEVICES = ("cpu", "cuda", "tensorrt")
+
+
+class Backend(Protocol):
+    """What the pipeline needs from an engine runner."""
+
+    name: str
+    device: str
+
+    def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one engine on named inputs; return its named outputs as host arrays."""
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime sessions over a bundle's ONNX files, created on first use, one per engine."""
+
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None):
+        wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+        if device not in wanted:
+            raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        if wanted[device] not in ort.get_available_providers():
+            raise ConfigError(
+                f"ONNX Runtime here has no {wanted[device]} (available: {', '.join(ort.get_available_providers())})",
+                hint="pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
+            )
+        self.bundle = bundle
+        self.device = device
+        self.providers = self.provider_chain(device)
+        self.options = ort.SessionOptions()
+        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            self.options.intra_op_num_threads = threads
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        self.lock = threading.Lock()
+
+    def provider_chain(self, device: str) -> list:
+        """Execution providers in order of preference, each falling back to the next for unsupported nodes."""
+        chain: list = ["CPUExecutionProvider"]
+        if device in ("cuda", "tensorrt"):
+            chain.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
+        if device == "tensorrt":
+            cache = self.bundle.root / "ort_trt_cache"
+            chain.insert(0, ("TensorrtExecutionProvider", {
+                "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            }))
+        return chain
+
+    def session(self, engine: str) -> ort.InferenceSession:
+        with self.lock:  # sessions are created once; running them is thread-safe in ONNX Runtime
+            if engine not in self.sessions:
+                path = self.bundle.engine_path(engine)
+                try:
+                    self.sessions[engine] = ort.InferenceSession(str(path), self.options, providers=self.providers)
+                except Exception as exc:  # ORT raises its own exception types for unreadable models
+                    raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle") from exc
+            return self.sessions[engine]
+
+    def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.session(engine)
+        names = [o.name for o in session.get_outputs()]
+        if self.device == "cpu":
+            return dict(zip(names, session.run(names, feeds)))
+        binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
+        for key, value in feeds.items():
+            binding.bind_cpu_input(key, np.ascontiguousarray(value))
+        for name in names:
+            binding.bind_output(name, "cuda")
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+
+def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cpu") -> Backend:
+    """The backend named ``backend`` over ``bundle``; heavy backends are imported only when asked for."""
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(bundle, device)
+    if backend == "tensorrt":
+        from runtime.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(bundle)
+    if backend == "torch":
+        try:
+            from export.torch_backend import TorchBackend
+        except ImportError as exc:
+            raise ConfigError(f"--backend torch needs the PyTorch side ({exc.name} is missing)", hint="pip install 'audiotoken-rt[export]'") from exc
+        return TorchBackend(bundle, device)
+    raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,123 @@
+"""``audiotoken-rt bench``: per-stage and end-to-end latency and peak memory of each backend, in one run.
+
+Each backend is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
+peak resident memory (``ru_maxrss``) is its own and one backend's caches never warm another's. A worker opens
+the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures of ``steps``
+steps with the same clip and seed, and prints one JSON object; the parent gathers them, prints a table with
+ratios against the ``torch`` reference and optionally writes ``--json``:
+``{"backends": {name: {"stages": {stage: ms}, "total_ms": ..., "unet_step_ms": ..., "peak_rss_mb": ...}}, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from runtime.errors import AudioTokenError, ConfigError
+
+STAGES = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
+
+
+def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repeats: int, scheduler: str) -> dict:
+    """One backend's figures (run inside the worker process)."""
+    from runtime.pipeline import GenerationOptions, Pipeline
+
+    started = time.perf_counter()
+    pipeline = Pipeline.open(bundle, backend=backend, device=device)
+    open_ms = (time.perf_counter() - started) * 1000
+    options = GenerationOptions(steps=steps, seed=0, scheduler=scheduler)
+    pipeline.generate(clip, replace(options, steps=2))  # warm-up: lazy sessions, allocator, caches
+    stages: dict[str, float] = {}
+    unet_ms, unet_calls, total_ms = 0.0, 0, 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = pipeline.generate(clip, options)
+        total_ms += (time.perf_counter() - started) * 1000
+        for stage in STAGES:
+            stages[stage] = stages.get(stage, 0.0) + result.timings.stages.get(stage, 0.0)
+        unet_ms += result.timings.stages.get("unet", 0.0)
+        unet_calls += result.timings.unet_calls
+    return {
+        "stages": {stage: ms / repeats for stage, ms in stages.items()},
+        "total_ms": total_ms / repeats,
+        "unet_step_ms": unet_ms / unet_calls,
+        "open_ms": open_ms,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+    }
+
+
+def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, repeats: int, scheduler: str) -> dict:
+    """Measure one backend in a fresh interpreter; its errors come back as AudioTokenError."""
+    command = [sys.executable, "-m", "runtime.bench", "--worker", str(bundle), backend, device, str(clip),
+               str(steps), str(repeats), scheduler]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AudioTokenError(f"bench of backend {backend} failed: {last}")
+    return json.loads(lines[-1])
+
+
+def machine() -> dict:
+    import os
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def ratios(results: dict[str, dict], reference: str = "torch") -> dict[str, dict[str, float]]:
+    """Each backend's figures over the reference backend's (below 1 is faster or smaller)."""
+    if reference not in results:
+        return {}
+    ref = results[reference]
+    return {
+        name: {
+            "unet_step": r["unet_step_ms"] / ref["unet_step_ms"],
+            "total": r["total_ms"] / ref["total_ms"],
+            "peak_rss": r["peak_rss_mb"] / ref["peak_rss_mb"],
+        }
+        for name, r in results.items() if name != reference
+    }
+
+
+def main() -> None:
+    """Worker entry point: ``python -m runtime.bench --worker BUNDLE BACKEND DEVICE CLIP STEPS REPEATS SCHEDULER``."""
+    parser = argparse.ArgumentParser(prog="python -m runtime.bench")
+    parser.add_argument("--worker", action="store_true", required=True)
+    for name in ("bundle", "backend", "device", "clip"):
+        parser.add_argument(name)
+    parser.add_argument("steps", type=int)
+    parser.add_argument("repeats", type=int)
+    parser.add_argument("scheduler")
+    args = parser.parse_args()
+    if args.backend == "torch":
+        import diffusers
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        diffusers.logging.set_verbosity_error()
+    try:
+        figures = measure(args.bundle, args.backend, args.device, args.clip, args.steps, args.repeats, args.scheduler)
+    except AudioTokenError as exc:
+        print(f"{exc}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(figures))
+
+
+def check_backends(names: list[str]) -> list[str]:
+    from runtime.backends import BACKENDS
+
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise ConfigError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BACKENDS)}")
+    return names
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Engine bundles: the manifest schema, reading and writing ``manifest.json``, and checking files against it.
+
+Place in the data flow (DESIGN.md): ``export`` builds ``engines/<name>/`` and writes its manifest with
+``write_manifest``; the runtime opens it with ``Bundle.open``, which refuses a bundle whose files are missing
+or whose sha256 differ from the manifest, and ``audiotoken-rt info`` prints it. Torch-free: json and hashlib.
+
+The manifest is the single description of a bundle: schema version, the export key, sources with the sha256
+of each file, D, the placeholder and its id, the prompt template, image size, VAE scaling factor, prediction
+type, scheduler config, the other files (tokenizer, scheduler config), and per engine its ONNX file (plus
+external data past 2 GB), I/O (name, dtype, shape), precision, the parity error measured at export and
+the TensorRT plans built for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from runtime.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+ENGINE_NAMES = ("audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder")
+_CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the bundle, by path relative to the bundle folder."""
+
+    path: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, root: Path, path: str) -> "FileEntry":
+        """Hash ``root / path`` now."""
+        full = root / path
+        return cls(path, file_sha256(full), full.stat().st_size)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An engine input or output: name, numpy dtype name and static shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """Export-time parity of one output: max |engine - PyTorch| and that over max |PyTorch|."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How an engine (ONNX file or TensorRT plan) compared with PyTorch at export, on the network's sample."""
+
+    backend: str
+    sample: str
+    tolerance: float  # on max_rel
+    outputs: tuple[OutputError, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.max_rel <= self.tolerance for o in self.outputs)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Parity":
+        return cls(d["backend"], d["sample"], d["tolerance"], tuple(OutputError(**o) for o in d["outputs"]))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A TensorRT plan of an engine, valid only for this TensorRT version and GPU."""
+
+    file: FileEntry
+    tensorrt_version: str
+    gpu: str
+    parity: Parity
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        return cls(FileEntry(**d["file"]), d["tensorrt_version"], d["gpu"], Parity.from_json(d["parity"]))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One exported network: ONNX file (and external data), I/O contract, precision, parity, plans."""
+
+    name: str
+    file: FileEntry
+    data: FileEntry | None
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    parity: Parity
+    plans: tuple[Plan, ...] = ()
+
+    def files(self) -> list[FileEntry]:
+        return [self.file, *([self.data] if self.data else []), *(p.file for p in self.plans)]
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Engine":
+        return cls(
+            name=d["name"], file=FileEntry(**d["file"]), data=FileEntry(**d["data"]) if d["data"] else None,
+            precision=d["precision"], inputs=tuple(TensorSpec.from_json(t) for t in d["inputs"]),
+            outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]), parity=Parity.from_json(d["parity"]),
+            plans=tuple(Plan.from_json(p) for p in d["plans"]),
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input of the export: ``role`` (sd, beats, embedder), ``ref`` as given (hub id or path), file hashes."""
+
+    role: str
+    ref: str
+    files: dict[str, str]  # path relative to the source (or its file name) -> sha256
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a bundle; ``key`` identifies what it was built from."""
+
+    schema_version: int
+    key: str
+    sources: tuple[Source, ...]
+    precision: str
+    opset: int
+    token_dim: int
+    placeholder: str
+    placeholder_id: int
+    template: str
+    height: int
+    width: int
+    vae_scaling_factor: float
+    prediction_type: str
+    scheduler_config: dict
+    tokenizer: str  # folder holding tokenizer.json (for ``tokenizers``) and the source tokenizer files
+    files: tuple[FileEntry, ...]  # everything but the engines: tokenizer files, scheduler_config.json
+    engines: dict[str, Engine]
+    created_with: dict[str, str] = field(default_factory=dict)  # package versions of the export
+
+    @property
+    def bundle_id(self) -> str:
+        """A short id of the bundle's content (its export key), recorded in the pictures it draws."""
+        return self.key[:16]
+
+    def all_files(self) -> list[FileEntry]:
+        return [*self.files, *(f for engine in self.engines.values() for f in engine.files())]
+
+    def rebuild_command(self, folder: str | os.PathLike) -> str:
+        """The export command line that rebuilds this bundle in ``folder``."""
+        refs = {s.role: s.ref for s in self.sources}
+        words = ["audiotoken-rt", "export", "--sd", refs.get("sd", "?"), "--beats", refs.get("beats", "?"),
+                 "--embedder", refs.get("embedder", "?"), "--out", str(folder), "--height", str(self.height),
+                 "--width", str(self.width), "--precision", self.precision, "--force"]
+        return shlex.join(words)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = MANIFEST) -> "Manifest":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{source}: not valid JSON ({exc})", hint="rebuild the bundle with audiotoken-rt export --force") from exc
+        version = d.get("schema_version") if isinstance(d, dict) else None
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{source}: manifest schema version {version}, this audiotoken-rt reads version {SCHEMA_VERSION}",
+                hint="rebuild the bundle with this version's audiotoken-rt export --force",
+            )
+        try:
+            return cls(
+                **{k: d[k] for k in ("key", "precision", "opset", "token_dim", "placeholder", "placeholder_id", "template",
+                                     "height", "width", "vae_scaling_factor", "prediction_type", "scheduler_config",
+                                     "tokenizer", "created_with", "schema_version")},
+                sources=tuple(Source(**s) for s in d["sources"]),
+                files=tuple(FileEntry(**f) for f in d["files"]),
+                engines={name: Engine.from_json(e) for name, e in d["engines"].items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{source}: manifest lacks or mistypes a field ({exc})",
+                              hint="rebuild the bundle with audiotoken-rt export --force") from exc
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    """The manifest of the bundle in ``folder`` (not yet checked against the files)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder}: no {MANIFEST}; expected an engine bundle folder",
+                          hint="build one with audiotoken-rt export --out FOLDER")
+    return Manifest.from_json(path.read_text(), str(path))
+
+
+def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` atomically (a reader sees the old one or the new one, never half a file)."""
+    path = Path(folder) / MANIFEST
+    fd, temporary = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(manifest.to_json())
+    os.chmod(temporary, 0o644)  # mkstemp makes it private
+    os.replace(temporary, path)
+    return path
+
+
+def verify(folder: str | os.PathLike) -> Manifest:
+    """Read the manifest and check every file it lists exists with its sha256; BundleError names each that does not."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    problems = []
+    for entry in manifest.all_files():
+        path = folder / entry.path
+        if not path.is_file():
+            problems.append(f"{entry.path} is missing")
+        elif (actual := file_sha256(path)) != entry.sha256:
+            problems.append(f"{entry.path} has sha256 {actual[:12]}..., the manifest says {entry.sha256[:12]}...")
+    missing = [name for name in ENGINE_NAMES if name not in manifest.engines]
+    if missing:
+        problems.append(f"engines {', '.join(missing)} are not in the manifest")
+    if problems:
+        raise BundleError(f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk: its folder and manifest."""
+
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "Bundle":
+        """Open ``folder`` after checking every file against the manifest."""
+        return cls(Path(folder), verify(folder))
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / self.manifest.tokenizer
+
+    def engine_path(self, name: str) -> Path:
+        """The ONNX file of engine ``name``."""
+        if name not in self.manifest.engines:
+            raise BundleError(f"{self.root}: no engine {name!r} in the manifest (has {', '.join(self.manifest.engines)})",
+                              hint=f"rebuild it: {self.manifest.rebuild_command(self.root)}")
+        return self.root / self.manifest.engines[name].file.path

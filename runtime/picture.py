@@ -1,0 +1,54 @@
+"""The last stage of the data flow: decoded image tensors -> PIL pictures -> PNG files that describe themselves.
+
+``to_pictures`` maps the VAE output [B, 3, H, W] in [-1, 1] to 8-bit RGB as diffusers does ((x / 2 + 0.5),
+clamp, round). ``save_png`` writes atomically (a temporary file in the same folder, then a rename), never
+replaces an existing file unless asked, and records how the picture was made in PNG text chunks
+(clip, prompt, seed, steps, scheduler, guidance, bundle id), so a picture can be reproduced from itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from runtime.errors import ConfigError
+
+
+def to_pictures(images: np.ndarray) -> list[Image.Image]:
+    """VAE output [B, 3, H, W] in [-1, 1] -> B RGB pictures."""
+    pixels = np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0)  # [B, 3, H, W] in [0, 1]
+    pixels = np.round(pixels.transpose(0, 2, 3, 1) * 255).astype(np.uint8)  # [B, H, W, 3]
+    return [Image.fromarray(p, mode="RGB") for p in pixels]
+
+
+def save_png(picture: Image.Image, path: str | Path, metadata: dict[str, object], *, overwrite: bool = False) -> Path:
+    """Write ``picture`` to ``path`` with ``metadata`` as PNG text chunks; refuse to replace a file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: already exists", hint="pass --overwrite to replace it, or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    for key, value in metadata.items():
+        info.add_itxt(f"audiotoken:{key}", str(value))
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            picture.save(f, format="PNG", pnginfo=info)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_png_metadata(path: str | Path) -> dict[str, str]:
+    """The ``audiotoken:*`` text chunks of a PNG written by ``save_png``, keys without the prefix."""
+    with Image.open(path) as picture:
+        return {k.removeprefix("audiotoken:"): v for k, v in picture.text.items() if k.startswith("audiotoken:")}

@@ -1,0 +1,207 @@
+"""The lean, torch-free generation pipeline: clip -> picture by chaining a bundle's engines.
+
+Data flow (DESIGN.md), one stage method each, in this order:
+1. ``load_audio``      any clip -> [160000] float32 (runtime.audio)
+2. ``encode_audio``    waveform [1, 160000] -> audio token [1, D]          (audio_encoder engine)
+3. ``encode_prompt``   template ids + token -> [2, 77, D] (uncond, cond)   (text_encoder engine; uncond cached)
+4. ``denoise``         seeded noise -> latents [1, 4, h, w]                 (unet engine, numpy scheduler step)
+5. ``decode_latents``  latents / scaling factor -> [1, 3, 8h, 8w]          (vae_decoder engine)
+6. ``to_pictures`` / ``save_png`` (runtime.picture)
+
+Engines have static shapes (batch 1, classifier-free guidance batched as 2 in the UNet), so several pictures
+are drawn one after another. ``Pipeline`` is safe to call from several threads: it holds no per-call state
+(the unconditional-embedding cache is locked), ONNX Runtime sessions run concurrently, and the TensorRT
+backend serialises its calls on its own lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from runtime.audio import load_audio, prepare_waveform
+from runtime.backends import Backend, open_backend
+from runtime.bundle import Bundle
+from runtime.errors import ConfigError
+from runtime.noise import LATENT_CHANNELS, draw_seed, initial_noise
+from runtime.picture import to_pictures
+from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
+from runtime.tokenizer import PromptTokenizer
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to draw; defaults are the fast runtime ones (DPM-Solver++ 2M, 25 steps), ``official()`` gives the paper's."""
+
+    prompt: str | None = None  # None: the bundle's template ("a photo of <*>, 4k, high resolution")
+    negative_prompt: str = ""
+    steps: int = 25
+    guidance: float = 7.5
+    scheduler: str = "dpm++2m"
+    seed: int | None = None  # None: a fresh seed per call, recorded in the result
+    num_images: int = 1
+
+    @classmethod
+    def official(cls, **overrides) -> "GenerationOptions":
+        """The official AudioToken inference: PNDM, 50 steps, guidance 7.5."""
+        return replace(cls(scheduler="pndm", steps=50), **overrides)
+
+    def check(self) -> None:
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+        if self.steps < 1 or self.num_images < 1:
+            raise ConfigError(f"steps ({self.steps}) and num_images ({self.num_images}) must be at least 1")
+        if self.guidance < 1.0:
+            raise ConfigError(f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)")
+
+
+@dataclass
+class Timings:
+    """Wall time per stage in milliseconds, summed over repeats; ``unet`` (inside ``denoise``) counts the engine
+    calls alone, ``unet_calls`` of them."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    unet_calls: int = 0
+
+    def add(self, stage: str, started: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+@dataclass
+class Generation:
+    """Pictures drawn from one clip, with what it takes to reproduce them."""
+
+    pictures: list  # PIL images
+    seeds: list[int]
+    prompt: str
+    options: GenerationOptions
+    timings: Timings
+
+    def metadata(self, index: int, clip: str) -> dict[str, object]:
+        """PNG text chunks for picture ``index``."""
+        o = self.options
+        return {"clip": clip, "prompt": self.prompt, "negative_prompt": o.negative_prompt, "seed": self.seeds[index],
+                "steps": o.steps, "scheduler": o.scheduler, "guidance": o.guidance}
+
+
+class Pipeline:
+    """A bundle's engines behind a backend, chained as in the module docstring."""
+
+    def __init__(self, bundle: Bundle, backend: Backend):
+        self.bundle = bundle
+        self.backend = backend
+        self.tokenizer = PromptTokenizer.from_folder(bundle.tokenizer_dir)
+        if self.tokenizer.placeholder_id != bundle.manifest.placeholder_id:
+            raise ConfigError(f"{bundle.root}: tokenizer puts <*> at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}")
+        self.uncond_cache: dict[str, np.ndarray] = {}
+        self.cache_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, bundle: str | Path, backend: str = "onnxruntime", device: str = "cpu") -> "Pipeline":
+        """Open and verify a bundle, then a backend over it (``onnxruntime`` on ``cpu`` by default)."""
+        opened = Bundle.open(bundle)
+        return cls(opened, open_backend(opened, backend, device))
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        m = self.bundle.manifest
+        return (1, LATENT_CHANNELS, m.height // 8, m.width // 8)
+
+    # 2. audio -> token
+    def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
+        """Waveform [160000] -> audio token [1, D]."""
+        return self.backend.run("audio_encoder", {"waveform": waveform[None].astype(np.float32)})["audio_token"]
+
+    # 3. prompt -> embeddings
+    def embed(self, prompt: str, token: np.ndarray, require_placeholder: bool) -> np.ndarray:
+        ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
+        return self.backend.run("text_encoder", {"input_ids": ids, "audio_token": token})["text_embeddings"]  # [1, 77, D]
+
+    def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str) -> np.ndarray:
+        """Token [1, D] -> (uncond, cond) embeddings [2, 77, D]; a negative prompt without ``<*>`` is cached."""
+        cond = self.embed(prompt, token, require_placeholder=True)  # [1, 77, D]
+        if "<*>" in negative_prompt:  # the negative prompt hears the clip too: nothing to cache
+            uncond = self.embed(negative_prompt, token, require_placeholder=False)
+        else:
+            with self.cache_lock:
+                uncond = self.uncond_cache.get(negative_prompt)
+            if uncond is None:
+                uncond = self.embed(negative_prompt, np.zeros_like(token), require_placeholder=False)
+                with self.cache_lock:
+                    self.uncond_cache[negative_prompt] = uncond
+        return np.concatenate([uncond, cond]).astype(np.float32)  # [2, 77, D]
+
+    # 4. noise -> latents
+    def denoise(self, embeddings: np.ndarray, seed: int, options: GenerationOptions, progress: Progress | None = None,
+                timings: Timings | None = None) -> np.ndarray:
+        """Classifier-free guided denoising of PCG64(seed) noise: -> latents [1, 4, h, w]."""
+        m = self.bundle.manifest
+        scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps)
+        latents = initial_noise(seed, self.latent_shape) * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
+        history = None
+        rng = np.random.Generator(np.random.PCG64(seed + 1))  # ancestral noise, reproducible from the same seed
+        total = len(scheduler.timesteps)
+        for i, t in enumerate(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
+            started = time.perf_counter()
+            noise = self.backend.run("unet", {
+                "sample": np.concatenate([model_input, model_input]),  # [2, 4, h, w]
+                "timestep": np.array([t], dtype=np.float32),
+                "encoder_hidden_states": embeddings,  # [2, 77, D]
+            })["noise_pred"]  # [2, 4, h, w]
+            if timings is not None:
+                timings.add("unet", started)
+                timings.unet_calls += 1
+            uncond, cond = noise[:1], noise[1:]
+            guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
+            latents, history = scheduler.step(guided, i, latents, history, rng=rng)
+            if progress:
+                progress("denoise", i + 1, total)
+        return latents
+
+    # 5. latents -> image
+    def decode_latents(self, latents: np.ndarray) -> np.ndarray:
+        """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
+        scaled = (latents / np.float32(self.bundle.manifest.vae_scaling_factor)).astype(np.float32)
+        return self.backend.run("vae_decoder", {"latent": scaled})["image"]
+
+    def generate(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
+                 sample_rate: int = 16_000, progress: Progress | None = None) -> Generation:
+        """Draw ``options.num_images`` pictures for one clip (a file, or samples at ``sample_rate``)."""
+        options.check()
+        prompt = options.prompt or self.bundle.manifest.template
+        report = progress or (lambda stage, done, total: None)
+        timings = Timings()
+
+        report("load_audio", 0, 1)
+        started = time.perf_counter()
+        waveform = prepare_waveform(clip, sample_rate) if isinstance(clip, np.ndarray) else load_audio(clip)  # [160000]
+        timings.add("load_audio", started)
+        report("encode_audio", 0, 1)
+        started = time.perf_counter()
+        token = self.encode_audio(waveform)  # [1, D]
+        timings.add("encode_audio", started)
+        report("encode_prompt", 0, 1)
+        started = time.perf_counter()
+        embeddings = self.encode_prompt(token, prompt, options.negative_prompt)  # [2, 77, D]
+        timings.add("encode_prompt", started)
+
+        first = draw_seed() if options.seed is None else options.seed
+        seeds = [first + k for k in range(options.num_images)]
+        pictures = []
+        for seed in seeds:
+            started = time.perf_counter()
+            latents = self.denoise(embeddings, seed, options, report, timings)  # [1, 4, h, w]
+            timings.add("denoise", started)
+            report("decode_latents", 0, 1)
+            started = time.perf_counter()
+            pictures += to_pictures(self.decode_latents(latents))
+            timings.add("decode_latents", started)
+        return Generation(pictures, seeds, prompt, options, timings)

@@ -1,0 +1,171 @@
+"""The torch-free runtime on a tiny bundle: tokenizer, backends A/B, the diffusers reference, the CLI and the API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from runtime.backends import OnnxRuntimeBackend
+from runtime.cli import app
+from runtime.errors import ConfigError
+from runtime.pipeline import GenerationOptions, Pipeline
+from runtime.picture import read_png_metadata, save_png
+from runtime.tokenizer import PromptTokenizer
+
+STEPS = 4
+
+
+def psnr(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_bundle) -> Pipeline:
+    return Pipeline.open(tiny_bundle)
+
+
+def test_tokenizer_matches_transformers_with_the_placeholder(tiny_bundle, tiny_models):
+    from transformers import CLIPTokenizer
+
+    from audiotoken.text import add_placeholder, tokenize
+
+    ours = PromptTokenizer.from_folder(tiny_bundle / "tokenizer")
+    reference = CLIPTokenizer.from_pretrained(tiny_models / "sd" / "tokenizer")
+    assert ours.placeholder_id == add_placeholder(reference) == 49408
+    for prompt in ("a photo of <*>, 4k, high resolution", "A  Photo of <*>!! Naïve café, 8K", "<*>barking dogs"):
+        assert ours.encode(prompt).tolist() == tokenize(reference, [prompt])[0].tolist()
+    assert ours.encode("", require_placeholder=False).tolist() == [49406] + [49407] * 76
+
+
+def test_tokenizer_errors(tiny_bundle):
+    tokenizer = PromptTokenizer.from_folder(tiny_bundle / "tokenizer")
+    with pytest.raises(ConfigError, match="holds <\\*> 0 times; it needs it exactly once"):
+        tokenizer.encode("a photo of a dog")
+    with pytest.raises(ConfigError, match="tokens long; CLIP takes at most 77"):
+        tokenizer.encode("<*> " + "loud " * 80)
+
+
+def test_onnxruntime_and_torch_backends_draw_the_same_picture(tiny_bundle, clips):
+    options = GenerationOptions(steps=STEPS, seed=11)
+    onnx = Pipeline.open(tiny_bundle).generate(clips[0], options).pictures[0]
+    torch_ = Pipeline.open(tiny_bundle, backend="torch").generate(clips[0], options).pictures[0]
+    assert psnr(onnx, torch_) >= 40
+
+
+def test_runtime_equals_the_diffusers_reference_pipeline(pipeline, tiny_models, clips):
+    # the official recipe on both sides: PNDM, guidance 7.5, the same seeded numpy latents
+    from audiotoken.pipeline import AudioTokenPipeline
+
+    reference = AudioTokenPipeline.from_pretrained(tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin")
+    expected = reference([clips[1]], seed=5, num_inference_steps=STEPS, progress=False)[0]
+    ours = pipeline.generate(clips[1], GenerationOptions.official(steps=STEPS, seed=5)).pictures[0]
+    assert psnr(ours, expected) >= 40
+
+
+def test_waveforms_at_any_rate_and_threads(pipeline, clips):
+    import soundfile as sf
+
+    samples, rate = sf.read(clips[0], dtype="float32")
+    options = GenerationOptions(steps=2, seed=3)
+    from_file = np.asarray(pipeline.generate(clips[0], options).pictures[0])
+    from_array = np.asarray(pipeline.generate(samples, options, sample_rate=rate).pictures[0])
+    assert np.array_equal(from_file, from_array)
+    results = [None] * 3
+
+    def draw(k: int) -> None:
+        results[k] = np.asarray(pipeline.generate(clips[0], options).pictures[0])
+
+    threads = [threading.Thread(target=draw, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, from_file) for r in results)
+
+
+def test_the_unconditional_embedding_is_computed_once(tiny_bundle, clips):
+    pipeline = Pipeline.open(tiny_bundle)
+    calls = []
+    run = pipeline.backend.run
+    pipeline.backend.run = lambda engine, feeds: calls.append(engine) or run(engine, feeds)
+    options = GenerationOptions(steps=1, seed=0)
+    pipeline.generate(clips[0], options)
+    pipeline.generate(clips[1], options)
+    assert calls.count("text_encoder") == 3  # cond, uncond, cond: the second uncond comes from the cache
+
+
+def test_num_images_use_consecutive_seeds(pipeline, clips):
+    result = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=20, num_images=2))
+    single = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=21)).pictures[0]
+    assert result.seeds == [20, 21]
+    assert np.array_equal(np.asarray(result.pictures[1]), np.asarray(single))
+
+
+def test_save_png_is_atomic_and_never_overwrites_silently(tmp_path):
+    picture = Image.new("RGB", (8, 8), (200, 10, 10))
+    path = save_png(picture, tmp_path / "a.png", {"seed": 4, "prompt": "a photo of <*>"})
+    assert read_png_metadata(path) == {"seed": "4", "prompt": "a photo of <*>"}
+    with pytest.raises(ConfigError, match="a.png: already exists"):
+        save_png(Image.new("RGB", (8, 8)), path, {})
+    assert np.asarray(Image.open(path))[0, 0].tolist() == [200, 10, 10]
+    save_png(Image.new("RGB", (8, 8)), path, {}, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary file left
+
+
+def test_cli_generate_batch_keeps_going_and_refuses_to_overwrite(tiny_bundle, clips, tmp_path):
+    runner = CliRunner()
+    dash = tmp_path / "-dash.wav"
+    shutil.copy(clips[0], dash)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    out = tmp_path / "out"
+    args = ["generate", "--engines", str(tiny_bundle), "--out", str(out), "--steps", "2", "--seed", "9", "--"]
+    result = runner.invoke(app, [*args, str(dash), str(bad), str(clips[1])])
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["-dash.png", f"{clips[1].stem}.png"]
+    assert "notes.wav: not a recognised audio file" in result.output and "1 of 3 clip(s) failed" in result.output
+    meta = read_png_metadata(out / "-dash.png")
+    assert meta["seed"] == "9" and meta["steps"] == "2" and meta["scheduler"] == "dpm++2m" and meta["clip"] == "-dash.wav"
+    assert meta["bundle"] == json.loads((tiny_bundle / "manifest.json").read_text())["key"][:16]
+    before = (out / "-dash.png").read_bytes()
+    again = runner.invoke(app, [*args[:-3], "--seed", "10", "--", str(dash)])
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert (out / "-dash.png").read_bytes() == before
+    forced = runner.invoke(app, [*args[:-3], "--seed", "10", "--overwrite", "--num-images", "2", "--", str(dash)])
+    assert forced.exit_code == 0, forced.output
+    assert {"-dash-0.png", "-dash-1.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_cli_bad_options_are_one_line_errors(tiny_bundle, clips, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate", str(clips[0]), "--engines", str(tiny_bundle), "--out", str(tmp_path), "--scheduler", "magic"])
+    assert result.exit_code == 1 and result.output.startswith("error: unknown scheduler 'magic'")
+    result = runner.invoke(app, ["generate", str(clips[0]), "--engines", str(tmp_path), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "no manifest.json" in result.output and "Traceback" not in result.output
+
+
+def test_missing_gpu_provider_is_a_clear_error(tiny_bundle):
+    from runtime.bundle import Bundle
+
+    with pytest.raises(ConfigError, match="ONNX Runtime here has no CUDAExecutionProvider"):
+        OnnxRuntimeBackend(Bundle.open(tiny_bundle), device="cuda")
+
+
+def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
+    report = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--steps", "2", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(report.read_text())
+    assert set(figures["backends"]) == {"onnxruntime", "torch"}
+    for backend in figures["backends"].values():
+        assert set(backend["stages"]) == {"load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents"}
+        assert backend["total_ms"] > 0 and backend["peak_rss_mb"] > 0 and backend["unet_step_ms"] > 0
+    assert set(figures["ratios_vs_torch"]["onnxruntime"]) == {"unet_step", "total", "peak_rss"}
