@@ -1,1 +1,7 @@
-"""export: offline conversion of the PyTorch model to ONNX and TensorRT engine bundles (see DESIGN.md)."""
+"""export: offline conversion of the PyTorch model to ONNX and TensorRT engine bundles (see DESIGN.md).
+
+Data flow (``audiotoken-rt export`` -> ``export.builder.export_bundle``):
+``sources`` (hub id or folder, hashed) -> ``networks`` (one description per engine) -> ``onnx_file`` (trace,
+save, check) -> ``fp16`` (for --precision fp16) -> ``parity`` (ONNX Runtime vs PyTorch) -> ``tokenizer`` ->
+``tensorrt`` (for --tensorrt) -> ``engines/<name>/`` with the manifest of ``runtime.bundle``.
+"""

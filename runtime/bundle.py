@@ -18,7 +18,7 @@ import json
 import os
 import shlex
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.errors import BundleError
@@ -163,7 +163,7 @@ class Manifest:
     tokenizer: str  # folder holding tokenizer.json (for ``tokenizers``) and the source tokenizer files
     files: tuple[FileEntry, ...]  # everything but the engines: tokenizer files, scheduler_config.json
     engines: dict[str, Engine]
-    created_with: dict[str, str] = field(default_factory=dict)  # package versions of the export
+    created_with: dict[str, str]  # package versions of the export
 
     @property
     def bundle_id(self) -> str:
@@ -178,7 +178,7 @@ class Manifest:
         refs = {s.role: s.ref for s in self.sources}
         words = ["audiotoken-rt", "export", "--sd", refs.get("sd", "?"), "--beats", refs.get("beats", "?"),
                  "--embedder", refs.get("embedder", "?"), "--out", str(folder), "--height", str(self.height),
-                 "--width", str(self.width), "--precision", self.precision, "--force"]
+                 "--width", str(self.width), "--precision", self.precision, "--template", self.template, "--force"]
         return shlex.join(words)
 
     def to_json(self) -> str:

@@ -313,6 +313,57 @@ def bench_command(
         console.print(f"wrote {json_out}")
 
 
+class MixedPrecision(str, Enum):
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+@app.command("train")
+@reports_errors
+def train_command(
+    sd: Annotated[str, typer.Option(help="Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder.")],
+    beats: Annotated[Path, typer.Option(help="BEATs checkpoint (BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt).")],
+    data: Annotated[Path, typer.Option(help="Dataset: audio/<name>.<wav|flac|ogg|mp3>, images/<name>.<png|jpg> or video/<name>.mp4, labels.csv (name,label,split).")],
+    out: Annotated[Path, typer.Option(help="Output folder: checkpoint-<step>/, embedder.bin, metrics.csv.")],
+    embedder: Annotated[Optional[Path], typer.Option(help="Fine-tune these embedder weights instead of a seeded random init.")] = None,
+    exclude: Annotated[Optional[list[Path]], typer.Option(help="Text file of clip names (or VGGSound ids) to leave out, one per line; repeatable.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimiser steps in all (a resumed run continues up to it).")] = 60_000,
+    batch_size: Annotated[int, typer.Option(help="Clips per micro-batch and process.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Base learning rate (AdamW, constant).")] = 1e-5,
+    scale_lr: Annotated[bool, typer.Option("--scale-lr/--no-scale-lr", help="Multiply the lr by grad-accum x batch x processes (official default); the effective lr is printed.")] = True,
+    lambda_l1: Annotated[float, typer.Option(help="Weight of mean |token| (L1 regularisation).")] = 0.01,
+    cosine_loss: Annotated[bool, typer.Option("--cosine-loss/--no-cosine-loss", help="Add the label cosine loss (CLIP embedding of the label as target).")] = False,
+    lambda_cosine: Annotated[float, typer.Option(help="Weight of the cosine loss.")] = 0.01,
+    audio_seconds: Annotated[int, typer.Option(help="Length L of the random audio window (1-9 s; start in 0 .. 10 - L - 1).")] = 5,
+    resolution: Annotated[str, typer.Option(help="Training picture size WIDTHxHEIGHT (the official 512x320).")] = "512x320",
+    template: Annotated[str, typer.Option(help="Training prompt holding <*> once.")] = "a photo of <*>",
+    mixed_precision: Annotated[MixedPrecision, typer.Option(help="no, fp16 or bf16 for the frozen UNet, VAE and text encoder (BEATs stays fp32).")] = MixedPrecision.no,
+    seed: Annotated[int, typer.Option(help="Seed of the init, the data order and every noise draw.")] = 0,
+    resume: Annotated[Optional[str], typer.Option(help="A checkpoint folder, or 'latest' in OUT (a new run when OUT has none).")] = None,
+    save_every: Annotated[int, typer.Option(help="Optimiser steps between checkpoints (0: only the final one).")] = 1000,
+    cache_features: Annotated[bool, typer.Option("--cache-features/--no-cache-features", help="Keep BEATs features per clip and window start in OUT/feature-cache.")] = False,
+    workers: Annotated[int, typer.Option(help="Data loader worker processes (0: load in the training process).")] = 4,
+) -> None:
+    """Train the embedder on paired sounds and pictures (frozen Stable Diffusion and BEATs); several GPUs with
+    `accelerate launch -m runtime.cli train ...`. OUT/embedder.bin goes straight into `audiotoken-rt export`."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    quiet_heavy_libraries()
+    from audiotoken.training import TrainConfig, parse_resolution, train
+
+    config = TrainConfig(
+        sd=sd, beats=beats, data=data, out=out, embedder=embedder, exclude=tuple(exclude or ()), steps=steps,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, scale_lr=scale_lr, lambda_l1=lambda_l1,
+        cosine_loss=cosine_loss, lambda_cosine=lambda_cosine, audio_seconds=audio_seconds,
+        resolution=parse_resolution(resolution), template=template, mixed_precision=mixed_precision.value, seed=seed,
+        resume=resume, save_every=save_every, cache_features=cache_features, workers=workers,
+    )
+    train(config, console=console)
+
+
 def main() -> None:
     """Entry point for ``python -m runtime.cli``."""
     sys.exit(app())

@@ -1,0 +1,32 @@
+# Sources of the default engine bundle: Stable Diffusion 1.4 (hub id or local diffusers folder) and the official
+# AudioToken checkpoints. Override any of them on the command line: `just beats=/data/BEATs.pt export`.
+sd := "CompVis/stable-diffusion-v1-4"
+beats := "checkpoints/BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"
+embedder := "checkpoints/embedder_learned_embeds.bin"
+bundle := "engines/sd14"
+sample_clip := "../shared/data/vggsound/-_gaZzFfzDQ_517000_527000.wav"  # audio_encoder is validated on it when present
+
+# Export the default bundle (ONNX, each engine checked against PyTorch); extra flags pass through, e.g. `just export --precision fp16 --tensorrt`
+export *flags:
+    audiotoken-rt export --sd {{sd}} --beats {{beats}} --embedder {{embedder}} --out {{bundle}} {{ if path_exists(sample_clip) == "true" { "--sample-clip " + sample_clip } else { "" } }} {{flags}}
+
+# Set up .venv on a CPU machine: torch==2.13.0 (CPU wheel), the [dev] extras, the test oracles
+setup:
+    bash .ci/setup
+
+# The test suite (what .ci/run runs): unit, export and runtime tests on the CPU; gpu tests skip without CUDA
+test *flags:
+    python -m pytest -q {{flags}}
+
+# Tiny random models -> engines -> a picture from the clip that ships in tests/data/ (about a minute on a CPU)
+demo:
+    audiotoken-rt make-random .cache/demo/models --force
+    audiotoken-rt export --sd .cache/demo/models/sd --beats .cache/demo/models/beats.pt --embedder .cache/demo/models/embedder.bin --out .cache/demo/engines --force
+    audiotoken-rt generate tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/demo/engines --out .cache/demo/pictures --seed 0 --overwrite --verbose
+    @echo "picture: .cache/demo/pictures/3YOH4c9HXpo_290000_300000.png"
+
+# Benchmark onnxruntime against torch on the full SD 1.5 + BEATs architecture (random weights, 256x256, CPU)
+bench steps="10" size="256":
+    test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
+    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}} --height {{size}} --width {{size}}
+    audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}} --backends onnxruntime,torch --steps {{steps}} --json .cache/bench/bench-{{size}}.json

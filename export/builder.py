@@ -1,0 +1,256 @@
+"""Build an engine bundle: every network exported and validated in data order, idempotently and atomically.
+
+Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engines/<name>/`` -> the runtime.
+1. resolve and hash the sources (``export.sources``); the bundle key is a sha256 over the schema version, the
+   sources' file hashes and the options that shape the engines (size, precision, template, opset);
+2. a bundle already at ``--out`` with the same key is verified and reused (``--tensorrt`` adds the plans this
+   GPU lacks); another key, or anything else there, is an error unless ``--force``;
+3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
+   output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16``, save and check, compare with
+   ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
+4. ``os.replace`` the finished folder into place, so an interrupted export leaves no half bundle behind.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from audiotoken.pipeline import check_template
+from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER
+from export.fp16 import to_fp16
+from export.networks import Dims, Network, describe_networks, read_dims
+from export.onnx_file import OPSET, save_onnx, trace_to_onnx
+from export.parity import TOLERANCE, check_parity, measure_parity
+from export.sources import Sources, resolve_sources
+from export.tensorrt import build_plan, plan_file, require_tensorrt
+from export.tokenizer import TOKENIZER_DIR, write_tokenizer
+from runtime.bundle import SCHEMA_VERSION, Engine, FileEntry, Manifest, Parity, read_manifest, verify, write_manifest
+from runtime.errors import BundleError, ConfigError
+
+Sample = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]  # (inputs, PyTorch outputs)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``audiotoken-rt export`` was asked for."""
+
+    sd: str  # hub id or local diffusers folder
+    beats: Path
+    embedder: Path
+    out: Path
+    height: int | None = None  # None: unet.sample_size * vae_scale_factor
+    width: int | None = None
+    precision: str = "fp32"  # fp32 | fp16
+    template: str | None = None  # None: audiotoken.text.DEFAULT_TEMPLATE
+    sample_clip: Path | None = None  # a real clip to validate audio_encoder on (else seeded noise)
+    tensorrt: bool = False
+    force: bool = False
+    allow_parity_error: bool = False
+
+
+@dataclass(frozen=True)
+class Exported:
+    folder: Path
+    manifest: Manifest
+    reused: bool  # True: the bundle was already up to date
+
+
+class Stages:
+    """The export's progress: a rich bar over named stages, and one line per finished stage with its time."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, transient=True)
+        self.task = self.progress.add_task("export", total=None)
+
+    def __enter__(self) -> "Stages":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def expect(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    @contextmanager
+    def __call__(self, name: str):
+        self.progress.update(self.task, description=name)
+        started = time.perf_counter()
+        yield
+        self.progress.advance(self.task)
+        self.console.print(f"{name}: {time.perf_counter() - started:.1f} s", highlight=False)
+
+    def report(self, parity: Parity) -> None:
+        for error in parity.outputs:
+            verdict = "ok" if error.max_rel <= parity.tolerance else "BEYOND TOLERANCE"
+            self.console.print(f"  {error.name}: max abs {error.max_abs:.1e}, max rel {error.max_rel:.1e} "
+                               f"(tolerance {parity.tolerance:g}) {verdict}", highlight=False)
+
+
+def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> str:
+    """sha256 over what decides a bundle's content; the same inputs always give the same key."""
+    payload = {
+        "schema_version": SCHEMA_VERSION, "opset": OPSET, "sources": {s.role: s.files for s in sources.entries},
+        "height": dims.height, "width": dims.width, "precision": precision, "template": template,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def reusable_manifest(out: Path, key: str, force: bool) -> Manifest | None:
+    """The manifest of an up-to-date bundle at ``out``; None when there is nothing to keep; an error on a conflict."""
+    if force or not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    if not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a folder", hint="choose another --out")
+    try:
+        manifest = read_manifest(out)
+    except BundleError as exc:
+        raise BundleError(f"{out}: exists but holds no readable bundle ({exc})", hint="pass --force to replace it, or choose another --out") from exc
+    if manifest.key != key:
+        raise BundleError(
+            f"{out}: holds a bundle built from other sources or options (key {manifest.key[:12]}, this export {key[:12]})",
+            hint="pass --force to rebuild it, or choose another --out",
+        )
+    return verify(out)
+
+
+def run_reference(network: Network) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], Sample]:
+    """The network's wrapper module, its sample, and PyTorch's output on it (the reference every engine must match)."""
+    module = network.build()
+    args = network.sample()
+    with torch.no_grad():
+        outputs = module(*args)  # one tensor per engine in this project
+    return module, args, (tuple(a.numpy() for a in args), (outputs.numpy(),))
+
+
+def export_engine(network: Network, folder: Path, options: ExportOptions, stage: Stages) -> tuple[Engine, Sample]:
+    """ONNX file of one network in ``folder``, checked and compared with PyTorch."""
+    with stage(f"export {network.name}"):
+        module, args, sample = run_reference(network)
+        model = trace_to_onnx(module, args, network, folder / f".{network.name}.trace")
+        del module, args
+        gc.collect()  # one network in memory at a time: the UNet alone is 3.4 GB in fp32
+    if options.precision == "fp16":
+        with stage(f"fp16 {network.name}"):
+            to_fp16(model, network.fp32_scopes, network.fp32_ops)
+    file, data = save_onnx(model, folder, network.name)
+    del model
+    with stage(f"validate {network.name} (onnxruntime cpu)"):
+        parity = measure_parity(folder / file, network, *sample, options.precision)
+    stage.report(parity)
+    check_parity(network, parity, options.allow_parity_error)
+    engine = Engine(network.name, FileEntry.of(folder, file), FileEntry.of(folder, data) if data else None,
+                    options.precision, network.inputs, network.outputs, parity)
+    return engine, sample
+
+
+def add_plans(folder: Path, engines: dict[str, Engine], networks: list[Network], samples: dict[str, Sample],
+              options: ExportOptions, stage: Stages) -> dict[str, Engine]:
+    """Build the TensorRT plans this GPU and TensorRT version lack; return the engines with them recorded."""
+    result = dict(engines)
+    for network in networks:
+        engine = engines[network.name]
+        with stage(f"tensorrt {network.name}"):
+            if any(p.file.path == plan_file(network) for p in engine.plans):
+                continue
+            if network.name not in samples:
+                samples[network.name] = run_reference(network)[2]
+            plan = build_plan(folder / engine.file.path, network, *samples[network.name])
+        stage.report(plan.parity)
+        check_parity(network, plan.parity, options.allow_parity_error)
+        result[network.name] = replace(engine, plans=(*engine.plans, plan))
+    return result
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished bundle into place; an old one (``--force``) is moved aside first, then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def versions() -> dict[str, str]:
+    names = ("audiotoken-rt", "torch", "diffusers", "transformers", "onnx", "onnxruntime")
+    return {name: metadata.version(name) for name in names}
+
+
+def build_bundle(options: ExportOptions, sources: Sources, dims: Dims, key: str, template: str,
+                 networks: list[Network], stage: Stages) -> Manifest:
+    """Write every file of the bundle into a temporary sibling of ``--out``, then move it into place."""
+    out = options.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared
+    try:
+        engines, samples = {}, {}
+        for network in networks:
+            engines[network.name], samples[network.name] = export_engine(network, staging, options, stage)
+        with stage("tokenizer and scheduler config"):
+            placeholder_id = write_tokenizer(sources, staging)
+            shutil.copyfile(sources.sd_dir / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
+        if options.tensorrt:
+            engines = add_plans(staging, engines, networks, samples, options, stage)
+        tokenizer_files = sorted(p.relative_to(staging).as_posix() for p in (staging / TOKENIZER_DIR).rglob("*") if p.is_file())
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION, key=key, sources=sources.entries, precision=options.precision, opset=OPSET, token_dim=dims.token_dim,
+            placeholder=PLACEHOLDER, placeholder_id=placeholder_id, template=template, height=dims.height, width=dims.width,
+            vae_scaling_factor=float(sources.vae_config()["scaling_factor"]), prediction_type=sources.prediction_type(),
+            scheduler_config=sources.scheduler_config(), tokenizer=TOKENIZER_DIR,
+            files=tuple(FileEntry.of(staging, p) for p in ["scheduler_config.json", *tokenizer_files]),
+            engines=engines, created_with=versions(),
+        )
+        write_manifest(staging, manifest)
+        replace_folder(staging, out)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_bundle(options: ExportOptions, console: Console | None = None) -> Exported:
+    """Export (or reuse) the bundle ``options`` describe; see the module docstring for the steps."""
+    if options.precision not in TOLERANCE:
+        raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(TOLERANCE)}")
+    template = check_template(options.template or DEFAULT_TEMPLATE)
+    if options.tensorrt:
+        require_tensorrt()
+    console = console or Console(stderr=True)
+    with Stages(console) as stage:
+        with stage("hash sources"):
+            sources = resolve_sources(options.sd, options.beats, options.embedder)
+            dims = read_dims(sources, options.height, options.width)
+        key = bundle_key(sources, dims, options.precision, template)
+        networks = describe_networks(sources, dims, template, options.sample_clip)
+        manifest = reusable_manifest(options.out, key, options.force)
+        if manifest is not None:
+            console.print(f"{options.out} is up to date (key {key[:12]}); pass --force to rebuild it", highlight=False)
+            if options.tensorrt:
+                stage.expect(1 + len(networks))
+                engines = add_plans(options.out, manifest.engines, networks, {}, options, stage)
+                manifest = replace(manifest, engines=engines)
+                write_manifest(options.out, manifest)
+            return Exported(options.out, manifest, reused=True)
+        per_network = 2 + (options.precision == "fp16") + options.tensorrt
+        stage.expect(1 + per_network * len(networks) + 1)
+        manifest = build_bundle(options, sources, dims, key, template, networks, stage)
+    return Exported(options.out, manifest, reused=False)

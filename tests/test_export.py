@@ -1,0 +1,300 @@
+"""Export: the five engines match PyTorch through ONNX Runtime, the manifest round-trips and catches tampering,
+exports are idempotent and atomic, fp16 keeps its fp32 islands and its tolerance, and the bundle's tokenizer.json
+gives the transformers ids with the ``tokenizers`` library alone. All on the tiny random models, on the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from export.builder import ExportOptions, export_bundle
+from export.networks import Network
+from export.onnx_file import save_onnx
+from export.parity import TOLERANCE, check_parity, compare
+from runtime.bundle import ENGINE_NAMES, Manifest, OutputError, Parity, TensorSpec, read_manifest, verify, write_manifest
+from runtime.cli import app
+from runtime.errors import BundleError, CheckpointError, ExportError
+from tests.conftest import CLIPS
+
+CLIP = next(iter(sorted(CLIPS.glob("*.wav"))), None)  # a real clip for audio_encoder's validation, when present
+
+
+def options_for(models: Path, out: Path, **changes) -> ExportOptions:
+    base = ExportOptions(sd=str(models / "sd"), beats=models / "beats.pt", embedder=models / "embedder.bin", out=out, sample_clip=CLIP)
+    return replace(base, **changes)
+
+
+def export_quietly(options: ExportOptions):
+    """Export with the progress and stage lines captured; returns (result, log text)."""
+    log = io.StringIO()
+    result = export_bundle(options, Console(file=log, width=200))
+    return result, log.getvalue()
+
+
+@pytest.fixture
+def bundle(tiny_bundle) -> Path:
+    """The fp32 tiny bundle (conftest builds it once per session with ``export_bundle``); tests must not change it."""
+    return tiny_bundle
+
+
+@pytest.fixture
+def bundle_copy(bundle, tmp_path) -> Path:
+    """A private copy of the bundle, for tests that damage or rebuild it."""
+    return Path(shutil.copytree(bundle, tmp_path / "copy"))
+
+
+def test_every_engine_matches_pytorch_within_the_fp32_tolerance(bundle):
+    manifest = verify(bundle)
+    assert tuple(manifest.engines) == ENGINE_NAMES
+    for name, engine in manifest.engines.items():
+        assert engine.precision == "fp32" and engine.parity.tolerance == TOLERANCE["fp32"] == 1e-4
+        assert engine.parity.ok, (name, engine.parity)
+        assert all(0 <= e.max_rel <= 1e-4 for e in engine.parity.outputs), (name, engine.parity.outputs)
+
+
+def test_engines_follow_the_io_contract(bundle):
+    manifest = read_manifest(bundle)
+    D, h, w = manifest.token_dim, manifest.height // 8, manifest.width // 8
+    expected = {
+        "audio_encoder": ({"waveform": [1, 160000]}, {"audio_token": [1, D]}),
+        "text_encoder": ({"input_ids": [1, 77], "audio_token": [1, D]}, {"text_embeddings": [1, 77, D]}),
+        "unet": ({"sample": [2, 4, h, w], "timestep": [1], "encoder_hidden_states": [2, 77, D]}, {"noise_pred": [2, 4, h, w]}),
+        "vae_decoder": ({"latent": [1, 4, h, w]}, {"image": [1, 3, 8 * h, 8 * w]}),
+        "vae_encoder": ({"image": [1, 3, 8 * h, 8 * w]}, {"latent": [1, 4, h, w]}),
+    }
+    for name, (inputs, outputs) in expected.items():
+        session = ort.InferenceSession(str(bundle / manifest.engines[name].file.path), providers=["CPUExecutionProvider"])
+        assert {i.name: i.shape for i in session.get_inputs()} == inputs
+        assert {o.name: o.shape for o in session.get_outputs()} == outputs
+        types = {i.name: i.type for i in session.get_inputs()}
+        assert types.pop("input_ids", "tensor(int64)") == "tensor(int64)"
+        assert set(types.values()) == {"tensor(float)"}
+        engine = manifest.engines[name]
+        assert {t.name: list(t.shape) for t in engine.inputs} == inputs and {t.name: list(t.shape) for t in engine.outputs} == outputs
+    assert (manifest.opset, manifest.placeholder, manifest.placeholder_id) == (17, "<*>", 49408)
+    assert manifest.template == "a photo of <*>, 4k, high resolution"
+    assert manifest.vae_scaling_factor == pytest.approx(0.18215) and manifest.prediction_type == "epsilon"
+    assert manifest.scheduler_config["_class_name"] == "PNDMScheduler"
+
+
+def test_unet_engine_recomputed_with_onnxruntime_matches_diffusers(bundle, tiny_models):
+    """Independent of the recorded errors: other inputs, a fractional timestep, the stock diffusers UNet."""
+    from diffusers import UNet2DConditionModel
+
+    manifest = read_manifest(bundle)
+    unet = UNet2DConditionModel.from_pretrained(tiny_models / "sd", subfolder="unet").eval()
+    rng = np.random.default_rng(7)
+    sample = rng.standard_normal((2, 4, manifest.height // 8, manifest.width // 8)).astype(np.float32)
+    timestep = np.array([457.25], dtype=np.float32)
+    hidden = rng.standard_normal((2, 77, manifest.token_dim)).astype(np.float32)
+    with torch.no_grad():
+        reference = unet(torch.from_numpy(sample), torch.from_numpy(timestep), torch.from_numpy(hidden)).sample.numpy()
+    session = ort.InferenceSession(str(bundle / "unet.onnx"), providers=["CPUExecutionProvider"])
+    (engine,) = session.run(["noise_pred"], {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden})
+    assert np.abs(engine - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_manifest_round_trip(bundle, tmp_path):
+    manifest = read_manifest(bundle)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    write_manifest(tmp_path, manifest)
+    assert read_manifest(tmp_path) == manifest
+    assert manifest.bundle_id == manifest.key[:16]
+
+
+def test_a_tampered_engine_is_refused_by_verify_and_info(bundle_copy):
+    path = bundle_copy / "unet.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"unet\.onnx has sha256") as caught:
+        verify(bundle_copy)
+    assert "audiotoken-rt export" in caught.value.hint and "--force" in caught.value.hint
+
+    result = CliRunner().invoke(app, ["info", str(bundle_copy)])
+    assert result.exit_code != 0
+    assert "unet.onnx" in result.output and "error:" in result.output
+
+
+def test_a_missing_file_is_named(bundle_copy):
+    (bundle_copy / "tokenizer" / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match=r"tokenizer/tokenizer\.json is missing"):
+        verify(bundle_copy)
+
+
+def test_info_prints_every_engine_and_checks_hashes(bundle):
+    result = CliRunner().invoke(app, ["info", str(bundle)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in ENGINE_NAMES:
+        assert name in result.output
+    assert "files match their sha256" in result.output
+
+
+def test_a_second_export_reuses_the_first(bundle, tiny_models, monkeypatch):
+    before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*")}
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("an up-to-date bundle was exported again")
+
+    monkeypatch.setattr("export.builder.trace_to_onnx", no_export)
+    result, log = export_quietly(options_for(tiny_models, bundle))
+    assert result.reused and "is up to date" in log
+    assert result.manifest == read_manifest(bundle)
+    assert {p: p.stat().st_mtime_ns for p in bundle.rglob("*")} == before
+
+    # the command line says so too
+    args = ["export", "--sd", str(tiny_models / "sd"), "--beats", str(tiny_models / "beats.pt"),
+            "--embedder", str(tiny_models / "embedder.bin"), "--out", str(bundle)]
+    cli = CliRunner().invoke(app, args)
+    assert cli.exit_code == 0, cli.output
+    assert "up to date" in cli.output and "kept" in cli.output
+
+
+def test_other_options_without_force_are_an_error(bundle, tiny_models):
+    with pytest.raises(BundleError, match="other sources or options") as caught:
+        export_quietly(options_for(tiny_models, bundle, height=128))
+    assert "--force" in caught.value.hint
+
+
+def test_force_rebuilds(bundle_copy, tiny_models):
+    old = read_manifest(bundle_copy)
+    old_mtime = (bundle_copy / "unet.onnx").stat().st_mtime_ns
+    result, log = export_quietly(options_for(tiny_models, bundle_copy, force=True))
+    assert not result.reused and "export unet" in log
+    assert (bundle_copy / "unet.onnx").stat().st_mtime_ns > old_mtime
+    assert result.manifest.key == old.key  # same inputs, same key
+    verify(bundle_copy)
+    assert not [p for p in bundle_copy.parent.iterdir() if p.name.startswith(".")]  # no staging or old folder left
+
+
+def test_an_interrupted_export_leaves_no_bundle_and_no_temporary_folder(tiny_models, tmp_path, monkeypatch):
+    import export.builder
+
+    real = export.builder.trace_to_onnx
+
+    def fail_on_unet(module, args, network, scratch):
+        if network.name == "unet":
+            raise KeyboardInterrupt  # what Ctrl-C does halfway through
+        return real(module, args, network, scratch)
+
+    monkeypatch.setattr(export.builder, "trace_to_onnx", fail_on_unet)
+    out = tmp_path / "engines" / "tiny"
+    with pytest.raises(KeyboardInterrupt):
+        export_quietly(options_for(tiny_models, out))
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []
+
+
+def test_fp16_export_keeps_its_fp32_islands_and_tolerance(tiny_models, tmp_path):
+    result, _ = export_quietly(options_for(tiny_models, tmp_path / "tiny16", precision="fp16"))
+    manifest = verify(result.folder)
+    assert manifest.precision == "fp16"
+    assert manifest.engines["audio_encoder"].parity.sample == (f"clip {CLIP.name}" if CLIP else "noise seed 0")
+    for name, engine in manifest.engines.items():
+        assert engine.precision == "fp16" and engine.parity.tolerance == TOLERANCE["fp16"] == 2e-2
+        assert engine.parity.ok and all(e.max_rel <= 2e-2 for e in engine.parity.outputs), (name, engine.parity)
+    # the I/O contract stays float32, and the fbank (frame power ~1e13) never passes through fp16
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(result.folder / "audio_encoder.onnx"))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    assert types["waveform"] == types["audio_token"] == onnx.TensorProto.FLOAT
+    fbank = [n for n in graph.node if n.name.startswith("/fbank/") and n.op_type != "Constant"]
+    assert {n.op_type for n in fbank} >= {"Conv", "MatMul", "Log"}
+    assert all(types[o] == onnx.TensorProto.FLOAT for n in fbank for o in n.output)
+    assert any(types.get(o) == onnx.TensorProto.FLOAT16 for n in graph.node if n.name.startswith("/beats/") for o in n.output)
+
+
+def test_tokenizer_json_gives_the_transformers_ids(bundle, tiny_models):
+    from tokenizers import Tokenizer
+
+    from audiotoken.text import DEFAULT_TEMPLATE, add_placeholder, tokenize
+
+    manifest = read_manifest(bundle)
+    fast = Tokenizer.from_file(str(bundle / manifest.tokenizer / "tokenizer.json"))
+    assert fast.token_to_id("<*>") == manifest.placeholder_id == 49408
+
+    from transformers import CLIPTokenizer
+
+    reference = CLIPTokenizer.from_pretrained(tiny_models / "sd" / "tokenizer")
+    add_placeholder(reference)
+    for prompt in (DEFAULT_TEMPLATE, "", "A Dog barking, at NIGHT <*>!"):
+        ids = fast.encode(prompt).ids  # no padding in the file: the runtime pads
+        padded = ids + [reference.pad_token_id] * (77 - len(ids))
+        assert padded == tokenize(reference, [prompt])[0].tolist(), prompt
+    assert fast.encode(DEFAULT_TEMPLATE).ids.index(manifest.placeholder_id) == 4
+
+
+def test_a_model_past_2gb_is_saved_with_one_external_data_file(bundle, tmp_path, monkeypatch):
+    monkeypatch.setattr("export.onnx_file.PROTOBUF_LIMIT", 0)  # every model counts as big
+    file, data = save_onnx(onnx.load(str(bundle / "vae_encoder.onnx")), tmp_path, "vae_encoder")
+    assert (file, data) == ("vae_encoder.onnx", "vae_encoder.onnx.data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae_encoder.onnx", "vae_encoder.onnx.data"]
+    image = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": image})[0]  # noqa: E731
+    np.testing.assert_array_equal(run(tmp_path / file), run(bundle / "vae_encoder.onnx"))
+
+
+def test_parity_beyond_tolerance_or_off_shape_is_refused():
+    net = Network("unet", (), (TensorSpec("noise_pred", "float32", (1, 2)),), build=lambda: None, sample=lambda: (), sample_note="")
+    beyond = Parity("onnxruntime", "sample", 1e-4, (OutputError("noise_pred", 0.5, 0.2),))
+    with pytest.raises(ExportError, match="unet: output noise_pred differs from PyTorch by 0.2 of its scale") as caught:
+        check_parity(net, beyond, allow=False)
+    assert "--allow-parity-error" in caught.value.hint
+    check_parity(net, beyond, allow=True)  # kept, and the error stays on record
+    (nan,) = compare(net, [np.array([[np.nan, 0.0]], np.float32)], (np.ones((1, 2), np.float32),))
+    assert nan.max_rel == float("inf")
+    with pytest.raises(ExportError, match=r"output noise_pred has shape \[1, 3\] .* the contract is \[1, 2\]"):
+        compare(net, [np.zeros((1, 3), np.float32)], (np.zeros((1, 2), np.float32),))
+
+
+def test_bad_sources_are_named(tiny_models, tmp_path):
+    with pytest.raises(CheckpointError, match="not a diffusers folder, and not a hub id"):
+        export_quietly(options_for(tiny_models, tmp_path / "x", sd=str(tmp_path / "no" / "such" / "folder")))
+    with pytest.raises(CheckpointError, match="BEATs checkpoint not found"):
+        export_quietly(options_for(tiny_models, tmp_path / "x", beats=tmp_path / "missing.pt"))
+
+
+def test_tensorrt_is_asked_for_before_the_long_export(tiny_models, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ExportError, match="TensorRT is not installed") as caught:
+            export_quietly(options_for(tiny_models, tmp_path / "x", tensorrt=True))
+        assert "trt" in caught.value.hint
+        assert not (tmp_path / "x").exists()
+    else:
+        pytest.skip("TensorRT is installed here: the gpu test covers --tensorrt")
+
+
+@pytest.mark.gpu
+def test_tensorrt_plans_match_pytorch(bundle_copy, tiny_models):
+    pytest.importorskip("tensorrt")
+    result, _ = export_quietly(options_for(tiny_models, bundle_copy, tensorrt=True))
+    assert result.reused
+    manifest = verify(bundle_copy)
+    for name, engine in manifest.engines.items():
+        assert len(engine.plans) == 1 and engine.plans[0].file.path.startswith(f"{name}.")
+        assert engine.plans[0].parity.ok, (name, engine.plans[0].parity)
+
+
+@pytest.mark.slow
+def test_full_size_sd15_bundle_exports(tmp_path):
+    """The real SD 1.5 / BEATs iter3 sizes (random weights): a 3.4 GB UNet goes to one external data file."""
+    from audiotoken.random_models import make_random
+
+    models = make_random(tmp_path / "sd15", arch="sd15")
+    result, _ = export_quietly(options_for(models, tmp_path / "bundle", height=256, width=256))
+    manifest = verify(result.folder)
+    assert manifest.token_dim == 768
+    assert manifest.engines["unet"].data is not None and manifest.engines["unet"].data.size > 2**31
+    assert all(engine.parity.ok for engine in manifest.engines.values())
