@@ -230,22 +230,47 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     return path
 
 
-def verify(folder: str | os.PathLike) -> Manifest:
-    """Read the manifest and check every file it lists exists with its sha256; BundleError names each that does not."""
-    folder = Path(folder)
+def hash_cache_path(manifest: Manifest) -> Path:
+    """Where the hashes already checked for this bundle are remembered (per user, outside the bundle)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "audiotoken-rt" / "verified"
+    return root / f"{manifest.key}.json"
+
+
+def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manifest:
+    """Read the manifest and check every file it lists exists with its sha256; BundleError names each that does not.
+
+    With ``trust_unchanged`` (what ``Bundle.open`` does), a file whose size and modification time are those of its
+    last successful check is not hashed again: re-hashing a 3.4 GB UNet costs seconds at every start, on a Jetson
+    tens of them. ``audiotoken-rt info`` and export always hash everything.
+    """
+    folder = Path(folder).resolve()
     manifest = read_manifest(folder)
-    problems = []
+    cache_path = hash_cache_path(manifest)
+    try:
+        checked = json.loads(cache_path.read_text()) if trust_unchanged else {}
+    except (OSError, ValueError):
+        checked = {}
+    problems, seen = [], {}
     for entry in manifest.all_files():
         path = folder / entry.path
         if not path.is_file():
             problems.append(f"{entry.path} is missing")
-        elif (actual := file_sha256(path)) != entry.sha256:
+            continue
+        stat = path.stat()
+        stamp = [str(path), stat.st_size, stat.st_mtime_ns, entry.sha256]
+        if checked.get(entry.path) != stamp and (actual := file_sha256(path)) != entry.sha256:
             problems.append(f"{entry.path} has sha256 {actual[:12]}..., the manifest says {entry.sha256[:12]}...")
+        seen[entry.path] = stamp
     missing = [name for name in ENGINE_NAMES if name not in manifest.engines]
     if missing:
         problems.append(f"engines {', '.join(missing)} are not in the manifest")
     if problems:
         raise BundleError(f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}")
+    try:  # remember what was checked; a read-only home only costs the next start a re-hash
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(seen))
+    except OSError:
+        pass
     return manifest
 
 
@@ -258,8 +283,8 @@ class Bundle:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> "Bundle":
-        """Open ``folder`` after checking every file against the manifest."""
-        return cls(Path(folder), verify(folder))
+        """Open ``folder`` after checking every file against the manifest (unchanged files are not re-hashed)."""
+        return cls(Path(folder), verify(folder, trust_unchanged=True))
 
     @property
     def tokenizer_dir(self) -> Path:

@@ -169,3 +169,24 @@ def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
         assert set(backend["stages"]) == {"load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents"}
         assert backend["total_ms"] > 0 and backend["peak_rss_mb"] > 0 and backend["unet_step_ms"] > 0
     assert set(figures["ratios_vs_torch"]["onnxruntime"]) == {"unet_step", "total", "peak_rss"}
+
+
+def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
+    import os
+
+    from runtime.bundle import Bundle, verify
+    from runtime.errors import BundleError
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "copy")
+    Bundle.open(bundle)  # hashes everything once and remembers size + mtime
+    unet = bundle / "unet.onnx"
+    stat = unet.stat()
+    data = bytearray(unet.read_bytes())
+    data[-1] ^= 0xFF
+    unet.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="unet.onnx has sha256"):
+        Bundle.open(bundle)  # a new mtime: hashed again, the change is caught
+    os.utime(unet, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    Bundle.open(bundle)  # same size and mtime as when it was checked: trusted (the documented trade-off)
+    with pytest.raises(BundleError, match="unet.onnx has sha256"):
+        verify(bundle)  # `info` and export always hash everything
