@@ -51,10 +51,7 @@ class OnnxRuntimeBackend:
         self.bundle = bundle
         self.device = device
         self.providers = self.provider_chain(device)
-        self.options = ort.SessionOptions()
-        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            self.options.intra_op_num_threads = threads
+        self.threads = threads
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.lock = threading.Lock()
 
@@ -71,12 +68,25 @@ class OnnxRuntimeBackend:
             }))
         return chain
 
+    def session_options(self, engine: str) -> ort.SessionOptions:
+        """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs.
+
+        An arena holds on to the largest activations it ever served; for the engines that run once per
+        picture (the VAE decoder's are hundreds of MB) that memory would only raise the process's peak.
+        """
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = engine == "unet"
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        return options
+
     def session(self, engine: str) -> ort.InferenceSession:
         with self.lock:  # sessions are created once; running them is thread-safe in ONNX Runtime
             if engine not in self.sessions:
                 path = self.bundle.engine_path(engine)
                 try:
-                    self.sessions[engine] = ort.InferenceSession(str(path), self.options, providers=self.providers)
+                    self.sessions[engine] = ort.InferenceSession(str(path), self.session_options(engine), providers=self.providers)
                 except Exception as exc:  # ORT raises its own exception types for unreadable models
                     raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle") from exc
             return self.sessions[engine]
@@ -93,6 +103,25 @@ class OnnxRuntimeBackend:
             binding.bind_output(name, "cuda")
         session.run_with_iobinding(binding)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+
+def describe_device() -> dict[str, str]:
+    """What this machine offers the runtime: CPU, ONNX Runtime providers, TensorRT and its GPU."""
+    import os
+    import platform
+
+    from runtime.tensorrt import current_gpu_name, import_tensorrt
+
+    facts = {
+        "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
+        "onnxruntime": f"{ort.__version__}: {', '.join(ort.get_available_providers())}",
+    }
+    try:
+        trt, _ = import_tensorrt()
+        facts["tensorrt"] = f"{trt.__version__} on {current_gpu_name()}"
+    except (ConfigError, BundleError) as exc:
+        facts["tensorrt"] = f"unavailable ({exc})"
+    return facts
 
 
 def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cpu") -> Backend:

@@ -3,8 +3,10 @@
 Each backend is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
 peak resident memory (``ru_maxrss``) is its own and one backend's caches never warm another's. A worker opens
 the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures of ``steps``
-steps with the same clip and seed, and prints one JSON object; the parent gathers them, prints a table with
-ratios against the ``torch`` reference and optionally writes ``--json``:
+steps with the same clip and seed, and prints one JSON object. The parent runs the backends in turn for
+``rounds`` rounds (A, B, A, B, ...) and keeps each figure's best round (the lowest time, the highest memory),
+because a shared or thermally throttled CPU drifts by 20% over minutes and alternation exposes every backend
+to the same drift. It prints a table with ratios against the ``torch`` reference and optionally writes ``--json``:
 ``{"backends": {name: {"stages": {stage: ms}, "total_ms": ..., "unet_step_ms": ..., "peak_rss_mb": ...}}, ...}``.
 """
 
@@ -63,6 +65,25 @@ def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, 
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise AudioTokenError(f"bench of backend {backend} failed: {last}")
     return json.loads(lines[-1])
+
+
+def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps: int, repeats: int, scheduler: str,
+               rounds: int, progress=lambda name, round_: None) -> dict[str, dict]:
+    """Alternate the backends for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
+    best: dict[str, dict] = {}
+    for round_ in range(rounds):
+        for name in backends:
+            progress(name, round_)
+            figures = run_worker(bundle, name, device, clip, steps, repeats, scheduler)
+            if name not in best:
+                best[name] = figures
+                continue
+            kept = best[name]
+            kept["stages"] = {s: min(ms, figures["stages"].get(s, ms)) for s, ms in kept["stages"].items()}
+            for key in ("total_ms", "unet_step_ms", "open_ms"):
+                kept[key] = min(kept[key], figures[key])
+            kept["peak_rss_mb"] = max(kept["peak_rss_mb"], figures["peak_rss_mb"])
+    return best
 
 
 def machine() -> dict:

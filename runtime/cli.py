@@ -66,6 +66,11 @@ def quiet_heavy_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
+# options shared by export and train
+SdSource = Annotated[str, typer.Option(help="Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder.")]
+BeatsCheckpoint = Annotated[Path, typer.Option(help="BEATs checkpoint (BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt).")]
+
+
 class Arch(str, Enum):
     tiny = "tiny"
     sd15 = "sd15"
@@ -183,8 +188,8 @@ class Precision(str, Enum):
 @app.command("export")
 @reports_errors
 def export_command(
-    sd: Annotated[str, typer.Option(help="Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder.")],
-    beats: Annotated[Path, typer.Option(help="BEATs checkpoint (BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt).")],
+    sd: SdSource,
+    beats: BeatsCheckpoint,
     embedder: Annotated[Path, typer.Option(help="AudioToken embedder weights (embedder_learned_embeds.bin).")],
     out: Annotated[Path, typer.Option(help="Bundle folder to write, e.g. engines/sd14.")],
     height: Annotated[Optional[int], typer.Option(help="Image height (default: the UNet's sample_size x 8).")] = None,
@@ -250,15 +255,21 @@ def manifest_tables(manifest) -> list:
 def info_command(
     bundle: Annotated[Path, typer.Argument(help="Engine bundle folder (from `audiotoken-rt export`).")],
 ) -> None:
-    """Print a bundle's manifest, then check every file's sha256 (non-zero exit if one is missing or differs)."""
+    """Print a bundle's manifest and this machine's devices, then check every file's sha256 (non-zero exit on a mismatch)."""
     from rich.console import Console
+    from rich.table import Table
 
+    from runtime.backends import describe_device
     from runtime.bundle import read_manifest, verify
 
     console = Console()
     manifest = read_manifest(bundle)
     for table in manifest_tables(manifest):
         console.print(table)
+    device = Table(title="this machine", show_header=False, show_edge=False)
+    for key, value in describe_device().items():
+        device.add_row(key, value)
+    console.print(device)
     verify(bundle)
     console.print(f"all {len(manifest.all_files())} files match their sha256", highlight=False)
 
@@ -271,7 +282,8 @@ def bench_command(
     backends: Annotated[str, typer.Option(help="Comma-separated backends, each measured in its own process.")] = "onnxruntime,torch",
     device: Annotated[str, typer.Option(help="cpu, cuda (or tensorrt for onnxruntime).")] = "cpu",
     steps: Annotated[int, typer.Option(help="Denoising steps per measured picture.")] = 10,
-    repeats: Annotated[int, typer.Option(help="Measured pictures per backend (after one warm-up).")] = 1,
+    repeats: Annotated[int, typer.Option(help="Measured pictures per backend and round (after one warm-up).")] = 1,
+    rounds: Annotated[int, typer.Option(help="Rounds of alternating backends; the best round of each counts.")] = 2,
     scheduler: Annotated[str, typer.Option(help="Scheduler of the measured runs.")] = "dpm++2m",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
 ) -> None:
@@ -281,7 +293,7 @@ def bench_command(
     from rich.console import Console
     from rich.table import Table
 
-    from runtime.bench import STAGES, check_backends, machine, ratios, run_worker
+    from runtime.bench import STAGES, check_backends, machine, ratios, run_rounds
     from runtime.bundle import read_manifest
 
     names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
@@ -289,21 +301,28 @@ def bench_command(
     if not clip.is_file():
         raise ConfigError(f"{clip}: clip not found")
     console = Console(stderr=True)
-    results = {}
-    for name in names:
-        with console.status(f"bench {name}: warm-up + {repeats} x {steps} steps"):
-            results[name] = run_worker(engines, name, device, clip, steps, repeats, scheduler)
+    with console.status("bench") as status:
+        results = run_rounds(engines, names, device, clip, steps, repeats, scheduler, rounds,
+                             lambda name, r: status.update(f"bench {name} (round {r + 1} of {rounds}): warm-up + {repeats} x {steps} steps"))
     relative = ratios(results)
-    table = Table(title=f"{engines} ({manifest.height}x{manifest.width}, {steps} steps, {device}): ms per stage", show_edge=False)
-    for column in ("backend", *STAGES, "unet step", "total", "peak RSS MB", "vs torch: step / total / RSS"):
-        table.add_column(column, justify="left" if column == "backend" else "right")
-    for name, r in results.items():
-        vs = relative.get(name)
-        table.add_row(name, *(f"{r['stages'].get(s, 0):.0f}" for s in STAGES), f"{r['unet_step_ms']:.1f}", f"{r['total_ms']:.0f}",
-                      f"{r['peak_rss_mb']:.0f}", f"{vs['unet_step']:.2f} / {vs['total']:.2f} / {vs['peak_rss']:.2f}" if vs else "-")
+    table = Table(title=f"{engines}: {manifest.width}x{manifest.height}, {steps} steps, {device}", show_edge=False)
+    table.add_column("ms (RSS in MB)")
+    for name in results:
+        table.add_column(name, justify="right")
+    for name in relative:
+        table.add_column(f"{name} / torch", justify="right")
+    rows = [(stage, lambda r, s=stage: r["stages"].get(s, 0.0), None) for stage in STAGES] + [
+        ("unet step", lambda r: r["unet_step_ms"], "unet_step"),
+        ("total", lambda r: r["total_ms"], "total"),
+        ("peak RSS", lambda r: r["peak_rss_mb"], "peak_rss"),
+    ]
+    for label, value, ratio in rows:
+        cells = [f"{value(r):.1f}" for r in results.values()]
+        cells += [f"{relative[name][ratio]:.2f}" if ratio else "" for name in relative]
+        table.add_row(label, *cells)
     Console().print(table)
     if json_out:
-        report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "device": device,
+        report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "rounds": rounds, "device": device,
                   "scheduler": scheduler, "bundle": manifest.bundle_id, "height": manifest.height, "width": manifest.width,
                   "machine": machine()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -322,8 +341,8 @@ class MixedPrecision(str, Enum):
 @app.command("train")
 @reports_errors
 def train_command(
-    sd: Annotated[str, typer.Option(help="Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder.")],
-    beats: Annotated[Path, typer.Option(help="BEATs checkpoint (BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt).")],
+    sd: SdSource,
+    beats: BeatsCheckpoint,
     data: Annotated[Path, typer.Option(help="Dataset: audio/<name>.<wav|flac|ogg|mp3>, images/<name>.<png|jpg> or video/<name>.mp4, labels.csv (name,label,split).")],
     out: Annotated[Path, typer.Option(help="Output folder: checkpoint-<step>/, embedder.bin, metrics.csv.")],
     embedder: Annotated[Optional[Path], typer.Option(help="Fine-tune these embedder weights instead of a seeded random init.")] = None,

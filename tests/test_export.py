@@ -139,6 +139,7 @@ def test_info_prints_every_engine_and_checks_hashes(bundle):
     for name in ENGINE_NAMES:
         assert name in result.output
     assert "files match their sha256" in result.output
+    assert "CPUExecutionProvider" in result.output and "tensorrt" in result.output  # the device this runs on
 
 
 def test_a_second_export_reuses_the_first(bundle, tiny_models, monkeypatch):

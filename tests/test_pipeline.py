@@ -81,3 +81,18 @@ def test_an_embedder_for_another_text_encoder_width_is_refused(tiny_models, tmp_
 def test_a_folder_that_is_not_stable_diffusion_is_refused(tiny_models, tmp_path):
     with pytest.raises(CheckpointError, match="cannot load a diffusers Stable Diffusion"):
         AudioTokenPipeline.from_pretrained(tmp_path, tiny_models / "beats.pt", tiny_models / "embedder.bin")
+
+
+def test_audio_encoder_from_checkpoints(tiny_models, clips):
+    from audiotoken.encoder import AudioEncoder
+    from runtime.audio import load_audio
+
+    encoder = AudioEncoder.from_checkpoints(tiny_models / "beats.pt", tiny_models / "embedder.bin")
+    waveform = torch.from_numpy(np.stack([load_audio(c) for c in clips]))  # [2, 160000]
+    features = encoder.features(waveform)
+    assert features.shape == (2, 496, 3 * 32)  # layers 4, 8, 12 of the tiny BEATs side by side
+    final, _ = encoder.beats.encoder(encoder.beats.patches(encoder.fbank(waveform)))  # [2, 496, 32]
+    assert torch.equal(features[..., 64:], final)  # the last block is the BEATs output itself (spec 3)
+    tokens = encoder(waveform)
+    assert tokens.shape == (2, 32) and encoder.token_dim == 32
+    assert torch.allclose(tokens, encoder.embedder(features), atol=1e-6)

@@ -161,7 +161,7 @@ def test_missing_gpu_provider_is_a_clear_error(tiny_bundle):
 
 def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
     report = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--steps", "2", "--json", str(report)])
+    result = CliRunner().invoke(app, ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--steps", "2", "--rounds", "1", "--json", str(report)])
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
     assert set(figures["backends"]) == {"onnxruntime", "torch"}
@@ -190,3 +190,22 @@ def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
     Bundle.open(bundle)  # same size and mtime as when it was checked: trusted (the documented trade-off)
     with pytest.raises(BundleError, match="unet.onnx has sha256"):
         verify(bundle)  # `info` and export always hash everything
+
+
+def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
+    import runtime.bench as bench
+
+    calls = []
+    figures = iter([(100, 5, 900), (300, 9, 800), (80, 7, 950), (310, 8, 700)])  # (total, step, rss) per call
+
+    def fake_worker(bundle, name, *args):
+        calls.append(name)
+        total, step, rss = next(figures)
+        return {"stages": {"denoise": total - 1}, "total_ms": total, "unet_step_ms": step, "open_ms": 1.0, "peak_rss_mb": rss}
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    best = bench.run_rounds(None, ["onnxruntime", "torch"], "cpu", None, 2, 1, "dpm++2m", rounds=2)
+    assert calls == ["onnxruntime", "torch", "onnxruntime", "torch"]
+    assert (best["onnxruntime"]["total_ms"], best["onnxruntime"]["unet_step_ms"], best["onnxruntime"]["peak_rss_mb"]) == (80, 5, 950)
+    assert (best["torch"]["total_ms"], best["torch"]["stages"]["denoise"], best["torch"]["peak_rss_mb"]) == (300, 299, 800)
+    assert bench.ratios(best)["onnxruntime"]["total"] == pytest.approx(80 / 300)
