@@ -24,7 +24,7 @@ from audiotoken.encoder import AudioEncoder
 from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER, TextConditioner, add_placeholder, tokenize
 from runtime.audio import load_audio
 from runtime.errors import CheckpointError, ConfigError
-from runtime.noise import LATENT_CHANNELS, draw_seed, initial_noise
+from runtime.noise import draw_seed, initial_noise
 
 Clip = str | Path | np.ndarray  # a file, or a prepared [160000] waveform (runtime.audio.prepare_waveform)
 
@@ -142,7 +142,7 @@ class AudioTokenPipeline:
         tokens = self.encode_audio(clips).repeat_interleave(num_images_per_clip, dim=0)  # [B * k, D]
         cond = self.encode_prompt(tokens, prompt)  # [B * k, 77, D]
         uncond = self.encode_prompt(tokens, negative_prompt)  # [B * k, 77, D]
-        shape = (tokens.shape[0], LATENT_CHANNELS, height // factor, width // factor)
+        shape = (tokens.shape[0], self.sd.unet.config.in_channels, height // factor, width // factor)
         if latents is None:
             latents = initial_noise(draw_seed() if seed is None else seed, shape)
         latents = torch.as_tensor(latents)

@@ -156,7 +156,7 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         parity = measure_parity(folder / file, network, *sample, options.precision)
     stage.report(parity)
     check_parity(network, parity, options.allow_parity_error)
-    engine = Engine(network.name, FileEntry.of(folder, file), FileEntry.of(folder, data) if data else None,
+    engine = Engine(network.name, FileEntry.of(folder, file), FileEntry.of(folder, data),
                     options.precision, network.inputs, network.outputs, parity)
     return engine, sample
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-LATENT_CHANNELS = 4
-
 
 def draw_seed() -> int:
     """A fresh random seed (for runs that did not ask for one; it is recorded so they can be replayed)."""

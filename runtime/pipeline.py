@@ -28,10 +28,10 @@ from runtime.audio import load_audio, prepare_waveform
 from runtime.backends import Backend, open_backend
 from runtime.bundle import Bundle
 from runtime.errors import ConfigError
-from runtime.noise import LATENT_CHANNELS, draw_seed, initial_noise
+from runtime.noise import draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
-from runtime.tokenizer import PromptTokenizer
+from runtime.tokenizer import PLACEHOLDER, PromptTokenizer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -110,9 +110,9 @@ class Pipeline:
         return cls(opened, open_backend(opened, backend, device))
 
     @property
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        m = self.bundle.manifest
-        return (1, LATENT_CHANNELS, m.height // 8, m.width // 8)
+    def latent_shape(self) -> tuple[int, ...]:
+        """[1, 4, h, w]: the VAE decoder's input in the manifest (the bundle's static shapes)."""
+        return tuple(self.bundle.manifest.engines["vae_decoder"].inputs[0].shape)
 
     # 2. audio -> token
     def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
@@ -127,7 +127,7 @@ class Pipeline:
     def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str) -> np.ndarray:
         """Token [1, D] -> (uncond, cond) embeddings [2, 77, D]; a negative prompt without ``<*>`` is cached."""
         cond = self.embed(prompt, token, require_placeholder=True)  # [1, 77, D]
-        if "<*>" in negative_prompt:  # the negative prompt hears the clip too: nothing to cache
+        if PLACEHOLDER in negative_prompt:  # the negative prompt hears the clip too: nothing to cache
             uncond = self.embed(negative_prompt, token, require_placeholder=False)
         else:
             with self.cache_lock:

@@ -235,8 +235,10 @@ def test_tokenizer_json_gives_the_transformers_ids(bundle, tiny_models):
     assert fast.encode(DEFAULT_TEMPLATE).ids.index(manifest.placeholder_id) == 4
 
 
-def test_a_model_past_2gb_is_saved_with_one_external_data_file(bundle, tmp_path, monkeypatch):
-    monkeypatch.setattr("export.onnx_file.PROTOBUF_LIMIT", 0)  # every model counts as big
+def test_every_engine_keeps_its_weights_in_one_external_data_file(bundle, tmp_path):
+    manifest = verify(bundle)
+    for name, engine in manifest.engines.items():
+        assert engine.data.path == f"{name}.onnx.data" and engine.data.size > engine.file.size
     file, data = save_onnx(onnx.load(str(bundle / "vae_encoder.onnx")), tmp_path, "vae_encoder")
     assert (file, data) == ("vae_encoder.onnx", "vae_encoder.onnx.data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae_encoder.onnx", "vae_encoder.onnx.data"]
