@@ -35,12 +35,12 @@ def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repea
     pipeline = Pipeline.open(bundle, backend=backend, device=device)
     open_ms = (time.perf_counter() - started) * 1000
     options = GenerationOptions(steps=steps, seed=0, scheduler=scheduler)
-    pipeline.generate(clip, replace(options, steps=2))  # warm-up: lazy sessions, allocator, caches
+    pipeline.draw(clip, replace(options, steps=2))  # warm-up: lazy sessions, allocator, caches
     stages: dict[str, float] = {}
     unet_ms, unet_calls, total_ms = 0.0, 0, 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        result = pipeline.generate(clip, options)
+        result = pipeline.draw(clip, options)
         total_ms += (time.perf_counter() - started) * 1000
         for stage in STAGES:
             stages[stage] = stages.get(stage, 0.0) + result.timings.stages.get(stage, 0.0)

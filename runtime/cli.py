@@ -147,7 +147,7 @@ def generate_command(
                 for target in targets:
                     if target.exists() and not overwrite:
                         raise ConfigError(f"{target}: already exists", hint="pass --overwrite to replace it")
-                result = pipeline.generate(clip, options, progress=report)
+                result = pipeline.draw(clip, options, progress=report)
                 for k, (picture, target) in enumerate(zip(result.pictures, targets)):
                     save_png(picture, target, {**result.metadata(k, clip.name), "bundle": pipeline.bundle.manifest.bundle_id}, overwrite=overwrite)
                 bar.update(task, description=f"{clip.name}: done -> {targets[0].name}" + (f" (+{num_images - 1})" if num_images > 1 else ""),

@@ -173,8 +173,13 @@ class Pipeline:
         return self.backend.run("vae_decoder", {"latent": scaled})["image"]
 
     def generate(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
-                 sample_rate: int = 16_000, progress: Progress | None = None) -> Generation:
-        """Draw ``options.num_images`` pictures for one clip (a file, or samples at ``sample_rate``)."""
+                 sample_rate: int = 16_000) -> list:
+        """``options.num_images`` PIL pictures for one clip (a file, or samples at ``sample_rate``)."""
+        return self.draw(clip, options, sample_rate=sample_rate).pictures
+
+    def draw(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
+             sample_rate: int = 16_000, progress: Progress | None = None) -> Generation:
+        """``generate`` with what reproduces it: the seeds, the prompt, stage timings; ``progress`` sees each stage."""
         options.check()
         prompt = options.prompt or self.bundle.manifest.template
         report = progress or (lambda stage, done, total: None)

@@ -55,8 +55,8 @@ def test_tokenizer_errors(tiny_bundle):
 
 def test_onnxruntime_and_torch_backends_draw_the_same_picture(tiny_bundle, clips):
     options = GenerationOptions(steps=STEPS, seed=11)
-    onnx = Pipeline.open(tiny_bundle).generate(clips[0], options).pictures[0]
-    torch_ = Pipeline.open(tiny_bundle, backend="torch").generate(clips[0], options).pictures[0]
+    onnx = Pipeline.open(tiny_bundle).generate(clips[0], options)[0]
+    torch_ = Pipeline.open(tiny_bundle, backend="torch").generate(clips[0], options)[0]
     assert psnr(onnx, torch_) >= 40
 
 
@@ -66,7 +66,7 @@ def test_runtime_equals_the_diffusers_reference_pipeline(pipeline, tiny_models, 
 
     reference = AudioTokenPipeline.from_pretrained(tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin")
     expected = reference([clips[1]], seed=5, num_inference_steps=STEPS, progress=False)[0]
-    ours = pipeline.generate(clips[1], GenerationOptions.official(steps=STEPS, seed=5)).pictures[0]
+    ours = pipeline.generate(clips[1], GenerationOptions.official(steps=STEPS, seed=5))[0]
     assert psnr(ours, expected) >= 40
 
 
@@ -75,13 +75,13 @@ def test_waveforms_at_any_rate_and_threads(pipeline, clips):
 
     samples, rate = sf.read(clips[0], dtype="float32")
     options = GenerationOptions(steps=2, seed=3)
-    from_file = np.asarray(pipeline.generate(clips[0], options).pictures[0])
-    from_array = np.asarray(pipeline.generate(samples, options, sample_rate=rate).pictures[0])
+    from_file = np.asarray(pipeline.generate(clips[0], options)[0])
+    from_array = np.asarray(pipeline.generate(samples, options, sample_rate=rate)[0])
     assert np.array_equal(from_file, from_array)
     results = [None] * 3
 
     def draw(k: int) -> None:
-        results[k] = np.asarray(pipeline.generate(clips[0], options).pictures[0])
+        results[k] = np.asarray(pipeline.generate(clips[0], options)[0])
 
     threads = [threading.Thread(target=draw, args=(k,)) for k in range(3)]
     for t in threads:
@@ -103,8 +103,8 @@ def test_the_unconditional_embedding_is_computed_once(tiny_bundle, clips):
 
 
 def test_num_images_use_consecutive_seeds(pipeline, clips):
-    result = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=20, num_images=2))
-    single = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=21)).pictures[0]
+    result = pipeline.draw(clips[0], GenerationOptions(steps=2, seed=20, num_images=2))
+    single = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=21))[0]
     assert result.seeds == [20, 21]
     assert np.array_equal(np.asarray(result.pictures[1]), np.asarray(single))
 
