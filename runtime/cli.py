@@ -155,7 +155,7 @@ def generate_command(
                 if verbose:
                     console.print(timing_table(clip.name, result.timings))
             except AudioTokenError as exc:
-                failures.append(f"{clip}: {exc}")
+                failures.append(str(exc))  # the message names the clip
                 bar.update(task, description=f"{clip.name}: failed")
                 console.print(f"error: {exc}", highlight=False, soft_wrap=True)
             bar.advance(overall)
