@@ -21,22 +21,13 @@ import numpy as np
 import torch
 
 from audiotoken.encoder import AudioEncoder
-from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER, TextConditioner, add_placeholder, tokenize
+from audiotoken.text import DEFAULT_TEMPLATE, TextConditioner, add_placeholder, tokenize
 from runtime.audio import load_audio
 from runtime.errors import CheckpointError, ConfigError
 from runtime.noise import draw_seed, initial_noise
+from runtime.tokenizer import check_template
 
 Clip = str | Path | np.ndarray  # a file, or a prepared [160000] waveform (runtime.audio.prepare_waveform)
-
-
-def check_template(template: str) -> str:
-    """A prompt template must hold ``<*>`` exactly once."""
-    if template.count(PLACEHOLDER) != 1:
-        raise ConfigError(
-            f"prompt template {template!r} holds {PLACEHOLDER} {template.count(PLACEHOLDER)} times; it needs it exactly once",
-            hint=f"e.g. {DEFAULT_TEMPLATE!r}",
-        )
-    return template
 
 
 @dataclass

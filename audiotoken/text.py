@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
+from runtime.tokenizer import PLACEHOLDER
 
-PLACEHOLDER = "<*>"
 DEFAULT_TEMPLATE = "a photo of <*>, 4k, high resolution"  # official inference.py; training uses "a photo of <*>"
 
 

@@ -58,7 +58,7 @@ from audiotoken.checkpoints import load_strict, read_torch_file
 from audiotoken.dataset import DataReport, FeatureCache, PairedClips, StreamPositions, collate_samples, scan_dataset
 from audiotoken.embedder import Embedder
 from audiotoken.fbank import Fbank
-from audiotoken.pipeline import check_template
+from runtime.tokenizer import check_template
 from audiotoken.text import TextConditioner, add_placeholder, tokenize
 from runtime.audio import CLIP_SECONDS
 from runtime.errors import CheckpointError, ConfigError

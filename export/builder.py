@@ -30,7 +30,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from audiotoken.pipeline import check_template
 from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER
 from export.fp16 import to_fp16
 from export.networks import Dims, Network, describe_networks, read_dims
@@ -41,6 +40,7 @@ from export.tensorrt import build_plan, plan_file, require_tensorrt
 from export.tokenizer import TOKENIZER_DIR, write_tokenizer
 from runtime.bundle import SCHEMA_VERSION, Engine, FileEntry, Manifest, Parity, read_manifest, verify, write_manifest
 from runtime.errors import BundleError, ConfigError
+from runtime.tokenizer import check_template
 
 Sample = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]  # (inputs, PyTorch outputs)
 

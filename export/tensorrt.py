@@ -14,7 +14,6 @@ TensorRT exists only on NVIDIA machines: it is imported inside the functions, vi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import onnx
 from export.fp16 import fp32_nodes
 from export.networks import Network
 from export.parity import TOLERANCE, compare
-from runtime.bundle import FileEntry, Parity, Plan
+from runtime.bundle import FileEntry, Parity, Plan, user_cache_dir
 from runtime.errors import ConfigError, ExportError
 from runtime.tensorrt import Engine, current_gpu_name, gpu_slug, import_tensorrt, plan_name
 
@@ -40,7 +39,7 @@ def require_tensorrt() -> None:
 
 
 def timing_cache_path(trt_version: str, gpu: str) -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "audiotoken-rt" / "tensorrt"
+    root = user_cache_dir() / "tensorrt"
     return root / f"timing.{trt_version}.{gpu_slug(gpu)}.cache"
 
 

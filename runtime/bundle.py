@@ -230,10 +230,14 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     return path
 
 
+def user_cache_dir() -> Path:
+    """audiotoken-rt's per-user cache folder (verified hashes, TensorRT timing caches), under $XDG_CACHE_HOME."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "audiotoken-rt"
+
+
 def hash_cache_path(manifest: Manifest) -> Path:
     """Where the hashes already checked for this bundle are remembered (per user, outside the bundle)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "audiotoken-rt" / "verified"
-    return root / f"{manifest.key}.json"
+    return user_cache_dir() / "verified" / f"{manifest.key}.json"
 
 
 def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manifest:

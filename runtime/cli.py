@@ -166,7 +166,7 @@ def generate_command(
         raise typer.Exit(1)
 
 
-def timing_table(title: str, timings) -> "Table":
+def timing_table(title: str, timings):
     """A rich table of stage wall times (ms), with the mean UNet step."""
     from rich.table import Table
 

@@ -19,6 +19,17 @@ PLACEHOLDER = "<*>"
 MAX_LENGTH = 77  # CLIP's context: BOS + 75 tokens + EOS
 
 
+def check_template(template: str) -> str:
+    """A prompt template must hold ``<*>`` exactly once."""
+    count = template.count(PLACEHOLDER)
+    if count != 1:
+        raise ConfigError(
+            f"prompt template {template!r} holds {PLACEHOLDER} {count} times; it needs it exactly once",
+            hint="e.g. 'a photo of <*>, 4k, high resolution'",
+        )
+    return template
+
+
 class PromptTokenizer:
     """CLIP BPE with ``<*>`` added; pads to 77 with the model's pad token (EOS for SD 1.x, "!" for SD 2.x)."""
 
@@ -48,12 +59,8 @@ class PromptTokenizer:
 
     def encode(self, prompt: str, *, require_placeholder: bool = True) -> np.ndarray:
         """Prompt -> ids [77] int64. A template must hold ``<*>`` exactly once; a negative prompt need not."""
-        count = prompt.count(PLACEHOLDER)
-        if require_placeholder and count != 1:
-            raise ConfigError(
-                f"prompt template {prompt!r} holds {PLACEHOLDER} {count} times; it needs it exactly once",
-                hint="e.g. 'a photo of <*>, 4k, high resolution'",
-            )
+        if require_placeholder:
+            check_template(prompt)
         ids = self.tokenizer.encode(prompt).ids  # BOS ... EOS
         if len(ids) > MAX_LENGTH:
             raise ConfigError(f"prompt {prompt!r} is {len(ids)} tokens long; CLIP takes at most {MAX_LENGTH}", hint="shorten the prompt")

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from audiotoken.pipeline import check_template
+from runtime.tokenizer import check_template
 from audiotoken.text import DEFAULT_TEMPLATE, TextConditioner, add_placeholder, tokenize
 from runtime.errors import ConfigError
 
