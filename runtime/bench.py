@@ -118,11 +118,9 @@ def main() -> None:
     parser.add_argument("scheduler")
     args = parser.parse_args()
     if args.backend == "torch":
-        import diffusers
-        import transformers
+        from runtime.cli import quiet_heavy_libraries
 
-        transformers.logging.set_verbosity_error()
-        diffusers.logging.set_verbosity_error()
+        quiet_heavy_libraries()
     try:
         figures = measure(args.bundle, args.backend, args.device, args.clip, args.steps, args.repeats, args.scheduler)
     except AudioTokenError as exc:

@@ -17,10 +17,10 @@ import hashlib
 import json
 import os
 import shlex
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runtime.atomic import write_atomically
 from runtime.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -221,13 +221,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
 
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically (a reader sees the old one or the new one, never half a file)."""
-    path = Path(folder) / MANIFEST
-    fd, temporary = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(manifest.to_json())
-    os.chmod(temporary, 0o644)  # mkstemp makes it private
-    os.replace(temporary, path)
-    return path
+    return write_atomically(Path(folder) / MANIFEST, manifest.to_json().encode())
 
 
 def user_cache_dir() -> Path:

@@ -293,6 +293,7 @@ def bench_command(
     from rich.console import Console
     from rich.table import Table
 
+    from runtime.atomic import write_atomically
     from runtime.bench import STAGES, check_backends, machine, ratios, run_rounds
     from runtime.bundle import read_manifest
 
@@ -326,9 +327,7 @@ def bench_command(
                   "scheduler": scheduler, "bundle": manifest.bundle_id, "height": manifest.height, "width": manifest.width,
                   "machine": machine()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        staging = json_out.with_name(f".{json_out.name}.tmp")
-        staging.write_text(json.dumps(report, indent=2) + "\n")
-        staging.replace(json_out)
+        write_atomically(json_out, (json.dumps(report, indent=2) + "\n").encode())
         console.print(f"wrote {json_out}")
 
 

@@ -8,13 +8,13 @@ replaces an existing file unless asked, and records how the picture was made in 
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from runtime.atomic import write_atomically
 from runtime.errors import ConfigError
 
 
@@ -34,18 +34,9 @@ def save_png(picture: Image.Image, path: str | Path, metadata: dict[str, object]
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_itxt(f"audiotoken:{key}", str(value))
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            picture.save(f, format="PNG", pnginfo=info)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return path
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG", pnginfo=info)
+    return write_atomically(path, encoded.getvalue())
 
 
 def read_png_metadata(path: str | Path) -> dict[str, str]:
