@@ -25,8 +25,11 @@ demo:
     audiotoken-rt generate tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/demo/engines --out .cache/demo/pictures --seed 0 --overwrite --verbose
     @echo "picture: .cache/demo/pictures/3YOH4c9HXpo_290000_300000.png"
 
-# Benchmark onnxruntime against torch on the full SD 1.5 + BEATs architecture (random weights, 256x256, CPU)
-bench steps="10" size="256":
+# Benchmark onnxruntime against torch on the full SD 1.5 + BEATs architecture (random weights, 256x256, CPU), once
+# per bundle precision (int8: the CPU bundle, fp32: the reference one); figures in .cache/bench/bench-<size>-<precision>.json
+bench steps="10" size="256" precisions="int8 fp32":
     test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
-    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}} --height {{size}} --width {{size}}
-    audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}} --backends onnxruntime,torch --steps {{steps}} --json .cache/bench/bench-{{size}}.json
+    for p in {{precisions}}; do \
+        audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-$p --height {{size}} --width {{size}} --precision $p && \
+        audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-$p --backends onnxruntime,torch --steps {{steps}} --json .cache/bench/bench-{{size}}-$p.json || exit 1; \
+    done

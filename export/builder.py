@@ -6,8 +6,8 @@ Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engin
 2. a bundle already at ``--out`` with the same key is verified and reused (``--tensorrt`` adds the plans this
    GPU lacks); another key, or anything else there, is an error unless ``--force``;
 3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
-   output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16``, save and check, compare with
-   ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
+   output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16`` (or quantize the UNet's linear
+   layers for ``--precision int8``), save and check, compare with ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
 4. ``os.replace`` the finished folder into place, so an interrupted export leaves no half bundle behind.
 """
 
@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER
 from export.fp16 import to_fp16
+from export.int8 import quantize_linears
 from export.networks import Dims, Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
 from export.parity import TOLERANCE, check_parity, measure_parity
@@ -55,7 +56,7 @@ class ExportOptions:
     out: Path
     height: int | None = None  # None: unet.sample_size * vae_scale_factor
     width: int | None = None
-    precision: str = "fp32"  # fp32 | fp16
+    precision: str = "fp32"  # fp32 | fp16 | int8 (the UNet's linear layers; the other engines stay fp32)
     template: str | None = None  # None: audiotoken.text.DEFAULT_TEMPLATE
     sample_clip: Path | None = None  # a real clip to validate audio_encoder on (else seeded noise)
     tensorrt: bool = False
@@ -147,18 +148,27 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         model = trace_to_onnx(module, args, network, folder / f".{network.name}.trace")
         del module, args
         gc.collect()  # one network in memory at a time: the UNet alone is 3.4 GB in fp32
-    if options.precision == "fp16":
+    precision = engine_precision(network, options.precision)
+    if precision == "fp16":
         with stage(f"fp16 {network.name}"):
             to_fp16(model, network.fp32_scopes, network.fp32_ops)
+    if precision == "int8":
+        with stage(f"int8 {network.name}"):
+            model = quantize_linears(model, folder / f".{network.name}.int8")
     file, data = save_onnx(model, folder, network.name)
     del model
     with stage(f"validate {network.name} (onnxruntime cpu)"):
-        parity = measure_parity(folder / file, network, *sample, options.precision)
+        parity = measure_parity(folder / file, network, *sample, precision)
     stage.report(parity)
     check_parity(network, parity, options.allow_parity_error)
     engine = Engine(network.name, FileEntry.of(folder, file), FileEntry.of(folder, data),
-                    options.precision, network.inputs, network.outputs, parity)
+                    precision, network.inputs, network.outputs, parity)
     return engine, sample
+
+
+def engine_precision(network: Network, precision: str) -> str:
+    """The precision of one engine in a bundle of ``precision``: int8 bundles quantize only the networks marked int8."""
+    return "fp32" if precision == "int8" and not network.int8 else precision
 
 
 def add_plans(folder: Path, engines: dict[str, Engine], networks: list[Network], samples: dict[str, Sample],
@@ -233,6 +243,9 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
         raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(TOLERANCE)}")
     template = check_template(options.template or DEFAULT_TEMPLATE)
     if options.tensorrt:
+        if options.precision == "int8":
+            raise ConfigError("--precision int8 is for CPUs (ONNX Runtime); TensorRT plans are built in fp16",
+                              hint="export --precision fp16 --tensorrt for the GPU, in another --out")
         require_tensorrt()
     console = console or Console(stderr=True)
     with Stages(console) as stage:
@@ -250,7 +263,7 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 manifest = replace(manifest, engines=engines)
                 write_manifest(options.out, manifest)
             return Exported(options.out, manifest, reused=True)
-        per_network = 2 + (options.precision == "fp16") + options.tensorrt
-        stage.expect(1 + per_network * len(networks) + 1)
+        converted = sum(engine_precision(n, options.precision) != "fp32" for n in networks)  # fp16 / int8 stages
+        stage.expect(1 + (2 + options.tensorrt) * len(networks) + converted + 1)
         manifest = build_bundle(options, sources, dims, key, template, networks, stage)
     return Exported(options.out, manifest, reused=False)

@@ -38,6 +38,7 @@ class Network:
     sample_note: str  # what the sample is, for the manifest
     fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in fp16 engines (with all they read)
     fp32_ops: tuple[str, ...] = ()  # op types that stay fp32 in fp16 engines
+    int8: bool = False  # int8 bundles quantize its weight MatMuls (export.int8); only the UNet, run every step
 
 
 class UNetEngine(nn.Module):
@@ -170,6 +171,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             # sin/cos of timestep x frequency needs fp32 (fp16 resolves 981 only to 0.5); the big softmaxes stay fp16
             fp32_scopes=("/unet/time_proj/",),
             fp32_ops=("LayerNormalization",),
+            int8=True,
         ),
         Network(
             "vae_decoder", (latent,), (image,),

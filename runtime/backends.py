@@ -43,6 +43,10 @@ class OnnxRuntimeBackend:
         wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
         if device not in wanted:
             raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
+        if int8 and device != "cpu":  # MatMulInteger and friends have no fast GPU kernels: most of the UNet would fall back
+            raise ConfigError(f"{bundle.root}: engine {', '.join(int8)} is int8, built for CPUs; it cannot run on --device {device}",
+                              hint="use --device cpu, or export an fp16 bundle for the GPU (--precision fp16)")
         if wanted[device] not in ort.get_available_providers():
             raise ConfigError(
                 f"ONNX Runtime here has no {wanted[device]} (available: {', '.join(ort.get_available_providers())})",

@@ -183,6 +183,7 @@ def timing_table(title: str, timings):
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
+    int8 = "int8"
 
 
 @app.command("export")
@@ -194,7 +195,7 @@ def export_command(
     out: Annotated[Path, typer.Option(help="Bundle folder to write, e.g. engines/sd14.")],
     height: Annotated[Optional[int], typer.Option(help="Image height (default: the UNet's sample_size x 8).")] = None,
     width: Annotated[Optional[int], typer.Option(help="Image width (default: the UNet's sample_size x 8).")] = None,
-    precision: Annotated[Precision, typer.Option(help="fp16: for GPUs; the fbank, LayerNorm and softmax islands stay fp32.")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(help="fp16: for GPUs (the fbank, LayerNorm and softmax islands stay fp32). int8: for CPUs (the UNet's linear layers in int8).")] = Precision.fp32,
     template: Annotated[Optional[str], typer.Option(help="Prompt template holding <*> once (default 'a photo of <*>, 4k, high resolution').")] = None,
     sample_clip: Annotated[Optional[Path], typer.Option(help="A real clip to validate audio_encoder on (default: seeded noise).")] = None,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="Also build fp16 TensorRT plans for this GPU (needs the trt extra).")] = False,
@@ -306,7 +307,7 @@ def bench_command(
         results = run_rounds(engines, names, device, clip, steps, repeats, scheduler, rounds,
                              lambda name, r: status.update(f"bench {name} (round {r + 1} of {rounds}): warm-up + {repeats} x {steps} steps"))
     relative = ratios(results)
-    table = Table(title=f"{engines}: {manifest.width}x{manifest.height}, {steps} steps, {device}", show_edge=False)
+    table = Table(title=f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {steps} steps, {device}", show_edge=False)
     table.add_column("ms (RSS in MB)")
     for name in results:
         table.add_column(name, justify="right")
@@ -324,7 +325,7 @@ def bench_command(
     Console().print(table)
     if json_out:
         report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "rounds": rounds, "device": device,
-                  "scheduler": scheduler, "bundle": manifest.bundle_id, "height": manifest.height, "width": manifest.width,
+                  "scheduler": scheduler, "bundle": manifest.bundle_id, "precision": manifest.precision, "height": manifest.height, "width": manifest.width,
                   "machine": machine()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(json_out, (json.dumps(report, indent=2) + "\n").encode())
