@@ -14,6 +14,14 @@ export *flags:
 setup:
     bash .ci/setup
 
+# .venv-openvino beside .venv: the same install, with ONNX Runtime's OpenVINO build (onnxruntime-openvino) for onnxruntime
+setup-openvino:
+    python3 -m venv .venv-openvino
+    .venv-openvino/bin/python -m pip install -q torch==2.13.0
+    .venv-openvino/bin/python -m pip install -q -e '.[export]' pytest
+    .venv-openvino/bin/python -m pip uninstall -y -q onnxruntime
+    .venv-openvino/bin/python -m pip install -q onnxruntime-openvino
+
 # The test suite (what .ci/run runs): unit, export and runtime tests on the CPU; gpu tests skip without CUDA
 test *flags:
     python -m pytest -q {{flags}}
@@ -25,11 +33,21 @@ demo:
     audiotoken-rt generate tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/demo/engines --out .cache/demo/pictures --seed 0 --overwrite --verbose
     @echo "picture: .cache/demo/pictures/3YOH4c9HXpo_290000_300000.png"
 
-# Benchmark onnxruntime against torch on the full SD 1.5 + BEATs architecture (random weights, 256x256, CPU), once
-# per bundle precision (int8: the CPU bundle, fp32: the reference one); figures in .cache/bench/bench-<size>-<precision>.json
+# Benchmark onnxruntime against torch on SD 1.5 + BEATs (random weights, 256x256, CPU) per bundle precision; JSON in .cache/bench/
 bench steps="10" size="256" precisions="int8 fp32":
-    test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
     for p in {{precisions}}; do \
-        audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-$p --height {{size}} --width {{size}} --precision $p && \
+        just bench-bundle {{size}} $p && \
         audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-$p --backends onnxruntime,torch --steps {{steps}} --json .cache/bench/bench-{{size}}-$p.json || exit 1; \
     done
+
+# Benchmark onnxruntime on OpenVINO (bf16 UNet and VAE where the CPU has bf16) against torch, on the fp32 bundle
+bench-openvino steps="10" size="256":
+    test -x .venv-openvino/bin/audiotoken-rt || just setup-openvino
+    just bench-bundle {{size}} fp32
+    .venv-openvino/bin/audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-fp32 --backends onnxruntime,torch --device openvino --steps {{steps}} --json .cache/bench/bench-{{size}}-openvino.json
+
+# The benchmark's models (make-random --arch sd15) and its bundle of one size and precision (kept while up to date)
+[private]
+bench-bundle size precision:
+    test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
+    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}} --height {{size}} --width {{size}} --precision {{precision}}

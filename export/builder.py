@@ -7,7 +7,7 @@ Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engin
    GPU lacks); another key, or anything else there, is an error unless ``--force``;
 3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
    output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16`` (or quantize the UNet's linear
-   layers for ``--precision int8``), save and check, compare with ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
+   layers and convolutions for ``--precision int8``), save and check, compare with ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
 4. ``os.replace`` the finished folder into place, so an interrupted export leaves no half bundle behind.
 """
 
@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER
 from export.fp16 import to_fp16
-from export.int8 import quantize_linears
+from export.int8 import to_int8
 from export.networks import Dims, Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
 from export.parity import TOLERANCE, check_parity, measure_parity
@@ -56,7 +56,7 @@ class ExportOptions:
     out: Path
     height: int | None = None  # None: unet.sample_size * vae_scale_factor
     width: int | None = None
-    precision: str = "fp32"  # fp32 | fp16 | int8 (the UNet's linear layers; the other engines stay fp32)
+    precision: str = "fp32"  # fp32 | fp16 | int8 (the UNet's linear layers and convolutions; the other engines stay fp32)
     template: str | None = None  # None: audiotoken.text.DEFAULT_TEMPLATE
     sample_clip: Path | None = None  # a real clip to validate audio_encoder on (else seeded noise)
     tensorrt: bool = False
@@ -154,7 +154,7 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
             to_fp16(model, network.fp32_scopes, network.fp32_ops)
     if precision == "int8":
         with stage(f"int8 {network.name}"):
-            model = quantize_linears(model, folder / f".{network.name}.int8")
+            model = to_int8(model, network.int8_fp32_scopes, folder / f".{network.name}.int8")
     file, data = save_onnx(model, folder, network.name)
     del model
     with stage(f"validate {network.name} (onnxruntime cpu)"):
@@ -201,8 +201,11 @@ def replace_folder(staging: Path, out: Path) -> None:
 
 
 def versions() -> dict[str, str]:
-    names = ("audiotoken-rt", "torch", "diffusers", "transformers", "onnx", "onnxruntime")
-    return {name: metadata.version(name) for name in names}
+    """Package versions of the export; ONNX Runtime's from the module, whichever build (-gpu, -openvino) provides it."""
+    import onnxruntime
+
+    names = ("audiotoken-rt", "torch", "diffusers", "transformers", "onnx")
+    return {**{name: metadata.version(name) for name in names}, "onnxruntime": onnxruntime.__version__}
 
 
 def build_bundle(options: ExportOptions, sources: Sources, dims: Dims, key: str, template: str,

@@ -38,7 +38,8 @@ class Network:
     sample_note: str  # what the sample is, for the manifest
     fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in fp16 engines (with all they read)
     fp32_ops: tuple[str, ...] = ()  # op types that stay fp32 in fp16 engines
-    int8: bool = False  # int8 bundles quantize its weight MatMuls (export.int8); only the UNet, run every step
+    int8: bool = False  # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
+    int8_fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in int8 engines
 
 
 class UNetEngine(nn.Module):
@@ -172,6 +173,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             fp32_scopes=("/unet/time_proj/",),
             fp32_ops=("LayerNormalization",),
             int8=True,
+            int8_fp32_scopes=("/unet/conv_in/", "/unet/conv_out/"),  # reads the latents; writes the prediction
         ),
         Network(
             "vae_decoder", (latent,), (image,),

@@ -3,7 +3,9 @@
 The pipeline (``runtime.pipeline``) calls the five engines of a bundle only through this protocol, so the
 same data flow runs on:
 - ``onnxruntime`` (default): the bundle's ONNX files on the CPU, CUDA or TensorRT execution provider
-  (``--device cpu|cuda|tensorrt``), with IO binding on the GPU;
+  (``--device cpu|cuda|tensorrt``), with IO binding on the GPU, or on OpenVINO (``--device openvino``, Intel's
+  CPU runtime, in the ``onnxruntime-openvino`` build of ONNX Runtime), which runs the UNet and the VAE in bfloat16
+  where the CPU has bf16 instructions (AMX or AVX512-BF16), like the TensorRT provider's fp16;
 - ``tensorrt``: the bundle's native fp16 plans (``runtime.tensorrt.Engine``, imported lazily);
 - ``torch``: the PyTorch networks the bundle was exported from (``export.torch_backend``, imported lazily;
   needs the ``export`` extra and the source checkpoints), for A/B checks.
@@ -11,7 +13,9 @@ same data flow runs on:
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +25,15 @@ from runtime.bundle import Bundle
 from runtime.errors import BundleError, ConfigError
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
-DEVICES = ("cpu", "cuda", "tensorrt")
+DEVICES = ("cpu", "cuda", "tensorrt", "openvino")
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+             "openvino": "OpenVINOExecutionProvider"}
+INSTALL_HINTS = {
+    "cuda": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
+    "tensorrt": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
+    "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
+}
+BF16_ENGINES = ("unet", "vae_decoder", "vae_encoder")  # on OpenVINO; the audio and text encoders, run once, stay fp32
 
 
 class Backend(Protocol):
@@ -40,28 +52,31 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None):
-        wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-        if device not in wanted:
+        if device not in PROVIDERS:
             raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
-        if int8 and device != "cpu":  # MatMulInteger and friends have no fast GPU kernels: most of the UNet would fall back
-            raise ConfigError(f"{bundle.root}: engine {', '.join(int8)} is int8, built for CPUs; it cannot run on --device {device}",
-                              hint="use --device cpu, or export an fp16 bundle for the GPU (--precision fp16)")
-        if wanted[device] not in ort.get_available_providers():
-            raise ConfigError(
-                f"ONNX Runtime here has no {wanted[device]} (available: {', '.join(ort.get_available_providers())})",
-                hint="pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
-            )
+        if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
+            raise ConfigError(f"{bundle.root}: engine {', '.join(int8)} is int8, for ONNX Runtime's CPU provider; it cannot run on --device {device}",
+                              hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU")
+        if PROVIDERS[device] not in ort.get_available_providers():
+            raise ConfigError(f"ONNX Runtime here has no {PROVIDERS[device]} (available: {', '.join(ort.get_available_providers())})",
+                              hint=INSTALL_HINTS[device])
         self.bundle = bundle
         self.device = device
-        self.providers = self.provider_chain(device)
+        self.bf16 = device == "openvino" and cpu_has_bf16()
         self.threads = threads
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.lock = threading.Lock()
 
-    def provider_chain(self, device: str) -> list:
-        """Execution providers in order of preference, each falling back to the next for unsupported nodes."""
+    def provider_chain(self, engine: str) -> list:
+        """Execution providers for ``engine`` in order of preference, each falling back to the next for unsupported nodes."""
         chain: list = ["CPUExecutionProvider"]
+        device = self.device
+        if device == "openvino":
+            hint = "bf16" if self.bf16 and engine in BF16_ENGINES else "f32"
+            chain.insert(0, ("OpenVINOExecutionProvider", {
+                "device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}}),
+            }))
         if device in ("cuda", "tensorrt"):
             chain.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
         if device == "tensorrt":
@@ -90,7 +105,7 @@ class OnnxRuntimeBackend:
             if engine not in self.sessions:
                 path = self.bundle.engine_path(engine)
                 try:
-                    self.sessions[engine] = ort.InferenceSession(str(path), self.session_options(engine), providers=self.providers)
+                    self.sessions[engine] = ort.InferenceSession(str(path), self.session_options(engine), providers=self.provider_chain(engine))
                 except Exception as exc:  # ORT raises its own exception types for unreadable models
                     raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle") from exc
             return self.sessions[engine]
@@ -98,7 +113,7 @@ class OnnxRuntimeBackend:
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(engine)
         names = [o.name for o in session.get_outputs()]
-        if self.device == "cpu":
+        if self.device in ("cpu", "openvino"):
             return dict(zip(names, session.run(names, feeds)))
         binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
         for key, value in feeds.items():
@@ -109,6 +124,15 @@ class OnnxRuntimeBackend:
         return dict(zip(names, binding.copy_outputs_to_cpu()))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (Linux flags amx_bf16 or avx512_bf16); else OpenVINO stays fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+
+
 def describe_device() -> dict[str, str]:
     """What this machine offers the runtime: CPU, ONNX Runtime providers, TensorRT and its GPU."""
     import os
@@ -117,7 +141,7 @@ def describe_device() -> dict[str, str]:
     from runtime.tensorrt import current_gpu_name, import_tensorrt
 
     facts = {
-        "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
+        "cpu": f"{platform.machine()}, {os.cpu_count()} cores" + (", bf16 (AMX or AVX512-BF16)" if cpu_has_bf16() else ""),
         "onnxruntime": f"{ort.__version__}: {', '.join(ort.get_available_providers())}",
     }
     try:

@@ -67,6 +67,13 @@ def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, 
     return json.loads(lines[-1])
 
 
+def worker_device(backend: str, device: str) -> str:
+    """The device a backend runs on: the torch reference takes the CPU beside OpenVINO and CUDA beside TensorRT."""
+    if backend != "torch":
+        return device
+    return "cuda" if device in ("cuda", "tensorrt") else "cpu"
+
+
 def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps: int, repeats: int, scheduler: str,
                rounds: int, progress=lambda name, round_: None) -> dict[str, dict]:
     """Alternate the backends for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
@@ -74,7 +81,7 @@ def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps
     for round_ in range(rounds):
         for name in backends:
             progress(name, round_)
-            figures = run_worker(bundle, name, device, clip, steps, repeats, scheduler)
+            figures = run_worker(bundle, name, worker_device(name, device), clip, steps, repeats, scheduler)
             if name not in best:
                 best[name] = figures
                 continue

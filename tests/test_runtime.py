@@ -152,11 +152,44 @@ def test_cli_bad_options_are_one_line_errors(tiny_bundle, clips, tmp_path):
     assert result.exit_code == 1 and "no manifest.json" in result.output and "Traceback" not in result.output
 
 
-def test_missing_gpu_provider_is_a_clear_error(tiny_bundle):
+@pytest.mark.parametrize("device", ["cuda", "tensorrt", "openvino"])
+def test_missing_provider_is_a_clear_error(tiny_bundle, device):
+    import onnxruntime as ort
+
+    from runtime.backends import INSTALL_HINTS, PROVIDERS
     from runtime.bundle import Bundle
 
-    with pytest.raises(ConfigError, match="ONNX Runtime here has no CUDAExecutionProvider"):
-        OnnxRuntimeBackend(Bundle.open(tiny_bundle), device="cuda")
+    if PROVIDERS[device] in ort.get_available_providers():
+        pytest.skip(f"this ONNX Runtime has {PROVIDERS[device]}")
+    with pytest.raises(ConfigError, match=f"ONNX Runtime here has no {PROVIDERS[device]}") as caught:
+        OnnxRuntimeBackend(Bundle.open(tiny_bundle), device=device)
+    assert caught.value.hint == INSTALL_HINTS[device]
+
+
+def test_openvino_runs_unet_and_vae_in_bf16_and_draws_nearly_the_cpu_picture(tiny_bundle, clips):
+    import onnxruntime as ort
+
+    from runtime.backends import cpu_has_bf16
+
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs the onnxruntime-openvino build of ONNX Runtime")
+    pipeline = Pipeline.open(tiny_bundle, device="openvino")
+    for engine in ("audio_encoder", "text_encoder", "unet", "vae_decoder"):
+        provider, options = pipeline.backend.provider_chain(engine)[0]
+        hint = json.loads(options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
+        assert provider == "OpenVINOExecutionProvider"
+        assert hint == ("bf16" if cpu_has_bf16() and engine != "audio_encoder" and engine != "text_encoder" else "f32"), engine
+    options = GenerationOptions(steps=STEPS, seed=5)
+    openvino = pipeline.generate(clips[0], options)[0]
+    cpu = Pipeline.open(tiny_bundle).generate(clips[0], options)[0]
+    assert psnr(openvino, cpu) >= 30
+
+
+def test_bench_runs_the_torch_reference_beside_each_device():
+    from runtime.bench import worker_device
+
+    assert [worker_device("torch", d) for d in ("cpu", "openvino", "cuda", "tensorrt")] == ["cpu", "cpu", "cuda", "cuda"]
+    assert [worker_device("onnxruntime", d) for d in ("cpu", "openvino")] == ["cpu", "openvino"]
 
 
 def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
