@@ -7,7 +7,8 @@ Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engin
    GPU lacks); another key, or anything else there, is an error unless ``--force``;
 3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
    output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16`` (or quantize the UNet's linear
-   layers and convolutions for ``--precision int8``), save and check, compare with ONNX Runtime, free the module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
+   layers and convolutions for ``--precision int8``), save and check, compare with ONNX Runtime, free the
+   module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
 4. ``os.replace`` the finished folder into place, so an interrupted export leaves no half bundle behind.
 """
 

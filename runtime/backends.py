@@ -25,9 +25,9 @@ from runtime.bundle import Bundle
 from runtime.errors import BundleError, ConfigError
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
-DEVICES = ("cpu", "cuda", "tensorrt", "openvino")
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
-             "openvino": "OpenVINOExecutionProvider"}
+             "openvino": "OpenVINOExecutionProvider"}  # --device -> ONNX Runtime execution provider
+DEVICES = tuple(PROVIDERS)
 INSTALL_HINTS = {
     "cuda": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
     "tensorrt": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
