@@ -239,7 +239,7 @@ def manifest_tables(manifest) -> list:
         facts.add_row(*row)
 
     engines = Table(title="engines", show_edge=False)
-    for column in ("engine", "inputs -> outputs", "MB", "max rel err", "plans"):
+    for column in ("engine", "precision", "inputs -> outputs", "MB", "max rel err", "plans"):
         engines.add_column(column, no_wrap=column == "engine")
     for name, engine in manifest.engines.items():
         shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in engine.inputs) + " -> " + ", ".join(f"{t.name} {list(t.shape)}" for t in engine.outputs)
@@ -247,7 +247,7 @@ def manifest_tables(manifest) -> list:
         worst = max(e.max_rel for e in engine.parity.outputs)
         verdict = "ok" if engine.parity.ok else "OVER"
         plans = ", ".join(f"{p.gpu} (TensorRT {p.tensorrt_version})" for p in engine.plans) or "-"
-        engines.add_row(name, shapes, f"{size:.1f}", f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})", plans)
+        engines.add_row(name, engine.precision, shapes, f"{size:.1f}", f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})", plans)
     return [facts, engines]
 
 

@@ -336,6 +336,9 @@ def test_int8_export_quantizes_only_the_unets_linear_layers_and_convolutions(int
         assert int8_ops.count(op) == fp32_ops.count(op), op
     assert (int8_bundle / "unet.onnx.data").stat().st_size < (bundle / "unet.onnx.data").stat().st_size
     assert sorted(p.name for p in int8_bundle.iterdir()) == sorted(p.name for p in bundle.iterdir())  # no scratch left
+    shown = CliRunner().invoke(app, ["info", str(int8_bundle)], env={"COLUMNS": "200"}).output.splitlines()
+    cells = [line.replace("│", " ").split()[:2] for line in shown]
+    assert [c for c in cells if c[:1] in (["unet"], ["vae_decoder"])] == [["unet", "int8"], ["vae_decoder", "fp32"]]
 
 
 def test_int8_bundle_draws_nearly_the_fp32_picture(int8_bundle, bundle, clips):
