@@ -291,8 +291,9 @@ def test_tensorrt_plans_match_pytorch(bundle_copy, tiny_models):
 
 
 @pytest.mark.slow
-def test_full_size_sd15_bundle_exports(tmp_path):
-    """The real SD 1.5 / BEATs iter3 sizes (random weights): a 3.4 GB UNet goes to one external data file."""
+def test_full_size_sd15_bundles_export(tmp_path):
+    """The real SD 1.5 / BEATs iter3 sizes (random weights): a 3.4 GB UNet goes to one external data file; its
+    int8 form (every conv shape and stride of SD 1.5) stays within tolerance in about a quarter of the bytes."""
     from audiotoken.random_models import make_random
 
     models = make_random(tmp_path / "sd15", arch="sd15")
@@ -301,6 +302,12 @@ def test_full_size_sd15_bundle_exports(tmp_path):
     assert manifest.token_dim == 768
     assert manifest.engines["unet"].data is not None and manifest.engines["unet"].data.size > 2**31
     assert all(engine.parity.ok for engine in manifest.engines.values())
+    shutil.rmtree(result.folder)  # disk: one 3.4 GB UNet at a time
+
+    int8, _ = export_quietly(options_for(models, tmp_path / "bundle8", height=256, width=256, precision="int8"))
+    unet = verify(int8.folder).engines["unet"]
+    assert unet.precision == "int8" and unet.parity.ok and 1e-3 < unet.parity.outputs[0].max_rel
+    assert unet.data.size < manifest.engines["unet"].data.size / 3
 
 
 @pytest.fixture(scope="module")
