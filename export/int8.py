@@ -14,7 +14,7 @@ products accumulate in int32 and are scaled back to fp32 at once. ONNX Runtime r
 - Convolutions (group 1, no dilation) become an int8 im2col GEMM, written here: Pad -> NHWC -> quantize ->
   one strided Slice per kernel tap -> Concat along channels -> MatMulInteger with the [kh*kw*C, C_out] weight
   -> scale, bias -> NCHW. ONNX Runtime's own dynamic form (``ConvInteger``) runs slower than fp32 (measured
-  9.3 s against 2.4 s for an SD 1.5-size UNet step at 256x256); this one runs 3-6x faster than fp32 ``Conv``
+  9.3 s against 2.4 s for an SD 1.5-size UNet step at 256x256); this one runs 2.8-6x faster than fp32 ``Conv``
   on SD 1.5's 3x3 shapes. Zero padding stays exact: the quantizer's range always holds 0 exactly.
 - Node-name prefixes in ``keep`` stay fp32 (the UNet's conv_in, which reads the latents, and conv_out, which
   writes the prediction).
