@@ -50,6 +50,11 @@ def quantizable_conv(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto])
     return a.get("group", 1) == 1 and set(a.get("dilations", [1, 1])) == {1} and a.get("auto_pad", b"NOTSET") == b"NOTSET"
 
 
+def tap_end(kernel: int, offset: int) -> int:
+    """Where the Slice of kernel tap ``offset`` ends: ``kernel - 1 - offset`` before the padded input's end."""
+    return -(kernel - 1 - offset) if offset < kernel - 1 else int(np.iinfo(np.int64).max)
+
+
 def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None) -> tuple[list, list]:
     """Nodes and initializers that compute ``node`` (a 2-D Conv, group 1) as a dynamically quantized im2col GEMM.
 
@@ -76,13 +81,12 @@ def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None
         helper.make_node("Transpose", [x], [p + "x_nhwc"], name=p + "Transpose", perm=[0, 2, 3, 1]),  # [B, H', W', C_in]
         helper.make_node("DynamicQuantizeLinear", [p + "x_nhwc"], [p + "xq", p + "x_scale", p + "x_zero"], name=p + "Quantize"),
     ]
-    end = lambda k, d: -(k - 1 - d) if d < k - 1 else np.iinfo(np.int64).max  # noqa: E731
     taps = []
     for dy in range(kh):
         for dx in range(kw):
             tap = f"{p}tap{dy}{dx}"
             names = [f"{tap}_{k}" for k in ("starts", "ends", "axes", "steps")]
-            bounds = [[dy, dx], [end(kh, dy), end(kw, dx)], [1, 2], [sy, sx]]
+            bounds = [[dy, dx], [tap_end(kh, dy), tap_end(kw, dx)], [1, 2], [sy, sx]]
             inits += [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in zip(names, bounds)]
             nodes.append(helper.make_node("Slice", [p + "xq", *names], [tap], name=tap))  # [B, H_o, W_o, C_in]
             taps.append(tap)

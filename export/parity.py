@@ -14,7 +14,8 @@ the headroom); a broken fp16 graph (an overflow, a lost fp32 island) is off by f
 int8 1e-1 (the UNet of an int8 bundle; its other engines are fp32 and held to 1e-4): 8-bit weights per channel
 and 8-bit activations per call round every conv and linear layer's inputs to about 1/255 of their range, and a
 UNet chains ~150 of them (seen here, random weights: SD 1.5-size 3.6e-2 at 256x256 and 4.7e-2 at 512x512, tiny
-4.4e-2; the pictures stay within 41-44 dB PSNR of fp32's); a wrong tap, scale or zero point is off by the order of the output itself.
+4.4e-2; the pictures stay within 41-44 dB PSNR of fp32's); a wrong tap, scale or zero point is off by the order
+of the output itself.
 """
 
 from __future__ import annotations

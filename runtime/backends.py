@@ -28,9 +28,9 @@ BACKENDS = ("onnxruntime", "tensorrt", "torch")
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
              "openvino": "OpenVINOExecutionProvider"}  # --device -> ONNX Runtime execution provider
 DEVICES = tuple(PROVIDERS)
+GPU_DEVICES = ("cuda", "tensorrt")  # the others run on the host: plain session.run, no IO binding
 INSTALL_HINTS = {
-    "cuda": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
-    "tensorrt": "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu",
+    **dict.fromkeys(GPU_DEVICES, "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu"),
     "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
 }
 BF16_ENGINES = ("unet", "vae_decoder", "vae_encoder")  # on OpenVINO; the audio and text encoders, run once, stay fp32
@@ -77,7 +77,7 @@ class OnnxRuntimeBackend:
             chain.insert(0, ("OpenVINOExecutionProvider", {
                 "device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}}),
             }))
-        if device in ("cuda", "tensorrt"):
+        if device in GPU_DEVICES:
             chain.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
         if device == "tensorrt":
             cache = self.bundle.root / "ort_trt_cache"
@@ -113,7 +113,7 @@ class OnnxRuntimeBackend:
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(engine)
         names = [o.name for o in session.get_outputs()]
-        if self.device in ("cpu", "openvino"):
+        if self.device not in GPU_DEVICES:
             return dict(zip(names, session.run(names, feeds)))
         binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
         for key, value in feeds.items():

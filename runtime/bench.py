@@ -69,9 +69,11 @@ def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, 
 
 def worker_device(backend: str, device: str) -> str:
     """The device a backend runs on: the torch reference takes the CPU beside OpenVINO and CUDA beside TensorRT."""
+    from runtime.backends import GPU_DEVICES
+
     if backend != "torch":
         return device
-    return "cuda" if device in ("cuda", "tensorrt") else "cpu"
+    return "cuda" if device in GPU_DEVICES else "cpu"
 
 
 def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps: int, repeats: int, scheduler: str,

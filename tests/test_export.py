@@ -330,13 +330,13 @@ def test_int8_export_quantizes_only_the_unets_linear_layers_and_convolutions(int
     graph = onnx.load(str(bundle / "unet.onnx"), load_external_data=False).graph
     weights = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     weight_matmuls = sum(1 for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights)
-    fp32_ops, int8_ops = [n.op_type for n in graph.node], [n.op_type for n in onnx.load(str(int8_bundle / "unet.onnx"), load_external_data=False).graph.node]
+    int8_graph = onnx.load(str(int8_bundle / "unet.onnx"), load_external_data=False).graph
+    fp32_ops, int8_ops = [n.op_type for n in graph.node], [n.op_type for n in int8_graph.node]
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     assert weight_matmuls > 0 and len(convs) > 2
     # every conv but conv_in and conv_out becomes an int8 GEMM, beside the weight MatMuls
     assert int8_ops.count("MatMulInteger") == weight_matmuls + len(convs) - 2
-    assert [n.name for n in onnx.load(str(int8_bundle / "unet.onnx"), load_external_data=False).graph.node
-            if n.op_type == "Conv"] == ["/unet/conv_in/Conv", "/unet/conv_out/Conv"]
+    assert [n.name for n in int8_graph.node if n.op_type == "Conv"] == ["/unet/conv_in/Conv", "/unet/conv_out/Conv"]
     # attention scores stay fp32; so do the Gemms (timestep path), which the quantizer rewrites as MatMul + Add
     assert int8_ops.count("MatMul") == fp32_ops.count("MatMul") - weight_matmuls + fp32_ops.count("Gemm")
     for op in ("Softmax", "LayerNormalization"):
