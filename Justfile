@@ -51,3 +51,12 @@ bench-openvino steps="10" size="256":
 bench-bundle size precision:
     test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
     audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}} --height {{size}} --width {{size}} --precision {{precision}}
+
+# Lint and format check with ruff (configured in pyproject.toml), as CI runs them; `just fix` applies both
+lint:
+    ruff check .
+    ruff format --check .
+
+fix:
+    ruff check --fix .
+    ruff format .

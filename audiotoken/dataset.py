@@ -28,7 +28,6 @@ the replacement depends on the files only, not on history) and named in the samp
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +35,12 @@ import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import Dataset, Sampler
 
-from runtime.audio import CLIP_SECONDS, SAMPLE_RATE, load_audio
+from runtime.atomic import write_atomically
+from runtime.audio import load_audio
+from runtime.contract import CLIP_SECONDS, SAMPLE_RATE
 from runtime.errors import ConfigError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference when a name has several
@@ -253,10 +254,7 @@ class FeatureCache:
         return load_file(path)["features"] if path.is_file() else None  # [N, 3C]
 
     def save(self, name: str, start: int, features: torch.Tensor) -> None:
-        path = self.path(name, start)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        save_file({"features": features.detach().float().cpu().contiguous()}, str(partial))  # [N, 3C]
-        os.replace(partial, path)
+        write_atomically(self.path(name, start), save({"features": features.detach().float().cpu().contiguous()}))  # [N, 3C]
 
 
 class PairedClips(Dataset):

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from audiotoken.encoder import AudioEncoder
-from audiotoken.text import DEFAULT_TEMPLATE, TextConditioner, add_placeholder, tokenize
+from audiotoken.stable_diffusion import StableDiffusion
+from audiotoken.text import TextConditioner, tokenize
 from runtime.audio import load_audio
+from runtime.contract import DEFAULT_TEMPLATE, PLACEHOLDER
 from runtime.errors import CheckpointError, ConfigError
 from runtime.noise import draw_seed, initial_noise
 from runtime.tokenizer import check_template
@@ -54,21 +56,15 @@ class AudioTokenPipeline:
         ``stochastic=True`` reproduces the official always-on embedder dropout (spec Q1); off by default.
         The audio encoder always runs in fp32 (its fbank needs it); ``dtype`` applies to Stable Diffusion.
         """
-        from diffusers import StableDiffusionPipeline
-
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(sd, safety_checker=None, requires_safety_checker=False, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{sd}: cannot load a diffusers Stable Diffusion from it ({str(exc).splitlines()[0]})",
-                                  hint="pass a hub id such as CompVis/stable-diffusion-v1-4 or a local diffusers folder") from exc
+        pipe = StableDiffusion.open(sd).pipeline()  # its tokenizer knows <*>
         encoder = AudioEncoder.from_checkpoints(beats, embedder, stochastic=stochastic)
-        text = TextConditioner(pipe.text_encoder, add_placeholder(pipe.tokenizer))
+        text = TextConditioner(pipe.text_encoder, pipe.tokenizer.convert_tokens_to_ids(PLACEHOLDER))
         if encoder.token_dim != text.token_dim:
             raise CheckpointError(
                 f"{embedder}: the embedder makes {encoder.token_dim}-d tokens but {sd}'s text encoder is {text.token_dim}-d",
                 hint="use the embedder trained for this Stable Diffusion (768 for SD 1.x, 1024 for SD 2.x)",
             )
-        pipe.to(device)
+        pipe = pipe.to(device, dtype)
         return cls(pipe, encoder.to(device), text)
 
     @property

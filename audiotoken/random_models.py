@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from audiotoken.beats import FEATURE_LAYERS, ITER3_CONFIG, BEATs, BEATsConfig
 from audiotoken.embedder import Embedder
+from runtime.atomic import building_folder
 from runtime.errors import ConfigError
 
 # The upstream cfg of BEATs iter3 checkpoints also carries these training-only fields (spec 2.1); the loader ignores them.
@@ -184,9 +184,7 @@ def make_random(out: str | Path, arch: str = "tiny", seed: int = 0, force: bool 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out}: exists and is not empty", hint="pass --force to replace it, or choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with building_folder(out) as staging:
         torch.manual_seed(seed)
         write_clip_tokenizer(staging / "clip_tokenizer")
         build_stable_diffusion(spec, staging / "clip_tokenizer").save_pretrained(staging / "sd")
@@ -196,9 +194,4 @@ def make_random(out: str | Path, arch: str = "tiny", seed: int = 0, force: bool 
         torch.save(beats_checkpoint(spec.beats), staging / "beats.pt")
         embedder = Embedder(len(FEATURE_LAYERS) * spec.beats.encoder_embed_dim, spec.token_dim)
         torch.save(embedder.state_dict(), staging / "embedder.bin")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

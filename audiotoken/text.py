@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runtime.contract import PLACEHOLDER
 from runtime.errors import ConfigError
-from runtime.tokenizer import PLACEHOLDER
-
-DEFAULT_TEMPLATE = "a photo of <*>, 4k, high resolution"  # official inference.py; training uses "a photo of <*>"
+from runtime.tokenizer import quoted
 
 
 def add_placeholder(tokenizer) -> int:
@@ -33,7 +32,7 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
         n_tokens = len(tokenizer(prompt).input_ids)  # with BOS and EOS
         if n_tokens > tokenizer.model_max_length:
             raise ConfigError(
-                f"prompt {prompt!r} is {n_tokens} tokens long; CLIP takes at most {tokenizer.model_max_length}",
+                f"prompt {quoted(prompt)} is {n_tokens} tokens long; CLIP takes at most {tokenizer.model_max_length}",
                 hint="shorten the prompt",
             )
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids

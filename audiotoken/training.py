@@ -23,7 +23,7 @@ global RNG states, so resuming at step s replays steps s+1, ... with the draws o
 
 Accelerate, used the standard way: ``Accelerator(mixed_precision, gradient_accumulation_steps)``, the embedder
 and optimiser through ``prepare``, ``accumulate`` and ``backward``; several GPUs with
-``accelerate launch -m runtime.cli train ...``. The frozen UNet, VAE and text encoder take the mixed-precision
+``accelerate launch -m audiotoken_rt train ...``. The frozen UNet, VAE and text encoder take the mixed-precision
 dtype; Fbank and BEATs stay fp32 (frame power overflows fp16). Each process reads its own positions of the
 sample stream (``StreamPositions``) instead of a prepared DataLoader, so the data is the same whatever the
 number of workers and wherever a run resumed.
@@ -41,8 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +57,14 @@ from audiotoken.checkpoints import load_strict, read_torch_file
 from audiotoken.dataset import DataReport, FeatureCache, PairedClips, StreamPositions, collate_samples, scan_dataset
 from audiotoken.embedder import Embedder
 from audiotoken.fbank import Fbank
-from runtime.tokenizer import check_template
-from audiotoken.text import TextConditioner, add_placeholder, tokenize
-from runtime.audio import CLIP_SECONDS
+from audiotoken.stable_diffusion import StableDiffusion
+from audiotoken.text import TextConditioner, tokenize
+from audiotoken.train_config import TrainConfig
+from runtime.atomic import building_folder
+from runtime.contract import PLACEHOLDER
 from runtime.errors import CheckpointError, ConfigError
 
-TRAIN_TEMPLATE = "a photo of <*>"  # the official training prompt (spec 6.2); inference adds ", 4k, high resolution"
-PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # by TrainConfig.mixed_precision
 ADAMW = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 METRICS = ("loss", "loss_ldm", "loss_l1", "loss_cos")
 NOISE_STREAM = 2  # seed stream of the posterior sample, noise and timesteps (the dataset owns streams 0 and 1)
@@ -73,75 +73,6 @@ TRACKER = "audiotoken-train"
 # what a resumed run must share with the original one to continue its loss trajectory exactly
 TRAJECTORY = ("batch_size", "grad_accum", "lr", "scale_lr", "lambda_l1", "cosine_loss", "lambda_cosine",
               "audio_seconds", "resolution", "template", "mixed_precision", "seed", "processes", "clips_sha256")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of ``audiotoken-rt train``; defaults are the official ones (spec 6.4)."""
-
-    sd: str  # hub id or local diffusers folder
-    beats: Path
-    data: Path
-    out: Path
-    embedder: Path | None = None  # start from these weights (fine-tuning) instead of a seeded random init
-    exclude: tuple[Path, ...] = ()  # lists of clip names to leave out
-    steps: int = 60_000  # optimiser steps
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-5
-    scale_lr: bool = True
-    lambda_l1: float = 0.01
-    cosine_loss: bool = False
-    lambda_cosine: float = 0.01
-    audio_seconds: int = 5
-    resolution: tuple[int, int] = (512, 320)  # width, height of the training pictures (spec Q3)
-    template: str = TRAIN_TEMPLATE
-    mixed_precision: str = "no"
-    seed: int = 0
-    resume: str | None = None  # a checkpoint folder, or "latest" in OUT (a fresh start when there is none)
-    save_every: int = 1000  # optimiser steps between checkpoints; 0: only the final one
-    cache_features: bool = False
-    workers: int = 4  # DataLoader worker processes
-
-    def check(self) -> None:
-        """Refuse impossible options before anything is loaded."""
-        at_least = {"steps": 1, "batch_size": 1, "grad_accum": 1, "save_every": 0, "workers": 0}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}; it must be at least {low}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr is {self.lr}; it must be positive", hint="the official base lr is 1e-5")
-        for name in ("lambda_l1", "lambda_cosine"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}; it must be zero or more")
-        width, height = self.resolution
-        if width <= 0 or height <= 0 or width % 8 or height % 8:
-            raise ConfigError(f"--resolution is {width}x{height}; width and height must be positive multiples of 8", hint="e.g. 512x320")
-        if not 1 <= self.audio_seconds < CLIP_SECONDS:
-            raise ConfigError(f"--audio-seconds is {self.audio_seconds}; it must be 1 to {CLIP_SECONDS - 1} (the window start is drawn in 0 .. 10 - L - 1)")
-        if self.mixed_precision not in PRECISIONS:
-            raise ConfigError(f"--mixed-precision is {self.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
-        check_template(self.template)
-
-    def to_json(self) -> dict:
-        """Plain JSON values (paths as strings, tuples as lists)."""
-        def plain(value):
-            if isinstance(value, (tuple, list)):
-                return [plain(v) for v in value]
-            return str(value) if isinstance(value, Path) else value
-
-        return {name: plain(value) for name, value in asdict(self).items()}
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``"512x320"`` -> (512, 320): width x height, each a positive multiple of 8 (the VAE's scale factor)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"resolution {text!r} is not WIDTHxHEIGHT", hint="e.g. 512x320 (the official training size)") from None
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise ConfigError(f"resolution {text!r}: width and height must be positive multiples of 8", hint="e.g. 512x320")
-    return width, height
 
 
 @dataclass
@@ -162,21 +93,12 @@ class FrozenModels:
 
 def load_frozen(sd: str | Path, beats: str | Path) -> FrozenModels:
     """Load a diffusers Stable Diffusion (hub id or folder) and an official BEATs ``.pt``, frozen."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    try:
-        parts = {
-            "vae": AutoencoderKL.from_pretrained(sd, subfolder="vae"),
-            "unet": UNet2DConditionModel.from_pretrained(sd, subfolder="unet"),
-            "text_encoder": CLIPTextModel.from_pretrained(sd, subfolder="text_encoder"),
-            "tokenizer": CLIPTokenizer.from_pretrained(sd, subfolder="tokenizer"),
-            "noise_scheduler": DDPMScheduler.from_pretrained(sd, subfolder="scheduler"),
-        }
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{sd}: cannot load a diffusers Stable Diffusion from it ({(str(exc).splitlines() or [''])[0]})",
-                              hint="pass a hub id such as CompVis/stable-diffusion-v1-4 or a local diffusers folder") from exc
-    frozen = FrozenModels(fbank=Fbank(), beats=BEATs.from_checkpoint(beats), **parts)
+    stable_diffusion = StableDiffusion.open(sd)
+    frozen = FrozenModels(
+        fbank=Fbank(), beats=BEATs.from_checkpoint(beats), vae=stable_diffusion.vae(), unet=stable_diffusion.unet(),
+        text_encoder=stable_diffusion.text_encoder(), tokenizer=stable_diffusion.tokenizer(),
+        noise_scheduler=stable_diffusion.noise_scheduler(),
+    )
     for module in frozen.modules().values():
         module.requires_grad_(False).eval()
     return frozen
@@ -206,8 +128,8 @@ class Objective:
 
     def __init__(self, frozen: FrozenModels, config: TrainConfig, labels: list[str], device, autocast):
         self.frozen, self.config, self.device, self.autocast = frozen, config, device, autocast
-        self.dtype = PRECISIONS[config.mixed_precision]
-        self.text = TextConditioner(frozen.text_encoder, add_placeholder(frozen.tokenizer))
+        self.dtype = DTYPES[config.mixed_precision]
+        self.text = TextConditioner(frozen.text_encoder, frozen.tokenizer.convert_tokens_to_ids(PLACEHOLDER))
         self.ids = tokenize(frozen.tokenizer, [config.template]).to(device)  # [1, 77]
         self.targets = label_targets(frozen.text_encoder, frozen.tokenizer, labels).to(device) if config.cosine_loss else None  # [L, D]
         self.scaling = frozen.vae.config.scaling_factor
@@ -306,21 +228,19 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(out: Path, step: int, accelerator, embedder, optimizer, record: dict) -> Path:
-    """``OUT/checkpoint-<step>/``, written aside and renamed, so an interrupted save never looks like a checkpoint."""
+    """``OUT/checkpoint-<step>/``, built aside and renamed (``runtime.atomic.building_folder``), so an interrupted
+    save never looks like a checkpoint; the main process writes every process's RNG states, gathered to it."""
+    from accelerate.utils import gather_object
+
     final = out / f"{CHECKPOINT}{step}"
-    partial = out / f".{final.name}.partial"
+    states = gather_object([rng_states()])  # one per process, in process order
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(rng_states(), partial / f"rng-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_embedder(partial, accelerator.unwrap_model(embedder), {**record, "step": step})
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scaler": scaler}, partial / "optimizer.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
+        with building_folder(final) as staging:
+            for index, state in enumerate(states):
+                torch.save(state, staging / f"rng-{index}.pt")
+            write_embedder(staging, accelerator.unwrap_model(embedder), {**record, "step": step})
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scaler": scaler}, staging / "optimizer.pt")
     accelerator.wait_for_everyone()
     return final
 
@@ -413,7 +333,7 @@ def train(config: TrainConfig, frozen: FrozenModels | None = None, console: Cons
 
     # 2. models: frozen Stable Diffusion and BEATs on the device, the embedder seeded or fine-tuned
     frozen = frozen or load_frozen(config.sd, config.beats)
-    dtype = PRECISIONS[config.mixed_precision]
+    dtype = DTYPES[config.mixed_precision]
     frozen.fbank.to(accelerator.device)
     frozen.beats.to(accelerator.device)  # fp32: BEATs reads the fbank, whose frame power overflows fp16
     for module in (frozen.vae, frozen.unet, frozen.text_encoder):

@@ -9,7 +9,8 @@ Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engin
    output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16`` (or quantize the UNet's linear
    layers and convolutions for ``--precision int8``), save and check, compare with ONNX Runtime, free the
    module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
-4. ``os.replace`` the finished folder into place, so an interrupted export leaves no half bundle behind.
+4. the folder is built aside and renamed into place (``runtime.atomic.building_folder``), so an interrupted export
+   leaves no half bundle behind; the next export removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,38 +30,22 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from audiotoken.text import DEFAULT_TEMPLATE, PLACEHOLDER
 from export.fp16 import to_fp16
 from export.int8 import to_int8
-from export.networks import Dims, Network, describe_networks, read_dims
+from export.networks import Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
-from export.parity import TOLERANCE, check_parity, measure_parity
+from export.options import PRECISIONS, ExportOptions
+from export.parity import check_parity, measure_parity
 from export.sources import Sources, resolve_sources
 from export.tensorrt import build_plan, plan_file, require_tensorrt
 from export.tokenizer import TOKENIZER_DIR, write_tokenizer
+from runtime.atomic import building_folder, remove_stale_builds
 from runtime.bundle import SCHEMA_VERSION, Engine, FileEntry, Manifest, Parity, read_manifest, verify, write_manifest
+from runtime.contract import PLACEHOLDER, Dims
 from runtime.errors import BundleError, ConfigError
 from runtime.tokenizer import check_template
 
 Sample = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]  # (inputs, PyTorch outputs)
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What ``audiotoken-rt export`` was asked for."""
-
-    sd: str  # hub id or local diffusers folder
-    beats: Path
-    embedder: Path
-    out: Path
-    height: int | None = None  # None: unet.sample_size * vae_scale_factor
-    width: int | None = None
-    precision: str = "fp32"  # fp32 | fp16 | int8 (the UNet's linear layers and convolutions; the other engines stay fp32)
-    template: str | None = None  # None: audiotoken.text.DEFAULT_TEMPLATE
-    sample_clip: Path | None = None  # a real clip to validate audio_encoder on (else seeded noise)
-    tensorrt: bool = False
-    force: bool = False
-    allow_parity_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,17 +173,6 @@ def add_plans(folder: Path, engines: dict[str, Engine], networks: list[Network],
     return result
 
 
-def replace_folder(staging: Path, out: Path) -> None:
-    """Move the finished bundle into place; an old one (``--force``) is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def versions() -> dict[str, str]:
     """Package versions of the export; ONNX Runtime's from the module, whichever build (-gpu, -openvino) provides it."""
     import onnxruntime
@@ -211,47 +183,43 @@ def versions() -> dict[str, str]:
 
 def build_bundle(options: ExportOptions, sources: Sources, dims: Dims, key: str, template: str,
                  networks: list[Network], stage: Stages) -> Manifest:
-    """Write every file of the bundle into a temporary sibling of ``--out``, then move it into place."""
-    out = options.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared
-    try:
+    """Write every file of the bundle into a folder beside ``--out``, then move it into place."""
+    with building_folder(options.out) as staging:
         engines, samples = {}, {}
         for network in networks:
             engines[network.name], samples[network.name] = export_engine(network, staging, options, stage)
         with stage("tokenizer and scheduler config"):
             placeholder_id = write_tokenizer(sources, staging)
-            shutil.copyfile(sources.sd_dir / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
+            shutil.copyfile(sources.sd.folder / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
         if options.tensorrt:
             engines = add_plans(staging, engines, networks, samples, options, stage)
         tokenizer_files = sorted(p.relative_to(staging).as_posix() for p in (staging / TOKENIZER_DIR).rglob("*") if p.is_file())
         manifest = Manifest(
             schema_version=SCHEMA_VERSION, key=key, sources=sources.entries, precision=options.precision, opset=OPSET, token_dim=dims.token_dim,
             placeholder=PLACEHOLDER, placeholder_id=placeholder_id, template=template, height=dims.height, width=dims.width,
-            vae_scaling_factor=float(sources.vae_config()["scaling_factor"]), prediction_type=sources.prediction_type(),
-            scheduler_config=sources.scheduler_config(), tokenizer=TOKENIZER_DIR,
+            vae_scaling_factor=float(sources.sd.vae_config()["scaling_factor"]), prediction_type=sources.sd.prediction_type(),
+            scheduler_config=sources.sd.scheduler_config(), tokenizer=TOKENIZER_DIR,
             files=tuple(FileEntry.of(staging, p) for p in ["scheduler_config.json", *tokenizer_files]),
             engines=engines, created_with=versions(),
         )
         write_manifest(staging, manifest)
-        replace_folder(staging, out)
-        return manifest
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
 
 
 def export_bundle(options: ExportOptions, console: Console | None = None) -> Exported:
     """Export (or reuse) the bundle ``options`` describe; see the module docstring for the steps."""
-    if options.precision not in TOLERANCE:
-        raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(TOLERANCE)}")
-    template = check_template(options.template or DEFAULT_TEMPLATE)
+    if options.precision not in PRECISIONS:
+        raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    template = check_template(options.template)
+    removed = remove_stale_builds(options.out)
     if options.tensorrt:
         if options.precision == "int8":
             raise ConfigError("--precision int8 is for CPUs (ONNX Runtime); TensorRT plans are built in fp16",
                               hint="export --precision fp16 --tensorrt for the GPU, in another --out")
         require_tensorrt()
     console = console or Console(stderr=True)
+    for folder in removed:
+        console.print(f"removed {folder}, left by an export that was killed", highlight=False)
     with Stages(console) as stage:
         with stage("hash sources"):
             sources = resolve_sources(options.sd, options.beats, options.embedder)

@@ -22,6 +22,7 @@ import onnx
 from export.fp16 import fp32_nodes
 from export.networks import Network
 from export.parity import TOLERANCE, compare
+from runtime.atomic import write_atomically
 from runtime.bundle import FileEntry, Parity, Plan, user_cache_dir
 from runtime.errors import ConfigError, ExportError
 from runtime.tensorrt import Engine, current_gpu_name, gpu_slug, import_tensorrt, plan_name
@@ -96,10 +97,9 @@ def build_plan(onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...]
         raise ExportError(f"{network.name}: TensorRT could not build a plan (see its log above)",
                           hint="check free GPU memory; a smaller --height/--width needs less")
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(memoryview(cache.serialize()))
+    write_atomically(cache_path, memoryview(cache.serialize()))  # other exports may read it meanwhile
     name = plan_file(network)
-    path = onnx_path.parent / name
-    path.write_bytes(memoryview(serialized))
+    path = write_atomically(onnx_path.parent / name, memoryview(serialized))
 
     engine = Engine(path)
     results = engine.infer({spec.name: value for spec, value in zip(network.inputs, inputs, strict=True)})

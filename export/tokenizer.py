@@ -12,17 +12,16 @@ import shutil
 from pathlib import Path
 
 from export.sources import Sources
+from runtime.contract import PLACEHOLDER
 
 TOKENIZER_DIR = "tokenizer"
 
 
 def write_tokenizer(sources: Sources, bundle: Path) -> int:
     """Copy the SD tokenizer folder into ``bundle/tokenizer`` and add ``tokenizer.json``; return ``<*>``'s id."""
-    from audiotoken.text import PLACEHOLDER
-
     folder = bundle / TOKENIZER_DIR
-    shutil.copytree(sources.sd_dir / TOKENIZER_DIR, folder)  # hub snapshots hold symlinks: their targets are copied
-    tokenizer = sources.tokenizer()  # transformers CLIPTokenizer (tokenizers-backed) with <*> added
+    shutil.copytree(sources.sd.folder / TOKENIZER_DIR, folder)  # hub snapshots hold symlinks: their targets are copied
+    tokenizer = sources.sd.tokenizer()  # transformers CLIPTokenizer (tokenizers-backed) with <*> added
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()

@@ -1,7 +1,9 @@
 """The ``torch`` backend: a bundle's engines run as the PyTorch networks they were exported from, for A/B checks.
 
-Place in the data flow: ``runtime.backends.open_backend("torch")`` -> ``TorchBackend.run(engine, feeds)``, the same
-protocol as ONNX Runtime and TensorRT, so the runtime pipeline (tokenizer, numpy schedulers, guidance) is shared
+Place in the data flow: registered as the ``torch`` backend under the runtime's ``audiotoken_rt.backends``
+entry-point group (pyproject.toml), so ``runtime.backends.open_backend("torch")`` finds it without the runtime
+importing anything of the PyTorch side -> ``TorchBackend.run(engine, feeds)``, the same protocol as ONNX Runtime
+and TensorRT, so the runtime pipeline (tokenizer, numpy schedulers, guidance) is shared
 and only the networks differ. The networks are ``export.networks``' wrapper modules, built from the sources the
 manifest names (Stable Diffusion, BEATs, embedder), which must still exist and hash as they did at export.
 """
@@ -13,6 +15,7 @@ import threading
 import numpy as np
 import torch
 
+from audiotoken.stable_diffusion import quiet_libraries
 from export.networks import describe_networks, read_dims
 from export.sources import resolve_sources
 from runtime.bundle import Bundle
@@ -27,6 +30,7 @@ class TorchBackend:
     def __init__(self, bundle: Bundle, device: str = "cpu"):
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"--backend torch runs on cpu or cuda, not {device!r}")
+        quiet_libraries()
         m = bundle.manifest
         refs = {s.role: s for s in m.sources}
         sources = resolve_sources(refs["sd"].ref, refs["beats"].ref, refs["embedder"].ref)

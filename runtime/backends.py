@@ -7,8 +7,10 @@ same data flow runs on:
   CPU runtime, in the ``onnxruntime-openvino`` build of ONNX Runtime), which runs the UNet and the VAE in bfloat16
   where the CPU has bf16 instructions (AMX or AVX512-BF16), like the TensorRT provider's fp16;
 - ``tensorrt``: the bundle's native fp16 plans (``runtime.tensorrt.Engine``, imported lazily);
-- ``torch``: the PyTorch networks the bundle was exported from (``export.torch_backend``, imported lazily;
-  needs the ``export`` extra and the source checkpoints), for A/B checks.
+- plug-ins: other packages add backends under the ``audiotoken_rt.backends`` entry-point group (a name ->
+  a factory ``(bundle, device) -> Backend``). The PyTorch side registers ``torch`` there (``export.torch_backend``,
+  the networks the bundle was exported from, for A/B checks), so this leaf module names nothing outside the
+  runtime, and a runtime-only install says in one line what ``--backend torch`` needs.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.bundle import Bundle
-from runtime.errors import BundleError, ConfigError
+from runtime.errors import BundleError, ConfigError, needs_pytorch_side
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BUILTIN_BACKENDS = ("onnxruntime", "tensorrt")
+PLUGIN_GROUP = "audiotoken_rt.backends"  # entry points: backend name -> factory(bundle, device)
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
              "openvino": "OpenVINOExecutionProvider"}  # --device -> ONNX Runtime execution provider
 DEVICES = tuple(PROVIDERS)
@@ -113,15 +116,20 @@ class OnnxRuntimeBackend:
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(engine)
         names = [o.name for o in session.get_outputs()]
-        if self.device not in GPU_DEVICES:
-            return dict(zip(names, session.run(names, feeds)))
-        binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
-        for key, value in feeds.items():
-            binding.bind_cpu_input(key, np.ascontiguousarray(value))
-        for name in names:
-            binding.bind_output(name, "cuda")
-        session.run_with_iobinding(binding)
-        return dict(zip(names, binding.copy_outputs_to_cpu()))
+        try:
+            if self.device not in GPU_DEVICES:
+                return dict(zip(names, session.run(names, feeds)))
+            binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
+            for key, value in feeds.items():
+                binding.bind_cpu_input(key, np.ascontiguousarray(value))
+            for name in names:
+                binding.bind_output(name, "cuda")
+            session.run_with_iobinding(binding)
+            return dict(zip(names, binding.copy_outputs_to_cpu()))
+        except Exception as exc:  # ORT raises its own types (Fail, RuntimeException, out of memory)
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise BundleError(f"{self.bundle.root}: ONNX Runtime failed running engine {engine} on {self.device} ({first_line})",
+                              hint="check free memory; `audiotoken-rt info` checks the bundle") from exc
 
 
 def cpu_has_bf16() -> bool:
@@ -152,6 +160,18 @@ def describe_device() -> dict[str, str]:
     return facts
 
 
+def plugin_backends() -> dict:
+    """The backends other packages register (entry points of ``PLUGIN_GROUP``), by name; not yet imported."""
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend this install knows: the built-in ones, then the plug-ins."""
+    return (*BUILTIN_BACKENDS, *sorted(set(plugin_backends()) - set(BUILTIN_BACKENDS)))
+
+
 def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cpu") -> Backend:
     """The backend named ``backend`` over ``bundle``; heavy backends are imported only when asked for."""
     if backend == "onnxruntime":
@@ -160,10 +180,11 @@ def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cp
         from runtime.tensorrt import TensorRTBackend
 
         return TensorRTBackend(bundle)
-    if backend == "torch":
-        try:
-            from export.torch_backend import TorchBackend
-        except ImportError as exc:
-            raise ConfigError(f"--backend torch needs the PyTorch side ({exc.name} is missing)", hint="pip install 'audiotoken-rt[export]'") from exc
-        return TorchBackend(bundle, device)
-    raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    plugins = plugin_backends()
+    if backend not in plugins:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}")
+    try:
+        factory = plugins[backend].load()
+    except ImportError as exc:
+        raise needs_pytorch_side(f"--backend {backend}", exc) from exc
+    return factory(bundle, device)

@@ -8,6 +8,7 @@ steps with the same clip and seed, and prints one JSON object. The parent runs t
 because a shared or thermally throttled CPU drifts by 20% over minutes and alternation exposes every backend
 to the same drift. It prints a table with ratios against the ``torch`` reference and optionally writes ``--json``:
 ``{"backends": {name: {"stages": {stage: ms}, "total_ms": ..., "unet_step_ms": ..., "peak_rss_mb": ...}}, ...}``.
+The ``torch`` backend is the PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
 """
 
 from __future__ import annotations
@@ -19,12 +20,32 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import typer
+
+from runtime.backends import DEVICES, GPU_DEVICES, backend_names
+from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
+from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What each backend draws, and how often; ``help`` of each field is the command-line option's help."""
+
+    steps: int = field(default=10, metadata={"help": "Denoising steps per measured picture."})
+    repeats: int = field(default=1, metadata={"help": "Measured pictures per backend and round (after one warm-up)."})
+    rounds: int = field(default=2, metadata={"help": "Rounds of alternating backends; the best round of each counts."})
+    scheduler: str = field(default="dpm++2m", metadata={"help": "Scheduler of the measured pictures."})
+
+    def check(self) -> None:
+        for name in ("steps", "repeats", "rounds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1")
 
 
 def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repeats: int, scheduler: str) -> dict:
@@ -69,8 +90,6 @@ def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, 
 
 def worker_device(backend: str, device: str) -> str:
     """The device a backend runs on: the torch reference takes the CPU beside OpenVINO and CUDA beside TensorRT."""
-    from runtime.backends import GPU_DEVICES
-
     if backend != "torch":
         return device
     return "cuda" if device in GPU_DEVICES else "cpu"
@@ -126,10 +145,6 @@ def main() -> None:
     parser.add_argument("repeats", type=int)
     parser.add_argument("scheduler")
     args = parser.parse_args()
-    if args.backend == "torch":
-        from runtime.cli import quiet_heavy_libraries
-
-        quiet_heavy_libraries()
     try:
         figures = measure(args.bundle, args.backend, args.device, args.clip, args.steps, args.repeats, args.scheduler)
     except AudioTokenError as exc:
@@ -139,12 +154,81 @@ def main() -> None:
 
 
 def check_backends(names: list[str]) -> list[str]:
-    from runtime.backends import BACKENDS
-
-    unknown = [n for n in names if n not in BACKENDS]
+    known = backend_names()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ConfigError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}")
     return names
+
+
+def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict]):
+    """Stage-by-backend milliseconds (and peak RSS), with each backend's ratio to torch."""
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False)
+    table.add_column("ms (RSS in MB)")
+    for name in results:
+        table.add_column(name, justify="right")
+    for name in relative:
+        table.add_column(f"{name} / torch", justify="right")
+    rows = [(stage, lambda r, s=stage: r["stages"].get(s, 0.0), None) for stage in STAGES] + [
+        ("unet step", lambda r: r["unet_step_ms"], "unet_step"),
+        ("total", lambda r: r["total_ms"], "total"),
+        ("peak RSS", lambda r: r["peak_rss_mb"], "peak_rss"),
+    ]
+    for label, value, ratio in rows:
+        cells = [f"{value(r):.1f}" for r in results.values()]
+        cells += [f"{relative[name][ratio]:.2f}" if ratio else "" for name in relative]
+        table.add_row(label, *cells)
+    return table
+
+
+@reports_errors
+def bench_command(
+    clip: Path = typer.Argument(..., help="The sound clip every backend draws from.", show_default=False),
+    engines: Path = typer.Option(..., "--engines", help="Engine bundle folder.", show_default=False),
+    backends: str = typer.Option("onnxruntime,torch", "--backends", help="Comma-separated backends, each measured in its own process."),
+    device: str = typer.Option("cpu", "--device", **choice(DEVICES),
+                               help="cpu, cuda, tensorrt or openvino for onnxruntime; torch then runs on cuda or cpu."),
+    steps: int = option(BenchOptions, "steps", "--steps"),
+    repeats: int = option(BenchOptions, "repeats", "--repeats"),
+    rounds: int = option(BenchOptions, "rounds", "--rounds"),
+    scheduler: str = option(BenchOptions, "scheduler", "--scheduler", **choice(SCHEDULER_NAMES)),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file.", show_default=False),
+) -> None:
+    """Measure per-stage and end-to-end latency and peak memory of each backend on one bundle and clip."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runtime.atomic import write_atomically
+    from runtime.bundle import read_manifest
+
+    settings = BenchOptions(steps=steps, repeats=repeats, rounds=rounds, scheduler=scheduler)
+    settings.check()
+    names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
+    manifest = read_manifest(engines)
+    if not clip.is_file():
+        raise ConfigError(f"{clip}: clip not found")
+    console = Console(stderr=True, highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("bench", total=rounds * len(names))
+
+        def progress(name: str, round_: int) -> None:
+            bar.update(task, completed=round_ * len(names) + names.index(name),
+                       description=f"{name}, round {round_ + 1} of {rounds}: warm-up + {repeats} x {steps} steps")
+
+        results = run_rounds(engines, names, device, clip, steps, repeats, scheduler, rounds, progress)
+    relative = ratios(results)
+    title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {steps} steps, {device}"
+    Console().print(ratio_table(title, results, relative))
+    if json_out:
+        report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "rounds": rounds, "device": device,
+                  "scheduler": scheduler, "bundle": manifest.bundle_id, "precision": manifest.precision, "height": manifest.height,
+                  "width": manifest.width, "machine": machine()}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(json_out, (json.dumps(report, indent=2) + "\n").encode())
+        console.print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":

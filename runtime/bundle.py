@@ -1,8 +1,9 @@
 """Engine bundles: the manifest schema, reading and writing ``manifest.json``, and checking files against it.
 
 Place in the data flow (DESIGN.md): ``export`` builds ``engines/<name>/`` and writes its manifest with
-``write_manifest``; the runtime opens it with ``Bundle.open``, which refuses a bundle whose files are missing
-or whose sha256 differ from the manifest, and ``audiotoken-rt info`` prints it. Torch-free: json and hashlib.
+``write_manifest``; the runtime opens it with ``Bundle.open``, which refuses a bundle whose files are missing,
+whose sha256 differ from the manifest, or whose engines' I/O is off the engine contract (``runtime.contract``),
+and ``audiotoken-rt info`` prints it. Torch-free: json and hashlib.
 
 The manifest is the single description of a bundle: schema version, the export key, sources with the sha256
 of each file, D, the placeholder and its id, the prompt template, image size, VAE scaling factor, prediction
@@ -21,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import write_atomically
+from runtime.contract import ENGINE_NAMES, Dims, TensorSpec, contract_problems
 from runtime.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-ENGINE_NAMES = ("audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder")
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
 
 
@@ -51,19 +52,6 @@ class FileEntry:
         """Hash ``root / path`` now."""
         full = root / path
         return cls(path, file_sha256(full), full.stat().st_size)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """An engine input or output: name, numpy dtype name and static shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], d["dtype"], tuple(d["shape"]))
 
 
 @dataclass(frozen=True)
@@ -166,6 +154,11 @@ class Manifest:
     created_with: dict[str, str]  # package versions of the export
 
     @property
+    def dims(self) -> Dims:
+        """The sizes the engines' static shapes are made of (``runtime.contract``)."""
+        return Dims(self.token_dim, self.height, self.width)
+
+    @property
     def bundle_id(self) -> str:
         """A short id of the bundle's content (its export key), recorded in the pictures it draws."""
         return self.key[:16]
@@ -213,6 +206,8 @@ class Manifest:
 def read_manifest(folder: str | os.PathLike) -> Manifest:
     """The manifest of the bundle in ``folder`` (not yet checked against the files)."""
     path = Path(folder) / MANIFEST
+    if not Path(folder).exists():
+        raise BundleError(f"{folder}: bundle folder does not exist", hint="check the path, or build one with audiotoken-rt export --out FOLDER")
     if not path.is_file():
         raise BundleError(f"{folder}: no {MANIFEST}; expected an engine bundle folder",
                           hint="build one with audiotoken-rt export --out FOLDER")
@@ -262,6 +257,8 @@ def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manif
     missing = [name for name in ENGINE_NAMES if name not in manifest.engines]
     if missing:
         problems.append(f"engines {', '.join(missing)} are not in the manifest")
+    for name, engine in manifest.engines.items():  # the I/O each engine was exported with must be this runtime's contract
+        problems += contract_problems(name, engine.inputs, engine.outputs, manifest.dims)
     if problems:
         raise BundleError(f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}")
     try:  # remember what was checked; a read-only home only costs the next start a re-hash

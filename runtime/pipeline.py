@@ -1,7 +1,7 @@
 """The lean, torch-free generation pipeline: clip -> picture by chaining a bundle's engines.
 
 Data flow (DESIGN.md), one stage method each, in this order:
-1. ``load_audio``      any clip -> [160000] float32 (runtime.audio)
+1. ``load_audio``      any clip -> [160000] float32 (runtime.audio; a chosen 10 s window, loop-tiled)
 2. ``encode_audio``    waveform [1, 160000] -> audio token [1, D]          (audio_encoder engine)
 3. ``encode_prompt``   template ids + token -> [2, 77, D] (uncond, cond)   (text_encoder engine; uncond cached)
 4. ``denoise``         seeded noise -> latents [1, 4, h, w]                 (unet engine, numpy scheduler step)
@@ -9,9 +9,11 @@ Data flow (DESIGN.md), one stage method each, in this order:
 6. ``to_pictures`` / ``save_png`` (runtime.picture)
 
 Engines have static shapes (batch 1, classifier-free guidance batched as 2 in the UNet), so several pictures
-are drawn one after another. ``Pipeline`` is safe to call from several threads: it holds no per-call state
-(the unconditional-embedding cache is locked), ONNX Runtime sessions run concurrently, and the TensorRT
-backend serialises its calls on its own lock.
+are drawn one after another; their feeds are built from the engine contract (``runtime.contract``). Picture k
+of a run has seed ``seed + k`` and draws all its noise from streams of that seed (``runtime.noise``), so it
+is the same picture whether drawn alone or k-th. ``Pipeline`` is safe to call from several threads: it holds
+no per-call state (the unconditional-embedding cache is locked), ONNX Runtime sessions run concurrently, and
+the TensorRT backend serialises its calls on its own lock.
 """
 
 from __future__ import annotations
@@ -24,29 +26,35 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import load_audio, prepare_waveform
+from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, open_backend
 from runtime.bundle import Bundle
+from runtime.contract import PLACEHOLDER, SAMPLE_RATE, engine_contracts
 from runtime.errors import ConfigError
-from runtime.noise import draw_seed, initial_noise
+from runtime.noise import RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
-from runtime.tokenizer import PLACEHOLDER, PromptTokenizer
+from runtime.tokenizer import PromptTokenizer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to draw; defaults are the fast runtime ones (DPM-Solver++ 2M, 25 steps), ``official()`` gives the paper's."""
+    """How to draw; defaults are the fast runtime ones (DPM-Solver++ 2M, 25 steps), ``official()`` gives the paper's.
 
-    prompt: str | None = None  # None: the bundle's template ("a photo of <*>, 4k, high resolution")
-    negative_prompt: str = ""
-    steps: int = 25
-    guidance: float = 7.5
-    scheduler: str = "dpm++2m"
-    seed: int | None = None  # None: a fresh seed per call, recorded in the result
-    num_images: int = 1
+    The ``help`` of each field is also the ``audiotoken-rt generate`` option's help.
+    """
+
+    prompt: str | None = field(default=None, metadata={"help": "Prompt template holding <*> once, where the sound goes."})
+    negative_prompt: str = field(default="", metadata={"help": "Negative prompt (the unconditional branch)."})
+    steps: int = field(default=25, metadata={"help": "Denoising steps."})
+    guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (1 or more)."})
+    scheduler: str = field(default="dpm++2m", metadata={"help": "dpm++2m, pndm (the official inference, with 50 steps), ddim, euler or euler-a."})
+    seed: int | None = field(default=None, metadata={"help": f"Seed of the first picture; picture k gets SEED+k. {RANDOM_SEED} or unset: a random seed (printed and recorded in the PNG)."})
+    num_images: int = field(default=1, metadata={"help": "Pictures per clip."})
+    start: float = field(default=0.0, metadata={"help": "Where the 10 s window of each clip starts, in seconds (shorter rests are loop-tiled)."})
+    downmix: str = field(default="first", metadata={"help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them."})
 
     @classmethod
     def official(cls, **overrides) -> "GenerationOptions":
@@ -54,12 +62,25 @@ class GenerationOptions:
         return replace(cls(scheduler="pndm", steps=50), **overrides)
 
     def check(self) -> None:
+        """Refuse impossible options before any work, each with the value received."""
         if self.scheduler not in SCHEDULER_NAMES:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        if self.steps < 1 or self.num_images < 1:
-            raise ConfigError(f"steps ({self.steps}) and num_images ({self.num_images}) must be at least 1")
-        if self.guidance < 1.0:
+        if self.steps < 1:
+            raise ConfigError(f"steps is {self.steps}; it must be at least 1")
+        if self.num_images < 1:
+            raise ConfigError(f"num_images is {self.num_images}; it must be at least 1")
+        if not self.guidance >= 1.0:
             raise ConfigError(f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)")
+        if self.seed is not None and self.seed != RANDOM_SEED:
+            check_seed(self.seed)
+        if not (self.start >= 0 and np.isfinite(self.start)):
+            raise ConfigError(f"start is {self.start} s; it must be a finite number of seconds, 0 or more")
+        if self.downmix not in DOWNMIX_MODES:
+            raise ConfigError(f"downmix {self.downmix!r}: expected one of {', '.join(DOWNMIX_MODES)}")
+
+    def first_seed(self) -> int:
+        """The seed of the first picture: the one asked for, or a fresh random one."""
+        return draw_seed() if self.seed in (None, RANDOM_SEED) else self.seed
 
 
 @dataclass
@@ -88,7 +109,7 @@ class Generation:
         """PNG text chunks for picture ``index``."""
         o = self.options
         return {"clip": clip, "prompt": self.prompt, "negative_prompt": o.negative_prompt, "seed": self.seeds[index],
-                "steps": o.steps, "scheduler": o.scheduler, "guidance": o.guidance}
+                "steps": o.steps, "scheduler": o.scheduler, "guidance": o.guidance, "start": o.start, "downmix": o.downmix}
 
 
 class Pipeline:
@@ -97,9 +118,10 @@ class Pipeline:
     def __init__(self, bundle: Bundle, backend: Backend):
         self.bundle = bundle
         self.backend = backend
+        self.contracts = engine_contracts(bundle.manifest.dims)
         self.tokenizer = PromptTokenizer.from_folder(bundle.tokenizer_dir)
         if self.tokenizer.placeholder_id != bundle.manifest.placeholder_id:
-            raise ConfigError(f"{bundle.root}: tokenizer puts <*> at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}")
+            raise ConfigError(f"{bundle.root}: tokenizer puts {PLACEHOLDER} at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}")
         self.uncond_cache: dict[str, np.ndarray] = {}
         self.cache_lock = threading.Lock()
 
@@ -109,20 +131,32 @@ class Pipeline:
         opened = Bundle.open(bundle)
         return cls(opened, open_backend(opened, backend, device))
 
+    def run(self, engine: str, *inputs: np.ndarray) -> np.ndarray:
+        """One engine on its contract's inputs, in order; its one output."""
+        contract = self.contracts[engine]
+        return contract.output(self.backend.run(engine, contract.feeds(*inputs)))
+
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """[1, 4, h, w]: the VAE decoder's input in the manifest (the bundle's static shapes)."""
-        return tuple(self.bundle.manifest.engines["vae_decoder"].inputs[0].shape)
+        """[1, 4, h, w]: the VAE decoder's input in the contract at the bundle's size."""
+        return self.contracts["vae_decoder"].inputs[0].shape
+
+    def check_prompts(self, options: GenerationOptions) -> str:
+        """The prompt these options draw with (the bundle's template by default), checked with the negative prompt."""
+        prompt = options.prompt or self.bundle.manifest.template
+        self.tokenizer.encode(prompt, require_placeholder=True)
+        self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
+        return prompt
 
     # 2. audio -> token
     def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
         """Waveform [160000] -> audio token [1, D]."""
-        return self.backend.run("audio_encoder", {"waveform": waveform[None].astype(np.float32)})["audio_token"]
+        return self.run("audio_encoder", waveform[None])  # [1, D]
 
     # 3. prompt -> embeddings
     def embed(self, prompt: str, token: np.ndarray, require_placeholder: bool) -> np.ndarray:
         ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
-        return self.backend.run("text_encoder", {"input_ids": ids, "audio_token": token})["text_embeddings"]  # [1, 77, D]
+        return self.run("text_encoder", ids, token)  # [1, 77, D]
 
     def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str) -> np.ndarray:
         """Token [1, D] -> (uncond, cond) embeddings [2, 77, D]; a negative prompt without ``<*>`` is cached."""
@@ -141,27 +175,23 @@ class Pipeline:
     # 4. noise -> latents
     def denoise(self, embeddings: np.ndarray, seed: int, options: GenerationOptions, progress: Progress | None = None,
                 timings: Timings | None = None) -> np.ndarray:
-        """Classifier-free guided denoising of PCG64(seed) noise: -> latents [1, 4, h, w]."""
+        """Classifier-free guided denoising of the seed's initial noise: -> latents [1, 4, h, w]."""
         m = self.bundle.manifest
         scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps)
         latents = initial_noise(seed, self.latent_shape) * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
         history = None
-        rng = np.random.Generator(np.random.PCG64(seed + 1))  # ancestral noise, reproducible from the same seed
+        step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a)
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
             started = time.perf_counter()
-            noise = self.backend.run("unet", {
-                "sample": np.concatenate([model_input, model_input]),  # [2, 4, h, w]
-                "timestep": np.array([t], dtype=np.float32),
-                "encoder_hidden_states": embeddings,  # [2, 77, D]
-            })["noise_pred"]  # [2, 4, h, w]
+            noise = self.run("unet", np.concatenate([model_input, model_input]), np.array([t]), embeddings)  # [2, 4, h, w]
             if timings is not None:
                 timings.add("unet", started)
                 timings.unet_calls += 1
             uncond, cond = noise[:1], noise[1:]
             guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
-            latents, history = scheduler.step(guided, i, latents, history, rng=rng)
+            latents, history = scheduler.step(guided, i, latents, history, rng=step_noise)
             if progress:
                 progress("denoise", i + 1, total)
         return latents
@@ -169,25 +199,27 @@ class Pipeline:
     # 5. latents -> image
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
-        scaled = (latents / np.float32(self.bundle.manifest.vae_scaling_factor)).astype(np.float32)
-        return self.backend.run("vae_decoder", {"latent": scaled})["image"]
+        return self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
 
     def generate(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
-                 sample_rate: int = 16_000) -> list:
+                 sample_rate: int = SAMPLE_RATE) -> list:
         """``options.num_images`` PIL pictures for one clip (a file, or samples at ``sample_rate``)."""
         return self.draw(clip, options, sample_rate=sample_rate).pictures
 
     def draw(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
-             sample_rate: int = 16_000, progress: Progress | None = None) -> Generation:
+             sample_rate: int = SAMPLE_RATE, progress: Progress | None = None) -> Generation:
         """``generate`` with what reproduces it: the seeds, the prompt, stage timings; ``progress`` sees each stage."""
         options.check()
-        prompt = options.prompt or self.bundle.manifest.template
+        prompt = self.check_prompts(options)
         report = progress or (lambda stage, done, total: None)
         timings = Timings()
 
         report("load_audio", 0, 1)
         started = time.perf_counter()
-        waveform = prepare_waveform(clip, sample_rate) if isinstance(clip, np.ndarray) else load_audio(clip)  # [160000]
+        if isinstance(clip, np.ndarray):
+            waveform = prepare_waveform(clip, sample_rate, downmix=options.downmix, start=options.start)  # [160000]
+        else:
+            waveform = load_audio(clip, downmix=options.downmix, start=options.start)  # [160000]
         timings.add("load_audio", started)
         report("encode_audio", 0, 1)
         started = time.perf_counter()
@@ -198,7 +230,7 @@ class Pipeline:
         embeddings = self.encode_prompt(token, prompt, options.negative_prompt)  # [2, 77, D]
         timings.add("encode_prompt", started)
 
-        first = draw_seed() if options.seed is None else options.seed
+        first = options.first_seed()
         seeds = [first + k for k in range(options.num_images)]
         pictures = []
         for seed in seeds:

@@ -133,13 +133,14 @@ class Scheduler:
         sample: np.ndarray,
         history: History | None = None,
         *,
-        rng: np.random.Generator | None = None,
+        rng=None,
         noise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, History]:
         """Latents after step ``step_index`` and the history for the next step.
 
-        model_output, sample: [B,4,h,w]; the result has the sample's dtype. ``rng`` or ``noise`` ([B,4,h,w], N(0,1))
-        is needed only by stochastic schedulers (euler-a) and ignored by the others.
+        model_output, sample: [B,4,h,w]; the result has the sample's dtype. ``rng`` (anything with
+        ``standard_normal(shape)``: the picture's ``runtime.noise.NoiseStream``, or a numpy Generator) or ``noise``
+        ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a) and ignored by the others.
         """
         if not 0 <= step_index < len(self.timesteps):
             raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
@@ -396,7 +397,7 @@ class Euler(Scheduler):
                 if rng is None:
                     raise ConfigError(
                         "euler-a step: expected rng= or noise= for the fresh noise, got neither",
-                        hint="pass a numpy.random.Generator as rng= (seeded for reproducible images)",
+                        hint="pass the picture's runtime.noise.NoiseStream(seed, STEP_NOISE) as rng= (seeded for reproducible images)",
                     )
                 noise = rng.standard_normal(x.shape)  # [B,4,h,w]
             prev = prev + np.asarray(noise, dtype=np.float64) * self.sigma_up[i]

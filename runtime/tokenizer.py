@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from runtime.contract import DEFAULT_TEMPLATE, PLACEHOLDER, TEXT_LENGTH
 from runtime.errors import BundleError, ConfigError
 
-PLACEHOLDER = "<*>"
-MAX_LENGTH = 77  # CLIP's context: BOS + 75 tokens + EOS
+
+def quoted(prompt: str, limit: int = 60) -> str:
+    """A prompt for an error message: quoted, and cut to ``limit`` characters so a long one stays on one line."""
+    return repr(prompt) if len(prompt) <= limit else repr(prompt[:limit]) + f"... ({len(prompt)} characters)"
 
 
 def check_template(template: str) -> str:
@@ -24,8 +27,8 @@ def check_template(template: str) -> str:
     count = template.count(PLACEHOLDER)
     if count != 1:
         raise ConfigError(
-            f"prompt template {template!r} holds {PLACEHOLDER} {count} times; it needs it exactly once",
-            hint="e.g. 'a photo of <*>, 4k, high resolution'",
+            f"prompt template {quoted(template)} holds {PLACEHOLDER} {count} times; it needs it exactly once",
+            hint=f"e.g. {DEFAULT_TEMPLATE!r}",
         )
     return template
 
@@ -62,8 +65,8 @@ class PromptTokenizer:
         if require_placeholder:
             check_template(prompt)
         ids = self.tokenizer.encode(prompt).ids  # BOS ... EOS
-        if len(ids) > MAX_LENGTH:
-            raise ConfigError(f"prompt {prompt!r} is {len(ids)} tokens long; CLIP takes at most {MAX_LENGTH}", hint="shorten the prompt")
-        padded = np.full(MAX_LENGTH, self.pad_id, dtype=np.int64)  # [77]
+        if len(ids) > TEXT_LENGTH:
+            raise ConfigError(f"prompt {quoted(prompt)} is {len(ids)} tokens long; CLIP takes at most {TEXT_LENGTH}", hint="shorten the prompt")
+        padded = np.full(TEXT_LENGTH, self.pad_id, dtype=np.int64)  # [77]
         padded[: len(ids)] = ids
         return padded

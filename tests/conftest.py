@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CLIPS = REPO.parent / "shared" / "data" / "vggsound"
+from tests.support import CLIPS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,7 +38,8 @@ def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
     """An fp32 engine bundle of the tiny models (``audiotoken-rt export``), built once per session."""
     from rich.console import Console
 
-    from export.builder import ExportOptions, export_bundle
+    from export.builder import export_bundle
+    from export.options import ExportOptions
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     options = ExportOptions(sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out)

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from audiotoken.random_models import ARCHITECTURES, build_stable_diffusion, write_clip_tokenizer
-from runtime.cli import app
+from audiotoken_rt.cli import app
 
 
 def test_beats_checkpoint_has_the_upstream_layout(tiny_models):

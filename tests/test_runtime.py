@@ -12,19 +12,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from runtime.backends import OnnxRuntimeBackend
-from runtime.cli import app
+from audiotoken_rt.cli import app
 from runtime.errors import ConfigError
 from runtime.pipeline import GenerationOptions, Pipeline
 from runtime.picture import read_png_metadata, save_png
 from runtime.tokenizer import PromptTokenizer
+from tests.support import psnr
 
 STEPS = 4
-
-
-def psnr(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mse = np.mean((a - b) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +97,15 @@ def test_the_unconditional_embedding_is_computed_once(tiny_bundle, clips):
     assert calls.count("text_encoder") == 3  # cond, uncond, cond: the second uncond comes from the cache
 
 
-def test_num_images_use_consecutive_seeds(pipeline, clips):
-    result = pipeline.draw(clips[0], GenerationOptions(steps=2, seed=20, num_images=2))
-    single = pipeline.generate(clips[0], GenerationOptions(steps=2, seed=21))[0]
+@pytest.mark.parametrize("scheduler", ["dpm++2m", "euler-a"])
+def test_the_kth_picture_is_the_one_its_seed_draws_alone(pipeline, clips, scheduler):
+    # euler-a draws fresh noise every step: from the picture's own stream, not from the next picture's initial noise
+    result = pipeline.draw(clips[0], GenerationOptions(steps=3, seed=20, num_images=2, scheduler=scheduler))
+    alone = [pipeline.generate(clips[0], GenerationOptions(steps=3, seed=seed, scheduler=scheduler))[0] for seed in (20, 21)]
     assert result.seeds == [20, 21]
-    assert np.array_equal(np.asarray(result.pictures[1]), np.asarray(single))
+    for drawn, single in zip(result.pictures, alone):
+        assert np.array_equal(np.asarray(drawn), np.asarray(single))
+    assert not np.array_equal(np.asarray(result.pictures[0]), np.asarray(result.pictures[1]))
 
 
 def test_save_png_is_atomic_and_never_overwrites_silently(tmp_path):
@@ -118,38 +117,6 @@ def test_save_png_is_atomic_and_never_overwrites_silently(tmp_path):
     assert np.asarray(Image.open(path))[0, 0].tolist() == [200, 10, 10]
     save_png(Image.new("RGB", (8, 8)), path, {}, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary file left
-
-
-def test_cli_generate_batch_keeps_going_and_refuses_to_overwrite(tiny_bundle, clips, tmp_path):
-    runner = CliRunner()
-    dash = tmp_path / "-dash.wav"
-    shutil.copy(clips[0], dash)
-    bad = tmp_path / "notes.wav"
-    bad.write_text("this is not audio")
-    out = tmp_path / "out"
-    args = ["generate", "--engines", str(tiny_bundle), "--out", str(out), "--steps", "2", "--seed", "9", "--"]
-    result = runner.invoke(app, [*args, str(dash), str(bad), str(clips[1])])
-    assert result.exit_code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["-dash.png", f"{clips[1].stem}.png"]
-    assert "notes.wav: not a recognised audio file" in result.output and "1 of 3 clip(s) failed" in result.output
-    meta = read_png_metadata(out / "-dash.png")
-    assert meta["seed"] == "9" and meta["steps"] == "2" and meta["scheduler"] == "dpm++2m" and meta["clip"] == "-dash.wav"
-    assert meta["bundle"] == json.loads((tiny_bundle / "manifest.json").read_text())["key"][:16]
-    before = (out / "-dash.png").read_bytes()
-    again = runner.invoke(app, [*args[:-3], "--seed", "10", "--", str(dash)])
-    assert again.exit_code == 1 and "already exists" in again.output
-    assert (out / "-dash.png").read_bytes() == before
-    forced = runner.invoke(app, [*args[:-3], "--seed", "10", "--overwrite", "--num-images", "2", "--", str(dash)])
-    assert forced.exit_code == 0, forced.output
-    assert {"-dash-0.png", "-dash-1.png"} <= {p.name for p in out.iterdir()}
-
-
-def test_cli_bad_options_are_one_line_errors(tiny_bundle, clips, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["generate", str(clips[0]), "--engines", str(tiny_bundle), "--out", str(tmp_path), "--scheduler", "magic"])
-    assert result.exit_code == 1 and result.output.startswith("error: unknown scheduler 'magic'")
-    result = runner.invoke(app, ["generate", str(clips[0]), "--engines", str(tmp_path), "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "no manifest.json" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("device", ["cuda", "tensorrt", "openvino"])
@@ -242,3 +209,35 @@ def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
     assert (best["onnxruntime"]["total_ms"], best["onnxruntime"]["unet_step_ms"], best["onnxruntime"]["peak_rss_mb"]) == (80, 5, 950)
     assert (best["torch"]["total_ms"], best["torch"]["stages"]["denoise"], best["torch"]["peak_rss_mb"]) == (300, 299, 800)
     assert bench.ratios(best)["onnxruntime"]["total"] == pytest.approx(80 / 300)
+
+
+def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
+    from runtime.bundle import Bundle
+    from runtime.errors import BundleError
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "copy")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 1  # a UNet exported without the guidance batch
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"unet inputs are sample float32 \[1, 4, 8, 8\].*this runtime expects sample float32 \[2, 4, 8, 8\]") as caught:
+        Bundle.open(bundle)
+    assert "audiotoken-rt export" in caught.value.hint
+
+
+def test_the_engine_contract_is_the_design_table():
+    """DESIGN.md's I/O table at SD 1.x sizes (D = 768, 512x512), written out independently of runtime.contract."""
+    from runtime.contract import Dims, engine_contracts
+
+    table = {
+        "audio_encoder": ([("waveform", "float32", (1, 160000))], [("audio_token", "float32", (1, 768))]),
+        "text_encoder": ([("input_ids", "int64", (1, 77)), ("audio_token", "float32", (1, 768))], [("text_embeddings", "float32", (1, 77, 768))]),
+        "unet": ([("sample", "float32", (2, 4, 64, 64)), ("timestep", "float32", (1,)), ("encoder_hidden_states", "float32", (2, 77, 768))],
+                 [("noise_pred", "float32", (2, 4, 64, 64))]),
+        "vae_decoder": ([("latent", "float32", (1, 4, 64, 64))], [("image", "float32", (1, 3, 512, 512))]),
+        "vae_encoder": ([("image", "float32", (1, 3, 512, 512))], [("latent", "float32", (1, 4, 64, 64))]),
+    }
+    contracts = engine_contracts(Dims(768, 512, 512))
+    assert list(contracts) == list(table)
+    for name, (inputs, outputs) in table.items():
+        assert [(s.name, s.dtype, s.shape) for s in contracts[name].inputs] == inputs, name
+        assert [(s.name, s.dtype, s.shape) for s in contracts[name].outputs] == outputs, name

@@ -26,7 +26,8 @@ from audiotoken.dataset import (BAD_AUDIO, EXCLUDED, NO_AUDIO, NO_LABEL, NO_PICT
                                 scan_dataset)
 from audiotoken.embedder import Embedder
 from audiotoken.encoder import AudioEncoder
-from audiotoken.training import (METRICS, Objective, TrainConfig, batch_features, load_frozen, parse_resolution,
+from audiotoken.train_config import TrainConfig, parse_resolution
+from audiotoken.training import (METRICS, Objective, batch_features, load_frozen,
                                  train)
 from runtime.audio import SAMPLE_RATE
 from runtime.errors import ConfigError
@@ -315,7 +316,7 @@ def test_the_run_reports_what_it_left_out_and_skipped(straight):
 def test_cli_trains_end_to_end_with_the_feature_cache(tiny_models, data, frozen, tmp_path):
     from typer.testing import CliRunner
 
-    from runtime.cli import app
+    from audiotoken_rt.cli import app
 
     out = tmp_path / "run"
     args = ["train", "--sd", str(tiny_models / "sd"), "--beats", str(tiny_models / "beats.pt"), "--data", str(data),
@@ -350,7 +351,7 @@ def test_cli_trains_end_to_end_with_the_feature_cache(tiny_models, data, frozen,
 def test_cli_defaults_are_the_library_defaults():
     import typer
 
-    from runtime.cli import app
+    from audiotoken_rt.cli import app
 
     command = typer.main.get_command(app).commands["train"]
     defaults = {p.name: p.default for p in command.params}

@@ -1,0 +1,89 @@
+"""The ``audiotoken-rt`` app: it assembles the commands, each written beside the layer it drives.
+
+| command     | code                      | needs                               |
+|-------------|---------------------------|-------------------------------------|
+| generate    | runtime/generate.py       | the runtime (numpy, ONNX Runtime)   |
+| info        | runtime/info.py           | the runtime                         |
+| bench       | runtime/bench.py          | the runtime (+ torch for its torch) |
+| export      | export/cli.py             | the ``export`` extra (torch)        |
+| train       | audiotoken/cli.py         | the ``train`` extra (torch)         |
+| make-random | audiotoken/cli.py         | the ``export`` extra (torch)        |
+
+Importing any of these modules needs no torch: a runtime-only install lists every command, runs the runtime
+ones, and answers the others with one line naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+
+import typer
+from typer.core import TyperGroup
+
+from audiotoken.cli import make_random_command, train_command
+from export.cli import export_command
+from runtime.bench import bench_command
+from runtime.generate import generate_command
+from runtime.info import info_command
+
+class OneLineErrors(TyperGroup):
+    """The app's click group: a mistyped command line is one ``error:`` line and one ``hint:`` line, like every
+    other failure (``runtime.command.reports_errors``), instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:  # Ctrl-C while parsing or prompting
+            typer.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except typer.TyperException as exc:  # click's usage and parameter errors, as typer vendors them
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `audiotoken-rt` or `audiotoken-rt CMD`: the help is the answer
+                exc.show()
+                sys.exit(exc.exit_code)
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            context = getattr(exc, "ctx", None)
+            if context is not None:
+                typer.echo(f"hint: `{context.command_path} --help` lists the arguments and options", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="audiotoken-rt",
+    cls=OneLineErrors,
+    help="Turn a sound into a picture: AudioToken on Stable Diffusion, with ONNX Runtime and TensorRT engines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,  # plain click help: it wraps whole words at any terminal width
+    context_settings={"max_content_width": 100},
+)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"audiotoken-rt {metadata.version('audiotoken-rt')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Turn a sound into a picture: AudioToken on Stable Diffusion, with ONNX Runtime and TensorRT engines."""
+
+
+app.command("generate")(generate_command)
+app.command("info")(info_command)
+app.command("bench")(bench_command)
+app.command("export")(export_command)
+app.command("train")(train_command)
+app.command("make-random")(make_random_command)
+
+
+def main() -> None:
+    """The console script ``audiotoken-rt``."""
+    sys.exit(app(prog_name="audiotoken-rt"))

@@ -1,0 +1,49 @@
+"""``audiotoken-rt export``: the command line of ``export.builder.export_bundle``.
+
+Its options are ``export.options.ExportOptions``' fields (defaults and help from there); importing this module
+needs no torch, so the app lists the command on a runtime-only install, and running it there says in one line
+which extra to install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.command import choice, option, reports_errors
+from runtime.errors import needs_pytorch_side
+from export.options import PRECISIONS, ExportOptions
+
+
+@reports_errors
+def export_command(
+    sd: str = option(ExportOptions, "sd", "--sd", show_default=False),
+    beats: Path = option(ExportOptions, "beats", "--beats", show_default=False),
+    embedder: Path = option(ExportOptions, "embedder", "--embedder", show_default=False),
+    out: Path = option(ExportOptions, "out", "--out", show_default=False),
+    height: int | None = option(ExportOptions, "height", "--height", show_default=False),
+    width: int | None = option(ExportOptions, "width", "--width", show_default=False),
+    precision: str = option(ExportOptions, "precision", "--precision", **choice(PRECISIONS)),
+    template: str = option(ExportOptions, "template", "--template"),
+    sample_clip: Path | None = option(ExportOptions, "sample_clip", "--sample-clip", show_default=False),
+    tensorrt: bool = option(ExportOptions, "tensorrt", "--tensorrt"),
+    force: bool = option(ExportOptions, "force", "--force"),
+    allow_parity_error: bool = option(ExportOptions, "allow_parity_error", "--allow-parity-error"),
+) -> None:
+    """Export the five networks to an engine bundle (ONNX, validated against PyTorch; optional TensorRT plans)."""
+    from rich.console import Console
+
+    try:
+        from audiotoken.stable_diffusion import quiet_libraries
+        from export.builder import export_bundle
+    except ImportError as exc:
+        raise needs_pytorch_side("audiotoken-rt export", exc) from exc
+    quiet_libraries()
+    options = ExportOptions(sd=sd, beats=beats, embedder=embedder, out=out, height=height, width=width, precision=precision,
+                            template=template, sample_clip=sample_clip, tensorrt=tensorrt, force=force,
+                            allow_parity_error=allow_parity_error)
+    console = Console(stderr=True)
+    result = export_bundle(options, console)
+    m = result.manifest
+    verb = "kept" if result.reused else "wrote"
+    console.print(f"{verb} {result.folder}: {len(m.engines)} engines, {m.precision}, {m.width}x{m.height}, D={m.token_dim}, "
+                  f"id {m.bundle_id}; `audiotoken-rt info {result.folder}` shows it", highlight=False)

@@ -1,0 +1,139 @@
+"""The engine contract and the constants of the method: the one torch-free owner of both.
+
+Every other layer reads these instead of writing its own copy:
+- ``export.networks`` declares each network's inputs and outputs from ``engine_contracts``;
+- the runtime builds its feeds with ``EngineContract.feeds`` and reads results with ``EngineContract.output``;
+- ``runtime.bundle`` checks each bundle's manifest against ``contract_problems`` before anything runs;
+- the tests read the expected names, dtypes and shapes from here.
+
+The contract (DESIGN.md, "The engines and their I/O contract"), static shapes, batch 1 per picture:
+
+| engine          | inputs                                                             | outputs                    |
+|-----------------|--------------------------------------------------------------------|----------------------------|
+| audio_encoder   | waveform [1, 160000] f32                                           | audio_token [1, D]         |
+| text_encoder    | input_ids [1, 77] i64, audio_token [1, D]                          | text_embeddings [1, 77, D] |
+| unet            | sample [2, 4, h, w], timestep [1], encoder_hidden_states [2, 77, D] | noise_pred [2, 4, h, w]    |
+| vae_decoder     | latent [1, 4, h, w]                                                | image [1, 3, 8h, 8w]       |
+| vae_encoder     | image [1, 3, 8h, 8w]                                               | latent [1, 4, h, w]        |
+
+The UNet's batch 2 is classifier-free guidance: the unconditional and the conditional half in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# Audio (spec 1.1, 1.2): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
+SAMPLE_RATE = 16_000  # Hz
+CLIP_SECONDS = 10  # the official inference window: input_length = 10 s
+N_SAMPLES = CLIP_SECONDS * SAMPLE_RATE  # 160_000 samples: the waveform input of the audio_encoder engine
+
+# Text (spec 5.3, 5.4, 6.2): CLIP's context is BOS + 75 tokens + EOS.
+TEXT_LENGTH = 77
+PLACEHOLDER = "<*>"  # the token the audio token replaces
+DEFAULT_TEMPLATE = "a photo of <*>, 4k, high resolution"  # official inference.py
+TRAIN_TEMPLATE = "a photo of <*>"  # official train.py (and the HF Space's inference)
+
+# Latents (Stable Diffusion 1.x / 2.x VAEs, and the tiny TAESD decoder): 4 channels, 8 pixels per latent pixel.
+LATENT_CHANNELS = 4
+VAE_FACTOR = 8
+GUIDED_BATCH = 2  # the UNet's batch with classifier-free guidance: unconditional + conditional
+
+ENGINE_NAMES = ("audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An engine input or output: name, numpy dtype name and static shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+    def describe(self) -> str:
+        return f"{self.name} {self.dtype} {list(self.shape)}"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes a bundle's static shapes are made of: D (CLIP width), and the picture's height and width."""
+
+    token_dim: int
+    height: int
+    width: int
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """(h, w) of the latents: the picture's size over the VAE factor."""
+        return self.height // VAE_FACTOR, self.width // VAE_FACTOR
+
+
+@dataclass(frozen=True)
+class EngineContract:
+    """One engine's inputs and outputs at a bundle's dims."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def feeds(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's named inputs from ``arrays`` in contract order, cast to their dtypes and shape-checked."""
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"{self.name}: expected {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)}), got {len(arrays)}")
+        feeds = {}
+        for spec, array in zip(self.inputs, arrays):
+            value = np.ascontiguousarray(array, dtype=spec.dtype)
+            if value.shape != spec.shape:
+                raise ValueError(f"{self.name}: input {spec.name} has shape {list(value.shape)}, the contract says {list(spec.shape)}")
+            feeds[spec.name] = value
+        return feeds
+
+    def output(self, results: dict[str, np.ndarray]) -> np.ndarray:
+        """The engine's one output from a backend's named results."""
+        (spec,) = self.outputs
+        return results[spec.name]
+
+
+def float_spec(name: str, *shape: int) -> TensorSpec:
+    return TensorSpec(name, "float32", tuple(shape))
+
+
+def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
+    """The five engines' I/O at ``dims``, in data order."""
+    D, (h, w), c = dims.token_dim, dims.latent_size, LATENT_CHANNELS
+    audio_token = float_spec("audio_token", 1, D)
+    image = float_spec("image", 1, 3, dims.height, dims.width)
+    latent = float_spec("latent", 1, c, h, w)
+    contracts = [
+        EngineContract("audio_encoder", (float_spec("waveform", 1, N_SAMPLES),), (audio_token,)),
+        EngineContract("text_encoder", (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), audio_token),
+                       (float_spec("text_embeddings", 1, TEXT_LENGTH, D),)),
+        EngineContract("unet", (float_spec("sample", GUIDED_BATCH, c, h, w), float_spec("timestep", 1),
+                                float_spec("encoder_hidden_states", GUIDED_BATCH, TEXT_LENGTH, D)),
+                       (float_spec("noise_pred", GUIDED_BATCH, c, h, w),)),
+        EngineContract("vae_decoder", (latent,), (image,)),
+        EngineContract("vae_encoder", (image,), (latent,)),
+    ]
+    return {contract.name: contract for contract in contracts}
+
+
+def contract_problems(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], dims: Dims) -> list[str]:
+    """How an engine's recorded I/O differs from the contract at ``dims`` (empty when it matches)."""
+    contracts = engine_contracts(dims)
+    if name not in contracts:
+        return [f"engine {name!r} is not one of {', '.join(ENGINE_NAMES)}"]
+    expected = contracts[name]
+    problems = []
+    for kind, found, wanted in (("inputs", inputs, expected.inputs), ("outputs", outputs, expected.outputs)):
+        if tuple(found) != wanted:
+            problems.append(f"{name} {kind} are {', '.join(s.describe() for s in found) or 'none'}; "
+                            f"this runtime expects {', '.join(s.describe() for s in wanted)}")
+    return problems
+

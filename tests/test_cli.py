@@ -1,0 +1,220 @@
+"""The ``audiotoken-rt`` command line as a user meets it, on the tiny bundle: one ``error:`` line for every failure
+and never a traceback, outputs checked before any work, a batch that keeps going, one line per picture with its
+seed, random seeds, the forms the README and ``--help`` show for clip names starting with '-', and help that reads
+at 80 columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from audiotoken_rt.cli import app
+from export.options import ExportOptions
+from runtime.bench import BenchOptions
+from runtime.pipeline import GenerationOptions
+from runtime.picture import read_png_metadata
+from tests.support import REPO
+
+WROTE = re.compile(r"^wrote (.+\.png) \(seed (\d+)\)$", re.MULTILINE)
+
+
+def invoke(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def generate(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+
+    def run(*args, steps: int = 2):
+        return invoke("generate", "--engines", tiny_bundle, "--out", out, "--steps", steps, *args)
+
+    run.out = out
+    return run
+
+
+def test_a_batch_keeps_going_and_says_what_it_wrote(generate, clips, tmp_path):
+    dash = tmp_path / "-dash.wav"
+    shutil.copy(clips[0], dash)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    code, output = generate("--seed", 9, "--", dash, bad, clips[1])
+    assert code == 1
+    assert sorted(p.name for p in generate.out.iterdir()) == ["-dash.png", f"{clips[1].stem}.png"]
+    assert WROTE.findall(output) == [(str(generate.out / "-dash.png"), "9"), (str(generate.out / f"{clips[1].stem}.png"), "9")]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "notes.wav: not a recognised audio file" in errors[0]
+    assert output.count("notes.wav") == 1  # named once, not again in a summary
+    assert output.strip().splitlines()[-1] == f"wrote 2 pictures to {generate.out} (1 clip failed)"
+    meta = read_png_metadata(generate.out / "-dash.png")
+    assert (meta["seed"], meta["steps"], meta["scheduler"], meta["clip"], meta["start"]) == ("9", "2", "dpm++2m", "-dash.wav", "0.0")
+
+
+def test_existing_pictures_are_refused_before_any_work(generate, clips, monkeypatch):
+    generate("--seed", 1, clips[0])
+    picture = generate.out / f"{clips[0].stem}.png"
+    before = picture.read_bytes()
+    monkeypatch.setattr("runtime.pipeline.Pipeline.open", lambda *a, **k: pytest.fail("the bundle was opened"))
+    code, output = generate("--seed", 2, clips[1], clips[0])
+    assert code == 1 and output.count("already exists") == 1 and "--overwrite" in output
+    assert output.startswith(f"error: {picture} already exists; nothing was drawn")
+    assert picture.read_bytes() == before and not (generate.out / f"{clips[1].stem}.png").exists()
+
+
+def test_overwrite_replaces_and_several_pictures_are_numbered(generate, clips):
+    generate("--seed", 1, clips[0])
+    code, output = generate("--seed", 10, "--overwrite", "--num-images", 2, clips[0])
+    assert code == 0, output
+    assert [seed for _, seed in WROTE.findall(output)] == ["10", "11"]
+    assert {f"{clips[0].stem}-0.png", f"{clips[0].stem}-1.png"} <= {p.name for p in generate.out.iterdir()}
+
+
+def test_an_out_that_is_a_file_is_refused(tiny_bundle, clips, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    code, output = invoke("generate", "--engines", tiny_bundle, "--out", target, clips[0])
+    assert code == 1 and output.startswith(f"error: --out {target}: exists and is not a folder")
+    assert target.read_text() == "mine"
+
+
+def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
+    code, output = generate("--seed", -1, "--num-images", 2, clips[0])
+    assert code == 0, output
+    (first, seed0), (_, seed1) = WROTE.findall(output)
+    assert int(seed1) == int(seed0) + 1 and read_png_metadata(first)["seed"] == seed0
+    code, output = generate("--seed", seed0, "--overwrite", clips[0])
+    assert code == 0, output
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(generate.out / f"{clips[0].stem}.png")))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", 0], "error: steps is 0; it must be at least 1"),
+    (["--num-images", 0], "error: num_images is 0; it must be at least 1"),
+    (["--seed", -2], "error: seed -2: expected an integer from 0 to"),
+    (["--guidance", 0.5], "error: guidance 0.5 is below 1"),
+    (["--start", -1], "error: start is -1.0 s"),
+    (["--scheduler", "magic"], "error: Invalid value for '--scheduler': 'magic' is not one of dpm++2m, pndm"),
+    (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of cpu, cuda"),
+])
+def test_bad_options_are_one_line_errors(generate, clips, args, message):
+    code, output = generate(*args, clips[0])
+    lines = output.strip().splitlines()
+    assert code != 0 and lines[0].startswith(message), lines
+    assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines)
+    assert not generate.out.exists()
+
+
+def test_a_bad_prompt_is_reported_once_and_briefly(generate, clips):
+    long_prompt = "a photo of <*> " + "with a very loud dog " * 40
+    code, output = generate("--prompt", long_prompt, clips[0], clips[1])
+    lines = output.strip().splitlines()
+    assert code == 1 and lines[0].startswith("error: prompt 'a photo of <*> with a very loud dog") and "tokens long" in lines[0]
+    assert len(lines) == 2 and len(lines[0]) < 200 and not generate.out.exists()
+    code, output = generate("--prompt", "no placeholder", clips[0], clips[1])
+    assert code == 1 and output.count("error:") == 1 and "holds <*> 0 times" in output
+
+
+def test_a_missing_bundle_folder_is_named(tmp_path, clips):
+    code, output = invoke("generate", "--engines", tmp_path / "nope", "--out", tmp_path / "out", clips[0])
+    assert code == 1 and output.startswith(f"error: {tmp_path / 'nope'}: bundle folder does not exist")
+    code, output = invoke("info", tmp_path)
+    assert code == 1 and output.startswith(f"error: {tmp_path}: no manifest.json")
+
+
+@pytest.mark.parametrize("failure, message", [
+    (KeyboardInterrupt, "error: interrupted"),
+    (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code"), "error: unexpected RuntimeError: [ONNXRuntimeError]"),
+])
+def test_interruptions_and_unforeseen_failures_are_one_line(generate, clips, monkeypatch, failure, message):
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr("runtime.pipeline.Pipeline.draw", broken)
+    code, output = generate(clips[0])
+    assert code == (130 if failure is KeyboardInterrupt else 1)
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), output
+    assert "Traceback" not in output
+
+
+def test_an_onnx_runtime_failure_fails_the_clip_not_the_batch(generate, clips, monkeypatch):
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession.run
+
+    def fails_on_unet(self, names, feeds, *args):
+        if "sample" in feeds:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
+        return real(self, names, feeds, *args)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", fails_on_unet)
+    code, output = generate(clips[0], clips[1])
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 2 and all("ONNX Runtime failed running engine unet on cpu" in e for e in errors)
+    assert "Traceback" not in output and output.strip().endswith("wrote 0 pictures to " + str(generate.out) + " (2 clips failed)")
+
+
+def test_start_picks_the_window(generate, clips):
+    code, output = generate("--seed", 3, "--start", 4.5, clips[0])
+    assert code == 0, output
+    shifted = generate.out / f"{clips[0].stem}.png"
+    assert read_png_metadata(shifted)["start"] == "4.5"
+    moved = generate.out.parent / "moved.png"
+    shifted.rename(moved)
+    generate("--seed", 3, clips[0])
+    assert not np.array_equal(np.asarray(Image.open(moved)), np.asarray(Image.open(shifted)))
+
+
+def readme_command(marker: str) -> list[str]:
+    """The README's command line that contains ``marker``, split as a shell would."""
+    (line,) = [line for line in (REPO / "README.md").read_text().splitlines() if marker in line and line.startswith("audiotoken-rt ")]
+    return shlex.split(line.split("  #")[0])
+
+
+def test_the_readme_forms_for_names_starting_with_a_dash_work_verbatim(tiny_bundle, clips, tmp_path):
+    clip_name = "-_gaZzFfzDQ_517000_527000.wav"
+    shutil.copy(next(c for c in clips if c.name == clip_name), tmp_path / clip_name)
+    for marker in ("-- -_gaZ", "./-_gaZ"):
+        words = [str(tiny_bundle) if word == "engines/sd14" else word for word in readme_command(marker)]
+        assert words[0] == "audiotoken-rt" and str(tiny_bundle) in words
+        run = subprocess.run([sys.executable, "-m", "audiotoken_rt", *words[1:]], cwd=tmp_path, capture_output=True, text=True)
+        assert run.returncode == 0, (marker, run.stderr)
+        assert (tmp_path / "pictures" / "-_gaZzFfzDQ_517000_527000.png").is_file()
+        shutil.rmtree(tmp_path / "pictures")
+    help_text = subprocess.run([sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO).stdout
+    assert "generate --engines E --out O -- -x.wav" in " ".join(help_text.split())
+
+
+def test_version():
+    from importlib import metadata
+
+    code, output = invoke("--version")
+    assert code == 0 and output.strip() == f"audiotoken-rt {metadata.version('audiotoken-rt')}"
+
+
+@pytest.mark.parametrize("command, options", [
+    ("generate", GenerationOptions), ("bench", BenchOptions), ("export", ExportOptions), ("train", None), ("info", None), ("make-random", None),
+])
+def test_help_reads_at_80_columns(command, options):
+    """Every line fits 80 columns, and every option's help (from its options dataclass) appears with whole words."""
+    from audiotoken.train_config import TrainConfig
+
+    options = options or (TrainConfig if command == "train" else None)
+    env = {"COLUMNS": "80", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-m", "audiotoken_rt", command, "--help"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+    flat = " ".join(shown.stdout.split()).replace("- ", "-")  # a line may end at a hyphen
+    for spec in dataclasses.fields(options) if options else ():
+        if "help" in spec.metadata and spec.name not in ("exclude",):
+            assert " ".join(spec.metadata["help"].split()).replace("- ", "-") in flat, (command, spec.name)
