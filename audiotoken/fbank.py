@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime.contract import SAMPLE_RATE  # 16 kHz: BEATs hard-codes it
 from runtime.errors import AudioLoadError
 
 # ---- constants (SPEC 1.2) -------------------------------------------------------------------------------
-SAMPLE_RATE = 16_000                                 # Hz; BEATs hard-codes it
 FRAME_LENGTH = SAMPLE_RATE * 25 // 1000              # 400 samples = 25 ms window
 FRAME_SHIFT = SAMPLE_RATE * 10 // 1000               # 160 samples = 10 ms hop
 N_FFT = 1 << (FRAME_LENGTH - 1).bit_length()         # 512: next power of two >= 400 (zero-pad 400 -> 512)

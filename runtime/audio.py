@@ -3,16 +3,29 @@
 Place in the data flow (DESIGN.md, "Runtime data flow"):
 **load_audio** -> encode_audio -> encode_prompt -> denoise -> decode_latents -> save_png.
 
-Steps (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official code lacks, Q9):
-1. decode with libsndfile (WAV, FLAC, OGG/Vorbis, MP3, ...) to float32, full scale [-1, 1);
+The reading recipe (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official code lacks, Q9, and a chosen window):
+1. decode with libsndfile (WAV, FLAC, OGG/Vorbis or Opus, MP3, ...) to float32, full scale [-1, 1): the 10 s
+   window that begins `start` seconds into the clip (`start=0`, the default, is the first 10 s, as the official
+   inference reads it), plus a short margin for the resampler. Only that window is decoded (libsndfile seeks
+   to its first frame), so a long file costs little;
 2. mono: channel 0 as the official `inference.py` does (`downmix="first"`), or the mean of the
    channels as the official HF Space does (`downmix="mean"`);
 3. resample to 16 kHz with soxr (high quality) when the file's rate differs, then clip to [-1, 1);
-4. loop-tile a short clip (repeat it, never zero-pad) and keep exactly the first 10 s.
+4. when less than 10 s remain from `start` (a short clip, or a start near the end), loop-tile what remains
+   (repeat it, never zero-pad); keep exactly 160_000 samples.
 
-`prepare_waveform` runs steps 2-4 on an in-memory array, so host apps can pass raw audio;
-`load_audio` decodes a file and hands its samples to it. A bad clip raises `AudioLoadError` with a
+`prepare_waveform` runs the same recipe on an in-memory array, so host apps can pass raw audio;
+`load_audio` decodes a file's window and hands its samples to it. A bad clip raises `AudioLoadError` with a
 one-line message that names it; a bad option raises `ConfigError`. Only numpy, soundfile and soxr are used: never torch.
+
+A file cut short (an interrupted copy or download) must fail, not load as a shorter clip. libsndfile knows a
+FLAC file's frame count from its header, so a window that decodes short is caught. But it quietly decodes what
+is there in three cases: a WAV whose data chunk runs past the end of the file, an Ogg file (it counts up to its
+last whole page) and an MP3 without a Xing/Info frame (it estimates the length from the file size). So
+`_truncation` checks those formats' structure by hand before decoding, reading headers only: RIFF chunk sizes,
+Ogg pages (RFC 3533) and MPEG audio frame headers, to the end of the file. This is written here because
+libsndfile does not report these cases and no small, well-kept library does this check; each check is a short
+walk over headers (a 10-minute MP3 has about 23 000 frames: some tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -22,16 +35,14 @@ import numbers
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from runtime.contract import CLIP_SECONDS, N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioLoadError, ConfigError
-
-SAMPLE_RATE = 16_000  # Hz: BEATs' Kaldi fbank hard-codes 16 kHz (spec 1.2)
-CLIP_SECONDS = 10  # the official inference window: input_length = 10 s from offset 0 (spec 1.1)
-N_SAMPLES = CLIP_SECONDS * SAMPLE_RATE  # 160_000 samples: the waveform input of the audio_encoder engine
 
 DOWNMIX_MODES = ("first", "mean")  # channel 0 (official inference.py) | channel mean (official HF Space)
 _MAX_CHANNELS = 1024  # libsndfile's own limit; a wider [N, C] array is almost surely a [C, N] one
@@ -41,17 +52,18 @@ _UNKNOWN_FRAMES = 2**62  # libsndfile reports SF_COUNT_MAX frames for a stream o
 _HINT_REEXPORT = "the file was cut short or damaged (interrupted copy or download?): re-export or re-download it"
 
 
-def load_audio(path: str | os.PathLike, *, downmix: str = "first") -> np.ndarray:
+def load_audio(path: str | os.PathLike, *, downmix: str = "first", start: float = 0.0) -> np.ndarray:
     """Decode an audio file into the [160_000] float32 waveform (16 kHz mono, 10 s, in [-1, 1)).
 
-    Only the first 10 s (plus a short resampler margin) are decoded, so a long file costs little;
-    a clip shorter than 10 s is repeated. Raises AudioLoadError (missing, empty, truncated, not
-    audio, no samples, non-finite samples) or ConfigError (unknown `downmix`).
+    The window begins `start` seconds into the clip (0: its first 10 s). Only that window (plus a short
+    resampler margin) is decoded, so a long file costs little; when less than 10 s remain, what remains is
+    repeated. Raises AudioLoadError (missing, empty, truncated, not audio, no samples, non-finite samples,
+    `start` at or past the end) or ConfigError (unknown `downmix`, negative or non-finite `start`).
     """
-    _check_downmix(downmix)
     path = Path(path)
+    _check_options(downmix, start, str(path))
     _check_file(path)
-    cut_short = _riff_truncation(path)
+    cut_short = _truncation(path)
     if cut_short:
         raise AudioLoadError(f"{path}: file is truncated: {cut_short}", hint=_HINT_REEXPORT)
 
@@ -64,11 +76,19 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first") -> np.ndarray
             hint="use WAV, FLAC, OGG/Vorbis or MP3, e.g. `ffmpeg -i CLIP -ac 1 -ar 16000 clip.wav`",
         ) from e
     with f:
-        sample_rate = f.samplerate
-        known = f.frames < _UNKNOWN_FRAMES
+        sample_rate, total = f.samplerate, f.frames
+        # libsndfile takes the frame count from the header (WAV, FLAC STREAMINFO, an MP3's Xing/Info frame), but
+        # estimates an MP3's from its size when it has no such frame: a short read then proves nothing. For MPEG
+        # audio (libsndfile's "MP3", layers I-III) the frame walk of `_truncation` is the check.
+        known, mp3 = total < _UNKNOWN_FRAMES, f.format == "MP3"
+        first = round(start * sample_rate)  # the window's first frame
+        if known and 0 < total <= first:  # (a clip of no frames gets its own error below)
+            raise _past_end(str(path), start, total / sample_rate)
         wanted = math.ceil((CLIP_SECONDS + _RESAMPLE_MARGIN_SECONDS) * sample_rate)
-        frames = min(f.frames, wanted) if known else wanted
+        frames = min(total - first, wanted) if known else wanted
         try:
+            if first:
+                f.seek(first)  # sample-accurate in libsndfile, lossy formats included
             samples = f.read(frames, dtype="float32", always_2d=True)  # [n, C], n <= frames
         except sf.SoundFileError as e:
             raise AudioLoadError(
@@ -76,28 +96,33 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first") -> np.ndarray
                 hint=_HINT_REEXPORT,
             ) from e
 
-    # libsndfile takes the frame count from the header (FLAC STREAMINFO, MP3 Xing/Info), so fewer decoded
-    # frames than promised means the file ends early. Blind spots: an Ogg file counts up to its last whole
-    # page, and an MP3 without a Xing/Info header has an estimated count, so their truncation looks like a
-    # shorter clip.
-    if known and len(samples) < frames:
+    if known and not mp3 and len(samples) < frames:
         raise AudioLoadError(
-            f"{path}: file is truncated: decoded {len(samples)} of the {frames} frames its header promises",
+            f"{path}: file is truncated: decoding stopped at frame {first + len(samples)} "
+            f"of the {total} frames its header promises",
             hint=_HINT_REEXPORT,
         )
+    if first and len(samples) == 0:  # the start lies past the true end, where the length was unknown or an estimate
+        raise _past_end(str(path), start, None)
     return prepare_waveform(samples, sample_rate, downmix=downmix, name=str(path))
 
 
 def prepare_waveform(
-    samples: np.ndarray, sample_rate: float, *, downmix: str = "first", name: str = "<waveform>"
+    samples: np.ndarray,
+    sample_rate: float,
+    *,
+    downmix: str = "first",
+    name: str = "<waveform>",
+    start: float = 0.0,
 ) -> np.ndarray:
     """Turn raw samples ([N] or [N, C], as soundfile returns them) into the [160_000] float32 waveform.
 
     Float samples are taken as they are (full scale is [-1, 1)); signed integers are scaled by their
-    full range (int16 / 32768). Downmix, resample to 16 kHz, clip to [-1, 1), loop-tile, cut to 10 s.
-    `name` names the clip in error messages.
+    full range (int16 / 32768). Start `start` seconds in, downmix, resample to 16 kHz, clip to [-1, 1),
+    loop-tile, cut to 10 s. `name` names the clip in error messages. Raises AudioLoadError (bad shape, dtype
+    or rate, no samples, non-finite samples, `start` at or past the end) or ConfigError (bad `downmix` or `start`).
     """
-    _check_downmix(downmix)
+    _check_options(downmix, start, name)
     if not (isinstance(sample_rate, numbers.Real) and 0 < sample_rate < math.inf):
         raise AudioLoadError(f"{name}: sample rate must be a positive number of Hz, got {sample_rate!r}")
     x = np.asarray(samples)
@@ -108,6 +133,10 @@ def prepare_waveform(
         )
     if x.size == 0:
         raise AudioLoadError(f"{name}: holds no audio samples (shape {x.shape})", hint="re-export the clip")
+    first = round(start * sample_rate)  # the window's first sample
+    if first >= len(x):
+        raise _past_end(name, start, len(x) / sample_rate)
+    x = x[first:]  # [N - first] or [N - first, C]
     if x.dtype.kind == "f":
         x = x.astype(np.float32, copy=False)
     elif x.dtype.kind == "i":
@@ -138,12 +167,26 @@ def prepare_waveform(
     return np.ascontiguousarray(np.tile(x, repeats)[:N_SAMPLES])  # [160_000]
 
 
-def _check_downmix(downmix: str) -> None:
+def _check_options(downmix: str, start: float, name: str) -> None:
     if downmix not in DOWNMIX_MODES:
         raise ConfigError(
             f"downmix must be one of {', '.join(map(repr, DOWNMIX_MODES))}, got {downmix!r}",
             hint='"first" keeps channel 0 like the official inference; "mean" averages the channels',
         )
+    if not (isinstance(start, numbers.Real) and 0 <= start < math.inf):
+        raise ConfigError(
+            f"{name}: --start must be a finite number of seconds >= 0, got {start!r}",
+            hint="the 10 s window begins this many seconds into the clip; 0 reads its first 10 s",
+        )
+
+
+def _past_end(name: str, start: float, seconds: float | None) -> AudioLoadError:
+    """The error for a window that would begin at or past the end of a clip `seconds` long."""
+    length = f"{round(seconds, 3)} s long" if seconds is not None else "its length is unknown"
+    return AudioLoadError(
+        f"{name}: --start {float(start)} s is past the end of the clip ({length})",
+        hint="choose a start inside the clip, or 0 for its first 10 s",
+    )
 
 
 def _check_file(path: Path) -> None:
@@ -158,30 +201,134 @@ def _check_file(path: Path) -> None:
         raise AudioLoadError(f"{path}: file is empty (0 bytes)", hint=_HINT_REEXPORT)
 
 
-def _riff_truncation(path: Path) -> str | None:
-    """Say how a RIFF/WAVE file is cut short, or None when it is whole or not a WAV.
-
-    libsndfile quietly shortens a WAV whose data chunk promises more bytes than the file holds
-    (it only notes "should be" in its log), so the chunk sizes are checked here against the file size.
-    """
-    size = path.stat().st_size
+def _truncation(path: Path) -> str | None:
+    """Say how a WAV, Ogg or MP3 file is cut short, or None when it looks whole (or is of another format)."""
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return None
-        order = "<" if head[:4] == b"RIFF" else ">"  # RIFX is the big-endian twin
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk_id, chunk_size = struct.unpack(order + "4sI", f.read(8))
-            if chunk_id == b"data":
-                present = size - (pos + 8)
-                # 0 and 0xFFFFFFFF are "length unknown" placeholders left by streaming writers.
-                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > present:
-                    return f"its data chunk promises {chunk_size} bytes but only {present} are present"
-                return None
-            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to an even size
+        if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+            return _riff_truncation(f, size, "<" if head[:4] == b"RIFF" else ">")  # RIFX: the big-endian twin
+        if head[:4] == b"OggS":
+            return _ogg_truncation(f, size)
+        if head[:3] == b"ID3" or _mpeg_frame(head[:4]):
+            return _mpeg_truncation(f, size)
     return None
+
+
+def _riff_truncation(f: BinaryIO, size: int, order: str) -> str | None:
+    """A WAV whose data chunk promises more bytes than the file holds (libsndfile only notes "should be" in its log)."""
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk_id, chunk_size = struct.unpack(order + "4sI", f.read(8))
+        if chunk_id == b"data":
+            present = size - (pos + 8)
+            # 0 and 0xFFFFFFFF are "length unknown" placeholders left by streaming writers.
+            if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > present:
+                return f"its data chunk promises {chunk_size} bytes but only {present} are present"
+            return None
+        pos += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to an even size
+    return None
+
+
+def _ogg_truncation(f: BinaryIO, size: int) -> str | None:
+    """An Ogg file is a chain of pages (RFC 3533): "OggS", version 0, header type (0x04: end of stream),
+    granule position, serial, page number, CRC, a segment count, the segment table, then the body, whose
+    size is the sum of the table. A whole file ends with a whole page that ends the stream."""
+    pos = header_type = 0
+    while pos < size:
+        f.seek(pos)
+        header = f.read(27)  # [27]: the page header up to the segment table
+        if not b"OggS".startswith(header[:4]) or header[4:5] not in (b"", b"\0"):
+            return f"the bytes from offset {pos} on are not an Ogg page (a gap or garbage in the stream)"
+        table = f.read(header[26]) if len(header) == 27 else b""  # [segments]: the body's lacing values
+        if len(header) < 27 or len(table) < header[26]:
+            return f"its last Ogg page (at byte {pos}) ends inside its header"
+        end = pos + 27 + len(table) + sum(table)
+        if end > size:
+            return f"its last Ogg page (at byte {pos}) needs {end - pos} bytes but only {size - pos} are left"
+        pos, header_type = end, header[5]
+    if not header_type & 0x04:
+        return "its last Ogg page does not end the stream (the end-of-stream flag is missing)"
+    return None
+
+
+# MPEG audio frame headers (ISO 11172-3, 13818-3, and the MPEG-2.5 extension): 4 bytes, 11 sync bits, then the
+# version (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5), the layer (3 - bits: I, II, III), a CRC bit, the bitrate index,
+# the sample-rate index and the padding bit. Bitrates in kbit/s for indices 1..14, by (MPEG-1?, layer):
+_MPEG_KBPS = {
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000), 0: (11_025, 12_000, 8_000)}  # Hz, by version
+
+
+def _mpeg_frame(header: bytes) -> tuple[tuple[int, int, int], int] | None:
+    """(stream kind, length in bytes) of the MPEG audio frame that starts with `header`, or None if none does."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (header[1] >> 3) & 3, 4 - ((header[1] >> 1) & 3)
+    index, rate_index, padding = header[2] >> 4, (header[2] >> 2) & 3, (header[2] >> 1) & 1
+    if version == 1 or layer == 4 or index in (0, 15) or rate_index == 3:
+        return None  # reserved values, or "free format", whose header does not give the frame's length
+    bitrate, rate = _MPEG_KBPS[version == 3, layer][index - 1] * 1000, _MPEG_RATES[version][rate_index]
+    if layer == 1:  # 384 samples, in 4-byte slots
+        length = (12 * bitrate // rate + padding) * 4
+    else:  # 1152 samples (576 in Layer III of MPEG-2 and 2.5): samples / 8 * bitrate / rate bytes
+        length = (72 if layer == 3 and version != 3 else 144) * bitrate // rate + padding
+    return (version, layer, rate_index), length
+
+
+def _mpeg_truncation(f: BinaryIO, size: int) -> str | None:
+    """Walk an MP3's frames, header to header, from its ID3v2 tags to its ID3v1 and APE tags. Only a frame that
+    runs past the end counts: where the walk meets anything else (free format, junk, another tag) it stops
+    without a verdict, so a valid file is never refused."""
+    pos = 0
+    f.seek(0)
+    head = f.read(10)
+    while head[:3] == b"ID3" and len(head) == 10:  # ID3v2: "ID3", version, flags, a 4-byte syncsafe size
+        pos += 10 + sum((b & 0x7F) << (21 - 7 * i) for i, b in enumerate(head[6:10])) + (10 if head[5] & 0x10 else 0)
+        f.seek(pos)
+        head = f.read(10)
+    if pos > size:
+        return f"its ID3v2 tag runs to byte {pos} but the file holds {size} bytes"
+    f.seek(pos)
+    lead = f.read(4096)
+    pos += len(lead) - len(lead.lstrip(b"\0"))  # zero padding some taggers leave after the tag
+    end = size - _mpeg_trailer(f, size)
+    kind = None
+    while pos < end:
+        f.seek(pos)
+        header = f.read(min(4, end - pos))
+        if len(header) < 4:  # 1-3 bytes left: the start of a header cut short, or stray bytes
+            return f"its last MPEG audio frame (at byte {pos}) ends inside its header" if header[0] == 0xFF else None
+        frame = _mpeg_frame(header)
+        if frame is None or kind not in (None, frame[0]):
+            return None
+        kind, length = frame
+        if pos + length > end:
+            return f"its last MPEG audio frame (at byte {pos}) needs {length} bytes but only {end - pos} are left"
+        pos += length
+    return None
+
+
+def _mpeg_trailer(f: BinaryIO, size: int) -> int:
+    """The size of the tags after an MP3's last frame: an ID3v1 tag (128 bytes, "TAG"), and before it an APE tag."""
+    trailer = 0
+    if size >= 128:
+        f.seek(size - 128)
+        trailer = 128 if f.read(3) == b"TAG" else 0
+    if size - trailer >= 32:
+        f.seek(size - trailer - 32)
+        footer = f.read(32)  # "APETAGEX", version, size (items + footer), item count, flags, reserved
+        if footer[:8] == b"APETAGEX":
+            _, tag_size, _, flags = struct.unpack("<4I", footer[8:24])
+            trailer += tag_size + (32 if flags & 0x80000000 else 0)  # bit 31: the tag also has a 32-byte header
+    return trailer
 
 
 def _reason(error: Exception) -> str:

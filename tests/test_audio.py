@@ -1,15 +1,16 @@
 """Tests of runtime/audio.py: any clip -> the [160_000] float32 waveform at 16 kHz (the first runtime stage).
 
-Only numpy, soundfile and soxr here: runtime/ never imports torch, nor do its tests.
-Clips are written with soundfile into tmp_path; the two real VGGSound clips come from ../shared/data/vggsound.
+No torch here: runtime/ never imports it, nor do its tests.
+Clips are written with soundfile into tmp_path (libsndfile writes WAV, FLAC, Ogg Vorbis/Opus and MP3), and
+some with FFmpeg through PyAV (a dev dependency; those tests skip without it) for files from another encoder;
+the two real VGGSound clips come from ../shared/data/vggsound.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from runtime.audio import N_SAMPLES, SAMPLE_RATE, load_audio, prepare_waveform
+from runtime.audio import _mpeg_frame, load_audio, prepare_waveform
+from runtime.contract import N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioLoadError, ConfigError
+from tests.support import CLIPS
 
 F0, F1 = 440.0, 1000.0  # Hz: channel 0 and channel 1 of the stereo test clips
 A0, A1 = 0.5, 0.3  # their amplitudes
@@ -26,10 +29,9 @@ A0, A1 = 0.5, 0.3  # their amplitudes
 
 @pytest.fixture(scope="module")
 def vggsound_dir() -> Path:
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vggsound"
-    if not path.is_dir():
-        pytest.skip(f"the real VGGSound clips are not at {path} (../shared/data/vggsound beside the repo)")
-    return path
+    if not CLIPS.is_dir():
+        pytest.skip(f"the real VGGSound clips are not at {CLIPS} (../shared/data/vggsound beside the repo)")
+    return CLIPS
 
 
 def sine(freq: float, sample_rate: int, seconds: float, amp: float = A0) -> np.ndarray:
@@ -62,9 +64,9 @@ def file_error(path: Path, problem: str) -> str:
     return "^" + re.escape(str(path)) + ": .*" + problem
 
 
-def load_error(path: Path, problem: str) -> AudioLoadError:
+def load_error(path: Path, problem: str, **options) -> AudioLoadError:
     with pytest.raises(AudioLoadError, match=file_error(path, problem)) as info:
-        load_audio(path)
+        load_audio(path, **options)
     assert "\n" not in str(info.value), "messages are one line"
     assert info.value.hint, "every load error says what to do next"
     return info.value
@@ -223,6 +225,125 @@ def test_silence_is_valid(tmp_path):
     assert not out.any()
 
 
+# ---- the window: `start` ------------------------------------------------------------------------------------------
+
+
+def ramp(n: int, channels: int = 0) -> np.ndarray:
+    """[n] (or [n, channels]) distinct float32 values: any slip of the window by one sample shows."""
+    x = np.linspace(-0.9, 0.9, n, dtype=np.float32)  # [n]
+    return np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1) if channels else x  # [n, C]
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
+def test_start_zero_is_the_first_10_seconds(tmp_path, ext):
+    path = write(tmp_path / f"long.{ext}", stereo(SAMPLE_RATE, 12.0), SAMPLE_RATE)
+    decoded, _ = sf.read(path, dtype="float32")  # [192_000, 2]: the whole clip, as libsndfile decodes it
+    out = load_audio(path)
+    atol = 1e-6 if ext == "mp3" else 0  # libmpg123's last bit depends on how much is decoded per call
+    np.testing.assert_allclose(out, decoded[:N_SAMPLES, 0], rtol=0, atol=atol)
+    for zero in (0, 0.0, np.float64(0)):
+        np.testing.assert_array_equal(load_audio(path, start=zero), out)
+        np.testing.assert_array_equal(prepare_waveform(decoded, SAMPLE_RATE, start=zero), decoded[:N_SAMPLES, 0])
+
+
+@pytest.mark.parametrize("start", [7 / SAMPLE_RATE, 0.5, 2.01, 2.5, 13.25, 14.999])  # 2.01 * 16000 = 32159.999...
+def test_start_is_a_slice_of_the_clip(tmp_path, start):
+    clip = ramp(25 * SAMPLE_RATE)  # [400_000], 25 s
+    path = write(tmp_path / "ramp.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    first = round(start * SAMPLE_RATE)
+    np.testing.assert_array_equal(load_audio(path, start=start), clip[first : first + N_SAMPLES])
+    np.testing.assert_array_equal(prepare_waveform(clip, SAMPLE_RATE, start=start), clip[first : first + N_SAMPLES])
+
+
+def test_start_picks_the_window_in_every_channel_before_the_downmix(tmp_path):
+    clip = ramp(12 * SAMPLE_RATE, channels=3)  # [192_000, 3]
+    path = write(tmp_path / "ramp3.flac", clip, SAMPLE_RATE, subtype="PCM_24")
+    decoded, _ = sf.read(path, dtype="float32")  # 24-bit: what the file holds
+    window = decoded[SAMPLE_RATE : SAMPLE_RATE + N_SAMPLES]  # start = 1 s
+    np.testing.assert_array_equal(load_audio(path, start=1.0), window[:, 0])
+    np.testing.assert_allclose(load_audio(path, start=1.0, downmix="mean"), window.mean(axis=1), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("ext, rate", [("ogg", SAMPLE_RATE), ("mp3", SAMPLE_RATE), ("ogg", 44_100), ("mp3", 44_100)])
+def test_start_in_lossy_formats_seeks_to_the_sample(tmp_path, ext, rate):
+    rng = np.random.default_rng(5)
+    clip = (stereo(rate, 25.0) + rng.uniform(-0.05, 0.05, (25 * rate, 2))).astype(np.float32)
+    path = write(tmp_path / f"long.{ext}", clip, rate)
+    decoded, _ = sf.read(path, dtype="float32")  # the whole clip decoded from its start
+    start = 3.3
+    expected = prepare_waveform(decoded[round(start * rate) :], rate)
+    np.testing.assert_allclose(load_audio(path, start=start), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("start", [5.0, 11.0, 12.0 - 1 / SAMPLE_RATE])
+def test_window_crossing_the_end_loop_tiles_the_rest(tmp_path, start):
+    clip = ramp(12 * SAMPLE_RATE, channels=2)  # [192_000, 2], 12 s
+    path = write(tmp_path / "ramp12.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    rest = clip[round(start * SAMPLE_RATE) :, 0]  # 7 s, 1 s, one sample
+    expected = rest[np.arange(N_SAMPLES) % len(rest)]  # repeated, never zero-padded
+    np.testing.assert_array_equal(load_audio(path, start=start), expected)
+    np.testing.assert_array_equal(prepare_waveform(clip, SAMPLE_RATE, start=start), expected)
+
+
+@pytest.mark.parametrize("start", [3.7, 4.1])  # 4.1 * 44100 = 180809.999...: the window starts at the nearest sample
+def test_start_with_resampling(tmp_path, start):
+    rate = 44_100
+    rng = np.random.default_rng(6)
+    clip = rng.uniform(-0.5, 0.5, 25 * rate).astype(np.float32)  # 25 s at 44.1 kHz
+    path = write(tmp_path / "long44.wav", clip, rate, subtype="FLOAT")
+    rest = soxr.resample(clip[round(start * rate) :], rate, SAMPLE_RATE, quality="HQ")  # the clip from `start`, at 16 kHz
+    np.testing.assert_allclose(load_audio(path, start=start), rest[:N_SAMPLES], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(prepare_waveform(clip, rate, start=start), rest[:N_SAMPLES], rtol=0, atol=1e-6)
+    assert not np.allclose(load_audio(path, start=start), load_audio(path, start=start + 0.1), atol=0.1), "the window moves"
+
+
+def test_start_with_resampling_near_the_end(tmp_path):
+    rate = 44_100
+    rng = np.random.default_rng(7)
+    clip = rng.uniform(-0.5, 0.5, 12 * rate).astype(np.float32)  # 12 s
+    path = write(tmp_path / "short44.wav", clip, rate, subtype="FLOAT")
+    rest = soxr.resample(clip[5 * rate :], rate, SAMPLE_RATE, quality="HQ")  # [112_000]: the 7 s left after 5 s
+    expected = rest[np.arange(N_SAMPLES) % len(rest)]
+    np.testing.assert_array_equal(load_audio(path, start=5.0), expected)
+    np.testing.assert_array_equal(prepare_waveform(clip, rate, start=5.0), expected)
+
+
+@pytest.mark.parametrize("bad", [-1.0, -1e-9, np.nan, np.inf, -np.inf, "2"], ids=repr)
+def test_bad_start_is_a_config_error_before_any_file_access(tmp_path, bad):
+    path = tmp_path / "missing.wav"
+    with pytest.raises(ConfigError, match=file_error(path, re.escape(f"--start must be a finite number of seconds >= 0, got {bad!r}"))):
+        load_audio(path, start=bad)
+    with pytest.raises(ConfigError, match=r"^<mic>: --start .* got " + re.escape(repr(bad))):
+        prepare_waveform(np.zeros(10, np.float32), SAMPLE_RATE, name="<mic>", start=bad)
+
+
+@pytest.mark.parametrize("rate", [SAMPLE_RATE, 44_100])
+@pytest.mark.parametrize("start", [12.0, 8.3, 8.3 + 1e-6])
+def test_start_at_or_past_the_end(tmp_path, rate, start):
+    path = write(tmp_path / "x.wav", sine(F0, rate, 8.3), rate)  # 8.3 s
+    error = load_error(path, re.escape(f"--start {start} s is past the end of the clip (8.3 s long)"), start=start)
+    assert str(error) == f"{path}: --start {start} s is past the end of the clip (8.3 s long)"
+    with pytest.raises(AudioLoadError, match=re.escape(f"<mic>: --start {start} s is past the end of the clip (8.3 s long)")):
+        prepare_waveform(sine(F0, rate, 8.3), rate, name="<mic>", start=start)
+
+
+def test_start_just_before_the_end_tiles_the_last_sample(tmp_path):
+    clip = ramp(round(8.3 * SAMPLE_RATE))  # [132_800]
+    path = write(tmp_path / "x.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, start=8.3 - 1 / SAMPLE_RATE), np.full(N_SAMPLES, clip[-1]))
+
+
+def test_past_the_end_message_rounds_the_length(tmp_path):
+    path = write(tmp_path / "odd.wav", np.zeros(100_001, np.float32), 44_100)  # 2.2675963... s
+    load_error(path, re.escape("--start 3.0 s is past the end of the clip (2.268 s long)"), start=3)
+
+
+def test_start_past_the_end_of_an_mp3(tmp_path):
+    path = write(tmp_path / "x.mp3", sine(F0, 44_100, 3.0), 44_100)
+    load_error(path, r"--start 60.0 s is past the end of the clip \(3.0\d* s long\)", start=60.0)
+    assert load_audio(path, start=2.5).shape == (N_SAMPLES,)
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------------
 
 
@@ -329,7 +450,274 @@ def test_prepare_waveform_rejects_bad_arrays(samples, rate, problem):
         prepare_waveform(samples, rate, name="<mic>")
 
 
-def test_module_imports_no_torch():
-    code = "import sys, runtime.audio; sys.exit('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
-    assert result.returncode == 0, "runtime.audio imported torch"
+# ---- truncated Ogg and MP3: the cases libsndfile decodes quietly as a shorter clip --------------------------------
+
+
+def noisy(rate: int, seconds: float, channels: int) -> np.ndarray:
+    """A tone with a little noise: [N, channels] float32 that lossy encoders do not squash to nothing."""
+    rng = np.random.default_rng(round(rate * seconds) + channels)
+    x = sine(F0, rate, seconds)[:, None] + rng.uniform(-0.05, 0.05, (round(seconds * rate), channels))
+    return x.astype(np.float32)  # [N, C]
+
+
+def cut(path: Path, data: bytes, name: str = "cut") -> Path:
+    out = path.with_name(f"{name}{path.suffix}")
+    out.write_bytes(data)
+    return out
+
+
+def encode_with_av(path: Path, data: np.ndarray, rate: int, codec: str, bit_rate: int | None = None, **options) -> Path:
+    """Encode [N, C] float32 with FFmpeg (PyAV, a dev dependency): files from another encoder and muxer than libsndfile's."""
+    av = pytest.importorskip("av")
+    layout = "mono" if data.shape[1] == 1 else "stereo"
+    with av.open(str(path), "w", format=path.suffix[1:], options=options) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout=layout)  # [C, N] planar
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
+
+
+def decodes_quietly(path: Path) -> int:
+    """libsndfile's view of a cut file: it opens and decodes it without an error (the blind spot checked here)."""
+    samples, _ = sf.read(path, dtype="float32")
+    assert len(samples) > 0
+    return len(samples)
+
+
+OGG_CASES = [  # rate, channels, seconds, subtype
+    (SAMPLE_RATE, 1, 0.3, "VORBIS"),
+    (SAMPLE_RATE, 2, 3.0, "VORBIS"),
+    (44_100, 1, 25.0, "VORBIS"),
+    (44_100, 2, 3.7, "VORBIS"),
+    (48_000, 2, 2.0, "OPUS"),
+    (SAMPLE_RATE, 1, 12.0, "OPUS"),
+]
+
+
+@pytest.mark.parametrize("rate, channels, seconds, subtype", OGG_CASES)
+def test_whole_ogg_files_load(tmp_path, rate, channels, seconds, subtype):
+    path = write(tmp_path / "whole.ogg", noisy(rate, seconds, channels), rate, subtype=subtype)
+    out = load_audio(path)
+    assert out.shape == (N_SAMPLES,) and np.abs(out).max() > 0.1
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("rate, channels, seconds, subtype", [c for c in OGG_CASES if c[2] >= 2])
+def test_truncated_ogg(tmp_path, rate, channels, seconds, subtype, fraction):
+    data = write(tmp_path / "whole.ogg", noisy(rate, seconds, channels), rate, subtype=subtype).read_bytes()
+    path = cut(tmp_path / "whole.ogg", data[: round(len(data) * fraction)])
+    if subtype == "VORBIS" and fraction >= 0.5:  # (libsndfile refuses an Opus file, or a Vorbis one cut early, itself)
+        decodes_quietly(path)
+    load_error(path, r"file is truncated: its last Ogg page \(at byte \d+\) (needs \d+ bytes but only \d+ are left|ends inside its header)")
+
+
+def test_ogg_cut_inside_a_page_header(tmp_path):
+    data = write(tmp_path / "whole.ogg", noisy(44_100, 3.0, 1), 44_100).read_bytes()
+    last = data.rindex(b"OggS")  # the last page
+    load_error(cut(tmp_path / "whole.ogg", data[: last + 20]), r"truncated: its last Ogg page \(at byte \d+\) ends inside its header")
+
+
+def test_ogg_cut_at_a_page_boundary_lacks_the_end_of_stream_flag(tmp_path):
+    data = write(tmp_path / "whole.ogg", noisy(44_100, 3.0, 2), 44_100).read_bytes()
+    path = cut(tmp_path / "whole.ogg", data[: data.rindex(b"OggS")])  # every page whole, the last one gone
+    decodes_quietly(path)
+    load_error(path, "truncated: its last Ogg page does not end the stream")
+
+
+def test_ogg_cut_inside_its_header_pages(tmp_path):
+    data = write(tmp_path / "whole.ogg", noisy(44_100, 3.0, 1), 44_100).read_bytes()
+    load_error(cut(tmp_path / "whole.ogg", data[:100]), "truncated: its last Ogg page")
+
+
+@pytest.mark.parametrize("where", ["between pages", "at the end"])
+def test_garbage_in_an_ogg_file(tmp_path, where):
+    data = write(tmp_path / "whole.ogg", noisy(44_100, 3.0, 1), 44_100).read_bytes()
+    at = data.index(b"OggS", len(data) // 2) if where == "between pages" else len(data)
+    path = cut(tmp_path / "whole.ogg", data[:at] + b"\0" * 64 + data[at:], "garbage")
+    load_error(path, rf"truncated: the bytes from offset {at} on are not an Ogg page")
+
+
+def test_ogg_opus_from_ffmpeg_loads(tmp_path):
+    path = encode_with_av(tmp_path / "ffmpeg.ogg", noisy(48_000, 3.0, 2), 48_000, "libopus")
+    assert load_audio(path).shape == (N_SAMPLES,)
+    data = path.read_bytes()
+    load_error(cut(path, data[: len(data) * 2 // 3]), "truncated: its last Ogg page")
+
+
+MP3_CASES = [  # rate, channels, seconds, bitrate mode: MPEG-1 (32-48 kHz), MPEG-2 (16-24 kHz), MPEG-2.5 (8-12 kHz)
+    (SAMPLE_RATE, 1, 0.3, "VARIABLE"),
+    (SAMPLE_RATE, 2, 3.0, "CONSTANT"),
+    (44_100, 1, 25.0, "VARIABLE"),
+    (44_100, 2, 3.7, "CONSTANT"),
+    (48_000, 2, 2.0, "CONSTANT"),
+    (32_000, 1, 2.0, "VARIABLE"),
+    (22_050, 2, 1.0, "VARIABLE"),
+    (8_000, 1, 2.0, "VARIABLE"),
+    (11_025, 2, 2.0, "CONSTANT"),
+]
+
+
+@pytest.mark.parametrize("rate, channels, seconds, mode", MP3_CASES)
+def test_whole_mp3_files_load(tmp_path, rate, channels, seconds, mode):
+    path = write(tmp_path / "whole.mp3", noisy(rate, seconds, channels), rate, bitrate_mode=mode, compression_level=0.5)
+    out = load_audio(path)
+    assert out.shape == (N_SAMPLES,) and np.abs(out).max() > 0.1
+
+
+def frame_cut(data: bytes, fraction: float, into: int = 10) -> bytes:
+    """The file cut `into` bytes into a frame near `fraction` of it (found by its sync word), so never between frames."""
+    sync = data[data.index(b"\xff") : data.index(b"\xff") + 2]  # the first frame's sync and version/layer bits
+    return data[: data.index(sync, round(len(data) * fraction)) + into]
+
+
+def strip_xing(data: bytes) -> bytes:
+    """A libsndfile MP3 without its first frame, the Xing (VBR) or Info (CBR) frame: then libsndfile estimates its length."""
+    assert data[:2] == b"\xff\xfb" and (b"Xing" in data[:200] or b"Info" in data[:200])
+    stripped = data[data.index(b"\xff\xfb", 4) :]
+    assert b"Xing" not in stripped[:200] and b"Info" not in stripped[:200]
+    return stripped
+
+
+def test_libsndfile_writes_a_xing_header_and_a_cut_past_the_window_is_caught(tmp_path):
+    # libsndfile (through LAME) starts its MP3s with a Xing frame, so libsndfile knows their length; but the
+    # decoded window covers 10 s only, so a cut beyond it was invisible until the frame walk.
+    data = write(tmp_path / "whole.mp3", noisy(44_100, 25.0, 2), 44_100).read_bytes()
+    assert b"Xing" in data[:200]
+    for fraction in (0.2, 0.6, 0.95):
+        path = cut(tmp_path / "whole.mp3", frame_cut(data, fraction))
+        load_error(path, r"truncated: its last MPEG audio frame \(at byte \d+\) needs \d+ bytes but only \d+ are left")
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mp3_without_xing_header_from_libsndfile(tmp_path, channels):
+    data = write(tmp_path / "x.mp3", noisy(44_100, 6.0, channels), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes()
+    whole = cut(tmp_path / "x.mp3", strip_xing(data), "whole")
+    assert load_audio(whole).shape == (N_SAMPLES,)
+    for fraction in (0.3, 0.8):
+        path = cut(whole, frame_cut(whole.read_bytes(), fraction))
+        assert decodes_quietly(path) < sf.info(whole).frames * (fraction + 0.05), "libsndfile sees a shorter clip"
+        load_error(path, r"truncated: its last MPEG audio frame \(at byte \d+\) needs \d+ bytes")
+    path = cut(whole, frame_cut(whole.read_bytes(), 0.5, into=2))  # the last frame's header itself cut short
+    decodes_quietly(path)
+    load_error(path, r"truncated: its last MPEG audio frame \(at byte \d+\) ends inside its header")
+
+
+AV_MP3_CASES = [  # codec, rate, kbit/s: every MPEG version, both layers FFmpeg encodes, many frame sizes and paddings
+    *[("libmp3lame", 44_100, k) for k in (32, 128, 320)],
+    ("libmp3lame", 48_000, 96),
+    ("libmp3lame", 32_000, 48),
+    ("libmp3lame", 22_050, 160),
+    ("libmp3lame", 24_000, 64),
+    ("libmp3lame", 16_000, 16),
+    ("libmp3lame", 8_000, 8),
+    ("libmp3lame", 11_025, 32),
+    ("mp2", 44_100, 192),
+    ("mp2", 48_000, 384),
+    ("mp2", 22_050, 64),
+    ("mp2", 16_000, 8),
+]
+
+
+@pytest.mark.parametrize("codec, rate, kbps", AV_MP3_CASES)
+def test_mp3_without_xing_header_from_ffmpeg(tmp_path, codec, rate, kbps):
+    # FFmpeg's MP3 muxer: an ID3v2 tag first, and no Xing frame when asked (the other common kind of MP3).
+    suffix = ".mp3" if codec == "libmp3lame" else ".mp2"
+    options = {"write_xing": "0"} if codec == "libmp3lame" else {}
+    whole = encode_with_av(tmp_path / f"whole{suffix}", noisy(rate, 2.3, 2), rate, codec, kbps * 1000, **options)
+    data = whole.read_bytes()
+    assert b"Xing" not in data and b"Info" not in data[:2000]
+    assert load_audio(whole).shape == (N_SAMPLES,)
+    for part in (frame_cut(data, 0.5), data[:-1]):
+        path = cut(whole, part)
+        decodes_quietly(path)
+        load_error(path, r"truncated: its last MPEG audio frame")
+
+
+@pytest.mark.parametrize("codec", ["libmp3lame", "mp2"])
+def test_start_between_the_end_and_libsndfiles_estimate_of_it(tmp_path, codec):
+    # Without a Xing/Info frame libsndfile estimates the length from the file size, here a little too long: a
+    # start between the true end and the estimate is past the end, whether libsndfile's seek fails or reads nothing.
+    suffix, options = (".mp3", {"write_xing": "0"}) if codec == "libmp3lame" else (".mp2", {})
+    path = encode_with_av(tmp_path / f"x{suffix}", noisy(44_100, 3.0, 2), 44_100, codec, 128_000, **options)
+    decoded, estimate = len(sf.read(path)[0]), sf.info(path).frames
+    assert decoded < estimate, "libsndfile's estimate overshoots here; the case needs it"
+    start = (decoded + estimate) // 2 / 44_100
+    load_error(path, re.escape(f"--start {start} s is past the end of the clip (its length is unknown)"), start=start)
+    assert load_audio(path, start=(decoded - 100) / 44_100).shape == (N_SAMPLES,)
+
+
+def id3v2(payload_size: int) -> bytes:
+    """An ID3v2.3 tag holding one padded TXXX frame: a 10-byte header with a syncsafe size, then the frames."""
+    body = b"TXXX" + (payload_size - 10).to_bytes(4, "big") + b"\0\0" + b"\0" * (payload_size - 10)
+    size = len(body)
+    return b"ID3\x03\x00\x00" + bytes((size >> 21 & 0x7F, size >> 14 & 0x7F, size >> 7 & 0x7F, size & 0x7F)) + body
+
+
+def ape_tag() -> bytes:
+    """An APEv2 tag (header, one item, footer) as taggers append it after the last frame."""
+    item = (5).to_bytes(4, "little") + (0).to_bytes(4, "little") + b"Title\0" + b"hello"
+    def part(flags: int) -> bytes:
+        return b"APETAGEX" + struct.pack("<4I", 2000, len(item) + 32, 1, flags) + b"\0" * 8
+    return part(0xA0000000) + item + part(0x80000000)
+
+
+ID3V1 = b"TAG" + b"a title".ljust(30, b"\0") + bytes(95)  # 128 bytes
+
+
+@pytest.mark.parametrize("tags", ["id3v2 300 bytes", "id3v2 + zeros", "id3v2 + id3v1", "ape + id3v1", "ape", "two id3v2"])
+def test_mp3_tags_are_skipped(tmp_path, tags):
+    data = strip_xing(write(tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes())
+    head = {"id3v2 300 bytes": id3v2(300), "id3v2 + id3v1": id3v2(1000), "two id3v2": id3v2(200) + id3v2(150),
+            "id3v2 + zeros": id3v2(300) + bytes(40)}.get(tags, b"")
+    tail = {"id3v2 + id3v1": ID3V1, "ape + id3v1": ape_tag() + ID3V1, "ape": ape_tag()}.get(tags, b"")
+    whole = cut(tmp_path / "x.mp3", head + data + tail, "whole")
+    assert load_audio(whole).shape == (N_SAMPLES,)
+    cut_short = cut(whole, head + data[:-7] + tail)  # the last frame loses 7 bytes; the tags are whole
+    load_error(cut_short, r"truncated: its last MPEG audio frame .* needs \d+ bytes but only \d+ are left")
+
+
+def test_mp3_cut_inside_its_id3v2_tag(tmp_path):
+    data = write(tmp_path / "x.mp3", noisy(44_100, 1.0, 1), 44_100).read_bytes()
+    load_error(cut(tmp_path / "x.mp3", (id3v2(2000) + data)[:500]), r"truncated: its ID3v2 tag runs to byte 2010 but the file holds 500 bytes")
+
+
+def test_mp3_ending_in_bytes_that_look_like_another_streams_header_loads(tmp_path):
+    # An MPEG-2 (16 kHz) header and a few bytes after an MPEG-1 (44.1 kHz) stream: not a frame of this stream.
+    data = write(tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100).read_bytes()
+    path = cut(tmp_path / "x.mp3", data + bytes.fromhex("fff36864") + bytes(20), "stray")
+    assert load_audio(path).shape == (N_SAMPLES,)
+
+
+def test_mp3_with_junk_between_frames_loads(tmp_path):
+    # The walk stops without a verdict where it meets anything but a frame: a file decoders accept is never refused.
+    data = strip_xing(write(tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes())
+    at = data.index(b"\xff\xfb", len(data) // 2)
+    path = cut(tmp_path / "x.mp3", data[:at] + b"junk" * 20 + data[at:], "junk")
+    assert load_audio(path).shape == (N_SAMPLES,)
+
+
+@pytest.mark.parametrize(
+    "header, length",
+    [
+        ("fffb9064", 417),  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz: 144 * 128000 / 44100
+        ("fffb9264", 418),  # the same, padded
+        ("fff36864", 216),  # MPEG-2 Layer III, 48 kbit/s, 16 kHz: 72 * 48000 / 16000
+        ("ffe32864", 144),  # MPEG-2.5 Layer III, 16 kbit/s, 8 kHz: 72 * 16000 / 8000
+        ("fffde404", 1152),  # MPEG-1 Layer II, 384 kbit/s, 48 kHz: 144 * 384000 / 48000
+        ("ffffe804", 672),  # MPEG-1 Layer I, 448 kbit/s, 32 kHz: (12 * 448000 / 32000) * 4
+        ("fff7e804", 768),  # MPEG-2 Layer I, 256 kbit/s, 16 kHz: (12 * 256000 / 16000) * 4
+        ("fffb0064", None),  # free format: the header does not give the length
+        ("fffbf064", None),  # bitrate index 15: invalid
+        ("fffb9c64", None),  # sample-rate index 3: reserved
+        ("ffeb9064", None),  # version 01: reserved
+        ("fff99064", None),  # layer 00: reserved
+        ("fff19064", None),  # an AAC ADTS header, not MPEG audio
+    ],
+)
+def test_mpeg_frame_lengths(header, length):
+    frame = _mpeg_frame(bytes.fromhex(header))
+    assert (frame[1] if frame else None) == length

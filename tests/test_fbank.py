@@ -25,7 +25,6 @@ from audiotoken.fbank import (
     N_FFT,
     N_MELS,
     PREEMPHASIS,
-    SAMPLE_RATE,
     Fbank,
     compute_fbank,
     frame_kernel,
@@ -33,13 +32,13 @@ from audiotoken.fbank import (
     num_frames,
     povey_window,
 )
+from runtime.contract import N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioLoadError
 from tests.kaldi_reference import INSTALL_HINT, kaldi_available, kaldi_fbank, kaldi_module
+from tests.support import CLIPS as VGGSOUND
 
 TOL = 1e-3                                   # SPEC 9: max abs error on the normalised log scale
-N_SAMPLES = 10 * SAMPLE_RATE                 # 160000: the 10 s the runtime always feeds
-VGGSOUND = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vggsound"
-CLIPS = sorted(VGGSOUND.glob("*.wav"))
+CLIPS = sorted(VGGSOUND.glob("*.wav"))  # the real 10 s clips
 FLOOR_VALUE = (np.log(np.float32(LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE   # about -2.3917
 
 requires_oracle = pytest.mark.skipif(not kaldi_available(), reason=INSTALL_HINT)

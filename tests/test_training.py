@@ -29,7 +29,7 @@ from audiotoken.encoder import AudioEncoder
 from audiotoken.train_config import TrainConfig, parse_resolution
 from audiotoken.training import (METRICS, Objective, batch_features, load_frozen,
                                  train)
-from runtime.audio import SAMPLE_RATE
+from runtime.contract import SAMPLE_RATE
 from runtime.errors import ConfigError
 
 SECONDS = 2  # audio window
