@@ -58,11 +58,13 @@ class BEATsConfig:
     gru_rel_pos: bool = False
 
     @classmethod
-    def from_dict(cls, cfg: dict, source: str = "<cfg>") -> "BEATsConfig":
+    def from_dict(cls, cfg: dict, source: str = "<cfg>") -> BEATsConfig:
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in cfg.items() if k in known})
         if config.input_patch_size <= 0:
-            raise CheckpointError(f"{source}: cfg.input_patch_size is {config.input_patch_size}; BEATs needs a positive patch size (16)")
+            raise CheckpointError(
+                f"{source}: cfg.input_patch_size is {config.input_patch_size}; BEATs needs a positive patch size (16)"
+            )
         if config.encoder_layers < max(FEATURE_LAYERS):
             raise CheckpointError(
                 f"{source}: cfg.encoder_layers is {config.encoder_layers}; AudioToken reads layers {FEATURE_LAYERS}, so it needs >= 12"
@@ -172,7 +174,9 @@ class Encoder(nn.Module):
         alpha = (2.0 * config.encoder_layers) ** 0.25 if config.deep_norm else 1.0  # 2.2134 for 12 layers
         self.layers = nn.ModuleList(EncoderLayer(config, alpha) for _ in range(config.encoder_layers))
         self.relative_attention_bias = (
-            nn.Embedding(config.num_buckets, config.encoder_attention_heads) if config.relative_position_embedding else None
+            nn.Embedding(config.num_buckets, config.encoder_attention_heads)
+            if config.relative_position_embedding
+            else None
         )
         self.config = config
 
@@ -231,7 +235,7 @@ class BEATs(nn.Module):
         return torch.cat(captured, dim=-1)  # [B, N, 3C]
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "BEATs":
+    def from_checkpoint(cls, path: str | Path) -> BEATs:
         """Load an official BEATs ``.pt`` (a dict with ``cfg`` and ``model``) in eval mode."""
         checkpoint = read_checkpoint(path)
         config = BEATsConfig.from_dict(checkpoint["cfg"], source=str(path))
@@ -246,7 +250,9 @@ class BEATs(nn.Module):
 
 def read_checkpoint(path: str | Path) -> dict:
     """Read a BEATs ``.pt`` and check it is the upstream ``{cfg, model}`` dict."""
-    checkpoint = read_torch_file(path, "BEATs checkpoint", hint="pass the path of BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt")
+    checkpoint = read_torch_file(
+        path, "BEATs checkpoint", hint="pass the path of BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"
+    )
     if not isinstance(checkpoint, dict) or "cfg" not in checkpoint or "model" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: expected a BEATs checkpoint dict with 'cfg' and 'model', got {found}")
@@ -280,7 +286,9 @@ def official_to_module_state(state: dict, config: BEATsConfig, source: str) -> d
         for i in range(1, config.encoder_layers):
             alias = state.pop(REL_BIAS_KEY.format(i), None)
             if alias is not None and not torch.equal(alias, table):
-                raise CheckpointError(f"{source}: {REL_BIAS_KEY.format(i)} differs from layer 0's; BEATs shares one table")
+                raise CheckpointError(
+                    f"{source}: {REL_BIAS_KEY.format(i)} differs from layer 0's; BEATs shares one table"
+                )
         out["encoder.relative_attention_bias.weight"] = table
     out.update(state)
     return out

@@ -24,7 +24,9 @@ def read_torch_file(path: str | Path, what: str, hint: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         first_line = (str(exc).splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first_line})", hint=hint) from exc
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first_line})", hint=hint
+        ) from exc
 
 
 def load_strict(module: nn.Module, state: dict, source: str) -> None:
@@ -32,9 +34,16 @@ def load_strict(module: nn.Module, state: dict, source: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mis_shaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own if k in state and state[k].shape != own[k].shape]
-    problems = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for label, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
+    mis_shaped = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = [
+        f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
+        if keys
+    ]
     if problems:
         raise CheckpointError(f"{source}: does not match the {type(module).__name__} layout ({'; '.join(problems)})")
     module.load_state_dict({k: v.float() for k, v in state.items()})

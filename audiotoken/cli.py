@@ -19,7 +19,9 @@ from runtime.errors import needs_pytorch_side
 @reports_errors
 def make_random_command(
     out: Path = typer.Argument(..., help="Folder to write sd/, beats.pt and embedder.bin into.", show_default=False),
-    arch: str = typer.Option("tiny", "--arch", help="tiny: seconds, a few MB; sd15: the real SD 1.5 + BEATs iter3 sizes (~4.5 GB)."),
+    arch: str = typer.Option(
+        "tiny", "--arch", help="tiny: seconds, a few MB; sd15: the real SD 1.5 + BEATs iter3 sizes (~4.5 GB)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:
@@ -59,7 +61,9 @@ def train_command(
     cosine_loss: bool = option(TrainConfig, "cosine_loss", "--cosine-loss/--no-cosine-loss"),
     lambda_cosine: float = option(TrainConfig, "lambda_cosine", "--lambda-cosine"),
     audio_seconds: int = option(TrainConfig, "audio_seconds", "--audio-seconds"),
-    resolution: str = option(TrainConfig, "resolution", "--resolution", default=resolution_text(default_of(TrainConfig, "resolution"))),
+    resolution: str = option(
+        TrainConfig, "resolution", "--resolution", default=resolution_text(default_of(TrainConfig, "resolution"))
+    ),
     template: str = option(TrainConfig, "template", "--template"),
     mixed_precision: str = option(TrainConfig, "mixed_precision", "--mixed-precision", **choice(MIXED_PRECISIONS)),
     seed: int = option(TrainConfig, "seed", "--seed"),
@@ -73,11 +77,29 @@ def train_command(
     from rich.console import Console
 
     config = TrainConfig(
-        sd=sd, beats=beats, data=data, out=out, embedder=embedder, exclude=tuple(exclude or ()), steps=steps,
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, scale_lr=scale_lr, lambda_l1=lambda_l1,
-        cosine_loss=cosine_loss, lambda_cosine=lambda_cosine, audio_seconds=audio_seconds,
-        resolution=parse_resolution(resolution), template=template, mixed_precision=mixed_precision, seed=seed,
-        resume=resume, save_every=save_every, cache_features=cache_features, workers=workers,
+        sd=sd,
+        beats=beats,
+        data=data,
+        out=out,
+        embedder=embedder,
+        exclude=tuple(exclude or ()),
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        scale_lr=scale_lr,
+        lambda_l1=lambda_l1,
+        cosine_loss=cosine_loss,
+        lambda_cosine=lambda_cosine,
+        audio_seconds=audio_seconds,
+        resolution=parse_resolution(resolution),
+        template=template,
+        mixed_precision=mixed_precision,
+        seed=seed,
+        resume=resume,
+        save_every=save_every,
+        cache_features=cache_features,
+        workers=workers,
     )
     config.check()
     try:

@@ -109,13 +109,17 @@ def files_by_name(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 def read_labels(path: Path) -> dict[str, tuple[str, str]]:
     """``labels.csv`` -> {name: (label, split)}; the first row of a name wins (as the official loader)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: labels file not found", hint=f"write a CSV with the header {','.join(LABEL_COLUMNS)}")
+        raise ConfigError(
+            f"{path}: labels file not found", hint=f"write a CSV with the header {','.join(LABEL_COLUMNS)}"
+        )
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}",
-                              hint=f"the header must hold {','.join(LABEL_COLUMNS)}")
+            raise ConfigError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}",
+                hint=f"the header must hold {','.join(LABEL_COLUMNS)}",
+            )
         rows: dict[str, tuple[str, str]] = {}
         for row in reader:
             rows.setdefault(row["name"].strip(), (row["label"].strip(), row["split"].strip()))
@@ -162,7 +166,9 @@ def scan_dataset(root: str | Path, exclude_lists: tuple[Path, ...] = ()) -> tupl
     """Pair the clips of ``root`` with their pictures and labels; report everything left out and why."""
     root = Path(root)
     if not (root / "audio").is_dir():
-        raise ConfigError(f"{root}: no audio/ folder", hint="expected DATA/audio, DATA/images or DATA/video, DATA/labels.csv")
+        raise ConfigError(
+            f"{root}: no audio/ folder", hint="expected DATA/audio, DATA/images or DATA/video, DATA/labels.csv"
+        )
     audio = files_by_name(root / "audio", AUDIO_SUFFIXES)
     pictures = {**files_by_name(root / "video", VIDEO_SUFFIXES), **files_by_name(root / "images", IMAGE_SUFFIXES)}
     labels = read_labels(root / "labels.csv")
@@ -220,7 +226,7 @@ def read_video_frame(path: Path, start: int, seconds: int, rng: np.random.Genera
         low, high = frame_window(total, start, seconds)
         index = int(rng.integers(low, high + 1))
         frame = None
-        for i, frame in enumerate(container.decode(stream)):  # a short estimate falls back to the last frame
+        for i, frame in enumerate(container.decode(stream)):  # noqa: B007 (a short estimate falls back to the last frame)
             if i == index:
                 break
         if frame is None:
@@ -254,7 +260,9 @@ class FeatureCache:
         return load_file(path)["features"] if path.is_file() else None  # [N, 3C]
 
     def save(self, name: str, start: int, features: torch.Tensor) -> None:
-        write_atomically(self.path(name, start), save({"features": features.detach().float().cpu().contiguous()}))  # [N, 3C]
+        write_atomically(
+            self.path(name, start), save({"features": features.detach().float().cpu().contiguous()})
+        )  # [N, 3C]
 
 
 class PairedClips(Dataset):
@@ -265,9 +273,13 @@ class PairedClips(Dataset):
     [N, 3C]; ``skipped`` lists the clips that failed to decode on the way, as (name, reason).
     """
 
-    def __init__(self, clips: list[Clip], seed: int, seconds: int, size: tuple[int, int], cache: FeatureCache | None = None):
+    def __init__(
+        self, clips: list[Clip], seed: int, seconds: int, size: tuple[int, int], cache: FeatureCache | None = None
+    ):
         if not 1 <= seconds < CLIP_SECONDS:
-            raise ConfigError(f"audio window of {seconds} s: expected 1 to {CLIP_SECONDS - 1} s (the start is drawn in 0 .. 10 - L - 1)")
+            raise ConfigError(
+                f"audio window of {seconds} s: expected 1 to {CLIP_SECONDS - 1} s (the start is drawn in 0 .. 10 - L - 1)"
+            )
         self.clips = clips
         self.labels = sorted({clip.label for clip in clips})
         self.seed, self.seconds, self.size, self.cache = seed, seconds, size, cache
@@ -276,7 +288,10 @@ class PairedClips(Dataset):
     def clip_at(self, position: int) -> Clip:
         epoch, index = divmod(position, len(self.clips))
         if epoch != self._epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.seed, ORDER_STREAM, epoch]).permutation(len(self.clips))
+            self._epoch, self._order = (
+                epoch,
+                np.random.default_rng([self.seed, ORDER_STREAM, epoch]).permutation(len(self.clips)),
+            )
         return self.clips[self._order[index]]
 
     def __getitem__(self, position: int) -> dict:
@@ -288,7 +303,9 @@ class PairedClips(Dataset):
                 return {**self.load(clip, rng), "skipped": skipped}
             except Exception as exc:  # any decoder error: skip the clip, say why
                 skipped.append((clip.name, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"))
-        raise ConfigError(f"every clip failed to load; the last, {skipped[-1][0]}: {skipped[-1][1]}", hint="check the dataset files")
+        raise ConfigError(
+            f"every clip failed to load; the last, {skipped[-1][0]}: {skipped[-1][1]}", hint="check the dataset files"
+        )
 
     def load(self, clip: Clip, rng: np.random.Generator) -> dict:
         start = int(rng.integers(0, CLIP_SECONDS - self.seconds))  # {0 .. 10 - L - 1}, spec 1.1
@@ -297,8 +314,12 @@ class PairedClips(Dataset):
         else:
             with Image.open(clip.picture) as file:
                 image = file.convert("RGB")
-        sample = {"name": clip.name, "label": self.labels.index(clip.label), "start": start,
-                  "image": picture_tensor(image, self.size)}  # [3, H, W]
+        sample = {
+            "name": clip.name,
+            "label": self.labels.index(clip.label),
+            "start": start,
+            "image": picture_tensor(image, self.size),
+        }  # [3, H, W]
         features = self.cache.load(clip.name, start) if self.cache else None
         if features is not None:
             return {**sample, "features": features}  # [N, 3C]

@@ -92,12 +92,14 @@ class Embedder(nn.Module):
         return torch.einsum("bn,bnd->bd", weights, h)  # [B, D]
 
     @classmethod
-    def from_file(cls, path: str | Path, stochastic: bool = False) -> "Embedder":
+    def from_file(cls, path: str | Path, stochastic: bool = False) -> Embedder:
         """Load ``embedder_learned_embeds.bin`` (a bare state_dict, official key names); D from ``fc2.weight``."""
         state = read_torch_file(path, "embedder weights", hint="pass the path of embedder_learned_embeds.bin")
         if not isinstance(state, dict) or "fc2.weight" not in state or "fc1.weight" not in state:
             found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"{path}: expected an AudioToken embedder state_dict with fc1/fc2/fga keys, got {found}")
+            raise CheckpointError(
+                f"{path}: expected an AudioToken embedder state_dict with fc1/fc2/fga keys, got {found}"
+            )
         token_dim, in_dim = state["fc2.weight"].shape  # [D, 3C]
         model = cls(in_dim, token_dim)
         load_strict(model, state, str(path))

@@ -39,7 +39,7 @@ class AudioEncoder(nn.Module):
         return self.embedder.token_dim
 
     @classmethod
-    def from_checkpoints(cls, beats: str | Path, embedder: str | Path, stochastic: bool = False) -> "AudioEncoder":
+    def from_checkpoints(cls, beats: str | Path, embedder: str | Path, stochastic: bool = False) -> AudioEncoder:
         """Load the official BEATs ``.pt`` and ``embedder_learned_embeds.bin``; ``stochastic`` = official dropout (Q1)."""
         return cls(BEATs.from_checkpoint(beats), Embedder.from_file(embedder, stochastic=stochastic)).eval()
 

@@ -26,20 +26,20 @@ from runtime.contract import SAMPLE_RATE  # 16 kHz: BEATs hard-codes it
 from runtime.errors import AudioLoadError
 
 # ---- constants (SPEC 1.2) -------------------------------------------------------------------------------
-FRAME_LENGTH = SAMPLE_RATE * 25 // 1000              # 400 samples = 25 ms window
-FRAME_SHIFT = SAMPLE_RATE * 10 // 1000               # 160 samples = 10 ms hop
-N_FFT = 1 << (FRAME_LENGTH - 1).bit_length()         # 512: next power of two >= 400 (zero-pad 400 -> 512)
-N_BINS = N_FFT // 2 + 1                              # 257 rfft bins, 0 .. Nyquist
-N_MELS = 128                                         # mel filters = feature width
-PREEMPHASIS = 0.97                                   # y[j] = x[j] - 0.97 x[j-1], replicate padding at j = 0
-POVEY_POWER = 0.85                                   # Povey window = symmetric hann ** 0.85
-LOW_FREQ = 20.0                                      # Hz, lowest mel edge
-HIGH_FREQ = SAMPLE_RATE / 2                          # 8000 Hz: Kaldi's high_freq=0 means Nyquist
-LOG_FLOOR = float(np.finfo(np.float32).eps)          # 1.1920929e-07, floor before the log
-FBANK_MEAN = 15.41663                                # BEATs extract_features defaults
+FRAME_LENGTH = SAMPLE_RATE * 25 // 1000  # 400 samples = 25 ms window
+FRAME_SHIFT = SAMPLE_RATE * 10 // 1000  # 160 samples = 10 ms hop
+N_FFT = 1 << (FRAME_LENGTH - 1).bit_length()  # 512: next power of two >= 400 (zero-pad 400 -> 512)
+N_BINS = N_FFT // 2 + 1  # 257 rfft bins, 0 .. Nyquist
+N_MELS = 128  # mel filters = feature width
+PREEMPHASIS = 0.97  # y[j] = x[j] - 0.97 x[j-1], replicate padding at j = 0
+POVEY_POWER = 0.85  # Povey window = symmetric hann ** 0.85
+LOW_FREQ = 20.0  # Hz, lowest mel edge
+HIGH_FREQ = SAMPLE_RATE / 2  # 8000 Hz: Kaldi's high_freq=0 means Nyquist
+LOG_FLOOR = float(np.finfo(np.float32).eps)  # 1.1920929e-07, floor before the log
+FBANK_MEAN = 15.41663  # BEATs extract_features defaults
 FBANK_STD = 6.55582
-FBANK_SCALE = 2 * FBANK_STD                          # 13.11164: BEATs divides by 2*std, not std
-INT16_SCALE = 2 ** 15                                # 32768: back to int16 amplitude, as Kaldi expects
+FBANK_SCALE = 2 * FBANK_STD  # 13.11164: BEATs divides by 2*std, not std
+INT16_SCALE = 2**15  # 32768: back to int16 amplitude, as Kaldi expects
 
 
 def num_frames(n_samples: int) -> int:
@@ -49,9 +49,9 @@ def num_frames(n_samples: int) -> int:
 
 def povey_window(dtype=np.float64) -> np.ndarray:
     """[400] Povey window: (0.5 - 0.5 cos(2 pi n / 399)) ** 0.85; zero at both ends."""
-    n = np.arange(FRAME_LENGTH, dtype=np.float64)                                   # [400]
-    hann = 0.5 - 0.5 * np.cos(2 * math.pi * n / (FRAME_LENGTH - 1))                 # [400], symmetric
-    return (hann ** POVEY_POWER).astype(dtype)                                      # [400]
+    n = np.arange(FRAME_LENGTH, dtype=np.float64)  # [400]
+    hann = 0.5 - 0.5 * np.cos(2 * math.pi * n / (FRAME_LENGTH - 1))  # [400], symmetric
+    return (hann**POVEY_POWER).astype(dtype)  # [400]
 
 
 def frame_kernel(dtype=np.float32) -> np.ndarray:
@@ -61,17 +61,17 @@ def frame_kernel(dtype=np.float32) -> np.ndarray:
     The Im rows carry the rfft sign convention (exp(-i...)); only Re^2 + Im^2 is used downstream.
     """
     L = FRAME_LENGTH
-    eye = np.eye(L)                                                                 # [400, 400]
-    dc_removal = eye - np.full((L, L), 1.0 / L)                                     # [400, 400]: x - mean(x)
-    shift = np.eye(L, k=-1)                                                         # [400, 400]: (S x)[j] = x[j-1]
-    shift[0, 0] = 1.0                                                               # replicate: (S x)[0] = x[0]
-    preemphasis = eye - PREEMPHASIS * shift                                         # [400, 400]; y[0] = 0.03 x[0]
-    window = np.diag(povey_window())                                                # [400, 400]
-    k = np.arange(N_BINS)[:, None]                                                  # [257, 1]
-    n = np.arange(L)[None, :]                                                       # [1, 400]; 400..511 are zero pad
-    angle = 2 * math.pi * k * n / N_FFT                                             # [257, 400]
-    dft = np.concatenate([np.cos(angle), -np.sin(angle)], axis=0)                   # [514, 400]
-    kernel = dft @ window @ preemphasis @ dc_removal                                # [514, 400]
+    eye = np.eye(L)  # [400, 400]
+    dc_removal = eye - np.full((L, L), 1.0 / L)  # [400, 400]: x - mean(x)
+    shift = np.eye(L, k=-1)  # [400, 400]: (S x)[j] = x[j-1]
+    shift[0, 0] = 1.0  # replicate: (S x)[0] = x[0]
+    preemphasis = eye - PREEMPHASIS * shift  # [400, 400]; y[0] = 0.03 x[0]
+    window = np.diag(povey_window())  # [400, 400]
+    k = np.arange(N_BINS)[:, None]  # [257, 1]
+    n = np.arange(L)[None, :]  # [1, 400]; 400..511 are zero pad
+    angle = 2 * math.pi * k * n / N_FFT  # [257, 400]
+    dft = np.concatenate([np.cos(angle), -np.sin(angle)], axis=0)  # [514, 400]
+    kernel = dft @ window @ preemphasis @ dc_removal  # [514, 400]
     return kernel.astype(dtype)
 
 
@@ -88,18 +88,18 @@ def mel_matrix(dtype=np.float32) -> np.ndarray:
     k = 0..255 (f = k * 31.25 Hz) as max(0, min(up-slope, down-slope)); the Nyquist row (k = 256) is 0.
     """
     mel_low, mel_high = hz_to_mel(LOW_FREQ), hz_to_mel(HIGH_FREQ)
-    delta = (mel_high - mel_low) / (N_MELS + 1)                                     # ~21.7697 mel
-    b = np.arange(N_MELS, dtype=np.float64)[None, :]                                # [1, 128]
-    left = mel_low + b * delta                                                      # [1, 128]
-    centre = left + delta                                                           # [1, 128]
-    right = centre + delta                                                          # [1, 128]
+    delta = (mel_high - mel_low) / (N_MELS + 1)  # ~21.7697 mel
+    b = np.arange(N_MELS, dtype=np.float64)[None, :]  # [1, 128]
+    left = mel_low + b * delta  # [1, 128]
+    centre = left + delta  # [1, 128]
+    right = centre + delta  # [1, 128]
     bin_hz = np.arange(N_FFT // 2, dtype=np.float64)[:, None] * SAMPLE_RATE / N_FFT  # [256, 1]
-    mel = hz_to_mel(bin_hz)                                                         # [256, 1]
-    up = (mel - left) / (centre - left)                                             # [256, 128]
-    down = (right - mel) / (right - centre)                                         # [256, 128]
-    weights = np.maximum(0.0, np.minimum(up, down))                                 # [256, 128]
-    nyquist = np.zeros((1, N_MELS))                                                 # [1, 128]
-    return np.concatenate([weights, nyquist], axis=0).astype(dtype)                 # [257, 128]
+    mel = hz_to_mel(bin_hz)  # [256, 1]
+    up = (mel - left) / (centre - left)  # [256, 128]
+    down = (right - mel) / (right - centre)  # [256, 128]
+    weights = np.maximum(0.0, np.minimum(up, down))  # [256, 128]
+    nyquist = np.zeros((1, N_MELS))  # [1, 128]
+    return np.concatenate([weights, nyquist], axis=0).astype(dtype)  # [257, 128]
 
 
 class Fbank(torch.nn.Module):
@@ -111,8 +111,8 @@ class Fbank(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        kernel = torch.from_numpy(frame_kernel(np.float32))                        # [514, 400]
-        self.register_buffer("kernel", kernel[:, None, :], persistent=False)       # [514, 1, 400] conv weight
+        kernel = torch.from_numpy(frame_kernel(np.float32))  # [514, 400]
+        self.register_buffer("kernel", kernel[:, None, :], persistent=False)  # [514, 1, 400] conv weight
         self.register_buffer("mel", torch.from_numpy(mel_matrix(np.float32)), persistent=False)  # [257, 128]
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -121,14 +121,14 @@ class Fbank(torch.nn.Module):
                 f"fbank input has shape {tuple(waveform.shape)}; expected [batch, samples]",
                 hint="add a batch axis with waveform[None]",
             )
-        x = waveform * INT16_SCALE                                                 # [B, N], int16 amplitude
-        spec = F.conv1d(x[:, None, :], self.kernel, stride=FRAME_SHIFT)            # [B, 514, T]
-        re = spec[:, :N_BINS]                                                      # [B, 257, T]
-        im = spec[:, N_BINS:]                                                      # [B, 257, T]
-        power = re * re + im * im                                                  # [B, 257, T]
-        energy = torch.matmul(power.transpose(1, 2), self.mel)                     # [B, T, 128]
-        log_energy = torch.log(torch.clamp(energy, min=LOG_FLOOR))                 # [B, T, 128]
-        return (log_energy - FBANK_MEAN) / FBANK_SCALE                             # [B, T, 128]
+        x = waveform * INT16_SCALE  # [B, N], int16 amplitude
+        spec = F.conv1d(x[:, None, :], self.kernel, stride=FRAME_SHIFT)  # [B, 514, T]
+        re = spec[:, :N_BINS]  # [B, 257, T]
+        im = spec[:, N_BINS:]  # [B, 257, T]
+        power = re * re + im * im  # [B, 257, T]
+        energy = torch.matmul(power.transpose(1, 2), self.mel)  # [B, T, 128]
+        log_energy = torch.log(torch.clamp(energy, min=LOG_FLOOR))  # [B, T, 128]
+        return (log_energy - FBANK_MEAN) / FBANK_SCALE  # [B, T, 128]
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,5 +151,5 @@ def compute_fbank(waveform) -> torch.Tensor:
     module = _fbank_on(x.device)
     with torch.no_grad():
         if x.dim() == 1:
-            return module(x[None])[0]                                              # [T, 128]
-        return module(x)                                                           # [B, T, 128]
+            return module(x[None])[0]  # [T, 128]
+        return module(x)  # [B, T, 128]

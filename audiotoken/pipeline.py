@@ -50,7 +50,7 @@ class AudioTokenPipeline:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         stochastic: bool = False,
-    ) -> "AudioTokenPipeline":
+    ) -> AudioTokenPipeline:
         """Load Stable Diffusion (hub id or local diffusers folder), BEATs ``.pt`` and ``embedder_learned_embeds.bin``.
 
         ``stochastic=True`` reproduces the official always-on embedder dropout (spec Q1); off by default.
@@ -134,7 +134,9 @@ class AudioTokenPipeline:
             latents = initial_noise(draw_seed() if seed is None else seed, shape)
         latents = torch.as_tensor(latents)
         if tuple(latents.shape) != shape:
-            raise ConfigError(f"latents have shape {tuple(latents.shape)}; expected {shape} for {len(clips)} clip(s) at {height}x{width}")
+            raise ConfigError(
+                f"latents have shape {tuple(latents.shape)}; expected {shape} for {len(clips)} clip(s) at {height}x{width}"
+            )
 
         components = dict(self.sd.components)  # a per-call pipeline: the scheduler swap never leaks across calls
         if scheduler is not None:
@@ -142,8 +144,13 @@ class AudioTokenPipeline:
         pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=not progress)
         result = pipe(
-            prompt_embeds=cond, negative_prompt_embeds=uncond, latents=latents.to(self.device, cond.dtype),
-            height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            prompt_embeds=cond,
+            negative_prompt_embeds=uncond,
+            latents=latents.to(self.device, cond.dtype),
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             output_type="pil",
         )
         return result.images
@@ -157,5 +164,8 @@ def resolve_scheduler(scheduler, config):
 
     cls = getattr(diffusers, scheduler, None)
     if cls is None or not scheduler.endswith("Scheduler"):
-        raise ConfigError(f"unknown diffusers scheduler {scheduler!r}", hint="e.g. PNDMScheduler, DPMSolverMultistepScheduler, DDIMScheduler")
+        raise ConfigError(
+            f"unknown diffusers scheduler {scheduler!r}",
+            hint="e.g. PNDMScheduler, DPMSolverMultistepScheduler, DDIMScheduler",
+        )
     return cls.from_config(config)

@@ -20,10 +20,15 @@ from runtime.errors import CheckpointError
 COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
 # what a hub snapshot needs: configs, tokenizer, fp32 safetensors weights (not the .ckpt, fp16 or EMA variants)
 HUB_PATTERNS = [
-    "model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
-    "text_encoder/config.json", "text_encoder/model.safetensors",
-    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
 ]
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 
@@ -45,25 +50,34 @@ def resolve(sd: str | Path) -> Path:
     if path.is_dir():
         missing = [c for c in COMPONENTS if not (path / c).is_dir()]
         if missing:
-            raise CheckpointError(f"{sd}: not a Stable Diffusion folder (no {', '.join(missing)}/)",
-                                  hint="pass a diffusers folder (model_index.json, unet/, vae/, ...) or a hub id")
+            raise CheckpointError(
+                f"{sd}: not a Stable Diffusion folder (no {', '.join(missing)}/)",
+                hint="pass a diffusers folder (model_index.json, unet/, vae/, ...) or a hub id",
+            )
         return path
     if path.exists() or not HUB_ID.match(str(sd)):
-        raise CheckpointError(f"{sd}: not a diffusers folder, and not a hub id (owner/name)",
-                              hint="pass e.g. CompVis/stable-diffusion-v1-4 or a local diffusers folder")
+        raise CheckpointError(
+            f"{sd}: not a diffusers folder, and not a hub id (owner/name)",
+            hint="pass e.g. CompVis/stable-diffusion-v1-4 or a local diffusers folder",
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(str(sd), allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
-        raise CheckpointError(f"{sd}: cannot fetch it from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                              hint="check the id and the network, or pass a local diffusers folder") from exc
+        raise CheckpointError(
+            f"{sd}: cannot fetch it from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            hint="check the id and the network, or pass a local diffusers folder",
+        ) from exc
 
 
 def full_config(model_class, folder: Path, subfolder: str) -> dict:
     """A diffusers ``config.json`` completed with the class's defaults (old SD 1.4 files lack e.g. scaling_factor)."""
-    defaults = {name: p.default for name, p in inspect.signature(model_class.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(model_class.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     return {**defaults, **model_class.load_config(folder, subfolder=subfolder)}
 
 
@@ -75,7 +89,7 @@ class StableDiffusion:
     ref: str  # as the user gave it (hub id or path), for messages and manifests
 
     @classmethod
-    def open(cls, sd: str | Path) -> "StableDiffusion":
+    def open(cls, sd: str | Path) -> StableDiffusion:
         return cls(resolve(sd), str(sd))
 
     def load(self, component: str, loader, **kwargs):
@@ -83,8 +97,10 @@ class StableDiffusion:
         try:
             return loader(self.folder, subfolder=component, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{self.ref}: cannot load its {component} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
-                                  hint="pass a complete diffusers Stable Diffusion folder or hub id") from exc
+            raise CheckpointError(
+                f"{self.ref}: cannot load its {component} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+                hint="pass a complete diffusers Stable Diffusion folder or hub id",
+            ) from exc
 
     def tokenizer(self):
         """The CLIP tokenizer with ``<*>`` added (once)."""
@@ -154,6 +170,13 @@ class StableDiffusion:
         """diffusers' ``StableDiffusionPipeline`` over these components, without the safety checker."""
         from diffusers import StableDiffusionPipeline
 
-        return StableDiffusionPipeline(vae=self.vae(), text_encoder=self.text_encoder(), tokenizer=self.tokenizer(),
-                                       unet=self.unet(), scheduler=self.scheduler(), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionPipeline(
+            vae=self.vae(),
+            text_encoder=self.text_encoder(),
+            tokenizer=self.tokenizer(),
+            unet=self.unet(),
+            scheduler=self.scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )

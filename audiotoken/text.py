@@ -35,7 +35,9 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
                 f"prompt {quoted(prompt)} is {n_tokens} tokens long; CLIP takes at most {tokenizer.model_max_length}",
                 hint="shorten the prompt",
             )
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 class TextConditioner(nn.Module):
@@ -60,6 +62,8 @@ class TextConditioner(nn.Module):
         tokens = torch.where(is_placeholder[..., None], audio_token[:, None, :].to(tokens.dtype), tokens)  # [B, 77, D]
         hidden = embeddings(inputs_embeds=tokens)  # [B, 77, D]  + position embeddings
         n = input_ids.shape[1]
-        causal = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device).triu(1)  # [77, 77]
+        causal = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device).triu(
+            1
+        )  # [77, 77]
         hidden = self.transformer.encoder(inputs_embeds=hidden, attention_mask=causal[None, None]).last_hidden_state
         return self.transformer.final_layer_norm(hidden)  # [B, 77, D]

@@ -21,29 +21,66 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 class TrainConfig:
     """Every option of ``audiotoken-rt train``; defaults are the official ones (spec 6.4)."""
 
-    sd: str = field(metadata={"help": "Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder."})
-    beats: Path = field(metadata={"help": "The BEATs checkpoint (.pt) the embedder was trained on: the official iter3+ AS2M fine-tuned cpt2."})
-    data: Path = field(metadata={"help": "Dataset: audio/<name>.<wav|flac|ogg|mp3>, images/<name>.<png|jpg> or video/<name>.mp4, labels.csv (name,label,split)."})
+    sd: str = field(
+        metadata={"help": "Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder."}
+    )
+    beats: Path = field(
+        metadata={
+            "help": "The BEATs checkpoint (.pt) the embedder was trained on: the official iter3+ AS2M fine-tuned cpt2."
+        }
+    )
+    data: Path = field(
+        metadata={
+            "help": "Dataset: audio/<name>.<wav|flac|ogg|mp3>, images/<name>.<png|jpg> or video/<name>.mp4, labels.csv (name,label,split)."
+        }
+    )
     out: Path = field(metadata={"help": "Output folder: checkpoint-<step>/, embedder.bin, metrics.csv."})
-    embedder: Path | None = field(default=None, metadata={"help": "Fine-tune these embedder weights instead of a seeded random init."})
-    exclude: tuple[Path, ...] = field(default=(), metadata={"help": "Text file of clip names (or VGGSound ids) to leave out, one per line; repeatable."})
+    embedder: Path | None = field(
+        default=None, metadata={"help": "Fine-tune these embedder weights instead of a seeded random init."}
+    )
+    exclude: tuple[Path, ...] = field(
+        default=(),
+        metadata={"help": "Text file of clip names (or VGGSound ids) to leave out, one per line; repeatable."},
+    )
     steps: int = field(default=60_000, metadata={"help": "Optimiser steps in all (a resumed run continues up to it)."})
     batch_size: int = field(default=4, metadata={"help": "Clips per micro-batch and process."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
     lr: float = field(default=1e-5, metadata={"help": "Base learning rate (AdamW, constant)."})
-    scale_lr: bool = field(default=True, metadata={"help": "Multiply the lr by grad-accum x batch x processes (official default); the effective lr is printed."})
+    scale_lr: bool = field(
+        default=True,
+        metadata={
+            "help": "Multiply the lr by grad-accum x batch x processes (official default); the effective lr is printed."
+        },
+    )
     lambda_l1: float = field(default=0.01, metadata={"help": "Weight of mean |token| (L1 regularisation)."})
-    cosine_loss: bool = field(default=False, metadata={"help": "Add the label cosine loss (CLIP embedding of the label as target)."})
+    cosine_loss: bool = field(
+        default=False, metadata={"help": "Add the label cosine loss (CLIP embedding of the label as target)."}
+    )
     lambda_cosine: float = field(default=0.01, metadata={"help": "Weight of the cosine loss."})
-    audio_seconds: int = field(default=5, metadata={"help": "Length L of the random audio window (1-9 s; start in 0 .. 10 - L - 1)."})
-    resolution: tuple[int, int] = field(default=(512, 320), metadata={"help": "Training picture size WIDTHxHEIGHT (the official 512x320)."})
+    audio_seconds: int = field(
+        default=5, metadata={"help": "Length L of the random audio window (1-9 s; start in 0 .. 10 - L - 1)."}
+    )
+    resolution: tuple[int, int] = field(
+        default=(512, 320), metadata={"help": "Training picture size WIDTHxHEIGHT (the official 512x320)."}
+    )
     template: str = field(default=TRAIN_TEMPLATE, metadata={"help": "Training prompt holding <*> once."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 for the frozen UNet, VAE and text encoder (BEATs stays fp32)."})
+    mixed_precision: str = field(
+        default="no",
+        metadata={"help": "no, fp16 or bf16 for the frozen UNet, VAE and text encoder (BEATs stays fp32)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the init, the data order and every noise draw."})
-    resume: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' in OUT (a new run when OUT has none)."})
-    save_every: int = field(default=1000, metadata={"help": "Optimiser steps between checkpoints (0: only the final one)."})
-    cache_features: bool = field(default=False, metadata={"help": "Keep BEATs features per clip and window start in OUT/feature-cache."})
-    workers: int = field(default=4, metadata={"help": "Data loader worker processes (0: load in the training process)."})
+    resume: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' in OUT (a new run when OUT has none)."}
+    )
+    save_every: int = field(
+        default=1000, metadata={"help": "Optimiser steps between checkpoints (0: only the final one)."}
+    )
+    cache_features: bool = field(
+        default=False, metadata={"help": "Keep BEATs features per clip and window start in OUT/feature-cache."}
+    )
+    workers: int = field(
+        default=4, metadata={"help": "Data loader worker processes (0: load in the training process)."}
+    )
 
     def check(self) -> None:
         """Refuse impossible options before anything is loaded."""
@@ -58,15 +95,23 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}; it must be zero or more")
         width, height = self.resolution
         if width <= 0 or height <= 0 or width % 8 or height % 8:
-            raise ConfigError(f"--resolution is {width}x{height}; width and height must be positive multiples of 8", hint="e.g. 512x320")
+            raise ConfigError(
+                f"--resolution is {width}x{height}; width and height must be positive multiples of 8",
+                hint="e.g. 512x320",
+            )
         if not 1 <= self.audio_seconds < CLIP_SECONDS:
-            raise ConfigError(f"--audio-seconds is {self.audio_seconds}; it must be 1 to {CLIP_SECONDS - 1} (the window start is drawn in 0 .. 10 - L - 1)")
+            raise ConfigError(
+                f"--audio-seconds is {self.audio_seconds}; it must be 1 to {CLIP_SECONDS - 1} (the window start is drawn in 0 .. 10 - L - 1)"
+            )
         if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ConfigError(f"--mixed-precision is {self.mixed_precision!r}; choose one of {', '.join(MIXED_PRECISIONS)}")
+            raise ConfigError(
+                f"--mixed-precision is {self.mixed_precision!r}; choose one of {', '.join(MIXED_PRECISIONS)}"
+            )
         check_template(self.template)
 
     def to_json(self) -> dict:
         """Plain JSON values (paths as strings, tuples as lists)."""
+
         def plain(value):
             if isinstance(value, (tuple, list)):
                 return [plain(v) for v in value]
@@ -80,7 +125,9 @@ def parse_resolution(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"resolution {text!r} is not WIDTHxHEIGHT", hint="e.g. 512x320 (the official training size)") from None
+        raise ConfigError(
+            f"resolution {text!r} is not WIDTHxHEIGHT", hint="e.g. 512x320 (the official training size)"
+        ) from None
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         raise ConfigError(f"resolution {text!r}: width and height must be positive multiples of 8", hint="e.g. 512x320")
     return width, height

@@ -71,8 +71,22 @@ NOISE_STREAM = 2  # seed stream of the posterior sample, noise and timesteps (th
 CHECKPOINT = "checkpoint-"
 TRACKER = "audiotoken-train"
 # what a resumed run must share with the original one to continue its loss trajectory exactly
-TRAJECTORY = ("batch_size", "grad_accum", "lr", "scale_lr", "lambda_l1", "cosine_loss", "lambda_cosine",
-              "audio_seconds", "resolution", "template", "mixed_precision", "seed", "processes", "clips_sha256")
+TRAJECTORY = (
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "scale_lr",
+    "lambda_l1",
+    "cosine_loss",
+    "lambda_cosine",
+    "audio_seconds",
+    "resolution",
+    "template",
+    "mixed_precision",
+    "seed",
+    "processes",
+    "clips_sha256",
+)
 
 
 @dataclass
@@ -95,8 +109,12 @@ def load_frozen(sd: str | Path, beats: str | Path) -> FrozenModels:
     """Load a diffusers Stable Diffusion (hub id or folder) and an official BEATs ``.pt``, frozen."""
     stable_diffusion = StableDiffusion.open(sd)
     frozen = FrozenModels(
-        fbank=Fbank(), beats=BEATs.from_checkpoint(beats), vae=stable_diffusion.vae(), unet=stable_diffusion.unet(),
-        text_encoder=stable_diffusion.text_encoder(), tokenizer=stable_diffusion.tokenizer(),
+        fbank=Fbank(),
+        beats=BEATs.from_checkpoint(beats),
+        vae=stable_diffusion.vae(),
+        unet=stable_diffusion.unet(),
+        text_encoder=stable_diffusion.text_encoder(),
+        tokenizer=stable_diffusion.tokenizer(),
         noise_scheduler=stable_diffusion.noise_scheduler(),
     )
     for module in frozen.modules().values():
@@ -112,8 +130,10 @@ def label_targets(text_encoder, tokenizer, labels: list[str]) -> torch.Tensor:
     for label in labels:
         ids = tokenizer(label).input_ids[1:-1]
         if not ids:
-            raise ConfigError(f"label {label!r} has no text tokens, so the cosine loss has no target",
-                              hint="give every train row of labels.csv a label, or drop --cosine-loss")
+            raise ConfigError(
+                f"label {label!r} has no text tokens, so the cosine loss has no target",
+                hint="give every train row of labels.csv a label, or drop --cosine-loss",
+            )
         rows.append(table[ids].float().mean(dim=0))  # [D]
     return torch.stack(rows)  # [L, D]
 
@@ -131,11 +151,15 @@ class Objective:
         self.dtype = DTYPES[config.mixed_precision]
         self.text = TextConditioner(frozen.text_encoder, frozen.tokenizer.convert_tokens_to_ids(PLACEHOLDER))
         self.ids = tokenize(frozen.tokenizer, [config.template]).to(device)  # [1, 77]
-        self.targets = label_targets(frozen.text_encoder, frozen.tokenizer, labels).to(device) if config.cosine_loss else None  # [L, D]
+        self.targets = (
+            label_targets(frozen.text_encoder, frozen.tokenizer, labels).to(device) if config.cosine_loss else None
+        )  # [L, D]
         self.scaling = frozen.vae.config.scaling_factor
         self.prediction = frozen.noise_scheduler.config.prediction_type
         if self.prediction not in ("epsilon", "v_prediction"):
-            raise ConfigError(f"the scheduler's prediction_type is {self.prediction!r}; training supports epsilon and v_prediction")
+            raise ConfigError(
+                f"the scheduler's prediction_type is {self.prediction!r}; training supports epsilon and v_prediction"
+            )
 
     def __call__(self, embedder, features, images, labels, generator: torch.Generator) -> torch.Tensor:
         """features [B, N, 3C], images [B, 3, H, W] in [-1, 1], labels [B] -> [4]: loss, loss_ldm, loss_l1, loss_cos."""
@@ -144,7 +168,9 @@ class Objective:
             posterior = self.frozen.vae.encode(images.to(self.device, self.dtype)).latent_dist
             shape = posterior.mean.shape  # [B, 4, H / 8, W / 8]
             sample, noise = torch.randn((2, *shape), generator=generator).to(self.device)  # [B, 4, h, w] each
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(self.device)  # [B]
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(
+                self.device
+            )  # [B]
             z0 = (posterior.mean.float() + posterior.std.float() * sample) * self.scaling  # [B, 4, h, w]
             zt = scheduler.add_noise(z0, noise, t)  # [B, 4, h, w]
             target = noise if self.prediction == "epsilon" else scheduler.get_velocity(z0, noise, t)  # [B, 4, h, w]
@@ -157,7 +183,10 @@ class Objective:
         l1 = self.config.lambda_l1 * token.abs().mean()
         cos = torch.zeros((), device=token.device)
         if self.targets is not None:  # the batch mean sits inside the square, as in the official loss
-            cos = self.config.lambda_cosine * (1 - F.cosine_similarity(token, self.targets[labels.to(self.device)], dim=-1).mean()) ** 2
+            cos = (
+                self.config.lambda_cosine
+                * (1 - F.cosine_similarity(token, self.targets[labels.to(self.device)], dim=-1).mean()) ** 2
+            )
         return torch.stack([ldm + l1 + cos, ldm, l1, cos])  # [4]
 
 
@@ -191,8 +220,11 @@ def initial_embedder(config: TrainConfig, feature_dim: int, token_dim: int) -> E
         return Embedder(feature_dim, token_dim)
     embedder = Embedder.from_file(config.embedder)
     if (embedder.fc1.in_features, embedder.token_dim) != (feature_dim, token_dim):
-        raise CheckpointError(f"{config.embedder}: maps {embedder.fc1.in_features} -> {embedder.token_dim}, but this BEATs and"
-                              f" Stable Diffusion need {feature_dim} -> {token_dim}", hint="fine-tune an embedder made for these models")
+        raise CheckpointError(
+            f"{config.embedder}: maps {embedder.fc1.in_features} -> {embedder.token_dim}, but this BEATs and"
+            f" Stable Diffusion need {feature_dim} -> {token_dim}",
+            hint="fine-tune an embedder made for these models",
+        )
     return embedder.train().requires_grad_(True)
 
 
@@ -250,23 +282,33 @@ def find_checkpoint(out: Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
     if resume == "latest":
-        steps = [int(p.name[len(CHECKPOINT):]) for p in out.glob(f"{CHECKPOINT}*") if p.name[len(CHECKPOINT):].isdigit()]
+        steps = [
+            int(p.name[len(CHECKPOINT) :]) for p in out.glob(f"{CHECKPOINT}*") if p.name[len(CHECKPOINT) :].isdigit()
+        ]
         return out / f"{CHECKPOINT}{max(steps)}" if steps else None
     folder = Path(resume)
     if not (folder / "optimizer.pt").is_file():
-        raise CheckpointError(f"{folder}: not a training checkpoint (no optimizer.pt)", hint="pass OUT/checkpoint-<step>, or latest")
+        raise CheckpointError(
+            f"{folder}: not a training checkpoint (no optimizer.pt)", hint="pass OUT/checkpoint-<step>, or latest"
+        )
     return folder
 
 
 def restore_checkpoint(folder: Path, record: dict, embedder: Embedder, optimizer, accelerator) -> int:
     """Load a checkpoint into the (unprepared) embedder and optimiser, the loss scaler and the RNG states; return its step."""
     recorded = json.loads((folder / "config.json").read_text())
-    changed = [f"{key} {recorded.get(key)!r} -> {record[key]!r}" for key in TRAJECTORY if recorded.get(key) != record[key]]
+    changed = [
+        f"{key} {recorded.get(key)!r} -> {record[key]!r}" for key in TRAJECTORY if recorded.get(key) != record[key]
+    ]
     if changed:
-        raise ConfigError(f"{folder}: resuming with other options would leave its loss trajectory ({'; '.join(changed)})",
-                          hint="pass the options of the original run, or train into a new --out")
+        raise ConfigError(
+            f"{folder}: resuming with other options would leave its loss trajectory ({'; '.join(changed)})",
+            hint="pass the options of the original run, or train into a new --out",
+        )
     hint = "the checkpoint is damaged: resume from an earlier one"
-    load_strict(embedder, read_torch_file(folder / "embedder.bin", "embedder weights", hint=hint), str(folder / "embedder.bin"))
+    load_strict(
+        embedder, read_torch_file(folder / "embedder.bin", "embedder weights", hint=hint), str(folder / "embedder.bin")
+    )
     state = read_torch_file(folder / "optimizer.pt", "optimiser state", hint=hint)
     optimizer.load_state_dict(state["optimizer"])
     if state["scaler"] is not None and accelerator.scaler is not None:
@@ -285,7 +327,9 @@ class MetricsLog:
     def __init__(self, path: Path, keep_until: int):
         kept = []
         if keep_until and path.is_file():
-            kept = [line for line in path.read_text().splitlines()[1:] if line and int(line.split(",")[0]) <= keep_until]
+            kept = [
+                line for line in path.read_text().splitlines()[1:] if line and int(line.split(",")[0]) <= keep_until
+            ]
         path.write_text("\n".join([",".join(self.HEADER), *kept]) + "\n")
         self.file = open(path, "a", encoding="utf-8")
 
@@ -317,8 +361,12 @@ def train(config: TrainConfig, frozen: FrozenModels | None = None, console: Cons
 
     config.check()
     console = console or Console(stderr=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
-                              log_with="tensorboard" if is_tensorboard_available() else None, project_dir=config.out)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with="tensorboard" if is_tensorboard_available() else None,
+        project_dir=config.out,
+    )
     say = console.print if accelerator.is_main_process else (lambda *args, **kwargs: None)
     config.out.mkdir(parents=True, exist_ok=True)
 
@@ -347,17 +395,30 @@ def train(config: TrainConfig, frozen: FrozenModels | None = None, console: Cons
     lr = effective_lr(config, processes)
     optimizer = torch.optim.AdamW(embedder.parameters(), lr=lr, **ADAMW)
     names = "\n".join(f"{clip.name},{clip.label}" for clip in clips)
-    record = {**config.to_json(), "effective_lr": lr, "processes": processes, "pairs": len(clips),
-              "clips_sha256": hashlib.sha256(names.encode()).hexdigest(), "feature_dim": frozen.beats.feature_dim,
-              "token_dim": objective.text.token_dim, "prediction_type": objective.prediction,
-              "placeholder_id": objective.text.placeholder_id}
+    record = {
+        **config.to_json(),
+        "effective_lr": lr,
+        "processes": processes,
+        "pairs": len(clips),
+        "clips_sha256": hashlib.sha256(names.encode()).hexdigest(),
+        "feature_dim": frozen.beats.feature_dim,
+        "token_dim": objective.text.token_dim,
+        "prediction_type": objective.prediction,
+        "placeholder_id": objective.text.placeholder_id,
+    }
     checkpoint = find_checkpoint(config.out, config.resume)
     if checkpoint is None and find_checkpoint(config.out, "latest") is not None:
-        raise ConfigError(f"{config.out}: holds the checkpoints of an earlier run",
-                          hint="pass --resume latest to continue it, or train into a new --out")
+        raise ConfigError(
+            f"{config.out}: holds the checkpoints of an earlier run",
+            hint="pass --resume latest to continue it, or train into a new --out",
+        )
     start = restore_checkpoint(checkpoint, record, embedder, optimizer, accelerator) if checkpoint else 0
-    say(f"resuming from {checkpoint} (step {start})" if checkpoint else
-        "starting a new run" + (" (no checkpoint to resume in OUT)" if config.resume else ""), markup=False)
+    say(
+        f"resuming from {checkpoint} (step {start})"
+        if checkpoint
+        else "starting a new run" + (" (no checkpoint to resume in OUT)" if config.resume else ""),
+        markup=False,
+    )
     scaled = f" = {config.lr:g} x grad-accum {accum} x batch {config.batch_size} x processes {processes} (--scale-lr)"
     say(f"learning rate {lr:.6g}" + (scaled if config.scale_lr else " (--no-scale-lr)"), markup=False)
     embedder, optimizer = accelerator.prepare(embedder, optimizer)
@@ -365,14 +426,29 @@ def train(config: TrainConfig, frozen: FrozenModels | None = None, console: Cons
     # 4. the loop: grad_accum micro-batches per optimiser step, each with its own seeded draws
     metrics = MetricsLog(config.out / "metrics.csv", keep_until=start) if accelerator.is_main_process else None
     positions = StreamPositions(start * accum, config.steps * accum, processes, rank, config.batch_size)
-    batches = iter(DataLoader(dataset, batch_size=config.batch_size, sampler=positions, num_workers=config.workers,
-                              collate_fn=collate_samples))
-    accelerator.init_trackers(TRACKER, config={k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in record.items()})
+    batches = iter(
+        DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=positions,
+            num_workers=config.workers,
+            collate_fn=collate_samples,
+        )
+    )
+    accelerator.init_trackers(
+        TRACKER, config={k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in record.items()}
+    )
     skipped: dict[str, str] = {}
     saved = start if checkpoint else None  # the step of the newest checkpoint of this run
     embedder.train()
-    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not accelerator.is_main_process) as progress:
         task = progress.add_task("train", total=config.steps, completed=min(start, config.steps), loss="-")
         for step in range(start, config.steps):

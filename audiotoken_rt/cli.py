@@ -27,6 +27,7 @@ from runtime.bench import bench_command
 from runtime.generate import generate_command
 from runtime.info import info_command
 
+
 class OneLineErrors(TyperGroup):
     """The app's click group: a mistyped command line is one ``error:`` line and one ``hint:`` line, like every
     other failure (``runtime.command.reports_errors``), instead of click's usage block."""
@@ -40,7 +41,9 @@ class OneLineErrors(TyperGroup):
             typer.echo("error: interrupted", err=True)
             sys.exit(130)
         except typer.TyperException as exc:  # click's usage and parameter errors, as typer vendors them
-            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `audiotoken-rt` or `audiotoken-rt CMD`: the help is the answer
+            if (
+                type(exc).__name__ == "NoArgsIsHelpError"
+            ):  # a bare `audiotoken-rt` or `audiotoken-rt CMD`: the help is the answer
                 exc.show()
                 sys.exit(exc.exit_code)
             typer.echo(f"error: {exc.format_message()}", err=True)
@@ -71,7 +74,9 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Turn a sound into a picture: AudioToken on Stable Diffusion, with ONNX Runtime and TensorRT engines."""
 

@@ -60,11 +60,17 @@ class Stages:
 
     def __init__(self, console: Console):
         self.console = console
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         self.progress = Progress(*columns, console=console, transient=True)
         self.task = self.progress.add_task("export", total=None)
 
-    def __enter__(self) -> "Stages":
+    def __enter__(self) -> Stages:
         self.progress.start()
         return self
 
@@ -85,15 +91,23 @@ class Stages:
     def report(self, parity: Parity) -> None:
         for error in parity.outputs:
             verdict = "ok" if error.max_rel <= parity.tolerance else "BEYOND TOLERANCE"
-            self.console.print(f"  {error.name}: max abs {error.max_abs:.1e}, max rel {error.max_rel:.1e} "
-                               f"(tolerance {parity.tolerance:g}) {verdict}", highlight=False)
+            self.console.print(
+                f"  {error.name}: max abs {error.max_abs:.1e}, max rel {error.max_rel:.1e} "
+                f"(tolerance {parity.tolerance:g}) {verdict}",
+                highlight=False,
+            )
 
 
 def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> str:
     """sha256 over what decides a bundle's content; the same inputs always give the same key."""
     payload = {
-        "schema_version": SCHEMA_VERSION, "opset": OPSET, "sources": {s.role: s.files for s in sources.entries},
-        "height": dims.height, "width": dims.width, "precision": precision, "template": template,
+        "schema_version": SCHEMA_VERSION,
+        "opset": OPSET,
+        "sources": {s.role: s.files for s in sources.entries},
+        "height": dims.height,
+        "width": dims.width,
+        "precision": precision,
+        "template": template,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -107,7 +121,10 @@ def reusable_manifest(out: Path, key: str, force: bool) -> Manifest | None:
     try:
         manifest = read_manifest(out)
     except BundleError as exc:
-        raise BundleError(f"{out}: exists but holds no readable bundle ({exc})", hint="pass --force to replace it, or choose another --out") from exc
+        raise BundleError(
+            f"{out}: exists but holds no readable bundle ({exc})",
+            hint="pass --force to replace it, or choose another --out",
+        ) from exc
     if manifest.key != key:
         raise BundleError(
             f"{out}: holds a bundle built from other sources or options (key {manifest.key[:12]}, this export {key[:12]})",
@@ -145,8 +162,15 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         parity = measure_parity(folder / file, network, *sample, precision)
     stage.report(parity)
     check_parity(network, parity, options.allow_parity_error)
-    engine = Engine(network.name, FileEntry.of(folder, file), FileEntry.of(folder, data),
-                    precision, network.inputs, network.outputs, parity)
+    engine = Engine(
+        network.name,
+        FileEntry.of(folder, file),
+        FileEntry.of(folder, data),
+        precision,
+        network.inputs,
+        network.outputs,
+        parity,
+    )
     return engine, sample
 
 
@@ -155,8 +179,14 @@ def engine_precision(network: Network, precision: str) -> str:
     return "fp32" if precision == "int8" and not network.int8 else precision
 
 
-def add_plans(folder: Path, engines: dict[str, Engine], networks: list[Network], samples: dict[str, Sample],
-              options: ExportOptions, stage: Stages) -> dict[str, Engine]:
+def add_plans(
+    folder: Path,
+    engines: dict[str, Engine],
+    networks: list[Network],
+    samples: dict[str, Sample],
+    options: ExportOptions,
+    stage: Stages,
+) -> dict[str, Engine]:
     """Build the TensorRT plans this GPU and TensorRT version lack; return the engines with them recorded."""
     result = dict(engines)
     for network in networks:
@@ -181,8 +211,15 @@ def versions() -> dict[str, str]:
     return {**{name: metadata.version(name) for name in names}, "onnxruntime": onnxruntime.__version__}
 
 
-def build_bundle(options: ExportOptions, sources: Sources, dims: Dims, key: str, template: str,
-                 networks: list[Network], stage: Stages) -> Manifest:
+def build_bundle(
+    options: ExportOptions,
+    sources: Sources,
+    dims: Dims,
+    key: str,
+    template: str,
+    networks: list[Network],
+    stage: Stages,
+) -> Manifest:
     """Write every file of the bundle into a folder beside ``--out``, then move it into place."""
     with building_folder(options.out) as staging:
         engines, samples = {}, {}
@@ -190,17 +227,33 @@ def build_bundle(options: ExportOptions, sources: Sources, dims: Dims, key: str,
             engines[network.name], samples[network.name] = export_engine(network, staging, options, stage)
         with stage("tokenizer and scheduler config"):
             placeholder_id = write_tokenizer(sources, staging)
-            shutil.copyfile(sources.sd.folder / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
+            shutil.copyfile(
+                sources.sd.folder / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json"
+            )
         if options.tensorrt:
             engines = add_plans(staging, engines, networks, samples, options, stage)
-        tokenizer_files = sorted(p.relative_to(staging).as_posix() for p in (staging / TOKENIZER_DIR).rglob("*") if p.is_file())
+        tokenizer_files = sorted(
+            p.relative_to(staging).as_posix() for p in (staging / TOKENIZER_DIR).rglob("*") if p.is_file()
+        )
         manifest = Manifest(
-            schema_version=SCHEMA_VERSION, key=key, sources=sources.entries, precision=options.precision, opset=OPSET, token_dim=dims.token_dim,
-            placeholder=PLACEHOLDER, placeholder_id=placeholder_id, template=template, height=dims.height, width=dims.width,
-            vae_scaling_factor=float(sources.sd.vae_config()["scaling_factor"]), prediction_type=sources.sd.prediction_type(),
-            scheduler_config=sources.sd.scheduler_config(), tokenizer=TOKENIZER_DIR,
+            schema_version=SCHEMA_VERSION,
+            key=key,
+            sources=sources.entries,
+            precision=options.precision,
+            opset=OPSET,
+            token_dim=dims.token_dim,
+            placeholder=PLACEHOLDER,
+            placeholder_id=placeholder_id,
+            template=template,
+            height=dims.height,
+            width=dims.width,
+            vae_scaling_factor=float(sources.sd.vae_config()["scaling_factor"]),
+            prediction_type=sources.sd.prediction_type(),
+            scheduler_config=sources.sd.scheduler_config(),
+            tokenizer=TOKENIZER_DIR,
             files=tuple(FileEntry.of(staging, p) for p in ["scheduler_config.json", *tokenizer_files]),
-            engines=engines, created_with=versions(),
+            engines=engines,
+            created_with=versions(),
         )
         write_manifest(staging, manifest)
     return manifest
@@ -214,8 +267,10 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
     removed = remove_stale_builds(options.out)
     if options.tensorrt:
         if options.precision == "int8":
-            raise ConfigError("--precision int8 is for CPUs (ONNX Runtime); TensorRT plans are built in fp16",
-                              hint="export --precision fp16 --tensorrt for the GPU, in another --out")
+            raise ConfigError(
+                "--precision int8 is for CPUs (ONNX Runtime); TensorRT plans are built in fp16",
+                hint="export --precision fp16 --tensorrt for the GPU, in another --out",
+            )
         require_tensorrt()
     console = console or Console(stderr=True)
     for folder in removed:

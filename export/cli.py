@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from export.options import PRECISIONS, ExportOptions
 from runtime.command import choice, option, reports_errors
 from runtime.errors import needs_pytorch_side
-from export.options import PRECISIONS, ExportOptions
 
 
 @reports_errors
@@ -38,12 +38,26 @@ def export_command(
     except ImportError as exc:
         raise needs_pytorch_side("audiotoken-rt export", exc) from exc
     quiet_libraries()
-    options = ExportOptions(sd=sd, beats=beats, embedder=embedder, out=out, height=height, width=width, precision=precision,
-                            template=template, sample_clip=sample_clip, tensorrt=tensorrt, force=force,
-                            allow_parity_error=allow_parity_error)
+    options = ExportOptions(
+        sd=sd,
+        beats=beats,
+        embedder=embedder,
+        out=out,
+        height=height,
+        width=width,
+        precision=precision,
+        template=template,
+        sample_clip=sample_clip,
+        tensorrt=tensorrt,
+        force=force,
+        allow_parity_error=allow_parity_error,
+    )
     console = Console(stderr=True)
     result = export_bundle(options, console)
     m = result.manifest
     verb = "kept" if result.reused else "wrote"
-    console.print(f"{verb} {result.folder}: {len(m.engines)} engines, {m.precision}, {m.width}x{m.height}, D={m.token_dim}, "
-                  f"id {m.bundle_id}; `audiotoken-rt info {result.folder}` shows it", highlight=False)
+    console.print(
+        f"{verb} {result.folder}: {len(m.engines)} engines, {m.precision}, {m.width}x{m.height}, D={m.token_dim}, "
+        f"id {m.bundle_id}; `audiotoken-rt info {result.folder}` shows it",
+        highlight=False,
+    )

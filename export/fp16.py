@@ -106,7 +106,9 @@ def to_fp16(model: onnx.ModelProto, scopes: tuple[str, ...] = (), ops: tuple[str
             want = wanted(i, index)
             if types.get(name) == FLOAT and want is not None and precision[name] != want:
                 if (name, want) not in casts:
-                    casts[name, want] = f"{'fp16' if want == HALF else 'fp32'}({name})"  # never inside an fp32 scope's names
+                    casts[name, want] = (
+                        f"{'fp16' if want == HALF else 'fp32'}({name})"  # never inside an fp32 scope's names
+                    )
                     nodes.append(helper.make_node("Cast", [name], [casts[name, want]], name=casts[name, want], to=want))
                 node.input[index] = casts[name, want]
         if i not in keep and node.op_type != "Constant":

@@ -47,7 +47,9 @@ def quantizable_conv(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto])
     if node.op_type != "Conv" or node.input[1] not in weights or len(weights[node.input[1]].dims) != 4:
         return False
     a = attributes(node)
-    return a.get("group", 1) == 1 and set(a.get("dilations", [1, 1])) == {1} and a.get("auto_pad", b"NOTSET") == b"NOTSET"
+    return (
+        a.get("group", 1) == 1 and set(a.get("dilations", [1, 1])) == {1} and a.get("auto_pad", b"NOTSET") == b"NOTSET"
+    )
 
 
 def tap_end(kernel: int, offset: int) -> int:
@@ -66,7 +68,9 @@ def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None
     top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
     sy, sx = a.get("strides", [1, 1])
     p = f"{node.name}/int8/"
-    columns = weight.transpose(2, 3, 1, 0).reshape(kh * kw * c_in, c_out)  # rows ordered (dy, dx, c), as the Concat below
+    columns = weight.transpose(2, 3, 1, 0).reshape(
+        kh * kw * c_in, c_out
+    )  # rows ordered (dy, dx, c), as the Concat below
     w_scale = np.maximum(np.abs(columns).max(axis=0), 1e-12) / 127  # [C_out]
     inits = [
         numpy_helper.from_array(np.round(columns / w_scale).astype(np.int8), p + "weight"),
@@ -78,8 +82,12 @@ def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None
         nodes.append(helper.make_node("Pad", [x, p + "pads"], [p + "padded"], name=p + "Pad"))
         x = p + "padded"
     nodes += [
-        helper.make_node("Transpose", [x], [p + "x_nhwc"], name=p + "Transpose", perm=[0, 2, 3, 1]),  # [B, H', W', C_in]
-        helper.make_node("DynamicQuantizeLinear", [p + "x_nhwc"], [p + "xq", p + "x_scale", p + "x_zero"], name=p + "Quantize"),
+        helper.make_node(
+            "Transpose", [x], [p + "x_nhwc"], name=p + "Transpose", perm=[0, 2, 3, 1]
+        ),  # [B, H', W', C_in]
+        helper.make_node(
+            "DynamicQuantizeLinear", [p + "x_nhwc"], [p + "xq", p + "x_scale", p + "x_zero"], name=p + "Quantize"
+        ),
     ]
     taps = []
     for dy in range(kh):
@@ -87,18 +95,26 @@ def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None
             tap = f"{p}tap{dy}{dx}"
             names = [f"{tap}_{k}" for k in ("starts", "ends", "axes", "steps")]
             bounds = [[dy, dx], [tap_end(kh, dy), tap_end(kw, dx)], [1, 2], [sy, sx]]
-            inits += [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in zip(names, bounds)]
+            inits += [
+                numpy_helper.from_array(np.array(v, np.int64), name) for name, v in zip(names, bounds, strict=True)
+            ]
             nodes.append(helper.make_node("Slice", [p + "xq", *names], [tap], name=tap))  # [B, H_o, W_o, C_in]
             taps.append(tap)
     nodes += [
         helper.make_node("Concat", taps, [p + "cols"], name=p + "Concat", axis=-1),  # [B, H_o, W_o, kh*kw*C_in]
-        helper.make_node("MatMulInteger", [p + "cols", p + "weight", p + "x_zero"], [p + "acc"], name=p + "MatMulInteger"),  # [B, H_o, W_o, C_out] int32
+        helper.make_node(
+            "MatMulInteger", [p + "cols", p + "weight", p + "x_zero"], [p + "acc"], name=p + "MatMulInteger"
+        ),  # [B, H_o, W_o, C_out] int32
         helper.make_node("Cast", [p + "acc"], [p + "acc_f"], name=p + "Cast", to=TensorProto.FLOAT),
         helper.make_node("Mul", [p + "x_scale", p + "weight_scale"], [p + "scale"], name=p + "Scale"),  # [C_out]
-        helper.make_node("Mul", [p + "acc_f", p + "scale"], [p + "y_nhwc" if bias is None else p + "scaled"], name=p + "Mul"),
+        helper.make_node(
+            "Mul", [p + "acc_f", p + "scale"], [p + "y_nhwc" if bias is None else p + "scaled"], name=p + "Mul"
+        ),
     ]
     if bias is not None:
-        nodes.append(helper.make_node("Add", [p + "scaled", bias], [p + "y_nhwc"], name=p + "Bias"))  # [B, H_o, W_o, C_out]
+        nodes.append(
+            helper.make_node("Add", [p + "scaled", bias], [p + "y_nhwc"], name=p + "Bias")
+        )  # [B, H_o, W_o, C_out]
     nodes.append(helper.make_node("Transpose", [p + "y_nhwc"], [node.output[0]], name=p + "ToNCHW", perm=[0, 3, 1, 2]))
     return nodes, inits
 
@@ -113,7 +129,9 @@ def quantize_convs(model: onnx.ModelProto, keep: tuple[str, ...]) -> int:
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(weights[node.input[1]])
-        new_nodes, inits = conv_as_int8_gemm(node, weight, node.input[2] if len(node.input) > 2 and node.input[2] else None)
+        new_nodes, inits = conv_as_int8_gemm(
+            node, weight, node.input[2] if len(node.input) > 2 and node.input[2] else None
+        )
         nodes += new_nodes
         graph.initializer.extend(inits)
         unused.add(node.input[1])
@@ -133,11 +151,23 @@ def quantize_matmuls(model: onnx.ModelProto, keep: tuple[str, ...], scratch: Pat
 
     scratch.mkdir(parents=True)
     path = scratch / "int8.onnx"
-    chosen = [n.name for n in model.graph.node if n.op_type in MATMUL_OPS and not n.name.startswith(keep)]  # by name: it would take Gemms as MatMuls
-    logging.disable(logging.WARNING)  # its advice to pre-process (shape inference, for static quantization) on the root logger
+    chosen = [
+        n.name for n in model.graph.node if n.op_type in MATMUL_OPS and not n.name.startswith(keep)
+    ]  # by name: it would take Gemms as MatMuls
+    logging.disable(
+        logging.WARNING
+    )  # its advice to pre-process (shape inference, for static quantization) on the root logger
     try:
-        quantize_dynamic(model, path, op_types_to_quantize=list(MATMUL_OPS), nodes_to_quantize=chosen, per_channel=True,
-                         weight_type=QuantType.QInt8, use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+        quantize_dynamic(
+            model,
+            path,
+            op_types_to_quantize=list(MATMUL_OPS),
+            nodes_to_quantize=chosen,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
         return onnx.load(str(path))  # with its external data
     finally:
         logging.disable(logging.NOTSET)

@@ -18,7 +18,16 @@ from torch import nn
 from audiotoken.text import TextConditioner, tokenize
 from export.sources import Sources
 from runtime.audio import load_audio
-from runtime.contract import LATENT_CHANNELS, N_SAMPLES, PLACEHOLDER, VAE_FACTOR, Dims, EngineContract, TensorSpec, engine_contracts
+from runtime.contract import (
+    LATENT_CHANNELS,
+    N_SAMPLES,
+    PLACEHOLDER,
+    VAE_FACTOR,
+    Dims,
+    EngineContract,
+    TensorSpec,
+    engine_contracts,
+)
 from runtime.errors import CheckpointError, ConfigError
 
 FIRST_TIMESTEP = 981.0  # the first UNet call of the official PNDM-50 schedule (spec 5.4)
@@ -35,7 +44,9 @@ class Network:
     sample_note: str  # what the sample is, for the manifest
     fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in fp16 engines (with all they read)
     fp32_ops: tuple[str, ...] = ()  # op types that stay fp32 in fp16 engines
-    int8: bool = False  # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
+    int8: bool = (
+        False  # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
+    )
     int8_fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in int8 engines
 
     @property
@@ -58,7 +69,9 @@ class UNetEngine(nn.Module):
         super().__init__()
         self.unet = unet  # node names start with /unet/, so the fp32 scope /unet/time_proj/ finds the timestep path
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]  # [2B, 4, h, w]
 
 
@@ -89,19 +102,28 @@ def read_dims(sources: Sources, height: int | None, width: int | None) -> Dims:
     unet, vae = sources.sd.unet_config(), sources.sd.vae_config()
     factor = 2 ** (len(vae["block_out_channels"]) - 1)
     if (factor, vae["latent_channels"]) != (VAE_FACTOR, LATENT_CHANNELS):
-        raise CheckpointError(f"{sources.sd.ref}: its VAE has {vae['latent_channels']} latent channels at 1/{factor} of the picture's size; "
-                              f"the engine contract is {LATENT_CHANNELS} channels at 1/{VAE_FACTOR}",
-                              hint="use a Stable Diffusion 1.x or 2.x model")
+        raise CheckpointError(
+            f"{sources.sd.ref}: its VAE has {vae['latent_channels']} latent channels at 1/{factor} of the picture's size; "
+            f"the engine contract is {LATENT_CHANNELS} channels at 1/{VAE_FACTOR}",
+            hint="use a Stable Diffusion 1.x or 2.x model",
+        )
     token_dim = sources.sd.text_width()
-    for what, width_found in (("the UNet's cross-attention", unet["cross_attention_dim"]), ("the embedder", sources.embedder_width())):
+    for what, width_found in (
+        ("the UNet's cross-attention", unet["cross_attention_dim"]),
+        ("the embedder", sources.embedder_width()),
+    ):
         if width_found != token_dim:
-            raise CheckpointError(f"{what} is {width_found}-wide but the text encoder is {token_dim}-wide (D)",
-                                  hint="use an embedder and a Stable Diffusion of the same family (D = 768 for SD 1.x, 1024 for SD 2.x)")
+            raise CheckpointError(
+                f"{what} is {width_found}-wide but the text encoder is {token_dim}-wide (D)",
+                hint="use an embedder and a Stable Diffusion of the same family (D = 768 for SD 1.x, 1024 for SD 2.x)",
+            )
     height = height or unet["sample_size"] * factor
     width = width or unet["sample_size"] * factor
     if height <= 0 or width <= 0 or height % factor or width % factor:
-        raise ConfigError(f"image size {height}x{width}: expected positive multiples of {factor} (the VAE's scale factor)",
-                          hint="e.g. --height 512 --width 512")
+        raise ConfigError(
+            f"image size {height}x{width}: expected positive multiples of {factor} (the VAE's scale factor)",
+            hint="e.g. --height 512 --width 512",
+        )
     return Dims(token_dim, height, width)
 
 
@@ -125,7 +147,9 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
 
     def text_conditioner() -> nn.Module:
         tokenizer = sources.sd.tokenizer()
-        return TextConditioner(sources.sd.text_encoder(eager_attention=True), tokenizer.convert_tokens_to_ids(PLACEHOLDER)).eval()
+        return TextConditioner(
+            sources.sd.text_encoder(eager_attention=True), tokenizer.convert_tokens_to_ids(PLACEHOLDER)
+        ).eval()
 
     def text_sample() -> tuple[torch.Tensor, ...]:
         ids = tokenize(sources.sd.tokenizer(), [template])  # [1, 77]
@@ -134,7 +158,11 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
     def unet_sample() -> tuple[torch.Tensor, ...]:
         g = seeded()
         noisy = torch.randn(shape["sample"], generator=g)  # [2, 4, h, w]
-        return noisy, torch.tensor([FIRST_TIMESTEP]), torch.randn(shape["encoder_hidden_states"], generator=g)  # [1], [2, 77, D]
+        return (
+            noisy,
+            torch.tensor([FIRST_TIMESTEP]),
+            torch.randn(shape["encoder_hidden_states"], generator=g),
+        )  # [1], [2, 77, D]
 
     return [
         Network(

@@ -31,7 +31,9 @@ from runtime.errors import ExportError
 OPSET = 17  # LayerNormalization as one op (TensorRT maps it to its normalization layer)
 
 
-def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], network: Network, scratch: Path) -> onnx.ModelProto:
+def trace_to_onnx(
+    module: nn.Module, args: tuple[torch.Tensor, ...], network: Network, scratch: Path
+) -> onnx.ModelProto:
     """Export ``module`` on ``args`` and return the ONNX model (weights in memory, value types inferred)."""
     scratch.mkdir(parents=True)
     raw, typed = scratch / "traced.onnx", scratch / "typed.onnx"
@@ -39,15 +41,23 @@ def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], network: Ne
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer warnings
             torch.onnx.export(
-                module, args, str(raw), dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                input_names=[t.name for t in network.inputs], output_names=[t.name for t in network.outputs],
+                module,
+                args,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                input_names=[t.name for t in network.inputs],
+                output_names=[t.name for t in network.outputs],
             )
         # the path-based inference reads past 2 GB, where the tracer spreads weights over one file per tensor
         onnx.shape_inference.infer_shapes_path(str(raw), str(typed))
         return onnx.load(str(typed))
     except (RuntimeError, ValueError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"{network.name}: torch.onnx could not export it ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                          hint="check the installed torch, diffusers and transformers versions against pyproject.toml") from exc
+        raise ExportError(
+            f"{network.name}: torch.onnx could not export it ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            hint="check the installed torch, diffusers and transformers versions against pyproject.toml",
+        ) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -71,11 +81,15 @@ def save_onnx(model: onnx.ModelProto, folder: Path, name: str) -> tuple[str, str
     """Write ``folder/<name>.onnx`` and its weights ``<name>.onnx.data``, check them; return the two file names."""
     path, data = folder / f"{name}.onnx", f"{name}.onnx.data"
     constants_to_initializers(model)
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024
+    )
     (folder / data).chmod(0o644)  # onnx creates it private, unlike the .onnx beside it
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{path}: onnx.checker refuses it ({str(exc).splitlines()[0]})",
-                          hint="report it with the versions of torch and onnx") from exc
+        raise ExportError(
+            f"{path}: onnx.checker refuses it ({str(exc).splitlines()[0]})",
+            hint="report it with the versions of torch and onnx",
+        ) from exc
     return path.name, data

@@ -18,17 +18,40 @@ PRECISIONS = ("fp32", "fp16", "int8")
 class ExportOptions:
     """The export's sources, output and choices; ``help`` of each field is the command-line option's help."""
 
-    sd: str = field(metadata={"help": "Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder."})
-    beats: Path = field(metadata={"help": "The BEATs checkpoint (.pt) the embedder was trained on: the official iter3+ AS2M fine-tuned cpt2."})
+    sd: str = field(
+        metadata={"help": "Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder."}
+    )
+    beats: Path = field(
+        metadata={
+            "help": "The BEATs checkpoint (.pt) the embedder was trained on: the official iter3+ AS2M fine-tuned cpt2."
+        }
+    )
     embedder: Path = field(metadata={"help": "AudioToken embedder weights (embedder_learned_embeds.bin)."})
     out: Path = field(metadata={"help": "Bundle folder to write, e.g. engines/sd14."})
-    height: int | None = field(default=None, metadata={"help": "Picture height in pixels (default: the UNet's sample_size x 8)."})
-    width: int | None = field(default=None, metadata={"help": "Picture width in pixels (default: the UNet's sample_size x 8)."})
-    precision: str = field(default="fp32", metadata={"help": "fp32; fp16 for GPUs (the fbank, LayerNorm and softmax stay fp32); "
-                                                             "int8 for CPUs (the UNet's linear layers and convolutions)."})
-    template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "The bundle's prompt template, holding <*> once."})
-    sample_clip: Path | None = field(default=None, metadata={"help": "A real clip to validate audio_encoder on (default: seeded noise)."})
-    tensorrt: bool = field(default=False, metadata={"help": "Also build fp16 TensorRT plans for this GPU (needs the trt extra)."})
+    height: int | None = field(
+        default=None, metadata={"help": "Picture height in pixels (default: the UNet's sample_size x 8)."}
+    )
+    width: int | None = field(
+        default=None, metadata={"help": "Picture width in pixels (default: the UNet's sample_size x 8)."}
+    )
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32; fp16 for GPUs (the fbank, LayerNorm and softmax stay fp32); "
+            "int8 for CPUs (the UNet's linear layers and convolutions)."
+        },
+    )
+    template: str = field(
+        default=DEFAULT_TEMPLATE, metadata={"help": "The bundle's prompt template, holding <*> once."}
+    )
+    sample_clip: Path | None = field(
+        default=None, metadata={"help": "A real clip to validate audio_encoder on (default: seeded noise)."}
+    )
+    tensorrt: bool = field(
+        default=False, metadata={"help": "Also build fp16 TensorRT plans for this GPU (needs the trt extra)."}
+    )
     force: bool = field(default=False, metadata={"help": "Rebuild even if OUT is up to date, or holds another bundle."})
-    allow_parity_error: bool = field(default=False, metadata={"help": "Keep an engine that differs from PyTorch beyond "
-                                                                      "tolerance (recorded in the manifest)."})
+    allow_parity_error: bool = field(
+        default=False,
+        metadata={"help": "Keep an engine that differs from PyTorch beyond tolerance (recorded in the manifest)."},
+    )

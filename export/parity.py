@@ -51,8 +51,10 @@ def run_onnx(path: Path, network: Network, inputs: tuple[np.ndarray, ...]) -> li
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return session.run([spec.name for spec in network.outputs], feeds)
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, RuntimeException)
-        raise ExportError(f"{path.name}: ONNX Runtime cannot run it ({str(exc).splitlines()[0]})",
-                          hint="the exported graph is invalid: report it with the versions of torch, onnx and onnxruntime") from exc
+        raise ExportError(
+            f"{path.name}: ONNX Runtime cannot run it ({str(exc).splitlines()[0]})",
+            hint="the exported graph is invalid: report it with the versions of torch, onnx and onnxruntime",
+        ) from exc
 
 
 def compare(network: Network, outputs: list[np.ndarray], references: tuple[np.ndarray, ...]) -> tuple[OutputError, ...]:
@@ -60,14 +62,18 @@ def compare(network: Network, outputs: list[np.ndarray], references: tuple[np.nd
     errors = []
     for spec, engine, reference in zip(network.outputs, outputs, references, strict=True):
         if engine.shape != spec.shape or reference.shape != spec.shape:
-            raise ExportError(f"{network.name}: output {spec.name} has shape {list(engine.shape)} (PyTorch {list(reference.shape)}); "
-                              f"the contract is {list(spec.shape)}", hint="the network description and the model disagree: check the model's config")
+            raise ExportError(
+                f"{network.name}: output {spec.name} has shape {list(engine.shape)} (PyTorch {list(reference.shape)}); "
+                f"the contract is {list(spec.shape)}",
+                hint="the network description and the model disagree: check the model's config",
+            )
         errors.append(output_error(spec.name, engine, reference))
     return tuple(errors)
 
 
-def measure_parity(path: Path, network: Network, inputs: tuple[np.ndarray, ...], references: tuple[np.ndarray, ...],
-                   precision: str) -> Parity:
+def measure_parity(
+    path: Path, network: Network, inputs: tuple[np.ndarray, ...], references: tuple[np.ndarray, ...], precision: str
+) -> Parity:
     """Run the ONNX file on the sample with ONNX Runtime and compare with PyTorch."""
     outputs = run_onnx(path, network, inputs)
     return Parity(BACKEND, network.sample_note, TOLERANCE[precision], compare(network, outputs, references))

@@ -39,15 +39,19 @@ class Sources:
 
 def hash_folder(folder: Path) -> dict[str, str]:
     """sha256 of model_index.json and every file of the components, by path relative to ``folder``."""
-    files = [folder / "model_index.json"] + [f for c in COMPONENTS for f in sorted((folder / c).rglob("*")) if f.is_file()]
+    files = [folder / "model_index.json"] + [
+        f for c in COMPONENTS for f in sorted((folder / c).rglob("*")) if f.is_file()
+    ]
     return {f.relative_to(folder).as_posix(): file_sha256(f) for f in files if f.is_file()}
 
 
 def resolve_sources(sd: str, beats: str | Path, embedder: str | Path) -> Sources:
     """Find and hash the three inputs; errors name the one that is missing."""
     stable_diffusion = StableDiffusion.open(sd)
-    for path, what, hint in ((Path(beats), "BEATs checkpoint", "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"),
-                             (Path(embedder), "embedder weights", "embedder_learned_embeds.bin")):
+    for path, what, hint in (
+        (Path(beats), "BEATs checkpoint", "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"),
+        (Path(embedder), "embedder weights", "embedder_learned_embeds.bin"),
+    ):
         if not path.is_file():
             raise CheckpointError(f"{path}: {what} not found", hint=f"pass the path of {hint}")
     entries = (

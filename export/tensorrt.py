@@ -35,8 +35,11 @@ def require_tensorrt() -> None:
     try:
         import_tensorrt()
     except ConfigError as exc:
-        raise ExportError(f"--tensorrt: {exc}", hint="pip install 'audiotoken-rt[trt]' on an NVIDIA machine (TensorRT 10, cuda-python), "
-                                                      "or export without --tensorrt") from exc
+        raise ExportError(
+            f"--tensorrt: {exc}",
+            hint="pip install 'audiotoken-rt[trt]' on an NVIDIA machine (TensorRT 10, cuda-python), "
+            "or export without --tensorrt",
+        ) from exc
 
 
 def timing_cache_path(trt_version: str, gpu: str) -> Path:
@@ -67,7 +70,9 @@ def pin_fp32(trt, network_definition, onnx_path: Path, network: Network) -> int:
     return pinned
 
 
-def build_plan(onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...], references: tuple[np.ndarray, ...]) -> Plan:
+def build_plan(
+    onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...], references: tuple[np.ndarray, ...]
+) -> Plan:
     """Build, write and validate ``<engine>.<trt>.<gpu>.plan`` beside ``onnx_path``."""
     trt, _ = import_tensorrt()
     gpu = current_gpu_name()
@@ -77,7 +82,10 @@ def build_plan(onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...]
     parser = trt.OnnxParser(definition, logger)
     if not parser.parse_from_file(str(onnx_path)):  # from the path, so external data is found beside it
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"{onnx_path.name}: TensorRT's ONNX parser refuses it ({errors})", hint="report it with the TensorRT version")
+        raise ExportError(
+            f"{onnx_path.name}: TensorRT's ONNX parser refuses it ({errors})",
+            hint="report it with the TensorRT version",
+        )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
@@ -94,8 +102,10 @@ def build_plan(onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...]
 
     serialized = builder.build_serialized_network(definition, config)
     if serialized is None:
-        raise ExportError(f"{network.name}: TensorRT could not build a plan (see its log above)",
-                          hint="check free GPU memory; a smaller --height/--width needs less")
+        raise ExportError(
+            f"{network.name}: TensorRT could not build a plan (see its log above)",
+            hint="check free GPU memory; a smaller --height/--width needs less",
+        )
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(cache_path, memoryview(cache.serialize()))  # other exports may read it meanwhile
     name = plan_file(network)
@@ -104,5 +114,10 @@ def build_plan(onnx_path: Path, network: Network, inputs: tuple[np.ndarray, ...]
     engine = Engine(path)
     results = engine.infer({spec.name: value for spec, value in zip(network.inputs, inputs, strict=True)})
     outputs = [results[spec.name] for spec in network.outputs]
-    parity = Parity(f"tensorrt {trt.__version__} {gpu}", network.sample_note, TOLERANCE["fp16"], compare(network, outputs, references))
+    parity = Parity(
+        f"tensorrt {trt.__version__} {gpu}",
+        network.sample_note,
+        TOLERANCE["fp16"],
+        compare(network, outputs, references),
+    )
     return Plan(FileEntry.of(onnx_path.parent, name), trt.__version__, gpu, parity)

@@ -59,4 +59,4 @@ class TorchBackend:
         with torch.inference_mode():
             outputs = module(*inputs)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        return {spec.name: out.float().cpu().numpy() for spec, out in zip(network.outputs, outputs)}
+        return {spec.name: out.float().cpu().numpy() for spec, out in zip(network.outputs, outputs, strict=True)}

@@ -55,7 +55,7 @@ def remove_stale_builds(out: Path) -> list[Path]:
     if not out.parent.is_dir():
         return removed
     for candidate in out.parent.glob(f"{_building_prefix(out)}*"):
-        pid = candidate.name[len(_building_prefix(out)):].split("-", 1)[0]
+        pid = candidate.name[len(_building_prefix(out)) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)

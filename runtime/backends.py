@@ -28,12 +28,18 @@ from runtime.errors import BundleError, ConfigError, needs_pytorch_side
 
 BUILTIN_BACKENDS = ("onnxruntime", "tensorrt")
 PLUGIN_GROUP = "audiotoken_rt.backends"  # entry points: backend name -> factory(bundle, device)
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
-             "openvino": "OpenVINOExecutionProvider"}  # --device -> ONNX Runtime execution provider
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}  # --device -> ONNX Runtime execution provider
 DEVICES = tuple(PROVIDERS)
 GPU_DEVICES = ("cuda", "tensorrt")  # the others run on the host: plain session.run, no IO binding
 INSTALL_HINTS = {
-    **dict.fromkeys(GPU_DEVICES, "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu"),
+    **dict.fromkeys(
+        GPU_DEVICES, "pip install 'audiotoken-rt[gpu]' (onnxruntime-gpu) on an NVIDIA machine, or use --device cpu"
+    ),
     "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
 }
 BF16_ENGINES = ("unet", "vae_decoder", "vae_encoder")  # on OpenVINO; the audio and text encoders, run once, stay fp32
@@ -59,11 +65,15 @@ class OnnxRuntimeBackend:
             raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
         if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
-            raise ConfigError(f"{bundle.root}: engine {', '.join(int8)} is int8, for ONNX Runtime's CPU provider; it cannot run on --device {device}",
-                              hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU")
+            raise ConfigError(
+                f"{bundle.root}: engine {', '.join(int8)} is int8, for ONNX Runtime's CPU provider; it cannot run on --device {device}",
+                hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU",
+            )
         if PROVIDERS[device] not in ort.get_available_providers():
-            raise ConfigError(f"ONNX Runtime here has no {PROVIDERS[device]} (available: {', '.join(ort.get_available_providers())})",
-                              hint=INSTALL_HINTS[device])
+            raise ConfigError(
+                f"ONNX Runtime here has no {PROVIDERS[device]} (available: {', '.join(ort.get_available_providers())})",
+                hint=INSTALL_HINTS[device],
+            )
         self.bundle = bundle
         self.device = device
         self.bf16 = device == "openvino" and cpu_has_bf16()
@@ -77,17 +87,33 @@ class OnnxRuntimeBackend:
         device = self.device
         if device == "openvino":
             hint = "bf16" if self.bf16 and engine in BF16_ENGINES else "f32"
-            chain.insert(0, ("OpenVINOExecutionProvider", {
-                "device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}}),
-            }))
+            chain.insert(
+                0,
+                (
+                    "OpenVINOExecutionProvider",
+                    {
+                        "device_type": "CPU",
+                        "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}}),
+                    },
+                ),
+            )
         if device in GPU_DEVICES:
             chain.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
         if device == "tensorrt":
             cache = self.bundle.root / "ort_trt_cache"
-            chain.insert(0, ("TensorrtExecutionProvider", {
-                "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
-            }))
+            chain.insert(
+                0,
+                (
+                    "TensorrtExecutionProvider",
+                    {
+                        "trt_fp16_enable": True,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": str(cache),
+                    },
+                ),
+            )
         return chain
 
     def session_options(self, engine: str) -> ort.SessionOptions:
@@ -108,9 +134,13 @@ class OnnxRuntimeBackend:
             if engine not in self.sessions:
                 path = self.bundle.engine_path(engine)
                 try:
-                    self.sessions[engine] = ort.InferenceSession(str(path), self.session_options(engine), providers=self.provider_chain(engine))
+                    self.sessions[engine] = ort.InferenceSession(
+                        str(path), self.session_options(engine), providers=self.provider_chain(engine)
+                    )
                 except Exception as exc:  # ORT raises its own exception types for unreadable models
-                    raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle") from exc
+                    raise BundleError(
+                        f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle"
+                    ) from exc
             return self.sessions[engine]
 
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,18 +148,20 @@ class OnnxRuntimeBackend:
         names = [o.name for o in session.get_outputs()]
         try:
             if self.device not in GPU_DEVICES:
-                return dict(zip(names, session.run(names, feeds)))
+                return dict(zip(names, session.run(names, feeds), strict=True))
             binding = session.io_binding()  # inputs copied to the GPU once, outputs allocated there
             for key, value in feeds.items():
                 binding.bind_cpu_input(key, np.ascontiguousarray(value))
             for name in names:
                 binding.bind_output(name, "cuda")
             session.run_with_iobinding(binding)
-            return dict(zip(names, binding.copy_outputs_to_cpu()))
+            return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
         except Exception as exc:  # ORT raises its own types (Fail, RuntimeException, out of memory)
             first_line = (str(exc).strip().splitlines() or [""])[0]
-            raise BundleError(f"{self.bundle.root}: ONNX Runtime failed running engine {engine} on {self.device} ({first_line})",
-                              hint="check free memory; `audiotoken-rt info` checks the bundle") from exc
+            raise BundleError(
+                f"{self.bundle.root}: ONNX Runtime failed running engine {engine} on {self.device} ({first_line})",
+                hint="check free memory; `audiotoken-rt info` checks the bundle",
+            ) from exc
 
 
 def cpu_has_bf16() -> bool:
@@ -149,7 +181,8 @@ def describe_device() -> dict[str, str]:
     from runtime.tensorrt import current_gpu_name, import_tensorrt
 
     facts = {
-        "cpu": f"{platform.machine()}, {os.cpu_count()} cores" + (", bf16 (AMX or AVX512-BF16)" if cpu_has_bf16() else ""),
+        "cpu": f"{platform.machine()}, {os.cpu_count()} cores"
+        + (", bf16 (AMX or AVX512-BF16)" if cpu_has_bf16() else ""),
         "onnxruntime": f"{ort.__version__}: {', '.join(ort.get_available_providers())}",
     }
     try:

@@ -78,8 +78,19 @@ def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repea
 
 def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, repeats: int, scheduler: str) -> dict:
     """Measure one backend in a fresh interpreter; its errors come back as AudioTokenError."""
-    command = [sys.executable, "-m", "runtime.bench", "--worker", str(bundle), backend, device, str(clip),
-               str(steps), str(repeats), scheduler]
+    command = [
+        sys.executable,
+        "-m",
+        "runtime.bench",
+        "--worker",
+        str(bundle),
+        backend,
+        device,
+        str(clip),
+        str(steps),
+        str(repeats),
+        scheduler,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -95,8 +106,17 @@ def worker_device(backend: str, device: str) -> str:
     return "cuda" if device in GPU_DEVICES else "cpu"
 
 
-def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps: int, repeats: int, scheduler: str,
-               rounds: int, progress=lambda name, round_: None) -> dict[str, dict]:
+def run_rounds(
+    bundle: Path,
+    backends: list[str],
+    device: str,
+    clip: Path,
+    steps: int,
+    repeats: int,
+    scheduler: str,
+    rounds: int,
+    progress=lambda name, round_: None,
+) -> dict[str, dict]:
     """Alternate the backends for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
     best: dict[str, dict] = {}
     for round_ in range(rounds):
@@ -117,7 +137,11 @@ def run_rounds(bundle: Path, backends: list[str], device: str, clip: Path, steps
 def machine() -> dict:
     import os
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def ratios(results: dict[str, dict], reference: str = "torch") -> dict[str, dict[str, float]]:
@@ -131,7 +155,8 @@ def ratios(results: dict[str, dict], reference: str = "torch") -> dict[str, dict
             "total": r["total_ms"] / ref["total_ms"],
             "peak_rss": r["peak_rss_mb"] / ref["peak_rss_mb"],
         }
-        for name, r in results.items() if name != reference
+        for name, r in results.items()
+        if name != reference
     }
 
 
@@ -187,14 +212,22 @@ def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict])
 def bench_command(
     clip: Path = typer.Argument(..., help="The sound clip every backend draws from.", show_default=False),
     engines: Path = typer.Option(..., "--engines", help="Engine bundle folder.", show_default=False),
-    backends: str = typer.Option("onnxruntime,torch", "--backends", help="Comma-separated backends, each measured in its own process."),
-    device: str = typer.Option("cpu", "--device", **choice(DEVICES),
-                               help="cpu, cuda, tensorrt or openvino for onnxruntime; torch then runs on cuda or cpu."),
+    backends: str = typer.Option(
+        "onnxruntime,torch", "--backends", help="Comma-separated backends, each measured in its own process."
+    ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        **choice(DEVICES),
+        help="cpu, cuda, tensorrt or openvino for onnxruntime; torch then runs on cuda or cpu.",
+    ),
     steps: int = option(BenchOptions, "steps", "--steps"),
     repeats: int = option(BenchOptions, "repeats", "--repeats"),
     rounds: int = option(BenchOptions, "rounds", "--rounds"),
     scheduler: str = option(BenchOptions, "scheduler", "--scheduler", **choice(SCHEDULER_NAMES)),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file.", show_default=False),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the figures to this JSON file.", show_default=False
+    ),
 ) -> None:
     """Measure per-stage and end-to-end latency and peak memory of each backend on one bundle and clip."""
     from rich.console import Console
@@ -215,17 +248,31 @@ def bench_command(
         task = bar.add_task("bench", total=rounds * len(names))
 
         def progress(name: str, round_: int) -> None:
-            bar.update(task, completed=round_ * len(names) + names.index(name),
-                       description=f"{name}, round {round_ + 1} of {rounds}: warm-up + {repeats} x {steps} steps")
+            bar.update(
+                task,
+                completed=round_ * len(names) + names.index(name),
+                description=f"{name}, round {round_ + 1} of {rounds}: warm-up + {repeats} x {steps} steps",
+            )
 
         results = run_rounds(engines, names, device, clip, steps, repeats, scheduler, rounds, progress)
     relative = ratios(results)
     title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {steps} steps, {device}"
     Console().print(ratio_table(title, results, relative))
     if json_out:
-        report = {"backends": results, "ratios_vs_torch": relative, "steps": steps, "repeats": repeats, "rounds": rounds, "device": device,
-                  "scheduler": scheduler, "bundle": manifest.bundle_id, "precision": manifest.precision, "height": manifest.height,
-                  "width": manifest.width, "machine": machine()}
+        report = {
+            "backends": results,
+            "ratios_vs_torch": relative,
+            "steps": steps,
+            "repeats": repeats,
+            "rounds": rounds,
+            "device": device,
+            "scheduler": scheduler,
+            "bundle": manifest.bundle_id,
+            "precision": manifest.precision,
+            "height": manifest.height,
+            "width": manifest.width,
+            "machine": machine(),
+        }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(json_out, (json.dumps(report, indent=2) + "\n").encode())
         console.print(f"wrote {json_out}")

@@ -48,7 +48,7 @@ class FileEntry:
     size: int
 
     @classmethod
-    def of(cls, root: Path, path: str) -> "FileEntry":
+    def of(cls, root: Path, path: str) -> FileEntry:
         """Hash ``root / path`` now."""
         full = root / path
         return cls(path, file_sha256(full), full.stat().st_size)
@@ -77,7 +77,7 @@ class Parity:
         return all(o.max_rel <= self.tolerance for o in self.outputs)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Parity":
+    def from_json(cls, d: dict) -> Parity:
         return cls(d["backend"], d["sample"], d["tolerance"], tuple(OutputError(**o) for o in d["outputs"]))
 
 
@@ -91,7 +91,7 @@ class Plan:
     parity: Parity
 
     @classmethod
-    def from_json(cls, d: dict) -> "Plan":
+    def from_json(cls, d: dict) -> Plan:
         return cls(FileEntry(**d["file"]), d["tensorrt_version"], d["gpu"], Parity.from_json(d["parity"]))
 
 
@@ -112,11 +112,15 @@ class Engine:
         return [self.file, *([self.data] if self.data else []), *(p.file for p in self.plans)]
 
     @classmethod
-    def from_json(cls, d: dict) -> "Engine":
+    def from_json(cls, d: dict) -> Engine:
         return cls(
-            name=d["name"], file=FileEntry(**d["file"]), data=FileEntry(**d["data"]) if d["data"] else None,
-            precision=d["precision"], inputs=tuple(TensorSpec.from_json(t) for t in d["inputs"]),
-            outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]), parity=Parity.from_json(d["parity"]),
+            name=d["name"],
+            file=FileEntry(**d["file"]),
+            data=FileEntry(**d["data"]) if d["data"] else None,
+            precision=d["precision"],
+            inputs=tuple(TensorSpec.from_json(t) for t in d["inputs"]),
+            outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]),
+            parity=Parity.from_json(d["parity"]),
             plans=tuple(Plan.from_json(p) for p in d["plans"]),
         )
 
@@ -169,20 +173,40 @@ class Manifest:
     def rebuild_command(self, folder: str | os.PathLike) -> str:
         """The export command line that rebuilds this bundle in ``folder``."""
         refs = {s.role: s.ref for s in self.sources}
-        words = ["audiotoken-rt", "export", "--sd", refs.get("sd", "?"), "--beats", refs.get("beats", "?"),
-                 "--embedder", refs.get("embedder", "?"), "--out", str(folder), "--height", str(self.height),
-                 "--width", str(self.width), "--precision", self.precision, "--template", self.template, "--force"]
+        words = [
+            "audiotoken-rt",
+            "export",
+            "--sd",
+            refs.get("sd", "?"),
+            "--beats",
+            refs.get("beats", "?"),
+            "--embedder",
+            refs.get("embedder", "?"),
+            "--out",
+            str(folder),
+            "--height",
+            str(self.height),
+            "--width",
+            str(self.width),
+            "--precision",
+            self.precision,
+            "--template",
+            self.template,
+            "--force",
+        ]
         return shlex.join(words)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = MANIFEST) -> "Manifest":
+    def from_json(cls, text: str, source: str = MANIFEST) -> Manifest:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BundleError(f"{source}: not valid JSON ({exc})", hint="rebuild the bundle with audiotoken-rt export --force") from exc
+            raise BundleError(
+                f"{source}: not valid JSON ({exc})", hint="rebuild the bundle with audiotoken-rt export --force"
+            ) from exc
         version = d.get("schema_version") if isinstance(d, dict) else None
         if version != SCHEMA_VERSION:
             raise BundleError(
@@ -191,26 +215,50 @@ class Manifest:
             )
         try:
             return cls(
-                **{k: d[k] for k in ("key", "precision", "opset", "token_dim", "placeholder", "placeholder_id", "template",
-                                     "height", "width", "vae_scaling_factor", "prediction_type", "scheduler_config",
-                                     "tokenizer", "created_with", "schema_version")},
+                **{
+                    k: d[k]
+                    for k in (
+                        "key",
+                        "precision",
+                        "opset",
+                        "token_dim",
+                        "placeholder",
+                        "placeholder_id",
+                        "template",
+                        "height",
+                        "width",
+                        "vae_scaling_factor",
+                        "prediction_type",
+                        "scheduler_config",
+                        "tokenizer",
+                        "created_with",
+                        "schema_version",
+                    )
+                },
                 sources=tuple(Source(**s) for s in d["sources"]),
                 files=tuple(FileEntry(**f) for f in d["files"]),
                 engines={name: Engine.from_json(e) for name, e in d["engines"].items()},
             )
         except (KeyError, TypeError) as exc:
-            raise BundleError(f"{source}: manifest lacks or mistypes a field ({exc})",
-                              hint="rebuild the bundle with audiotoken-rt export --force") from exc
+            raise BundleError(
+                f"{source}: manifest lacks or mistypes a field ({exc})",
+                hint="rebuild the bundle with audiotoken-rt export --force",
+            ) from exc
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
     """The manifest of the bundle in ``folder`` (not yet checked against the files)."""
     path = Path(folder) / MANIFEST
     if not Path(folder).exists():
-        raise BundleError(f"{folder}: bundle folder does not exist", hint="check the path, or build one with audiotoken-rt export --out FOLDER")
+        raise BundleError(
+            f"{folder}: bundle folder does not exist",
+            hint="check the path, or build one with audiotoken-rt export --out FOLDER",
+        )
     if not path.is_file():
-        raise BundleError(f"{folder}: no {MANIFEST}; expected an engine bundle folder",
-                          hint="build one with audiotoken-rt export --out FOLDER")
+        raise BundleError(
+            f"{folder}: no {MANIFEST}; expected an engine bundle folder",
+            hint="build one with audiotoken-rt export --out FOLDER",
+        )
     return Manifest.from_json(path.read_text(), str(path))
 
 
@@ -257,10 +305,15 @@ def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manif
     missing = [name for name in ENGINE_NAMES if name not in manifest.engines]
     if missing:
         problems.append(f"engines {', '.join(missing)} are not in the manifest")
-    for name, engine in manifest.engines.items():  # the I/O each engine was exported with must be this runtime's contract
+    for (
+        name,
+        engine,
+    ) in manifest.engines.items():  # the I/O each engine was exported with must be this runtime's contract
         problems += contract_problems(name, engine.inputs, engine.outputs, manifest.dims)
     if problems:
-        raise BundleError(f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}")
+        raise BundleError(
+            f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}"
+        )
     try:  # remember what was checked; a read-only home only costs the next start a re-hash
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(seen))
@@ -277,7 +330,7 @@ class Bundle:
     manifest: Manifest
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "Bundle":
+    def open(cls, folder: str | os.PathLike) -> Bundle:
         """Open ``folder`` after checking every file against the manifest (unchanged files are not re-hashed)."""
         return cls(Path(folder), verify(folder, trust_unchanged=True))
 
@@ -288,6 +341,8 @@ class Bundle:
     def engine_path(self, name: str) -> Path:
         """The ONNX file of engine ``name``."""
         if name not in self.manifest.engines:
-            raise BundleError(f"{self.root}: no engine {name!r} in the manifest (has {', '.join(self.manifest.engines)})",
-                              hint=f"rebuild it: {self.manifest.rebuild_command(self.root)}")
+            raise BundleError(
+                f"{self.root}: no engine {name!r} in the manifest (has {', '.join(self.manifest.engines)})",
+                hint=f"rebuild it: {self.manifest.rebuild_command(self.root)}",
+            )
         return self.root / self.manifest.engines[name].file.path

@@ -48,8 +48,10 @@ def reports_errors(command):
             if os.environ.get(DEBUG_VARIABLE):
                 raise
             first_line = (str(exc).strip().splitlines() or [""])[0]
-            fail(f"unexpected {type(exc).__name__}: {first_line}",
-                 f"run again with {DEBUG_VARIABLE}=1 for the traceback, and report it with `audiotoken-rt --version`")
+            fail(
+                f"unexpected {type(exc).__name__}: {first_line}",
+                f"run again with {DEBUG_VARIABLE}=1 for the traceback, and report it with `audiotoken-rt --version`",
+            )
 
     return wrapper
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # Audio (spec 1.1, 1.2): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
 SAMPLE_RATE = 16_000  # Hz
 CLIP_SECONDS = 10  # the official inference window: input_length = 10 s
@@ -54,7 +53,7 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     @classmethod
-    def from_json(cls, d: dict) -> "TensorSpec":
+    def from_json(cls, d: dict) -> TensorSpec:
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
 
     def describe(self) -> str:
@@ -86,12 +85,16 @@ class EngineContract:
     def feeds(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
         """The engine's named inputs from ``arrays`` in contract order, cast to their dtypes and shape-checked."""
         if len(arrays) != len(self.inputs):
-            raise ValueError(f"{self.name}: expected {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)}), got {len(arrays)}")
+            raise ValueError(
+                f"{self.name}: expected {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)}), got {len(arrays)}"
+            )
         feeds = {}
-        for spec, array in zip(self.inputs, arrays):
+        for spec, array in zip(self.inputs, arrays, strict=True):
             value = np.ascontiguousarray(array, dtype=spec.dtype)
             if value.shape != spec.shape:
-                raise ValueError(f"{self.name}: input {spec.name} has shape {list(value.shape)}, the contract says {list(spec.shape)}")
+                raise ValueError(
+                    f"{self.name}: input {spec.name} has shape {list(value.shape)}, the contract says {list(spec.shape)}"
+                )
             feeds[spec.name] = value
         return feeds
 
@@ -113,18 +116,29 @@ def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
     latent = float_spec("latent", 1, c, h, w)
     contracts = [
         EngineContract("audio_encoder", (float_spec("waveform", 1, N_SAMPLES),), (audio_token,)),
-        EngineContract("text_encoder", (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), audio_token),
-                       (float_spec("text_embeddings", 1, TEXT_LENGTH, D),)),
-        EngineContract("unet", (float_spec("sample", GUIDED_BATCH, c, h, w), float_spec("timestep", 1),
-                                float_spec("encoder_hidden_states", GUIDED_BATCH, TEXT_LENGTH, D)),
-                       (float_spec("noise_pred", GUIDED_BATCH, c, h, w),)),
+        EngineContract(
+            "text_encoder",
+            (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), audio_token),
+            (float_spec("text_embeddings", 1, TEXT_LENGTH, D),),
+        ),
+        EngineContract(
+            "unet",
+            (
+                float_spec("sample", GUIDED_BATCH, c, h, w),
+                float_spec("timestep", 1),
+                float_spec("encoder_hidden_states", GUIDED_BATCH, TEXT_LENGTH, D),
+            ),
+            (float_spec("noise_pred", GUIDED_BATCH, c, h, w),),
+        ),
         EngineContract("vae_decoder", (latent,), (image,)),
         EngineContract("vae_encoder", (image,), (latent,)),
     ]
     return {contract.name: contract for contract in contracts}
 
 
-def contract_problems(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], dims: Dims) -> list[str]:
+def contract_problems(
+    name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], dims: Dims
+) -> list[str]:
     """How an engine's recorded I/O differs from the contract at ``dims`` (empty when it matches)."""
     contracts = engine_contracts(dims)
     if name not in contracts:
@@ -133,7 +147,8 @@ def contract_problems(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[
     problems = []
     for kind, found, wanted in (("inputs", inputs, expected.inputs), ("outputs", outputs, expected.outputs)):
         if tuple(found) != wanted:
-            problems.append(f"{name} {kind} are {', '.join(s.describe() for s in found) or 'none'}; "
-                            f"this runtime expects {', '.join(s.describe() for s in wanted)}")
+            problems.append(
+                f"{name} {kind} are {', '.join(s.describe() for s in found) or 'none'}; "
+                f"this runtime expects {', '.join(s.describe() for s in wanted)}"
+            )
     return problems
-

@@ -36,11 +36,15 @@ class ExportError(AudioTokenError):
     """Exporting a network failed: the exporter refused it, or the engine disagrees with PyTorch beyond tolerance."""
 
 
-PYTORCH_SIDE_HINT = ("pip install torch==2.13.0 && pip install 'audiotoken-rt[export]' "
-                     "(torch first and pinned: a bare torch pulls a multi-GB CUDA build; add [train] to train)")
+PYTORCH_SIDE_HINT = (
+    "pip install torch==2.13.0 && pip install 'audiotoken-rt[export]' "
+    "(torch first and pinned: a bare torch pulls a multi-GB CUDA build; add [train] to train)"
+)
 
 
 def needs_pytorch_side(what: str, missing: ImportError) -> ConfigError:
     """The error for a command or backend that needs the PyTorch side on a runtime-only install."""
     name = missing.name or str(missing)
-    return ConfigError(f"{what} needs the PyTorch side of audiotoken-rt, and {name} is not installed", hint=PYTORCH_SIDE_HINT)
+    return ConfigError(
+        f"{what} needs the PyTorch side of audiotoken-rt, and {name} is not installed", hint=PYTORCH_SIDE_HINT
+    )

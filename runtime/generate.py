@@ -19,9 +19,11 @@ from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import GenerationOptions
 from runtime.schedulers import SCHEDULER_NAMES
 
-CLIPS_HELP = ("Sound clips: WAV, FLAC, OGG/Vorbis or MP3, any rate and channel count. Each is read as 10 s from --start "
-              "(default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to fill "
-              "10 s. For names starting with '-', put them after '--' at the end: generate --engines E --out O -- -x.wav")
+CLIPS_HELP = (
+    "Sound clips: WAV, FLAC, OGG/Vorbis or MP3, any rate and channel count. Each is read as 10 s from --start "
+    "(default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to fill "
+    "10 s. For names starting with '-', put them after '--' at the end: generate --engines E --out O -- -x.wav"
+)
 
 
 def picture_paths(clips: list[Path], out: Path, num_images: int) -> dict[Path, list[Path]]:
@@ -39,20 +41,29 @@ def check_outputs(targets: dict[Path, list[Path]], out: Path, overwrite: bool) -
     for clip, paths in targets.items():
         for path in paths:
             if path in owners and owners[path] != clip:
-                raise ConfigError(f"clips {owners[path]} and {clip} would both write {path}", hint="rename one, or run them separately")
+                raise ConfigError(
+                    f"clips {owners[path]} and {clip} would both write {path}",
+                    hint="rename one, or run them separately",
+                )
             owners[path] = clip
     existing = [str(path) for path in owners if path.exists()]
     if existing and not overwrite:
         shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise ConfigError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; nothing was drawn",
-                          hint="pass --overwrite to replace them, or choose another --out")
+        raise ConfigError(
+            f"{shown} already exist{'s' if len(existing) == 1 else ''}; nothing was drawn",
+            hint="pass --overwrite to replace them, or choose another --out",
+        )
 
 
 @reports_errors
 def generate_command(
     clips: list[Path] = typer.Argument(..., help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = typer.Option(..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False),
-    out: Path = typer.Option(..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False),
+    engines: Path = typer.Option(
+        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False
+    ),
     steps: int = option(GenerationOptions, "steps", "--steps"),
     guidance: float = option(GenerationOptions, "guidance", "--guidance"),
     seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
@@ -62,9 +73,15 @@ def generate_command(
     num_images: int = option(GenerationOptions, "num_images", "--num-images"),
     start: float = option(GenerationOptions, "start", "--start"),
     downmix: str = option(GenerationOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
-    backend: str = typer.Option("onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."),
-    device: str = typer.Option("cpu", "--device", **choice(DEVICES),
-                               help="For onnxruntime: cpu, cuda, tensorrt, or openvino (Intel CPUs; bf16 where the CPU has it)."),
+    backend: str = typer.Option(
+        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
+    ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        **choice(DEVICES),
+        help="For onnxruntime: cpu, cuda, tensorrt, or openvino (Intel CPUs; bf16 where the CPU has it).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
@@ -76,8 +93,17 @@ def generate_command(
     from runtime.pipeline import Pipeline
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = GenerationOptions(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, scheduler=scheduler,
-                                seed=seed, num_images=num_images, start=start, downmix=downmix)
+    options = GenerationOptions(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        num_images=num_images,
+        start=start,
+        downmix=downmix,
+    )
     options.check()
     targets = picture_paths(clips, out, num_images)
     check_outputs(targets, out, overwrite)
@@ -98,7 +124,7 @@ def generate_command(
 
             try:
                 result = pipeline.draw(clip, options, progress=report)
-                for k, (picture, path) in enumerate(zip(result.pictures, paths)):
+                for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
                     metadata = {**result.metadata(k, clip.name), "bundle": pipeline.bundle.manifest.bundle_id}
                     save_png(picture, path, metadata, overwrite=overwrite)
                     console.print(f"wrote {path} (seed {result.seeds[k]})")

@@ -23,7 +23,10 @@ def manifest_tables(manifest) -> list:
     rows = [
         ("id", f"{manifest.bundle_id} (schema {manifest.schema_version})"),
         ("image", f"{manifest.width}x{manifest.height}, VAE scaling {manifest.vae_scaling_factor}"),
-        ("text", f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}, template {manifest.template!r}"),
+        (
+            "text",
+            f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}, template {manifest.template!r}",
+        ),
         ("scheduler", f"{manifest.scheduler_config.get('_class_name', '?')}, {manifest.prediction_type}"),
         ("precision", f"{manifest.precision}, ONNX opset {manifest.opset}"),
         *((f"source {s.role}", f"{s.ref} ({len(s.files)} files)") for s in manifest.sources),
@@ -36,12 +39,23 @@ def manifest_tables(manifest) -> list:
     for column in ("engine", "precision", "inputs -> outputs", "MB", "max rel err", "plans"):
         engines.add_column(column, no_wrap=column == "engine")
     for name, engine in manifest.engines.items():
-        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in engine.inputs) + " -> " + ", ".join(f"{t.name} {list(t.shape)}" for t in engine.outputs)
+        shapes = (
+            ", ".join(f"{t.name} {list(t.shape)}" for t in engine.inputs)
+            + " -> "
+            + ", ".join(f"{t.name} {list(t.shape)}" for t in engine.outputs)
+        )
         size = (engine.file.size + (engine.data.size if engine.data else 0)) / 1e6
         worst = max(e.max_rel for e in engine.parity.outputs)
         verdict = "ok" if engine.parity.ok else "OVER"
         plans = ", ".join(f"{p.gpu} (TensorRT {p.tensorrt_version})" for p in engine.plans) or "-"
-        engines.add_row(name, engine.precision, shapes, f"{size:.1f}", f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})", plans)
+        engines.add_row(
+            name,
+            engine.precision,
+            shapes,
+            f"{size:.1f}",
+            f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})",
+            plans,
+        )
     return [facts, engines]
 
 

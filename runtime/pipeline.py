@@ -46,18 +46,37 @@ class GenerationOptions:
     The ``help`` of each field is also the ``audiotoken-rt generate`` option's help.
     """
 
-    prompt: str | None = field(default=None, metadata={"help": "Prompt template holding <*> once, where the sound goes."})
+    prompt: str | None = field(
+        default=None, metadata={"help": "Prompt template holding <*> once, where the sound goes."}
+    )
     negative_prompt: str = field(default="", metadata={"help": "Negative prompt (the unconditional branch)."})
     steps: int = field(default=25, metadata={"help": "Denoising steps."})
     guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (1 or more)."})
-    scheduler: str = field(default="dpm++2m", metadata={"help": "dpm++2m, pndm (the official inference, with 50 steps), ddim, euler or euler-a."})
-    seed: int | None = field(default=None, metadata={"help": f"Seed of the first picture; picture k gets SEED+k. {RANDOM_SEED} or unset: a random seed (printed and recorded in the PNG)."})
+    scheduler: str = field(
+        default="dpm++2m",
+        metadata={
+            "help": "dpm++2m; pndm (the official inference, with 50 steps); ddim; euler; euler-a; "
+            "lcm (1-8 steps, for bundles with LCM-LoRA fused)."
+        },
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Seed of the first picture; picture k gets SEED+k. {RANDOM_SEED} or unset: a random seed (printed and recorded in the PNG)."
+        },
+    )
     num_images: int = field(default=1, metadata={"help": "Pictures per clip."})
-    start: float = field(default=0.0, metadata={"help": "Where the 10 s window of each clip starts, in seconds (shorter rests are loop-tiled)."})
-    downmix: str = field(default="first", metadata={"help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them."})
+    start: float = field(
+        default=0.0,
+        metadata={"help": "Where the 10 s window of each clip starts, in seconds (shorter rests are loop-tiled)."},
+    )
+    downmix: str = field(
+        default="first",
+        metadata={"help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them."},
+    )
 
     @classmethod
-    def official(cls, **overrides) -> "GenerationOptions":
+    def official(cls, **overrides) -> GenerationOptions:
         """The official AudioToken inference: PNDM, 50 steps, guidance 7.5."""
         return replace(cls(scheduler="pndm", steps=50), **overrides)
 
@@ -70,7 +89,9 @@ class GenerationOptions:
         if self.num_images < 1:
             raise ConfigError(f"num_images is {self.num_images}; it must be at least 1")
         if not self.guidance >= 1.0:
-            raise ConfigError(f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)")
+            raise ConfigError(
+                f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)"
+            )
         if self.seed is not None and self.seed != RANDOM_SEED:
             check_seed(self.seed)
         if not (self.start >= 0 and np.isfinite(self.start)):
@@ -108,8 +129,17 @@ class Generation:
     def metadata(self, index: int, clip: str) -> dict[str, object]:
         """PNG text chunks for picture ``index``."""
         o = self.options
-        return {"clip": clip, "prompt": self.prompt, "negative_prompt": o.negative_prompt, "seed": self.seeds[index],
-                "steps": o.steps, "scheduler": o.scheduler, "guidance": o.guidance, "start": o.start, "downmix": o.downmix}
+        return {
+            "clip": clip,
+            "prompt": self.prompt,
+            "negative_prompt": o.negative_prompt,
+            "seed": self.seeds[index],
+            "steps": o.steps,
+            "scheduler": o.scheduler,
+            "guidance": o.guidance,
+            "start": o.start,
+            "downmix": o.downmix,
+        }
 
 
 class Pipeline:
@@ -121,12 +151,14 @@ class Pipeline:
         self.contracts = engine_contracts(bundle.manifest.dims)
         self.tokenizer = PromptTokenizer.from_folder(bundle.tokenizer_dir)
         if self.tokenizer.placeholder_id != bundle.manifest.placeholder_id:
-            raise ConfigError(f"{bundle.root}: tokenizer puts {PLACEHOLDER} at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}")
+            raise ConfigError(
+                f"{bundle.root}: tokenizer puts {PLACEHOLDER} at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}"
+            )
         self.uncond_cache: dict[str, np.ndarray] = {}
         self.cache_lock = threading.Lock()
 
     @classmethod
-    def open(cls, bundle: str | Path, backend: str = "onnxruntime", device: str = "cpu") -> "Pipeline":
+    def open(cls, bundle: str | Path, backend: str = "onnxruntime", device: str = "cpu") -> Pipeline:
         """Open and verify a bundle, then a backend over it (``onnxruntime`` on ``cpu`` by default)."""
         opened = Bundle.open(bundle)
         return cls(opened, open_backend(opened, backend, device))
@@ -173,8 +205,14 @@ class Pipeline:
         return np.concatenate([uncond, cond]).astype(np.float32)  # [2, 77, D]
 
     # 4. noise -> latents
-    def denoise(self, embeddings: np.ndarray, seed: int, options: GenerationOptions, progress: Progress | None = None,
-                timings: Timings | None = None) -> np.ndarray:
+    def denoise(
+        self,
+        embeddings: np.ndarray,
+        seed: int,
+        options: GenerationOptions,
+        progress: Progress | None = None,
+        timings: Timings | None = None,
+    ) -> np.ndarray:
         """Classifier-free guided denoising of the seed's initial noise: -> latents [1, 4, h, w]."""
         m = self.bundle.manifest
         scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps)
@@ -185,7 +223,9 @@ class Pipeline:
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
             started = time.perf_counter()
-            noise = self.run("unet", np.concatenate([model_input, model_input]), np.array([t]), embeddings)  # [2, 4, h, w]
+            noise = self.run(
+                "unet", np.concatenate([model_input, model_input]), np.array([t]), embeddings
+            )  # [2, 4, h, w]
             if timings is not None:
                 timings.add("unet", started)
                 timings.unet_calls += 1
@@ -201,13 +241,24 @@ class Pipeline:
         """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
         return self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
 
-    def generate(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
-                 sample_rate: int = SAMPLE_RATE) -> list:
+    def generate(
+        self,
+        clip: str | Path | np.ndarray,
+        options: GenerationOptions = GenerationOptions(),
+        *,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> list:
         """``options.num_images`` PIL pictures for one clip (a file, or samples at ``sample_rate``)."""
         return self.draw(clip, options, sample_rate=sample_rate).pictures
 
-    def draw(self, clip: str | Path | np.ndarray, options: GenerationOptions = GenerationOptions(), *,
-             sample_rate: int = SAMPLE_RATE, progress: Progress | None = None) -> Generation:
+    def draw(
+        self,
+        clip: str | Path | np.ndarray,
+        options: GenerationOptions = GenerationOptions(),
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        progress: Progress | None = None,
+    ) -> Generation:
         """``generate`` with what reproduces it: the seeds, the prompt, stage timings; ``progress`` sees each stage."""
         options.check()
         prompt = self.check_prompts(options)

@@ -6,6 +6,8 @@ UNet evaluation), calls ``scale_model_input`` -> UNet (+ guidance) -> ``step``::
 
     scheduler = make_scheduler("dpm++2m", scheduler_config, 25)
     latents = noise * scheduler.init_noise_sigma                         # [B,4,h,w]
+    # img2img (schedulers with ``supports_strength``, e.g. make_scheduler("lcm", config, 4, strength=0.6)):
+    # latents = scheduler.add_noise(source_latents, noise, 0)            # the source noised to timesteps[0]
     history = History()
     for i, t in enumerate(scheduler.timesteps):
         eps = unet(scheduler.scale_model_input(latents, i), t)          # [B,4,h,w]
@@ -27,9 +29,14 @@ Design:
 - Every scheduler predicts the clean sample from a variance-preserving (VP) view of the latents,
   ``x = a*x0 + s*eps`` with ``a = sqrt(alpha_bar)``, ``s = sqrt(1 - alpha_bar)``; the Euler family keeps its latents
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
+- Stochastic schedulers (euler-a, lcm) take their fresh noise from ``step(..., rng=)`` (the picture's
+  ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- img2img: ``make_scheduler(..., strength=)`` (in (0, 1]; 1 = from pure noise) is accepted by the schedulers with
+  ``supports_strength`` (lcm); they choose the timesteps that remain and noise the source with ``add_noise``.
 
 Sources for the formulas: DDIM (Song et al. 2020, eq. 12), PNDM/PLMS (Liu et al. 2022, eq. 9 and 12),
-DPM-Solver++ (Lu et al. 2022, multistep 2M), Euler / Euler ancestral (Karras et al. 2022; k-diffusion).
+DPM-Solver++ (Lu et al. 2022, multistep 2M), Euler / Euler ancestral (Karras et al. 2022; k-diffusion),
+LCM (Luo et al. 2023, Algorithm 1; the multistep consistency sampling of Song et al. 2023, Algorithm 1).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import numpy as np
 
 from runtime.errors import ConfigError
 
-SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a")
+SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
 _BASE_DEFAULTS = {
@@ -97,6 +104,8 @@ class Scheduler:
     defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
     init_noise_sigma: float = 1.0
     timesteps: np.ndarray
+    supports_strength = False  # True: the constructor takes ``strength`` (img2img) and the class has ``add_noise``
+    steps_hint = "use e.g. 25 steps for dpm++2m or 50 for pndm"
 
     def __init__(self, config: dict, num_inference_steps: int):
         cfg = {**_BASE_DEFAULTS, **self.defaults}
@@ -111,16 +120,19 @@ class Scheduler:
         _require(cfg, "beta_schedule", ("linear", "scaled_linear"))
         _require(cfg, "prediction_type", ("epsilon", "v_prediction"))
         _require(cfg, "timestep_spacing", ("leading", "trailing", "linspace"))
-        n_train = int(cfg["num_train_timesteps"])
-        if not 1 <= int(num_inference_steps) <= n_train:
+        max_steps = self._max_inference_steps(cfg)
+        if not 1 <= int(num_inference_steps) <= max_steps:
             raise ConfigError(
-                f"num_inference_steps: expected 1..{n_train}, got {num_inference_steps}",
-                hint="use e.g. 25 steps for dpm++2m or 50 for pndm",
+                f"num_inference_steps: expected 1..{max_steps}, got {num_inference_steps}", hint=self.steps_hint
             )
         self.config = cfg
         self.num_inference_steps = int(num_inference_steps)
         self.prediction_type = cfg["prediction_type"]
         self.alphas_cumprod = _alphas_cumprod(cfg)  # [n_train] float64
+
+    def _max_inference_steps(self, cfg: dict) -> int:
+        """The most inference steps the resolved config allows: one per training timestep unless overridden."""
+        return int(cfg["num_train_timesteps"])
 
     def scale_model_input(self, sample: np.ndarray, step_index: int) -> np.ndarray:
         """The UNet input for step ``step_index``; identity except for the Euler family."""
@@ -140,7 +152,8 @@ class Scheduler:
 
         model_output, sample: [B,4,h,w]; the result has the sample's dtype. ``rng`` (anything with
         ``standard_normal(shape)``: the picture's ``runtime.noise.NoiseStream``, or a numpy Generator) or ``noise``
-        ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a) and ignored by the others.
+        ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a; lcm except at its last step) and
+        ignored by the others.
         """
         if not 0 <= step_index < len(self.timesteps):
             raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
@@ -159,6 +172,37 @@ class Scheduler:
                 f"{type(self).__name__} step {step_index}: expected a history of {expected} earlier outputs, "
                 f"got {len(history.outputs)}; pass the History returned by the previous step"
             )
+
+
+def _fresh_noise(name: str, shape: tuple[int, ...], rng, noise) -> np.ndarray:
+    """The N(0, 1) noise a stochastic step adds: ``noise`` if given, else ``rng.standard_normal(shape)``; float64."""
+    if noise is None:
+        if rng is None:
+            raise ConfigError(
+                f"{name} step: expected rng= or noise= for the fresh noise, got neither",
+                hint="pass the picture's runtime.noise.NoiseStream(seed, STEP_NOISE) as rng= (seeded for reproducible images)",
+            )
+        noise = rng.standard_normal(shape)  # [B,4,h,w]
+    noise = np.asarray(noise, dtype=np.float64)
+    if noise.shape != tuple(shape):
+        raise ValueError(f"{name} step: expected noise of shape {tuple(shape)} (the sample's), got {noise.shape}")
+    return noise
+
+
+def _check_strength(strength) -> float:
+    """img2img strength as a float in (0, 1]: the fraction of the noise schedule left to run from the source."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(strength, bool) or not 0.0 < value <= 1.0:  # NaN fails too
+        numeric = isinstance(strength, (int, float, np.number)) and not isinstance(strength, bool)
+        shown = value if numeric else strength
+        raise ConfigError(
+            f"strength: expected a number in (0, 1], got {shown!r}",
+            hint="1 starts from pure noise (text-to-image); lower values keep more of the source picture",
+        )
+    return value
 
 
 def _require(cfg: dict, key: str, allowed: tuple) -> None:
@@ -274,7 +318,7 @@ class PNDM(Scheduler):
             self._check_history(history, min(i - 1, 4), i)
             outputs = history.outputs[-3:] + (m,)
             weights = self._ADAMS_BASHFORTH[len(outputs)]
-            combined = sum(w * o for w, o in zip(weights, outputs))  # [B,4,h,w]
+            combined = sum(w * o for w, o in zip(weights, outputs, strict=True))  # [B,4,h,w]
             start, history = x, History(outputs=outputs)
         c = self.coef
         x0, eps = _x0_and_eps(combined, start, c.a[i], c.s[i], self.prediction_type)  # [B,4,h,w] each
@@ -393,14 +437,7 @@ class Euler(Scheduler):
         derivative = (x - x0) / sigma  # [B,4,h,w]
         prev = x + derivative * (self.sigma_down[i] - sigma)  # [B,4,h,w]
         if self.ancestral:
-            if noise is None:
-                if rng is None:
-                    raise ConfigError(
-                        "euler-a step: expected rng= or noise= for the fresh noise, got neither",
-                        hint="pass the picture's runtime.noise.NoiseStream(seed, STEP_NOISE) as rng= (seeded for reproducible images)",
-                    )
-                noise = rng.standard_normal(x.shape)  # [B,4,h,w]
-            prev = prev + np.asarray(noise, dtype=np.float64) * self.sigma_up[i]
+            prev = prev + _fresh_noise("euler-a", x.shape, rng, noise) * self.sigma_up[i]
         return prev, history
 
 
@@ -410,20 +447,128 @@ class EulerAncestral(Euler):
     ancestral = True
 
 
+class LCM(Scheduler):
+    """Latent Consistency Model sampling (multistep consistency sampling), for 1-8 steps of an LCM-distilled UNet.
+
+    Step i evaluates the consistency function at timestep t_i, i.e. the clean-sample estimate with the boundary
+    condition f(x, 0) = x built in (sd = sigma_data = 0.5, k = ``timestep_scaling``, x0 from the model output):
+        f = c_skip * x + c_out * x0,   c_skip = sd^2 / ((k*t)^2 + sd^2),   c_out = k*t / sqrt((k*t)^2 + sd^2)
+    and, except at the last step, noises f forward to the next timestep with fresh noise z ~ N(0, 1):
+        x_next = a_next * f + s_next * z.
+    The last step returns f itself. There is no solver state (the History stays empty).
+
+    Timesteps: the distillation schedule of ``original_inference_steps`` (stride = n_train // orig; its timesteps
+    stride*j - 1 for j = 1..orig, i.e. 19, 39, ..., 999 for SD), truncated to its first int(orig * strength) entries
+    for img2img, and num_inference_steps of those taken at evenly spaced indices from the noisiest one down
+    (4 steps: 999, 759, 499, 259). ``timestep_spacing`` and ``steps_offset`` play no part (as in diffusers).
+    A strength below 1 keeps the number of steps and starts them lower (4 steps at strength 0.5: 499, 379, 259, 139).
+    """
+
+    defaults = {
+        # diffusers' LCMScheduler defaults (its betas are SD's, unlike the DDPM defaults in _BASE_DEFAULTS)
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "original_inference_steps": 50,
+        "timestep_spacing": "leading",  # accepted for config compatibility; unused
+        "timestep_scaling": 10.0,
+        "clip_sample": False,
+        "clip_sample_range": 1.0,
+    }
+    supports_strength = True
+    steps_hint = "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet"
+    SIGMA_DATA = 0.5
+
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps)
+        self.strength = _check_strength(strength)
+        cfg, n = self.config, self.num_inference_steps
+        orig = int(cfg["original_inference_steps"])
+        # Python float product then truncation, exactly as diffusers: 50 * 0.58 = 28.999... -> 28 timesteps.
+        n_origin = int(orig * self.strength)
+        if n_origin < n:
+            raise ConfigError(
+                f"strength: {self.strength!r} leaves int({orig} * {self.strength!r}) = {n_origin} of the {orig} LCM timesteps, "
+                f"fewer than num_inference_steps = {n}",
+                hint=f"use at most {n_origin} steps, or a strength of at least {n / orig:g}",
+            )
+        stride = int(cfg["num_train_timesteps"]) // orig
+        origin = (np.arange(1, n_origin + 1) * stride - 1)[::-1]  # [n_origin] descending
+        picks = np.floor(np.linspace(0, n_origin, n, endpoint=False)).astype(np.int64)  # [n]
+        self.timesteps = origin[picks].astype(np.int64)  # [n]
+        ab = self.alphas_cumprod[self.timesteps]  # [n]
+        self.a, self.s = np.sqrt(ab), np.sqrt(1.0 - ab)  # [n] each
+        # Target of the re-noising: the next step's timestep; the last step stops at f (a = 1, s = 0, unused).
+        self.a_next = np.append(self.a[1:], 1.0)  # [n]
+        self.s_next = np.append(self.s[1:], 0.0)  # [n]
+        scaled = self.timesteps.astype(np.float64) * float(cfg["timestep_scaling"])  # [n]
+        self.c_skip = self.SIGMA_DATA**2 / (scaled**2 + self.SIGMA_DATA**2)  # [n]
+        self.c_out = scaled / np.sqrt(scaled**2 + self.SIGMA_DATA**2)  # [n]
+
+    def _max_inference_steps(self, cfg: dict) -> int:
+        n_train, orig = int(cfg["num_train_timesteps"]), cfg["original_inference_steps"]
+        if isinstance(orig, bool) or not isinstance(orig, (int, np.integer)) or not 1 <= orig <= n_train:
+            raise ConfigError(
+                f"scheduler config: original_inference_steps expected an integer in 1..{n_train}, got {orig!r}",
+                hint="LCM-distilled models use 50 (diffusers' default)",
+            )
+        return int(orig)
+
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, step_index: int = 0) -> np.ndarray:
+        """The source latents noised to the timestep of step ``step_index``: a_t * original + s_t * noise.
+
+        original, noise: [B,4,h,w]; the result has the original's dtype. img2img starts the loop from
+        ``add_noise(source_latents, noise, 0)`` instead of ``noise * init_noise_sigma``.
+        """
+        if not 0 <= step_index < len(self.timesteps):
+            raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
+        x0 = np.asarray(original, dtype=np.float64)  # [B,4,h,w]
+        z = np.asarray(noise, dtype=np.float64)  # [B,4,h,w]
+        if z.shape != x0.shape:
+            raise ValueError(f"add_noise: expected noise of shape {x0.shape} (the original's), got {z.shape}")
+        return (self.a[step_index] * x0 + self.s[step_index] * z).astype(np.asarray(original).dtype)
+
+    def _step(self, m, i, x, history, rng, noise):
+        x0, _ = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w]
+        if self.config["clip_sample"]:
+            limit = float(self.config["clip_sample_range"])
+            x0 = np.clip(x0, -limit, limit)
+        denoised = self.c_skip[i] * x + self.c_out[i] * x0  # [B,4,h,w]
+        if i == len(self.timesteps) - 1:
+            return denoised, History()
+        z = _fresh_noise("lcm", x.shape, rng, noise)  # [B,4,h,w]
+        return self.a_next[i] * denoised + self.s_next[i] * z, History()
+
+
 _SCHEDULERS = {
     "dpm++2m": DPMSolverMultistep,
     "pndm": PNDM,
     "ddim": DDIM,
     "euler": Euler,
     "euler-a": EulerAncestral,
+    "lcm": LCM,
 }
 
 
-def make_scheduler(name: str, config: dict, num_inference_steps: int) -> Scheduler:
-    """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict."""
+def make_scheduler(name: str, config: dict, num_inference_steps: int, strength: float = 1.0) -> Scheduler:
+    """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict.
+
+    strength: img2img, in (0, 1] (1 = from pure noise, the default); below 1 only for schedulers with
+    ``supports_strength``.
+    """
     if name not in _SCHEDULERS:
         raise ConfigError(
             f"scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {name!r}",
             hint="dpm++2m (25 steps) is the default; pndm (50 steps) reproduces the official AudioToken inference",
         )
-    return _SCHEDULERS[name](config, num_inference_steps)
+    cls = _SCHEDULERS[name]
+    value = _check_strength(strength)
+    if cls.supports_strength:
+        return cls(config, num_inference_steps, strength=value)
+    if value != 1.0:
+        with_strength = [n for n, c in _SCHEDULERS.items() if c.supports_strength]
+        raise ConfigError(
+            f"strength: the {name} scheduler does not implement img2img strength (only 1.0), got {value!r}",
+            hint=f"schedulers with img2img strength: {', '.join(with_strength)}",
+        )
+    return cls(config, num_inference_steps)

@@ -18,7 +18,9 @@ import numpy as np
 
 from runtime.errors import BundleError, ConfigError
 
-TRT_HINT = "pip install 'audiotoken-rt[trt]' on an NVIDIA machine (TensorRT 10 and cuda-python), or use --backend onnxruntime"
+TRT_HINT = (
+    "pip install 'audiotoken-rt[trt]' on an NVIDIA machine (TensorRT 10 and cuda-python), or use --backend onnxruntime"
+)
 
 
 def gpu_slug(name: str) -> str:
@@ -68,7 +70,10 @@ class Engine:
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise BundleError(f"{path}: TensorRT cannot deserialize this plan", hint="rebuild it on this machine: audiotoken-rt export ... --tensorrt")
+            raise BundleError(
+                f"{path}: TensorRT cannot deserialize this plan",
+                hint="rebuild it on this machine: audiotoken-rt export ... --tensorrt",
+            )
         self.context = self.engine.create_execution_context()
         self.stream = checked(self.cudart.cudaStreamCreate())
         self.inputs, self.outputs, self.buffers = {}, {}, {}

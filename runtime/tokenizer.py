@@ -45,14 +45,16 @@ class PromptTokenizer:
         self.pad_id = pad_id
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "PromptTokenizer":
+    def from_folder(cls, folder: str | Path) -> PromptTokenizer:
         """Read ``tokenizer.json`` (and the pad token from ``tokenizer_config.json``) from a bundle's tokenizer folder."""
         folder = Path(folder)
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             config = json.loads((folder / "tokenizer_config.json").read_text())
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-            raise BundleError(f"{folder}: cannot read tokenizer.json / tokenizer_config.json ({exc})", hint="re-export the bundle") from exc
+            raise BundleError(
+                f"{folder}: cannot read tokenizer.json / tokenizer_config.json ({exc})", hint="re-export the bundle"
+            ) from exc
         pad = config.get("pad_token", "<|endoftext|>")
         pad = pad["content"] if isinstance(pad, dict) else pad
         pad_id = tokenizer.token_to_id(pad)
@@ -66,7 +68,10 @@ class PromptTokenizer:
             check_template(prompt)
         ids = self.tokenizer.encode(prompt).ids  # BOS ... EOS
         if len(ids) > TEXT_LENGTH:
-            raise ConfigError(f"prompt {quoted(prompt)} is {len(ids)} tokens long; CLIP takes at most {TEXT_LENGTH}", hint="shorten the prompt")
+            raise ConfigError(
+                f"prompt {quoted(prompt)} is {len(ids)} tokens long; CLIP takes at most {TEXT_LENGTH}",
+                hint="shorten the prompt",
+            )
         padded = np.full(TEXT_LENGTH, self.pad_id, dtype=np.int64)  # [77]
         padded[: len(ids)] = ids
         return padded

@@ -42,6 +42,8 @@ def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
     from export.options import ExportOptions
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    options = ExportOptions(sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out)
+    options = ExportOptions(
+        sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out
+    )
     export_bundle(options, Console(quiet=True))
     return out

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 ORACLES = Path(os.environ.get("AUDIOTOKEN_ORACLES", Path(__file__).resolve().parents[1] / ".cache" / "oracles"))
-INSTALL_HINT = f"the fbank oracle needs torchaudio's kaldi.py: pip install --no-deps --target {ORACLES} torchaudio==2.11.0"
+INSTALL_HINT = (
+    f"the fbank oracle needs torchaudio's kaldi.py: pip install --no-deps --target {ORACLES} torchaudio==2.11.0"
+)
 
-FBANK_MEAN = 15.41663    # BEATs extract_features defaults, repeated here so the oracle owes nothing
-FBANK_STD = 6.55582      # to the module under test
+FBANK_MEAN = 15.41663  # BEATs extract_features defaults, repeated here so the oracle owes nothing
+FBANK_STD = 6.55582  # to the module under test
 
 
 def kaldi_py_path() -> Path | None:
@@ -47,7 +49,7 @@ def kaldi_module() -> types.ModuleType:
     if path is None:
         raise RuntimeError(INSTALL_HINT)
     stub = types.ModuleType("torchaudio")
-    stub.__path__ = []                                   # a package with nothing in it
+    stub.__path__ = []  # a package with nothing in it
     saved = sys.modules.get("torchaudio")
     sys.modules["torchaudio"] = stub
     try:
@@ -64,8 +66,8 @@ def kaldi_module() -> types.ModuleType:
 
 def kaldi_fbank(waveform: np.ndarray) -> np.ndarray:
     """BEATs preprocess of one 1-D float32 waveform in [-1, 1) at 16 kHz -> normalised [T, 128] float32."""
-    x = torch.as_tensor(np.asarray(waveform, dtype=np.float32)) * 2 ** 15                      # [N]
+    x = torch.as_tensor(np.asarray(waveform, dtype=np.float32)) * 2**15  # [N]
     feats = kaldi_module().fbank(
         x[None], num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10
-    )                                                                                          # [T, 128]
-    return ((feats - FBANK_MEAN) / (2 * FBANK_STD)).numpy()                                    # [T, 128]
+    )  # [T, 128]
+    return ((feats - FBANK_MEAN) / (2 * FBANK_STD)).numpy()  # [T, 128]

@@ -35,7 +35,9 @@ def test_a_failed_build_leaves_the_old_folder_and_no_scratch(tmp_path):
 
 
 def test_leftovers_of_dead_builds_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     out = tmp_path / "bundle"
     killed = tmp_path / f".bundle.building-{dead}-x1y2"
     running = tmp_path / f".bundle.building-{os.getpid()}-a3b4"
@@ -57,11 +59,15 @@ def test_the_next_export_removes_what_a_killed_one_left(tiny_models, tiny_bundle
     from export.options import ExportOptions
 
     out = shutil.copytree(tiny_bundle, tmp_path / "tiny")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     leftover = tmp_path / f".tiny.building-{dead}-k1ll"
     leftover.mkdir()
     (leftover / "unet.onnx.data").write_bytes(b"\0" * 1024)
     log = io.StringIO()
-    options = ExportOptions(sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out)
+    options = ExportOptions(
+        sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", embedder=tiny_models / "embedder.bin", out=out
+    )
     assert export_bundle(options, Console(file=log, width=200)).reused
     assert not leftover.exists() and f"removed {leftover}, left by an export that was killed" in log.getvalue()

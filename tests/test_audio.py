@@ -291,10 +291,14 @@ def test_start_with_resampling(tmp_path, start):
     rng = np.random.default_rng(6)
     clip = rng.uniform(-0.5, 0.5, 25 * rate).astype(np.float32)  # 25 s at 44.1 kHz
     path = write(tmp_path / "long44.wav", clip, rate, subtype="FLOAT")
-    rest = soxr.resample(clip[round(start * rate) :], rate, SAMPLE_RATE, quality="HQ")  # the clip from `start`, at 16 kHz
+    rest = soxr.resample(
+        clip[round(start * rate) :], rate, SAMPLE_RATE, quality="HQ"
+    )  # the clip from `start`, at 16 kHz
     np.testing.assert_allclose(load_audio(path, start=start), rest[:N_SAMPLES], rtol=0, atol=1e-6)
     np.testing.assert_allclose(prepare_waveform(clip, rate, start=start), rest[:N_SAMPLES], rtol=0, atol=1e-6)
-    assert not np.allclose(load_audio(path, start=start), load_audio(path, start=start + 0.1), atol=0.1), "the window moves"
+    assert not np.allclose(load_audio(path, start=start), load_audio(path, start=start + 0.1), atol=0.1), (
+        "the window moves"
+    )
 
 
 def test_start_with_resampling_near_the_end(tmp_path):
@@ -311,7 +315,9 @@ def test_start_with_resampling_near_the_end(tmp_path):
 @pytest.mark.parametrize("bad", [-1.0, -1e-9, np.nan, np.inf, -np.inf, "2"], ids=repr)
 def test_bad_start_is_a_config_error_before_any_file_access(tmp_path, bad):
     path = tmp_path / "missing.wav"
-    with pytest.raises(ConfigError, match=file_error(path, re.escape(f"--start must be a finite number of seconds >= 0, got {bad!r}"))):
+    with pytest.raises(
+        ConfigError, match=file_error(path, re.escape(f"--start must be a finite number of seconds >= 0, got {bad!r}"))
+    ):
         load_audio(path, start=bad)
     with pytest.raises(ConfigError, match=r"^<mic>: --start .* got " + re.escape(repr(bad))):
         prepare_waveform(np.zeros(10, np.float32), SAMPLE_RATE, name="<mic>", start=bad)
@@ -323,7 +329,9 @@ def test_start_at_or_past_the_end(tmp_path, rate, start):
     path = write(tmp_path / "x.wav", sine(F0, rate, 8.3), rate)  # 8.3 s
     error = load_error(path, re.escape(f"--start {start} s is past the end of the clip (8.3 s long)"), start=start)
     assert str(error) == f"{path}: --start {start} s is past the end of the clip (8.3 s long)"
-    with pytest.raises(AudioLoadError, match=re.escape(f"<mic>: --start {start} s is past the end of the clip (8.3 s long)")):
+    with pytest.raises(
+        AudioLoadError, match=re.escape(f"<mic>: --start {start} s is past the end of the clip (8.3 s long)")
+    ):
         prepare_waveform(sine(F0, rate, 8.3), rate, name="<mic>", start=start)
 
 
@@ -512,13 +520,19 @@ def test_truncated_ogg(tmp_path, rate, channels, seconds, subtype, fraction):
     path = cut(tmp_path / "whole.ogg", data[: round(len(data) * fraction)])
     if subtype == "VORBIS" and fraction >= 0.5:  # (libsndfile refuses an Opus file, or a Vorbis one cut early, itself)
         decodes_quietly(path)
-    load_error(path, r"file is truncated: its last Ogg page \(at byte \d+\) (needs \d+ bytes but only \d+ are left|ends inside its header)")
+    load_error(
+        path,
+        r"file is truncated: its last Ogg page \(at byte \d+\) (needs \d+ bytes but only \d+ are left|ends inside its header)",
+    )
 
 
 def test_ogg_cut_inside_a_page_header(tmp_path):
     data = write(tmp_path / "whole.ogg", noisy(44_100, 3.0, 1), 44_100).read_bytes()
     last = data.rindex(b"OggS")  # the last page
-    load_error(cut(tmp_path / "whole.ogg", data[: last + 20]), r"truncated: its last Ogg page \(at byte \d+\) ends inside its header")
+    load_error(
+        cut(tmp_path / "whole.ogg", data[: last + 20]),
+        r"truncated: its last Ogg page \(at byte \d+\) ends inside its header",
+    )
 
 
 def test_ogg_cut_at_a_page_boundary_lacks_the_end_of_stream_flag(tmp_path):
@@ -594,7 +608,9 @@ def test_libsndfile_writes_a_xing_header_and_a_cut_past_the_window_is_caught(tmp
 
 @pytest.mark.parametrize("channels", [1, 2])
 def test_mp3_without_xing_header_from_libsndfile(tmp_path, channels):
-    data = write(tmp_path / "x.mp3", noisy(44_100, 6.0, channels), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes()
+    data = write(
+        tmp_path / "x.mp3", noisy(44_100, 6.0, channels), 44_100, bitrate_mode="CONSTANT", compression_level=0.5
+    ).read_bytes()
     whole = cut(tmp_path / "x.mp3", strip_xing(data), "whole")
     assert load_audio(whole).shape == (N_SAMPLES,)
     for fraction in (0.3, 0.8):
@@ -660,19 +676,31 @@ def id3v2(payload_size: int) -> bytes:
 def ape_tag() -> bytes:
     """An APEv2 tag (header, one item, footer) as taggers append it after the last frame."""
     item = (5).to_bytes(4, "little") + (0).to_bytes(4, "little") + b"Title\0" + b"hello"
+
     def part(flags: int) -> bytes:
         return b"APETAGEX" + struct.pack("<4I", 2000, len(item) + 32, 1, flags) + b"\0" * 8
+
     return part(0xA0000000) + item + part(0x80000000)
 
 
 ID3V1 = b"TAG" + b"a title".ljust(30, b"\0") + bytes(95)  # 128 bytes
 
 
-@pytest.mark.parametrize("tags", ["id3v2 300 bytes", "id3v2 + zeros", "id3v2 + id3v1", "ape + id3v1", "ape", "two id3v2"])
+@pytest.mark.parametrize(
+    "tags", ["id3v2 300 bytes", "id3v2 + zeros", "id3v2 + id3v1", "ape + id3v1", "ape", "two id3v2"]
+)
 def test_mp3_tags_are_skipped(tmp_path, tags):
-    data = strip_xing(write(tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes())
-    head = {"id3v2 300 bytes": id3v2(300), "id3v2 + id3v1": id3v2(1000), "two id3v2": id3v2(200) + id3v2(150),
-            "id3v2 + zeros": id3v2(300) + bytes(40)}.get(tags, b"")
+    data = strip_xing(
+        write(
+            tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5
+        ).read_bytes()
+    )
+    head = {
+        "id3v2 300 bytes": id3v2(300),
+        "id3v2 + id3v1": id3v2(1000),
+        "two id3v2": id3v2(200) + id3v2(150),
+        "id3v2 + zeros": id3v2(300) + bytes(40),
+    }.get(tags, b"")
     tail = {"id3v2 + id3v1": ID3V1, "ape + id3v1": ape_tag() + ID3V1, "ape": ape_tag()}.get(tags, b"")
     whole = cut(tmp_path / "x.mp3", head + data + tail, "whole")
     assert load_audio(whole).shape == (N_SAMPLES,)
@@ -682,7 +710,10 @@ def test_mp3_tags_are_skipped(tmp_path, tags):
 
 def test_mp3_cut_inside_its_id3v2_tag(tmp_path):
     data = write(tmp_path / "x.mp3", noisy(44_100, 1.0, 1), 44_100).read_bytes()
-    load_error(cut(tmp_path / "x.mp3", (id3v2(2000) + data)[:500]), r"truncated: its ID3v2 tag runs to byte 2010 but the file holds 500 bytes")
+    load_error(
+        cut(tmp_path / "x.mp3", (id3v2(2000) + data)[:500]),
+        r"truncated: its ID3v2 tag runs to byte 2010 but the file holds 500 bytes",
+    )
 
 
 def test_mp3_ending_in_bytes_that_look_like_another_streams_header_loads(tmp_path):
@@ -694,7 +725,11 @@ def test_mp3_ending_in_bytes_that_look_like_another_streams_header_loads(tmp_pat
 
 def test_mp3_with_junk_between_frames_loads(tmp_path):
     # The walk stops without a verdict where it meets anything but a frame: a file decoders accept is never refused.
-    data = strip_xing(write(tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5).read_bytes())
+    data = strip_xing(
+        write(
+            tmp_path / "x.mp3", noisy(44_100, 3.0, 1), 44_100, bitrate_mode="CONSTANT", compression_level=0.5
+        ).read_bytes()
+    )
     at = data.index(b"\xff\xfb", len(data) // 2)
     path = cut(tmp_path / "x.mp3", data[:at] + b"junk" * 20 + data[at:], "junk")
     assert load_audio(path).shape == (N_SAMPLES,)

@@ -18,11 +18,15 @@ TINY = ARCHITECTURES["tiny"].beats
 # spec 2.2: the iter3 state_dict (i = layer), without the predictor head
 SPEC_SHAPES = {
     "patch_embedding.weight": (512, 1, 16, 16),
-    "layer_norm.weight": (512,), "layer_norm.bias": (512,),
-    "post_extract_proj.weight": (768, 512), "post_extract_proj.bias": (768,),
-    "encoder.pos_conv.0.weight_g": (1, 1, 128), "encoder.pos_conv.0.weight_v": (768, 48, 128),
+    "layer_norm.weight": (512,),
+    "layer_norm.bias": (512,),
+    "post_extract_proj.weight": (768, 512),
+    "post_extract_proj.bias": (768,),
+    "encoder.pos_conv.0.weight_g": (1, 1, 128),
+    "encoder.pos_conv.0.weight_v": (768, 48, 128),
     "encoder.pos_conv.0.bias": (768,),
-    "encoder.layer_norm.weight": (768,), "encoder.layer_norm.bias": (768,),
+    "encoder.layer_norm.weight": (768,),
+    "encoder.layer_norm.bias": (768,),
 }
 for i in range(12):
     p = f"encoder.layers.{i}."
@@ -30,11 +34,18 @@ for i in range(12):
         SPEC_SHAPES[f"{p}self_attn.{proj}_proj.weight"] = (768, 768)
         SPEC_SHAPES[f"{p}self_attn.{proj}_proj.bias"] = (768,)
     SPEC_SHAPES |= {
-        f"{p}self_attn.grep_linear.weight": (8, 64), f"{p}self_attn.grep_linear.bias": (8,),
-        f"{p}self_attn.grep_a": (1, 12, 1, 1), f"{p}self_attn.relative_attention_bias.weight": (320, 12),
-        f"{p}self_attn_layer_norm.weight": (768,), f"{p}self_attn_layer_norm.bias": (768,),
-        f"{p}fc1.weight": (3072, 768), f"{p}fc1.bias": (3072,), f"{p}fc2.weight": (768, 3072), f"{p}fc2.bias": (768,),
-        f"{p}final_layer_norm.weight": (768,), f"{p}final_layer_norm.bias": (768,),
+        f"{p}self_attn.grep_linear.weight": (8, 64),
+        f"{p}self_attn.grep_linear.bias": (8,),
+        f"{p}self_attn.grep_a": (1, 12, 1, 1),
+        f"{p}self_attn.relative_attention_bias.weight": (320, 12),
+        f"{p}self_attn_layer_norm.weight": (768,),
+        f"{p}self_attn_layer_norm.bias": (768,),
+        f"{p}fc1.weight": (3072, 768),
+        f"{p}fc1.bias": (3072,),
+        f"{p}fc2.weight": (768, 3072),
+        f"{p}fc2.bias": (768,),
+        f"{p}final_layer_norm.weight": (768,),
+        f"{p}final_layer_norm.bias": (768,),
     }
 
 
@@ -81,20 +92,26 @@ def spec_reference_features(checkpoint: dict, fbank: torch.Tensor) -> torch.Tens
     alpha = (2 * n_layers) ** 0.25
     fbank = fbank.double()
     t = fbank.shape[0] // p
-    patches = fbank[: t * p].reshape(t, p, 128 // p, p).permute(0, 2, 1, 3).reshape(t * (128 // p), p * p)  # token t*8+f
+    patches = (
+        fbank[: t * p].reshape(t, p, 128 // p, p).permute(0, 2, 1, 3).reshape(t * (128 // p), p * p)
+    )  # token t*8+f
     x = patches @ w["patch_embedding.weight"].reshape(cfg["embed_dim"], -1).T
     x = F.layer_norm(x, x.shape[-1:], w["layer_norm.weight"], w["layer_norm.bias"], 1e-5)
     x = x @ w["post_extract_proj.weight"].T + w["post_extract_proj.bias"]
     n, c = x.shape
     g, v = w["encoder.pos_conv.0.weight_g"], w["encoder.pos_conv.0.weight_v"]
     kernel = torch.stack([g[0, 0, k] * v[:, :, k] / v[:, :, k].norm() for k in range(v.shape[2])], dim=2)
-    conv = F.conv1d(x.T[None], kernel, w["encoder.pos_conv.0.bias"], padding=cfg["conv_pos"] // 2, groups=cfg["conv_pos_groups"])
+    conv = F.conv1d(
+        x.T[None], kernel, w["encoder.pos_conv.0.bias"], padding=cfg["conv_pos"] // 2, groups=cfg["conv_pos_groups"]
+    )
     x = x + F.gelu(conv[0, :, :n].T)
     x = F.layer_norm(x, (c,), w["encoder.layer_norm.weight"], w["encoder.layer_norm.bias"], 1e-5)
 
     def bucket(rel: int) -> int:
         a = abs(rel)
-        return (160 if rel > 0 else 0) + (a if a < 80 else min(159, 80 + int(math.log(a / 80) / math.log(800 / 80) * 80)))
+        return (160 if rel > 0 else 0) + (
+            a if a < 80 else min(159, 80 + int(math.log(a / 80) / math.log(800 / 80) * 80))
+        )
 
     table = w["encoder.layers.0.self_attn.relative_attention_bias.weight"]  # [320, H]
     buckets = torch.tensor([[bucket(j - i) for j in range(n)] for i in range(n)])
@@ -109,14 +126,22 @@ def spec_reference_features(checkpoint: dict, fbank: torch.Tensor) -> torch.Tens
         head_out = []
         for h in range(heads):
             qh, kh, vh = (m[:, h * d : (h + 1) * d] for m in (q, k, val))
-            gl = torch.sigmoid((qh @ w[pre + "self_attn.grep_linear.weight"].T + w[pre + "self_attn.grep_linear.bias"]).reshape(n, 2, 4).sum(-1))
+            gl = torch.sigmoid(
+                (qh @ w[pre + "self_attn.grep_linear.weight"].T + w[pre + "self_attn.grep_linear.bias"])
+                .reshape(n, 2, 4)
+                .sum(-1)
+            )
             gate = gl[:, 0] * (gl[:, 1] * w[pre + "self_attn.grep_a"][0, h, 0, 0] - 1) + 2
             logits = qh @ kh.T / math.sqrt(d) + gate[:, None] * rel_bias[:, :, h]
             head_out.append(torch.softmax(logits, dim=-1) @ vh)
         attn = torch.cat(head_out, dim=1) @ w[pre + "self_attn.out_proj.weight"].T + w[pre + "self_attn.out_proj.bias"]
-        x = F.layer_norm(alpha * x + attn, (c,), w[pre + "self_attn_layer_norm.weight"], w[pre + "self_attn_layer_norm.bias"], 1e-5)
+        x = F.layer_norm(
+            alpha * x + attn, (c,), w[pre + "self_attn_layer_norm.weight"], w[pre + "self_attn_layer_norm.bias"], 1e-5
+        )
         ffn = F.gelu(x @ w[pre + "fc1.weight"].T + w[pre + "fc1.bias"]) @ w[pre + "fc2.weight"].T + w[pre + "fc2.bias"]
-        x = F.layer_norm(alpha * x + ffn, (c,), w[pre + "final_layer_norm.weight"], w[pre + "final_layer_norm.bias"], 1e-5)
+        x = F.layer_norm(
+            alpha * x + ffn, (c,), w[pre + "final_layer_norm.weight"], w[pre + "final_layer_norm.bias"], 1e-5
+        )
         if layer + 1 in (4, 8, 12):
             out.append(x)
     return torch.cat(out, dim=1)
@@ -140,7 +165,9 @@ def test_forward_matches_the_spec_reference(tiny_checkpoint):
     assert features.shape == (2, 31 * 8, 3 * TINY.encoder_embed_dim)
     for b in range(2):
         reference = spec_reference_features(checkpoint, fbank[b])
-        assert torch.allclose(features[b].double(), reference, atol=2e-4), (features[b].double() - reference).abs().max()
+        assert torch.allclose(features[b].double(), reference, atol=2e-4), (
+            (features[b].double() - reference).abs().max()
+        )
 
 
 def test_ten_seconds_give_496_tokens(tiny_checkpoint):
@@ -161,7 +188,9 @@ def test_aliased_relative_bias_keys_are_optional(tiny_checkpoint, tmp_path):
 def test_an_alias_that_differs_is_refused(tiny_checkpoint, tmp_path):
     _, checkpoint = tiny_checkpoint
     model = dict(checkpoint["model"])
-    model["encoder.layers.5.self_attn.relative_attention_bias.weight"] = model["encoder.layers.5.self_attn.relative_attention_bias.weight"] + 1
+    model["encoder.layers.5.self_attn.relative_attention_bias.weight"] = (
+        model["encoder.layers.5.self_attn.relative_attention_bias.weight"] + 1
+    )
     torch.save({"cfg": checkpoint["cfg"], "model": model}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=r"bad\.pt.*layers\.5.*differs"):
         BEATs.from_checkpoint(tmp_path / "bad.pt")
@@ -198,7 +227,10 @@ def test_the_checkpoint_cfg_is_obeyed(tiny_checkpoint, tmp_path):
 def test_bad_checkpoints_name_the_file_and_the_problem(tiny_checkpoint, tmp_path, content, message):
     _, checkpoint = tiny_checkpoint
     if content == "missing-key":
-        content = {"cfg": checkpoint["cfg"], "model": {k: v for k, v in checkpoint["model"].items() if k != "encoder.layers.0.fc1.bias"}}
+        content = {
+            "cfg": checkpoint["cfg"],
+            "model": {k: v for k, v in checkpoint["model"].items() if k != "encoder.layers.0.fc1.bias"},
+        }
     elif content == "six-layers":
         content = {"cfg": {**checkpoint["cfg"], "encoder_layers": 6}, "model": checkpoint["model"]}
     torch.save(content, tmp_path / "bad.pt")

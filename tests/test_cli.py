@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from audiotoken_rt.cli import app
 from export.options import ExportOptions
 from runtime.bench import BenchOptions
-from runtime.pipeline import GenerationOptions
 from runtime.picture import read_png_metadata
+from runtime.pipeline import GenerationOptions
 from tests.support import REPO
 
 WROTE = re.compile(r"^wrote (.+\.png) \(seed (\d+)\)$", re.MULTILINE)
@@ -51,13 +51,22 @@ def test_a_batch_keeps_going_and_says_what_it_wrote(generate, clips, tmp_path):
     code, output = generate("--seed", 9, "--", dash, bad, clips[1])
     assert code == 1
     assert sorted(p.name for p in generate.out.iterdir()) == ["-dash.png", f"{clips[1].stem}.png"]
-    assert WROTE.findall(output) == [(str(generate.out / "-dash.png"), "9"), (str(generate.out / f"{clips[1].stem}.png"), "9")]
+    assert WROTE.findall(output) == [
+        (str(generate.out / "-dash.png"), "9"),
+        (str(generate.out / f"{clips[1].stem}.png"), "9"),
+    ]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "notes.wav: not a recognised audio file" in errors[0]
     assert output.count("notes.wav") == 1  # named once, not again in a summary
     assert output.strip().splitlines()[-1] == f"wrote 2 pictures to {generate.out} (1 clip failed)"
     meta = read_png_metadata(generate.out / "-dash.png")
-    assert (meta["seed"], meta["steps"], meta["scheduler"], meta["clip"], meta["start"]) == ("9", "2", "dpm++2m", "-dash.wav", "0.0")
+    assert (meta["seed"], meta["steps"], meta["scheduler"], meta["clip"], meta["start"]) == (
+        "9",
+        "2",
+        "dpm++2m",
+        "-dash.wav",
+        "0.0",
+    )
 
 
 def test_existing_pictures_are_refused_before_any_work(generate, clips, monkeypatch):
@@ -97,15 +106,18 @@ def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(generate.out / f"{clips[0].stem}.png")))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", 0], "error: steps is 0; it must be at least 1"),
-    (["--num-images", 0], "error: num_images is 0; it must be at least 1"),
-    (["--seed", -2], "error: seed -2: expected an integer from 0 to"),
-    (["--guidance", 0.5], "error: guidance 0.5 is below 1"),
-    (["--start", -1], "error: start is -1.0 s"),
-    (["--scheduler", "magic"], "error: Invalid value for '--scheduler': 'magic' is not one of dpm++2m, pndm"),
-    (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of cpu, cuda"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", 0], "error: steps is 0; it must be at least 1"),
+        (["--num-images", 0], "error: num_images is 0; it must be at least 1"),
+        (["--seed", -2], "error: seed -2: expected an integer from 0 to"),
+        (["--guidance", 0.5], "error: guidance 0.5 is below 1"),
+        (["--start", -1], "error: start is -1.0 s"),
+        (["--scheduler", "magic"], "error: Invalid value for '--scheduler': 'magic' is not one of dpm++2m, pndm"),
+        (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of cpu, cuda"),
+    ],
+)
 def test_bad_options_are_one_line_errors(generate, clips, args, message):
     code, output = generate(*args, clips[0])
     lines = output.strip().splitlines()
@@ -118,7 +130,11 @@ def test_a_bad_prompt_is_reported_once_and_briefly(generate, clips):
     long_prompt = "a photo of <*> " + "with a very loud dog " * 40
     code, output = generate("--prompt", long_prompt, clips[0], clips[1])
     lines = output.strip().splitlines()
-    assert code == 1 and lines[0].startswith("error: prompt 'a photo of <*> with a very loud dog") and "tokens long" in lines[0]
+    assert (
+        code == 1
+        and lines[0].startswith("error: prompt 'a photo of <*> with a very loud dog")
+        and "tokens long" in lines[0]
+    )
     assert len(lines) == 2 and len(lines[0]) < 200 and not generate.out.exists()
     code, output = generate("--prompt", "no placeholder", clips[0], clips[1])
     assert code == 1 and output.count("error:") == 1 and "holds <*> 0 times" in output
@@ -131,10 +147,16 @@ def test_a_missing_bundle_folder_is_named(tmp_path, clips):
     assert code == 1 and output.startswith(f"error: {tmp_path}: no manifest.json")
 
 
-@pytest.mark.parametrize("failure, message", [
-    (KeyboardInterrupt, "error: interrupted"),
-    (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code"), "error: unexpected RuntimeError: [ONNXRuntimeError]"),
-])
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (KeyboardInterrupt, "error: interrupted"),
+        (
+            RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code"),
+            "error: unexpected RuntimeError: [ONNXRuntimeError]",
+        ),
+    ],
+)
 def test_interruptions_and_unforeseen_failures_are_one_line(generate, clips, monkeypatch, failure, message):
     def broken(*args, **kwargs):
         raise failure
@@ -161,7 +183,9 @@ def test_an_onnx_runtime_failure_fails_the_clip_not_the_batch(generate, clips, m
     code, output = generate(clips[0], clips[1])
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 2 and all("ONNX Runtime failed running engine unet on cpu" in e for e in errors)
-    assert "Traceback" not in output and output.strip().endswith("wrote 0 pictures to " + str(generate.out) + " (2 clips failed)")
+    assert "Traceback" not in output and output.strip().endswith(
+        "wrote 0 pictures to " + str(generate.out) + " (2 clips failed)"
+    )
 
 
 def test_start_picks_the_window(generate, clips):
@@ -177,7 +201,11 @@ def test_start_picks_the_window(generate, clips):
 
 def readme_command(marker: str) -> list[str]:
     """The README's command line that contains ``marker``, split as a shell would."""
-    (line,) = [line for line in (REPO / "README.md").read_text().splitlines() if marker in line and line.startswith("audiotoken-rt ")]
+    (line,) = [
+        line
+        for line in (REPO / "README.md").read_text().splitlines()
+        if marker in line and line.startswith("audiotoken-rt ")
+    ]
     return shlex.split(line.split("  #")[0])
 
 
@@ -187,11 +215,15 @@ def test_the_readme_forms_for_names_starting_with_a_dash_work_verbatim(tiny_bund
     for marker in ("-- -_gaZ", "./-_gaZ"):
         words = [str(tiny_bundle) if word == "engines/sd14" else word for word in readme_command(marker)]
         assert words[0] == "audiotoken-rt" and str(tiny_bundle) in words
-        run = subprocess.run([sys.executable, "-m", "audiotoken_rt", *words[1:]], cwd=tmp_path, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "audiotoken_rt", *words[1:]], cwd=tmp_path, capture_output=True, text=True
+        )
         assert run.returncode == 0, (marker, run.stderr)
         assert (tmp_path / "pictures" / "-_gaZzFfzDQ_517000_527000.png").is_file()
         shutil.rmtree(tmp_path / "pictures")
-    help_text = subprocess.run([sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO
+    ).stdout
     assert "generate --engines E --out O -- -x.wav" in " ".join(help_text.split())
 
 
@@ -202,16 +234,26 @@ def test_version():
     assert code == 0 and output.strip() == f"audiotoken-rt {metadata.version('audiotoken-rt')}"
 
 
-@pytest.mark.parametrize("command, options", [
-    ("generate", GenerationOptions), ("bench", BenchOptions), ("export", ExportOptions), ("train", None), ("info", None), ("make-random", None),
-])
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("generate", GenerationOptions),
+        ("bench", BenchOptions),
+        ("export", ExportOptions),
+        ("train", None),
+        ("info", None),
+        ("make-random", None),
+    ],
+)
 def test_help_reads_at_80_columns(command, options):
     """Every line fits 80 columns, and every option's help (from its options dataclass) appears with whole words."""
     from audiotoken.train_config import TrainConfig
 
     options = options or (TrainConfig if command == "train" else None)
     env = {"COLUMNS": "80", "PATH": "/usr/bin:/bin"}
-    shown = subprocess.run([sys.executable, "-m", "audiotoken_rt", command, "--help"], capture_output=True, text=True, env=env, cwd=REPO)
+    shown = subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", command, "--help"], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert shown.returncode == 0, shown.stderr
     assert max(len(line) for line in shown.stdout.splitlines()) <= 80
     flat = " ".join(shown.stdout.split()).replace("- ", "-")  # a line may end at a hyphen

@@ -37,9 +37,9 @@ from runtime.errors import AudioLoadError
 from tests.kaldi_reference import INSTALL_HINT, kaldi_available, kaldi_fbank, kaldi_module
 from tests.support import CLIPS as VGGSOUND
 
-TOL = 1e-3                                   # SPEC 9: max abs error on the normalised log scale
+TOL = 1e-3  # SPEC 9: max abs error on the normalised log scale
 CLIPS = sorted(VGGSOUND.glob("*.wav"))  # the real 10 s clips
-FLOOR_VALUE = (np.log(np.float32(LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE   # about -2.3917
+FLOOR_VALUE = (np.log(np.float32(LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE  # about -2.3917
 
 requires_oracle = pytest.mark.skipif(not kaldi_available(), reason=INSTALL_HINT)
 
@@ -75,24 +75,24 @@ def features(waveform: np.ndarray) -> np.ndarray:
 # ---- float64 step-by-step reference ------------------------------------------------------------------------
 def frames_of(waveform: np.ndarray) -> np.ndarray:
     """[N] -> [T, 400] float64 frames at int16 amplitude (snip_edges)."""
-    x = waveform.astype(np.float64) * 32768.0                                       # [N]
-    starts = np.arange(num_frames(len(x)))[:, None] * FRAME_SHIFT                   # [T, 1]
-    return x[starts + np.arange(FRAME_LENGTH)]                                      # [T, 400]
+    x = waveform.astype(np.float64) * 32768.0  # [N]
+    starts = np.arange(num_frames(len(x)))[:, None] * FRAME_SHIFT  # [T, 1]
+    return x[starts + np.arange(FRAME_LENGTH)]  # [T, 400]
 
 
 def spectrum_stepwise(frames: np.ndarray) -> np.ndarray:
     """[T, 400] -> [T, 257] complex: DC removal, pre-emphasis, Povey window, 512-point rfft, one step at a time."""
-    x = frames - frames.mean(axis=1, keepdims=True)                                 # [T, 400]
-    previous = np.concatenate([x[:, :1], x[:, :-1]], axis=1)                        # [T, 400], x[max(0, j-1)]
-    y = (x - PREEMPHASIS * previous) * povey_window()                               # [T, 400]
-    return np.fft.rfft(y, n=N_FFT, axis=1)                                          # [T, 257]
+    x = frames - frames.mean(axis=1, keepdims=True)  # [T, 400]
+    previous = np.concatenate([x[:, :1], x[:, :-1]], axis=1)  # [T, 400], x[max(0, j-1)]
+    y = (x - PREEMPHASIS * previous) * povey_window()  # [T, 400]
+    return np.fft.rfft(y, n=N_FFT, axis=1)  # [T, 257]
 
 
 def features_float64(waveform: np.ndarray) -> np.ndarray:
     """[N] -> [T, 128] normalised features computed in float64."""
-    power = np.abs(spectrum_stepwise(frames_of(waveform))) ** 2                     # [T, 257]
-    energy = power @ mel_matrix(np.float64)                                         # [T, 128]
-    return (np.log(np.maximum(energy, LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE       # [T, 128]
+    power = np.abs(spectrum_stepwise(frames_of(waveform))) ** 2  # [T, 257]
+    energy = power @ mel_matrix(np.float64)  # [T, 128]
+    return (np.log(np.maximum(energy, LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE  # [T, 128]
 
 
 # ---- shapes and API -----------------------------------------------------------------------------------------
@@ -136,20 +136,20 @@ def test_buffers_stay_out_of_checkpoints():
 def test_batch_rows_equal_single_rows():
     a, b = white_noise(), chirp()
     with torch.no_grad():
-        both = Fbank()(torch.from_numpy(np.stack([a, b]))).numpy()                 # [2, 998, 128]
+        both = Fbank()(torch.from_numpy(np.stack([a, b]))).numpy()  # [2, 998, 128]
     np.testing.assert_allclose(both[0], features(a), atol=1e-5, rtol=0)
     np.testing.assert_allclose(both[1], features(b), atol=1e-5, rtol=0)
 
 
 # ---- the folded kernel and the mel matrix -------------------------------------------------------------------
 def test_kernel_folds_dc_preemphasis_window_and_dft():
-    frame = np.random.default_rng(1).uniform(-32768, 32767, (3, FRAME_LENGTH))      # [3, 400]
-    frame[0] += 5000.0                                                              # a DC offset to remove
-    expected = spectrum_stepwise(frame)                                             # [3, 257] complex
-    folded = frame @ frame_kernel(np.float32).astype(np.float64).T                  # [3, 514]
-    got = folded[:, :N_BINS] + 1j * folded[:, N_BINS:]                              # [3, 257]
+    frame = np.random.default_rng(1).uniform(-32768, 32767, (3, FRAME_LENGTH))  # [3, 400]
+    frame[0] += 5000.0  # a DC offset to remove
+    expected = spectrum_stepwise(frame)  # [3, 257] complex
+    folded = frame @ frame_kernel(np.float32).astype(np.float64).T  # [3, 514]
+    got = folded[:, :N_BINS] + 1j * folded[:, N_BINS:]  # [3, 257]
     assert np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
-    np.testing.assert_allclose(frame_kernel(np.float64).sum(axis=1), 0.0, atol=1e-9)   # a constant frame gives 0
+    np.testing.assert_allclose(frame_kernel(np.float64).sum(axis=1), 0.0, atol=1e-9)  # a constant frame gives 0
     np.testing.assert_array_equal(Fbank().kernel[:, 0].numpy(), frame_kernel(np.float32))
 
 
@@ -171,7 +171,7 @@ def test_mel_matrix_spot_checks():
 @requires_oracle
 def test_mel_matrix_matches_kaldi_banks():
     banks, _ = kaldi_module().get_mel_banks(N_MELS, N_FFT, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0)
-    kaldi = banks.numpy().T                                                         # [256, 128], float32 in Kaldi
+    kaldi = banks.numpy().T  # [256, 128], float32 in Kaldi
     np.testing.assert_allclose(mel_matrix()[:-1], kaldi, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(mel_matrix()[:-1] > 0, kaldi > 0)
 
@@ -217,7 +217,7 @@ def test_matches_kaldi_on_chirp():
     wave = chirp()
     ours, ref, exact = features(wave), kaldi_fbank(wave), features_float64(wave)
     within_80_db = ref >= ref.max(axis=1, keepdims=True) - np.log(1e8) / FBANK_SCALE
-    assert within_80_db.mean() > 0.1                  # ~17% of the cells are checked
+    assert within_80_db.mean() > 0.1  # ~17% of the cells are checked
     assert np.abs(ours - ref)[within_80_db].max() <= TOL
     assert np.abs(ours - exact).max() <= np.abs(ref - exact).max()
 
@@ -242,23 +242,29 @@ def export_and_run(tmp_path: Path) -> tuple[np.ndarray, np.ndarray, set]:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     module = Fbank().eval()
-    wave = torch.from_numpy(white_noise())[None]                                    # [1, 160000]
+    wave = torch.from_numpy(white_noise())[None]  # [1, 160000]
     path = tmp_path / "fbank.onnx"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")                          # the legacy exporter's DeprecationWarning
-        torch.onnx.export(module, (wave,), str(path), input_names=["waveform"], output_names=["features"],
-                          dynamo=False, opset_version=17)
+        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning
+        torch.onnx.export(
+            module,
+            (wave,),
+            str(path),
+            input_names=["waveform"],
+            output_names=["features"],
+            dynamo=False,
+            opset_version=17,
+        )
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"waveform": wave.numpy()})[0]                          # [1, 998, 128]
+    got = session.run(None, {"waveform": wave.numpy()})[0]  # [1, 998, 128]
     with torch.no_grad():
-        expected = module(wave).numpy()                                             # [1, 998, 128]
+        expected = module(wave).numpy()  # [1, 998, 128]
     return got, expected, {node.op_type for node in model.graph.node}
 
 
-PLAIN_OPS = {"Mul", "Unsqueeze", "Conv", "Slice", "Add", "Transpose", "MatMul", "Clip", "Log", "Sub", "Div",
-             "Constant"}
+PLAIN_OPS = {"Mul", "Unsqueeze", "Conv", "Slice", "Add", "Transpose", "MatMul", "Clip", "Log", "Sub", "Div", "Constant"}
 
 
 def test_onnx_export_torchscript_matches_torch(tmp_path):
@@ -266,4 +272,3 @@ def test_onnx_export_torchscript_matches_torch(tmp_path):
     assert got.shape == (1, 998, N_MELS)
     assert np.abs(got - expected).max() <= 1e-4
     assert ops <= PLAIN_OPS
-

@@ -12,12 +12,18 @@ from onnx import TensorProto, helper, numpy_helper
 from export.int8 import quantize_convs
 
 
-def conv_model(weight: np.ndarray, bias: np.ndarray | None, name: str = "/unet/block/conv/Conv", **attrs) -> onnx.ModelProto:
+def conv_model(
+    weight: np.ndarray, bias: np.ndarray | None, name: str = "/unet/block/conv/Conv", **attrs
+) -> onnx.ModelProto:
     inputs = ["x", "w"] + (["b"] if bias is not None else [])
     inits = [numpy_helper.from_array(weight, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
-    graph = helper.make_graph([helper.make_node("Conv", inputs, ["y"], name=name, **attrs)], "conv",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", "h", "w"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k", "p", "q"])], initializer=inits)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", inputs, ["y"], name=name, **attrs)],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k", "p", "q"])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
@@ -26,13 +32,16 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, pad, bias", [
-    (32, 48, 16, 3, 1, 1, True),  # resnet conv
-    (48, 48, 16, 3, 2, 1, True),  # downsampler
-    (32, 64, 8, 1, 1, 0, True),  # 1x1 shortcut / proj_in
-    (16, 24, 9, 3, 2, 1, False),  # odd size, stride 2, no bias
-    (8, 8, 7, 3, 1, 0, True),  # no padding
-])
+@pytest.mark.parametrize(
+    "c_in, c_out, size, kernel, stride, pad, bias",
+    [
+        (32, 48, 16, 3, 1, 1, True),  # resnet conv
+        (48, 48, 16, 3, 2, 1, True),  # downsampler
+        (32, 64, 8, 1, 1, 0, True),  # 1x1 shortcut / proj_in
+        (16, 24, 9, 3, 2, 1, False),  # odd size, stride 2, no bias
+        (8, 8, 7, 3, 1, 0, True),  # no padding
+    ],
+)
 def test_int8_conv_matches_fp32_conv(c_in, c_out, size, kernel, stride, pad, bias):
     rng = np.random.default_rng(c_in + c_out + size)
     weight = (rng.standard_normal((c_out, c_in, kernel, kernel)) / np.sqrt(c_in * kernel**2)).astype(np.float32)
@@ -60,4 +69,6 @@ def test_kept_and_unsupported_convs_stay_fp32():
     grouped = conv_model(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), None, kernel_shape=[3, 3], group=2)
     dilated = conv_model(weight, None, kernel_shape=[3, 3], dilations=[2, 2])
     for model in (kept, grouped, dilated):
-        assert quantize_convs(model, keep=("/unet/conv_in/",)) == 0 and [n.op_type for n in model.graph.node] == ["Conv"]
+        assert quantize_convs(model, keep=("/unet/conv_in/",)) == 0 and [n.op_type for n in model.graph.node] == [
+            "Conv"
+        ]

@@ -26,7 +26,16 @@ ALLOWED = {  # package -> what of ours it may import
     "export": {"export", "audiotoken", "runtime"},
     "audiotoken_rt": {"audiotoken_rt", "audiotoken", "export", "runtime"},
 }
-PYTORCH_SIDE = {"torch", "torchaudio", "diffusers", "transformers", "accelerate", "onnx", "safetensors", "huggingface_hub"}
+PYTORCH_SIDE = {
+    "torch",
+    "torchaudio",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "onnx",
+    "safetensors",
+    "huggingface_hub",
+}
 
 
 def imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
@@ -37,8 +46,13 @@ def imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module.split(".")[0]))
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             found.append((node.lineno, node.args[0].value.split(".")[0]))
     return found
 
@@ -62,11 +76,13 @@ def test_runtime_imports_no_pytorch_side_library_anywhere():
 
 
 def test_the_walker_sees_imports_inside_functions_and_dynamic_ones():
-    tree = ast.parse("import os\ndef f():\n    from export.builder import x\n    import importlib\n    importlib.import_module('audiotoken.cli')\n")
+    tree = ast.parse(
+        "import os\ndef f():\n    from export.builder import x\n    import importlib\n    importlib.import_module('audiotoken.cli')\n"
+    )
     assert [name for _, name in imported_modules(tree)] == ["os", "export", "importlib", "audiotoken"]
 
 
-BLOCKER = '''
+BLOCKER = """
 import importlib.abc, sys
 BLOCKED = {blocked!r}
 class Blocker(importlib.abc.MetaPathFinder):
@@ -75,7 +91,7 @@ class Blocker(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name.split(".")[0])
         return None
 sys.meta_path.insert(0, Blocker())
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +103,9 @@ def runtime_only(tmp_path_factory) -> dict[str, str]:
 
 
 def app(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audiotoken_rt", *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True
+    )
 
 
 def test_the_blocker_blocks(runtime_only):
@@ -97,26 +115,47 @@ def test_the_blocker_blocks(runtime_only):
 
 def test_a_runtime_only_install_runs_the_runtime_commands(runtime_only, tiny_bundle, clips, tmp_path):
     out = tmp_path / "pictures"
-    drawn = app(runtime_only, "generate", "--engines", tiny_bundle, "--out", out, "--steps", "2", "--seed", "4", clips[0])
+    drawn = app(
+        runtime_only, "generate", "--engines", tiny_bundle, "--out", out, "--steps", "2", "--seed", "4", clips[0]
+    )
     assert drawn.returncode == 0, drawn.stderr
     assert (out / f"{clips[0].stem}.png").is_file() and "wrote 1 picture" in drawn.stderr
     shown = app(runtime_only, "info", tiny_bundle)
     assert shown.returncode == 0 and "files match their sha256" in shown.stdout, shown.stderr
-    benched = app(runtime_only, "bench", clips[0], "--engines", tiny_bundle, "--backends", "onnxruntime", "--steps", "1", "--rounds", "1")
+    benched = app(
+        runtime_only,
+        "bench",
+        clips[0],
+        "--engines",
+        tiny_bundle,
+        "--backends",
+        "onnxruntime",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+    )
     assert benched.returncode == 0 and "onnxruntime" in benched.stdout, benched.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["export", "--sd", "x", "--beats", "x", "--embedder", "x", "--out", "x"],
-    ["train", "--sd", "x", "--beats", "x", "--data", "x", "--out", "x"],
-    ["make-random", "x"],
-    ["generate", "--engines", "BUNDLE", "--out", "OUT", "--backend", "torch", "CLIP"],
-])
-def test_a_runtime_only_install_names_the_extra_the_pytorch_commands_need(runtime_only, tiny_bundle, clips, tmp_path, args):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "--sd", "x", "--beats", "x", "--embedder", "x", "--out", "x"],
+        ["train", "--sd", "x", "--beats", "x", "--data", "x", "--out", "x"],
+        ["make-random", "x"],
+        ["generate", "--engines", "BUNDLE", "--out", "OUT", "--backend", "torch", "CLIP"],
+    ],
+)
+def test_a_runtime_only_install_names_the_extra_the_pytorch_commands_need(
+    runtime_only, tiny_bundle, clips, tmp_path, args
+):
     args = [{"BUNDLE": tiny_bundle, "OUT": tmp_path, "CLIP": clips[0]}.get(a, a) for a in args]
     result = app(runtime_only, *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr
-    assert lines[0].startswith("error: ") and "needs the PyTorch side" in lines[0] and "is not installed" in lines[0], lines
+    assert lines[0].startswith("error: ") and "needs the PyTorch side" in lines[0] and "is not installed" in lines[0], (
+        lines
+    )
     assert lines[1].startswith("hint: pip install torch==") and "audiotoken-rt[export]" in lines[1]
     assert "Traceback" not in result.stderr and not Path(tmp_path / "x").exists()

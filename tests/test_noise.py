@@ -16,14 +16,16 @@ def by_the_recipe(seed: int, use: int, count: int) -> list[float]:
     (seed, use) -> uniforms in (0, 1] -> Box-Muller pairs (cos first), rounded to float32."""
     raw = np.random.Philox(key=np.array([seed, use], dtype=np.uint64)).random_raw(2 * math.ceil(count / 2))
     values = []
-    for u1, u2 in zip(raw[0::2], raw[1::2]):
+    for u1, u2 in zip(raw[0::2], raw[1::2], strict=True):
         a, b = 1.0 - (int(u1) >> 11) * 2.0**-53, 1.0 - (int(u2) >> 11) * 2.0**-53
         radius = math.sqrt(-2.0 * math.log(a))
         values += [radius * math.cos(2.0 * math.pi * b), radius * math.sin(2.0 * math.pi * b)]
     return [float(np.float32(v)) for v in values[:count]]
 
 
-@pytest.mark.parametrize("seed, use, count", [(0, INITIAL_NOISE, 7), (123456789, STEP_NOISE, 10), (2**63 - 1, INITIAL_NOISE, 3)])
+@pytest.mark.parametrize(
+    "seed, use, count", [(0, INITIAL_NOISE, 7), (123456789, STEP_NOISE, 10), (2**63 - 1, INITIAL_NOISE, 3)]
+)
 def test_the_stream_is_the_written_recipe(seed, use, count):
     assert NoiseStream(seed, use).standard_normal((count,)).tolist() == by_the_recipe(seed, use, count)
 
@@ -52,11 +54,14 @@ def test_draws_are_standard_normal():
 def test_pictures_and_uses_never_share_noise():
     """The bug this replaces: picture S's ancestral noise was picture S+1's initial noise."""
     n = 50_000
-    streams = {(seed, use): NoiseStream(seed, use).standard_normal((n,)).astype(np.float64)
-               for seed in (20, 21) for use in (INITIAL_NOISE, STEP_NOISE)}
+    streams = {
+        (seed, use): NoiseStream(seed, use).standard_normal((n,)).astype(np.float64)
+        for seed in (20, 21)
+        for use in (INITIAL_NOISE, STEP_NOISE)
+    }
     keys = list(streams)
     for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
+        for b in keys[i + 1 :]:
             assert abs(np.corrcoef(streams[a], streams[b])[0, 1]) < 5 / math.sqrt(n), (a, b)
 
 

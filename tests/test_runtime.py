@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from runtime.backends import OnnxRuntimeBackend
 from audiotoken_rt.cli import app
+from runtime.backends import OnnxRuntimeBackend
 from runtime.errors import ConfigError
-from runtime.pipeline import GenerationOptions, Pipeline
 from runtime.picture import read_png_metadata, save_png
+from runtime.pipeline import GenerationOptions, Pipeline
 from runtime.tokenizer import PromptTokenizer
 from tests.support import psnr
 
@@ -59,7 +59,9 @@ def test_runtime_equals_the_diffusers_reference_pipeline(pipeline, tiny_models, 
     # the official recipe on both sides: PNDM, guidance 7.5, the same seeded numpy latents
     from audiotoken.pipeline import AudioTokenPipeline
 
-    reference = AudioTokenPipeline.from_pretrained(tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin")
+    reference = AudioTokenPipeline.from_pretrained(
+        tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin"
+    )
     expected = reference([clips[1]], seed=5, num_inference_steps=STEPS, progress=False)[0]
     ours = pipeline.generate(clips[1], GenerationOptions.official(steps=STEPS, seed=5))[0]
     assert psnr(ours, expected) >= 40
@@ -101,9 +103,11 @@ def test_the_unconditional_embedding_is_computed_once(tiny_bundle, clips):
 def test_the_kth_picture_is_the_one_its_seed_draws_alone(pipeline, clips, scheduler):
     # euler-a draws fresh noise every step: from the picture's own stream, not from the next picture's initial noise
     result = pipeline.draw(clips[0], GenerationOptions(steps=3, seed=20, num_images=2, scheduler=scheduler))
-    alone = [pipeline.generate(clips[0], GenerationOptions(steps=3, seed=seed, scheduler=scheduler))[0] for seed in (20, 21)]
+    alone = [
+        pipeline.generate(clips[0], GenerationOptions(steps=3, seed=seed, scheduler=scheduler))[0] for seed in (20, 21)
+    ]
     assert result.seeds == [20, 21]
-    for drawn, single in zip(result.pictures, alone):
+    for drawn, single in zip(result.pictures, alone, strict=True):
         assert np.array_equal(np.asarray(drawn), np.asarray(single))
     assert not np.array_equal(np.asarray(result.pictures[0]), np.asarray(result.pictures[1]))
 
@@ -145,7 +149,9 @@ def test_openvino_runs_unet_and_vae_in_bf16_and_draws_nearly_the_cpu_picture(tin
         provider, options = pipeline.backend.provider_chain(engine)[0]
         hint = json.loads(options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
         assert provider == "OpenVINOExecutionProvider"
-        assert hint == ("bf16" if cpu_has_bf16() and engine != "audio_encoder" and engine != "text_encoder" else "f32"), engine
+        assert hint == (
+            "bf16" if cpu_has_bf16() and engine != "audio_encoder" and engine != "text_encoder" else "f32"
+        ), engine
     options = GenerationOptions(steps=STEPS, seed=5)
     openvino = pipeline.generate(clips[0], options)[0]
     cpu = Pipeline.open(tiny_bundle).generate(clips[0], options)[0]
@@ -155,13 +161,21 @@ def test_openvino_runs_unet_and_vae_in_bf16_and_draws_nearly_the_cpu_picture(tin
 def test_bench_runs_the_torch_reference_beside_each_device():
     from runtime.bench import worker_device
 
-    assert [worker_device("torch", d) for d in ("cpu", "openvino", "cuda", "tensorrt")] == ["cpu", "cpu", "cuda", "cuda"]
+    assert [worker_device("torch", d) for d in ("cpu", "openvino", "cuda", "tensorrt")] == [
+        "cpu",
+        "cpu",
+        "cuda",
+        "cuda",
+    ]
     assert [worker_device("onnxruntime", d) for d in ("cpu", "openvino")] == ["cpu", "openvino"]
 
 
 def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
     report = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--steps", "2", "--rounds", "1", "--json", str(report)])
+    result = CliRunner().invoke(
+        app,
+        ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--steps", "2", "--rounds", "1", "--json", str(report)],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
     assert set(figures["backends"]) == {"onnxruntime", "torch"}
@@ -201,13 +215,27 @@ def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
     def fake_worker(bundle, name, *args):
         calls.append(name)
         total, step, rss = next(figures)
-        return {"stages": {"denoise": total - 1}, "total_ms": total, "unet_step_ms": step, "open_ms": 1.0, "peak_rss_mb": rss}
+        return {
+            "stages": {"denoise": total - 1},
+            "total_ms": total,
+            "unet_step_ms": step,
+            "open_ms": 1.0,
+            "peak_rss_mb": rss,
+        }
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
     best = bench.run_rounds(None, ["onnxruntime", "torch"], "cpu", None, 2, 1, "dpm++2m", rounds=2)
     assert calls == ["onnxruntime", "torch", "onnxruntime", "torch"]
-    assert (best["onnxruntime"]["total_ms"], best["onnxruntime"]["unet_step_ms"], best["onnxruntime"]["peak_rss_mb"]) == (80, 5, 950)
-    assert (best["torch"]["total_ms"], best["torch"]["stages"]["denoise"], best["torch"]["peak_rss_mb"]) == (300, 299, 800)
+    assert (
+        best["onnxruntime"]["total_ms"],
+        best["onnxruntime"]["unet_step_ms"],
+        best["onnxruntime"]["peak_rss_mb"],
+    ) == (80, 5, 950)
+    assert (best["torch"]["total_ms"], best["torch"]["stages"]["denoise"], best["torch"]["peak_rss_mb"]) == (
+        300,
+        299,
+        800,
+    )
     assert bench.ratios(best)["onnxruntime"]["total"] == pytest.approx(80 / 300)
 
 
@@ -219,7 +247,10 @@ def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 1  # a UNet exported without the guidance batch
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"unet inputs are sample float32 \[1, 4, 8, 8\].*this runtime expects sample float32 \[2, 4, 8, 8\]") as caught:
+    with pytest.raises(
+        BundleError,
+        match=r"unet inputs are sample float32 \[1, 4, 8, 8\].*this runtime expects sample float32 \[2, 4, 8, 8\]",
+    ) as caught:
         Bundle.open(bundle)
     assert "audiotoken-rt export" in caught.value.hint
 
@@ -230,9 +261,18 @@ def test_the_engine_contract_is_the_design_table():
 
     table = {
         "audio_encoder": ([("waveform", "float32", (1, 160000))], [("audio_token", "float32", (1, 768))]),
-        "text_encoder": ([("input_ids", "int64", (1, 77)), ("audio_token", "float32", (1, 768))], [("text_embeddings", "float32", (1, 77, 768))]),
-        "unet": ([("sample", "float32", (2, 4, 64, 64)), ("timestep", "float32", (1,)), ("encoder_hidden_states", "float32", (2, 77, 768))],
-                 [("noise_pred", "float32", (2, 4, 64, 64))]),
+        "text_encoder": (
+            [("input_ids", "int64", (1, 77)), ("audio_token", "float32", (1, 768))],
+            [("text_embeddings", "float32", (1, 77, 768))],
+        ),
+        "unet": (
+            [
+                ("sample", "float32", (2, 4, 64, 64)),
+                ("timestep", "float32", (1,)),
+                ("encoder_hidden_states", "float32", (2, 77, 768)),
+            ],
+            [("noise_pred", "float32", (2, 4, 64, 64))],
+        ),
         "vae_decoder": ([("latent", "float32", (1, 4, 64, 64))], [("image", "float32", (1, 3, 512, 512))]),
         "vae_encoder": ([("image", "float32", (1, 3, 512, 512))], [("latent", "float32", (1, 4, 64, 64))]),
     }

@@ -1,10 +1,14 @@
 """Parity of runtime/schedulers.py with the diffusers schedulers of the same name (the reference).
 
 Both sides run a full sampling loop on the same [1,4,8,8] latents with a fake deterministic "UNet"
-(a smooth function of its input and timestep), starting from the same unit noise times their own init_noise_sigma.
+(a smooth function of its input and timestep), starting from the same unit noise times their own init_noise_sigma
+(img2img: from the same source latents noised by their own add_noise). The stochastic schedulers (euler-a, lcm) get
+the same pre-drawn per-step noise on both sides: diffusers' randn_tensor is replaced by a queue of it.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -14,9 +18,10 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     PNDMScheduler,
 )
-from diffusers.schedulers import scheduling_euler_ancestral_discrete
+from diffusers.schedulers import scheduling_euler_ancestral_discrete, scheduling_lcm
 
 from runtime.errors import ConfigError
 from runtime.schedulers import SCHEDULER_NAMES, History, make_scheduler
@@ -42,6 +47,13 @@ DIFFUSERS = {
     "ddim": DDIMScheduler,
     "euler": EulerDiscreteScheduler,
     "euler-a": EulerAncestralDiscreteScheduler,
+    "lcm": LCMScheduler,
+}
+# Stochastic schedulers: the diffusers module whose randn_tensor draws the per-step noise, and how many draws a loop
+# of n UNet evaluations makes (LCM adds none after its last step).
+STOCHASTIC = {
+    "euler-a": (scheduling_euler_ancestral_discrete, lambda n: n),
+    "lcm": (scheduling_lcm, lambda n: n - 1),
 }
 SHAPE = (1, 4, 8, 8)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers' np.array(tensor) calls
@@ -69,51 +81,66 @@ def fake_unet(x: np.ndarray, t: float, config: dict) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None):
+def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
     sched = DIFFUSERS[name].from_config(config)
-    sched.set_timesteps(steps)
-    latents = torch.from_numpy(noise) * sched.init_noise_sigma  # [1,4,8,8]
+    sched.set_timesteps(steps, **({} if strength == 1.0 else {"strength": strength}))
+    if source is None:
+        latents = torch.from_numpy(noise) * sched.init_noise_sigma  # [1,4,8,8]
+    else:  # img2img, as diffusers' LCM img2img pipeline: the source noised to the first timestep
+        latents = sched.add_noise(torch.from_numpy(source), torch.from_numpy(noise), sched.timesteps[:1])
+    start = latents.numpy().copy()
     timesteps = sched.timesteps.numpy().copy()
-    if step_noises is not None:  # euler-a: inject our pre-drawn noise instead of torch's
+    if step_noises is not None:  # inject our pre-drawn noise instead of torch's
+        module = STOCHASTIC[name][0]
         queue = [torch.from_numpy(n) for n in step_noises]
-        original = scheduling_euler_ancestral_discrete.randn_tensor
-        scheduling_euler_ancestral_discrete.randn_tensor = lambda *a, **k: queue.pop(0)
+        original = module.randn_tensor
+        module.randn_tensor = lambda *a, **k: queue.pop(0)
     try:
         for t in sched.timesteps:
             model_in = sched.scale_model_input(latents, t)
             out = torch.from_numpy(fake_unet(model_in.numpy(), t.item(), config))
             latents = sched.step(out, t, latents).prev_sample
-        assert step_noises is None or not queue  # one draw per step
+        assert step_noises is None or not queue  # every pre-drawn noise used, none missing
     finally:
         if step_noises is not None:
-            scheduling_euler_ancestral_discrete.randn_tensor = original
-    return latents.numpy(), timesteps, float(sched.init_noise_sigma)
+            module.randn_tensor = original
+    return latents.numpy(), timesteps, float(sched.init_noise_sigma), start
 
 
-def run_ours(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None):
-    sched = make_scheduler(name, config, steps)
-    latents = (noise * sched.init_noise_sigma).astype(np.float32)  # [1,4,8,8]
+def run_ours(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
+    sched = make_scheduler(name, config, steps, strength=strength)
+    if source is None:
+        latents = (noise * sched.init_noise_sigma).astype(np.float32)  # [1,4,8,8]
+    else:
+        latents = sched.add_noise(source, noise, 0)  # [1,4,8,8]
+    start = latents.copy()
     history = History()
     for i, t in enumerate(sched.timesteps):
         out = fake_unet(sched.scale_model_input(latents, i), t, config)
-        step_noise = None if step_noises is None else step_noises[i]
+        # Past the pre-drawn noises (LCM's last step) pass neither noise nor rng: that step must need none.
+        step_noise = None if step_noises is None or i >= len(step_noises) else step_noises[i]
         latents, history = sched.step(out, i, latents, history, noise=step_noise)
         assert latents.dtype == np.float32
-    return latents, sched.timesteps, sched.init_noise_sigma
+    return latents, sched.timesteps, sched.init_noise_sigma, start
 
 
-def compare(name: str, config: dict, steps: int, seed: int = 0) -> float:
+def compare(name: str, config: dict, steps: int, seed: int = 0, strength: float = 1.0) -> float:
+    """Max abs difference of the final latents (asserted <= TOL); with strength < 1 an img2img loop."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
-    n_evals = len(make_scheduler(name, config, steps).timesteps)
+    source = None if strength == 1.0 else rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8] "picture"
+    n_evals = len(make_scheduler(name, config, steps, strength=strength).timesteps)
     step_noises = None
-    if name == "euler-a":
-        step_noises = [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(n_evals)]
-    ref, ref_ts, ref_sigma = run_diffusers(name, config, steps, noise, step_noises)
-    got, got_ts, got_sigma = run_ours(name, config, steps, noise, step_noises)
+    if name in STOCHASTIC:
+        count = STOCHASTIC[name][1](n_evals)
+        step_noises = [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(count)]
+    ref, ref_ts, ref_sigma, ref_start = run_diffusers(name, config, steps, noise, step_noises, strength, source)
+    got, got_ts, got_sigma, got_start = run_ours(name, config, steps, noise, step_noises, strength, source)
     np.testing.assert_array_equal(got_ts, ref_ts)
     assert got_ts.dtype == ref_ts.dtype
     assert got_sigma == pytest.approx(ref_sigma, rel=1e-6)
+    assert got_start.dtype == np.float32
+    np.testing.assert_allclose(got_start, ref_start, rtol=1e-6, atol=1e-6)  # the (noised) starting latents
     assert np.isfinite(got).all() and got.shape == SHAPE
     err = float(np.abs(got.astype(np.float64) - ref).max())
     assert err <= TOL, f"{name} {config.get('prediction_type')}: max abs error {err:.3g} > {TOL}"
@@ -142,6 +169,10 @@ def test_timestep_spacings_and_short_schedules(name, spacing):
         ("euler", {"final_sigmas_type": "sigma_min"}),
         ("ddim", {"set_alpha_to_one": True, "prediction_type": "v_prediction"}),
         ("pndm", {"set_alpha_to_one": True}),
+        ("lcm", {"clip_sample": True}),  # the fake UNet's x0 reaches |x0| > 1: clipping acts
+        ("lcm", {"timestep_scaling": 1.0}),  # c_skip matters more at low timesteps
+        ("lcm", {"original_inference_steps": 25, "prediction_type": "v_prediction"}),
+        ("lcm", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}),
     ],
 )
 def test_config_variants_match_diffusers(name, overrides):
@@ -190,6 +221,128 @@ def test_euler_ancestral_rng_equals_explicit_noise():
         sched.step(out, 0, x)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_lcm_full_loop_matches_diffusers(steps, prediction_type):
+    compare("lcm", {**SD1_CONFIG, "prediction_type": prediction_type}, steps, seed=5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("strength", [0.5, 0.8])
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_lcm_img2img_matches_diffusers(steps, strength, prediction_type):
+    compare("lcm", {**SD1_CONFIG, "prediction_type": prediction_type}, steps, seed=6, strength=strength)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.8, 0.58, 0.5, 0.3, 0.1])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 7, 8, 13, 25, 50])
+def test_lcm_timesteps_match_diffusers(steps, strength):
+    # Same timesteps, or refused on both sides when strength leaves fewer than `steps` (0.58: int(50*0.58) = 28).
+    ref = LCMScheduler.from_config(SD1_CONFIG)
+    try:
+        ref.set_timesteps(steps, strength=strength)
+    except ValueError:
+        with pytest.raises(ConfigError, match="strength"):
+            make_scheduler("lcm", SD1_CONFIG, steps, strength=strength)
+        return
+    got = make_scheduler("lcm", SD1_CONFIG, steps, strength=strength).timesteps
+    np.testing.assert_array_equal(got, ref.timesteps.numpy())
+    assert got.dtype == ref.timesteps.numpy().dtype == np.int64
+
+
+def test_lcm_schedule_ignores_steps_offset_and_spacing():
+    # SD's PNDM config carries steps_offset=1 (PNDM: 981, 961, ...); LCM's schedule ends its training grid at 999.
+    assert make_scheduler("lcm", SD1_CONFIG, 4).timesteps.tolist() == [999, 759, 499, 259]
+    assert make_scheduler("lcm", SD1_CONFIG, 4, strength=0.5).timesteps.tolist() == [499, 379, 259, 139]
+    trailing = make_scheduler("lcm", {**SD1_CONFIG, "timestep_spacing": "trailing", "steps_offset": 0}, 4)
+    assert trailing.timesteps.tolist() == [999, 759, 499, 259]
+
+
+def test_lcm_add_noise_matches_diffusers():
+    rng = np.random.default_rng(8)
+    source, noise = (rng.standard_normal(SHAPE).astype(np.float32) for _ in range(2))  # [1,4,8,8] each
+    ours = make_scheduler("lcm", SD1_CONFIG, 4, strength=0.6)
+    ref = LCMScheduler.from_config(SD1_CONFIG)
+    ref.set_timesteps(4, strength=0.6)
+    for i in range(4):
+        want = ref.add_noise(torch.from_numpy(source), torch.from_numpy(noise), ref.timesteps[i : i + 1]).numpy()
+        got = ours.add_noise(source, noise, i)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)  # diffusers: float32 cumprod and arithmetic
+    assert ours.add_noise(source.astype(np.float16), noise, 0).dtype == np.float16
+    with pytest.raises(IndexError):
+        ours.add_noise(source, noise, 4)
+    with pytest.raises(ValueError, match="shape"):
+        ours.add_noise(source, noise[0], 0)
+
+
+def test_lcm_rng_equals_explicit_noise_and_last_step_adds_none():
+    sched = make_scheduler("lcm", SD1_CONFIG, 4)
+    x = np.random.default_rng(9).standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
+    out = fake_unet(x, sched.timesteps[0], SD1_CONFIG)
+    from_rng, history = sched.step(out, 0, x, rng=np.random.default_rng(7))
+    assert history == History()
+    from_noise, _ = sched.step(out, 0, x, noise=np.random.default_rng(7).standard_normal(SHAPE))
+    np.testing.assert_array_equal(from_rng, from_noise)
+    other, _ = sched.step(out, 0, x, rng=np.random.default_rng(8))
+    assert np.abs(other - from_rng).max() > 1e-2  # the noise does enter the non-final steps
+    with pytest.raises(ConfigError, match="rng"):
+        sched.step(out, 0, x)
+    with pytest.raises(ValueError, match="shape"):
+        sched.step(out, 0, x, noise=np.zeros((4, 8, 8)))
+
+    # Last step: the consistency estimate itself; no noise needed, any given is ignored and the rng is not drawn.
+    last = len(sched.timesteps) - 1
+    out = fake_unet(x, sched.timesteps[last], SD1_CONFIG)
+    plain, _ = sched.step(out, last, x)
+    rng = np.random.default_rng(7)
+    with_rng, _ = sched.step(out, last, x, rng=rng, noise=None)
+    with_noise, _ = sched.step(out, last, x, noise=np.full(SHAPE, 100.0))
+    np.testing.assert_array_equal(plain, with_rng)
+    np.testing.assert_array_equal(plain, with_noise)
+    np.testing.assert_array_equal(rng.standard_normal(3), np.random.default_rng(7).standard_normal(3))
+    t = float(sched.timesteps[last]) * 10.0
+    c_skip, c_out = 0.25 / (t**2 + 0.25), t / np.sqrt(t**2 + 0.25)
+    x0 = (x - sched.s[last] * out.astype(np.float64)) / sched.a[last]  # [1,4,8,8]
+    np.testing.assert_allclose(plain, c_skip * x + c_out * x0, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "steps,strength,overrides,match",
+    [
+        (0, 1.0, {}, "num_inference_steps: expected 1..50, got 0"),
+        (51, 1.0, {}, "num_inference_steps: expected 1..50, got 51"),
+        (9, 1.0, {"original_inference_steps": 8}, "expected 1..8, got 9"),
+        (4, 1.0, {"original_inference_steps": 2000}, "original_inference_steps .* got 2000"),
+        (4, 1.0, {"original_inference_steps": 0}, "original_inference_steps .* got 0"),
+        (4, 0.0, {}, r"strength: expected a number in \(0, 1\], got 0.0"),
+        (4, 1.5, {}, "got 1.5"),
+        (4, -0.2, {}, "got -0.2"),
+        (4, float("nan"), {}, "got nan"),
+        (4, True, {}, "got True"),
+        (4, "half", {}, "got 'half'"),
+        (8, 0.1, {}, r"strength: 0.1 leaves int\(50 \* 0.1\) = 5 .* num_inference_steps = 8"),
+        (4, 1.0, {"prediction_type": "sample"}, "prediction_type"),
+        (4, 1.0, {"thresholding": True}, "thresholding"),
+        (4, 1.0, {"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
+    ],
+)
+def test_lcm_invalid_settings_are_config_errors(steps, strength, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        make_scheduler("lcm", {**SD1_CONFIG, **overrides}, steps, strength=strength)
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+def test_strength_is_refused_by_schedulers_without_img2img(name):
+    assert len(make_scheduler(name, SD1_CONFIG, 10, strength=1.0).timesteps) >= 10  # the default is accepted
+    refused = rf"the {re.escape(name)} scheduler does not implement img2img strength.* got 0.5"
+    with pytest.raises(ConfigError, match=refused) as info:
+        make_scheduler(name, SD1_CONFIG, 10, strength=0.5)
+    assert "lcm" in info.value.hint
+    with pytest.raises(ConfigError, match=r"expected a number in \(0, 1\]"):
+        make_scheduler(name, SD1_CONFIG, 10, strength=2.0)
+
+
 def test_unknown_scheduler_name_lists_the_valid_ones():
     with pytest.raises(ConfigError) as info:
         make_scheduler("heun", SD1_CONFIG, 25)
@@ -210,4 +363,3 @@ def test_unknown_scheduler_name_lists_the_valid_ones():
 def test_unsupported_config_is_a_config_error(name, overrides):
     with pytest.raises(ConfigError):
         make_scheduler(name, {**SD1_CONFIG, **overrides}, 25)
-

@@ -8,9 +8,10 @@ import copy
 import pytest
 import torch
 
-from runtime.tokenizer import check_template
-from audiotoken.text import DEFAULT_TEMPLATE, TextConditioner, add_placeholder, tokenize
+from audiotoken.text import TextConditioner, add_placeholder, tokenize
+from runtime.contract import DEFAULT_TEMPLATE
 from runtime.errors import ConfigError
+from runtime.tokenizer import check_template
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,25 @@ from rich.console import Console
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from audiotoken.dataset import (BAD_AUDIO, EXCLUDED, NO_AUDIO, NO_LABEL, NO_PICTURE, OTHER_SPLIT, PairedClips,
-                                StreamPositions, collate_samples, frame_window, load_window, read_video_frame,
-                                scan_dataset)
+from audiotoken.dataset import (
+    BAD_AUDIO,
+    EXCLUDED,
+    NO_AUDIO,
+    NO_LABEL,
+    NO_PICTURE,
+    OTHER_SPLIT,
+    PairedClips,
+    StreamPositions,
+    collate_samples,
+    frame_window,
+    load_window,
+    read_video_frame,
+    scan_dataset,
+)
 from audiotoken.embedder import Embedder
 from audiotoken.encoder import AudioEncoder
 from audiotoken.train_config import TrainConfig, parse_resolution
-from audiotoken.training import (METRICS, Objective, batch_features, load_frozen,
-                                 train)
+from audiotoken.training import METRICS, Objective, batch_features, load_frozen, train
 from runtime.contract import SAMPLE_RATE
 from runtime.errors import ConfigError
 
@@ -119,8 +130,17 @@ def frozen(tiny_models):
 
 
 def settings(tiny_models, data, out, **options) -> TrainConfig:
-    base = dict(sd=str(tiny_models / "sd"), beats=tiny_models / "beats.pt", data=data, out=out,
-                exclude=(data / "exclude.txt",), batch_size=2, audio_seconds=SECONDS, resolution=SIZE, workers=0)
+    base = dict(
+        sd=str(tiny_models / "sd"),
+        beats=tiny_models / "beats.pt",
+        data=data,
+        out=out,
+        exclude=(data / "exclude.txt",),
+        batch_size=2,
+        audio_seconds=SECONDS,
+        resolution=SIZE,
+        workers=0,
+    )
     return TrainConfig(**{**base, **options})
 
 
@@ -134,8 +154,17 @@ def straight(tiny_models, data, frozen, tmp_path_factory):
     """One uninterrupted run: cosine loss on, grad accumulation 2, scaled lr 2.5e-4 x 2 x 2 = 1e-3."""
     before = {name: {k: v.clone() for k, v in module.state_dict().items()} for name, module in frozen.modules().items()}
     log = io.StringIO()
-    config = settings(tiny_models, data, tmp_path_factory.mktemp("straight"), steps=STEPS, save_every=STEPS // 2,
-                      grad_accum=2, lr=2.5e-4, cosine_loss=True, lambda_cosine=1.0)
+    config = settings(
+        tiny_models,
+        data,
+        tmp_path_factory.mktemp("straight"),
+        steps=STEPS,
+        save_every=STEPS // 2,
+        grad_accum=2,
+        lr=2.5e-4,
+        cosine_loss=True,
+        lambda_cosine=1.0,
+    )
     result = train(config, frozen=frozen, console=Console(file=log, width=200))
     return config, result, before, log.getvalue()
 
@@ -144,8 +173,14 @@ def test_the_report_names_every_file_left_out(data):
     clips, report = scan_dataset(data, (data / "exclude.txt",))
     assert sorted(c.name for c in clips) == ["clip0", "clip1", "clip2", "clip3", "clip4", "clip5", "cut"]
     assert report.used == 7
-    assert report.left_out == {BAD_AUDIO: ["broken"], NO_AUDIO: ["ghost", "orphan"], OTHER_SPLIT: ["held"],
-                               NO_PICTURE: ["lonely"], NO_LABEL: ["nolabel"], EXCLUDED: ["vggid_30000_40000"]}
+    assert report.left_out == {
+        BAD_AUDIO: ["broken"],
+        NO_AUDIO: ["ghost", "orphan"],
+        OTHER_SPLIT: ["held"],
+        NO_PICTURE: ["lonely"],
+        NO_LABEL: ["nolabel"],
+        EXCLUDED: ["vggid_30000_40000"],
+    }
     assert {c.name: c.picture.suffix for c in clips}["clip5"] == ".mp4"
     lines = report.lines()
     assert lines[0].endswith("7 usable pairs") and "left out, unreadable audio: 1 (broken)" in lines
@@ -186,7 +221,9 @@ def test_samples_depend_on_the_position_only(data):
     sample, again = dataset[9], PairedClips(clips, seed=3, seconds=SECONDS, size=SIZE)[9]
     assert sample["audio"].shape == (SECONDS * SAMPLE_RATE,) and sample["image"].shape == (3, SIZE[1], SIZE[0])
     assert 0 <= sample["start"] <= 10 - SECONDS - 1
-    assert (sample["name"], sample["start"]) == (again["name"], again["start"]) and torch.equal(sample["audio"], again["audio"])
+    assert (sample["name"], sample["start"]) == (again["name"], again["start"]) and torch.equal(
+        sample["audio"], again["audio"]
+    )
     window = load_window(next(c.audio for c in clips if c.name == sample["name"]), sample["start"], SECONDS)
     assert np.array_equal(sample["audio"].numpy(), window)
     epochs = [[dataset.clip_at(p).name for p in range(e * 7, e * 7 + 7)] for e in (0, 1)]
@@ -196,8 +233,13 @@ def test_samples_depend_on_the_position_only(data):
     assert stand_in["name"] == epochs[0][cut + 1] and [name for name, _ in stand_in["skipped"]] == ["cut"]
 
     def stream(workers: int) -> list:
-        loader = DataLoader(dataset, batch_size=2, sampler=StreamPositions(0, 8, 1, 0, 2), num_workers=workers,
-                            collate_fn=collate_samples)
+        loader = DataLoader(
+            dataset,
+            batch_size=2,
+            sampler=StreamPositions(0, 8, 1, 0, 2),
+            num_workers=workers,
+            collate_fn=collate_samples,
+        )
         return [(b["names"], b["starts"], b["images"]) for b in loader]
 
     for (names, starts, images), (names2, starts2, images2) in zip(stream(0), stream(2), strict=True):
@@ -255,7 +297,9 @@ def test_a_v_prediction_scheduler_switches_the_target(tiny_models, data, frozen,
     for name, models in (("epsilon", frozen), ("v_prediction", replace(frozen, noise_scheduler=scheduler))):
         objective = Objective(models, config, dataset.labels, "cpu", contextlib.nullcontext)
         assert objective.prediction == name
-        losses[name] = objective(embedder, features, batch["images"], batch["labels"], torch.Generator().manual_seed(0))[1]
+        losses[name] = objective(
+            embedder, features, batch["images"], batch["labels"], torch.Generator().manual_seed(0)
+        )[1]
     assert torch.isfinite(losses["v_prediction"]) and not torch.equal(losses["epsilon"], losses["v_prediction"])
 
 
@@ -294,7 +338,13 @@ def test_outputs_load_into_the_audio_encoder(straight, tiny_models):
     out = result.out
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{STEPS // 2}", f"checkpoint-{STEPS}"]
     checkpoint = out / f"checkpoint-{STEPS}"
-    assert {p.name for p in checkpoint.iterdir()} == {"embedder.bin", "embedder.safetensors", "config.json", "optimizer.pt", "rng-0.pt"}
+    assert {p.name for p in checkpoint.iterdir()} == {
+        "embedder.bin",
+        "embedder.safetensors",
+        "config.json",
+        "optimizer.pt",
+        "rng-0.pt",
+    }
     official = torch.load(out / "embedder.bin", weights_only=True)
     assert official.keys() == Embedder(96, 32).state_dict().keys()  # the official key layout, no "module." prefix
     assert all(torch.equal(official[k], v) for k, v in load_file(checkpoint / "embedder.safetensors").items())
@@ -302,15 +352,24 @@ def test_outputs_load_into_the_audio_encoder(straight, tiny_models):
     waveform = torch.from_numpy(np.tile(sound("violin", 0), 4)[: 10 * SAMPLE_RATE])[None]  # [1, 160000]
     token = encoder(waveform)  # [1, D]
     assert token.shape == (1, 32) and torch.isfinite(token).all()
-    assert not torch.equal(Embedder.from_file(out / "embedder.bin").fc1.weight, Embedder.from_file(tiny_models / "embedder.bin").fc1.weight)
+    assert not torch.equal(
+        Embedder.from_file(out / "embedder.bin").fc1.weight, Embedder.from_file(tiny_models / "embedder.bin").fc1.weight
+    )
 
 
 def test_the_run_reports_what_it_left_out_and_skipped(straight):
     _, result, _, log = straight
     assert result.report.count(BAD_AUDIO) == 1 and result.report.used == 7
-    assert "left out, unreadable audio: 1 (broken)" in log and "learning rate 0.001 = 0.00025 x grad-accum 2 x batch 2" in log
+    assert (
+        "left out, unreadable audio: 1 (broken)" in log
+        and "learning rate 0.001 = 0.00025 x grad-accum 2 x batch 2" in log
+    )
     # the WAV cut short passes the header probe, fails when decoded, and is skipped and named
-    assert list(result.skipped) == ["cut"] and "truncated" in result.skipped["cut"] and "skipped cut: AudioLoadError" in log
+    assert (
+        list(result.skipped) == ["cut"]
+        and "truncated" in result.skipped["cut"]
+        and "skipped cut: AudioLoadError" in log
+    )
 
 
 def test_cli_trains_end_to_end_with_the_feature_cache(tiny_models, data, frozen, tmp_path):
@@ -319,10 +378,35 @@ def test_cli_trains_end_to_end_with_the_feature_cache(tiny_models, data, frozen,
     from audiotoken_rt.cli import app
 
     out = tmp_path / "run"
-    args = ["train", "--sd", str(tiny_models / "sd"), "--beats", str(tiny_models / "beats.pt"), "--data", str(data),
-            "--out", str(out), "--batch-size", "2", "--audio-seconds", str(SECONDS), "--resolution", "64x64",
-            "--workers", "0", "--exclude", str(data / "exclude.txt"), "--cache-features",
-            "--embedder", str(tiny_models / "embedder.bin"), "--no-scale-lr", "--lr", "1e-4", "--save-every", "1"]
+    args = [
+        "train",
+        "--sd",
+        str(tiny_models / "sd"),
+        "--beats",
+        str(tiny_models / "beats.pt"),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--audio-seconds",
+        str(SECONDS),
+        "--resolution",
+        "64x64",
+        "--workers",
+        "0",
+        "--exclude",
+        str(data / "exclude.txt"),
+        "--cache-features",
+        "--embedder",
+        str(tiny_models / "embedder.bin"),
+        "--no-scale-lr",
+        "--lr",
+        "1e-4",
+        "--save-every",
+        "1",
+    ]
     runner = CliRunner()
     first = runner.invoke(app, [*args, "--steps", "2"])
     assert first.exit_code == 0, first.output
@@ -355,7 +439,24 @@ def test_cli_defaults_are_the_library_defaults():
 
     command = typer.main.get_command(app).commands["train"]
     defaults = {p.name: p.default for p in command.params}
-    for name in ("embedder", "steps", "batch_size", "grad_accum", "lr", "scale_lr", "lambda_l1", "cosine_loss", "lambda_cosine",
-                 "audio_seconds", "template", "mixed_precision", "seed", "resume", "save_every", "cache_features", "workers"):
+    for name in (
+        "embedder",
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "lr",
+        "scale_lr",
+        "lambda_l1",
+        "cosine_loss",
+        "lambda_cosine",
+        "audio_seconds",
+        "template",
+        "mixed_precision",
+        "seed",
+        "resume",
+        "save_every",
+        "cache_features",
+        "workers",
+    ):
         assert defaults[name] == getattr(TrainConfig, name), name
     assert parse_resolution(defaults["resolution"]) == TrainConfig.resolution
