@@ -18,7 +18,9 @@ from runtime.errors import needs_pytorch_side
 
 @reports_errors
 def make_random_command(
-    out: Path = typer.Argument(..., help="Folder to write sd/, beats.pt and embedder.bin into.", show_default=False),
+    out: Path = typer.Argument(
+        ..., help="Folder to write sd/, beats.pt, embedder.bin, lcm-lora/ and taesd/ into.", show_default=False
+    ),
     arch: str = typer.Option(
         "tiny", "--arch", help="tiny: seconds, a few MB; sd15: the real SD 1.5 + BEATs iter3 sizes (~4.5 GB)."
     ),
@@ -37,7 +39,10 @@ def make_random_command(
             raise needs_pytorch_side("audiotoken-rt make-random", exc) from exc
         quiet_libraries()
         folder = make_random(out, arch=arch, seed=seed, force=force)
-    console.print(f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin")
+    console.print(
+        f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin, "
+        f"{folder}/lcm-lora (LCM-LoRA), {folder}/taesd (tiny autoencoder)"
+    )
 
 
 def resolution_text(size: tuple[int, int]) -> str:

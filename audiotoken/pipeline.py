@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from audiotoken.encoder import AudioEncoder
-from audiotoken.stable_diffusion import StableDiffusion
+from audiotoken.stable_diffusion import StableDiffusion, resolve_tiny_autoencoder, tiny_autoencoder
 from audiotoken.text import TextConditioner, tokenize
 from runtime.audio import load_audio
 from runtime.contract import DEFAULT_TEMPLATE, PLACEHOLDER
@@ -50,13 +50,27 @@ class AudioTokenPipeline:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         stochastic: bool = False,
+        lcm_lora: str | Path | None = None,
+        lora_scale: float = 1.0,
+        tiny_vae: str | Path | None = None,
     ) -> AudioTokenPipeline:
         """Load Stable Diffusion (hub id or local diffusers folder), BEATs ``.pt`` and ``embedder_learned_embeds.bin``.
 
         ``stochastic=True`` reproduces the official always-on embedder dropout (spec Q1); off by default.
         The audio encoder always runs in fp32 (its fbank needs it); ``dtype`` applies to Stable Diffusion.
+        The fast recipe's parts, the diffusers way: ``lcm_lora`` (hub id, folder or file) is loaded with
+        ``load_lora_weights`` and fused at ``lora_scale``; ``tiny_vae`` (TAESD) replaces the VAE. Draw with it with
+        ``scheduler="LCMScheduler"``, 4 steps and ``guidance_scale=1``.
         """
         pipe = StableDiffusion.open(sd).pipeline()  # its tokenizer knows <*>
+        if lcm_lora is not None:
+            path = Path(lcm_lora)
+            weights = {"weight_name": path.name} if path.is_file() else {}
+            pipe.load_lora_weights(path.parent if path.is_file() else lcm_lora, **weights)
+            pipe.fuse_lora(lora_scale=lora_scale)
+            pipe.unload_lora_weights()
+        if tiny_vae is not None:
+            pipe.register_modules(vae=tiny_autoencoder(resolve_tiny_autoencoder(tiny_vae)))
         encoder = AudioEncoder.from_checkpoints(beats, embedder, stochastic=stochastic)
         text = TextConditioner(pipe.text_encoder, pipe.tokenizer.convert_tokens_to_ids(PLACEHOLDER))
         if encoder.token_dim != text.token_dim:

@@ -6,7 +6,12 @@ writes, laid out exactly like the real ones:
   real CLIP BPE vocabulary, ``unet``, ``vae``, ``scheduler`` with the official PNDM config);
 - ``DIR/beats.pt``: the upstream BEATs ``{cfg, model}`` checkpoint (12 layers, weight norm as ``weight_g`` and
   ``weight_v``, the relative-position table aliased in every layer, a fine-tuned ``predictor`` head);
-- ``DIR/embedder.bin``: a bare state_dict with the official ``embedder_learned_embeds.bin`` key names.
+- ``DIR/embedder.bin``: a bare state_dict with the official ``embedder_learned_embeds.bin`` key names;
+- ``DIR/lcm-lora/pytorch_lora_weights.safetensors``: a LoRA in the layout of ``latent-consistency/lcm-lora-sdv1-5``
+  (kohya-style keys over diffusers module names: ``lora_unet_<module path, dots as _>.lora_down.weight``,
+  ``.lora_up.weight`` and a scalar ``.alpha``, fp16, on every layer LCM-LoRA adapts: ``LCM_LORA_TARGETS``);
+- ``DIR/taesd/``: a diffusers ``AutoencoderTiny`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
+  the architecture of ``madebyollin/taesd`` for ``sd15``: 4 latent channels, 8x spatial factor like the SD VAE.
 
 ``tiny`` is seeded, a few MB and takes seconds on a CPU; ``sd15`` has the real SD 1.5 and BEATs iter3
 architectures (random weights, ~4.5 GB), for benchmarks.
@@ -17,12 +22,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from audiotoken.beats import FEATURE_LAYERS, ITER3_CONFIG, BEATs, BEATsConfig
 from audiotoken.embedder import Embedder
@@ -71,23 +78,84 @@ class Architecture:
     vae_layers: int
     vae_groups: int
     beats: BEATsConfig
+    lora_rank: int  # LCM-LoRA's rank (64 for SD 1.5) and alpha (the scale is alpha / rank)
+    lora_alpha: float
+    taesd_channels: int  # AutoencoderTiny: the width of every block, and the blocks per stage
+    taesd_encoder_blocks: tuple[int, ...]
+    taesd_decoder_blocks: tuple[int, ...]
 
 
 ARCHITECTURES = {
     "tiny": Architecture(
-        token_dim=32, clip_layers=2, clip_heads=4, clip_ffn=37,
-        unet_channels=(32, 64), unet_layers=1, unet_head_dim=8, latent_size=8,
-        vae_channels=(8, 16, 32, 32), vae_layers=1, vae_groups=8,
-        beats=replace(ITER3_CONFIG, embed_dim=16, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-                      encoder_attention_heads=4, conv_pos=16, conv_pos_groups=4),
+        token_dim=32,
+        clip_layers=2,
+        clip_heads=4,
+        clip_ffn=37,
+        unet_channels=(32, 64),
+        unet_layers=1,
+        unet_head_dim=8,
+        latent_size=8,
+        vae_channels=(8, 16, 32, 32),
+        vae_layers=1,
+        vae_groups=8,
+        beats=replace(
+            ITER3_CONFIG,
+            embed_dim=16,
+            encoder_embed_dim=32,
+            encoder_ffn_embed_dim=64,
+            encoder_attention_heads=4,
+            conv_pos=16,
+            conv_pos_groups=4,
+        ),
+        lora_rank=4,
+        lora_alpha=2.0,
+        taesd_channels=8,
+        taesd_encoder_blocks=(1, 1, 1, 1),
+        taesd_decoder_blocks=(1, 1, 1, 1),
     ),
     "sd15": Architecture(
-        token_dim=768, clip_layers=12, clip_heads=12, clip_ffn=3072,
-        unet_channels=(320, 640, 1280, 1280), unet_layers=2, unet_head_dim=8, latent_size=64,
-        vae_channels=(128, 256, 512, 512), vae_layers=2, vae_groups=32,
+        token_dim=768,
+        clip_layers=12,
+        clip_heads=12,
+        clip_ffn=3072,
+        unet_channels=(320, 640, 1280, 1280),
+        unet_layers=2,
+        unet_head_dim=8,
+        latent_size=64,
+        vae_channels=(128, 256, 512, 512),
+        vae_layers=2,
+        vae_groups=32,
         beats=ITER3_CONFIG,
+        lora_rank=64,
+        lora_alpha=8.0,
+        taesd_channels=64,
+        taesd_encoder_blocks=(1, 3, 3, 3),
+        taesd_decoder_blocks=(3, 3, 3, 1),
     ),
 }
+
+# The layers LCM-LoRA adapts: the peft ``target_modules`` of diffusers' LCM-LoRA distillation script
+# (examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py), matched as peft matches them (a module whose
+# name is the target or ends with "." + target). Rank 64 on SD 1.5 gives 278 layers and 67.25 M values: the 135 MB fp16
+# file of latent-consistency/lcm-lora-sdv1-5. Its alpha (8) is peft's default lora_alpha, which that script used.
+LCM_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+)
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights looks for
+LORA_RELATIVE_CHANGE = 0.1  # each adapted weight moves by ~this fraction of its spread: the UNet output by ~30%
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = 49152 - 256 - 2  # the CLIP vocabulary: 256 bytes, 256 word-final bytes, 48 894 merges, BOS, EOS = 49 408
@@ -127,7 +195,13 @@ def write_clip_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "errors": "replace", **special}
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "do_lower_case": True,
+        "errors": "replace",
+        **special,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -136,30 +210,118 @@ def build_stable_diffusion(arch: Architecture, tokenizer_dir: Path):
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=arch.token_dim, intermediate_size=arch.clip_ffn,
-        num_hidden_layers=arch.clip_layers, num_attention_heads=arch.clip_heads, max_position_embeddings=77,
-        hidden_act="quick_gelu", projection_dim=arch.token_dim, bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=arch.token_dim,
+            intermediate_size=arch.clip_ffn,
+            num_hidden_layers=arch.clip_layers,
+            num_attention_heads=arch.clip_heads,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            projection_dim=arch.token_dim,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=1,
+        )
+    )
     n = len(arch.unet_channels)
     unet = UNet2DConditionModel(
-        sample_size=arch.latent_size, in_channels=4, out_channels=4,
-        block_out_channels=arch.unet_channels, layers_per_block=arch.unet_layers,
+        sample_size=arch.latent_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=arch.unet_channels,
+        layers_per_block=arch.unet_layers,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        cross_attention_dim=arch.token_dim, attention_head_dim=arch.unet_head_dim,
+        cross_attention_dim=arch.token_dim,
+        attention_head_dim=arch.unet_head_dim,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=arch.latent_size * 8,
-        block_out_channels=arch.vae_channels, layers_per_block=arch.vae_layers, norm_num_groups=arch.vae_groups,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=arch.latent_size * 8,
+        block_out_channels=arch.vae_channels,
+        layers_per_block=arch.vae_layers,
+        norm_num_groups=arch.vae_groups,
         down_block_types=("DownEncoderBlock2D",) * len(arch.vae_channels),
         up_block_types=("UpDecoderBlock2D",) * len(arch.vae_channels),
         scaling_factor=VAE_SCALING_FACTOR,
     )
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir), unet=unet,
-        scheduler=PNDMScheduler(**SD1_SCHEDULER), safety_checker=None, feature_extractor=None,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+        unet=unet,
+        scheduler=PNDMScheduler(**SD1_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def lora_targets(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The UNet's layers that LCM-LoRA adapts (``LCM_LORA_TARGETS``), in module order, as (name, layer)."""
+    return [
+        (name, module)
+        for name, module in unet.named_modules()
+        if any(name == target or name.endswith("." + target) for target in LCM_LORA_TARGETS)
+    ]
+
+
+def kohya_name(module_name: str) -> str:
+    """``down_blocks.0.resnets.0.conv1`` -> ``lora_unet_down_blocks_0_resnets_0_conv1`` (the LCM-LoRA file's layer name)."""
+    return "lora_unet_" + module_name.replace(".", "_")
+
+
+def random_lora(unet: torch.nn.Module, rank: int, alpha: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random LoRA over ``lora_targets(unet)`` in the lcm-lora-sdv1-5 layout (fp16; alpha a 0-d tensor).
+
+    ``lora_down`` is [rank, in] for a Linear and [rank, in, kh, kw] for a Conv2d; ``lora_up`` is [out, rank] or
+    [out, rank, 1, 1]. Each fused delta ``alpha / rank * up @ down`` has a spread of ``LORA_RELATIVE_CHANGE`` times
+    the weight's own: a visible change of the UNet's output that keeps it finite.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, layer in lora_targets(unet):
+        weight = layer.weight.detach().float()  # [out, in] or [out, in, kh, kw]
+        fan_in = weight[0].numel()
+        down = torch.randn(rank, *weight.shape[1:], generator=generator) / math.sqrt(fan_in)
+        up_std = LORA_RELATIVE_CHANGE * weight.std().item() * math.sqrt(fan_in) / (alpha / rank * math.sqrt(rank))
+        up = torch.randn(weight.shape[0], rank, *(1,) * (weight.ndim - 2), generator=generator) * up_std
+        key = kohya_name(name)
+        state[f"{key}.lora_down.weight"] = down.half()
+        state[f"{key}.lora_up.weight"] = up.half()
+        state[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
+    return state
+
+
+def build_taesd(arch: Architecture):
+    """A diffusers ``AutoencoderTiny``: latents [B, 4, h, w] <-> images [B, 3, 8h, 8w] (4 stages, 3 resamplings).
+
+    Every argument is spelled out: for ``sd15`` they are the values of ``madebyollin/taesd``'s config.json
+    (which are also diffusers' defaults); ``tiny`` only narrows the blocks.
+    """
+    from diffusers import AutoencoderTiny
+
+    channels = (arch.taesd_channels,) * 4
+    return AutoencoderTiny(
+        in_channels=3,
+        out_channels=3,
+        encoder_block_out_channels=channels,
+        decoder_block_out_channels=channels,
+        act_fn="relu",
+        upsample_fn="nearest",
+        latent_channels=4,
+        upsampling_scaling_factor=2,
+        num_encoder_blocks=arch.taesd_encoder_blocks,
+        num_decoder_blocks=arch.taesd_decoder_blocks,
+        latent_magnitude=3,
+        latent_shift=0.5,
+        force_upcast=False,
+        scaling_factor=1.0,
+        shift_factor=0.0,
     )
 
 
@@ -177,21 +339,35 @@ def beats_checkpoint(config: BEATsConfig, n_classes: int = 527) -> dict:
 
 
 def make_random(out: str | Path, arch: str = "tiny", seed: int = 0, force: bool = False) -> Path:
-    """Write ``sd/``, ``beats.pt`` and ``embedder.bin`` under ``out``, atomically (built aside, then renamed)."""
+    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/`` and ``taesd/`` under ``out``, atomically
+    (built aside, then renamed)."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
-        raise ConfigError(f"{out}: exists and is not empty", hint="pass --force to replace it, or choose another folder")
+        raise ConfigError(
+            f"{out}: exists and is not empty", hint="pass --force to replace it, or choose another folder"
+        )
     with building_folder(out) as staging:
         torch.manual_seed(seed)
         write_clip_tokenizer(staging / "clip_tokenizer")
-        build_stable_diffusion(spec, staging / "clip_tokenizer").save_pretrained(staging / "sd")
+        pipe = build_stable_diffusion(spec, staging / "clip_tokenizer")
+        pipe.save_pretrained(staging / "sd")
+        # the LoRA draws from its own generator, so the global stream (and every file below) is as before
+        (staging / "lcm-lora").mkdir()
+        save_file(
+            random_lora(pipe.unet, spec.lora_rank, spec.lora_alpha, seed=seed),
+            staging / "lcm-lora" / LORA_WEIGHTS_NAME,
+            metadata={"format": "pt"},
+        )
+        del pipe
         # keep the hub's SD 1.x tokenizer layout (vocab.json + merges.txt) rather than transformers' re-save
         shutil.rmtree(staging / "sd" / "tokenizer")
         os.replace(staging / "clip_tokenizer", staging / "sd" / "tokenizer")
         torch.save(beats_checkpoint(spec.beats), staging / "beats.pt")
         embedder = Embedder(len(FEATURE_LAYERS) * spec.beats.encoder_embed_dim, spec.token_dim)
         torch.save(embedder.state_dict(), staging / "embedder.bin")
+        torch.manual_seed(seed)  # the tiny autoencoder comes last, from the seed again
+        build_taesd(spec).save_pretrained(staging / "taesd")
     return out

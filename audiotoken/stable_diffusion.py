@@ -1,4 +1,5 @@
-"""The one Stable Diffusion loader: a hub id or a local diffusers folder -> its frozen components.
+"""The one Stable Diffusion loader: a hub id or a local diffusers folder -> its frozen components (and the tiny
+autoencoder TAESD, which stands in for its VAE in fast bundles).
 
 Used by every part that needs Stable Diffusion: the reference pipeline (``audiotoken.pipeline``), training
 (``audiotoken.training``) and export (``export.sources``, which also hashes the files). A hub id
@@ -30,6 +31,7 @@ HUB_PATTERNS = [
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
 ]
+TINY_AUTOENCODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # a diffusers AutoencoderTiny folder
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 
 
@@ -44,30 +46,55 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-def resolve(sd: str | Path) -> Path:
-    """A local diffusers folder as is, or a hub id's snapshot folder (downloaded or from the cache)."""
-    path = Path(sd)
+def resolve_folder(ref: str | Path, what: str, required: tuple[str, ...], patterns: list[str], example: str) -> Path:
+    """A local folder holding ``required`` as is, or a hub id's snapshot folder (downloaded or from the cache)."""
+    path = Path(ref)
     if path.is_dir():
-        missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+        missing = [name for name in required if not (path / name).exists()]
         if missing:
             raise CheckpointError(
-                f"{sd}: not a Stable Diffusion folder (no {', '.join(missing)}/)",
-                hint="pass a diffusers folder (model_index.json, unet/, vae/, ...) or a hub id",
+                f"{ref}: not a {what} folder (no {', '.join(missing)})",
+                hint=f"pass a diffusers {what} folder or a hub id such as {example}",
             )
         return path
-    if path.exists() or not HUB_ID.match(str(sd)):
+    if path.exists() or not HUB_ID.match(str(ref)):
         raise CheckpointError(
-            f"{sd}: not a diffusers folder, and not a hub id (owner/name)",
-            hint="pass e.g. CompVis/stable-diffusion-v1-4 or a local diffusers folder",
+            f"{ref}: not a diffusers folder, and not a hub id (owner/name)",
+            hint=f"pass e.g. {example} or a local diffusers folder",
         )
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(sd), allow_patterns=HUB_PATTERNS))
+        return Path(snapshot_download(str(ref), allow_patterns=patterns))
     except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
         raise CheckpointError(
-            f"{sd}: cannot fetch it from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            f"{ref}: cannot fetch it from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]})",
             hint="check the id and the network, or pass a local diffusers folder",
+        ) from exc
+
+
+def resolve(sd: str | Path) -> Path:
+    """A Stable Diffusion: a local diffusers folder, or a hub id's snapshot."""
+    return resolve_folder(sd, "Stable Diffusion", COMPONENTS, HUB_PATTERNS, "CompVis/stable-diffusion-v1-4")
+
+
+def resolve_tiny_autoencoder(ref: str | Path) -> Path:
+    """A tiny autoencoder (TAESD, diffusers ``AutoencoderTiny``): a local folder, or a hub id's snapshot."""
+    return resolve_folder(
+        ref, "AutoencoderTiny", TINY_AUTOENCODER_FILES[:1], list(TINY_AUTOENCODER_FILES), "madebyollin/taesd"
+    )
+
+
+def tiny_autoencoder(folder: Path):
+    """The diffusers ``AutoencoderTiny`` in ``folder`` (fp32, eval mode); a broken folder is a CheckpointError."""
+    from diffusers import AutoencoderTiny
+
+    try:
+        return AutoencoderTiny.from_pretrained(folder).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{folder}: cannot load an AutoencoderTiny from it ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+            hint="pass a diffusers AutoencoderTiny folder such as madebyollin/taesd",
         ) from exc
 
 

@@ -34,14 +34,24 @@ from export.fp16 import to_fp16
 from export.int8 import to_int8
 from export.networks import Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
-from export.options import PRECISIONS, ExportOptions
+from export.options import PRECISIONS, ExportOptions, parse_unet_batches
 from export.parity import check_parity, measure_parity
 from export.sources import Sources, resolve_sources
 from export.tensorrt import build_plan, plan_file, require_tensorrt
 from export.tokenizer import TOKENIZER_DIR, write_tokenizer
 from runtime.atomic import building_folder, remove_stale_builds
-from runtime.bundle import SCHEMA_VERSION, Engine, FileEntry, Manifest, Parity, read_manifest, verify, write_manifest
-from runtime.contract import PLACEHOLDER, Dims
+from runtime.bundle import (
+    SCHEMA_VERSION,
+    Engine,
+    FileEntry,
+    Manifest,
+    Parity,
+    Recipe,
+    read_manifest,
+    verify,
+    write_manifest,
+)
+from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SINGLE_BATCH, Dims
 from runtime.errors import BundleError, ConfigError
 from runtime.tokenizer import check_template
 
@@ -108,8 +118,21 @@ def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> s
         "width": dims.width,
         "precision": precision,
         "template": template,
+        "unet_batches": list(dims.unet_batches),
+        "lora_scale": sources.lora.scale if sources.lora else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def bundle_recipe(sources: Sources, dims: Dims) -> Recipe:
+    """What the bundle holds and how it is meant to draw: LCM's 4 steps at guidance 1 with LCM-LoRA fused (1.5 if
+    its UNet holds batch 2 only), else DPM-Solver++ 25 steps at 7.5 (1 if its UNet holds batch 1 only)."""
+    batches = dims.unet_batches
+    if sources.lora is not None:
+        sampling = ("lcm", 4, 1.0 if SINGLE_BATCH in batches else 1.5)
+    else:
+        sampling = ("dpm++2m", 25, 7.5 if GUIDED_BATCH in batches else 1.0)
+    return Recipe(batches, sources.decoder, sources.lora, *sampling)
 
 
 def reusable_manifest(out: Path, key: str, force: bool) -> Manifest | None:
@@ -247,13 +270,14 @@ def build_bundle(
             template=template,
             height=dims.height,
             width=dims.width,
-            vae_scaling_factor=float(sources.sd.vae_config()["scaling_factor"]),
+            vae_scaling_factor=float(sources.autoencoder_config()["scaling_factor"]),
             prediction_type=sources.sd.prediction_type(),
             scheduler_config=sources.sd.scheduler_config(),
             tokenizer=TOKENIZER_DIR,
             files=tuple(FileEntry.of(staging, p) for p in ["scheduler_config.json", *tokenizer_files]),
             engines=engines,
             created_with=versions(),
+            recipe=bundle_recipe(sources, dims),
         )
         write_manifest(staging, manifest)
     return manifest
@@ -264,6 +288,7 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
     if options.precision not in PRECISIONS:
         raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
     template = check_template(options.template)
+    batches = parse_unet_batches(options.unet_batch, options.lcm_lora)
     removed = remove_stale_builds(options.out)
     if options.tensorrt:
         if options.precision == "int8":
@@ -277,8 +302,10 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
         console.print(f"removed {folder}, left by an export that was killed", highlight=False)
     with Stages(console) as stage:
         with stage("hash sources"):
-            sources = resolve_sources(options.sd, options.beats, options.embedder)
-            dims = read_dims(sources, options.height, options.width)
+            sources = resolve_sources(
+                options.sd, options.beats, options.embedder, options.lcm_lora, options.lora_scale, options.tiny_vae
+            )
+            dims = read_dims(sources, options.height, options.width, batches)
         key = bundle_key(sources, dims, options.precision, template)
         networks = describe_networks(sources, dims, template, options.sample_clip)
         manifest = reusable_manifest(options.out, key, options.force)

@@ -63,7 +63,8 @@ class Network:
 
 
 class UNetEngine(nn.Module):
-    """(sample [2B, 4, h, w], timestep [1], encoder_hidden_states [2B, 77, D]) -> noise_pred [2B, 4, h, w]."""
+    """(sample [N, 4, h, w], timestep [1], encoder_hidden_states [N, 77, D]) -> noise_pred [N, 4, h, w]; N = 2 with
+    classifier-free guidance, 1 without."""
 
     def __init__(self, unet: nn.Module):
         super().__init__()
@@ -87,26 +88,40 @@ class VaeDecoderEngine(nn.Module):
 
 
 class VaeEncoderEngine(nn.Module):
-    """image [B, 3, H, W] in [-1, 1] -> latent [B, 4, h, w]: the posterior mean, not yet times the scaling factor."""
+    """image [B, 3, H, W] in [-1, 1] -> latent [B, 4, h, w], not yet times the scaling factor: the SD VAE's posterior
+    mean, or the tiny autoencoder's latents."""
 
     def __init__(self, vae: nn.Module):
         super().__init__()
         self.vae = vae
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(image).latent_dist.mean  # [B, 4, h, w]
+        encoded = self.vae.encode(image)
+        return encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mean  # [B, 4, h, w]
 
 
-def read_dims(sources: Sources, height: int | None, width: int | None) -> Dims:
+def autoencoder_factor(config: dict) -> int:
+    """Picture pixels per latent pixel of an autoencoder, from its config: the SD VAE halves the size in every block
+    but the last; the tiny one upsamples by ``upsampling_scaling_factor`` in every decoder block but the first."""
+    if "decoder_block_out_channels" in config:  # AutoencoderTiny
+        return config["upsampling_scaling_factor"] ** (len(config["decoder_block_out_channels"]) - 1)
+    return 2 ** (len(config["block_out_channels"]) - 1)
+
+
+def read_dims(sources: Sources, height: int | None, width: int | None, unet_batches: tuple[int, ...] = (2,)) -> Dims:
     """Dimensions from the model configs; the default image size is ``unet.sample_size * vae_scale_factor``."""
-    unet, vae = sources.sd.unet_config(), sources.sd.vae_config()
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    if (factor, vae["latent_channels"]) != (VAE_FACTOR, LATENT_CHANNELS):
-        raise CheckpointError(
-            f"{sources.sd.ref}: its VAE has {vae['latent_channels']} latent channels at 1/{factor} of the picture's size; "
-            f"the engine contract is {LATENT_CHANNELS} channels at 1/{VAE_FACTOR}",
-            hint="use a Stable Diffusion 1.x or 2.x model",
-        )
+    unet = sources.sd.unet_config()
+    autoencoders = [(sources.sd.ref, sources.sd.vae_config())]
+    if sources.tiny_vae is not None:
+        autoencoders.append((sources.tiny_vae, sources.autoencoder_config()))
+    for ref, vae in autoencoders:
+        factor = autoencoder_factor(vae)
+        if (factor, vae["latent_channels"]) != (VAE_FACTOR, LATENT_CHANNELS):
+            raise CheckpointError(
+                f"{ref}: its autoencoder has {vae['latent_channels']} latent channels at 1/{factor} of the picture's "
+                f"size; the engine contract is {LATENT_CHANNELS} channels at 1/{VAE_FACTOR}",
+                hint="use a Stable Diffusion 1.x or 2.x model, and TAESD for it (madebyollin/taesd)",
+            )
     token_dim = sources.sd.text_width()
     for what, width_found in (
         ("the UNet's cross-attention", unet["cross_attention_dim"]),
@@ -124,7 +139,7 @@ def read_dims(sources: Sources, height: int | None, width: int | None) -> Dims:
             f"image size {height}x{width}: expected positive multiples of {factor} (the VAE's scale factor)",
             hint="e.g. --height 512 --width 512",
         )
-    return Dims(token_dim, height, width)
+    return Dims(token_dim, height, width, unet_batches)
 
 
 def seeded() -> torch.Generator:
@@ -142,8 +157,9 @@ def audio_sample(clip: Path | None) -> torch.Tensor:
 def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | None) -> list[Network]:
     """The five engines in data order, with their I/O from the engine contract at ``dims``."""
     contracts = engine_contracts(dims)
-    shape = {spec.name: spec.shape for contract in contracts.values() for spec in contract.inputs}
-    scaling_factor = sources.sd.vae_config()["scaling_factor"]
+    sample_batch = max(dims.unet_batches)  # an open batch axis is traced and validated at 2 (and 1: export.parity)
+    shape = {spec.name: spec.at_batch(sample_batch) for contract in contracts.values() for spec in contract.inputs}
+    scaling_factor = sources.autoencoder_config()["scaling_factor"]
 
     def text_conditioner() -> nn.Module:
         tokenizer = sources.sd.tokenizer()
@@ -157,7 +173,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
 
     def unet_sample() -> tuple[torch.Tensor, ...]:
         g = seeded()
-        noisy = torch.randn(shape["sample"], generator=g)  # [2, 4, h, w]
+        noisy = torch.randn(shape["sample"], generator=g)  # [N, 4, h, w]
         return (
             noisy,
             torch.tensor([FIRST_TIMESTEP]),
@@ -182,7 +198,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
         ),
         Network(
             contracts["unet"],
-            build=lambda: UNetEngine(sources.sd.unet()),
+            build=lambda: UNetEngine(sources.unet()),
             sample=unet_sample,
             sample_note=f"noise seed {SEED}, timestep {FIRST_TIMESTEP:g}",
             # sin/cos of timestep x frequency needs fp32 (fp16 resolves 981 only to 0.5); the big softmaxes stay fp16
@@ -193,13 +209,13 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
         ),
         Network(
             contracts["vae_decoder"],
-            build=lambda: VaeDecoderEngine(sources.sd.vae()),
+            build=lambda: VaeDecoderEngine(sources.autoencoder()),
             sample=lambda: (torch.randn(shape["latent"], generator=seeded()) / scaling_factor,),
             sample_note=f"noise seed {SEED} / scaling factor",
         ),
         Network(
             contracts["vae_encoder"],
-            build=lambda: VaeEncoderEngine(sources.sd.vae()),
+            build=lambda: VaeEncoderEngine(sources.autoencoder()),
             sample=lambda: (torch.rand(shape["image"], generator=seeded()) * 2 - 1,),
             sample_note=f"uniform [-1, 1) seed {SEED}",
         ),

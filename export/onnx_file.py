@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from export.networks import Network
+from runtime.contract import DYNAMIC
 from runtime.errors import ExportError
 
 OPSET = 17  # LayerNormalization as one op (TensorRT maps it to its normalization layer)
@@ -49,6 +50,12 @@ def trace_to_onnx(
                 do_constant_folding=True,
                 input_names=[t.name for t in network.inputs],
                 output_names=[t.name for t in network.outputs],
+                dynamic_axes={  # an open batch axis (a UNet holding batches 1 and 2): DYNAMIC in the contract
+                    t.name: {axis: "batch" for axis, size in enumerate(t.shape) if size == DYNAMIC}
+                    for t in (*network.inputs, *network.outputs)
+                    if DYNAMIC in t.shape
+                }
+                or None,
             )
         # the path-based inference reads past 2 GB, where the tracer spreads weights over one file per tensor
         onnx.shape_inference.infer_shapes_path(str(raw), str(typed))

@@ -9,9 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.contract import DEFAULT_TEMPLATE
+from runtime.contract import DEFAULT_TEMPLATE, GUIDED_BATCH, SINGLE_BATCH, UNET_BATCHES
+from runtime.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def parse_unet_batches(text: str | None, lcm_lora: str | None) -> tuple[int, ...]:
+    """``--unet-batch``: "1", "2" or "1,2" -> (1,), (2,) or (1, 2); by default 1 with LCM-LoRA (guidance 1), else 2."""
+    if text is None:
+        return (SINGLE_BATCH,) if lcm_lora else (GUIDED_BATCH,)
+    try:
+        batches = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        batches = ()
+    if not batches or not set(batches) <= set(UNET_BATCHES):
+        raise ConfigError(
+            f"--unet-batch {text!r}: expected 1, 2 or 1,2", hint="2 for guidance above 1, 1 for guidance 1"
+        )
+    return batches
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,28 @@ class ExportOptions:
     )
     template: str = field(
         default=DEFAULT_TEMPLATE, metadata={"help": "The bundle's prompt template, holding <*> once."}
+    )
+    lcm_lora: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fuse this LoRA into the UNet: LCM-LoRA (latent-consistency/lcm-lora-sdv1-5, a local folder or "
+            ".safetensors file) for the fast recipe, 4 steps at guidance 1."
+        },
+    )
+    lora_scale: float = field(default=1.0, metadata={"help": "The scale the LoRA is fused at."})
+    tiny_vae: str | None = field(
+        default=None,
+        metadata={
+            "help": "Take the decoder and encoder from this tiny autoencoder (TAESD: madebyollin/taesd, or a local "
+            "diffusers AutoencoderTiny folder) instead of Stable Diffusion's."
+        },
+    )
+    unet_batch: str | None = field(
+        default=None,
+        metadata={
+            "help": "The UNet's batch: 2 for guidance above 1, 1 for guidance 1 (half the work per step), 1,2 for "
+            "both (a dynamic batch axis). Default: 1 with --lcm-lora, else 2."
+        },
     )
     sample_clip: Path | None = field(
         default=None, metadata={"help": "A real clip to validate audio_encoder on (default: seeded noise)."}

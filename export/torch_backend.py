@@ -33,14 +33,22 @@ class TorchBackend:
         quiet_libraries()
         m = bundle.manifest
         refs = {s.role: s for s in m.sources}
-        sources = resolve_sources(refs["sd"].ref, refs["beats"].ref, refs["embedder"].ref)
+        lora = m.recipe.lora
+        sources = resolve_sources(
+            refs["sd"].ref,
+            refs["beats"].ref,
+            refs["embedder"].ref,
+            lcm_lora=lora.source if lora else None,
+            lora_scale=lora.scale if lora else 1.0,
+            tiny_vae=refs["tiny_vae"].ref if "tiny_vae" in refs else None,
+        )
         for entry in sources.entries:
             if entry.files != refs[entry.role].files:
                 raise BundleError(
                     f"{entry.ref}: the {entry.role} files differ from those {bundle.root} was exported from",
                     hint=f"re-export the bundle from these files: {m.rebuild_command(bundle.root)}",
                 )
-        dims = read_dims(sources, m.height, m.width)
+        dims = read_dims(sources, m.height, m.width, m.recipe.unet_batches)
         self.networks = {n.name: n for n in describe_networks(sources, dims, m.template, clip=None)}
         self.device = device
         self.modules: dict[str, torch.nn.Module] = {}

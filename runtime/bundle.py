@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import write_atomically
-from runtime.contract import ENGINE_NAMES, Dims, TensorSpec, contract_problems
+from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
 from runtime.errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling)
+READABLE_VERSIONS = (1, 2)  # a version-1 manifest reads as the recipe every bundle had then: Recipe()
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
 
@@ -135,6 +136,37 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """A LoRA fused into the UNet's weights at export: its source as given, its weights' sha256, the scale."""
+
+    source: str
+    sha256: str
+    scale: float
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a bundle holds for drawing, and how it is meant to draw (what ``generate`` does unless told otherwise)."""
+
+    unet_batches: tuple[int, ...] = (GUIDED_BATCH,)  # 2: guidance > 1; 1: guidance 1 only; (1, 2): both
+    decoder: str = "sd-vae"  # sd-vae (Stable Diffusion's autoencoder) or taesd (the tiny one)
+    lora: Lora | None = None
+    scheduler: str = "dpm++2m"
+    steps: int = 25
+    guidance: float = 7.5
+
+    @property
+    def fast(self) -> bool:
+        """Whether the bundle holds the fast recipe: LCM-LoRA fused, the tiny decoder, a UNet of batch 1."""
+        return self.lora is not None and self.decoder == "taesd" and 1 in self.unet_batches
+
+    @classmethod
+    def from_json(cls, d: dict) -> Recipe:
+        lora = Lora(**d["lora"]) if d["lora"] else None
+        return cls(tuple(d["unet_batches"]), d["decoder"], lora, d["scheduler"], d["steps"], d["guidance"])
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs to know about a bundle; ``key`` identifies what it was built from."""
 
@@ -156,11 +188,12 @@ class Manifest:
     files: tuple[FileEntry, ...]  # everything but the engines: tokenizer files, scheduler_config.json
     engines: dict[str, Engine]
     created_with: dict[str, str]  # package versions of the export
+    recipe: Recipe = Recipe()
 
     @property
     def dims(self) -> Dims:
         """The sizes the engines' static shapes are made of (``runtime.contract``)."""
-        return Dims(self.token_dim, self.height, self.width)
+        return Dims(self.token_dim, self.height, self.width, self.recipe.unet_batches)
 
     @property
     def bundle_id(self) -> str:
@@ -192,9 +225,14 @@ class Manifest:
             self.precision,
             "--template",
             self.template,
-            "--force",
+            "--unet-batch",
+            ",".join(map(str, self.recipe.unet_batches)),
         ]
-        return shlex.join(words)
+        if "lcm_lora" in refs and self.recipe.lora:
+            words += ["--lcm-lora", refs["lcm_lora"], "--lora-scale", f"{self.recipe.lora.scale:g}"]
+        if "tiny_vae" in refs:
+            words += ["--tiny-vae", refs["tiny_vae"]]
+        return shlex.join([*words, "--force"])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -208,9 +246,9 @@ class Manifest:
                 f"{source}: not valid JSON ({exc})", hint="rebuild the bundle with audiotoken-rt export --force"
             ) from exc
         version = d.get("schema_version") if isinstance(d, dict) else None
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise BundleError(
-                f"{source}: manifest schema version {version}, this audiotoken-rt reads version {SCHEMA_VERSION}",
+                f"{source}: manifest schema version {version}, this audiotoken-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}",
                 hint="rebuild the bundle with this version's audiotoken-rt export --force",
             )
         try:
@@ -238,6 +276,7 @@ class Manifest:
                 sources=tuple(Source(**s) for s in d["sources"]),
                 files=tuple(FileEntry(**f) for f in d["files"]),
                 engines={name: Engine.from_json(e) for name, e in d["engines"].items()},
+                recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(

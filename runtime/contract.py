@@ -12,11 +12,13 @@ The contract (DESIGN.md, "The engines and their I/O contract"), static shapes, b
 |-----------------|--------------------------------------------------------------------|----------------------------|
 | audio_encoder   | waveform [1, 160000] f32                                           | audio_token [1, D]         |
 | text_encoder    | input_ids [1, 77] i64, audio_token [1, D]                          | text_embeddings [1, 77, D] |
-| unet            | sample [2, 4, h, w], timestep [1], encoder_hidden_states [2, 77, D] | noise_pred [2, 4, h, w]    |
+| unet            | sample [N, 4, h, w], timestep [1], encoder_hidden_states [N, 77, D] | noise_pred [N, 4, h, w]    |
 | vae_decoder     | latent [1, 4, h, w]                                                | image [1, 3, 8h, 8w]       |
 | vae_encoder     | image [1, 3, 8h, 8w]                                               | latent [1, 4, h, w]        |
 
-The UNet's batch 2 is classifier-free guidance: the unconditional and the conditional half in one call.
+The UNet's batch N is what the bundle holds (``Dims.unet_batches``): 2 for classifier-free guidance (the
+unconditional and the conditional half in one call), 1 for guidance 1 (LCM's recipe: half the work per step),
+or both, when the batch axis is dynamic (``DYNAMIC``, -1, as ONNX Runtime and TensorRT write an open dimension).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ TRAIN_TEMPLATE = "a photo of <*>"  # official train.py (and the HF Space's infer
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8
 GUIDED_BATCH = 2  # the UNet's batch with classifier-free guidance: unconditional + conditional
+SINGLE_BATCH = 1  # the UNet's batch at guidance 1: the conditional half alone
+UNET_BATCHES = (SINGLE_BATCH, GUIDED_BATCH)
+DYNAMIC = -1  # an open dimension in a TensorSpec's shape
 
 ENGINE_NAMES = ("audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder")
 
@@ -59,14 +64,28 @@ class TensorSpec:
     def describe(self) -> str:
         return f"{self.name} {self.dtype} {list(self.shape)}"
 
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of ``shape`` fits: the same rank and sizes, any size where the spec is DYNAMIC."""
+        return len(shape) == len(self.shape) and all(d in (n, DYNAMIC) for n, d in zip(shape, self.shape, strict=True))
+
+    def at_batch(self, batch: int) -> tuple[int, ...]:
+        """The shape with an open (batch) dimension set to ``batch``."""
+        return tuple(batch if d == DYNAMIC else d for d in self.shape)
+
 
 @dataclass(frozen=True)
 class Dims:
-    """The sizes a bundle's static shapes are made of: D (CLIP width), and the picture's height and width."""
+    """The sizes a bundle's shapes are made of: D (CLIP width), the picture's height and width, the UNet's batches."""
 
     token_dim: int
     height: int
     width: int
+    unet_batches: tuple[int, ...] = (GUIDED_BATCH,)
+
+    @property
+    def unet_batch(self) -> int:
+        """The UNet's batch dimension: the one batch the bundle holds, or DYNAMIC when it holds both."""
+        return self.unet_batches[0] if len(self.unet_batches) == 1 else DYNAMIC
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -91,7 +110,7 @@ class EngineContract:
         feeds = {}
         for spec, array in zip(self.inputs, arrays, strict=True):
             value = np.ascontiguousarray(array, dtype=spec.dtype)
-            if value.shape != spec.shape:
+            if not spec.accepts(value.shape):
                 raise ValueError(
                     f"{self.name}: input {spec.name} has shape {list(value.shape)}, the contract says {list(spec.shape)}"
                 )
@@ -110,7 +129,7 @@ def float_spec(name: str, *shape: int) -> TensorSpec:
 
 def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
     """The five engines' I/O at ``dims``, in data order."""
-    D, (h, w), c = dims.token_dim, dims.latent_size, LATENT_CHANNELS
+    D, (h, w), c, n = dims.token_dim, dims.latent_size, LATENT_CHANNELS, dims.unet_batch
     audio_token = float_spec("audio_token", 1, D)
     image = float_spec("image", 1, 3, dims.height, dims.width)
     latent = float_spec("latent", 1, c, h, w)
@@ -124,11 +143,11 @@ def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
         EngineContract(
             "unet",
             (
-                float_spec("sample", GUIDED_BATCH, c, h, w),
+                float_spec("sample", n, c, h, w),
                 float_spec("timestep", 1),
-                float_spec("encoder_hidden_states", GUIDED_BATCH, TEXT_LENGTH, D),
+                float_spec("encoder_hidden_states", n, TEXT_LENGTH, D),
             ),
-            (float_spec("noise_pred", GUIDED_BATCH, c, h, w),),
+            (float_spec("noise_pred", n, c, h, w),),
         ),
         EngineContract("vae_decoder", (latent,), (image,)),
         EngineContract("vae_encoder", (image,), (latent,)),

@@ -64,10 +64,13 @@ def generate_command(
     out: Path = typer.Option(
         ..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False
     ),
-    steps: int = option(GenerationOptions, "steps", "--steps"),
-    guidance: float = option(GenerationOptions, "guidance", "--guidance"),
+    fast: bool = option(GenerationOptions, "fast", "--fast"),
+    steps: int | None = option(GenerationOptions, "steps", "--steps", show_default=False),
+    guidance: float | None = option(GenerationOptions, "guidance", "--guidance", show_default=False),
     seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
-    scheduler: str = option(GenerationOptions, "scheduler", "--scheduler", **choice(SCHEDULER_NAMES)),
+    scheduler: str | None = option(
+        GenerationOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
     prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
     negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),
     num_images: int = option(GenerationOptions, "num_images", "--num-images"),
@@ -101,6 +104,7 @@ def generate_command(
         scheduler=scheduler,
         seed=seed,
         num_images=num_images,
+        fast=fast,
         start=start,
         downmix=downmix,
     )
@@ -109,7 +113,7 @@ def generate_command(
     check_outputs(targets, out, overwrite)
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
-    pipeline.check_prompts(options)  # once, up front: a bad prompt is not a bad clip
+    pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
 
     failed: list[str] = []
     written = 0

@@ -28,8 +28,8 @@ import numpy as np
 
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, open_backend
-from runtime.bundle import Bundle
-from runtime.contract import PLACEHOLDER, SAMPLE_RATE, engine_contracts
+from runtime.bundle import Bundle, Recipe
+from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATCH, engine_contracts
 from runtime.errors import ConfigError
 from runtime.noise import RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
@@ -39,9 +39,15 @@ from runtime.tokenizer import PromptTokenizer
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+FAST_RECIPE = {"scheduler": "lcm", "steps": 4, "guidance": 1.0}  # LCM-LoRA's: 4 steps, no classifier-free guidance
+FAST_EXPORT_FLAGS = "--lcm-lora latent-consistency/lcm-lora-sdv1-5 --tiny-vae madebyollin/taesd --unet-batch 1"
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to draw; defaults are the fast runtime ones (DPM-Solver++ 2M, 25 steps), ``official()`` gives the paper's.
+    """How to draw. Steps, guidance and scheduler left unset come from the bundle's recipe (DPM-Solver++ 2M,
+    25 steps, guidance 7.5 for a plain bundle; LCM, 4 steps, guidance 1 for a fast one), or from the fast recipe
+    with ``fast``; ``official()`` gives the paper's inference.
 
     The ``help`` of each field is also the ``audiotoken-rt generate`` option's help.
     """
@@ -50,13 +56,18 @@ class GenerationOptions:
         default=None, metadata={"help": "Prompt template holding <*> once, where the sound goes."}
     )
     negative_prompt: str = field(default="", metadata={"help": "Negative prompt (the unconditional branch)."})
-    steps: int = field(default=25, metadata={"help": "Denoising steps."})
-    guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (1 or more)."})
-    scheduler: str = field(
-        default="dpm++2m",
+    steps: int | None = field(
+        default=None, metadata={"help": "Denoising steps (default: the bundle's recipe, 25; 4 for a fast bundle)."}
+    )
+    guidance: float | None = field(
+        default=None,
+        metadata={"help": "Classifier-free guidance scale, 1 or more (default: the bundle's, 7.5; 1 for a fast one)."},
+    )
+    scheduler: str | None = field(
+        default=None,
         metadata={
             "help": "dpm++2m; pndm (the official inference, with 50 steps); ddim; euler; euler-a; "
-            "lcm (1-8 steps, for bundles with LCM-LoRA fused)."
+            "lcm (1-8 steps, for bundles with LCM-LoRA fused). Default: the bundle's recipe."
         },
     )
     seed: int | None = field(
@@ -74,21 +85,37 @@ class GenerationOptions:
         default="first",
         metadata={"help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them."},
     )
+    fast: bool = field(
+        default=False,
+        metadata={
+            "help": "The fast recipe: LCM, 4 steps, guidance 1, the tiny decoder; needs a bundle exported with "
+            "--lcm-lora and --tiny-vae (just export-fast)."
+        },
+    )
 
     @classmethod
     def official(cls, **overrides) -> GenerationOptions:
         """The official AudioToken inference: PNDM, 50 steps, guidance 7.5."""
-        return replace(cls(scheduler="pndm", steps=50), **overrides)
+        return replace(cls(scheduler="pndm", steps=50, guidance=7.5), **overrides)
+
+    def resolved(self, recipe: Recipe) -> GenerationOptions:
+        """These options, with steps, guidance and scheduler left unset taken from the fast recipe or ``recipe``."""
+        defaults = (
+            FAST_RECIPE
+            if self.fast
+            else {"scheduler": recipe.scheduler, "steps": recipe.steps, "guidance": recipe.guidance}
+        )
+        return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
 
     def check(self) -> None:
-        """Refuse impossible options before any work, each with the value received."""
-        if self.scheduler not in SCHEDULER_NAMES:
+        """Refuse impossible options before any work, each with the value received (unset ones pass)."""
+        if self.scheduler is not None and self.scheduler not in SCHEDULER_NAMES:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps is {self.steps}; it must be at least 1")
         if self.num_images < 1:
             raise ConfigError(f"num_images is {self.num_images}; it must be at least 1")
-        if not self.guidance >= 1.0:
+        if self.guidance is not None and not self.guidance >= 1.0:
             raise ConfigError(
                 f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)"
             )
@@ -173,12 +200,35 @@ class Pipeline:
         """[1, 4, h, w]: the VAE decoder's input in the contract at the bundle's size."""
         return self.contracts["vae_decoder"].inputs[0].shape
 
-    def check_prompts(self, options: GenerationOptions) -> str:
-        """The prompt these options draw with (the bundle's template by default), checked with the negative prompt."""
+    def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
+        """``options`` completed from the bundle's recipe and checked against what the bundle holds, and the
+        prompt they draw with (the bundle's template by default), checked with the negative prompt."""
+        options.check()
+        recipe, root = self.bundle.manifest.recipe, self.bundle.root
+        if options.fast and not recipe.fast:
+            raise ConfigError(
+                f"{root}: --fast needs a bundle with LCM-LoRA fused, the tiny decoder and a UNet of batch 1; this one has "
+                f"{'LCM-LoRA' if recipe.lora else 'no LoRA'}, the {recipe.decoder} decoder, "
+                f"UNet batch {','.join(map(str, recipe.unet_batches))}",
+                hint=f"export one with: audiotoken-rt export ... {FAST_EXPORT_FLAGS} (or: just export-fast)",
+            )
+        options = options.resolved(recipe)
+        options.check()
+        if options.guidance > 1 and GUIDED_BATCH not in recipe.unet_batches:
+            raise ConfigError(
+                f"{root}: guidance {options.guidance:g} needs the UNet at batch 2 (unconditional and conditional); "
+                "this bundle holds batch 1 only",
+                hint="use --guidance 1 (the fast recipe), or export the bundle with --unet-batch 1,2",
+            )
         prompt = options.prompt or self.bundle.manifest.template
         self.tokenizer.encode(prompt, require_placeholder=True)
         self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
-        return prompt
+        return options, prompt
+
+    def guided(self, options: GenerationOptions) -> bool:
+        """Whether the UNet runs both halves (classifier-free guidance), or the conditional one alone (guidance 1
+        on a bundle that holds batch 1)."""
+        return not (options.guidance == 1 and SINGLE_BATCH in self.bundle.manifest.recipe.unet_batches)
 
     # 2. audio -> token
     def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
@@ -190,9 +240,12 @@ class Pipeline:
         ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
         return self.run("text_encoder", ids, token)  # [1, 77, D]
 
-    def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str) -> np.ndarray:
-        """Token [1, D] -> (uncond, cond) embeddings [2, 77, D]; a negative prompt without ``<*>`` is cached."""
+    def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str, guided: bool = True) -> np.ndarray:
+        """Token [1, D] -> (uncond, cond) embeddings [2, 77, D], or cond alone [1, 77, D] when not ``guided``;
+        a negative prompt without ``<*>`` is cached."""
         cond = self.embed(prompt, token, require_placeholder=True)  # [1, 77, D]
+        if not guided:
+            return cond.astype(np.float32)  # [1, 77, D]
         if PLACEHOLDER in negative_prompt:  # the negative prompt hears the clip too: nothing to cache
             uncond = self.embed(negative_prompt, token, require_placeholder=False)
         else:
@@ -213,24 +266,28 @@ class Pipeline:
         progress: Progress | None = None,
         timings: Timings | None = None,
     ) -> np.ndarray:
-        """Classifier-free guided denoising of the seed's initial noise: -> latents [1, 4, h, w]."""
+        """Denoising of the seed's initial noise, classifier-free guided when ``embeddings`` hold both halves
+        ([2, 77, D]; the conditional one alone, [1, 77, D], at guidance 1): -> latents [1, 4, h, w]."""
         m = self.bundle.manifest
         scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps)
         latents = initial_noise(seed, self.latent_shape) * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
         history = None
-        step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a)
+        step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
+        halves = len(embeddings)  # 2: guided, 1: the conditional half alone
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
             started = time.perf_counter()
             noise = self.run(
-                "unet", np.concatenate([model_input, model_input]), np.array([t]), embeddings
-            )  # [2, 4, h, w]
+                "unet", np.concatenate([model_input] * halves), np.array([t]), embeddings
+            )  # [halves, 4, h, w]
             if timings is not None:
                 timings.add("unet", started)
                 timings.unet_calls += 1
-            uncond, cond = noise[:1], noise[1:]
-            guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
+            guided = noise  # [1, 4, h, w]
+            if halves == 2:
+                uncond, cond = noise[:1], noise[1:]
+                guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
             latents, history = scheduler.step(guided, i, latents, history, rng=step_noise)
             if progress:
                 progress("denoise", i + 1, total)
@@ -259,9 +316,9 @@ class Pipeline:
         sample_rate: int = SAMPLE_RATE,
         progress: Progress | None = None,
     ) -> Generation:
-        """``generate`` with what reproduces it: the seeds, the prompt, stage timings; ``progress`` sees each stage."""
-        options.check()
-        prompt = self.check_prompts(options)
+        """``generate`` with what reproduces it: the seeds, the prompt, the options as completed from the bundle's
+        recipe, stage timings; ``progress`` sees each stage."""
+        options, prompt = self.prepare(options)
         report = progress or (lambda stage, done, total: None)
         timings = Timings()
 
@@ -278,7 +335,7 @@ class Pipeline:
         timings.add("encode_audio", started)
         report("encode_prompt", 0, 1)
         started = time.perf_counter()
-        embeddings = self.encode_prompt(token, prompt, options.negative_prompt)  # [2, 77, D]
+        embeddings = self.encode_prompt(token, prompt, options.negative_prompt, self.guided(options))  # [2 or 1, 77, D]
         timings.add("encode_prompt", started)
 
         first = options.first_seed()

@@ -1,0 +1,259 @@
+"""LoRA fusion at export: a LoRA (LCM-LoRA for the 4-step fast path) baked into the UNet's weights before ONNX export.
+
+Place in the data flow: the export loads the UNet (``export.sources``) -> ``fuse_lora`` changes its weights in place,
+``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (for a Conv2d, ``up @ down`` over the flattened
+kernel, reshaped to the kernel's [out, in, kh, kw]) -> the UNet is exported as usual, with no LoRA left in its graph;
+the returned ``LoraInfo`` goes to the bundle manifest's recipe.
+
+The LoRA is read as diffusers' ``StableDiffusionPipeline.load_lora_weights`` reads it: a hub id
+(``latent-consistency/lcm-lora-sdv1-5``), a local folder holding ``pytorch_lora_weights.safetensors``, or a
+``.safetensors`` file, in any layout diffusers understands (the kohya-style ``lora_unet_*.lora_down.weight`` /
+``lora_up.weight`` / ``alpha`` of the LCM-LoRA files, or diffusers/peft ``unet.*.lora_A/lora_B``).
+
+diffusers and peft do the fusion, on the bare UNet: ``StableDiffusionLoraLoaderMixin.lora_state_dict`` converts the
+file to diffusers' layout (with its alphas), ``load_lora_into_unet`` injects peft LoRA layers, ``unet.fuse_lora``
+merges them and ``unet.unload_lora`` removes the then-empty adapters. What this module adds by hand is what they
+leave out: resolving the source and hashing the file; checking, before anything is changed, that every layer of the
+LoRA fits a layer of this UNet (diffusers warns and skips, or fails with a long multi-line message), so a LoRA for
+another architecture is a one-line ``CheckpointError``; and handing peft each layer's alpha under its module name
+(diffusers 0.42 keys a kohya file's attention alphas so that peft ignores them when alphas differ between layers).
+Before merging, the adapters peft built are checked against the file (one per layer, its rank, its alpha).
+Fuse into the fp32 UNet, before any cast to fp16.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.bundle import file_sha256
+from runtime.errors import CheckpointError
+
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what load_lora_weights looks for in a folder or hub repo
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
+ADAPTER = "fused_lora"
+HINT = (
+    "pass a LoRA for this Stable Diffusion's UNet: a .safetensors file, a folder holding "
+    f"{LORA_WEIGHTS_NAME}, or a hub id such as latent-consistency/lcm-lora-sdv1-5"
+)
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """What the bundle manifest records of a fused LoRA."""
+
+    source: str  # as the user gave it (hub id or path)
+    sha256: str  # of the weights file
+    scale: float  # the user's multiplier on top of alpha / rank
+    ranks: tuple[int, ...]  # the distinct ranks of its layers, ascending
+    alphas: tuple[float, ...]  # the distinct alphas (alpha = rank where the file stores none)
+    layers: int  # how many UNet layers were changed
+
+
+@dataclass(frozen=True)
+class LoraLayer:
+    """One adapted layer of the LoRA, named as in the UNet (``down_blocks.0.resnets.0.conv1``)."""
+
+    module: str
+    down: tuple[int, ...]  # lora_down / lora_A: [rank, in] or [rank, in, kh, kw]
+    up: tuple[int, ...]  # lora_up / lora_B: [out, rank] or [out, rank, 1, 1]
+    alpha: float | None  # None where the file stores none (diffusers then uses the rank, or its metadata)
+
+    @property
+    def rank(self) -> int:
+        return self.down[0]
+
+
+def lora_weights_file(source: str | Path) -> Path:
+    """The LoRA's weights file: a ``.safetensors`` file, ``FOLDER/pytorch_lora_weights.safetensors``, or from the hub."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if not (path / LORA_WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"{source}: no {LORA_WEIGHTS_NAME} in this folder", hint=HINT)
+        return path / LORA_WEIGHTS_NAME
+    if path.suffix == ".safetensors" or path.is_absolute() or not HUB_ID.match(str(source)):
+        raise CheckpointError(f"{source}: LoRA file not found", hint=HINT)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=str(source), filename=LORA_WEIGHTS_NAME))
+    except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
+        raise CheckpointError(
+            f"{source}: cannot fetch its {LORA_WEIGHTS_NAME} from the model hub "
+            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+            hint="check the id and the network, or pass a local LoRA file",
+        ) from exc
+
+
+def read_lora(file: Path) -> tuple[dict, dict | None, dict | None]:
+    """diffusers' reading of the file: its tensors in diffusers' layout (``unet.<module>...``), alphas and metadata."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="pt") as f:
+            keys = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{file}: not a readable safetensors file ({(str(exc).splitlines() or [''])[0]})", hint=HINT
+        ) from exc
+    if not any(re.search(r"lora_(down|up|A|B)\b|_lora\.(down|up)\.|\.lora\.(down|up)\.", k) for k in keys):
+        raise CheckpointError(
+            f"{file}: not a LoRA (no lora_down/lora_up or lora_A/lora_B weights; "
+            f"it holds e.g. {keys[0] if keys else 'nothing'})",
+            hint=HINT,
+        )
+    text = sorted(k for k in keys if k.startswith(("lora_te", "text_encoder")))
+    if text:
+        raise CheckpointError(
+            f"{file}: also adapts the text encoder ({text[0]}, ...); only UNet LoRAs are fused",
+            hint="pass a UNet-only LoRA such as LCM-LoRA",
+        )
+    try:
+        return StableDiffusionPipeline.lora_state_dict(str(file), return_lora_metadata=True)
+    except (ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(
+            f"{file}: a LoRA layout diffusers cannot read ({(str(exc).strip().splitlines() or [''])[0]})", hint=HINT
+        ) from exc
+
+
+def peft_module(diffusers_name: str) -> str | None:
+    """The UNet module a diffusers-layout LoRA name belongs to (``...attn1.processor.to_q_lora.down.weight`` and
+    ``...attn1.to_q.lora.down.weight`` -> ``...attn1.to_q``), as peft will name it; None if it names none."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    name = diffusers_name if diffusers_name.endswith(".weight") else diffusers_name + ".lora.down.weight"
+    key = next(iter(convert_unet_state_dict_to_peft({name: None})))
+    return key.removesuffix(".lora_A.weight") if key.endswith(".lora_A.weight") else None
+
+
+def lora_layers(state: dict, alphas: dict | None, file: Path) -> tuple[list[LoraLayer], dict[str, float]]:
+    """The LoRA's UNet layers, named as peft names them in the UNet, and its alphas by those module names.
+
+    diffusers names the alphas of a kohya file's attention layers after their old attention-processor keys
+    (``...attn1.processor.to_q_lora.down.weight.alpha``), which its peft config then cannot match: such a layer
+    would be fused with the most common alpha instead of its own. Keyed by module here, they reach peft intact.
+    """
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    unet_state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    if not unet_state:
+        raise CheckpointError(
+            f"{file}: holds no UNet LoRA layers (keys such as {next(iter(state), 'none')})", hint=HINT
+        )
+    peft_state = convert_unet_state_dict_to_peft(unet_state)
+    module_alphas = {}
+    for key, value in (alphas or {}).items():
+        if not key.startswith("unet."):
+            continue
+        module = peft_module(key.removeprefix("unet.").removesuffix(".alpha"))
+        if module is None or f"{module}.lora_A.weight" not in peft_state:
+            raise CheckpointError(f"{file}: alpha {key} belongs to no layer of the LoRA", hint=HINT)
+        module_alphas[module] = float(value)
+    layers = []
+    for key, down in peft_state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removesuffix(".lora_A.weight")
+        up = peft_state.get(f"{module}.lora_B.weight")
+        if up is None:
+            raise CheckpointError(f"{file}: layer {module} has lora_down but no lora_up", hint=HINT)
+        layers.append(LoraLayer(module, tuple(down.shape), tuple(up.shape), module_alphas.get(module)))
+    if not layers:
+        raise CheckpointError(f"{file}: holds no complete LoRA layer (lora_down with lora_up)", hint=HINT)
+    return layers, module_alphas
+
+
+def check_fits(unet, layers: list[LoraLayer], file: Path) -> None:
+    """Every LoRA layer names a Linear or Conv2d of ``unet`` and has shapes that multiply to its weight's shape."""
+    import torch
+
+    modules = dict(unet.named_modules())
+    unknown = [layer.module for layer in layers if layer.module not in modules]
+    if unknown:
+        raise CheckpointError(
+            f"{file}: {len(unknown)} of its {len(layers)} layers match no layer of the UNet "
+            f"(e.g. {unknown[0]}): a LoRA for another architecture?",
+            hint=HINT,
+        )
+    for layer in layers:
+        target = modules[layer.module]
+        if isinstance(target, torch.nn.Linear):
+            down, up = (layer.rank, target.in_features), (target.out_features, layer.rank)
+        elif isinstance(target, torch.nn.Conv2d):
+            down = (layer.rank, target.in_channels // target.groups, *target.kernel_size)
+            up = (target.out_channels, layer.rank, 1, 1)
+        else:
+            raise CheckpointError(
+                f"{file}: layer {layer.module} is a {type(target).__name__} in the UNet, "
+                "not a Linear or Conv2d a LoRA can adapt",
+                hint=HINT,
+            )
+        if layer.down != down or layer.up != up:
+            raise CheckpointError(
+                f"{file}: layer {layer.module} does not fit the UNet: LoRA down {list(layer.down)}, "
+                f"up {list(layer.up)}; its weight {list(target.weight.shape)} needs down {list(down)}, "
+                f"up {list(up)}: a LoRA for another architecture?",
+                hint=HINT,
+            )
+
+
+def fuse_lora(unet, source: str | Path, scale: float = 1.0) -> LoraInfo:
+    """Fuse the LoRA at ``source`` into the diffusers ``UNet2DConditionModel`` ``unet``, in place.
+
+    ``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (diffusers + peft compute it). Nothing is
+    changed when the LoRA does not fit: errors are one-line ``CheckpointError``s naming the file.
+    """
+    from diffusers import StableDiffusionPipeline
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if not math.isfinite(scale):
+        raise CheckpointError(f"{source}: LoRA scale {scale} is not a finite number", hint="pass e.g. 1.0")
+    file = lora_weights_file(source)
+    state, alphas, metadata = read_lora(file)
+    layers, module_alphas = lora_layers(state, alphas, file)
+    check_fits(unet, layers, file)
+
+    alphas = {f"unet.{module}.alpha": alpha for module, alpha in module_alphas.items()} or None
+    try:
+        StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name=ADAPTER, metadata=metadata)
+        ranks, fused_alphas = set(), set()
+        for layer in layers:  # what peft is about to merge: one adapter per LoRA layer, with the file's rank and alpha
+            module = unet.get_submodule(layer.module)
+            if not isinstance(module, BaseTunerLayer) or ADAPTER not in module.r:
+                raise CheckpointError(
+                    f"{file}: diffusers did not adapt its layer {layer.module}",
+                    hint="report this with your diffusers and peft versions",
+                )
+            rank, alpha = module.r[ADAPTER], float(module.lora_alpha[ADAPTER])
+            if rank != layer.rank or (layer.alpha is not None and alpha != layer.alpha):
+                raise CheckpointError(
+                    f"{file}: diffusers would fuse {layer.module} with rank {rank}, alpha {alpha} "
+                    f"instead of the file's {layer.rank}, {layer.alpha}",
+                    hint="report this with your diffusers and peft versions",
+                )
+            ranks.add(rank)
+            fused_alphas.add(alpha)
+    except (CheckpointError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        unet.unload_lora()  # nothing is merged yet: without the adapters the UNet is as it was
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{file}: diffusers could not load it into the UNet "
+            f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})",
+            hint=HINT,
+        ) from exc
+    unet.fuse_lora(lora_scale=scale, adapter_names=[ADAPTER])
+    unet.unload_lora()  # the weights keep the fused values; the peft wrappers go
+    return LoraInfo(
+        source=str(source),
+        sha256=file_sha256(file),
+        scale=float(scale),
+        ranks=tuple(sorted(ranks)),
+        alphas=tuple(sorted(fused_alphas)),
+        layers=len(layers),
+    )

@@ -1,0 +1,143 @@
+"""The fast path on the tiny models: LCM-LoRA fused at export, a UNet of batch 1, the tiny decoder (TAESD), the LCM
+scheduler. Its picture equals diffusers drawing the same recipe its own way (load_lora_weights + fuse_lora,
+LCMScheduler, AutoencoderTiny) from the same token, latents and step noise; the manifest records the recipe; a
+bundle without it says which export flags make one."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from export.builder import export_bundle
+from export.options import ExportOptions
+from runtime.errors import ConfigError
+from runtime.noise import STEP_NOISE, NoiseStream
+from runtime.pipeline import GenerationOptions, Pipeline
+from tests.support import psnr
+
+
+def export_tiny(models: Path, out: Path, **options) -> Path:
+    sources = {"sd": str(models / "sd"), "beats": models / "beats.pt", "embedder": models / "embedder.bin"}
+    export_bundle(ExportOptions(**sources, out=out, **options), Console(file=io.StringIO()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fast_bundle(tiny_models, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fast") / "bundle"
+    return export_tiny(tiny_models, out, lcm_lora=str(tiny_models / "lcm-lora"), tiny_vae=str(tiny_models / "taesd"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models):
+    """diffusers' own fast recipe: the LoRA loaded and fused by diffusers, AutoencoderTiny as the VAE."""
+    from audiotoken.pipeline import AudioTokenPipeline
+
+    return AudioTokenPipeline.from_pretrained(
+        tiny_models / "sd",
+        tiny_models / "beats.pt",
+        tiny_models / "embedder.bin",
+        lcm_lora=tiny_models / "lcm-lora",
+        tiny_vae=tiny_models / "taesd",
+    )
+
+
+def test_the_manifest_records_the_recipe(fast_bundle, tiny_models):
+    manifest = json.loads((fast_bundle / "manifest.json").read_text())
+    weights = tiny_models / "lcm-lora" / "pytorch_lora_weights.safetensors"
+    recipe = manifest["recipe"]
+    assert recipe["lora"] == {
+        "source": str(tiny_models / "lcm-lora"),
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "scale": 1.0,
+    }
+    assert (recipe["decoder"], recipe["unet_batches"], recipe["scheduler"], recipe["steps"], recipe["guidance"]) == (
+        "taesd",
+        [1],
+        "lcm",
+        4,
+        1.0,
+    )
+    taesd_config = json.loads((tiny_models / "taesd" / "config.json").read_text())
+    assert manifest["vae_scaling_factor"] == taesd_config["scaling_factor"] == 1.0
+    unet = {spec["name"]: spec["shape"] for spec in manifest["engines"]["unet"]["inputs"]}
+    assert unet["sample"][0] == unet["encoder_hidden_states"][0] == 1  # no unconditional half
+    assert {s["role"] for s in manifest["sources"]} == {"sd", "beats", "embedder", "lcm_lora", "tiny_vae"}
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_the_fast_picture_is_diffusers_fast_picture(fast_bundle, reference, clips, monkeypatch, seed):
+    import diffusers.schedulers.scheduling_lcm as lcm
+
+    stream = NoiseStream(seed, STEP_NOISE)  # LCM's step noise: the runtime's stream, fed to diffusers too
+
+    def step_noise(shape, generator=None, device=None, dtype=None):
+        return torch.from_numpy(stream.standard_normal(tuple(shape))).to(dtype)
+
+    monkeypatch.setattr(lcm, "randn_tensor", step_noise)
+    expected = reference(
+        [clips[1]], seed=seed, num_inference_steps=4, guidance_scale=1.0, scheduler="LCMScheduler", progress=False
+    )[0]
+    result = Pipeline.open(fast_bundle).draw(clips[1], GenerationOptions(fast=True, seed=seed))
+    assert (result.options.scheduler, result.options.steps, result.options.guidance) == ("lcm", 4, 1.0)
+    assert result.timings.unet_calls == 4
+    assert psnr(result.pictures[0], expected) >= 40
+
+
+def test_the_bundle_recipe_is_the_default_and_runs_the_unet_at_batch_1(fast_bundle, clips):
+    pipeline = Pipeline.open(fast_bundle)
+    calls = []
+    run = pipeline.backend.run
+    pipeline.backend.run = lambda engine, feeds: (
+        calls.append((engine, len(next(iter(feeds.values()))))) or run(engine, feeds)
+    )
+    default = pipeline.draw(clips[0], GenerationOptions(seed=2))
+    assert (default.options.scheduler, default.options.steps, default.options.guidance) == ("lcm", 4, 1.0)
+    assert [batch for engine, batch in calls if engine == "unet"] == [1] * 4
+    assert [engine for engine, _ in calls].count("text_encoder") == 1  # no unconditional embedding at guidance 1
+    fast = pipeline.generate(clips[0], GenerationOptions(fast=True, seed=2))[0]
+    assert np.array_equal(np.asarray(default.pictures[0]), np.asarray(fast))
+
+
+def test_what_a_bundle_lacks_is_one_error_naming_the_export_flag(fast_bundle, tiny_bundle, clips):
+    with pytest.raises(ConfigError, match="--fast needs a bundle with LCM-LoRA fused") as caught:
+        Pipeline.open(tiny_bundle).draw(clips[0], GenerationOptions(fast=True))
+    assert "--lcm-lora" in caught.value.hint and "--tiny-vae" in caught.value.hint
+    with pytest.raises(ConfigError, match="guidance 7.5 needs the UNet at batch 2") as caught:
+        Pipeline.open(fast_bundle).draw(clips[0], GenerationOptions(guidance=7.5))
+    assert "--unet-batch 1,2" in caught.value.hint
+
+
+def test_a_bundle_holding_both_batches_draws_with_and_without_guidance(tiny_models, fast_bundle, clips, tmp_path):
+    both = export_tiny(
+        tiny_models,
+        tmp_path / "both",
+        lcm_lora=str(tiny_models / "lcm-lora"),
+        tiny_vae=str(tiny_models / "taesd"),
+        unet_batch="1,2",
+    )
+    manifest = json.loads((both / "manifest.json").read_text())
+    assert manifest["recipe"]["unet_batches"] == [1, 2]
+    assert manifest["engines"]["unet"]["inputs"][0]["shape"][0] == -1
+    checked = [e["name"] for e in manifest["engines"]["unet"]["parity"]["outputs"]]
+    assert checked == ["noise_pred", "noise_pred (batch 1)"]  # the open batch axis is validated at 2 and at 1
+    options = GenerationOptions(fast=True, seed=4)
+    single = Pipeline.open(both).generate(clips[0], options)[0]
+    alone = Pipeline.open(fast_bundle).generate(clips[0], options)[0]
+    assert psnr(single, alone) >= 50  # one graph with an open batch axis draws what the batch-1 graph draws
+    pipeline = Pipeline.open(both)
+    calls = []
+    run = pipeline.backend.run
+    pipeline.backend.run = lambda engine, feeds: (
+        calls.append((engine, len(next(iter(feeds.values()))))) or run(engine, feeds)
+    )
+    guided = pipeline.generate(clips[0], GenerationOptions(scheduler="lcm", steps=4, guidance=2.0, seed=4))[0]
+    assert [batch for engine, batch in calls if engine == "unet"] == [2] * 4  # both halves, in one call a step
+    assert not np.array_equal(np.asarray(guided), np.asarray(single))

@@ -1,0 +1,232 @@
+"""export.lora on the tiny random models: the fused UNet equals diffusers' own load_lora_weights + fuse_lora, its
+weights follow W' = W + scale * alpha / rank * up @ down (recomputed here in float64 from the file's tensors), the
+output moves visibly, and files that are not a LoRA for this UNet are one-line CheckpointErrors that change nothing."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from audiotoken.random_models import LORA_WEIGHTS_NAME, kohya_name, random_lora
+from export.lora import fuse_lora
+from runtime.errors import CheckpointError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet():
+    from audiotoken.stable_diffusion import quiet_libraries
+
+    quiet_libraries()
+
+
+@pytest.fixture
+def unet(tiny_models):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(tiny_models / "sd", subfolder="unet").eval()
+
+
+@pytest.fixture
+def lora(tiny_models):
+    return tiny_models / "lcm-lora"
+
+
+def unet_inputs(unet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    size = unet.config.sample_size
+    sample = torch.randn(2, 4, size, size, generator=generator)  # [2B, 4, h, w]
+    states = torch.randn(2, 77, unet.config.cross_attention_dim, generator=generator)  # [2B, 77, D]
+    return sample, torch.tensor(601), states
+
+
+@torch.no_grad()
+def unet_output(unet) -> torch.Tensor:
+    return unet(*unet_inputs(unet)).sample
+
+
+def snapshot(module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_fused_unet_equals_diffusers_pipeline(tiny_models, lora, unet, scale):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        tiny_models / "sd", safety_checker=None, requires_safety_checker=False
+    )
+    pipe.load_lora_weights(lora)
+    pipe.fuse_lora(lora_scale=scale)
+    info = fuse_lora(unet, lora, scale=scale)
+
+    error = (unet_output(unet) - unet_output(pipe.unet.eval())).abs().max().item()
+    assert error < 1e-5, error  # measured ~1e-7
+    layers = sum(key.endswith(".lora_down.weight") for key in load_file(lora / LORA_WEIGHTS_NAME))
+    assert info.layers == layers == 79
+    assert (info.source, info.scale, info.ranks, info.alphas) == (str(lora), scale, (4,), (2.0,))
+    assert info.sha256 == hashlib.sha256((lora / LORA_WEIGHTS_NAME).read_bytes()).hexdigest()
+    assert not hasattr(unet, "peft_config") and "lora" not in " ".join(unet.state_dict())  # plain weights again
+
+
+def expected_weights(unet, tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """W + scale * alpha / rank * up @ down in float64 for every layer of a kohya-layout LoRA, by UNet parameter name."""
+    modules = {kohya_name(name): name for name, _ in unet.named_modules()}
+    expected = {}
+    for key in tensors:
+        if not key.endswith(".alpha"):
+            continue
+        layer = key.removesuffix(".alpha")
+        down = tensors[f"{layer}.lora_down.weight"].double()  # [r, in] or [r, in, kh, kw]
+        up = tensors[f"{layer}.lora_up.weight"].double()  # [out, r] or [out, r, 1, 1]
+        alpha, rank = tensors[key].double().item(), down.shape[0]
+        weight = unet.get_submodule(modules[layer]).weight.detach().double()  # [out, in] or [out, in, kh, kw]
+        delta = (up.flatten(1) @ down.flatten(1)).reshape(weight.shape)  # [out, in * kh * kw] -> the kernel's shape
+        expected[f"{modules[layer]}.weight"] = weight + scale * alpha / rank * delta
+    return expected
+
+
+def check_formula(unet, tensors: dict[str, torch.Tensor], fused: dict[str, torch.Tensor], scale: float) -> None:
+    expected = expected_weights(unet, tensors, scale)
+    before = unet.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], fused[name])}
+    assert changed == set(expected)  # the adapted weights and nothing else (no bias, no norm)
+    errors = {name: (fused[name].double() - value).abs().max().item() for name, value in expected.items()}
+    assert max(errors.values()) < 1e-6, max(errors.items(), key=lambda item: item[1])  # float32 rounding
+
+
+def test_fused_weights_follow_the_lora_formula(lora, unet):
+    tensors = load_file(lora / LORA_WEIGHTS_NAME)
+    fused = copy.deepcopy(unet)
+    fuse_lora(fused, lora, scale=0.7)
+    check_formula(unet, tensors, fused.state_dict(), 0.7)
+    kinds = {
+        type(unet.get_submodule(name.removesuffix(".weight"))).__name__: name
+        for name in expected_weights(unet, tensors, 1)
+    }
+    assert set(kinds) == {"Linear", "Conv2d"}
+    assert unet.get_submodule("down_blocks.0.resnets.0.conv1").kernel_size == (3, 3)  # a 3x3 kernel is among them
+
+
+def test_each_layer_keeps_its_own_alpha(lora, unet, tmp_path):
+    """Alphas that differ per layer, attention layers included (diffusers' own kohya path gives those the common one)."""
+    tensors = load_file(lora / LORA_WEIGHTS_NAME)
+    for i, key in enumerate(sorted(k for k in tensors if k.endswith(".alpha"))):
+        tensors[key] = torch.tensor(float(1 + i % 5), dtype=torch.float16)
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha" in tensors
+    save_file(tensors, tmp_path / "mixed.safetensors")
+    fused = copy.deepcopy(unet)
+    info = fuse_lora(fused, tmp_path / "mixed.safetensors")
+    check_formula(unet, tensors, fused.state_dict(), 1.0)
+    assert info.alphas == (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def test_fusing_changes_the_output_visibly(lora, unet):
+    before = unet_output(unet)
+    fuse_lora(unet, lora)
+    after = unet_output(unet)
+    change = ((after - before).norm() / before.norm()).item()
+    assert 0.1 < change < 1.0, change  # measured ~0.3: clearly visible, not exploded
+    assert torch.isfinite(after).all() and 0.5 < after.std().item() / before.std().item() < 2
+
+
+def test_a_hub_id_resolves_through_hf_hub_download(lora, unet, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        return str(lora / LORA_WEIGHTS_NAME)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    info = fuse_lora(unet, "latent-consistency/lcm-lora-sdv1-5")
+    assert asked == [("latent-consistency/lcm-lora-sdv1-5", LORA_WEIGHTS_NAME)]
+    assert info.source == "latent-consistency/lcm-lora-sdv1-5" and info.layers == 79
+
+
+def other_unet(**changes):
+    """A tiny UNet of another architecture (the shape of the tiny one, with ``changes``)."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    torch.manual_seed(1)
+    return UNet2DConditionModel(**{**config, **changes})
+
+
+def write(tmp_path, name: str, tensors: dict[str, torch.Tensor]):
+    path = tmp_path / name
+    save_file(tensors, path)
+    return path
+
+
+def bad_sources(tiny_models, tmp_path) -> dict[str, tuple[object, str]]:
+    """Each refused source and a phrase its message must hold."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage.safetensors").write_bytes(b"this is not a safetensors file")
+    lora = load_file(tiny_models / "lcm-lora" / LORA_WEIGHTS_NAME)
+    narrow = random_lora(other_unet(cross_attention_dim=48), rank=4, alpha=2.0)  # an SD 2.x-like text width
+    deeper = random_lora(
+        other_unet(
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 2,
+        ),
+        rank=4,
+        alpha=2.0,
+    )
+    shutil.copy(tiny_models / "sd" / "unet" / "diffusion_pytorch_model.safetensors", tmp_path / "unet.safetensors")
+    text = {
+        **lora,
+        "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(4, 32, dtype=torch.float16),
+        "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": torch.zeros(37, 4, dtype=torch.float16),
+    }
+    return {
+        "missing file": (tmp_path / "nothing.safetensors", "not found"),
+        "folder without weights": (tmp_path / "empty", f"no {LORA_WEIGHTS_NAME}"),
+        "not safetensors": (tmp_path / "garbage.safetensors", "not a readable safetensors file"),
+        "not a LoRA": (tmp_path / "unet.safetensors", "not a LoRA"),
+        "shapes do not fit": (write(tmp_path, "narrow.safetensors", narrow), "does not fit the UNet"),
+        "layers the UNet lacks": (write(tmp_path, "deeper.safetensors", deeper), "match no layer of the UNet"),
+        "text encoder layers": (write(tmp_path, "text.safetensors", text), "text encoder"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "folder without weights",
+        "not safetensors",
+        "not a LoRA",
+        "shapes do not fit",
+        "layers the UNet lacks",
+        "text encoder layers",
+    ],
+)
+def test_refusals_are_one_line_and_change_nothing(tiny_models, unet, tmp_path, case):
+    source, phrase = bad_sources(tiny_models, tmp_path)[case]
+    before = snapshot(unet)
+    with pytest.raises(CheckpointError) as raised:
+        fuse_lora(unet, source)
+    message = str(raised.value)
+    assert phrase in message and str(source) in message and "\n" not in message, message
+    assert raised.value.hint
+    after = unet.state_dict()
+    assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert not hasattr(unet, "peft_config")
