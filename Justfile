@@ -4,11 +4,17 @@ sd := "CompVis/stable-diffusion-v1-4"
 beats := "checkpoints/BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"
 embedder := "checkpoints/embedder_learned_embeds.bin"
 bundle := "engines/sd14"
+lcm_lora := "latent-consistency/lcm-lora-sdv1-5"  # fused into the fast bundle's UNet (hub id, folder or .safetensors)
+tiny_vae := "madebyollin/taesd"  # the fast bundle's decoder and encoder (hub id or AutoencoderTiny folder)
 sample_clip := "../shared/data/vggsound/-_gaZzFfzDQ_517000_527000.wav"  # audio_encoder is validated on it when present
 
 # Export the default bundle (ONNX, each engine checked against PyTorch); extra flags pass through, e.g. `just export --precision fp16 --tensorrt`
 export *flags:
     audiotoken-rt export --sd {{sd}} --beats {{beats}} --embedder {{embedder}} --out {{bundle}} {{ if path_exists(sample_clip) == "true" { "--sample-clip " + sample_clip } else { "" } }} {{flags}}
+
+# Export the fast bundle (engines/sd14-fast): LCM-LoRA fused, a UNet of batch 1, TAESD; `generate --fast` draws with it
+export-fast *flags:
+    just export --out {{bundle}}-fast --lcm-lora {{lcm_lora}} --tiny-vae {{tiny_vae}} {{flags}}
 
 # Set up .venv on a CPU machine: torch==2.13.0 (CPU wheel), the [dev] extras, the test oracles
 setup:
@@ -46,11 +52,18 @@ bench-openvino steps="10" size="256":
     just bench-bundle {{size}} fp32
     .venv-openvino/bin/audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-fp32 --backends onnxruntime,torch --device openvino --steps {{steps}} --json .cache/bench/bench-{{size}}-openvino.json
 
+# The fast path against the default recipe and the PyTorch reference, SD 1.5 + BEATs (random weights) at 512x512 with
+# int8 UNets: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
+bench-fast size="512" precision="int8" rounds="2":
+    just bench-bundle {{size}} {{precision}}
+    just bench-bundle {{size}} {{precision}} -fast "--lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
+    audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-{{precision}} --fast-engines .cache/bench/engines-{{size}}-{{precision}}-fast --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json
+
 # The benchmark's models (make-random --arch sd15) and its bundle of one size and precision (kept while up to date)
 [private]
-bench-bundle size precision:
-    test -f .cache/bench/models/beats.pt || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
-    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}} --height {{size}} --width {{size}} --precision {{precision}}
+bench-bundle size precision suffix="" flags="":
+    test -f .cache/bench/models/taesd/config.json || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
+    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}}{{suffix}} --height {{size}} --width {{size}} --precision {{precision}} {{flags}}
 
 # Lint and format check with ruff (configured in pyproject.toml), as CI runs them; `just fix` applies both
 lint:

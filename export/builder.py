@@ -26,10 +26,12 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from export.attention import FUSED_DEVICES, fuse_attention
 from export.fp16 import to_fp16
 from export.int8 import to_int8
 from export.networks import Network, describe_networks, read_dims
@@ -47,6 +49,7 @@ from runtime.bundle import (
     Manifest,
     Parity,
     Recipe,
+    Variant,
     read_manifest,
     verify,
     write_manifest,
@@ -177,6 +180,9 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         with stage(f"fp16 {network.name}"):
             to_fp16(model, network.fp32_scopes, network.fp32_ops)
     if precision == "int8":
+        if network.fused_attention:  # an int8 graph runs on ONNX Runtime's CPU provider only: fuse it outright
+            with stage(f"fuse attention {network.name}"):
+                fuse_attention(model)
         with stage(f"int8 {network.name}"):
             model = to_int8(model, network.int8_fp32_scopes, folder / f".{network.name}.int8")
     file, data = save_onnx(model, folder, network.name)
@@ -185,6 +191,9 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         parity = measure_parity(folder / file, network, *sample, precision)
     stage.report(parity)
     check_parity(network, parity, options.allow_parity_error)
+    variants = ()
+    if network.fused_attention and precision == "fp32":  # beside the plain graph TensorRT and OpenVINO need
+        variants = (fused_variant(network, folder, file, sample, options, stage),)
     engine = Engine(
         network.name,
         FileEntry.of(folder, file),
@@ -193,8 +202,27 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         network.inputs,
         network.outputs,
         parity,
+        variants=variants,
     )
     return engine, sample
+
+
+def fused_variant(
+    network: Network, folder: Path, file: str, sample: Sample, options: ExportOptions, stage: Stages
+) -> Variant:
+    """``<engine>.fused.onnx``: the saved graph with each attention fused into one ONNX Runtime node, over the same
+    external data file (the fusion moves no weight), validated like the engine."""
+    name = f"{network.name}.fused.onnx"
+    with stage(f"fuse attention {network.name}"):
+        graph = onnx.load(str(folder / file), load_external_data=False)  # nodes only: the weights stay in the data file
+        fuse_attention(graph)
+        onnx.save_model(graph, str(folder / name))
+        onnx.checker.check_model(str(folder / name))
+    with stage(f"validate {name} (onnxruntime cpu)"):
+        parity = measure_parity(folder / name, network, *sample, "fp32")
+    stage.report(parity)
+    check_parity(network, parity, options.allow_parity_error)
+    return Variant(FileEntry.of(folder, name), FUSED_DEVICES, parity)
 
 
 def engine_precision(network: Network, precision: str) -> str:
@@ -318,6 +346,8 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 write_manifest(options.out, manifest)
             return Exported(options.out, manifest, reused=True)
         converted = sum(engine_precision(n, options.precision) != "fp32" for n in networks)  # fp16 / int8 stages
-        stage.expect(1 + (2 + options.tensorrt) * len(networks) + converted + 1)
+        fused = sum(n.fused_attention for n in networks) * (options.precision != "fp16")  # fusing (fp32: validating)
+        fused_checks = sum(n.fused_attention for n in networks) * (options.precision == "fp32")
+        stage.expect(1 + (2 + options.tensorrt) * len(networks) + converted + fused + fused_checks + 1)
         manifest = build_bundle(options, sources, dims, key, template, networks, stage)
     return Exported(options.out, manifest, reused=False)

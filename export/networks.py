@@ -19,6 +19,7 @@ from audiotoken.text import TextConditioner, tokenize
 from export.sources import Sources
 from runtime.audio import load_audio
 from runtime.contract import (
+    DYNAMIC,
     LATENT_CHANNELS,
     N_SAMPLES,
     PLACEHOLDER,
@@ -48,6 +49,9 @@ class Network:
         False  # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
     )
     int8_fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in int8 engines
+    fused_attention: bool = (
+        False  # ONNX Runtime gets its attention as fused nodes (export.attention): int8 outright, fp32 as a variant
+    )
 
     @property
     def name(self) -> str:
@@ -206,6 +210,8 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             fp32_ops=("LayerNormalization",),
             int8=True,
             int8_fp32_scopes=("/unet/conv_in/", "/unet/conv_out/"),  # reads the latents; writes the prediction
+            fused_attention=dims.unet_batch
+            != DYNAMIC,  # the matcher reads static head shapes; an open batch axis has none
         ),
         Network(
             contracts["vae_decoder"],

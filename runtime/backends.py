@@ -132,7 +132,7 @@ class OnnxRuntimeBackend:
     def session(self, engine: str) -> ort.InferenceSession:
         with self.lock:  # sessions are created once; running them is thread-safe in ONNX Runtime
             if engine not in self.sessions:
-                path = self.bundle.engine_path(engine)
+                path = self.bundle.engine_path(engine, self.device)
                 try:
                     self.sessions[engine] = ort.InferenceSession(
                         str(path), self.session_options(engine), providers=self.provider_chain(engine)

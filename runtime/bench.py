@@ -1,14 +1,22 @@
-"""``audiotoken-rt bench``: per-stage and end-to-end latency and peak memory of each backend, in one run.
+"""``audiotoken-rt bench``: per-stage and end-to-end latency and peak memory of several configurations, in one run.
 
-Each backend is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
-peak resident memory (``ru_maxrss``) is its own and one backend's caches never warm another's. A worker opens
-the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures of ``steps``
-steps with the same clip and seed, and prints one JSON object. The parent runs the backends in turn for
-``rounds`` rounds (A, B, A, B, ...) and keeps each figure's best round (the lowest time, the highest memory),
-because a shared or thermally throttled CPU drifts by 20% over minutes and alternation exposes every backend
-to the same drift. It prints a table with ratios against the ``torch`` reference and optionally writes ``--json``:
-``{"backends": {name: {"stages": {stage: ms}, "total_ms": ..., "unet_step_ms": ..., "peak_rss_mb": ...}}, ...}``.
-The ``torch`` backend is the PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
+A configuration is a bundle, a backend and a way to draw (``GenerationOptions``). Two sets are measured:
+- ``--backends onnxruntime,torch`` (the default): each backend on ``--engines``, ``--steps`` steps of
+  ``--scheduler``, guidance 7.5; ratios against ``torch``, the PyTorch networks the bundle was exported from;
+- ``--fast-engines FAST``: ``default`` (``--engines``' own recipe, DPM-Solver++ 25 steps at guidance 7.5 with the
+  full VAE for a plain bundle), ``fast`` (``FAST`` with ``--fast``: LCM, 4 steps, guidance 1, the tiny decoder)
+  and ``torch-fast`` (the same fast recipe on the PyTorch networks, fp32); ratios fast / default and
+  fast / torch-fast.
+
+Each configuration is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
+peak resident memory (``ru_maxrss``) is its own and one configuration's caches never warm another's. A worker
+opens the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures with the same
+clip and seed 0, and prints one JSON object. The parent runs the configurations in turn for ``rounds`` rounds
+(A, B, C, A, B, C, ...) and keeps each figure's best round (the lowest time, the highest memory), because a shared
+or throttled CPU drifts by 20% over minutes and alternation exposes every configuration to the same drift.
+It prints a table and optionally writes ``--json``: ``{"configs": {name: {"stages": {stage: ms}, "total_ms": ...,
+"unet_step_ms": ..., "peak_rss_mb": ...}}, "ratios": {"a / b": {...}}, ...}``. The ``torch`` backend is the
+PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import typer
@@ -28,19 +36,27 @@ import typer
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
+from runtime.pipeline import GenerationOptions
 from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
+WARM_UP_STEPS = 2
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What each backend draws, and how often; ``help`` of each field is the command-line option's help."""
+    """How often each configuration draws; ``help`` of each field is the command-line option's help."""
 
-    steps: int = field(default=10, metadata={"help": "Denoising steps per measured picture."})
-    repeats: int = field(default=1, metadata={"help": "Measured pictures per backend and round (after one warm-up)."})
-    rounds: int = field(default=2, metadata={"help": "Rounds of alternating backends; the best round of each counts."})
-    scheduler: str = field(default="dpm++2m", metadata={"help": "Scheduler of the measured pictures."})
+    steps: int = field(default=10, metadata={"help": "Denoising steps per measured picture (--backends only)."})
+    repeats: int = field(
+        default=1, metadata={"help": "Measured pictures per configuration and round (after a warm-up)."}
+    )
+    rounds: int = field(
+        default=2, metadata={"help": "Rounds of alternating configurations; the best round of each counts."}
+    )
+    scheduler: str = field(
+        default="dpm++2m", metadata={"help": "Scheduler of the measured pictures (--backends only)."}
+    )
 
     def check(self) -> None:
         for name in ("steps", "repeats", "rounds"):
@@ -48,15 +64,26 @@ class BenchOptions:
                 raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1")
 
 
-def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repeats: int, scheduler: str) -> dict:
-    """One backend's figures (run inside the worker process)."""
-    from runtime.pipeline import GenerationOptions, Pipeline
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration: a bundle, a backend on a device, and how to draw."""
+
+    name: str
+    bundle: Path
+    backend: str
+    device: str
+    options: GenerationOptions
+
+
+def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, options: GenerationOptions) -> dict:
+    """One configuration's figures (run inside the worker process)."""
+    from runtime.pipeline import Pipeline
 
     started = time.perf_counter()
     pipeline = Pipeline.open(bundle, backend=backend, device=device)
     open_ms = (time.perf_counter() - started) * 1000
-    options = GenerationOptions(steps=steps, seed=0, scheduler=scheduler)
-    pipeline.draw(clip, replace(options, steps=2))  # warm-up: lazy sessions, allocator, caches
+    warm_up = replace(options, steps=min(WARM_UP_STEPS, options.steps or WARM_UP_STEPS))
+    pipeline.draw(clip, warm_up)  # lazy sessions, allocator, caches
     stages: dict[str, float] = {}
     unet_ms, unet_calls, total_ms = 0.0, 0, 0.0
     for _ in range(repeats):
@@ -67,35 +94,33 @@ def measure(bundle: str, backend: str, device: str, clip: str, steps: int, repea
             stages[stage] = stages.get(stage, 0.0) + result.timings.stages.get(stage, 0.0)
         unet_ms += result.timings.stages.get("unet", 0.0)
         unet_calls += result.timings.unet_calls
+    drawn = result.options
     return {
         "stages": {stage: ms / repeats for stage, ms in stages.items()},
         "total_ms": total_ms / repeats,
         "unet_step_ms": unet_ms / unet_calls,
         "open_ms": open_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "recipe": {
+            "scheduler": drawn.scheduler,
+            "steps": drawn.steps,
+            "guidance": drawn.guidance,
+            "unet_batch": 2 if pipeline.guided(drawn) else 1,
+            "decoder": pipeline.bundle.manifest.recipe.decoder,
+        },
     }
 
 
-def run_worker(bundle: Path, backend: str, device: str, clip: Path, steps: int, repeats: int, scheduler: str) -> dict:
-    """Measure one backend in a fresh interpreter; its errors come back as AudioTokenError."""
-    command = [
-        sys.executable,
-        "-m",
-        "runtime.bench",
-        "--worker",
-        str(bundle),
-        backend,
-        device,
-        str(clip),
-        str(steps),
-        str(repeats),
-        scheduler,
-    ]
+def run_worker(config: Config, clip: Path, repeats: int) -> dict:
+    """Measure one configuration in a fresh interpreter; its errors come back as AudioTokenError."""
+    options = json.dumps(asdict(replace(config.options, seed=0)))
+    command = [sys.executable, "-m", "runtime.bench", "--worker", str(config.bundle), config.backend, config.device,
+               str(clip), str(repeats), options]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AudioTokenError(f"bench of backend {backend} failed: {last}")
+        raise AudioTokenError(f"bench of {config.name} ({config.backend} on {config.bundle}) failed: {last}")
     return json.loads(lines[-1])
 
 
@@ -107,26 +132,18 @@ def worker_device(backend: str, device: str) -> str:
 
 
 def run_rounds(
-    bundle: Path,
-    backends: list[str],
-    device: str,
-    clip: Path,
-    steps: int,
-    repeats: int,
-    scheduler: str,
-    rounds: int,
-    progress=lambda name, round_: None,
+    configs: list[Config], clip: Path, repeats: int, rounds: int, progress=lambda name, round_: None
 ) -> dict[str, dict]:
-    """Alternate the backends for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
+    """Alternate the configurations for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
     best: dict[str, dict] = {}
     for round_ in range(rounds):
-        for name in backends:
-            progress(name, round_)
-            figures = run_worker(bundle, name, worker_device(name, device), clip, steps, repeats, scheduler)
-            if name not in best:
-                best[name] = figures
+        for config in configs:
+            progress(config.name, round_)
+            figures = run_worker(config, clip, repeats)
+            if config.name not in best:
+                best[config.name] = figures
                 continue
-            kept = best[name]
+            kept = best[config.name]
             kept["stages"] = {s: min(ms, figures["stages"].get(s, ms)) for s, ms in kept["stages"].items()}
             for key in ("total_ms", "unet_step_ms", "open_ms"):
                 kept[key] = min(kept[key], figures[key])
@@ -144,34 +161,34 @@ def machine() -> dict:
     }
 
 
-def ratios(results: dict[str, dict], reference: str = "torch") -> dict[str, dict[str, float]]:
-    """Each backend's figures over the reference backend's (below 1 is faster or smaller)."""
-    if reference not in results:
-        return {}
-    ref = results[reference]
+def ratio(results: dict[str, dict], name: str, reference: str) -> dict[str, float]:
+    """One configuration's figures over another's (below 1 is faster or smaller)."""
+    figures, base = results[name], results[reference]
     return {
-        name: {
-            "unet_step": r["unet_step_ms"] / ref["unet_step_ms"],
-            "total": r["total_ms"] / ref["total_ms"],
-            "peak_rss": r["peak_rss_mb"] / ref["peak_rss_mb"],
-        }
-        for name, r in results.items()
-        if name != reference
+        "unet_step": figures["unet_step_ms"] / base["unet_step_ms"],
+        "total": figures["total_ms"] / base["total_ms"],
+        "peak_rss": figures["peak_rss_mb"] / base["peak_rss_mb"],
     }
 
 
+def ratios(results: dict[str, dict], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """``{"a / b": ratio(a, b)}`` for each pair whose two configurations were measured."""
+    return {f"{a} / {b}": ratio(results, a, b) for a, b in pairs if a in results and b in results}
+
+
 def main() -> None:
-    """Worker entry point: ``python -m runtime.bench --worker BUNDLE BACKEND DEVICE CLIP STEPS REPEATS SCHEDULER``."""
+    """Worker entry point: ``python -m runtime.bench --worker BUNDLE BACKEND DEVICE CLIP REPEATS OPTIONS_JSON``."""
     parser = argparse.ArgumentParser(prog="python -m runtime.bench")
     parser.add_argument("--worker", action="store_true", required=True)
     for name in ("bundle", "backend", "device", "clip"):
         parser.add_argument(name)
-    parser.add_argument("steps", type=int)
     parser.add_argument("repeats", type=int)
-    parser.add_argument("scheduler")
+    parser.add_argument("options", type=json.loads)
     args = parser.parse_args()
     try:
-        figures = measure(args.bundle, args.backend, args.device, args.clip, args.steps, args.repeats, args.scheduler)
+        figures = measure(
+            args.bundle, args.backend, args.device, args.clip, args.repeats, GenerationOptions(**args.options)
+        )
     except AudioTokenError as exc:
         print(f"{exc}", file=sys.stderr)
         sys.exit(1)
@@ -186,34 +203,62 @@ def check_backends(names: list[str]) -> list[str]:
     return names
 
 
+def bench_configs(
+    engines: Path, fast_engines: Path | None, backends: list[str], device: str, settings: BenchOptions
+) -> tuple[list[Config], list[tuple[str, str]]]:
+    """The configurations to measure, and the pairs whose ratios the table shows."""
+    if fast_engines is not None:
+        fast = GenerationOptions(fast=True)
+        configs = [
+            Config("default", engines, "onnxruntime", device, GenerationOptions()),
+            Config("fast", fast_engines, "onnxruntime", device, fast),
+            Config("torch-fast", fast_engines, "torch", worker_device("torch", device), fast),
+        ]
+        return configs, [("fast", "default"), ("fast", "torch-fast")]
+    options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler, guidance=7.5)
+    configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
+    return configs, [(name, "torch") for name in backends if name != "torch"]
+
+
 def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict]):
-    """Stage-by-backend milliseconds (and peak RSS), with each backend's ratio to torch."""
+    """Stage-by-configuration milliseconds (and peak RSS), with the ratios of the chosen pairs."""
     from rich.table import Table
 
     table = Table(title=title, show_edge=False)
     table.add_column("ms (RSS in MB)")
     for name in results:
         table.add_column(name, justify="right")
-    for name in relative:
-        table.add_column(f"{name} / torch", justify="right")
+    for pair in relative:
+        table.add_column(pair, justify="right")
     rows = [(stage, lambda r, s=stage: r["stages"].get(s, 0.0), None) for stage in STAGES] + [
         ("unet step", lambda r: r["unet_step_ms"], "unet_step"),
         ("total", lambda r: r["total_ms"], "total"),
         ("peak RSS", lambda r: r["peak_rss_mb"], "peak_rss"),
     ]
-    for label, value, ratio in rows:
+    for label, value, key in rows:
         cells = [f"{value(r):.1f}" for r in results.values()]
-        cells += [f"{relative[name][ratio]:.2f}" if ratio else "" for name in relative]
+        cells += [f"{figures[key]:.2f}" if key else "" for figures in relative.values()]
         table.add_row(label, *cells)
+    recipes = [
+        "{scheduler} {steps}, g {guidance:g}, unet batch {unet_batch}, {decoder}".format(**r["recipe"])
+        for r in results.values()
+    ]
+    table.add_row("recipe", *recipes, *[""] * len(relative))
     return table
 
 
 @reports_errors
 def bench_command(
-    clip: Path = typer.Argument(..., help="The sound clip every backend draws from.", show_default=False),
+    clip: Path = typer.Argument(..., help="The sound clip every configuration draws from.", show_default=False),
     engines: Path = typer.Option(..., "--engines", help="Engine bundle folder.", show_default=False),
+    fast_engines: Path | None = typer.Option(
+        None,
+        "--fast-engines",
+        show_default=False,
+        help="A fast bundle (export --lcm-lora --tiny-vae): measure default (--engines' recipe), fast and torch-fast.",
+    ),
     backends: str = typer.Option(
-        "onnxruntime,torch", "--backends", help="Comma-separated backends, each measured in its own process."
+        "onnxruntime,torch", "--backends", help="Comma-separated backends on --engines, each in its own process."
     ),
     device: str = typer.Option(
         "cpu",
@@ -229,7 +274,7 @@ def bench_command(
         None, "--json", help="Also write the figures to this JSON file.", show_default=False
     ),
 ) -> None:
-    """Measure per-stage and end-to-end latency and peak memory of each backend on one bundle and clip."""
+    """Measure per-stage and end-to-end latency and peak memory of backends or recipes on one clip."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -240,33 +285,33 @@ def bench_command(
     settings.check()
     names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
     manifest = read_manifest(engines)
+    if fast_engines is not None:
+        read_manifest(fast_engines)
     if not clip.is_file():
         raise ConfigError(f"{clip}: clip not found")
+    configs, pairs = bench_configs(engines, fast_engines, names, device, settings)
     console = Console(stderr=True, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("bench", total=rounds * len(names))
+        task = bar.add_task("bench", total=rounds * len(configs))
+        order = [config.name for config in configs]
 
         def progress(name: str, round_: int) -> None:
-            bar.update(
-                task,
-                completed=round_ * len(names) + names.index(name),
-                description=f"{name}, round {round_ + 1} of {rounds}: warm-up + {repeats} x {steps} steps",
-            )
+            bar.update(task, completed=round_ * len(configs) + order.index(name),
+                       description=f"{name}, round {round_ + 1} of {rounds}: warm-up + {repeats} measured")  # fmt: skip
 
-        results = run_rounds(engines, names, device, clip, steps, repeats, scheduler, rounds, progress)
-    relative = ratios(results)
-    title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {steps} steps, {device}"
+        results = run_rounds(configs, clip, repeats, rounds, progress)
+    relative = ratios(results, pairs)
+    title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {device}"
     Console().print(ratio_table(title, results, relative))
     if json_out:
         report = {
-            "backends": results,
-            "ratios_vs_torch": relative,
-            "steps": steps,
+            "configs": results,
+            "ratios": relative,
+            "bundles": {config.name: str(config.bundle) for config in configs},
             "repeats": repeats,
             "rounds": rounds,
             "device": device,
-            "scheduler": scheduler,
             "bundle": manifest.bundle_id,
             "precision": manifest.precision,
             "height": manifest.height,

@@ -97,8 +97,23 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Another graph of an engine over the same weights file, for some devices only: the UNet with each attention
+    fused into one ONNX Runtime ``MultiHeadAttention`` node, for ONNX Runtime's CPU and CUDA providers."""
+
+    file: FileEntry
+    devices: tuple[str, ...]
+    parity: Parity
+
+    @classmethod
+    def from_json(cls, d: dict) -> Variant:
+        return cls(FileEntry(**d["file"]), tuple(d["devices"]), Parity.from_json(d["parity"]))
+
+
+@dataclass(frozen=True)
 class Engine:
-    """One exported network: ONNX file (and external data), I/O contract, precision, parity, plans."""
+    """One exported network: ONNX file (and external data), I/O contract, precision, parity, plans, and variants
+    (other graphs over the same data file, for some devices)."""
 
     name: str
     file: FileEntry
@@ -108,9 +123,19 @@ class Engine:
     outputs: tuple[TensorSpec, ...]
     parity: Parity
     plans: tuple[Plan, ...] = ()
+    variants: tuple[Variant, ...] = ()
 
     def files(self) -> list[FileEntry]:
-        return [self.file, *([self.data] if self.data else []), *(p.file for p in self.plans)]
+        return [
+            self.file,
+            *([self.data] if self.data else []),
+            *(p.file for p in self.plans),
+            *(v.file for v in self.variants),
+        ]
+
+    def graph_for(self, device: str) -> FileEntry:
+        """The ONNX file to run on ``device``: a variant made for it, else the engine's own graph."""
+        return next((v.file for v in self.variants if device in v.devices), self.file)
 
     @classmethod
     def from_json(cls, d: dict) -> Engine:
@@ -123,6 +148,7 @@ class Engine:
             outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]),
             parity=Parity.from_json(d["parity"]),
             plans=tuple(Plan.from_json(p) for p in d["plans"]),
+            variants=tuple(Variant.from_json(v) for v in d.get("variants", ())),
         )
 
 
@@ -377,11 +403,11 @@ class Bundle:
     def tokenizer_dir(self) -> Path:
         return self.root / self.manifest.tokenizer
 
-    def engine_path(self, name: str) -> Path:
-        """The ONNX file of engine ``name``."""
+    def engine_path(self, name: str, device: str = "cpu") -> Path:
+        """The ONNX file of engine ``name`` to run on ``device`` (ONNX Runtime's): a variant made for it, if any."""
         if name not in self.manifest.engines:
             raise BundleError(
                 f"{self.root}: no engine {name!r} in the manifest (has {', '.join(self.manifest.engines)})",
                 hint=f"rebuild it: {self.manifest.rebuild_command(self.root)}",
             )
-        return self.root / self.manifest.engines[name].file.path
+        return self.root / self.manifest.engines[name].graph_for(device).path

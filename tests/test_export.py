@@ -481,15 +481,46 @@ def test_int8_export_quantizes_only_the_unets_linear_layers_and_convolutions(int
     # every conv but conv_in and conv_out becomes an int8 GEMM, beside the weight MatMuls
     assert int8_ops.count("MatMulInteger") == weight_matmuls + len(convs) - 2
     assert [n.name for n in int8_graph.node if n.op_type == "Conv"] == ["/unet/conv_in/Conv", "/unet/conv_out/Conv"]
-    # attention scores stay fp32; so do the Gemms (timestep path), which the quantizer rewrites as MatMul + Add
-    assert int8_ops.count("MatMul") == fp32_ops.count("MatMul") - weight_matmuls + fp32_ops.count("Gemm")
-    for op in ("Softmax", "LayerNormalization"):
-        assert int8_ops.count(op) == fp32_ops.count(op), op
+    # each attention is one fused fp32 node (its two score MatMuls and its Softmax gone); the Gemms (timestep path)
+    # stay fp32 too, which the quantizer rewrites as MatMul + Add
+    attentions = fp32_ops.count("Softmax")
+    assert attentions > 0 and int8_ops.count("MultiHeadAttention") == attentions and "Softmax" not in int8_ops
+    assert int8_ops.count("MatMul") == fp32_ops.count("MatMul") - weight_matmuls - 2 * attentions + fp32_ops.count(
+        "Gemm"
+    )
+    assert int8_ops.count("LayerNormalization") == fp32_ops.count("LayerNormalization")
     assert (int8_bundle / "unet.onnx.data").stat().st_size < (bundle / "unet.onnx.data").stat().st_size
-    assert sorted(p.name for p in int8_bundle.iterdir()) == sorted(p.name for p in bundle.iterdir())  # no scratch left
+    # no scratch left; the int8 UNet is fused outright, so it has no fused variant beside it
+    assert sorted(p.name for p in int8_bundle.iterdir()) == sorted(
+        p.name for p in bundle.iterdir() if p.name != "unet.fused.onnx"
+    )
     shown = CliRunner().invoke(app, ["info", str(int8_bundle)], env={"COLUMNS": "200"}).output.splitlines()
     cells = [line.replace("│", " ").split()[:2] for line in shown]
     assert [c for c in cells if c[:1] in (["unet"], ["vae_decoder"])] == [["unet", "int8"], ["vae_decoder", "fp32"]]
+
+
+def test_the_fp32_unet_has_a_fused_attention_variant_over_the_same_weights(bundle, tiny_models):
+    from runtime.pipeline import Pipeline
+
+    manifest = read_manifest(bundle)
+    (variant,) = manifest.engines["unet"].variants
+    assert variant.file.path == "unet.fused.onnx" and variant.devices == ("cpu", "cuda")
+    graph = onnx.load(str(bundle / variant.file.path), load_external_data=False).graph
+    plain = onnx.load(str(bundle / "unet.onnx"), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    assert (
+        ops.count("MultiHeadAttention") == [n.op_type for n in plain.node].count("Softmax") > 0 and "Softmax" not in ops
+    )
+    locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"unet.onnx.data"}  # the variant reads the engine's own weights file: no second copy
+    # the runtime runs it on the CPU, and it matches the source UNet in PyTorch like the plain graph
+    assert Pipeline.open(bundle).backend.session("unet")._model_path.endswith("unet.fused.onnx")
+    sources = SourceModels(tiny_models)
+    session = ort.InferenceSession(str(bundle / variant.file.path), providers=["CPUExecutionProvider"])
+    error = recomputed_error(
+        bundle, "unet", sources, run=lambda feeds: dict(zip(["noise_pred"], session.run(None, feeds), strict=True))
+    )
+    assert error <= 1e-4
 
 
 def test_int8_bundle_draws_nearly_the_fp32_picture(int8_bundle, bundle, clips):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,11 +179,39 @@ def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
     )
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
-    assert set(figures["backends"]) == {"onnxruntime", "torch"}
-    for backend in figures["backends"].values():
-        assert set(backend["stages"]) == {"load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents"}
-        assert backend["total_ms"] > 0 and backend["peak_rss_mb"] > 0 and backend["unet_step_ms"] > 0
-    assert set(figures["ratios_vs_torch"]["onnxruntime"]) == {"unet_step", "total", "peak_rss"}
+    assert set(figures["configs"]) == {"onnxruntime", "torch"}
+    for config in figures["configs"].values():
+        assert set(config["stages"]) == {"load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents"}
+        assert config["total_ms"] > 0 and config["peak_rss_mb"] > 0 and config["unet_step_ms"] > 0
+        assert config["recipe"] == {
+            "scheduler": "dpm++2m",
+            "steps": 2,
+            "guidance": 7.5,
+            "unet_batch": 2,
+            "decoder": "sd-vae",
+        }
+    assert set(figures["ratios"]["onnxruntime / torch"]) == {"unet_step", "total", "peak_rss"}
+
+
+def test_bench_fast_measures_default_fast_and_torch_fast(monkeypatch):
+    import runtime.bench as bench
+    from runtime.pipeline import GenerationOptions
+
+    plain, fast = Path("plain"), Path("fast")
+    configs, pairs = bench.bench_configs(plain, fast, ["onnxruntime"], "cpu", bench.BenchOptions())
+    assert [(c.name, c.bundle, c.backend, c.options) for c in configs] == [
+        ("default", plain, "onnxruntime", GenerationOptions()),  # the plain bundle's own recipe
+        ("fast", fast, "onnxruntime", GenerationOptions(fast=True)),
+        ("torch-fast", fast, "torch", GenerationOptions(fast=True)),
+    ]
+    steps = {"default": 400.0, "fast": 100.0, "torch-fast": 300.0}
+    monkeypatch.setattr(bench, "run_worker", lambda config, clip, repeats: {
+        "stages": {}, "total_ms": 10 * steps[config.name], "unet_step_ms": steps[config.name], "open_ms": 1.0,
+        "peak_rss_mb": steps[config.name],
+    })  # fmt: skip
+    relative = bench.ratios(bench.run_rounds(configs, Path("clip.wav"), 1, 1), pairs)
+    assert relative["fast / default"] == {"unet_step": 0.25, "total": 0.25, "peak_rss": 0.25}
+    assert relative["fast / torch-fast"]["total"] == pytest.approx(1 / 3)
 
 
 def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
@@ -206,14 +235,15 @@ def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
         verify(bundle)  # `info` and export always hash everything
 
 
-def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
+def test_bench_rounds_alternate_configs_and_keep_the_best(monkeypatch):
     import runtime.bench as bench
+    from runtime.pipeline import GenerationOptions
 
     calls = []
     figures = iter([(100, 5, 900), (300, 9, 800), (80, 7, 950), (310, 8, 700)])  # (total, step, rss) per call
 
-    def fake_worker(bundle, name, *args):
-        calls.append(name)
+    def fake_worker(config, clip, repeats):
+        calls.append(config.name)
         total, step, rss = next(figures)
         return {
             "stages": {"denoise": total - 1},
@@ -224,7 +254,8 @@ def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
         }
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
-    best = bench.run_rounds(None, ["onnxruntime", "torch"], "cpu", None, 2, 1, "dpm++2m", rounds=2)
+    configs = [bench.Config(name, Path("b"), name, "cpu", GenerationOptions()) for name in ("onnxruntime", "torch")]
+    best = bench.run_rounds(configs, Path("clip.wav"), 1, rounds=2)
     assert calls == ["onnxruntime", "torch", "onnxruntime", "torch"]
     assert (
         best["onnxruntime"]["total_ms"],
@@ -236,7 +267,7 @@ def test_bench_rounds_alternate_backends_and_keep_the_best(monkeypatch):
         299,
         800,
     )
-    assert bench.ratios(best)["onnxruntime"]["total"] == pytest.approx(80 / 300)
+    assert bench.ratios(best, [("onnxruntime", "torch")])["onnxruntime / torch"]["total"] == pytest.approx(80 / 300)
 
 
 def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
