@@ -24,6 +24,7 @@ from export.networks import Network
 from export.parity import TOLERANCE, compare
 from runtime.atomic import write_atomically
 from runtime.bundle import FileEntry, Parity, Plan, user_cache_dir
+from runtime.contract import GUIDED_BATCH, SINGLE_BATCH
 from runtime.errors import ConfigError, ExportError
 from runtime.tensorrt import Engine, current_gpu_name, gpu_slug, import_tensorrt, plan_name
 
@@ -94,7 +95,10 @@ def build_plan(
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     profile = builder.create_optimization_profile()
     for spec in network.inputs:
-        profile.set_shape(spec.name, spec.shape, spec.shape, spec.shape)  # static: min = opt = max
+        # static: min = opt = max; an open batch axis (a UNet holding batches 1 and 2) spans 1 to 2, tuned for 2
+        profile.set_shape(
+            spec.name, spec.at_batch(SINGLE_BATCH), spec.at_batch(GUIDED_BATCH), spec.at_batch(GUIDED_BATCH)
+        )
     config.add_optimization_profile(profile)
     cache_path = timing_cache_path(trt.__version__, gpu)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
