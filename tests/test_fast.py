@@ -141,3 +141,32 @@ def test_a_bundle_holding_both_batches_draws_with_and_without_guidance(tiny_mode
     guided = pipeline.generate(clips[0], GenerationOptions(scheduler="lcm", steps=4, guidance=2.0, seed=4))[0]
     assert [batch for engine, batch in calls if engine == "unet"] == [2] * 4  # both halves, in one call a step
     assert not np.array_equal(np.asarray(guided), np.asarray(single))
+
+
+def test_bench_fast_end_to_end(tiny_bundle, fast_bundle, clips, tmp_path):
+    from typer.testing import CliRunner
+
+    from audiotoken_rt.cli import app
+
+    report = tmp_path / "bench-fast.json"
+    args = ["bench", str(clips[0]), "--engines", str(tiny_bundle), "--fast-engines", str(fast_bundle), "--rounds", "1"]
+    result = CliRunner().invoke(app, [*args, "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(report.read_text())
+    assert list(figures["configs"]) == ["default", "fast", "torch-fast"]
+    recipes = {name: config["recipe"] for name, config in figures["configs"].items()}
+    assert recipes["default"] == {
+        "scheduler": "dpm++2m",
+        "steps": 25,
+        "guidance": 7.5,
+        "unet_batch": 2,
+        "decoder": "sd-vae",
+    }
+    assert (
+        recipes["fast"]
+        == recipes["torch-fast"]
+        == {"scheduler": "lcm", "steps": 4, "guidance": 1.0, "unet_batch": 1, "decoder": "taesd"}
+    )
+    for config in figures["configs"].values():
+        assert {"total_ms", "unet_step_ms", "stages", "peak_rss_mb"} <= set(config)
+    assert set(figures["ratios"]) == {"fast / default", "fast / torch-fast"}

@@ -312,3 +312,18 @@ def test_the_engine_contract_is_the_design_table():
     for name, (inputs, outputs) in table.items():
         assert [(s.name, s.dtype, s.shape) for s in contracts[name].inputs] == inputs, name
         assert [(s.name, s.dtype, s.shape) for s in contracts[name].outputs] == outputs, name
+
+
+def test_a_schema_1_manifest_reads_as_the_recipe_every_bundle_had(tiny_bundle, tmp_path):
+    from runtime.bundle import Bundle, Recipe
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "old")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    del manifest["recipe"]
+    for engine in manifest["engines"].values():
+        del engine["variants"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    opened = Bundle.open(bundle)
+    assert opened.manifest.recipe == Recipe() and opened.manifest.recipe.unet_batches == (2,)
+    assert opened.manifest.engines["unet"].variants == ()
