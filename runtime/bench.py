@@ -47,7 +47,10 @@ WARM_UP_STEPS = 2
 class BenchOptions:
     """How often each configuration draws; ``help`` of each field is the command-line option's help."""
 
-    steps: int = field(default=10, metadata={"help": "Denoising steps per measured picture (--backends only)."})
+    steps: int | None = field(
+        default=None,
+        metadata={"help": "Denoising steps per measured picture (--backends only; default: the bundle's recipe)."},
+    )
     repeats: int = field(
         default=1, metadata={"help": "Measured pictures per configuration and round (after a warm-up)."}
     )
@@ -60,7 +63,7 @@ class BenchOptions:
 
     def check(self) -> None:
         for name in ("steps", "repeats", "rounds"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} is {getattr(self, name)}; it must be at least 1")
 
 
@@ -215,7 +218,7 @@ def bench_configs(
             Config("torch-fast", fast_engines, "torch", worker_device("torch", device), fast),
         ]
         return configs, [("fast", "default"), ("fast", "torch-fast")]
-    options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler, guidance=7.5)
+    options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler)  # unset: the bundle's recipe
     configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
     return configs, [(name, "torch") for name in backends if name != "torch"]
 
@@ -266,10 +269,12 @@ def bench_command(
         **choice(DEVICES),
         help="cpu, cuda, tensorrt or openvino for onnxruntime; torch then runs on cuda or cpu.",
     ),
-    steps: int = option(BenchOptions, "steps", "--steps"),
+    steps: int | None = option(BenchOptions, "steps", "--steps", show_default=False),
     repeats: int = option(BenchOptions, "repeats", "--repeats"),
     rounds: int = option(BenchOptions, "rounds", "--rounds"),
-    scheduler: str = option(BenchOptions, "scheduler", "--scheduler", **choice(SCHEDULER_NAMES)),
+    scheduler: str | None = option(
+        BenchOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the figures to this JSON file.", show_default=False
     ),

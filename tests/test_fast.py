@@ -170,3 +170,16 @@ def test_bench_fast_end_to_end(tiny_bundle, fast_bundle, clips, tmp_path):
     for config in figures["configs"].values():
         assert {"total_ms", "unet_step_ms", "stages", "peak_rss_mb"} <= set(config)
     assert set(figures["ratios"]) == {"fast / default", "fast / torch-fast"}
+
+
+def test_bench_backends_draw_a_fast_bundle_with_its_own_recipe(fast_bundle, clips, tmp_path):
+    from typer.testing import CliRunner
+
+    from audiotoken_rt.cli import app
+
+    report = tmp_path / "bench.json"
+    args = ["bench", str(clips[0]), "--engines", str(fast_bundle), "--backends", "onnxruntime", "--rounds", "1"]
+    result = CliRunner().invoke(app, [*args, "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    recipe = json.loads(report.read_text())["configs"]["onnxruntime"]["recipe"]
+    assert (recipe["scheduler"], recipe["steps"], recipe["guidance"], recipe["unet_batch"]) == ("lcm", 4, 1.0, 1)
