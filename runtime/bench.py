@@ -2,7 +2,8 @@
 
 A configuration is a bundle, a backend and a way to draw (``GenerationOptions``). Two sets are measured:
 - ``--backends onnxruntime,torch`` (the default): each backend on ``--engines``, ``--steps`` steps of
-  ``--scheduler``, guidance 7.5; ratios against ``torch``, the PyTorch networks the bundle was exported from;
+  ``--scheduler``, the bundle's recipe where unset (DPM-Solver++ at guidance 7.5 for a plain bundle); ratios
+  against ``torch``, the PyTorch networks the bundle was exported from;
 - ``--fast-engines FAST``: ``default`` (``--engines``' own recipe, DPM-Solver++ 25 steps at guidance 7.5 with the
   full VAE for a plain bundle), ``fast`` (``FAST`` with ``--fast``: LCM, 4 steps, guidance 1, the tiny decoder)
   and ``torch-fast`` (the same fast recipe on the PyTorch networks, fp32); ratios fast / default and
@@ -57,8 +58,9 @@ class BenchOptions:
     rounds: int = field(
         default=2, metadata={"help": "Rounds of alternating configurations; the best round of each counts."}
     )
-    scheduler: str = field(
-        default="dpm++2m", metadata={"help": "Scheduler of the measured pictures (--backends only)."}
+    scheduler: str | None = field(
+        default=None,
+        metadata={"help": "Scheduler of the measured pictures (--backends only; default: the bundle's recipe)."},
     )
 
     def check(self) -> None:
