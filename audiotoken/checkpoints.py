@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, first_line
 
 
 def read_torch_file(path: str | Path, what: str, hint: str) -> object:
@@ -23,9 +23,8 @@ def read_torch_file(path: str | Path, what: str, hint: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        first_line = (str(exc).splitlines() or [""])[0]
         raise CheckpointError(
-            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first_line})", hint=hint
+            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first_line(exc)})", hint=hint
         ) from exc
 
 

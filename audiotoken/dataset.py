@@ -41,7 +41,7 @@ from torch.utils.data import Dataset, Sampler
 from runtime.atomic import write_atomically
 from runtime.audio import load_audio
 from runtime.contract import CLIP_SECONDS, SAMPLE_RATE
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, first_line
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference when a name has several
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -302,7 +302,7 @@ class PairedClips(Dataset):
             try:
                 return {**self.load(clip, rng), "skipped": skipped}
             except Exception as exc:  # any decoder error: skip the clip, say why
-                skipped.append((clip.name, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"))
+                skipped.append((clip.name, f"{type(exc).__name__}: {first_line(exc)}"))
         raise ConfigError(
             f"every clip failed to load; the last, {skipped[-1][0]}: {skipped[-1][1]}", hint="check the dataset files"
         )

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, first_line
 
 COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
 # what a hub snapshot needs: configs, tokenizer, fp32 safetensors weights (not the .ckpt, fp16 or EMA variants)
@@ -68,7 +68,7 @@ def resolve_folder(ref: str | Path, what: str, required: tuple[str, ...], patter
         return Path(snapshot_download(str(ref), allow_patterns=patterns))
     except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
         raise CheckpointError(
-            f"{ref}: cannot fetch it from the model hub ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            f"{ref}: cannot fetch it from the model hub ({type(exc).__name__}: {first_line(exc)})",
             hint="check the id and the network, or pass a local diffusers folder",
         ) from exc
 
@@ -93,7 +93,7 @@ def tiny_autoencoder(folder: Path):
         return AutoencoderTiny.from_pretrained(folder).eval()
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(
-            f"{folder}: cannot load an AutoencoderTiny from it ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+            f"{folder}: cannot load an AutoencoderTiny from it ({type(exc).__name__}: {first_line(exc)})",
             hint="pass a diffusers AutoencoderTiny folder such as madebyollin/taesd",
         ) from exc
 
@@ -125,7 +125,7 @@ class StableDiffusion:
             return loader(self.folder, subfolder=component, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(
-                f"{self.ref}: cannot load its {component} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+                f"{self.ref}: cannot load its {component} ({type(exc).__name__}: {first_line(exc)})",
                 hint="pass a complete diffusers Stable Diffusion folder or hub id",
             ) from exc
 

@@ -225,6 +225,14 @@ def fused_variant(
     return Variant(FileEntry.of(folder, name), FUSED_DEVICES, parity)
 
 
+def engine_stages(network: Network, options: ExportOptions) -> int:
+    """How many progress stages ``export_engine`` (and ``add_plans``) go through for ``network``: export and validate;
+    fp16 or int8 conversion; fusing the attention (int8: in the graph; fp32: a variant, validated too); a plan."""
+    precision = engine_precision(network, options.precision)
+    fused = network.fused_attention and precision in ("int8", "fp32")
+    return 2 + (precision != "fp32") + fused + (fused and precision == "fp32") + options.tensorrt
+
+
 def engine_precision(network: Network, precision: str) -> str:
     """The precision of one engine in a bundle of ``precision``: int8 bundles quantize only the networks marked int8."""
     return "fp32" if precision == "int8" and not network.int8 else precision
@@ -345,9 +353,6 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 manifest = replace(manifest, engines=engines)
                 write_manifest(options.out, manifest)
             return Exported(options.out, manifest, reused=True)
-        converted = sum(engine_precision(n, options.precision) != "fp32" for n in networks)  # fp16 / int8 stages
-        fused = sum(n.fused_attention for n in networks) * (options.precision != "fp16")  # fusing (fp32: validating)
-        fused_checks = sum(n.fused_attention for n in networks) * (options.precision == "fp32")
-        stage.expect(1 + (2 + options.tensorrt) * len(networks) + converted + fused + fused_checks + 1)
+        stage.expect(1 + sum(engine_stages(n, options) for n in networks) + 1)
         manifest = build_bundle(options, sources, dims, key, template, networks, stage)
     return Exported(options.out, manifest, reused=False)

@@ -28,11 +28,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from audiotoken.stable_diffusion import HUB_ID
 from runtime.bundle import file_sha256
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, first_line
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what load_lora_weights looks for in a folder or hub repo
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 ADAPTER = "fused_lora"
 HINT = (
     "pass a LoRA for this Stable Diffusion's UNet: a .safetensors file, a folder holding "
@@ -84,7 +84,7 @@ def lora_weights_file(source: str | Path) -> Path:
     except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
         raise CheckpointError(
             f"{source}: cannot fetch its {LORA_WEIGHTS_NAME} from the model hub "
-            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})",
+            f"({type(exc).__name__}: {first_line(exc)})",
             hint="check the id and the network, or pass a local LoRA file",
         ) from exc
 
@@ -98,9 +98,7 @@ def read_lora(file: Path) -> tuple[dict, dict | None, dict | None]:
         with safe_open(file, framework="pt") as f:
             keys = list(f.keys())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{file}: not a readable safetensors file ({(str(exc).splitlines() or [''])[0]})", hint=HINT
-        ) from exc
+        raise CheckpointError(f"{file}: not a readable safetensors file ({first_line(exc)})", hint=HINT) from exc
     if not any(re.search(r"lora_(down|up|A|B)\b|_lora\.(down|up)\.|\.lora\.(down|up)\.", k) for k in keys):
         raise CheckpointError(
             f"{file}: not a LoRA (no lora_down/lora_up or lora_A/lora_B weights; "
@@ -116,9 +114,7 @@ def read_lora(file: Path) -> tuple[dict, dict | None, dict | None]:
     try:
         return StableDiffusionPipeline.lora_state_dict(str(file), return_lora_metadata=True)
     except (ValueError, KeyError, OSError) as exc:
-        raise CheckpointError(
-            f"{file}: a LoRA layout diffusers cannot read ({(str(exc).strip().splitlines() or [''])[0]})", hint=HINT
-        ) from exc
+        raise CheckpointError(f"{file}: a LoRA layout diffusers cannot read ({first_line(exc)})", hint=HINT) from exc
 
 
 def peft_module(diffusers_name: str) -> str | None:
@@ -243,8 +239,7 @@ def fuse_lora(unet, source: str | Path, scale: float = 1.0) -> LoraInfo:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(
-            f"{file}: diffusers could not load it into the UNet "
-            f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})",
+            f"{file}: diffusers could not load it into the UNet ({type(exc).__name__}: {first_line(exc)})",
             hint=HINT,
         ) from exc
     unet.fuse_lora(lora_scale=scale, adapter_names=[ADAPTER])

@@ -3,7 +3,8 @@
 Place in the data flow: ``export.sources`` loads the PyTorch models -> ``describe_networks`` -> ``export.builder``
 exports each description to ONNX (``export.onnx_file``), validates it on its sample (``export.parity``) and
 records its I/O in the manifest. The I/O comes from the engine contract (``runtime.contract``), its one owner:
-static shapes and batch 1 (the UNet takes the unconditional and conditional halves together, so its batch is 2).
+static shapes at batch 1, but for the UNet's batch, which is the bundle's (2 with classifier-free guidance, 1
+without, or an open axis for both).
 """
 
 from __future__ import annotations
@@ -45,13 +46,11 @@ class Network:
     sample_note: str  # what the sample is, for the manifest
     fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in fp16 engines (with all they read)
     fp32_ops: tuple[str, ...] = ()  # op types that stay fp32 in fp16 engines
-    int8: bool = (
-        False  # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
-    )
+    # int8 bundles quantize its linear layers and convolutions (export.int8); only the UNet, run every step
+    int8: bool = False
     int8_fp32_scopes: tuple[str, ...] = ()  # node-name prefixes that stay fp32 in int8 engines
-    fused_attention: bool = (
-        False  # ONNX Runtime gets its attention as fused nodes (export.attention): int8 outright, fp32 as a variant
-    )
+    # ONNX Runtime gets its attention as fused nodes (export.attention): int8 outright, fp32 as a variant
+    fused_attention: bool = False
 
     @property
     def name(self) -> str:
@@ -182,7 +181,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             noisy,
             torch.tensor([FIRST_TIMESTEP]),
             torch.randn(shape["encoder_hidden_states"], generator=g),
-        )  # [1], [2, 77, D]
+        )  # [N, 4, h, w], [1], [N, 77, D]
 
     return [
         Network(
@@ -210,8 +209,8 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             fp32_ops=("LayerNormalization",),
             int8=True,
             int8_fp32_scopes=("/unet/conv_in/", "/unet/conv_out/"),  # reads the latents; writes the prediction
-            fused_attention=dims.unet_batch
-            != DYNAMIC,  # the matcher reads static head shapes; an open batch axis has none
+            # the matcher reads static head shapes; an open batch axis has none
+            fused_attention=dims.unet_batch != DYNAMIC,
         ),
         Network(
             contracts["vae_decoder"],

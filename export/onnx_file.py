@@ -27,7 +27,7 @@ from torch import nn
 
 from export.networks import Network
 from runtime.contract import DYNAMIC
-from runtime.errors import ExportError
+from runtime.errors import ExportError, first_line
 
 OPSET = 17  # LayerNormalization as one op (TensorRT maps it to its normalization layer)
 
@@ -62,7 +62,7 @@ def trace_to_onnx(
         return onnx.load(str(typed))
     except (RuntimeError, ValueError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(
-            f"{network.name}: torch.onnx could not export it ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            f"{network.name}: torch.onnx could not export it ({type(exc).__name__}: {first_line(exc)})",
             hint="check the installed torch, diffusers and transformers versions against pyproject.toml",
         ) from exc
     finally:
@@ -96,7 +96,7 @@ def save_onnx(model: onnx.ModelProto, folder: Path, name: str) -> tuple[str, str
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise ExportError(
-            f"{path}: onnx.checker refuses it ({str(exc).splitlines()[0]})",
+            f"{path}: onnx.checker refuses it ({first_line(exc)})",
             hint="report it with the versions of torch and onnx",
         ) from exc
     return path.name, data

@@ -29,7 +29,7 @@ import onnxruntime as ort
 from export.networks import Network
 from runtime.bundle import OutputError, Parity
 from runtime.contract import DYNAMIC
-from runtime.errors import ExportError
+from runtime.errors import ExportError, first_line
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 1e-1}
 BACKEND = "onnxruntime CPUExecutionProvider"
@@ -54,7 +54,7 @@ def run_onnx(path: Path, network: Network, inputs: tuple[np.ndarray, ...]) -> li
         return session.run([spec.name for spec in network.outputs], feeds)
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, RuntimeException)
         raise ExportError(
-            f"{path.name}: ONNX Runtime cannot run it ({str(exc).splitlines()[0]})",
+            f"{path.name}: ONNX Runtime cannot run it ({first_line(exc)})",
             hint="the exported graph is invalid: report it with the versions of torch, onnx and onnxruntime",
         ) from exc
 

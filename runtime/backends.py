@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.bundle import Bundle
-from runtime.errors import BundleError, ConfigError, needs_pytorch_side
+from runtime.errors import BundleError, ConfigError, first_line, needs_pytorch_side
 
 BUILTIN_BACKENDS = ("onnxruntime", "tensorrt")
 PLUGIN_GROUP = "audiotoken_rt.backends"  # entry points: backend name -> factory(bundle, device)
@@ -139,7 +139,7 @@ class OnnxRuntimeBackend:
                     )
                 except Exception as exc:  # ORT raises its own exception types for unreadable models
                     raise BundleError(
-                        f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})", hint="re-export the bundle"
+                        f"{path}: ONNX Runtime cannot load it ({first_line(exc)})", hint="re-export the bundle"
                     ) from exc
             return self.sessions[engine]
 
@@ -157,9 +157,8 @@ class OnnxRuntimeBackend:
             session.run_with_iobinding(binding)
             return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
         except Exception as exc:  # ORT raises its own types (Fail, RuntimeException, out of memory)
-            first_line = (str(exc).strip().splitlines() or [""])[0]
             raise BundleError(
-                f"{self.bundle.root}: ONNX Runtime failed running engine {engine} on {self.device} ({first_line})",
+                f"{self.bundle.root}: ONNX Runtime failed running engine {engine} on {self.device} ({first_line(exc)})",
                 hint="check free memory; `audiotoken-rt info` checks the bundle",
             ) from exc
 

@@ -37,7 +37,7 @@ import typer
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import GenerationOptions
+from runtime.pipeline import GenerationOptions, Pipeline
 from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
@@ -82,8 +82,6 @@ class Config:
 
 def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, options: GenerationOptions) -> dict:
     """One configuration's figures (run inside the worker process)."""
-    from runtime.pipeline import Pipeline
-
     started = time.perf_counter()
     pipeline = Pipeline.open(bundle, backend=backend, device=device)
     open_ms = (time.perf_counter() - started) * 1000

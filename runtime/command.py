@@ -18,7 +18,7 @@ import os
 
 import typer
 
-from runtime.errors import AudioTokenError
+from runtime.errors import AudioTokenError, first_line
 
 DEBUG_VARIABLE = "AUDIOTOKEN_RT_DEBUG"
 
@@ -47,9 +47,8 @@ def reports_errors(command):
         except Exception as exc:  # a bug or a library's own failure: still one line, the traceback on request
             if os.environ.get(DEBUG_VARIABLE):
                 raise
-            first_line = (str(exc).strip().splitlines() or [""])[0]
             fail(
-                f"unexpected {type(exc).__name__}: {first_line}",
+                f"unexpected {type(exc).__name__}: {first_line(exc)}",
                 f"run again with {DEBUG_VARIABLE}=1 for the traceback, and report it with `audiotoken-rt --version`",
             )
 

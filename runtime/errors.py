@@ -36,6 +36,11 @@ class ExportError(AudioTokenError):
     """Exporting a network failed: the exporter refused it, or the engine disagrees with PyTorch beyond tolerance."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first non-blank line, for one-line errors that quote a library's."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 PYTORCH_SIDE_HINT = (
     "pip install torch==2.13.0 && pip install 'audiotoken-rt[export]' "
     "(torch first and pinned: a bare torch pulls a multi-GB CUDA build; add [train] to train)"

@@ -203,7 +203,6 @@ class Pipeline:
     def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
         """``options`` completed from the bundle's recipe and checked against what the bundle holds, and the
         prompt they draw with (the bundle's template by default), checked with the negative prompt."""
-        options.check()
         recipe, root = self.bundle.manifest.recipe, self.bundle.root
         if options.fast and not recipe.fast:
             raise ConfigError(
