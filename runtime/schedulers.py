@@ -6,7 +6,7 @@ UNet evaluation), calls ``scale_model_input`` -> UNet (+ guidance) -> ``step``::
 
     scheduler = make_scheduler("dpm++2m", scheduler_config, 25)
     latents = noise * scheduler.init_noise_sigma                         # [B,4,h,w]
-    # img2img (schedulers with ``supports_strength``, e.g. make_scheduler("lcm", config, 4, strength=0.6)):
+    # img2img / SDEdit (e.g. make_scheduler("dpm++2m", config, 25, strength=0.6): 15 steps remain):
     # latents = scheduler.add_noise(source_latents, noise, 0)            # the source noised to timesteps[0]
     history = History()
     for i, t in enumerate(scheduler.timesteps):
@@ -14,8 +14,8 @@ UNet evaluation), calls ``scale_model_input`` -> UNet (+ guidance) -> ``step``::
         latents, history = scheduler.step(eps, i, latents, history, rng=rng)
 
 Design:
-- Everything that depends only on (config, num_inference_steps) -- timesteps, sigmas, alpha-bar pairs, solver
-  orders -- is computed once in the constructor, in float64. ``step`` takes the step index explicitly and reads
+- Everything that depends only on (config, num_inference_steps, strength) -- timesteps, sigmas, alpha-bar pairs,
+  solver orders -- is computed once in the constructor, in float64. ``step`` takes the step index explicitly and reads
   those tables; it never advances a hidden counter.
 - Multistep methods (DPM-Solver++(2M), PLMS) need earlier model outputs. They travel in an immutable ``History``
   that ``step`` receives and returns (a fresh one for single-step schedulers); the scheduler object itself never
@@ -31,8 +31,16 @@ Design:
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
 - Stochastic schedulers (euler-a, lcm) take their fresh noise from ``step(..., rng=)`` (the picture's
   ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
-- img2img: ``make_scheduler(..., strength=)`` (in (0, 1]; 1 = from pure noise) is accepted by the schedulers with
-  ``supports_strength`` (lcm); they choose the timesteps that remain and noise the source with ``add_noise``.
+- img2img: ``make_scheduler(..., strength=s)`` (s in (0, 1]; 1 = from pure noise, the default) builds a scheduler
+  whose ``timesteps`` hold only the steps that remain, so the loop above is unchanged; it starts from the source
+  latents noised to the first of them, ``add_noise(source_latents, noise, 0)`` (in the scale the loop's latents live
+  in: VE for the Euler family). Every scheduler but LCM follows diffusers' StableDiffusionImg2ImgPipeline: of the N
+  steps asked for, the last int(N * s) remain (Python float product truncated, int(25 * 0.6) = 15), i.e. the first
+  N - int(N * s) entries of the full schedule are dropped (for PNDM: of its N + 1 timesteps); int(N * s) = 0 is
+  refused. Tables that depend on the full schedule (sigmas, DPM++'s final-step rule, DDIM/PNDM's stride) come from
+  it, while multistep state (DPM++'s first-order start, PLMS's warm-up) starts afresh at the first remaining step,
+  as diffusers' with ``set_begin_index``. LCM instead truncates its distillation schedule and keeps N steps
+  (diffusers' LCM img2img). ``len(timesteps)`` is the number of UNet evaluations left; ``strength`` is read-only.
 
 Sources for the formulas: DDIM (Song et al. 2020, eq. 12), PNDM/PLMS (Liu et al. 2022, eq. 9 and 12),
 DPM-Solver++ (Lu et al. 2022, multistep 2M), Euler / Euler ancestral (Karras et al. 2022; k-diffusion),
@@ -41,6 +49,7 @@ LCM (Luo et al. 2023, Algorithm 1; the multistep consistency sampling of Song et
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +90,7 @@ class History:
 
     outputs: earlier model outputs, oldest first (PLMS: the last raw outputs, up to 4;
              DPM++(2M): the last predicted x0). Each [B,4,h,w] float64.
-    sample:  PLMS only: the latents of step 0, which step 1 restarts from (the warm-up repeats timestep 1).
+    sample:  PLMS only: the latents of step 0, which step 1 restarts from (the warm-up; see PNDM).
     """
 
     outputs: tuple[np.ndarray, ...] = ()
@@ -96,18 +105,20 @@ def _x0_and_eps(model_output: np.ndarray, x: np.ndarray, a, s, prediction_type: 
 
 
 class Scheduler:
-    """Shared part: config resolution, the alpha-bar table, step-index checks and the dtype contract of ``step``.
+    """Shared part: config resolution, the alpha-bar table, img2img strength and ``add_noise``, step-index checks and
+    the dtype contract of ``step``.
 
-    Subclasses set ``timesteps`` (one entry per UNet evaluation) in their constructor and implement ``_step``.
+    Subclasses set ``timesteps`` (the steps that remain to run at the img2img ``strength``: one entry per UNet
+    evaluation) in their constructor and implement ``_step``.
     """
 
     defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
     init_noise_sigma: float = 1.0
     timesteps: np.ndarray
-    supports_strength = False  # True: the constructor takes ``strength`` (img2img) and the class has ``add_noise``
     steps_hint = "use e.g. 25 steps for dpm++2m or 50 for pndm"
 
-    def __init__(self, config: dict, num_inference_steps: int):
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        self._strength = _check_strength(strength)
         cfg = {**_BASE_DEFAULTS, **self.defaults}
         cfg.update({k: v for k, v in config.items() if k in cfg or k in _ONLY_SUPPORTED})
         for key, supported in _ONLY_SUPPORTED.items():
@@ -130,9 +141,59 @@ class Scheduler:
         self.prediction_type = cfg["prediction_type"]
         self.alphas_cumprod = _alphas_cumprod(cfg)  # [n_train] float64
 
+    @property
+    def strength(self) -> float:
+        """img2img strength in (0, 1] the schedule was built for; 1 = from pure noise (text-to-image)."""
+        return self._strength
+
     def _max_inference_steps(self, cfg: dict) -> int:
         """The most inference steps the resolved config allows: one per training timestep unless overridden."""
         return int(cfg["num_train_timesteps"])
+
+    def _first_remaining_step(self) -> int:
+        """img2img: index of the first entry of the full schedule that remains to run (0 at strength 1).
+
+        As diffusers' StableDiffusionImg2ImgPipeline.get_timesteps: t_start = N - int(N * strength), times the
+        scheduler's ``order`` (1 for every scheduler here, PNDM included, whose full schedule has N + 1 entries).
+        """
+        n, strength = self.num_inference_steps, self._strength
+        kept = int(n * strength)  # Python float product then truncation, as diffusers: int(25 * 0.6) = 15
+        if kept == 0:
+            min_steps = math.ceil(1.0 / strength)
+            min_steps += int(min_steps * strength) == 0  # the float product can still fall just below 1
+            min_strength = math.ceil(1e4 / n) / 1e4  # 1 / n rounded up to 4 decimals: int(n * it) >= 1 in floats too
+            raise ConfigError(
+                f"strength: {strength!r} leaves int({n} * {strength!r}) = 0 of the {n} steps to run",
+                hint=f"use a strength of at least {min_strength:g} for {n} steps, "
+                f"or at least {min_steps} steps at strength {strength!r}",
+            )
+        return n - kept
+
+    def _check_step_index(self, step_index: int) -> None:
+        if not 0 <= step_index < len(self.timesteps):
+            raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
+
+    def _noise_level(self, step_index: int) -> tuple[float, float]:
+        """(signal, noise) scales of the loop's latents at remaining step ``step_index``: signal * x0 + noise * eps.
+
+        VP: sqrt(alpha_bar), sqrt(1 - alpha_bar) at that timestep; the Euler family overrides it with its VE scale.
+        """
+        alpha_bar = self.alphas_cumprod[self.timesteps[step_index]]
+        return float(np.sqrt(alpha_bar)), float(np.sqrt(1.0 - alpha_bar))
+
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, step_index: int = 0) -> np.ndarray:
+        """The source latents noised to the level of remaining step ``step_index``, in the scale of the loop's latents.
+
+        original, noise: [B,4,h,w] (noise N(0, 1)); the result has the original's dtype. img2img starts the loop from
+        ``add_noise(source_latents, noise, 0)`` instead of ``noise * init_noise_sigma``.
+        """
+        self._check_step_index(step_index)
+        x0 = np.asarray(original, dtype=np.float64)  # [B,4,h,w]
+        z = np.asarray(noise, dtype=np.float64)  # [B,4,h,w]
+        if z.shape != x0.shape:
+            raise ValueError(f"add_noise: expected noise of shape {x0.shape} (the original's), got {z.shape}")
+        signal, noise_scale = self._noise_level(step_index)
+        return (signal * x0 + noise_scale * z).astype(np.asarray(original).dtype)
 
     def scale_model_input(self, sample: np.ndarray, step_index: int) -> np.ndarray:
         """The UNet input for step ``step_index``; identity except for the Euler family."""
@@ -155,8 +216,7 @@ class Scheduler:
         ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a; lcm except at its last step) and
         ignored by the others.
         """
-        if not 0 <= step_index < len(self.timesteps):
-            raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
+        self._check_step_index(step_index)
         history = History() if history is None else history
         x = np.asarray(sample, dtype=np.float64)  # [B,4,h,w]
         m = np.asarray(model_output, dtype=np.float64)  # [B,4,h,w]
@@ -258,9 +318,10 @@ class DDIM(Scheduler):
 
     defaults = {"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True, "clip_sample_range": 1.0}
 
-    def __init__(self, config: dict, num_inference_steps: int):
-        super().__init__(config, num_inference_steps)
-        self.timesteps = np.round(_spaced_timesteps(self.config, self.num_inference_steps)).astype(np.int64)  # [n]
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps, strength)
+        full = np.round(_spaced_timesteps(self.config, self.num_inference_steps)).astype(np.int64)  # [n]
+        self.timesteps = full[self._first_remaining_step() :]  # [m] the steps that remain
         stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
         self.coef = _AlphaBarPairs(
             self.alphas_cumprod, self.timesteps, self.timesteps - stride, bool(self.config["set_alpha_to_one"])
@@ -281,6 +342,12 @@ class PNDM(Scheduler):
     Warm-up (crowsonkb's PLMS): step 0 takes a plain step from t0; step 1 evaluates the UNet at that result (t1) and
     redoes the step from t0 with the mean of both outputs (Heun-like), so timesteps read [t0, t1, t1, t2, ...] and
     N inference steps cost N+1 UNet evaluations. Then Adams-Bashforth of order 2, 3 and 4.
+
+    img2img, reproduced from diffusers (its PNDM has order 1 and no begin index), not corrected: the first
+    t_start = N - int(N * strength) of the N+1 timesteps are dropped and the warm-up runs on the first two that
+    remain, [r0, r1, r2, ...]. The repeat it relies on is then gone (t_start >= 2: step 1 redoes r0 -> r1, and step
+    2 takes latents at r1's noise level with the coefficients of r2 -> r3) or misplaced (t_start = 1: r0 = r1 and
+    step 1 restarts from r0's latents with the coefficients of r0 + stride -> r1).
     """
 
     defaults = {"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False}
@@ -290,8 +357,8 @@ class PNDM(Scheduler):
         4: np.array([-9.0, 37.0, -59.0, 55.0]) / 24,
     }
 
-    def __init__(self, config: dict, num_inference_steps: int):
-        super().__init__(config, num_inference_steps)
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps, strength)
         if not self.config["skip_prk_steps"]:
             raise ConfigError(
                 "scheduler config: PNDM with Runge-Kutta warm-up (skip_prk_steps=false) is not supported",
@@ -299,9 +366,10 @@ class PNDM(Scheduler):
             )
         n_train, n = int(self.config["num_train_timesteps"]), self.num_inference_steps
         base = np.round(_spaced_timesteps(self.config, n)[::-1]).astype(np.int64)  # [n] ascending
-        self.timesteps = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].copy()  # [n+1] (n=1: [1])
+        full = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1]  # [n+1] (n=1: [1])
+        self.timesteps = full[self._first_remaining_step() :].copy()  # [m] the steps that remain
         stride = n_train // n
-        t_cur, t_prev = self.timesteps.copy(), self.timesteps - stride  # [n+1] each
+        t_cur, t_prev = self.timesteps.copy(), self.timesteps - stride  # [m] each
         if len(self.timesteps) > 1:  # step 1 redoes step 0: from t1 + stride (= t0 for even spacing) to t1
             t_cur[1], t_prev[1] = self.timesteps[1] + stride, self.timesteps[1]
         self.coef = _AlphaBarPairs(self.alphas_cumprod, t_cur, t_prev, bool(self.config["set_alpha_to_one"]))
@@ -331,7 +399,9 @@ class DPMSolverMultistep(Scheduler):
     In log-SNR time lambda = -log(sigma), with h = lambda_next - lambda_cur and D0, D1 the current x0 prediction and
     its divided difference with the previous one:
         x_next = (s_next / s_cur) * x + a_next * (1 - exp(-h)) * (D0 + D1 / 2),   D1 = (D0 - D0_prev) * h / h_prev
-    Step 0, and the last step when the schedule ends at sigma = 0 (or when short), take the first-order update.
+    Step 0 (the first remaining one), and the last step when the schedule ends at sigma = 0 or when the FULL schedule
+    is short (lower_order_final: fewer than 15 steps before img2img drops any, as diffusers), take the first-order
+    update.
     """
 
     defaults = {
@@ -345,8 +415,8 @@ class DPMSolverMultistep(Scheduler):
         "lambda_min_clipped": -float("inf"),
     }
 
-    def __init__(self, config: dict, num_inference_steps: int):
-        super().__init__(config, num_inference_steps)
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps, strength)
         cfg, n = self.config, self.num_inference_steps
         _require(cfg, "algorithm_type", ("dpmsolver++",))
         _require(cfg, "solver_type", ("midpoint",))
@@ -365,24 +435,26 @@ class DPMSolverMultistep(Scheduler):
             ts = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + cfg["steps_offset"]  # [n]
         else:
             ts = np.round(np.arange(last, 0, -n_train / n)) - 1  # [n] trailing
-        self.timesteps = ts.astype(np.int64)  # [n]
-        n = len(self.timesteps)  # fewer than asked when lambda_min_clipped cuts a "trailing" schedule
+        n = len(ts)  # fewer than asked when lambda_min_clipped cuts a "trailing" schedule
         sigma_last = train_sigmas[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
-        sigmas = np.append(train_sigmas[self.timesteps], sigma_last)  # [n+1] VE noise levels
-        a = 1.0 / np.sqrt(sigmas**2 + 1.0)  # [n+1] sqrt(alpha_bar)
-        s = sigmas * a  # [n+1] sqrt(1 - alpha_bar)
-        with np.errstate(divide="ignore"):
-            lam = -np.log(sigmas)  # [n+1] log-SNR / 2; +inf at sigma = 0
-        self.a, self.s = a, s
-        self.x_coef = s[1:] / s[:-1]  # [n] s_next / s_cur
-        self.d_coef = a[1:] * (1.0 - sigmas[1:] / sigmas[:-1])  # [n] a_next * (1 - exp(-h))
-        h = lam[1:] - lam[:-1]  # [n]
-        self.h_ratio = np.ones(n)  # [n] h / h_prev, used by second-order steps only
-        self.h_ratio[1:] = h[1:] / h[:-1]
         first_order_final = bool(cfg["euler_at_final"]) or cfg["final_sigmas_type"] == "zero"
-        first_order_final |= bool(cfg["lower_order_final"]) and n < 15
-        self.order = np.full(n, int(cfg["solver_order"]))  # [n]
-        self.order[0] = 1
+        first_order_final |= bool(cfg["lower_order_final"]) and n < 15  # the full schedule's length
+        begin = self._first_remaining_step()
+        self.timesteps = ts[begin:].astype(np.int64)  # [m] the steps that remain
+        m = len(self.timesteps)
+        sigmas = np.append(train_sigmas[self.timesteps], sigma_last)  # [m+1] VE noise levels
+        a = 1.0 / np.sqrt(sigmas**2 + 1.0)  # [m+1] sqrt(alpha_bar)
+        s = sigmas * a  # [m+1] sqrt(1 - alpha_bar)
+        with np.errstate(divide="ignore"):
+            lam = -np.log(sigmas)  # [m+1] log-SNR / 2; +inf at sigma = 0
+        self.a, self.s = a, s
+        self.x_coef = s[1:] / s[:-1]  # [m] s_next / s_cur
+        self.d_coef = a[1:] * (1.0 - sigmas[1:] / sigmas[:-1])  # [m] a_next * (1 - exp(-h))
+        h = lam[1:] - lam[:-1]  # [m]
+        self.h_ratio = np.ones(m)  # [m] h / h_prev, used by second-order steps only
+        self.h_ratio[1:] = h[1:] / h[:-1]
+        self.order = np.full(m, int(cfg["solver_order"]))  # [m]
+        self.order[0] = 1  # no earlier x0 yet
         if first_order_final:
             self.order[-1] = 1
 
@@ -398,34 +470,41 @@ class DPMSolverMultistep(Scheduler):
 class Euler(Scheduler):
     """Euler method on the probability-flow ODE dx/dsigma = (x - x0) / sigma, latents in VE scale (x / a).
 
-    Sigmas are the training sigmas interpolated at the (possibly fractional) inference timesteps, then 0.
+    Sigmas are the training sigmas interpolated at the (possibly fractional) inference timesteps, then 0. The loop's
+    latents are x0 + sigma * eps, so ``add_noise`` gives that and ``scale_model_input`` divides by sqrt(sigma^2 + 1).
     """
 
     defaults = {"timestep_spacing": "linspace", "final_sigmas_type": "zero"}
     ancestral = False
 
-    def __init__(self, config: dict, num_inference_steps: int):
-        super().__init__(config, num_inference_steps)
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps, strength)
         ab = self.alphas_cumprod  # [n_train]
         ts = _spaced_timesteps(self.config, self.num_inference_steps).astype(np.float32)  # [n]
-        self.timesteps = ts  # float32 like diffusers: "linspace" gives fractional timesteps
         train_sigmas = np.sqrt((1.0 - ab) / ab)  # [n_train]
         sigmas = np.interp(ts.astype(np.float64), np.arange(len(ab)), train_sigmas)  # [n]
         sigma_last = 0.0  # Euler ancestral always ends at 0
         if not self.ancestral:
             _require(self.config, "final_sigmas_type", ("zero", "sigma_min"))
             sigma_last = train_sigmas[0] if self.config["final_sigmas_type"] == "sigma_min" else 0.0
-        self.sigmas = np.append(sigmas, sigma_last)  # [n+1]
-        sigma_max = self.sigmas.max()
+        sigmas = np.append(sigmas, sigma_last)  # [n+1] the full schedule
+        sigma_max = sigmas.max()  # the text-to-image start; img2img starts from add_noise instead
         leading = self.config["timestep_spacing"] == "leading"
         self.init_noise_sigma = float(np.sqrt(sigma_max**2 + 1.0) if leading else sigma_max)
-        self.a = 1.0 / np.sqrt(self.sigmas**2 + 1.0)  # [n+1] VE -> VP factor
-        cur, nxt = self.sigmas[:-1], self.sigmas[1:]  # [n] each
+        begin = self._first_remaining_step()
+        self.timesteps = ts[begin:]  # [m] float32 like diffusers: "linspace" gives fractional timesteps
+        self.sigmas = sigmas[begin:]  # [m+1]
+        self.a = 1.0 / np.sqrt(self.sigmas**2 + 1.0)  # [m+1] VE -> VP factor
+        cur, nxt = self.sigmas[:-1], self.sigmas[1:]  # [m] each
         if self.ancestral:  # split the move to nxt into a deterministic part (down) and fresh noise (up)
-            self.sigma_up = np.sqrt(nxt**2 * (cur**2 - nxt**2) / cur**2)  # [n]
-            self.sigma_down = np.sqrt(nxt**2 - self.sigma_up**2)  # [n]
+            self.sigma_up = np.sqrt(nxt**2 * (cur**2 - nxt**2) / cur**2)  # [m]
+            self.sigma_down = np.sqrt(nxt**2 - self.sigma_up**2)  # [m]
         else:
-            self.sigma_up, self.sigma_down = np.zeros_like(nxt), nxt  # [n] each
+            self.sigma_up, self.sigma_down = np.zeros_like(nxt), nxt  # [m] each
+
+    def _noise_level(self, step_index: int) -> tuple[float, float]:
+        """VE scale: latents = x0 + sigma * eps (the VP mix divided by sqrt(alpha_bar))."""
+        return 1.0, float(self.sigmas[step_index])
 
     def scale_model_input(self, sample: np.ndarray, step_index: int) -> np.ndarray:
         """sample / sqrt(sigma^2 + 1): the VP latents the UNet was trained on."""
@@ -475,13 +554,11 @@ class LCM(Scheduler):
         "clip_sample": False,
         "clip_sample_range": 1.0,
     }
-    supports_strength = True
     steps_hint = "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet"
     SIGMA_DATA = 0.5
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
-        super().__init__(config, num_inference_steps)
-        self.strength = _check_strength(strength)
+        super().__init__(config, num_inference_steps, strength)
         cfg, n = self.config, self.num_inference_steps
         orig = int(cfg["original_inference_steps"])
         # Python float product then truncation, exactly as diffusers: 50 * 0.58 = 28.999... -> 28 timesteps.
@@ -514,20 +591,6 @@ class LCM(Scheduler):
             )
         return int(orig)
 
-    def add_noise(self, original: np.ndarray, noise: np.ndarray, step_index: int = 0) -> np.ndarray:
-        """The source latents noised to the timestep of step ``step_index``: a_t * original + s_t * noise.
-
-        original, noise: [B,4,h,w]; the result has the original's dtype. img2img starts the loop from
-        ``add_noise(source_latents, noise, 0)`` instead of ``noise * init_noise_sigma``.
-        """
-        if not 0 <= step_index < len(self.timesteps):
-            raise IndexError(f"step_index: expected 0..{len(self.timesteps) - 1}, got {step_index}")
-        x0 = np.asarray(original, dtype=np.float64)  # [B,4,h,w]
-        z = np.asarray(noise, dtype=np.float64)  # [B,4,h,w]
-        if z.shape != x0.shape:
-            raise ValueError(f"add_noise: expected noise of shape {x0.shape} (the original's), got {z.shape}")
-        return (self.a[step_index] * x0 + self.s[step_index] * z).astype(np.asarray(original).dtype)
-
     def _step(self, m, i, x, history, rng, noise):
         x0, _ = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w]
         if self.config["clip_sample"]:
@@ -553,22 +616,13 @@ _SCHEDULERS = {
 def make_scheduler(name: str, config: dict, num_inference_steps: int, strength: float = 1.0) -> Scheduler:
     """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict.
 
-    strength: img2img, in (0, 1] (1 = from pure noise, the default); below 1 only for schedulers with
-    ``supports_strength``.
+    strength: img2img, in (0, 1] (1 = from pure noise, the default): ``timesteps`` then hold only the steps that
+    remain (diffusers' StableDiffusionImg2ImgPipeline; LCM: its LCM img2img) and the loop starts from
+    ``add_noise(source_latents, noise, 0)``. A strength that leaves no step (int(steps * strength) = 0) is refused.
     """
     if name not in _SCHEDULERS:
         raise ConfigError(
             f"scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {name!r}",
             hint="dpm++2m (25 steps) is the default; pndm (50 steps) reproduces the official AudioToken inference",
         )
-    cls = _SCHEDULERS[name]
-    value = _check_strength(strength)
-    if cls.supports_strength:
-        return cls(config, num_inference_steps, strength=value)
-    if value != 1.0:
-        with_strength = [n for n, c in _SCHEDULERS.items() if c.supports_strength]
-        raise ConfigError(
-            f"strength: the {name} scheduler does not implement img2img strength (only 1.0), got {value!r}",
-            hint=f"schedulers with img2img strength: {', '.join(with_strength)}",
-        )
-    return cls(config, num_inference_steps)
+    return _SCHEDULERS[name](config, num_inference_steps, strength)

@@ -2,13 +2,13 @@
 
 Both sides run a full sampling loop on the same [1,4,8,8] latents with a fake deterministic "UNet"
 (a smooth function of its input and timestep), starting from the same unit noise times their own init_noise_sigma
-(img2img: from the same source latents noised by their own add_noise). The stochastic schedulers (euler-a, lcm) get
-the same pre-drawn per-step noise on both sides: diffusers' randn_tensor is replaced by a queue of it.
+(img2img: from the same source latents noised by their own add_noise, diffusers set up as its img2img pipelines do).
+The stochastic schedulers (euler-a, lcm) get the same pre-drawn per-step noise on both sides: diffusers' randn_tensor
+is replaced by a queue of it. The latents stay O(1) (unit noise, unit source, the fake UNet's x0 is O(1)), so the
+absolute tolerance TOL = 1e-5 is about 1e-5 relative to the sample scale.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
@@ -58,6 +58,9 @@ STOCHASTIC = {
 SHAPE = (1, 4, 8, 8)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers' np.array(tensor) calls
 TOL = 1e-5
+# img2img starts: diffusers noises the source in float32 (sqrt of its float32 alpha-bar table, then a multiply-add),
+# which is off by a few float32 ulps; tolerance relative to the largest |entry| (sigma_max * 3 ~ 45 for Euler).
+NOISED_RTOL = 4e-6
 
 _R = np.random.default_rng(1234).standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8] fixed "weights"
 
@@ -81,22 +84,41 @@ def fake_unet(x: np.ndarray, t: float, config: dict) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
+def reference_scheduler(name: str, config: dict, steps: int, strength: float = 1.0, img2img: bool = False):
+    """A diffusers scheduler set up as its pipeline does, and the timesteps that pipeline's loop runs.
+
+    Text-to-image: set_timesteps(steps). img2img: LCM as LatentConsistencyModelImg2ImgPipeline (set_timesteps with
+    strength=), the others as StableDiffusionImg2ImgPipeline.get_timesteps: skip the first t_start * order timesteps
+    and set_begin_index where the scheduler has one (DDIM and PNDM have none).
+    """
     sched = DIFFUSERS[name].from_config(config)
-    sched.set_timesteps(steps, **({} if strength == 1.0 else {"strength": strength}))
+    if name == "lcm":
+        sched.set_timesteps(steps, strength=strength)
+        return sched, sched.timesteps
+    sched.set_timesteps(steps)
+    if not img2img:
+        return sched, sched.timesteps
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(t_start * sched.order)
+    return sched, sched.timesteps[t_start * sched.order :]
+
+
+def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
+    sched, timesteps = reference_scheduler(name, config, steps, strength, img2img=source is not None)
     if source is None:
         latents = torch.from_numpy(noise) * sched.init_noise_sigma  # [1,4,8,8]
-    else:  # img2img, as diffusers' LCM img2img pipeline: the source noised to the first timestep
-        latents = sched.add_noise(torch.from_numpy(source), torch.from_numpy(noise), sched.timesteps[:1])
+    else:  # img2img: the source noised to the first remaining timestep
+        latents = sched.add_noise(torch.from_numpy(source), torch.from_numpy(noise), timesteps[:1])
     start = latents.numpy().copy()
-    timesteps = sched.timesteps.numpy().copy()
     if step_noises is not None:  # inject our pre-drawn noise instead of torch's
         module = STOCHASTIC[name][0]
         queue = [torch.from_numpy(n) for n in step_noises]
         original = module.randn_tensor
         module.randn_tensor = lambda *a, **k: queue.pop(0)
     try:
-        for t in sched.timesteps:
+        for t in timesteps:
             model_in = sched.scale_model_input(latents, t)
             out = torch.from_numpy(fake_unet(model_in.numpy(), t.item(), config))
             latents = sched.step(out, t, latents).prev_sample
@@ -104,7 +126,13 @@ def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_n
     finally:
         if step_noises is not None:
             module.randn_tensor = original
-    return latents.numpy(), timesteps, float(sched.init_noise_sigma), start
+    return latents.numpy(), timesteps.numpy().copy(), float(sched.init_noise_sigma), start
+
+
+def assert_noised_close(got: np.ndarray, want: np.ndarray) -> None:
+    """An img2img start (add_noise) equal to diffusers' up to its float32 rounding."""
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=NOISED_RTOL * np.abs(want).max())
 
 
 def run_ours(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
@@ -124,11 +152,12 @@ def run_ours(name: str, config: dict, steps: int, noise: np.ndarray, step_noises
     return latents, sched.timesteps, sched.init_noise_sigma, start
 
 
-def compare(name: str, config: dict, steps: int, seed: int = 0, strength: float = 1.0) -> float:
-    """Max abs difference of the final latents (asserted <= TOL); with strength < 1 an img2img loop."""
+def compare(name: str, config: dict, steps: int, seed: int = 0, strength: float = 1.0, img2img: bool = False) -> float:
+    """Max abs difference of the final latents (asserted <= TOL); with img2img or strength < 1 an img2img loop."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
-    source = None if strength == 1.0 else rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8] "picture"
+    img2img = img2img or strength < 1.0
+    source = rng.standard_normal(SHAPE).astype(np.float32) if img2img else None  # [1,4,8,8] "picture"
     n_evals = len(make_scheduler(name, config, steps, strength=strength).timesteps)
     step_noises = None
     if name in STOCHASTIC:
@@ -140,7 +169,10 @@ def compare(name: str, config: dict, steps: int, seed: int = 0, strength: float 
     assert got_ts.dtype == ref_ts.dtype
     assert got_sigma == pytest.approx(ref_sigma, rel=1e-6)
     assert got_start.dtype == np.float32
-    np.testing.assert_allclose(got_start, ref_start, rtol=1e-6, atol=1e-6)  # the (noised) starting latents
+    if img2img:  # the noised source
+        assert_noised_close(got_start, ref_start)
+    else:
+        np.testing.assert_allclose(got_start, ref_start, rtol=1e-6, atol=1e-6)  # the starting noise
     assert np.isfinite(got).all() and got.shape == SHAPE
     err = float(np.abs(got.astype(np.float64) - ref).max())
     assert err <= TOL, f"{name} {config.get('prediction_type')}: max abs error {err:.3g} > {TOL}"
@@ -332,15 +364,89 @@ def test_lcm_invalid_settings_are_config_errors(steps, strength, overrides, matc
         make_scheduler("lcm", {**SD1_CONFIG, **overrides}, steps, strength=strength)
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
-def test_strength_is_refused_by_schedulers_without_img2img(name):
-    assert len(make_scheduler(name, SD1_CONFIG, 10, strength=1.0).timesteps) >= 10  # the default is accepted
-    refused = rf"the {re.escape(name)} scheduler does not implement img2img strength.* got 0.5"
-    with pytest.raises(ConfigError, match=refused) as info:
-        make_scheduler(name, SD1_CONFIG, 10, strength=0.5)
-    assert "lcm" in info.value.hint
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_every_scheduler_takes_strength(name):
+    sched = make_scheduler(name, SD1_CONFIG, 10, strength=0.5)
+    assert sched.strength == 0.5 and make_scheduler(name, SD1_CONFIG, 10).strength == 1.0
+    with pytest.raises(AttributeError):
+        sched.strength = 1.0  # read-only: the tables were built for it
+    # UNet evaluations left: LCM keeps its 10 steps; PNDM the last int(10 * 0.5) + 1 = 6 of its 11 timesteps.
+    assert len(sched.timesteps) == {"lcm": 10, "pndm": 6}.get(name, 5)
+    if name != "lcm":  # the last entries of the full schedule
+        full = make_scheduler(name, SD1_CONFIG, 10).timesteps
+        np.testing.assert_array_equal(sched.timesteps, full[len(full) - len(sched.timesteps) :])
     with pytest.raises(ConfigError, match=r"expected a number in \(0, 1\]"):
         make_scheduler(name, SD1_CONFIG, 10, strength=2.0)
+
+
+IMG2IMG_CASES = [
+    ("dpm++2m", 25),
+    ("dpm++2m", 10),  # lower_order_final
+    ("pndm", 50),
+    ("pndm", 10),
+    ("ddim", 25),
+    ("euler", 25),
+    ("euler", 10),
+    ("euler-a", 25),
+]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("strength", [0.3, 0.6, 0.75, 0.9, 1.0])  # 0.9 of 10 steps: PNDM's t_start = 1
+@pytest.mark.parametrize("name,steps", IMG2IMG_CASES)
+def test_img2img_loop_matches_diffusers(name, steps, strength, prediction_type):
+    # compare(): remaining timesteps == diffusers' timesteps[t_start * order:], add_noise(source, noise, 0) ==
+    # diffusers' add_noise(source, noise, timesteps[:1]) after set_begin_index, final latents within TOL.
+    compare(name, {**SD1_CONFIG, "prediction_type": prediction_type}, steps, seed=10, strength=strength, img2img=True)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+def test_img2img_timestep_spacings_match_diffusers(name, spacing):
+    compare(name, {**SD1_CONFIG, "timestep_spacing": spacing}, 10, seed=11, strength=0.6)
+
+
+@pytest.mark.parametrize("steps,strength", [(25, 0.3), (10, 0.3), (14, 0.5)])
+def test_dpm_img2img_final_order_follows_the_full_schedule(steps, strength):
+    # With sigma_min the last step is second order unless lower_order_final applies, and diffusers tests that on the
+    # full schedule's length (< 15), not on the steps that remain: 25 steps at 0.3 (7 left) keep the second order.
+    compare("dpm++2m", {**SD1_CONFIG, "final_sigmas_type": "sigma_min"}, steps, seed=12, strength=strength)
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+def test_add_noise_at_every_remaining_step_matches_diffusers(name):
+    rng = np.random.default_rng(13)
+    source, noise = (rng.standard_normal(SHAPE).astype(np.float32) for _ in range(2))  # [1,4,8,8] each
+    ours = make_scheduler(name, SD1_CONFIG, 10, strength=0.6)
+    ref, _ = reference_scheduler(name, SD1_CONFIG, 10)  # no begin index: add_noise looks each timestep up
+    for i in range(len(ours.timesteps)):
+        t = torch.from_numpy(ours.timesteps[i : i + 1])
+        want = ref.add_noise(torch.from_numpy(source), torch.from_numpy(noise), t).numpy()  # [1,4,8,8]
+        assert_noised_close(ours.add_noise(source, noise, i), want)
+    assert ours.add_noise(source.astype(np.float16), noise, 0).dtype == np.float16
+    with pytest.raises(IndexError):
+        ours.add_noise(source, noise, len(ours.timesteps))
+    with pytest.raises(ValueError, match="shape"):
+        ours.add_noise(source, noise[0], 0)
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+def test_strength_leaving_no_step_is_refused(name):
+    # diffusers' StableDiffusionImg2ImgPipeline would run nothing here (PNDM: only its last timestep).
+    _, ref_timesteps = reference_scheduler(name, SD1_CONFIG, 3, strength=0.3, img2img=True)
+    assert len(ref_timesteps) == (name == "pndm")
+    with pytest.raises(ConfigError, match=r"strength: 0.3 leaves int\(3 \* 0.3\) = 0 of the 3 steps to run") as info:
+        make_scheduler(name, SD1_CONFIG, 3, strength=0.3)
+    assert info.value.hint == "use a strength of at least 0.3334 for 3 steps, or at least 4 steps at strength 0.3"
+    assert len(make_scheduler(name, SD1_CONFIG, 3, strength=0.3334).timesteps) >= 1
+    assert len(make_scheduler(name, SD1_CONFIG, 4, strength=0.3).timesteps) >= 1
+    # Python float arithmetic, as diffusers: 49 * (1 / 49) = 0.9999999999999999 truncates to 0.
+    with pytest.raises(ConfigError, match=r"int\(49 \* 0.02040816326530612\) = 0") as info:
+        make_scheduler(name, SD1_CONFIG, 49, strength=1 / 49)
+    assert info.value.hint == (
+        "use a strength of at least 0.0205 for 49 steps, or at least 50 steps at strength 0.02040816326530612"
+    )
+    assert len(make_scheduler(name, SD1_CONFIG, 50, strength=1 / 49).timesteps) >= 1
 
 
 def test_unknown_scheduler_name_lists_the_valid_ones():
