@@ -69,6 +69,7 @@ bench-bundle size precision suffix="" flags="":
 lint:
     ruff check .
     ruff format --check .
+    pyright
 
 fix:
     ruff check --fix .

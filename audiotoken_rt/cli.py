@@ -6,6 +6,7 @@
 | info        | runtime/info.py           | the runtime                         |
 | bench       | runtime/bench.py          | the runtime (+ torch for its torch) |
 | export      | export/cli.py             | the ``export`` extra (torch)        |
+| doctor      | export/doctor.py          | the runtime (+ torch for its bundle)|
 | train       | audiotoken/cli.py         | the ``train`` extra (torch)         |
 | make-random | audiotoken/cli.py         | the ``export`` extra (torch)        |
 
@@ -23,6 +24,7 @@ from typer.core import TyperGroup
 
 from audiotoken.cli import make_random_command, train_command
 from export.cli import export_command
+from export.doctor import doctor_command
 from runtime.bench import bench_command
 from runtime.generate import generate_command
 from runtime.info import info_command
@@ -87,6 +89,7 @@ app.command("bench")(bench_command)
 app.command("export")(export_command)
 app.command("train")(train_command)
 app.command("make-random")(make_random_command)
+app.command("doctor")(doctor_command)
 
 
 def main() -> None:

@@ -255,7 +255,7 @@ def add_plans(
                 continue
             if network.name not in samples:
                 samples[network.name] = run_reference(network)[2]
-            plan = build_plan(folder / engine.file.path, network, *samples[network.name])
+            plan = build_plan(folder / engine.file.path, network, engine.precision, *samples[network.name])
         stage.report(plan.parity)
         check_parity(network, plan.parity, options.allow_parity_error)
         result[network.name] = replace(engine, plans=(*engine.plans, plan))

@@ -35,15 +35,6 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 1e-1}
 BACKEND = "onnxruntime CPUExecutionProvider"
 
 
-def output_error(name: str, engine: np.ndarray, reference: np.ndarray) -> OutputError:
-    """Max abs and relative error; a non-finite engine output counts as an infinite error."""
-    if not np.all(np.isfinite(engine)):
-        return OutputError(name, float("inf"), float("inf"))
-    max_abs = float(np.max(np.abs(engine.astype(np.float64) - reference)))
-    scale = float(np.max(np.abs(reference)))
-    return OutputError(name, max_abs, max_abs / scale if scale > 0 else max_abs)
-
-
 def run_onnx(path: Path, network: Network, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     """The engine's outputs on ``inputs`` with ONNX Runtime on the CPU."""
     options = ort.SessionOptions()
@@ -69,7 +60,7 @@ def compare(network: Network, outputs: list[np.ndarray], references: tuple[np.nd
                 f"the contract is {list(spec.shape)}",
                 hint="the network description and the model disagree: check the model's config",
             )
-        errors.append(output_error(spec.name, engine, reference))
+        errors.append(OutputError.measure(spec.name, engine, reference))
     return tuple(errors)
 
 

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from runtime.bundle import Bundle
+from runtime.bundle import Bundle, user_cache_dir
 from runtime.errors import BundleError, ConfigError, first_line, needs_pytorch_side
 
 BUILTIN_BACKENDS = ("onnxruntime", "tensorrt")
@@ -43,6 +43,20 @@ INSTALL_HINTS = {
     "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
 }
 BF16_ENGINES = ("unet", "vae_decoder", "vae_encoder")  # on OpenVINO; the audio and text encoders, run once, stay fp32
+# The shared libraries each GPU provider of onnxruntime-gpu (CUDA 12 builds, Linux) loads; when a provider cannot
+# start, ONNX Runtime falls back to the next one with only a log line, so the backend names the ones missing.
+PROVIDER_LIBRARIES = {
+    "cuda": (
+        "libcudart.so.12",
+        "libcublas.so.12",
+        "libcublasLt.so.12",
+        "libcufft.so.11",
+        "libcurand.so.10",
+        "libcudnn.so.9",
+    ),
+    "tensorrt": ("libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so"),  # .10 or .11: probed by prefix
+}
+TRT_PROVIDER_LIMIT = 2 << 30  # bytes: the TensorRT provider hands the model to TensorRT as one protobuf (2 GB at most)
 
 
 class Backend(Protocol):
@@ -100,13 +114,17 @@ class OnnxRuntimeBackend:
         if device in GPU_DEVICES:
             chain.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
         if device == "tensorrt":
-            cache = self.bundle.root / "ort_trt_cache"
+            cache = tensorrt_provider_cache(self.bundle)
             chain.insert(
                 0,
                 (
                     "TensorrtExecutionProvider",
                     {
-                        "trt_fp16_enable": True,
+                        # No fp16 flag: the ONNX file carries its precisions (an fp16 bundle's UNet and VAE in fp16 with
+                        # fp32 islands, its audio and text encoders fp32), and without the flag ONNX Runtime >= 1.22
+                        # builds TensorRT networks strongly typed, keeping them. The flag would let TensorRT lower
+                        # every layer to fp16, the fbank's 1e13 frame power included.
+                        "trt_fp16_enable": False,
                         "trt_engine_cache_enable": True,
                         "trt_engine_cache_path": str(cache),
                         "trt_timing_cache_enable": True,
@@ -115,6 +133,30 @@ class OnnxRuntimeBackend:
                 ),
             )
         return chain
+
+    def check_provider_limits(self, engine: str) -> None:
+        """Refuse, in one line, an engine the TensorRT provider cannot take (an fp32 UNet of SD 1.5 is 3.4 GB)."""
+        entry = self.bundle.manifest.engines[engine]
+        size = sum(f.size for f in (entry.graph_for(self.device), entry.data) if f is not None)
+        if self.device == "tensorrt" and size > TRT_PROVIDER_LIMIT:
+            raise ConfigError(
+                f"{self.bundle.root}: engine {engine} is {size / 2**30:.1f} GB ({entry.precision}); ONNX Runtime's "
+                "TensorRT provider takes models up to 2 GB",
+                hint="export --precision fp16 for the GPU (half the size), or use --device cuda or --backend tensorrt",
+            )
+
+    def check_provider(self, session: ort.InferenceSession, engine: str) -> None:
+        """Refuse a session on which ONNX Runtime silently fell back to another provider, naming what is missing."""
+        wanted = PROVIDERS[self.device]
+        if wanted in session.get_providers():
+            return
+        missing = missing_libraries(self.device)
+        because = f": {', '.join(missing)} not found" if missing else " (see ONNX Runtime's log for the cause)"
+        raise ConfigError(
+            f"ONNX Runtime could not start its {wanted} for engine {engine}{because}; it would have run on "
+            f"{', '.join(session.get_providers())}",
+            hint=INSTALL_HINTS[self.device] if missing else "check the driver with nvidia-smi",
+        )
 
     def session_options(self, engine: str) -> ort.SessionOptions:
         """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs.
@@ -133,14 +175,17 @@ class OnnxRuntimeBackend:
         with self.lock:  # sessions are created once; running them is thread-safe in ONNX Runtime
             if engine not in self.sessions:
                 path = self.bundle.engine_path(engine, self.device)
+                self.check_provider_limits(engine)
                 try:
-                    self.sessions[engine] = ort.InferenceSession(
+                    session = ort.InferenceSession(
                         str(path), self.session_options(engine), providers=self.provider_chain(engine)
                     )
                 except Exception as exc:  # ORT raises its own exception types for unreadable models
                     raise BundleError(
                         f"{path}: ONNX Runtime cannot load it ({first_line(exc)})", hint="re-export the bundle"
                     ) from exc
+                self.check_provider(session, engine)
+                self.sessions[engine] = session
             return self.sessions[engine]
 
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,6 +208,30 @@ class OnnxRuntimeBackend:
             ) from exc
 
 
+def tensorrt_provider_cache(bundle: Bundle) -> Path:
+    """Where the TensorRT provider keeps its engines and timing cache for ``bundle``: the per-user cache, by bundle
+    key (a bundle folder may be read-only, and its files are hashed)."""
+    return user_cache_dir() / "onnxruntime-tensorrt" / bundle.manifest.key
+
+
+def missing_libraries(device: str) -> list[str]:
+    """The shared libraries of ``device``'s provider that the dynamic loader cannot find here (Linux names)."""
+    import ctypes
+
+    missing = []
+    for library in PROVIDER_LIBRARIES.get(device, ()):
+        names = [library] if library[-1].isdigit() else [f"{library}.{major}" for major in (11, 10)]
+        for name in names:
+            try:
+                ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            missing.append(library)
+    return missing
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (Linux flags amx_bf16 or avx512_bf16); else OpenVINO stays fp32."""
     try:
@@ -170,26 +239,6 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
-
-
-def describe_device() -> dict[str, str]:
-    """What this machine offers the runtime: CPU, ONNX Runtime providers, TensorRT and its GPU."""
-    import os
-    import platform
-
-    from runtime.tensorrt import current_gpu_name, import_tensorrt
-
-    facts = {
-        "cpu": f"{platform.machine()}, {os.cpu_count()} cores"
-        + (", bf16 (AMX or AVX512-BF16)" if cpu_has_bf16() else ""),
-        "onnxruntime": f"{ort.__version__}: {', '.join(ort.get_available_providers())}",
-    }
-    try:
-        trt, _ = import_tensorrt()
-        facts["tensorrt"] = f"{trt.__version__} on {current_gpu_name()}"
-    except (ConfigError, BundleError) as exc:
-        facts["tensorrt"] = f"unavailable ({exc})"
-    return facts
 
 
 def plugin_backends() -> dict:

@@ -21,6 +21,8 @@ import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from runtime.atomic import write_atomically
 from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
 from runtime.errors import BundleError
@@ -57,11 +59,21 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class OutputError:
-    """Export-time parity of one output: max |engine - PyTorch| and that over max |PyTorch|."""
+    """Parity of one output: max |engine - reference| and that over max |reference| (the reference: PyTorch at
+    export; the CPU engine in ``audiotoken-rt doctor``)."""
 
     name: str
     max_abs: float
     max_rel: float
+
+    @classmethod
+    def measure(cls, name: str, engine: np.ndarray, reference: np.ndarray) -> OutputError:
+        """Max abs and relative error; a non-finite engine output counts as an infinite error."""
+        if not np.all(np.isfinite(engine)):
+            return cls(name, float("inf"), float("inf"))
+        max_abs = float(np.max(np.abs(engine.astype(np.float64) - reference)))
+        scale = float(np.max(np.abs(reference)))
+        return cls(name, max_abs, max_abs / scale if scale > 0 else max_abs)
 
 
 @dataclass(frozen=True)

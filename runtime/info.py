@@ -1,7 +1,7 @@
 """``audiotoken-rt info``: a bundle's manifest and this machine's devices, then every file checked against its sha256.
 
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
-(``runtime.backends.describe_device``); torch-free, so it runs on a runtime-only install.
+(``runtime.doctor.machine_facts``); torch-free, so it runs on a runtime-only install.
 """
 
 from __future__ import annotations
@@ -67,16 +67,16 @@ def info_command(
     from rich.console import Console
     from rich.table import Table
 
-    from runtime.backends import describe_device
     from runtime.bundle import read_manifest, verify
+    from runtime.doctor import machine_facts
 
     console = Console()
     manifest = read_manifest(bundle)
     for table in manifest_tables(manifest):
         console.print(table)
     device = Table(title="this machine", show_header=False, show_edge=False)
-    for key, value in describe_device().items():
-        device.add_row(key, value)
+    for fact in machine_facts():
+        device.add_row(fact.name, fact.detail)
     console.print(device)
     with Console(stderr=True).status(f"checking the sha256 of {len(manifest.all_files())} files"):
         verify(bundle)

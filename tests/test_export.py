@@ -423,12 +423,12 @@ def test_tensorrt_plans_match_pytorch(bundle_copy, tiny_models, sources):
     result, _ = export_quietly(options_for(tiny_models, bundle_copy, tensorrt=True))
     assert result.reused
     manifest = verify(bundle_copy)
-    tolerance = TOLERANCE["fp16"]  # plans are built in fp16 (with the fp32 islands), whatever the ONNX files hold
+    tolerance = TOLERANCE[manifest.precision]  # strongly typed: a plan computes in the precisions its ONNX file holds
     for name, engine in manifest.engines.items():
         assert len(engine.plans) == 1 and engine.plans[0].file.path.startswith(f"{name}.")
         assert engine.plans[0].parity.tolerance == tolerance, (name, engine.plans[0].parity)
-        plan = Plan(bundle_copy / engine.plans[0].file.path)  # the runtime's own class, as the TensorRT backend runs it
-        error = recomputed_error(bundle_copy, name, sources, run=plan.infer)
+        with Plan(bundle_copy / engine.plans[0].file.path) as plan:  # the runtime's own class, as the backend runs it
+            error = recomputed_error(bundle_copy, name, sources, run=plan.infer)
         assert error <= tolerance, (name, error)
 
 
