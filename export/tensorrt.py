@@ -89,9 +89,9 @@ def build_config(builder, network: Network, precision: str, cache_path: Path):
         )
     config.add_optimization_profile(profile)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    if not config.set_timing_cache(cache, False):  # False: refuse a cache from another GPU or version
+    if cache is None or not config.set_timing_cache(cache, False):  # False: refuse a cache from another GPU or version
         cache = config.create_timing_cache(b"")  # that cache is unusable here: time the kernels afresh
-        if not config.set_timing_cache(cache, False):
+        if cache is None or not config.set_timing_cache(cache, False):
             raise ExportError(f"TensorRT refuses even an empty timing cache ({cache_path})", hint=TRT_HINT)
     return config, cache
 

@@ -50,11 +50,12 @@ PROVIDER_LIBRARIES = {
         "libcudart.so.12",
         "libcublas.so.12",
         "libcublasLt.so.12",
+        "libnvrtc.so.12",
         "libcufft.so.11",
         "libcurand.so.10",
         "libcudnn.so.9",
     ),
-    "tensorrt": ("libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so"),  # .10 or .11: probed by prefix
+    "tensorrt": ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10"),  # onnxruntime-gpu's TensorRT
 }
 TRT_PROVIDER_LIMIT = 2 << 30  # bytes: the TensorRT provider hands the model to TensorRT as one protobuf (2 GB at most)
 
@@ -209,25 +210,28 @@ class OnnxRuntimeBackend:
 
 
 def tensorrt_provider_cache(bundle: Bundle) -> Path:
-    """Where the TensorRT provider keeps its engines and timing cache for ``bundle``: the per-user cache, by bundle
-    key (a bundle folder may be read-only, and its files are hashed)."""
-    return user_cache_dir() / "onnxruntime-tensorrt" / bundle.manifest.key
+    """Where the TensorRT provider keeps its engines and timing cache for ``bundle``: the per-user cache (a bundle
+    folder may be read-only, and its files are hashed), by ONNX Runtime version (its TensorRT) and bundle key; the
+    provider's own file names hold only a hash and the GPU's compute capability."""
+    return user_cache_dir() / "onnxruntime-tensorrt" / ort.__version__ / bundle.manifest.key
 
 
 def missing_libraries(device: str) -> list[str]:
-    """The shared libraries of ``device``'s provider that the dynamic loader cannot find here (Linux names)."""
+    """The shared libraries of ``device``'s provider that cannot be loaded here (Linux names), after ONNX Runtime's
+    own preloading of the CUDA libraries pip installs (nvidia-* wheels), so those count as found."""
     import ctypes
 
+    preload = getattr(ort, "preload_dlls", None)  # ONNX Runtime >= 1.21
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # a failed preload is what is being diagnosed: probe below
+            pass
     missing = []
     for library in PROVIDER_LIBRARIES.get(device, ()):
-        names = [library] if library[-1].isdigit() else [f"{library}.{major}" for major in (11, 10)]
-        for name in names:
-            try:
-                ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        else:
+        try:
+            ctypes.CDLL(library)
+        except OSError:
             missing.append(library)
     return missing
 

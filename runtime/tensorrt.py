@@ -2,7 +2,7 @@
 
 One ``Engine`` class per plan: load, allocate device buffers once (at the largest shapes its optimization
 profile allows), infer (shapes set per call, so a UNet holding batches 1 and 2 serves both), an optional CUDA
-graph per input shape, and ``close()`` (also a context manager) that frees the buffers, graphs and stream.
+graph (recaptured when the shapes change), and ``close()`` (also a context manager) that frees the buffers, graphs and stream.
 ``TensorRTBackend`` maps engine names to plans for the pipeline. TensorRT and cuda-python exist only on NVIDIA
 machines (the ``trt`` extra), so this module imports them inside functions, and nothing else in the runtime
 imports this module unless ``--backend tensorrt`` is asked. One TensorRT logger serves the process.
@@ -113,7 +113,8 @@ class Engine:
         self.context = self.engine.create_execution_context()
         self.stream = checked(self.cudart.cudaStreamCreate())
         self.buffers: dict[str, int] = {}
-        self.graphs: dict[tuple, object] = {}  # input shapes -> instantiated CUDA graph
+        self.graph = None  # the instantiated CUDA graph of the last input shapes, once captured
+        self.graph_shapes: tuple | None = None
         self.use_cuda_graph = use_cuda_graph
         self.inputs: dict[str, tuple[tuple[int, ...], tuple[int, ...], np.dtype]] = {}  # name -> (min, max, dtype)
         self.outputs: dict[str, np.dtype] = {}
@@ -157,9 +158,7 @@ class Engine:
 
     def close(self) -> None:
         """Free the CUDA graphs, device buffers and stream, then the execution context and engine; idempotent."""
-        for graph in self.graphs.values():
-            checked(self.cudart.cudaGraphExecDestroy(graph))
-        self.graphs.clear()
+        self.drop_graph()
         for buffer in self.buffers.values():
             checked(self.cudart.cudaFree(buffer))
         self.buffers.clear()
@@ -195,31 +194,47 @@ class Engine:
             raise BundleError(f"{self.path.name}: TensorRT execution failed (see its log above)")
 
     def capture(self):
-        """A CUDA graph of one execution at the current shapes: a warm-up run first (TensorRT finishes lazy set-up
-        outside the capture), then a thread-local capture; any failure raises rather than replaying stale work."""
+        """Run once at the current shapes while capturing that run as a CUDA graph; the instantiated graph, or None
+        when this network cannot be captured (the run's outputs are then computed by an eager run instead).
+
+        TensorRT's own rule: after a shape change, enqueue once outside a capture (TensorRT updates shape-dependent
+        state then), and only then capture. ``launch`` calls this only on the second run of a shape."""
         cudart = self.cudart
-        self.execute()
-        checked(cudart.cudaStreamSynchronize(self.stream))
-        checked(
-            cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-        )
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        checked(cudart.cudaStreamBeginCapture(self.stream, mode))
+        captured = self.context.execute_async_v3(self.stream)
+        error, graph = cudart.cudaStreamEndCapture(self.stream)  # ends the capture whatever happened inside it
+        if not captured or int(error) != 0:
+            if int(error) == 0:
+                checked(cudart.cudaGraphDestroy(graph))
+            self.execute()  # not capturable (e.g. loops or conditionals): compute this call eagerly
+            return None
         try:
-            self.execute()
-        finally:
-            graph = checked(cudart.cudaStreamEndCapture(self.stream))  # ends the capture even when execution failed
-        try:
-            return checked(cudart.cudaGraphInstantiate(graph, 0))
+            instance = checked(cudart.cudaGraphInstantiate(graph, 0))
         finally:
             checked(cudart.cudaGraphDestroy(graph))
+        checked(cudart.cudaGraphLaunch(instance, self.stream))
+        return instance
+
+    def drop_graph(self) -> None:
+        if self.graph is not None:
+            checked(self.cudart.cudaGraphExecDestroy(self.graph))
+        self.graph = None
 
     def launch(self, shapes: tuple) -> None:
-        """Enqueue the network; with CUDA graphs, capture once per input shape and replay afterwards."""
+        """Enqueue the network. With CUDA graphs: the first run of a shape is eager (it updates TensorRT's
+        shape-dependent state), the second is captured, later ones replay the graph; a shape change drops it."""
         if not self.use_cuda_graph:
             self.execute()
-            return
-        if shapes not in self.graphs:
-            self.graphs[shapes] = self.capture()
-        checked(self.cudart.cudaGraphLaunch(self.graphs[shapes], self.stream))
+        elif shapes != self.graph_shapes:
+            self.drop_graph()
+            self.graph_shapes = shapes
+            self.execute()
+        elif self.graph is None:
+            self.graph = self.capture()
+            self.use_cuda_graph = self.graph is not None  # a network that cannot be captured runs eagerly from now on
+        else:
+            checked(self.cudart.cudaGraphLaunch(self.graph, self.stream))
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.context is None:

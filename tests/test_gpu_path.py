@@ -97,7 +97,7 @@ class FellBack:
         return ["CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize(("device", "library"), [("cuda", "libcudnn.so.9"), ("tensorrt", "libnvinfer.so")])
+@pytest.mark.parametrize(("device", "library"), [("cuda", "libcudnn.so.9"), ("tensorrt", "libnvinfer.so.10")])
 def test_a_provider_that_silently_fell_back_is_refused_naming_the_missing_library(
     tiny_bundle, monkeypatch, device, library
 ):
@@ -126,7 +126,7 @@ def test_tensorrt_provider_keeps_the_onnx_precisions_and_caches_outside_the_bund
         (name, settings), *rest = backend.provider_chain(engine)
         assert name == "TensorrtExecutionProvider" and rest[0][0] == "CUDAExecutionProvider"
         assert settings["trt_fp16_enable"] is False  # the fbank's 1e13 frame power must not meet fp16
-        cache = tmp_path / "cache" / "audiotoken-rt" / "onnxruntime-tensorrt" / bundle.manifest.key
+        cache = tmp_path / "cache" / "audiotoken-rt" / "onnxruntime-tensorrt" / ort.__version__ / bundle.manifest.key
         assert settings["trt_engine_cache_path"] == settings["trt_timing_cache_path"] == str(cache)
     assert tensorrt_provider_cache(bundle) == cache and tiny_bundle not in cache.parents
 
