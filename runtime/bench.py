@@ -7,7 +7,10 @@ A configuration is a bundle, a backend and a way to draw (``GenerationOptions``)
 - ``--fast-engines FAST``: ``default`` (``--engines``' own recipe, DPM-Solver++ 25 steps at guidance 7.5 with the
   full VAE for a plain bundle), ``fast`` (``FAST`` with ``--fast``: LCM, 4 steps, guidance 1, the tiny decoder)
   and ``torch-fast`` (the same fast recipe on the PyTorch networks, fp32); ratios fast / default and
-  fast / torch-fast.
+  fast / torch-fast;
+- ``--edit`` adds, beside each configuration, ``NAME-edit``: ``edit`` at strength 0.6 of the picture that
+  configuration's warm-up drew (the same recipe, so about 60% of the UNet steps plus the VAE encoder); ratios
+  between the edit configurations as between the others, and each edit over its own generate.
 
 Each configuration is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
 peak resident memory (``ru_maxrss``) is its own and one configuration's caches never warm another's. A worker
@@ -29,7 +32,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import typer
@@ -37,11 +40,12 @@ import typer
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import GenerationOptions, Pipeline
+from runtime.pipeline import EditOptions, GenerationOptions, Pipeline
 from runtime.schedulers import SCHEDULER_NAMES
 
-STAGES = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
+STAGES = ("load_audio", "encode_audio", "encode_prompt", "encode_picture", "denoise", "decode_latents")
 WARM_UP_STEPS = 2
+EDIT_STRENGTH = 0.6
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ class BenchOptions:
         default=None,
         metadata={"help": "Scheduler of the measured pictures (--backends only; default: the bundle's recipe)."},
     )
+    edit: bool = field(
+        default=False,
+        metadata={
+            "help": f"Also measure `edit` at strength {EDIT_STRENGTH} beside each configuration (NAME-edit): it edits "
+            "the picture that configuration's warm-up drew."
+        },
+    )
 
     def check(self) -> None:
         for name in ("steps", "repeats", "rounds"):
@@ -77,21 +88,30 @@ class Config:
     bundle: Path
     backend: str
     device: str
-    options: GenerationOptions
+    options: GenerationOptions  # EditOptions: the configuration edits a picture
 
 
 def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, options: GenerationOptions) -> dict:
-    """One configuration's figures (run inside the worker process)."""
+    """One configuration's figures (run inside the worker process). An edit configuration edits the picture its
+    warm-up drew (the vae_encoder engine warms up in a first edit, not counted)."""
     started = time.perf_counter()
     pipeline = Pipeline.open(bundle, backend=backend, device=device)
     open_ms = (time.perf_counter() - started) * 1000
     warm_up = replace(options, steps=min(WARM_UP_STEPS, options.steps or WARM_UP_STEPS))
-    pipeline.draw(clip, warm_up)  # lazy sessions, allocator, caches
+    drawing = {f.name: getattr(warm_up, f.name) for f in fields(GenerationOptions)}  # an edit's options, less the edit
+    (picture,) = pipeline.draw(clip, GenerationOptions(**{**drawing, "num_images": 1})).pictures
+    editing = isinstance(options, EditOptions)
+
+    def draw(options: GenerationOptions):
+        return pipeline.draw_edit(picture, clip, options) if editing else pipeline.draw(clip, options)
+
+    if editing:
+        draw(warm_up)
     stages: dict[str, float] = {}
     unet_ms, unet_calls, total_ms = 0.0, 0, 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        result = pipeline.draw(clip, options)
+        result = draw(options)
         total_ms += (time.perf_counter() - started) * 1000
         for stage in STAGES:
             stages[stage] = stages.get(stage, 0.0) + result.timings.stages.get(stage, 0.0)
@@ -188,10 +208,9 @@ def main() -> None:
     parser.add_argument("repeats", type=int)
     parser.add_argument("options", type=json.loads)
     args = parser.parse_args()
+    kind = EditOptions if "strength" in args.options else GenerationOptions
     try:
-        figures = measure(
-            args.bundle, args.backend, args.device, args.clip, args.repeats, GenerationOptions(**args.options)
-        )
+        figures = measure(args.bundle, args.backend, args.device, args.clip, args.repeats, kind(**args.options))
     except AudioTokenError as exc:
         print(f"{exc}", file=sys.stderr)
         sys.exit(1)
@@ -217,10 +236,20 @@ def bench_configs(
             Config("fast", fast_engines, "onnxruntime", device, fast),
             Config("torch-fast", fast_engines, "torch", worker_device("torch", device), fast),
         ]
-        return configs, [("fast", "default"), ("fast", "torch-fast")]
-    options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler)  # unset: the bundle's recipe
-    configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
-    return configs, [(name, "torch") for name in backends if name != "torch"]
+        pairs = [("fast", "default"), ("fast", "torch-fast")]
+    else:
+        options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler)  # unset: the bundle's recipe
+        configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
+        pairs = [(name, "torch") for name in backends if name != "torch"]
+    if not settings.edit:
+        return configs, pairs
+    edits = [
+        replace(c, name=f"{c.name}-edit", options=EditOptions(**asdict(c.options), strength=EDIT_STRENGTH))
+        for c in configs
+    ]
+    return configs + edits, pairs + [(f"{a}-edit", f"{b}-edit") for a, b in pairs] + [
+        (f"{c.name}-edit", c.name) for c in configs
+    ]
 
 
 def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict]):
@@ -275,6 +304,7 @@ def bench_command(
     scheduler: str | None = option(
         BenchOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
     ),
+    edit: bool = option(BenchOptions, "edit", "--edit"),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the figures to this JSON file.", show_default=False
     ),
@@ -286,7 +316,7 @@ def bench_command(
     from runtime.atomic import write_atomically
     from runtime.bundle import read_manifest
 
-    settings = BenchOptions(steps=steps, repeats=repeats, rounds=rounds, scheduler=scheduler)
+    settings = BenchOptions(steps=steps, repeats=repeats, rounds=rounds, scheduler=scheduler, edit=edit)
     settings.check()
     names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
     manifest = read_manifest(engines)

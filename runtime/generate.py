@@ -1,13 +1,18 @@
 """``audiotoken-rt generate``: a picture for each sound clip, with a bundle's engines (torch-free).
 
-Place in the data flow: clips -> ``runtime.pipeline.Pipeline.draw`` -> ``runtime.picture.save_png`` ->
-``OUT/<clip stem>.png`` (``-<k>`` for several pictures per clip). Before any work it checks the options, the
-prompts and every output path, so a mistake costs nothing; then a batch keeps going past a bad clip. Each
-picture written is one line (path and seed); a closing line counts pictures and failed clips.
+Place in the data flow: clips (and ``--mix`` of clips) -> ``runtime.pipeline.Pipeline.draw`` ->
+``runtime.picture.save_png`` -> ``OUT/<clip stem>.png`` (``-<k>`` for several pictures per clip; a mix is named by
+its stems joined with '+'). Before any work it checks the options, the prompts and every output path, so a mistake
+costs nothing; then a batch keeps going past a bad clip. Each picture written is one line (path and seed); a
+closing line counts pictures and failed sounds. ``Job``, ``parse_mix``, ``check_outputs`` and ``run_jobs`` serve
+``edit`` (runtime/edit.py) too.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -16,9 +21,13 @@ from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import GenerationOptions
+from runtime.pipeline import Generation, GenerationOptions, mix_weights, sound_label
 from runtime.schedulers import SCHEDULER_NAMES
 
+MIX_HELP = (
+    "A mix of clips drawn as one more sound: CLIP:WEIGHT items, comma-separated (dog.wav:0.7,rain.wav:0.3); its "
+    "token is the weighted mean of theirs. Its pictures are named by the clips' stems joined with '+'."
+)
 CLIPS_HELP = (
     "Sound clips: WAV, FLAC, OGG/Vorbis or MP3, any rate and channel count. Each is read as 10 s from --start "
     "(default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to fill "
@@ -26,38 +35,128 @@ CLIPS_HELP = (
 )
 
 
-def picture_paths(clips: list[Path], out: Path, num_images: int) -> dict[Path, list[Path]]:
-    """The pictures each clip will write: OUT/<stem>.png, or OUT/<stem>-<k>.png for several."""
+@dataclass(frozen=True)
+class Job:
+    """One sound to draw (or edit) with: a clip, or a mix of (clip, weight) pairs; ``stem`` names its pictures."""
+
+    sounds: Path | tuple[tuple[Path, float], ...]
+    stem: str
+
+    @property
+    def label(self) -> str:
+        return sound_label(self.sounds)
+
+
+def parse_mix(text: str) -> tuple[tuple[Path, float], ...]:
+    """``--mix A.wav:0.7,B.wav:0.3`` -> ((A.wav, 0.7), (B.wav, 0.3)); each clip must exist and the weights must sum
+    to a positive number."""
+    pairs = []
+    for item in text.split(","):
+        path, colon, weight = item.strip().rpartition(":")
+        try:
+            value = float(weight) if colon and path else float("nan")
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            raise ConfigError(f"--mix: {item.strip()!r} is not CLIP:WEIGHT", hint="e.g. --mix dog.wav:0.7,rain.wav:0.3")
+        if not Path(path).is_file():
+            raise ConfigError(f"--mix: {path}: no such clip", hint="check the path; CLIP:WEIGHT items, comma-separated")
+        pairs.append((Path(path), value))
+    mix_weights([w for _, w in pairs])
+    return tuple(pairs)
+
+
+def jobs_for(clips: list[Path], mix: str | None) -> list[Job]:
+    """A job per clip, and one for the mix (named by its clips' stems joined with '+')."""
+    jobs = [Job(clip, clip.stem) for clip in clips]
+    if mix:
+        pairs = parse_mix(mix)
+        jobs.append(Job(pairs, "+".join(path.stem for path, _ in pairs)))
+    if not jobs:
+        raise ConfigError("no sound given", hint="name clips, or a mix with --mix A.wav:0.7,B.wav:0.3")
+    return jobs
+
+
+def picture_paths(jobs: list[Job], out: Path, num_images: int, prefix: str = "") -> dict[Job, list[Path]]:
+    """The pictures each job will write: OUT/<prefix><stem>.png, or OUT/<prefix><stem>-<k>.png for several."""
     if num_images == 1:
-        return {clip: [out / f"{clip.stem}.png"] for clip in clips}
-    return {clip: [out / f"{clip.stem}-{k}.png" for k in range(num_images)] for clip in clips}
+        return {job: [out / f"{prefix}{job.stem}.png"] for job in jobs}
+    return {job: [out / f"{prefix}{job.stem}-{k}.png" for k in range(num_images)] for job in jobs}
 
 
-def check_outputs(targets: dict[Path, list[Path]], out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an OUT that is a file, two clips writing one picture, or pictures that exist."""
+def check_outputs(targets: dict[Job, list[Path]], out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an OUT that is a file, two sounds writing one picture, or pictures that exist."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder", hint="pass a folder for the pictures")
-    owners: dict[Path, Path] = {}
-    for clip, paths in targets.items():
+    owners: dict[Path, Job] = {}
+    for job, paths in targets.items():
         for path in paths:
-            if path in owners and owners[path] != clip:
+            if path in owners and owners[path] != job:
                 raise ConfigError(
-                    f"clips {owners[path]} and {clip} would both write {path}",
+                    f"{owners[path].label} and {job.label} would both write {path}",
                     hint="rename one, or run them separately",
                 )
-            owners[path] = clip
+            owners[path] = job
     existing = [str(path) for path in owners if path.exists()]
     if existing and not overwrite:
         shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise ConfigError(
-            f"{shown} already exist{'s' if len(existing) == 1 else ''}; nothing was drawn",
+            f"{shown} already exist{'s' * (len(existing) == 1)}; nothing was drawn",
             hint="pass --overwrite to replace them, or choose another --out",
         )
 
 
+def run_jobs(
+    targets: dict[Job, list[Path]],
+    draw: Callable[[Job, Callable], Generation],
+    bundle_id: str,
+    out: Path,
+    *,
+    overwrite: bool,
+    verbose: bool,
+    console,
+) -> None:
+    """Draw every job with a progress bar per job (its stage names), write its pictures, keep going past a bad
+    sound, and close with a count; exit status 1 if any job failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runtime.picture import save_png
+
+    failed: list[str] = []
+    written = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        overall = bar.add_task("sounds", total=len(targets))
+        for job, paths in targets.items():
+            task = bar.add_task(f"{job.stem}: start", total=1)
+
+            def report(stage: str, done: int, total: int, task=task, job=job) -> None:
+                bar.update(task, description=f"{job.stem}: {stage}", completed=done, total=total)
+
+            try:
+                result = draw(job, report)
+                for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
+                    save_png(picture, path, {**result.metadata(k), "bundle": bundle_id}, overwrite=overwrite)
+                    console.print(f"wrote {path} (seed {result.seeds[k]})")
+                    written += 1
+                if verbose:
+                    console.print(timing_table(job.label, result.timings))
+            except AudioTokenError as exc:
+                failed.append(job.label)
+                console.print(f"error: {exc}")
+            bar.remove_task(task)
+            bar.advance(overall)
+    summary = f"wrote {written} picture{'s' * (written != 1)} to {out}"
+    if failed:
+        summary += f" ({len(failed)} sound{'s' * (len(failed) != 1)} failed)"
+    console.print(summary)
+    if failed:
+        raise typer.Exit(1)
+
+
 @reports_errors
 def generate_command(
-    clips: list[Path] = typer.Argument(..., help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
+    clips: list[Path] = typer.Argument(None, help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
     engines: Path = typer.Option(
         ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
     ),
@@ -74,6 +173,7 @@ def generate_command(
     prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
     negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),
     num_images: int = option(GenerationOptions, "num_images", "--num-images"),
+    mix: str | None = typer.Option(None, "--mix", help=MIX_HELP, show_default=False),
     start: float = option(GenerationOptions, "start", "--start"),
     downmix: str = option(GenerationOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
     backend: str = typer.Option(
@@ -88,11 +188,10 @@ def generate_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
-    """Draw a picture for each sound clip with a bundle's engines; a bad clip is reported and skipped."""
+    """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a bad clip is reported
+    and skipped."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from runtime.picture import save_png
     from runtime.pipeline import Pipeline
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -109,43 +208,24 @@ def generate_command(
         downmix=downmix,
     )
     options.check()
-    targets = picture_paths(clips, out, num_images)
+    targets = picture_paths(jobs_for(clips or [], mix), out, num_images)
     check_outputs(targets, out, overwrite)
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
 
-    failed: list[str] = []
-    written = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        overall = bar.add_task("clips", total=len(clips))
-        for clip, paths in targets.items():
-            task = bar.add_task(f"{clip.name}: start", total=1)
+    def draw(job: Job, report) -> Generation:
+        return pipeline.draw(job.sounds, options, progress=report)
 
-            def report(stage: str, done: int, total: int, task=task, clip=clip) -> None:
-                bar.update(task, description=f"{clip.name}: {stage}", completed=done, total=total)
-
-            try:
-                result = pipeline.draw(clip, options, progress=report)
-                for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
-                    metadata = {**result.metadata(k, clip.name), "bundle": pipeline.bundle.manifest.bundle_id}
-                    save_png(picture, path, metadata, overwrite=overwrite)
-                    console.print(f"wrote {path} (seed {result.seeds[k]})")
-                    written += 1
-                if verbose:
-                    console.print(timing_table(clip.name, result.timings))
-            except AudioTokenError as exc:
-                failed.append(clip.name)
-                console.print(f"error: {exc}")
-            bar.remove_task(task)
-            bar.advance(overall)
-    summary = f"wrote {written} picture{'s' * (written != 1)} to {out}"
-    if failed:
-        summary += f" ({len(failed)} clip{'s' * (len(failed) != 1)} failed)"
-    console.print(summary)
-    if failed:
-        raise typer.Exit(1)
+    run_jobs(
+        targets,
+        draw,
+        pipeline.bundle.manifest.bundle_id,
+        out,
+        overwrite=overwrite,
+        verbose=verbose,
+        console=console,
+    )
 
 
 def timing_table(title: str, timings):

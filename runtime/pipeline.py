@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,9 +34,22 @@ from runtime.errors import ConfigError
 from runtime.noise import RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
+from runtime.source_picture import (
+    Framing,
+    Mask,
+    PictureSource,
+    SourcePicture,
+    composite,
+    latent_mask,
+    load_mask,
+    load_picture,
+    to_engine_image,
+)
 from runtime.tokenizer import PromptTokenizer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Sound = str | Path | np.ndarray  # a clip file, or samples (at the call's sample_rate)
+Sounds = Sound | Sequence[tuple[Sound, float]]  # one sound, or a mix: (sound, weight) pairs
 
 
 FAST_RECIPE = {"scheduler": "lcm", "steps": 4, "guidance": 1.0}  # LCM-LoRA's: 4 steps, no classifier-free guidance
@@ -131,6 +144,72 @@ class GenerationOptions:
         return draw_seed() if self.seed in (None, RANDOM_SEED) else self.seed
 
 
+@dataclass(frozen=True)
+class EditOptions(GenerationOptions):
+    """How to edit a picture with a sound (SDEdit, optionally masked): the drawing options and how far to move.
+
+    ``strength`` 0 gives the picture back unchanged, 1 draws from pure noise (as ``generate``); in between the
+    scheduler starts that fraction of the way into its schedule from the picture's noised latents (diffusers'
+    img2img; LCM keeps its step count and starts lower). The ``help`` of each field is the ``edit`` option's help.
+    """
+
+    strength: float = field(
+        default=0.6,
+        metadata={"help": "How far the picture may move, 0-1: 0 returns it unchanged, 1 draws anew from noise."},
+    )
+    feather: int = field(
+        default=8,
+        metadata={"help": "With --mask: the soft edge, in pixels of the picture, inside the mask's white region."},
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not (0.0 <= self.strength <= 1.0):  # NaN fails too
+            raise ConfigError(
+                f"strength is {self.strength}; it must be between 0 (keep the picture) and 1 (draw anew)",
+                hint="0.4-0.7 changes a picture while keeping its layout",
+            )
+        if self.feather < 0:
+            raise ConfigError(f"feather is {self.feather} pixels; it must be 0 (a hard edge) or more")
+
+
+@dataclass(frozen=True)
+class EditSource:
+    """What an edit starts from and keeps: the picture's latents (times the scaling factor), the latent mask
+    (1 = may change; None: everything may), and the strength."""
+
+    latents: np.ndarray  # [1, 4, h, w]
+    mask: np.ndarray | None  # [1, 1, h, w] in {0, 1}
+    strength: float
+
+
+def sound_label(sounds: Sounds) -> str:
+    """A sound, or a mix, as PNG metadata and file names write it: 'dog.wav' or 'dog.wav:0.7,rain.wav:0.3'."""
+
+    def name(sound: Sound) -> str:
+        return "samples" if isinstance(sound, np.ndarray) else Path(sound).name
+
+    if is_mix(sounds):
+        return ",".join(f"{name(sound)}:{weight:g}" for sound, weight in sounds)
+    return name(sounds)
+
+
+def is_mix(sounds: Sounds) -> bool:
+    return not isinstance(sounds, (str, Path, np.ndarray))
+
+
+def mix_weights(weights: Sequence[float]) -> np.ndarray:
+    """A mix's weights, normalised to sum 1; refused when they are not finite or do not sum to a positive number
+    (single weights may be negative: a sound taken away)."""
+    values = np.asarray(weights, dtype=np.float64)  # [K]
+    if len(values) == 0 or not np.all(np.isfinite(values)) or not values.sum() > 0:
+        raise ConfigError(
+            f"mix weights {', '.join(f'{w:g}' for w in values) or '(none)'} must be finite and sum to a positive number",
+            hint="e.g. --mix dog.wav:0.7,rain.wav:0.3",
+        )
+    return values / values.sum()
+
+
 @dataclass
 class Timings:
     """Wall time per stage in milliseconds, summed over repeats; ``unet`` (inside ``denoise``) counts the engine
@@ -152,12 +231,14 @@ class Generation:
     prompt: str
     options: GenerationOptions
     timings: Timings
+    sounds: str = ""  # sound_label: the clip, or the mix with its weights
+    edited: dict[str, object] = field(default_factory=dict)  # an edit's source picture, strength and mask
 
-    def metadata(self, index: int, clip: str) -> dict[str, object]:
-        """PNG text chunks for picture ``index``."""
+    def metadata(self, index: int, clip: str | None = None) -> dict[str, object]:
+        """PNG text chunks for picture ``index`` (``clip`` overrides the recorded sound label)."""
         o = self.options
         return {
-            "clip": clip,
+            "clip": clip or self.sounds,
             "prompt": self.prompt,
             "negative_prompt": o.negative_prompt,
             "seed": self.seeds[index],
@@ -166,6 +247,7 @@ class Generation:
             "guidance": o.guidance,
             "start": o.start,
             "downmix": o.downmix,
+            **self.edited,
         }
 
 
@@ -264,12 +346,23 @@ class Pipeline:
         options: GenerationOptions,
         progress: Progress | None = None,
         timings: Timings | None = None,
+        source: EditSource | None = None,
     ) -> np.ndarray:
         """Denoising of the seed's initial noise, classifier-free guided when ``embeddings`` hold both halves
-        ([2, 77, D]; the conditional one alone, [1, 77, D], at guidance 1): -> latents [1, 4, h, w]."""
+        ([2, 77, D]; the conditional one alone, [1, 77, D], at guidance 1): -> latents [1, 4, h, w].
+
+        With a ``source`` (an edit), below strength 1 the loop starts from the source's latents noised (by the same
+        initial noise) to the first remaining step; with a mask, after every step the kept region takes the source's
+        latents noised to the next step (the source itself after the last), as diffusers' inpainting does with a
+        plain UNet (blended latent diffusion)."""
         m = self.bundle.manifest
-        scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps)
-        latents = initial_noise(seed, self.latent_shape) * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
+        strength = 1.0 if source is None else source.strength
+        scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps, strength)
+        noise = initial_noise(seed, self.latent_shape)  # [1, 4, h, w]
+        if strength < 1.0:
+            latents = scheduler.add_noise(source.latents, noise, 0)  # [1, 4, h, w]
+        else:
+            latents = noise * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
         history = None
         step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
         halves = len(embeddings)  # 2: guided, 1: the conditional half alone
@@ -277,17 +370,20 @@ class Pipeline:
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
             started = time.perf_counter()
-            noise = self.run(
+            noise_pred = self.run(
                 "unet", np.concatenate([model_input] * halves), np.array([t]), embeddings
             )  # [halves, 4, h, w]
             if timings is not None:
                 timings.add("unet", started)
                 timings.unet_calls += 1
-            guided = noise  # [1, 4, h, w]
+            guided = noise_pred  # [1, 4, h, w]
             if halves == 2:
-                uncond, cond = noise[:1], noise[1:]
+                uncond, cond = noise_pred[:1], noise_pred[1:]
                 guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
             latents, history = scheduler.step(guided, i, latents, history, rng=step_noise)
+            if source is not None and source.mask is not None:
+                kept = scheduler.add_noise(source.latents, noise, i + 1) if i + 1 < total else source.latents
+                latents = (1 - source.mask) * kept + source.mask * latents  # [1, 4, h, w]
             if progress:
                 progress("denoise", i + 1, total)
         return latents
@@ -297,19 +393,48 @@ class Pipeline:
         """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
         return self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
 
+    # edit: picture -> latents
+    def encode_picture(self, image: np.ndarray) -> np.ndarray:
+        """Image [1, 3, 8h, 8w] in [-1, 1] -> latents [1, 4, h, w], times the scaling factor (the VAE's posterior
+        mean, or the tiny autoencoder's latents), as diffusers' img2img starts from."""
+        return self.run("vae_encoder", image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
+
+    def listen(
+        self, sounds: Sounds, options: GenerationOptions, sample_rate: int, report: Progress, timings: Timings
+    ) -> np.ndarray:
+        """A sound, or a mix of (sound, weight) pairs, -> audio token [1, D]: a mix is the weighted mean of its
+        sounds' tokens (weights normalised to sum 1)."""
+        pairs = list(sounds) if is_mix(sounds) else [(sounds, 1.0)]
+        weights = mix_weights([weight for _, weight in pairs])  # [K]
+        tokens = []
+        for sound, _ in pairs:
+            report("load_audio", 0, 1)
+            started = time.perf_counter()
+            if isinstance(sound, np.ndarray):
+                waveform = prepare_waveform(sound, sample_rate, downmix=options.downmix, start=options.start)
+            else:
+                waveform = load_audio(sound, downmix=options.downmix, start=options.start)  # [160000]
+            timings.add("load_audio", started)
+            report("encode_audio", 0, 1)
+            started = time.perf_counter()
+            tokens.append(self.encode_audio(waveform))  # [1, D]
+            timings.add("encode_audio", started)
+        return np.tensordot(weights.astype(np.float32), np.stack(tokens), axes=1)  # [1, D]
+
     def generate(
         self,
-        clip: str | Path | np.ndarray,
+        sounds: Sounds,
         options: GenerationOptions = GenerationOptions(),
         *,
         sample_rate: int = SAMPLE_RATE,
     ) -> list:
-        """``options.num_images`` PIL pictures for one clip (a file, or samples at ``sample_rate``)."""
-        return self.draw(clip, options, sample_rate=sample_rate).pictures
+        """``options.num_images`` PIL pictures for a sound (a file, or samples at ``sample_rate``) or a mix of
+        (sound, weight) pairs."""
+        return self.draw(sounds, options, sample_rate=sample_rate).pictures
 
     def draw(
         self,
-        clip: str | Path | np.ndarray,
+        sounds: Sounds,
         options: GenerationOptions = GenerationOptions(),
         *,
         sample_rate: int = SAMPLE_RATE,
@@ -320,32 +445,117 @@ class Pipeline:
         options, prompt = self.prepare(options)
         report = progress or (lambda stage, done, total: None)
         timings = Timings()
-
-        report("load_audio", 0, 1)
-        started = time.perf_counter()
-        if isinstance(clip, np.ndarray):
-            waveform = prepare_waveform(clip, sample_rate, downmix=options.downmix, start=options.start)  # [160000]
-        else:
-            waveform = load_audio(clip, downmix=options.downmix, start=options.start)  # [160000]
-        timings.add("load_audio", started)
-        report("encode_audio", 0, 1)
-        started = time.perf_counter()
-        token = self.encode_audio(waveform)  # [1, D]
-        timings.add("encode_audio", started)
-        report("encode_prompt", 0, 1)
-        started = time.perf_counter()
-        embeddings = self.encode_prompt(token, prompt, options.negative_prompt, self.guided(options))  # [2 or 1, 77, D]
-        timings.add("encode_prompt", started)
-
-        first = options.first_seed()
-        seeds = [first + k for k in range(options.num_images)]
+        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
+        seeds = self.seeds(options)
         pictures = []
         for seed in seeds:
-            started = time.perf_counter()
-            latents = self.denoise(embeddings, seed, options, report, timings)  # [1, 4, h, w]
-            timings.add("denoise", started)
-            report("decode_latents", 0, 1)
-            started = time.perf_counter()
-            pictures += to_pictures(self.decode_latents(latents))
-            timings.add("decode_latents", started)
-        return Generation(pictures, seeds, prompt, options, timings)
+            latents = self.timed_denoise(embeddings, seed, options, report, timings)  # [1, 4, h, w]
+            pictures += to_pictures(self.timed_decode(latents, report, timings))
+        return Generation(pictures, seeds, prompt, options, timings, sound_label(sounds))
+
+    def edit(
+        self,
+        picture: PictureSource,
+        sounds: Sounds,
+        options: EditOptions = EditOptions(),
+        *,
+        mask: PictureSource | None = None,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> list:
+        """``options.num_images`` edits of ``picture`` (a path, a PIL image or an array) by a sound or a mix, at the
+        picture's own size; with a ``mask`` (white = may change, black = keep) the kept pixels stay the picture's."""
+        return self.draw_edit(picture, sounds, options, mask=mask, sample_rate=sample_rate).pictures
+
+    def draw_edit(
+        self,
+        picture: PictureSource | SourcePicture,
+        sounds: Sounds,
+        options: EditOptions = EditOptions(),
+        *,
+        mask: PictureSource | Mask | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        progress: Progress | None = None,
+    ) -> Generation:
+        """``edit`` with what reproduces it (as ``draw``), the source picture, strength and mask recorded.
+
+        The picture is fitted to the bundle's size (``runtime.source_picture.Framing``: scaled to fit, margins
+        mirrored), encoded, noised to the strength and denoised with the sound's prompt; the result is brought back
+        to the picture's size and framing and composited with it under the mask (feathered by ``options.feather``)."""
+        options, prompt = self.prepare(options)
+        source = picture if isinstance(picture, SourcePicture) else load_picture(picture)
+        if mask is not None and not isinstance(mask, Mask):
+            mask = load_mask(mask, source.size)
+        report = progress or (lambda stage, done, total: None)
+        timings = Timings()
+        edited: dict[str, object] = {
+            "source": source.name,
+            "source_sha256": source.sha256,
+            "strength": options.strength,
+            **({"mask": mask.name, "mask_sha256": mask.sha256, "feather": options.feather} if mask else {}),
+        }
+        seeds = self.seeds(options)
+        if options.strength == 0:  # nothing may move: the picture itself, exactly
+            kept = composite(source.rgb, source)
+            return Generation(
+                [kept.copy() for _ in seeds], seeds, prompt, options, timings, sound_label(sounds), edited
+            )
+
+        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
+        height, width = self.latent_shape[2:]
+        framing = Framing.fit(source.size, (width * self.vae_factor, height * self.vae_factor))
+        report("encode_picture", 0, 1)
+        started = time.perf_counter()
+        start = EditSource(
+            self.encode_picture(to_engine_image(framing.to_engine(source.rgb))),  # [1, 4, h, w]
+            latent_mask(framing.mask_to_engine(mask.may_change), (height, width)) if mask else None,  # [1, 1, h, w]
+            options.strength,
+        )
+        timings.add("encode_picture", started)
+        pictures = []
+        for seed in seeds:
+            latents = self.timed_denoise(embeddings, seed, options, report, timings, start)  # [1, 4, h, w]
+            (drawn,) = to_pictures(self.timed_decode(latents, report, timings))
+            back = framing.from_engine(np.asarray(drawn))  # [H, W, 3] uint8 at the picture's size
+            pictures.append(composite(back, source, mask.may_change if mask else None, options.feather))
+        return Generation(pictures, seeds, prompt, options, timings, sound_label(sounds), edited)
+
+    @property
+    def vae_factor(self) -> int:
+        """Picture pixels per latent pixel: the VAE decoder's output over its input."""
+        return self.contracts["vae_decoder"].outputs[0].shape[2] // self.latent_shape[2]
+
+    def conditioning(
+        self,
+        sounds: Sounds,
+        options: GenerationOptions,
+        prompt: str,
+        sample_rate: int,
+        report: Progress,
+        timings: Timings,
+    ) -> np.ndarray:
+        """Stages 1-3: sounds -> token -> prompt embeddings [2 or 1, 77, D]."""
+        token = self.listen(sounds, options, sample_rate, report, timings)  # [1, D]
+        report("encode_prompt", 0, 1)
+        started = time.perf_counter()
+        embeddings = self.encode_prompt(token, prompt, options.negative_prompt, self.guided(options))
+        timings.add("encode_prompt", started)
+        return embeddings
+
+    @staticmethod
+    def seeds(options: GenerationOptions) -> list[int]:
+        """Picture k's seed: the first seed + k."""
+        first = options.first_seed()
+        return [first + k for k in range(options.num_images)]
+
+    def timed_denoise(self, embeddings, seed, options, report, timings, source: EditSource | None = None) -> np.ndarray:
+        started = time.perf_counter()
+        latents = self.denoise(embeddings, seed, options, report, timings, source)  # [1, 4, h, w]
+        timings.add("denoise", started)
+        return latents
+
+    def timed_decode(self, latents: np.ndarray, report: Progress, timings: Timings) -> np.ndarray:
+        report("decode_latents", 0, 1)
+        started = time.perf_counter()
+        image = self.decode_latents(latents)  # [1, 3, H, W]
+        timings.add("decode_latents", started)
+        return image

@@ -6,6 +6,7 @@ at 80 columns."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import shlex
 import shutil
@@ -58,7 +59,7 @@ def test_a_batch_keeps_going_and_says_what_it_wrote(generate, clips, tmp_path):
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "notes.wav: not a recognised audio file" in errors[0]
     assert output.count("notes.wav") == 1  # named once, not again in a summary
-    assert output.strip().splitlines()[-1] == f"wrote 2 pictures to {generate.out} (1 clip failed)"
+    assert output.strip().splitlines()[-1] == f"wrote 2 pictures to {generate.out} (1 sound failed)"
     meta = read_png_metadata(generate.out / "-dash.png")
     assert (meta["seed"], meta["steps"], meta["scheduler"], meta["clip"], meta["start"]) == (
         "9",
@@ -184,7 +185,7 @@ def test_an_onnx_runtime_failure_fails_the_clip_not_the_batch(generate, clips, m
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 2 and all("ONNX Runtime failed running engine unet on cpu" in e for e in errors)
     assert "Traceback" not in output and output.strip().endswith(
-        "wrote 0 pictures to " + str(generate.out) + " (2 clips failed)"
+        "wrote 0 pictures to " + str(generate.out) + " (2 sounds failed)"
     )
 
 
@@ -260,3 +261,81 @@ def test_help_reads_at_80_columns(command, options):
     for spec in dataclasses.fields(options) if options else ():
         if "help" in spec.metadata and spec.name not in ("exclude",):
             assert " ".join(spec.metadata["help"].split()).replace("- ", "-") in flat, (command, spec.name)
+
+
+@pytest.fixture
+def edit(tiny_bundle, tmp_path):
+    out = tmp_path / "edited"
+    photo = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((120, 90, 3)) * 255).astype(np.uint8)).save(photo, quality=95)
+
+    def run(*args, steps: int = 2):
+        return invoke("edit", "--engines", tiny_bundle, "--out", out, "--steps", steps, *args)
+
+    run.out, run.photo = out, photo
+    return run
+
+
+def test_edit_writes_each_clip_at_the_picture_size_and_records_its_source(edit, clips, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wave file" * 10)
+    mask = tmp_path / "mask.png"
+    white = np.zeros((60, 45), np.uint8)
+    white[10:40, 10:30] = 255
+    Image.fromarray(white).save(mask)
+    code, output = edit(edit.photo, clips[0], bad, "--mask", mask, "--strength", 0.7, "--seed", 4)
+    assert code == 1 and "note: mask.png is 45x60, the picture 90x120: resized to 90x120" in output
+    assert "error: " in output and "bad.wav" in output
+    assert output.strip().splitlines()[-1] == f"wrote 1 picture to {edit.out} (1 sound failed)"
+    written = edit.out / f"photo-{clips[0].stem}.png"
+    assert [p.name for p in edit.out.iterdir()] == [written.name]
+    with Image.open(written) as picture, Image.open(edit.photo) as source:
+        assert picture.size == source.size == (90, 120)
+        kept = np.asarray(Image.fromarray(white).resize((90, 120), Image.NEAREST)) == 0
+        assert np.array_equal(np.asarray(picture)[kept], np.asarray(source.convert("RGB"))[kept])
+    meta = read_png_metadata(written)
+    assert (meta["source"], meta["strength"], meta["mask"], meta["feather"], meta["seed"]) == (
+        "photo.jpg", "0.7", "mask.png", "8", "4"
+    )  # fmt: skip
+    assert meta["source_sha256"] == hashlib.sha256(edit.photo.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strength", 1.5], "error: strength is 1.5; it must be between 0"),
+        (["--feather", -1], "error: feather is -1 pixels"),
+        (["--mix", "a.wav"], "error: --mix: 'a.wav' is not CLIP:WEIGHT"),
+        (["--mix", "missing.wav:1"], "error: --mix: missing.wav: no such clip"),
+    ],
+)
+def test_bad_edit_options_are_one_line_errors(edit, clips, args, message):
+    code, output = edit(edit.photo, clips[0], *args)
+    lines = output.strip().splitlines()
+    assert code != 0 and lines[0].startswith(message), lines
+    assert len(lines) <= 2 and not edit.out.exists()
+
+
+def test_a_bad_picture_is_one_line_before_any_work(edit, clips, tmp_path):
+    cut = tmp_path / "cut.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 100).save(cut)
+    cut.write_bytes(cut.read_bytes()[:60])
+    for picture, words in ((tmp_path / "none.png", "none.png: no such file"), (cut, "cut.png")):
+        code, output = edit(picture, clips[0])
+        lines = output.strip().splitlines()
+        assert code == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+        assert "Traceback" not in output and not edit.out.exists()
+
+
+def test_a_mix_is_one_more_picture_named_by_its_clips(generate, clips):
+    mix = f"{clips[0]}:0.7,{clips[1]}:0.3"
+    code, output = generate("--seed", 2, "--mix", mix, clips[0])
+    assert code == 0, output
+    mixed = generate.out / f"{clips[0].stem}+{clips[1].stem}.png"
+    assert {p.name for p in generate.out.iterdir()} == {f"{clips[0].stem}.png", mixed.name}
+    assert read_png_metadata(mixed)["clip"] == f"{clips[0].name}:0.7,{clips[1].name}:0.3"
+    code, output = generate("--mix", f"{clips[0]}:1,{clips[1]}:-1")
+    assert code != 0 and "error: mix weights 1, -1 must be finite and sum to a positive number" in output
+    code, output = invoke("generate", "--engines", generate.out, "--out", generate.out)
+    assert code != 0 and "error: no sound given" in output

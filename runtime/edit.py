@@ -1,0 +1,116 @@
+"""``audiotoken-rt edit``: a picture changed by what a sound means (SDEdit, optionally masked), with a bundle's engines.
+
+Place in the data flow: picture (+ mask) -> ``runtime.source_picture`` (read, fit to the engines) and clips (or
+``--mix``) -> ``runtime.pipeline.Pipeline.draw_edit`` (encode the picture, noise it to ``--strength``, denoise with
+the sound's prompt, keep the mask's black region on the picture's own trajectory) -> the result at the picture's
+size and framing, composited under the mask -> ``runtime.picture.save_png`` -> ``OUT/<picture stem>-<clip stem>.png``.
+The picture and mask are read and every output path checked before any work; then a batch of clips keeps going
+past a bad clip (``runtime.generate.run_jobs``). The PNG records the source picture (name, sha256), strength and mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runtime.audio import DOWNMIX_MODES
+from runtime.backends import DEVICES, backend_names
+from runtime.command import choice, option, reports_errors
+from runtime.generate import CLIPS_HELP, MIX_HELP, Job, check_outputs, jobs_for, picture_paths, run_jobs
+from runtime.pipeline import EditOptions, Generation
+from runtime.schedulers import SCHEDULER_NAMES
+
+PICTURE_HELP = (
+    "The picture to edit: PNG, JPEG, WebP (any mode, any size; transparency kept). It is scaled to fit the "
+    "bundle's size, its margins filled by mirroring, and the edit comes back at the picture's own size and framing."
+)
+MASK_HELP = (
+    "Where the picture may change: white may change, black stays exactly the picture's (a mask of another size is "
+    "resized to the picture's, with a note)."
+)
+
+
+@reports_errors
+def edit_command(
+    picture: Path = typer.Argument(..., help=PICTURE_HELP, show_default=False, metavar="PICTURE"),
+    clips: list[Path] = typer.Argument(None, help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
+    engines: Path = typer.Option(
+        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder for the pictures: OUT/<picture stem>-<clip stem>.png (-<k> for several).",
+        show_default=False,
+    ),
+    strength: float = option(EditOptions, "strength", "--strength"),
+    mask: Path | None = typer.Option(None, "--mask", help=MASK_HELP, show_default=False),
+    feather: int = option(EditOptions, "feather", "--feather"),
+    fast: bool = option(EditOptions, "fast", "--fast"),
+    steps: int | None = option(EditOptions, "steps", "--steps", show_default=False),
+    guidance: float | None = option(EditOptions, "guidance", "--guidance", show_default=False),
+    seed: int | None = option(EditOptions, "seed", "--seed", show_default=False),
+    scheduler: str | None = option(
+        EditOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    prompt: str | None = option(EditOptions, "prompt", "--prompt", show_default="the bundle's"),
+    negative_prompt: str = option(EditOptions, "negative_prompt", "--negative-prompt"),
+    num_images: int = option(EditOptions, "num_images", "--num-images"),
+    mix: str | None = typer.Option(None, "--mix", help=MIX_HELP, show_default=False),
+    start: float = option(EditOptions, "start", "--start"),
+    downmix: str = option(EditOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
+    backend: str = typer.Option(
+        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
+    ),
+    device: str = typer.Option(
+        "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
+) -> None:
+    """Edit a picture with each sound clip (and a --mix of clips): the picture moves toward what the sound means, as
+    far as --strength lets it, only where --mask is white; a bad clip is reported and skipped."""
+    from rich.console import Console
+
+    from runtime.pipeline import Pipeline
+    from runtime.source_picture import load_mask, load_picture
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = EditOptions(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        num_images=num_images,
+        fast=fast,
+        start=start,
+        downmix=downmix,
+        strength=strength,
+        feather=feather,
+    )
+    options.check()
+    targets = picture_paths(jobs_for(clips or [], mix), out, num_images, prefix=f"{picture.stem}-")
+    check_outputs(targets, out, overwrite)
+    source = load_picture(picture)
+    keep = load_mask(mask, source.size) if mask is not None else None
+    if keep is not None and keep.note:
+        console.print(f"note: {keep.note}")
+    with console.status(f"opening {engines} ({backend}, {device})"):
+        pipeline = Pipeline.open(engines, backend=backend, device=device)
+    pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
+
+    def draw(job: Job, report) -> Generation:
+        return pipeline.draw_edit(source, job.sounds, options, mask=keep, progress=report)
+
+    run_jobs(
+        targets,
+        draw,
+        pipeline.bundle.manifest.bundle_id,
+        out,
+        overwrite=overwrite,
+        verbose=verbose,
+        console=console,
+    )
