@@ -39,6 +39,42 @@ demo:
     audiotoken-rt generate tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/demo/engines --out .cache/demo/pictures --seed 0 --overwrite --verbose
     @echo "picture: .cache/demo/pictures/3YOH4c9HXpo_290000_300000.png"
 
+# Several sounds in one picture on the tiny models (random weights: the layout is what it shows): each layout's
+# regions beside the picture composed with it, in docs/compose-sheet.png
+demo-compose:
+    test -d .cache/demo/models || audiotoken-rt make-random .cache/demo/models
+    audiotoken-rt export --sd .cache/demo/models/sd --beats .cache/demo/models/beats.pt --embedder .cache/demo/models/embedder.bin --out .cache/demo/engines-256 --height 256 --width 256
+    just _compose-sheet
+
+_compose-sheet:
+    #!/usr/bin/env python
+    from pathlib import Path
+    from PIL import Image, ImageDraw
+    from runtime.pipeline import ComposeOptions, Pipeline
+    from runtime.regions import layout_picture, parse_layout, region_weights
+    pipe = Pipeline.open(".cache/demo/engines-256")
+    clips = sorted(Path("tests/data").glob("*.wav")) + sorted(Path("../shared/data/vggsound").glob("*.wav"))
+    layouts = [("left,right", None), ("top,bottom", None), ("2x2", None), ("0,0,0.4,1;0.55,0.1,0.95,0.6", "a park at dusk")]
+    size, rows = 256, []
+    for layout, background in layouts:
+        boxes = parse_layout(layout)
+        sounds = [clips[k % len(clips)] for k in range(len(boxes))]
+        options = ComposeOptions(layout=layout, background=background, seed=1, steps=8)
+        weights = region_weights(boxes, pipe.latent_shape[2:], background=background is not None)
+        drawn = pipe.compose(sounds, options)[0]
+        title = f"--layout {layout}" + (f' --background "{background}"' if background else "")
+        rows.append((title, layout_picture(weights, boxes, (size, size)), drawn))
+    sheet = Image.new("RGB", (2 * size + 30, len(rows) * (size + 40) + 10), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, regions, drawn) in enumerate(rows):
+        top = 10 + r * (size + 40)
+        draw.text((10, top), title, fill="black", font_size=14)
+        sheet.paste(regions, (10, top + 25))
+        sheet.paste(drawn, (size + 20, top + 25))
+    Path("docs").mkdir(exist_ok=True)
+    sheet.save("docs/compose-sheet.png")
+    print("wrote docs/compose-sheet.png")
+
 # Benchmark onnxruntime against torch on SD 1.5 + BEATs (random weights, 256x256, CPU) per bundle precision; JSON in .cache/bench/
 bench steps="10" size="256" precisions="int8 fp32":
     for p in {{precisions}}; do \

@@ -4,6 +4,7 @@
 |-------------|---------------------------|-------------------------------------|
 | generate    | runtime/generate.py       | the runtime (numpy, ONNX Runtime)   |
 | edit        | runtime/edit.py           | the runtime                         |
+| compose     | runtime/compose.py        | the runtime                         |
 | info        | runtime/info.py           | the runtime                         |
 | bench       | runtime/bench.py          | the runtime (+ torch for its torch) |
 | export      | export/cli.py             | the ``export`` extra (torch)        |
@@ -27,6 +28,7 @@ from audiotoken.cli import make_random_command, train_command
 from export.cli import export_command
 from export.doctor import doctor_command
 from runtime.bench import bench_command
+from runtime.compose import compose_command
 from runtime.edit import edit_command
 from runtime.generate import generate_command
 from runtime.info import info_command
@@ -87,6 +89,7 @@ def root(
 
 app.command("generate")(generate_command)
 app.command("edit")(edit_command)
+app.command("compose")(compose_command)
 app.command("info")(info_command)
 app.command("bench")(bench_command)
 app.command("export")(export_command)

@@ -122,6 +122,7 @@ def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> s
         "precision": precision,
         "template": template,
         "unet_batches": list(dims.unet_batches),
+        "token_slots": dims.token_slots,
         "lora_scale": sources.lora.scale if sources.lora else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -314,6 +315,7 @@ def build_bundle(
             engines=engines,
             created_with=versions(),
             recipe=bundle_recipe(sources, dims),
+            token_slots=dims.token_slots,
         )
         write_manifest(staging, manifest)
     return manifest

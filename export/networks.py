@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from audiotoken.text import TextConditioner, tokenize
+from audiotoken.text import TextConditioner, slot_ids, tokenize
 from export.sources import Sources
 from runtime.audio import load_audio
 from runtime.contract import (
     DYNAMIC,
     LATENT_CHANNELS,
     N_SAMPLES,
-    PLACEHOLDER,
+    SLOT_PLACEHOLDERS,
+    TOKEN_SLOTS,
     VAE_FACTOR,
     Dims,
     EngineContract,
@@ -142,7 +143,7 @@ def read_dims(sources: Sources, height: int | None, width: int | None, unet_batc
             f"image size {height}x{width}: expected positive multiples of {factor} (the VAE's scale factor)",
             hint="e.g. --height 512 --width 512",
         )
-    return Dims(token_dim, height, width, unet_batches)
+    return Dims(token_dim, height, width, unet_batches, TOKEN_SLOTS)
 
 
 def seeded() -> torch.Generator:
@@ -165,14 +166,15 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
     scaling_factor = sources.autoencoder_config()["scaling_factor"]
 
     def text_conditioner() -> nn.Module:
-        tokenizer = sources.sd.tokenizer()
-        return TextConditioner(
-            sources.sd.text_encoder(eager_attention=True), tokenizer.convert_tokens_to_ids(PLACEHOLDER)
-        ).eval()
+        ids = slot_ids(sources.sd.tokenizer())[: dims.token_slots]
+        return TextConditioner(sources.sd.text_encoder(eager_attention=True), ids).eval()
+
+    # the sample prompt holds every slot, so the parity check sees each token spliced at its own placeholder
+    sample_prompt = template + "".join(f", {token}" for token in SLOT_PLACEHOLDERS[1 : dims.token_slots])
 
     def text_sample() -> tuple[torch.Tensor, ...]:
-        ids = tokenize(sources.sd.tokenizer(), [template])  # [1, 77]
-        return ids, torch.randn(shape["audio_token"], generator=seeded())  # [1, 77], [1, D]
+        ids = tokenize(sources.sd.tokenizer(), [sample_prompt])  # [1, 77]
+        return ids, torch.randn(shape["audio_token"], generator=seeded())  # [1, 77], [1, S, D] (or [1, D])
 
     def unet_sample() -> tuple[torch.Tensor, ...]:
         g = seeded()
@@ -196,7 +198,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             contracts["text_encoder"],
             build=text_conditioner,
             sample=text_sample,
-            sample_note=f"template {template!r}, token seed {SEED}",
+            sample_note=f"prompt {sample_prompt!r}, token seed {SEED}",
             fp32_ops=("LayerNormalization", "Softmax"),
         ),
         Network(

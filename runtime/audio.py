@@ -9,7 +9,8 @@ The reading recipe (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official cod
    inference reads it), plus a short margin for the resampler. Only that window is decoded (libsndfile seeks
    to its first frame), so a long file costs little;
 2. mono: channel 0 as the official `inference.py` does (`downmix="first"`), or the mean of the
-   channels as the official HF Space does (`downmix="mean"`);
+   channels as the official HF Space does (`downmix="mean"`), or channel 1 (`downmix="second"`, the right of a
+   stereo pair, channel 0 of a mono clip: `generate --stereo` hears each side);
 3. resample to 16 kHz with soxr (high quality) when the file's rate differs, then clip to [-1, 1);
 4. when less than 10 s remain from `start` (a short clip, or a start near the end), loop-tile what remains
    (repeat it, never zero-pad); keep exactly 160_000 samples.
@@ -44,7 +45,9 @@ import soxr
 from runtime.contract import CLIP_SECONDS, N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioLoadError, ConfigError
 
-DOWNMIX_MODES = ("first", "mean")  # channel 0 (official inference.py) | channel mean (official HF Space)
+# channel 0 (official inference.py) | channel mean (official HF Space) | channel 1 (a stereo pair's right; channel 0
+# of a mono clip): generate --stereo reads "first" and "second"
+DOWNMIX_MODES = ("first", "mean", "second")
 _MAX_CHANNELS = 1024  # libsndfile's own limit; a wider [N, C] array is almost surely a [C, N] one
 _MAX_BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # 1 - 2**-24: the top of [-1, 1) in float32
 _RESAMPLE_MARGIN_SECONDS = 0.1  # decoded past 10 s so the resampler's lookahead sees real audio at the cut
@@ -154,7 +157,10 @@ def prepare_waveform(
         )
 
     if x.ndim == 2:
-        x = x[:, 0] if downmix == "first" else x.mean(axis=1, dtype=np.float32)  # [N, C] -> [N]
+        if downmix == "mean":
+            x = x.mean(axis=1, dtype=np.float32)  # [N, C] -> [N]
+        else:
+            x = x[:, 0 if downmix == "first" else min(1, x.shape[1] - 1)]  # [N, C] -> [N]
     x = np.ascontiguousarray(x)  # [N]
     if sample_rate != SAMPLE_RATE:
         n_in = len(x)
@@ -171,7 +177,7 @@ def _check_options(downmix: str, start: float, name: str) -> None:
     if downmix not in DOWNMIX_MODES:
         raise ConfigError(
             f"downmix must be one of {', '.join(map(repr, DOWNMIX_MODES))}, got {downmix!r}",
-            hint='"first" keeps channel 0 like the official inference; "mean" averages the channels',
+            hint='"first" keeps channel 0 like the official inference; "mean" averages the channels; "second" keeps channel 1',
         )
     if not (isinstance(start, numbers.Real) and 0 <= start < math.inf):
         raise ConfigError(

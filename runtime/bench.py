@@ -8,6 +8,8 @@ A configuration is a bundle, a backend and a way to draw (``GenerationOptions``)
   full VAE for a plain bundle), ``fast`` (``FAST`` with ``--fast``: LCM, 4 steps, guidance 1, the tiny decoder)
   and ``torch-fast`` (the same fast recipe on the PyTorch networks, fp32); ratios fast / default and
   fast / torch-fast;
+- ``--regions`` adds ``NAME-2regions``: the clip composed twice in two regions (left, right), whose UNet step
+  (all of its calls) over the plain one is what a region costs;
 - ``--edit`` adds, beside each configuration, ``NAME-edit``: ``edit`` at strength 0.6 of the picture that
   configuration's warm-up drew (the same recipe, so about 60% of the UNet steps plus the VAE encoder); ratios
   between the edit configurations as between the others, and each edit over its own generate.
@@ -40,7 +42,7 @@ import typer
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import EditOptions, GenerationOptions, Pipeline
+from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
 from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "encode_picture", "denoise", "decode_latents")
@@ -65,6 +67,13 @@ class BenchOptions:
     scheduler: str | None = field(
         default=None,
         metadata={"help": "Scheduler of the measured pictures (--backends only; default: the bundle's recipe)."},
+    )
+    regions: bool = field(
+        default=False,
+        metadata={
+            "help": "Also measure two regions beside each configuration (NAME-2regions: compose the clip twice, "
+            "--layout left,right); the unconditional pass is shared."
+        },
     )
     edit: bool = field(
         default=False,
@@ -103,25 +112,30 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
     editing = isinstance(options, EditOptions)
 
     def draw(options: GenerationOptions):
-        return pipeline.draw_edit(picture, clip, options) if editing else pipeline.draw(clip, options)
+        if editing:
+            return pipeline.draw_edit(picture, clip, options)
+        if isinstance(options, ComposeOptions):
+            return pipeline.draw_compose([clip, clip], options)
+        return pipeline.draw(clip, options)
 
-    if editing:
+    if editing or isinstance(options, ComposeOptions):
         draw(warm_up)
     stages: dict[str, float] = {}
-    unet_ms, unet_calls, total_ms = 0.0, 0, 0.0
+    unet_ms, unet_steps, total_ms = 0.0, 0, 0.0
     for _ in range(repeats):
         started = time.perf_counter()
         result = draw(options)
         total_ms += (time.perf_counter() - started) * 1000
         for stage in STAGES:
-            stages[stage] = stages.get(stage, 0.0) + result.timings.stages.get(stage, 0.0)
+            if stage in result.timings.stages:  # encode_picture only when editing
+                stages[stage] = stages.get(stage, 0.0) + result.timings.stages[stage]
         unet_ms += result.timings.stages.get("unet", 0.0)
-        unet_calls += result.timings.unet_calls
+        unet_steps += result.timings.steps
     drawn = result.options
     return {
         "stages": {stage: ms / repeats for stage, ms in stages.items()},
         "total_ms": total_ms / repeats,
-        "unet_step_ms": unet_ms / unet_calls,
+        "unet_step_ms": unet_ms / unet_steps,  # per denoising step (two regions: all their calls)
         "open_ms": open_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "recipe": {
@@ -208,7 +222,9 @@ def main() -> None:
     parser.add_argument("repeats", type=int)
     parser.add_argument("options", type=json.loads)
     args = parser.parse_args()
-    kind = EditOptions if "strength" in args.options else GenerationOptions
+    kind = (
+        EditOptions if "strength" in args.options else ComposeOptions if "layout" in args.options else GenerationOptions
+    )
     try:
         figures = measure(args.bundle, args.backend, args.device, args.clip, args.repeats, kind(**args.options))
     except AudioTokenError as exc:
@@ -241,15 +257,16 @@ def bench_configs(
         options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler)  # unset: the bundle's recipe
         configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
         pairs = [(name, "torch") for name in backends if name != "torch"]
-    if not settings.edit:
-        return configs, pairs
-    edits = [
-        replace(c, name=f"{c.name}-edit", options=EditOptions(**asdict(c.options), strength=EDIT_STRENGTH))
-        for c in configs
-    ]
-    return configs + edits, pairs + [(f"{a}-edit", f"{b}-edit") for a, b in pairs] + [
-        (f"{c.name}-edit", c.name) for c in configs
-    ]
+    variants = {"edit": dict(strength=EDIT_STRENGTH)} if settings.edit else {}
+    if settings.regions:
+        variants["2regions"] = dict(layout="left,right")
+    beside, base_pairs = [], list(pairs)
+    for suffix, extra in variants.items():
+        kind = EditOptions if suffix == "edit" else ComposeOptions
+        beside += [replace(c, name=f"{c.name}-{suffix}", options=kind(**asdict(c.options), **extra)) for c in configs]
+        pairs += [(f"{a}-{suffix}", f"{b}-{suffix}") for a, b in base_pairs]
+        pairs += [(f"{c.name}-{suffix}", c.name) for c in configs]
+    return configs + beside, pairs
 
 
 def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict]):
@@ -305,6 +322,7 @@ def bench_command(
         BenchOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
     ),
     edit: bool = option(BenchOptions, "edit", "--edit"),
+    regions: bool = option(BenchOptions, "regions", "--regions"),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the figures to this JSON file.", show_default=False
     ),
@@ -316,7 +334,9 @@ def bench_command(
     from runtime.atomic import write_atomically
     from runtime.bundle import read_manifest
 
-    settings = BenchOptions(steps=steps, repeats=repeats, rounds=rounds, scheduler=scheduler, edit=edit)
+    settings = BenchOptions(
+        steps=steps, repeats=repeats, rounds=rounds, scheduler=scheduler, edit=edit, regions=regions
+    )
     settings.check()
     names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
     manifest = read_manifest(engines)

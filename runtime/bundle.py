@@ -27,8 +27,8 @@ from runtime.atomic import write_atomically
 from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
 from runtime.errors import BundleError
 
-SCHEMA_VERSION = 2  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling)
-READABLE_VERSIONS = (1, 2)  # a version-1 manifest reads as the recipe every bundle had then: Recipe()
+SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
+READABLE_VERSIONS = (1, 2, 3)  # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
 
@@ -227,11 +227,12 @@ class Manifest:
     engines: dict[str, Engine]
     created_with: dict[str, str]  # package versions of the export
     recipe: Recipe = Recipe()
+    token_slots: int = 1  # sounds a prompt may hold (the text engine's token slots); 1 before schema 3
 
     @property
     def dims(self) -> Dims:
         """The sizes the engines' static shapes are made of (``runtime.contract``)."""
-        return Dims(self.token_dim, self.height, self.width, self.recipe.unet_batches)
+        return Dims(self.token_dim, self.height, self.width, self.recipe.unet_batches, self.token_slots)
 
     @property
     def bundle_id(self) -> str:
@@ -315,6 +316,7 @@ class Manifest:
                 files=tuple(FileEntry(**f) for f in d["files"]),
                 engines={name: Engine.from_json(e) for name, e in d["engines"].items()},
                 recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
+                token_slots=d["token_slots"] if version >= 3 else 1,
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(

@@ -34,7 +34,9 @@ N_SAMPLES = CLIP_SECONDS * SAMPLE_RATE  # 160_000 samples: the waveform input of
 
 # Text (spec 5.3, 5.4, 6.2): CLIP's context is BOS + 75 tokens + EOS.
 TEXT_LENGTH = 77
-PLACEHOLDER = "<*>"  # the token the audio token replaces
+PLACEHOLDER = "<*>"  # the token the audio token replaces (the one-sound form; slot 1 of a multi-sound prompt)
+TOKEN_SLOTS = 4  # sounds one prompt may hold: <1> (written <*> in the vocabulary), <2>, <3>, <4>
+SLOT_PLACEHOLDERS = (PLACEHOLDER, "<2>", "<3>", "<4>")  # the tokens the tokenizer holds, in slot order
 DEFAULT_TEMPLATE = "a photo of <*>, 4k, high resolution"  # official inference.py
 TRAIN_TEMPLATE = "a photo of <*>"  # official train.py (and the HF Space's inference)
 
@@ -75,12 +77,14 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Dims:
-    """The sizes a bundle's shapes are made of: D (CLIP width), the picture's height and width, the UNet's batches."""
+    """The sizes a bundle's shapes are made of: D (CLIP width), the picture's height and width, the UNet's batches,
+    and the token slots of the text engine (1: a bundle from before multi-sound prompts, audio_token [1, D])."""
 
     token_dim: int
     height: int
     width: int
     unet_batches: tuple[int, ...] = (GUIDED_BATCH,)
+    token_slots: int = 1
 
     @property
     def unet_batch(self) -> int:
@@ -131,13 +135,15 @@ def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
     """The five engines' I/O at ``dims``, in data order."""
     D, (h, w), c, n = dims.token_dim, dims.latent_size, LATENT_CHANNELS, dims.unet_batch
     audio_token = float_spec("audio_token", 1, D)
+    # the text engine takes one token per slot ([1, S, D]; slot s replaces SLOT_PLACEHOLDERS[s]), or one ([1, D])
+    slot_tokens = audio_token if dims.token_slots == 1 else float_spec("audio_token", 1, dims.token_slots, D)
     image = float_spec("image", 1, 3, dims.height, dims.width)
     latent = float_spec("latent", 1, c, h, w)
     contracts = [
         EngineContract("audio_encoder", (float_spec("waveform", 1, N_SAMPLES),), (audio_token,)),
         EngineContract(
             "text_encoder",
-            (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), audio_token),
+            (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), slot_tokens),
             (float_spec("text_embeddings", 1, TEXT_LENGTH, D),),
         ),
         EngineContract(

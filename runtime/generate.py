@@ -37,14 +37,12 @@ CLIPS_HELP = (
 
 @dataclass(frozen=True)
 class Job:
-    """One sound to draw (or edit) with: a clip, or a mix of (clip, weight) pairs; ``stem`` names its pictures."""
+    """What one set of pictures is drawn from: a clip, a mix of (clip, weight) pairs, or (compose) several clips;
+    ``stem`` names its pictures, ``label`` names it in messages."""
 
-    sounds: Path | tuple[tuple[Path, float], ...]
+    sounds: Path | tuple
     stem: str
-
-    @property
-    def label(self) -> str:
-        return sound_label(self.sounds)
+    label: str
 
 
 def parse_mix(text: str) -> tuple[tuple[Path, float], ...]:
@@ -68,10 +66,10 @@ def parse_mix(text: str) -> tuple[tuple[Path, float], ...]:
 
 def jobs_for(clips: list[Path], mix: str | None) -> list[Job]:
     """A job per clip, and one for the mix (named by its clips' stems joined with '+')."""
-    jobs = [Job(clip, clip.stem) for clip in clips]
+    jobs = [Job(clip, clip.stem, clip.name) for clip in clips]
     if mix:
         pairs = parse_mix(mix)
-        jobs.append(Job(pairs, "+".join(path.stem for path, _ in pairs)))
+        jobs.append(Job(pairs, "+".join(path.stem for path, _ in pairs), sound_label(pairs)))
     if not jobs:
         raise ConfigError("no sound given", hint="name clips, or a mix with --mix A.wav:0.7,B.wav:0.3")
     return jobs
@@ -164,6 +162,7 @@ def generate_command(
         ..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False
     ),
     fast: bool = option(GenerationOptions, "fast", "--fast"),
+    stereo: bool = option(GenerationOptions, "stereo", "--stereo"),
     steps: int | None = option(GenerationOptions, "steps", "--steps", show_default=False),
     guidance: float | None = option(GenerationOptions, "guidance", "--guidance", show_default=False),
     seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
@@ -206,6 +205,7 @@ def generate_command(
         fast=fast,
         start=start,
         downmix=downmix,
+        stereo=stereo,
     )
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images)

@@ -33,6 +33,7 @@ from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATC
 from runtime.errors import ConfigError
 from runtime.noise import RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
+from runtime.regions import DEFAULT_BLEND, LAYOUT_HELP, Box, parse_layout, region_weights, stereo_boxes
 from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
 from runtime.source_picture import (
     Framing,
@@ -45,7 +46,7 @@ from runtime.source_picture import (
     load_picture,
     to_engine_image,
 )
-from runtime.tokenizer import PromptTokenizer
+from runtime.tokenizer import SLOT, PromptTokenizer, check_slots
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Sound = str | Path | np.ndarray  # a clip file, or samples (at the call's sample_rate)
@@ -96,13 +97,24 @@ class GenerationOptions:
     )
     downmix: str = field(
         default="first",
-        metadata={"help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them."},
+        metadata={
+            "help": "Several channels: 'first' keeps channel 0 (the official inference), 'mean' averages them, "
+            "'second' keeps channel 1."
+        },
     )
     fast: bool = field(
         default=False,
         metadata={
             "help": "The fast recipe: LCM, 4 steps, guidance 1, the tiny decoder; needs a bundle exported with "
             "--lcm-lora and --tiny-vae (just export-fast)."
+        },
+    )
+    stereo: bool = field(
+        default=False,
+        metadata={
+            "help": "Place a stereo clip's sides: the left and right channels each give a token, drawn on their side "
+            "of the picture, widths following the channels' energies over the 10 s window; equal channels (or mono) "
+            "give the plain picture."
         },
     )
 
@@ -174,6 +186,42 @@ class EditOptions(GenerationOptions):
 
 
 @dataclass(frozen=True)
+class ComposeOptions(GenerationOptions):
+    """How to draw several sounds in one picture. Without ``layout``, one prompt holds them all at ``<1>``..``<K>``
+    (default: the bundle's template with ``<*>`` read as ``<1> and <2> ...``). With ``layout``, sound k gets box k
+    of the picture and the one-sound prompt (``<*>``) there, ``background`` (a prompt, no sound) what the boxes
+    leave; the regions' noise predictions are blended under soft masks (``runtime.regions``)."""
+
+    layout: str | None = field(default=None, metadata={"help": f"Give each sound a region: {LAYOUT_HELP}."})
+    background: str | None = field(
+        default=None,
+        metadata={"help": "With --layout: the prompt (no sound) for what the regions leave, e.g. 'a park at dusk'."},
+    )
+    blend: float = field(
+        default=DEFAULT_BLEND,
+        metadata={"help": "With --layout: the soft edge between regions, a fraction of the picture's shorter side."},
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not 0 < self.blend <= 1:
+            raise ConfigError(f"blend is {self.blend}; it must be in (0, 1] (a fraction of the picture's side)")
+        if self.background is not None and self.layout is None:
+            raise ConfigError("--background needs --layout (the regions it surrounds)")
+        if self.layout is not None:
+            parse_layout(self.layout)
+
+
+@dataclass(frozen=True)
+class Regions:
+    """A composed picture's conditioning: the prompt of each region row, and the weights the rows are blended with."""
+
+    prompts: tuple[str, ...]  # one per conditional row: region k's prompt, then the background's
+    boxes: tuple[Box, ...]
+    weights: np.ndarray  # [C, 1, h, w], summing to one
+
+
+@dataclass(frozen=True)
 class EditSource:
     """What an edit starts from and keeps: the picture's latents (times the scaling factor), the latent mask
     (1 = may change; None: everything may), and the strength."""
@@ -213,10 +261,11 @@ def mix_weights(weights: Sequence[float]) -> np.ndarray:
 @dataclass
 class Timings:
     """Wall time per stage in milliseconds, summed over repeats; ``unet`` (inside ``denoise``) counts the engine
-    calls alone, ``unet_calls`` of them."""
+    calls alone, ``unet_calls`` of them over ``steps`` denoising steps (several calls per step for regions)."""
 
     stages: dict[str, float] = field(default_factory=dict)
     unet_calls: int = 0
+    steps: int = 0
 
     def add(self, stage: str, started: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000
@@ -263,6 +312,12 @@ class Pipeline:
             raise ConfigError(
                 f"{bundle.root}: tokenizer puts {PLACEHOLDER} at id {self.tokenizer.placeholder_id}, manifest says {bundle.manifest.placeholder_id}"
             )
+        if len(self.tokenizer.slot_ids) < bundle.manifest.token_slots:
+            raise ConfigError(
+                f"{bundle.root}: the manifest says {bundle.manifest.token_slots} token slots, the tokenizer holds "
+                f"{len(self.tokenizer.slot_ids)} placeholders",
+                hint=f"rebuild it: {bundle.manifest.rebuild_command(bundle.root)}",
+            )
         self.uncond_cache: dict[str, np.ndarray] = {}
         self.cache_lock = threading.Lock()
 
@@ -282,9 +337,8 @@ class Pipeline:
         """[1, 4, h, w]: the VAE decoder's input in the contract at the bundle's size."""
         return self.contracts["vae_decoder"].inputs[0].shape
 
-    def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
-        """``options`` completed from the bundle's recipe and checked against what the bundle holds, and the
-        prompt they draw with (the bundle's template by default), checked with the negative prompt."""
+    def resolve(self, options: GenerationOptions) -> GenerationOptions:
+        """``options`` completed from the bundle's recipe and checked against what the bundle holds."""
         recipe, root = self.bundle.manifest.recipe, self.bundle.root
         if options.fast and not recipe.fast:
             raise ConfigError(
@@ -301,9 +355,38 @@ class Pipeline:
                 "this bundle holds batch 1 only",
                 hint="use --guidance 1 (the fast recipe), or export the bundle with --unet-batch 1,2",
             )
+        self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
+        return options
+
+    def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
+        """``resolve``d options and the one-sound prompt they draw with (the bundle's template by default), checked."""
+        options = self.resolve(options)
         prompt = options.prompt or self.bundle.manifest.template
         self.tokenizer.encode(prompt, require_placeholder=True)
-        self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
+        return options, prompt
+
+    def prepare_compose(self, options: ComposeOptions, sounds: int) -> tuple[ComposeOptions, str]:
+        """``resolve``d options and the prompt of a composition of ``sounds`` sounds, checked: without a layout, one
+        prompt holding <1>..<sounds> (default: the bundle's template, ``<*>`` read as '<1> and <2> ...'); with one,
+        the one-sound prompt of every region, and as many boxes as sounds."""
+        options = self.resolve(options)
+        template = self.bundle.manifest.template
+        if options.layout is None:
+            together = " and ".join(f"<{k}>" for k in range(1, sounds + 1))
+            prompt = options.prompt or template.replace(PLACEHOLDER, together)
+            check_slots(prompt, sounds, self.bundle.manifest.token_slots)
+            self.tokenizer.encode(prompt, require_placeholder=False)
+            return options, prompt
+        boxes = parse_layout(options.layout)
+        if len(boxes) != sounds:
+            raise ConfigError(
+                f"--layout {options.layout!r} has {len(boxes)} region{'s' * (len(boxes) != 1)} for {sounds} sound{'s' * (sounds != 1)}",
+                hint="give one region per clip, in the clips' order",
+            )
+        prompt = options.prompt or template
+        self.tokenizer.encode(prompt, require_placeholder=True)
+        if options.background is not None:
+            self.tokenizer.encode(options.background, require_placeholder=False)
         return options, prompt
 
     def guided(self, options: GenerationOptions) -> bool:
@@ -317,26 +400,42 @@ class Pipeline:
         return self.run("audio_encoder", waveform[None])  # [1, D]
 
     # 3. prompt -> embeddings
-    def embed(self, prompt: str, token: np.ndarray, require_placeholder: bool) -> np.ndarray:
+    def slot_feed(self, tokens: np.ndarray) -> np.ndarray:
+        """Sound tokens [K, D] -> the text engine's token input: [1, S, D] with unused slots zero, or [1, D] for a
+        bundle of one slot (from before multi-sound prompts)."""
+        slots = self.bundle.manifest.token_slots
+        if len(tokens) > slots:
+            check_slots("", len(tokens), slots)  # the one-line refusal, naming the re-export
+        if slots == 1:
+            return tokens[:1]  # [1, D]
+        feed = np.zeros((1, slots, tokens.shape[1]), np.float32)  # [1, S, D]
+        feed[0, : len(tokens)] = tokens
+        return feed
+
+    def embed(self, prompt: str, tokens: np.ndarray, require_placeholder: bool) -> np.ndarray:
+        """A prompt with its sounds' tokens [K, D] at <1>..<K> (``<*>`` is <1>) -> embeddings [1, 77, D]."""
         ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
-        return self.run("text_encoder", ids, token)  # [1, 77, D]
+        return self.run("text_encoder", ids, self.slot_feed(tokens))  # [1, 77, D]
+
+    def unconditional(self, negative_prompt: str, tokens: np.ndarray) -> np.ndarray:
+        """The negative prompt's embeddings [1, 77, D]; cached unless it holds a sound (a placeholder)."""
+        if SLOT.search(negative_prompt):  # the negative prompt hears the sounds too: nothing to cache
+            return self.embed(negative_prompt, tokens, require_placeholder=False)
+        with self.cache_lock:
+            uncond = self.uncond_cache.get(negative_prompt)
+        if uncond is None:
+            uncond = self.embed(negative_prompt, np.zeros_like(tokens[:1]), require_placeholder=False)
+            with self.cache_lock:
+                self.uncond_cache[negative_prompt] = uncond
+        return uncond
 
     def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str, guided: bool = True) -> np.ndarray:
-        """Token [1, D] -> (uncond, cond) embeddings [2, 77, D], or cond alone [1, 77, D] when not ``guided``;
-        a negative prompt without ``<*>`` is cached."""
-        cond = self.embed(prompt, token, require_placeholder=True)  # [1, 77, D]
+        """Tokens [K, D] (one per sound; [1, D] for one) -> (uncond, cond) embeddings [2, 77, D], or cond alone
+        [1, 77, D] when not ``guided``."""
+        cond = self.embed(prompt, token, require_placeholder=len(token) == 1)  # [1, 77, D]
         if not guided:
             return cond.astype(np.float32)  # [1, 77, D]
-        if PLACEHOLDER in negative_prompt:  # the negative prompt hears the clip too: nothing to cache
-            uncond = self.embed(negative_prompt, token, require_placeholder=False)
-        else:
-            with self.cache_lock:
-                uncond = self.uncond_cache.get(negative_prompt)
-            if uncond is None:
-                uncond = self.embed(negative_prompt, np.zeros_like(token), require_placeholder=False)
-                with self.cache_lock:
-                    self.uncond_cache[negative_prompt] = uncond
-        return np.concatenate([uncond, cond]).astype(np.float32)  # [2, 77, D]
+        return np.concatenate([self.unconditional(negative_prompt, token), cond]).astype(np.float32)  # [2, 77, D]
 
     # 4. noise -> latents
     def denoise(
@@ -347,9 +446,13 @@ class Pipeline:
         progress: Progress | None = None,
         timings: Timings | None = None,
         source: EditSource | None = None,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Denoising of the seed's initial noise, classifier-free guided when ``embeddings`` hold both halves
-        ([2, 77, D]; the conditional one alone, [1, 77, D], at guidance 1): -> latents [1, 4, h, w].
+        """Denoising of the seed's initial noise, classifier-free guided when ``self.guided(options)``
+        (``embeddings`` [1 + C, 77, D]: the unconditional row, then the conditional ones; [C, 77, D] at guidance 1
+        on a bundle holding batch 1) -> latents [1, 4, h, w]. With C > 1 conditional rows (regions), their noise
+        predictions are blended under ``weights`` [C, 1, h, w] (summing to one) before guidance, the unconditional
+        prediction shared (MultiDiffusion-style; ``runtime.regions``).
 
         With a ``source`` (an edit), below strength 1 the loop starts from the source's latents noised (by the same
         initial noise) to the first remaining step; with a mask, after every step the kept region takes the source's
@@ -365,28 +468,45 @@ class Pipeline:
             latents = noise * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
         history = None
         step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
-        halves = len(embeddings)  # 2: guided, 1: the conditional half alone
+        guided = self.guided(options)
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
-            started = time.perf_counter()
-            noise_pred = self.run(
-                "unet", np.concatenate([model_input] * halves), np.array([t]), embeddings
-            )  # [halves, 4, h, w]
+            noise_pred = self.predict(model_input, t, embeddings, timings)  # [1 + C or C, 4, h, w]
+            conds = noise_pred[1:] if guided else noise_pred  # [C, 4, h, w]
+            cond = conds[-1:]  # [1, 4, h, w]; the blend below is exact when every region predicts the same
+            for region in range(len(conds) - 1):
+                cond = cond + weights[region] * (conds[region : region + 1] - conds[-1:])  # [1, 4, h, w]
+            if guided:
+                uncond = noise_pred[:1]  # [1, 4, h, w]
+                cond = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
+            latents, history = scheduler.step(cond, i, latents, history, rng=step_noise)
             if timings is not None:
-                timings.add("unet", started)
-                timings.unet_calls += 1
-            guided = noise_pred  # [1, 4, h, w]
-            if halves == 2:
-                uncond, cond = noise_pred[:1], noise_pred[1:]
-                guided = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
-            latents, history = scheduler.step(guided, i, latents, history, rng=step_noise)
+                timings.steps += 1
             if source is not None and source.mask is not None:
                 kept = scheduler.add_noise(source.latents, noise, i + 1) if i + 1 < total else source.latents
                 latents = (1 - source.mask) * kept + source.mask * latents  # [1, 4, h, w]
             if progress:
                 progress("denoise", i + 1, total)
         return latents
+
+    def predict(self, model_input: np.ndarray, t, embeddings: np.ndarray, timings: Timings | None) -> np.ndarray:
+        """The UNet's noise prediction for each row of ``embeddings`` [N, 77, D] at ``model_input`` [1, 4, h, w]:
+        -> [N, 4, h, w], in as few calls as the batches the bundle holds allow (the last call padded by repeating
+        its last row where the bundle lacks a smaller batch)."""
+        held = self.bundle.manifest.recipe.unet_batches
+        predictions = []
+        for first in range(0, len(embeddings), max(held)):
+            rows = embeddings[first : first + max(held)]  # [n, 77, D]
+            batch = min((b for b in held if b >= len(rows)), default=max(held))
+            padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows), axis=0)])  # [batch, 77, D]
+            started = time.perf_counter()
+            noise = self.run("unet", np.repeat(model_input, batch, axis=0), np.array([t]), padded)  # [batch, 4, h, w]
+            if timings is not None:
+                timings.add("unet", started)
+                timings.unet_calls += 1
+            predictions.append(noise[: len(rows)])
+        return np.concatenate(predictions)  # [N, 4, h, w]
 
     # 5. latents -> image
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
@@ -444,14 +564,11 @@ class Pipeline:
         recipe, stage timings; ``progress`` sees each stage."""
         options, prompt = self.prepare(options)
         report = progress or (lambda stage, done, total: None)
+        if options.stereo:
+            return self.draw_stereo(sounds, options, prompt, sample_rate, report)
         timings = Timings()
         embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
-        seeds = self.seeds(options)
-        pictures = []
-        for seed in seeds:
-            latents = self.timed_denoise(embeddings, seed, options, report, timings)  # [1, 4, h, w]
-            pictures += to_pictures(self.timed_decode(latents, report, timings))
-        return Generation(pictures, seeds, prompt, options, timings, sound_label(sounds))
+        return self.draw_seeds(embeddings, options, prompt, timings, report, sound_label(sounds))
 
     def edit(
         self,
@@ -494,13 +611,12 @@ class Pipeline:
             **({"mask": mask.name, "mask_sha256": mask.sha256, "feather": options.feather} if mask else {}),
         }
         seeds = self.seeds(options)
-        if options.strength == 0:  # nothing may move: the picture itself, exactly
+        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
+        if options.strength == 0:  # nothing may move: the picture itself, exactly (its sounds checked all the same)
             kept = composite(source.rgb, source)
             return Generation(
                 [kept.copy() for _ in seeds], seeds, prompt, options, timings, sound_label(sounds), edited
             )
-
-        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
         height, width = self.latent_shape[2:]
         framing = Framing.fit(source.size, (width * self.vae_factor, height * self.vae_factor))
         report("encode_picture", 0, 1)
@@ -518,6 +634,125 @@ class Pipeline:
             back = framing.from_engine(np.asarray(drawn))  # [H, W, 3] uint8 at the picture's size
             pictures.append(composite(back, source, mask.may_change if mask else None, options.feather))
         return Generation(pictures, seeds, prompt, options, timings, sound_label(sounds), edited)
+
+    def compose(
+        self, sounds: Sequence[Sounds], options: ComposeOptions = ComposeOptions(), *, sample_rate: int = SAMPLE_RATE
+    ) -> list:
+        """``options.num_images`` pictures holding several sounds (each a clip, samples, or a mix): in one prompt at
+        <1>..<K>, or each in its region of ``options.layout``."""
+        return self.draw_compose(sounds, options, sample_rate=sample_rate).pictures
+
+    def draw_compose(
+        self,
+        sounds: Sequence[Sounds],
+        options: ComposeOptions = ComposeOptions(),
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        progress: Progress | None = None,
+    ) -> Generation:
+        """``compose`` with what reproduces it (as ``draw``); the metadata names every sound and region."""
+        sounds = list(sounds)
+        if not sounds:
+            raise ConfigError("compose needs at least one sound", hint="name the clips, one per placeholder or region")
+        options, prompt = self.prepare_compose(options, len(sounds))
+        report = progress or (lambda stage, done, total: None)
+        timings = Timings()
+        tokens = np.concatenate([self.listen(sound, options, sample_rate, report, timings) for sound in sounds])
+        label = " | ".join(sound_label(sound) for sound in sounds)
+        if options.layout is None:
+            report("encode_prompt", 0, 1)
+            started = time.perf_counter()
+            embeddings = self.encode_prompt(tokens, prompt, options.negative_prompt, self.guided(options))
+            timings.add("encode_prompt", started)
+            return self.draw_seeds(embeddings, options, prompt, timings, report, label)
+        boxes = parse_layout(options.layout)
+        return self.draw_regions(tokens, boxes, prompt, options, timings, report, label)
+
+    def draw_regions(
+        self,
+        tokens: np.ndarray,
+        boxes: tuple[Box, ...],
+        prompt: str,
+        options: GenerationOptions,
+        timings: Timings,
+        report: Progress,
+        label: str,
+        extra: dict[str, object] | None = None,
+    ) -> Generation:
+        """Token k [K, D] drawn in box k with the one-sound ``prompt``, the background prompt (if any) around them."""
+        background = getattr(options, "background", None)
+        h, w = self.latent_shape[2:]
+        weights = region_weights(
+            boxes, (h, w), background=background is not None, blend=getattr(options, "blend", DEFAULT_BLEND)
+        )  # [C, 1, h, w]
+        report("encode_prompt", 0, 1)
+        started = time.perf_counter()
+        rows = [self.embed(prompt, token[None], require_placeholder=True) for token in tokens]  # K x [1, 77, D]
+        if background is not None:
+            rows.append(self.embed(background, np.zeros_like(tokens[:1]), require_placeholder=False))
+        if self.guided(options):
+            rows.insert(0, self.unconditional(options.negative_prompt, tokens))
+        embeddings = np.concatenate(rows).astype(np.float32)  # [1 + C or C, 77, D]
+        timings.add("encode_prompt", started)
+        regions = {
+            "layout": "; ".join(f"{box.describe()}" for box in boxes),
+            **({"background": background} if background is not None else {}),
+            **(extra or {}),
+        }
+        return self.draw_seeds(embeddings, options, prompt, timings, report, label, regions, weights)
+
+    def draw_seeds(
+        self,
+        embeddings: np.ndarray,
+        options: GenerationOptions,
+        prompt: str,
+        timings: Timings,
+        report: Progress,
+        label: str,
+        recorded: dict[str, object] | None = None,
+        weights: np.ndarray | None = None,
+    ) -> Generation:
+        """Stages 4-5 for every seed of ``options``: the pictures, as a ``Generation``."""
+        seeds = self.seeds(options)
+        pictures = []
+        for seed in seeds:
+            latents = self.timed_denoise(embeddings, seed, options, report, timings, weights=weights)  # [1, 4, h, w]
+            pictures += to_pictures(self.timed_decode(latents, report, timings))
+        return Generation(pictures, seeds, prompt, options, timings, label, recorded or {})
+
+    def draw_stereo(
+        self, sound: Sound, options: GenerationOptions, prompt: str, sample_rate: int, report: Progress
+    ) -> Generation:
+        """``generate --stereo``: the left and right channels' tokens, each in its side's region (the split where
+        the channels' energies balance); equal channels (or a mono clip) give the plain one-sound picture."""
+        if is_mix(sound):
+            raise ConfigError("--stereo places one clip's two channels; it does not take a mix")
+        timings = Timings()
+        sides = []
+        for channel in ("first", "second"):
+            report("load_audio", 0, 1)
+            started = time.perf_counter()
+            if isinstance(sound, np.ndarray):
+                wave = prepare_waveform(sound, sample_rate, downmix=channel, start=options.start)  # [160000]
+            else:
+                wave = load_audio(sound, downmix=channel, start=options.start)  # [160000]
+            timings.add("load_audio", started)
+            sides.append(wave)
+        plain = replace(options, stereo=False)
+        if np.array_equal(*sides):
+            return self.draw(sound, plain, sample_rate=sample_rate, progress=report)
+        tokens = []
+        for wave in sides:
+            report("encode_audio", 0, 1)
+            started = time.perf_counter()
+            tokens.append(self.encode_audio(wave))  # [1, D]
+            timings.add("encode_audio", started)
+        left, right = (float(np.mean(np.square(wave, dtype=np.float64))) for wave in sides)
+        boxes = stereo_boxes(left, right)
+        balance = {"stereo": f"left {left / (left + right):.3f} of the energy"}
+        return self.draw_regions(
+            np.concatenate(tokens), boxes, prompt, plain, timings, report, sound_label(sound), balance
+        )
 
     @property
     def vae_factor(self) -> int:
@@ -547,9 +782,18 @@ class Pipeline:
         first = options.first_seed()
         return [first + k for k in range(options.num_images)]
 
-    def timed_denoise(self, embeddings, seed, options, report, timings, source: EditSource | None = None) -> np.ndarray:
+    def timed_denoise(
+        self,
+        embeddings: np.ndarray,
+        seed: int,
+        options: GenerationOptions,
+        report: Progress,
+        timings: Timings,
+        source: EditSource | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         started = time.perf_counter()
-        latents = self.denoise(embeddings, seed, options, report, timings, source)  # [1, 4, h, w]
+        latents = self.denoise(embeddings, seed, options, report, timings, source, weights)  # [1, 4, h, w]
         timings.add("denoise", started)
         return latents
 

@@ -2,18 +2,21 @@
 
 Data flow: ``PromptTokenizer.encode(template)`` -> ids [77] int64 -> the ``text_encoder`` engine, which puts
 the audio token wherever the id is the placeholder id. Built on the ``tokenizers`` library alone (no
-transformers, no torch) from the bundle's ``tokenizer.json``, which the exporter writes with ``<*>`` added.
+transformers, no torch) from the bundle's ``tokenizer.json``, which the exporter writes with the placeholders
+added: ``<*>`` (slot 1, the one-sound form) and, since multi-sound prompts, ``<2>``..``<4>``. A prompt may write
+slot 1 as ``<1>``: it is the same token as ``<*>`` (``numbered`` rewrites it before tokenizing).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.contract import DEFAULT_TEMPLATE, PLACEHOLDER, TEXT_LENGTH
+from runtime.contract import DEFAULT_TEMPLATE, PLACEHOLDER, SLOT_PLACEHOLDERS, TEXT_LENGTH
 from runtime.errors import BundleError, ConfigError
 
 
@@ -22,15 +25,51 @@ def quoted(prompt: str, limit: int = 60) -> str:
     return repr(prompt) if len(prompt) <= limit else repr(prompt[:limit]) + f"... ({len(prompt)} characters)"
 
 
+SLOT = re.compile(r"<(\*|\d+)>")  # <*> or <n>: a sound's place in a prompt
+
+
+def numbered(prompt: str) -> str:
+    """The prompt as the vocabulary writes it: ``<1>`` is ``<*>``."""
+    return prompt.replace("<1>", PLACEHOLDER)
+
+
 def check_template(template: str) -> str:
-    """A prompt template must hold ``<*>`` exactly once."""
-    count = template.count(PLACEHOLDER)
-    if count != 1:
+    """A one-sound prompt template must hold ``<*>`` (or ``<1>``) exactly once, and no other numbered placeholder."""
+    count = numbered(template).count(PLACEHOLDER)
+    others = [m for m in SLOT.findall(template) if m not in ("*", "1")]
+    if count != 1 or others:
+        found = f"{PLACEHOLDER} {count} times" if count != 1 else f"<{others[0]}>, which needs several sounds"
         raise ConfigError(
-            f"prompt template {quoted(template)} holds {PLACEHOLDER} {count} times; it needs it exactly once",
-            hint=f"e.g. {DEFAULT_TEMPLATE!r}",
+            f"prompt template {quoted(template)} holds {found}; it needs {PLACEHOLDER} exactly once",
+            hint=f"e.g. {DEFAULT_TEMPLATE!r}; several sounds in one picture: audiotoken-rt compose",
         )
     return template
+
+
+def check_slots(prompt: str, sounds: int, slots: int) -> str:
+    """A multi-sound prompt: ``<1>``..``<sounds>`` (``<*>`` counts as ``<1>``) each at least once, no other number,
+    and no more sounds than the bundle's token slots."""
+    if sounds > slots:
+        raise ConfigError(
+            f"{sounds} sounds, but this bundle's text engine holds {slots} token slot{'s' * (slots != 1)}",
+            hint="re-export the bundle with this audiotoken-rt (4 slots)"
+            if slots == 1
+            else f"use at most {slots} sounds",
+        )
+    used = {1 if m == "*" else int(m) for m in SLOT.findall(prompt)}
+    stray = sorted(n for n in used if not 1 <= n <= sounds)
+    if stray:
+        raise ConfigError(
+            f"prompt {quoted(prompt)} holds <{stray[0]}> but only {sounds} sound{'s' * (sounds != 1)} {'were' if sounds != 1 else 'was'} given",
+            hint="give one clip per numbered placeholder, in order",
+        )
+    missing = [n for n in range(1, sounds + 1) if n not in used]
+    if missing:
+        raise ConfigError(
+            f"prompt {quoted(prompt)} has no <{missing[0]}> for sound {missing[0]}",
+            hint="write each sound's place in the prompt: e.g. 'a photo of <1> next to <2>'",
+        )
+    return prompt
 
 
 class PromptTokenizer:
@@ -43,6 +82,8 @@ class PromptTokenizer:
         self.tokenizer = tokenizer
         self.placeholder_id = placeholder_id
         self.pad_id = pad_id
+        slot_ids = [tokenizer.token_to_id(token) for token in SLOT_PLACEHOLDERS]
+        self.slot_ids = tuple(slot_ids[: slot_ids.index(None)] if None in slot_ids else slot_ids)  # <*>, <2>, ...
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PromptTokenizer:
@@ -66,7 +107,7 @@ class PromptTokenizer:
         """Prompt -> ids [77] int64. A template must hold ``<*>`` exactly once; a negative prompt need not."""
         if require_placeholder:
             check_template(prompt)
-        ids = self.tokenizer.encode(prompt).ids  # BOS ... EOS
+        ids = self.tokenizer.encode(numbered(prompt)).ids  # BOS ... EOS
         if len(ids) > TEXT_LENGTH:
             raise ConfigError(
                 f"prompt {quoted(prompt)} is {len(ids)} tokens long; CLIP takes at most {TEXT_LENGTH}",

@@ -153,6 +153,7 @@ def test_multichannel_first_and_mean(tmp_path):
     path = write(tmp_path / "six.wav", clip, SAMPLE_RATE, subtype="FLOAT")
     np.testing.assert_array_equal(load_audio(path)[:SAMPLE_RATE], clip[:, 0])
     np.testing.assert_allclose(load_audio(path, downmix="mean")[:SAMPLE_RATE], clip.mean(axis=1), atol=1e-7)
+    np.testing.assert_array_equal(load_audio(path, downmix="second")[:SAMPLE_RATE], clip[:, 1])
 
 
 def test_mono_forms_agree():
@@ -160,6 +161,7 @@ def test_mono_forms_agree():
     flat = prepare_waveform(clip, SAMPLE_RATE)
     np.testing.assert_array_equal(flat, prepare_waveform(clip[:, None], SAMPLE_RATE))
     np.testing.assert_array_equal(flat, prepare_waveform(clip[:, None], SAMPLE_RATE, downmix="mean"))
+    np.testing.assert_array_equal(flat, prepare_waveform(clip[:, None], SAMPLE_RATE, downmix="second"))  # channel 0
     np.testing.assert_array_equal(flat[: len(clip)], clip)
 
 
@@ -434,7 +436,7 @@ def test_non_finite_samples(tmp_path, bad):
 
 
 def test_unknown_downmix_is_a_config_error_before_any_file_access(tmp_path):
-    with pytest.raises(ConfigError, match="downmix must be one of 'first', 'mean', got 'avg'"):
+    with pytest.raises(ConfigError, match="downmix must be one of 'first', 'mean', 'second', got 'avg'"):
         load_audio(tmp_path / "missing.wav", downmix="avg")
     with pytest.raises(ConfigError, match="got 'left'"):
         prepare_waveform(np.zeros(10, np.float32), SAMPLE_RATE, downmix="left")

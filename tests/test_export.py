@@ -26,7 +26,7 @@ from export.onnx_file import save_onnx
 from export.options import ExportOptions
 from export.parity import check_parity, compare
 from runtime.bundle import Manifest, OutputError, Parity, read_manifest, verify, write_manifest
-from runtime.contract import ENGINE_NAMES, EngineContract, TensorSpec
+from runtime.contract import ENGINE_NAMES, TOKEN_SLOTS, EngineContract, TensorSpec
 from runtime.errors import BundleError, CheckpointError, ExportError
 from tests.support import CLIPS, psnr, relative_error, run_onnx
 
@@ -134,10 +134,14 @@ class SourceModels:
         if name == "text_encoder":
             from transformers import CLIPTextModel
 
-            _, placeholder = self.tokenizer()
+            from audiotoken.text import slot_ids
+
+            tokenizer, _ = self.tokenizer()
+            rows = slot_ids(tokenizer)
             stock = CLIPTextModel.from_pretrained(self.sd / "text_encoder").eval()
-            stock.resize_token_embeddings(placeholder + 1, mean_resizing=False)
-            stock.get_input_embeddings().weight[placeholder] = x["audio_token"][0]
+            stock.resize_token_embeddings(max(rows) + 1, mean_resizing=False)
+            for slot, token in enumerate(x["audio_token"][0]):  # [S, D]: each slot's token at its placeholder row
+                stock.get_input_embeddings().weight[rows[slot]] = token
             return stock(x["input_ids"]).last_hidden_state  # [1, 77, D]
         if name == "unet":
             unet = UNet2DConditionModel.from_pretrained(self.sd, subfolder="unet").eval()
@@ -199,7 +203,7 @@ def test_engines_follow_the_io_contract(bundle):
     D, h, w = manifest.token_dim, manifest.height // 8, manifest.width // 8
     expected = {
         "audio_encoder": ({"waveform": [1, 160000]}, {"audio_token": [1, D]}),
-        "text_encoder": ({"input_ids": [1, 77], "audio_token": [1, D]}, {"text_embeddings": [1, 77, D]}),
+        "text_encoder": ({"input_ids": [1, 77], "audio_token": [1, TOKEN_SLOTS, D]}, {"text_embeddings": [1, 77, D]}),
         "unet": (
             {"sample": [2, 4, h, w], "timestep": [1], "encoder_hidden_states": [2, 77, D]},
             {"noise_pred": [2, 4, h, w]},

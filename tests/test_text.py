@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from audiotoken.text import TextConditioner, add_placeholder, tokenize
-from runtime.contract import DEFAULT_TEMPLATE
+from audiotoken.text import TextConditioner, add_placeholder, slot_ids, tokenize
+from runtime.contract import DEFAULT_TEMPLATE, TOKEN_SLOTS
 from runtime.errors import ConfigError
 from runtime.tokenizer import check_template
 
@@ -67,3 +67,26 @@ def test_prompt_errors(clip):
         check_template("<*> and <*>")
     with pytest.raises(ConfigError, match="tokens long; CLIP takes at most 77"):
         tokenize(tokenizer, ["a photo of <*> " + "very " * 80])
+
+
+def test_several_sounds_splice_equals_stock_clip_with_each_token_at_its_placeholder_row(clip):
+    tokenizer, text_encoder = clip
+    add_placeholder(tokenizer)
+    ids_of_slots = slot_ids(tokenizer)
+    assert ids_of_slots == (49408, 49409, 49410, 49411)
+    assert tokenizer("<*> <2> <3> <4>").input_ids[1:-1] == list(ids_of_slots)
+    ids = tokenize(tokenizer, ["a photo of <*> next to <2>", "<3>, <*> and <4> in the rain, then <2>"])  # [2, 77]
+    tokens = torch.randn(2, TOKEN_SLOTS, text_encoder.config.hidden_size)  # [2, S, D]
+    spliced = TextConditioner(text_encoder, ids_of_slots)(ids, tokens)  # [2, 77, D]
+    for b in range(2):
+        stock = copy.deepcopy(text_encoder)
+        stock.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for slot, row in enumerate(ids_of_slots):
+                stock.get_input_embeddings().weight[row] = tokens[b, slot]
+        expected = stock(ids[b : b + 1]).last_hidden_state[0]
+        assert torch.allclose(spliced[b], expected, atol=1e-5), (spliced[b] - expected).abs().max()
+    single = TextConditioner(text_encoder, ids_of_slots)(ids[:1], tokens[:1, 0])  # [B, D]: slot 1 only
+    padded = tokens[:1].clone()
+    padded[:, 1:] = 0
+    assert torch.equal(single[:, :5], TextConditioner(text_encoder, ids_of_slots)(ids[:1], padded)[:, :5])

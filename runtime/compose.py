@@ -1,0 +1,127 @@
+"""``audiotoken-rt compose``: several sounds in one picture, in one prompt (``<1>``..``<4>``) or each in a region.
+
+Place in the data flow: clips -> ``runtime.pipeline.Pipeline.draw_compose`` (one token per clip; without
+``--layout`` the text engine splices token k at ``<k>``; with it, each region's one-sound prompt is blended with
+the others under soft masks from ``runtime.regions``, around a ``--background`` prompt) ->
+``runtime.picture.save_png`` -> ``OUT/<stem1>+<stem2>....png``, its text chunks naming every clip and region.
+Options and output paths are checked before any work (``runtime.generate``'s helpers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runtime.audio import DOWNMIX_MODES
+from runtime.backends import DEVICES, backend_names
+from runtime.command import choice, option, reports_errors
+from runtime.contract import TOKEN_SLOTS
+from runtime.errors import ConfigError
+from runtime.generate import Job, check_outputs, picture_paths, run_jobs
+from runtime.pipeline import ComposeOptions, Generation
+from runtime.schedulers import SCHEDULER_NAMES
+
+COMPOSE_CLIPS_HELP = (
+    f"The sounds, 1 to {TOKEN_SLOTS}: clip k goes to <k> of the prompt, or to region k of --layout. Read as in "
+    "`generate` (10 s from --start, 16 kHz)."
+)
+COMPOSE_PROMPT_HELP = (
+    "Without --layout: one prompt holding <1>..<K>, one per clip (default: the bundle's template with '<1> and "
+    "<2> ...' for <*>). With --layout: every region's one-sound prompt, holding <*> (default: the bundle's template)."
+)
+
+
+def write_layout_preview(pipeline, options: ComposeOptions, path: Path, overwrite: bool, console) -> None:
+    """The layout's regions as a picture at the bundle's size (no sound is read, no engine runs)."""
+    from runtime.picture import save_png
+    from runtime.regions import layout_picture, parse_layout, region_weights
+
+    if options.layout is None:
+        raise ConfigError("--preview-layout shows a --layout; this composition has none (one prompt)")
+    boxes = parse_layout(options.layout)
+    manifest = pipeline.bundle.manifest
+    h, w = pipeline.latent_shape[2:]
+    weights = region_weights(boxes, (h, w), background=options.background is not None, blend=options.blend)
+    preview = layout_picture(weights, boxes, (manifest.width, manifest.height))
+    save_png(preview, path, {"layout": "; ".join(b.describe() for b in boxes)}, overwrite=overwrite)
+    console.print(f"wrote {path}")
+
+
+@reports_errors
+def compose_command(
+    clips: list[Path] = typer.Argument(..., help=COMPOSE_CLIPS_HELP, show_default=False, metavar="CLIP..."),
+    engines: Path = typer.Option(
+        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the picture: OUT/<stem1>+<stem2>....png (-<k> for several).", show_default=False
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help=COMPOSE_PROMPT_HELP, show_default=False),
+    layout: str | None = option(ComposeOptions, "layout", "--layout", show_default=False),
+    background: str | None = option(ComposeOptions, "background", "--background", show_default=False),
+    blend: float = option(ComposeOptions, "blend", "--blend"),
+    fast: bool = option(ComposeOptions, "fast", "--fast"),
+    steps: int | None = option(ComposeOptions, "steps", "--steps", show_default=False),
+    guidance: float | None = option(ComposeOptions, "guidance", "--guidance", show_default=False),
+    seed: int | None = option(ComposeOptions, "seed", "--seed", show_default=False),
+    scheduler: str | None = option(
+        ComposeOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    negative_prompt: str = option(ComposeOptions, "negative_prompt", "--negative-prompt"),
+    num_images: int = option(ComposeOptions, "num_images", "--num-images"),
+    start: float = option(ComposeOptions, "start", "--start"),
+    downmix: str = option(ComposeOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
+    backend: str = typer.Option(
+        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
+    ),
+    device: str = typer.Option(
+        "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
+    ),
+    preview_layout: bool = typer.Option(
+        False,
+        "--preview-layout",
+        help="Write OUT/<stems>.layout.png (each region's colour where it draws, numbered) instead of drawing.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table."),
+) -> None:
+    """Draw several sounds in one picture: "a photo of <1> next to <2>", or each sound in its region (--layout
+    left,right) around a --background."""
+    from rich.console import Console
+
+    from runtime.pipeline import Pipeline
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = ComposeOptions(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        num_images=num_images,
+        fast=fast,
+        start=start,
+        downmix=downmix,
+        layout=layout,
+        background=background,
+        blend=blend,
+    )
+    options.check()
+    job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(clip.name for clip in clips))
+    targets = picture_paths([job], out, num_images)
+    check_outputs(targets, out, overwrite)
+    with console.status(f"opening {engines} ({backend}, {device})"):
+        pipeline = Pipeline.open(engines, backend=backend, device=device)
+    pipeline.prepare_compose(options, len(clips))  # before any sound is read: placeholders, slots, regions
+    if preview_layout:
+        write_layout_preview(pipeline, options, out / f"{job.stem}.layout.png", overwrite, console)
+        return
+
+    def draw(job: Job, report) -> Generation:
+        return pipeline.draw_compose(list(job.sounds), options, progress=report)
+
+    run_jobs(
+        targets, draw, pipeline.bundle.manifest.bundle_id, out, overwrite=overwrite, verbose=verbose, console=console
+    )
