@@ -88,3 +88,8 @@ def choice(names) -> dict:
         return value
 
     return {"metavar": f"[{'|'.join(names)}]", "callback": check}
+
+
+def options_from(options: type, parameters: dict):
+    """An options dataclass built from a command's parameters of the same names (``options_from(X, locals())``)."""
+    return options(**{f.name: parameters[f.name] for f in dataclasses.fields(options) if f.name in parameters})

@@ -15,7 +15,7 @@ import typer
 
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, option, reports_errors
+from runtime.command import choice, option, options_from, reports_errors
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
 from runtime.generate import Job, check_outputs, picture_paths, run_jobs
@@ -93,21 +93,7 @@ def compose_command(
     from runtime.pipeline import Pipeline
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = ComposeOptions(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=steps,
-        guidance=guidance,
-        scheduler=scheduler,
-        seed=seed,
-        num_images=num_images,
-        fast=fast,
-        start=start,
-        downmix=downmix,
-        layout=layout,
-        background=background,
-        blend=blend,
-    )
+    options = options_from(ComposeOptions, locals())
     options.check()
     job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(clip.name for clip in clips))
     targets = picture_paths([job], out, num_images)

@@ -16,7 +16,7 @@ import typer
 
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, option, reports_errors
+from runtime.command import choice, option, options_from, reports_errors
 from runtime.generate import CLIPS_HELP, MIX_HELP, Job, check_outputs, jobs_for, picture_paths, run_jobs
 from runtime.pipeline import EditOptions, Generation
 from runtime.schedulers import SCHEDULER_NAMES
@@ -77,20 +77,7 @@ def edit_command(
     from runtime.source_picture import load_mask, load_picture
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = EditOptions(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=steps,
-        guidance=guidance,
-        scheduler=scheduler,
-        seed=seed,
-        num_images=num_images,
-        fast=fast,
-        start=start,
-        downmix=downmix,
-        strength=strength,
-        feather=feather,
-    )
+    options = options_from(EditOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images, prefix=f"{picture.stem}-")
     check_outputs(targets, out, overwrite)

@@ -19,7 +19,7 @@ import typer
 
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, option, reports_errors
+from runtime.command import choice, option, options_from, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import Generation, GenerationOptions, mix_weights, sound_label
 from runtime.schedulers import SCHEDULER_NAMES
@@ -194,19 +194,7 @@ def generate_command(
     from runtime.pipeline import Pipeline
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = GenerationOptions(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=steps,
-        guidance=guidance,
-        scheduler=scheduler,
-        seed=seed,
-        num_images=num_images,
-        fast=fast,
-        start=start,
-        downmix=downmix,
-        stereo=stereo,
-    )
+    options = options_from(GenerationOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images)
     check_outputs(targets, out, overwrite)

@@ -47,3 +47,26 @@ def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
     )
     export_bundle(options, Console(quiet=True))
     return out
+
+
+@pytest.fixture(scope="session")
+def fast_bundle(tiny_models, tmp_path_factory) -> Path:
+    """A fast bundle of the tiny models: LCM-LoRA fused, the tiny autoencoder, the UNet at batch 1."""
+    from tests.support import export_tiny
+
+    out = tmp_path_factory.mktemp("fast") / "bundle"
+    return export_tiny(tiny_models, out, lcm_lora=str(tiny_models / "lcm-lora"), tiny_vae=str(tiny_models / "taesd"))
+
+
+@pytest.fixture(scope="session")
+def fast_reference(tiny_models):
+    """diffusers' own fast recipe: the LCM-LoRA loaded and fused by diffusers, AutoencoderTiny as the VAE."""
+    from audiotoken.pipeline import AudioTokenPipeline
+
+    return AudioTokenPipeline.from_pretrained(
+        tiny_models / "sd",
+        tiny_models / "beats.pt",
+        tiny_models / "embedder.bin",
+        lcm_lora=tiny_models / "lcm-lora",
+        tiny_vae=tiny_models / "taesd",
+    )

@@ -42,3 +42,18 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def export_tiny(models: Path, out: Path, **options) -> Path:
+    """An engine bundle of the random models in ``models`` (``make-random`` output) at ``out``, quietly; ``options``
+    are more ``ExportOptions`` fields (``lcm_lora=``, ``unet_batch=``, ...)."""
+    import io
+
+    from rich.console import Console
+
+    from export.builder import export_bundle
+    from export.options import ExportOptions
+
+    sources = {"sd": str(models / "sd"), "beats": models / "beats.pt", "embedder": models / "embedder.bin"}
+    export_bundle(ExportOptions(**sources, out=out, **options), Console(file=io.StringIO()))
+    return out

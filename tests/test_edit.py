@@ -19,14 +19,11 @@ records the source, the strength and the mask.
 from __future__ import annotations
 
 import hashlib
-import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
 
 from runtime.audio import load_audio
 from runtime.errors import ConfigError
@@ -66,15 +63,6 @@ def rectangle_mask(height: int = SIZE, width: int = SIZE) -> np.ndarray:
     return mask
 
 
-def export_tiny(models: Path, out: Path, **options) -> Path:
-    from export.builder import export_bundle
-    from export.options import ExportOptions
-
-    sources = {"sd": str(models / "sd"), "beats": models / "beats.pt", "embedder": models / "embedder.bin"}
-    export_bundle(ExportOptions(**sources, out=out, **options), Console(file=io.StringIO()))
-    return out
-
-
 @pytest.fixture(scope="module")
 def pipeline(tiny_bundle) -> Pipeline:
     return Pipeline.open(tiny_bundle)
@@ -86,26 +74,6 @@ def reference(tiny_models):
 
     return AudioTokenPipeline.from_pretrained(
         tiny_models / "sd", tiny_models / "beats.pt", tiny_models / "embedder.bin"
-    )
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(tiny_models, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("edit-fast") / "bundle"
-    return export_tiny(tiny_models, out, lcm_lora=str(tiny_models / "lcm-lora"), tiny_vae=str(tiny_models / "taesd"))
-
-
-@pytest.fixture(scope="module")
-def fast_reference(tiny_models):
-    """diffusers' fast recipe: the LCM-LoRA loaded and fused by diffusers, AutoencoderTiny as the VAE."""
-    from audiotoken.pipeline import AudioTokenPipeline
-
-    return AudioTokenPipeline.from_pretrained(
-        tiny_models / "sd",
-        tiny_models / "beats.pt",
-        tiny_models / "embedder.bin",
-        lcm_lora=tiny_models / "lcm-lora",
-        tiny_vae=tiny_models / "taesd",
     )
 
 

@@ -6,47 +6,16 @@ bundle without it says which export flags make one."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
-from export.builder import export_bundle
-from export.options import ExportOptions
 from runtime.errors import ConfigError
 from runtime.noise import STEP_NOISE, NoiseStream
 from runtime.pipeline import GenerationOptions, Pipeline
-from tests.support import psnr
-
-
-def export_tiny(models: Path, out: Path, **options) -> Path:
-    sources = {"sd": str(models / "sd"), "beats": models / "beats.pt", "embedder": models / "embedder.bin"}
-    export_bundle(ExportOptions(**sources, out=out, **options), Console(file=io.StringIO()))
-    return out
-
-
-@pytest.fixture(scope="module")
-def fast_bundle(tiny_models, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "bundle"
-    return export_tiny(tiny_models, out, lcm_lora=str(tiny_models / "lcm-lora"), tiny_vae=str(tiny_models / "taesd"))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_models):
-    """diffusers' own fast recipe: the LoRA loaded and fused by diffusers, AutoencoderTiny as the VAE."""
-    from audiotoken.pipeline import AudioTokenPipeline
-
-    return AudioTokenPipeline.from_pretrained(
-        tiny_models / "sd",
-        tiny_models / "beats.pt",
-        tiny_models / "embedder.bin",
-        lcm_lora=tiny_models / "lcm-lora",
-        tiny_vae=tiny_models / "taesd",
-    )
+from tests.support import export_tiny, psnr
 
 
 def test_the_manifest_records_the_recipe(fast_bundle, tiny_models):
@@ -73,7 +42,7 @@ def test_the_manifest_records_the_recipe(fast_bundle, tiny_models):
 
 
 @pytest.mark.parametrize("seed", [5, 6])
-def test_the_fast_picture_is_diffusers_fast_picture(fast_bundle, reference, clips, monkeypatch, seed):
+def test_the_fast_picture_is_diffusers_fast_picture(fast_bundle, fast_reference, clips, monkeypatch, seed):
     import diffusers.schedulers.scheduling_lcm as lcm
 
     stream = NoiseStream(seed, STEP_NOISE)  # LCM's step noise: the runtime's stream, fed to diffusers too
@@ -82,7 +51,7 @@ def test_the_fast_picture_is_diffusers_fast_picture(fast_bundle, reference, clip
         return torch.from_numpy(stream.standard_normal(tuple(shape))).to(dtype)
 
     monkeypatch.setattr(lcm, "randn_tensor", step_noise)
-    expected = reference(
+    expected = fast_reference(
         [clips[1]], seed=seed, num_inference_steps=4, guidance_scale=1.0, scheduler="LCMScheduler", progress=False
     )[0]
     result = Pipeline.open(fast_bundle).draw(clips[1], GenerationOptions(fast=True, seed=seed))
