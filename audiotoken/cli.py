@@ -26,6 +26,9 @@ def make_random_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    evaluation: bool = typer.Option(
+        False, "--eval", help="Also write OUT/eval/: stand-ins of the evaluation models (for `evaluate --models`)."
+    ),
 ) -> None:
     """Write random-weight models in the official file formats (for tests and benchmarks; nothing is downloaded)."""
     from rich.console import Console
@@ -37,11 +40,16 @@ def make_random_command(
             from audiotoken.stable_diffusion import quiet_libraries
         except ImportError as exc:
             raise needs_pytorch_side("audiotoken-rt make-random", exc) from exc
+        if evaluation:  # torchvision before diffusers, which imports any it finds (see audiotoken.eval_models)
+            from audiotoken.eval_models import import_torchvision
+
+            import_torchvision()
         quiet_libraries()
-        folder = make_random(out, arch=arch, seed=seed, force=force)
+        folder = make_random(out, arch=arch, seed=seed, force=force, evaluation=evaluation)
     console.print(
         f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin, "
         f"{folder}/lcm-lora (LCM-LoRA), {folder}/taesd (tiny autoencoder)"
+        + (f", {folder}/eval (CLIP ViT-B/32 and ViT-L/14, Wav2CLIP, FID Inception)" if evaluation else "")
     )
 
 

@@ -12,6 +12,8 @@ writes, laid out exactly like the real ones:
   ``.lora_up.weight`` and a scalar ``.alpha``, fp16, on every layer LCM-LoRA adapts: ``LCM_LORA_TARGETS``);
 - ``DIR/taesd/``: a diffusers ``AutoencoderTiny`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
   the architecture of ``madebyollin/taesd`` for ``sd15``: 4 latent channels, 8x spatial factor like the SD VAE.
+- ``DIR/eval/`` (``evaluation=True``, ``make-random --eval``): the evaluation's models in their published formats
+  (``audiotoken.eval_models``: OpenAI CLIP ViT-B/32 and ViT-L/14, Wav2CLIP, pytorch-fid's FID Inception).
 
 ``tiny`` is seeded, a few MB and takes seconds on a CPU; ``sd15`` has the real SD 1.5 and BEATs iter3
 architectures (random weights, ~4.5 GB), for benchmarks.
@@ -338,9 +340,11 @@ def beats_checkpoint(config: BEATsConfig, n_classes: int = 527) -> dict:
     return checkpoint
 
 
-def make_random(out: str | Path, arch: str = "tiny", seed: int = 0, force: bool = False) -> Path:
-    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/`` and ``taesd/`` under ``out``, atomically
-    (built aside, then renamed)."""
+def make_random(
+    out: str | Path, arch: str = "tiny", seed: int = 0, force: bool = False, evaluation: bool = False
+) -> Path:
+    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/``, ``taesd/`` (and with ``evaluation``, ``eval/``)
+    under ``out``, atomically (built aside, then renamed)."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
@@ -370,4 +374,8 @@ def make_random(out: str | Path, arch: str = "tiny", seed: int = 0, force: bool 
         torch.save(embedder.state_dict(), staging / "embedder.bin")
         torch.manual_seed(seed)  # the tiny autoencoder comes last, from the seed again
         build_taesd(spec).save_pretrained(staging / "taesd")
+        if evaluation:
+            from audiotoken.eval_models import write_random_eval_models
+
+            write_random_eval_models(staging / "eval", arch=arch, seed=seed)
     return out
