@@ -20,6 +20,18 @@ export-fast *flags:
 setup:
     bash .ci/setup
 
+# .venv-serve beside .venv: the runtime with NVIDIA's PyTriton (its own environment: PyTriton needs numpy < 2)
+setup-serve:
+    python3 -m venv .venv-serve
+    .venv-serve/bin/python -m pip install -q --upgrade pip
+    .venv-serve/bin/python -m pip install -q -e '.[serve]'
+
+# Serve the demo bundle (just demo) on Triton at localhost:8000 (HTTP), 8001 (gRPC), 8002 (metrics); Ctrl-C stops it
+serve-demo:
+    test -x .venv-serve/bin/audiotoken-rt || just setup-serve
+    test -d .cache/demo/engines || just demo
+    .venv-serve/bin/audiotoken-rt serve .cache/demo/engines --address 127.0.0.1 --instances 2
+
 # .venv-openvino beside .venv: the same install, with ONNX Runtime's OpenVINO build (onnxruntime-openvino) for onnxruntime
 setup-openvino:
     python3 -m venv .venv-openvino

@@ -5,6 +5,8 @@
 | generate    | runtime/generate.py       | the runtime (numpy, ONNX Runtime)   |
 | edit        | runtime/edit.py           | the runtime                         |
 | compose     | runtime/compose.py        | the runtime                         |
+| triton-repo | runtime/triton_repo.py    | the runtime                         |
+| serve       | runtime/serve.py          | the ``serve`` extra (PyTriton; numpy < 2, its own environment) |
 | info        | runtime/info.py           | the runtime                         |
 | bench       | runtime/bench.py          | the runtime (+ torch for its torch) |
 | export      | export/cli.py             | the ``export`` extra (torch)        |
@@ -35,6 +37,8 @@ from runtime.compose import compose_command
 from runtime.edit import edit_command
 from runtime.generate import generate_command
 from runtime.info import info_command
+from runtime.serve import serve_command
+from runtime.triton_repo import triton_repo_command
 
 
 class OneLineErrors(TyperGroup):
@@ -93,6 +97,8 @@ def root(
 app.command("generate")(generate_command)
 app.command("edit")(edit_command)
 app.command("compose")(compose_command)
+app.command("serve")(serve_command)
+app.command("triton-repo")(triton_repo_command)
 app.command("info")(info_command)
 app.command("bench")(bench_command)
 app.command("export")(export_command)

@@ -25,18 +25,23 @@ def to_pictures(images: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(p, mode="RGB") for p in pixels]
 
 
+def png_bytes(picture: Image.Image, metadata: dict[str, object]) -> bytes:
+    """``picture`` encoded as PNG with ``metadata`` as ``audiotoken:*`` text chunks."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in metadata.items():
+        info.add_itxt(f"audiotoken:{key}", str(value))
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG", pnginfo=info)
+    return encoded.getvalue()
+
+
 def save_png(picture: Image.Image, path: str | Path, metadata: dict[str, object], *, overwrite: bool = False) -> Path:
     """Write ``picture`` to ``path`` with ``metadata`` as PNG text chunks; refuse to replace a file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConfigError(f"{path}: already exists", hint="pass --overwrite to replace it, or choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    for key, value in metadata.items():
-        info.add_itxt(f"audiotoken:{key}", str(value))
-    encoded = io.BytesIO()
-    picture.save(encoded, format="PNG", pnginfo=info)
-    return write_atomically(path, encoded.getvalue())
+    return write_atomically(path, png_bytes(picture, metadata))
 
 
 def read_png_metadata(path: str | Path) -> dict[str, str]:

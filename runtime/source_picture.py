@@ -62,7 +62,7 @@ _FORMATS_IN_WORDS = "PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF"
 _HINT_REEXPORT = "the file was cut short or damaged (interrupted copy or download?): re-export or re-download it"
 _HINT_ARRAY = "pass uint8 (0..255), uint16 (0..65535), bool, or float in [0, 1], shaped [H, W], [H, W, 3] or [H, W, 4]"
 
-PictureSource = str | os.PathLike | Image.Image | np.ndarray
+PictureSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,6 +263,12 @@ def _load(source: PictureSource, name: str | None, default_name: str, max_pixels
         data = _read_file(path)
         rgb, alpha = _decode(data, str(path), max_pixels)
         return _picture(rgb, alpha, name or path.name, hashlib.sha256(data).hexdigest())
+    if isinstance(source, (bytes, bytearray)):  # a file's bytes, e.g. from a request: the same checks as a file
+        label = name or default_name
+        if not source:
+            raise ConfigError(f"{label}: empty (0 bytes)", hint=f"send the {default_name} file's bytes")
+        rgb, alpha = _decode(bytes(source), label, max_pixels)
+        return _picture(rgb, alpha, label, hashlib.sha256(source).hexdigest())
     if isinstance(source, Image.Image):
         label = name or (Path(os.fsdecode(source.filename)).name if getattr(source, "filename", "") else default_name)
         rgb, alpha = _decode(source, label, max_pixels)
@@ -271,7 +277,7 @@ def _load(source: PictureSource, name: str | None, default_name: str, max_pixels
         rgb, alpha = _pixels_of_array(source, label, max_pixels)
     else:
         raise ConfigError(
-            f"{name or default_name}: expected a file path, a PIL image or a numpy array, got {type(source).__name__}",
+            f"{name or default_name}: expected a file path, a file's bytes, a PIL image or a numpy array, got {type(source).__name__}",
             hint=f"pass the {default_name}'s path",
         )
     return _picture(rgb, alpha, label, _pixels_digest(rgb, alpha))
