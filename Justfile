@@ -32,6 +32,15 @@ serve-demo:
     test -d .cache/demo/engines || just demo
     .venv-serve/bin/audiotoken-rt serve .cache/demo/engines --address 127.0.0.1 --instances 2
 
+# Load figures of serve: requests/min and p50/p95 latency at 1, 2 and 4 instances, on the tiny demo bundle and on the
+# SD 1.5-size int8 bundle at 256x256 (4 clients, 16 requests each; JSON in .cache/bench/)
+bench-serve:
+    test -x .venv-serve/bin/audiotoken-rt || just setup-serve
+    test -d .cache/demo/engines || just demo
+    just bench-bundle 256 int8
+    .venv-serve/bin/python -m runtime.serve_bench .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav --json .cache/bench/serve-tiny.json
+    .venv-serve/bin/python -m runtime.serve_bench .cache/bench/engines-256-int8 tests/data/3YOH4c9HXpo_290000_300000.wav --steps 10 --requests 8 --json .cache/bench/serve-256-int8.json
+
 # .venv-openvino beside .venv: the same install, with ONNX Runtime's OpenVINO build (onnxruntime-openvino) for onnxruntime
 setup-openvino:
     python3 -m venv .venv-openvino

@@ -190,3 +190,11 @@ def test_compose_command_writes_one_picture_naming_every_clip(tiny_bundle, clips
     assert (meta["layout"], meta["background"], meta["seed"]) == ("0,0,0.5,1; 0.5,0,1,1", "a park", "5")
     result = CliRunner().invoke(app, [*args, "--prompt", "a photo of <1> next to <3>", "--overwrite"])
     assert result.exit_code == 1 and result.output.startswith("error: prompt 'a photo of <1> next to <3>' holds <3>")
+
+
+def test_regions_work_with_the_fast_recipe(fast_bundle, clips):
+    fast = Pipeline.open(fast_bundle)
+    plain = picture(fast.generate(clips[0], GenerationOptions(fast=True, seed=4)))
+    both = fast.draw_compose([clips[0], clips[0]], ComposeOptions(fast=True, seed=4, layout="left,right"))
+    assert np.array_equal(picture(both.pictures), plain)
+    assert both.timings.unet_calls == 2 * both.timings.steps == 8  # LCM's 4 steps, one batch-1 call per region
