@@ -1,19 +1,26 @@
-"""The lean, torch-free generation pipeline: clip -> picture by chaining a bundle's engines.
+"""The lean, torch-free generation pipeline: sounds -> pictures by chaining a bundle's engines.
 
 Data flow (DESIGN.md), one stage method each, in this order:
 1. ``load_audio``      any clip -> [160000] float32 (runtime.audio; a chosen 10 s window, loop-tiled)
-2. ``encode_audio``    waveform [1, 160000] -> audio token [1, D]          (audio_encoder engine)
-3. ``encode_prompt``   template ids + token -> [2, 77, D] (uncond, cond)   (text_encoder engine; uncond cached)
-4. ``denoise``         seeded noise -> latents [1, 4, h, w]                 (unet engine, numpy scheduler step)
+2. ``encode_audio``    waveform [1, 160000] -> audio token [1, D]          (audio_encoder engine); a mix of
+                       sounds is the weighted mean of their tokens (``listen``)
+3. ``encode_prompt``   template ids + tokens -> [2, 77, D] (uncond, cond)  (text_encoder engine; uncond cached);
+                       several sounds fill the placeholders <1>..<4> (token slots)
+4. ``denoise``         seeded noise -> latents [1, 4, h, w]                 (unet engine, numpy scheduler step);
+                       regions blend per-region predictions (``runtime.regions``), an edit starts from a
+                       picture's noised latents and keeps its masked-out latents on the picture's trajectory
 5. ``decode_latents``  latents / scaling factor -> [1, 3, 8h, 8w]          (vae_decoder engine)
-6. ``to_pictures`` / ``save_png`` (runtime.picture)
+6. ``to_pictures`` / ``save_png`` (runtime.picture); an edit is brought back to its picture's size and composited
+   under the mask (runtime.source_picture)
 
-Engines have static shapes (batch 1, classifier-free guidance batched as 2 in the UNet), so several pictures
-are drawn one after another; their feeds are built from the engine contract (``runtime.contract``). Picture k
-of a run has seed ``seed + k`` and draws all its noise from streams of that seed (``runtime.noise``), so it
-is the same picture whether drawn alone or k-th. ``Pipeline`` is safe to call from several threads: it holds
-no per-call state (the unconditional-embedding cache is locked), ONNX Runtime sessions run concurrently, and
-the TensorRT backend serialises its calls on its own lock.
+Entry points: ``draw`` / ``generate`` (a sound, a mix, or ``stereo`` sides), ``draw_edit`` / ``edit`` (a picture
+and a sound: ``EditOptions``), ``draw_compose`` / ``compose`` (several sounds: ``ComposeOptions``). Engines have
+static shapes (batch 1, classifier-free guidance batched as 2 in the UNet; ``predict`` packs more rows into the
+batches a bundle holds), so several pictures are drawn one after another; their feeds are built from the engine
+contract (``runtime.contract``). Picture k of a run has seed ``seed + k`` and draws all its noise from streams of
+that seed (``runtime.noise``), so it is the same picture whether drawn alone or k-th. ``Pipeline`` is safe to call
+from several threads: it holds no per-call state (the unconditional-embedding cache is locked), ONNX Runtime
+sessions run concurrently, and the TensorRT backend serialises its calls on its own lock.
 """
 
 from __future__ import annotations
