@@ -46,11 +46,9 @@ import torch
 from torch import nn
 
 from audiotoken.checkpoints import read_torch_file
+from audiotoken.evaluation import WAV2CLIP_RATE, WAV2CLIP_SAMPLES
 from runtime.atomic import building_folder
 from runtime.errors import CheckpointError, ConfigError, first_line
-
-WAV2CLIP_RATE = 44_100  # Hz: how SonicDiffusion's script feeds Wav2CLIP (librosa.load(sr=44100), SPEC 7)
-WAV2CLIP_SAMPLES = 442_763  # its fixed input length: zero-padded (or cut) to this many samples
 
 
 @dataclass(frozen=True)
@@ -104,8 +102,14 @@ def models_for(metrics) -> tuple[str, ...]:
 
 
 def model_path(folder: Path, key: str) -> Path:
-    """``folder/<file>`` of model ``key``; a missing one is a one-line error naming it and where it is published."""
+    """``folder/<file>`` of model ``key``; a missing one is a one-line error naming it and where it is published, a
+    ``folder`` that is a file one saying so."""
     spec = MODEL_FILES[key]
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ConfigError(
+            f"--models {folder}: is not a folder",
+            hint="pass the folder that holds the evaluation models (README: Evaluate lists them)",
+        )
     path = Path(folder) / spec.name
     if not path.is_file():
         raise ConfigError(
@@ -274,7 +278,7 @@ class ClipModel:
 
 class Wav2ClipModel:
     """The wav2clip package's audio encoder with its released checkpoint, built as ``wav2clip.get_model`` builds it
-    (``scenario="frozen"``, ``transform=True``): waveforms [B, 442763] at 44.1 kHz -> embeddings [B, 512]."""
+    (``scenario="frozen"``, ``transform=True``): waveforms [B, T] (``wav2clip_audio``) -> embeddings [B, 512]."""
 
     def __init__(self, path: Path, device: str):
         encoder = import_wav2clip()
@@ -325,15 +329,17 @@ class InceptionModel:
 LOADERS = {"clip_b32": ClipModel, "clip_l14": ClipModel, "wav2clip": Wav2ClipModel, "inception": InceptionModel}
 
 
-def wav2clip_audio(path: Path) -> np.ndarray:
-    """A clip as SonicDiffusion's script feeds Wav2CLIP: librosa at 44.1 kHz mono, zero-padded (or cut) to
-    442,763 samples -> [442763] float32."""
+def wav2clip_audio(path: Path, rate: int = WAV2CLIP_RATE) -> np.ndarray:
+    """A clip as Wav2CLIP hears it: by default as SonicDiffusion's script feeds it (SPEC 7), librosa at 44.1 kHz
+    mono, zero-padded (or cut) to 442,763 samples; at ``rate`` 16000, Wav2CLIP's own training input, 160,000 samples
+    (10 s) -> [T] float32."""
     import librosa
 
-    wave, _ = librosa.load(str(path), sr=WAV2CLIP_RATE, mono=True, dtype=np.float32)  # [T]
+    samples = WAV2CLIP_SAMPLES[rate]
+    wave, _ = librosa.load(str(path), sr=rate, mono=True, dtype=np.float32)  # [T']
     if len(wave) == 0:
         raise ValueError("the clip holds no samples")
-    return np.pad(wave[:WAV2CLIP_SAMPLES], (0, max(0, WAV2CLIP_SAMPLES - len(wave))))  # [442763]
+    return np.pad(wave[:samples], (0, max(0, samples - len(wave))))  # [T]
 
 
 # ---- random stand-ins (make-random --eval) --------------------------------------------------------------------------

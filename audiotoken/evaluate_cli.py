@@ -20,7 +20,17 @@ from pathlib import Path
 
 import typer
 
-from audiotoken.evaluation import PAPER, PERCENT, PROTOCOL, ClipSet, EvaluationOptions, parse_metrics, shown
+from audiotoken.evaluation import (
+    PAPER,
+    PERCENT,
+    PROTOCOL,
+    WAV2CLIP_SAMPLES,
+    ClipSet,
+    EvaluationOptions,
+    intervals_note,
+    parse_metrics,
+    shown,
+)
 from runtime.atomic import write_atomically
 from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, default_of, option, reports_errors
@@ -38,10 +48,30 @@ def metric_option(name: str, flag: str, **settings):
     return option(EvaluationOptions, name, flag, **settings)
 
 
-def evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_size) -> EvaluationOptions:
-    options = EvaluationOptions(parse_metrics(metrics), bootstrap, fid_bootstrap, seed, device, batch_size)
+def evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_size, wav2clip_rate) -> EvaluationOptions:
+    options = EvaluationOptions(
+        metrics=parse_metrics(metrics),
+        bootstrap=bootstrap,
+        fid_bootstrap=fid_bootstrap,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        wav2clip_rate=wav2clip_rate,
+    )
     options.check()
     return options
+
+
+def wav2clip_rate_option():
+    """``--wav2clip-rate``: one of the rates Wav2CLIP can be fed at (``runtime.command.choice`` lists strings)."""
+    rates = sorted(WAV2CLIP_SAMPLES)
+
+    def check(value: int) -> int:
+        if value not in rates:
+            raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, rates))}")
+        return value
+
+    return metric_option("wav2clip_rate", "--wav2clip-rate", metavar=f"[{'|'.join(map(str, rates))}]", callback=check)
 
 
 def pytorch_side(command: str) -> None:
@@ -190,14 +220,13 @@ def write_report(
 
 def protocol_notes(options: EvaluationOptions) -> list[str]:
     return [f"{name}: {text}" for name, text in PROTOCOL.items()] + [
-        f"intervals: bootstrap, {options.bootstrap} replicates ({options.fid_bootstrap} for FID), clips resampled",
+        f"this run: Wav2CLIP heard the clips at {options.wav2clip_rate} Hz",
+        f"intervals: {intervals_note(options)}",
         "The paper's exact protocol was not released: these are the closest public definitions (SPEC section 7).",
     ]
 
 
-def clip_rows(
-    clips: ClipSet, pictures_of: Callable[[int], list[tuple[str, object]]], count: int, seed: int
-) -> list[Row]:
+def clip_rows(clips: ClipSet, pictures_of: Callable[[int], list[tuple[str, object]]], count: int) -> list[Row]:
     """Sheet rows of the first ``count`` clips: name and label, their frame when given, then their pictures."""
     from audiotoken.evaluation import read_frame
 
@@ -206,7 +235,7 @@ def clip_rows(
         cells: list[tuple[str, object]] = []
         if clips.frames is not None:
             try:
-                cells.append(("frame", read_frame(clips.frames[i], clips.names[i], seed)))
+                cells.append(("frame", read_frame(clips.frames[i], clips.names[i])))
             except Exception:  # an unreadable frame was reported by the evaluation; here it is a grey square
                 cells.append(("frame", None))
         label = clips.label(i)
@@ -254,6 +283,7 @@ def evaluate_command(
     seed: int = metric_option("seed", "--seed"),
     device: str = metric_option("device", "--device", **choice(EVAL_DEVICES)),
     batch_size: int = metric_option("batch_size", "--batch-size"),
+    wav2clip_rate: int = wav2clip_rate_option(),
     sheet_clips: int = typer.Option(
         SHEET_CLIPS, "--sheet-clips", help="Clips shown on the --report sheet (the first)."
     ),
@@ -263,7 +293,7 @@ def evaluate_command(
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    options = evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_size)
+    options = evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_size, wav2clip_rate)
     check_outputs_of(json_path, report)
     pytorch_side("evaluate")
     from audiotoken.evaluation import Evaluator, gather, read_picture
@@ -297,7 +327,7 @@ def evaluate_command(
             report,
             "audiotoken-rt evaluate",
             tables,
-            clip_rows(clip_set, pictures_of, sheet_clips, seed),
+            clip_rows(clip_set, pictures_of, sheet_clips),
             protocol_notes(options),
         )
         console.print(f"wrote {report}/index.html and {report}/sheet.png")
@@ -331,12 +361,16 @@ def psnr_summary(values: list[float]) -> dict:
     }
 
 
-def draw_pairs(pipelines: dict, sides: dict, clips: list[Path], targets: dict, overwrite: bool, console):
-    """Draw every clip on both sides; PSNR of each picture pair; pictures saved where ``targets`` says. -> the
-    pictures per side as (clip index, k, picture), the pairs as dicts, and the clips that failed."""
+def draw_pairs(
+    pipelines: dict, sides: dict, clips: list[Path], clip_set: ClipSet, targets: dict, overwrite: bool, console
+):
+    """Draw every clip on both sides; PSNR of each picture pair; pictures saved where ``targets`` says (in the order
+    of ``clips``). -> the pictures per side as (the clip's index in ``clip_set``, found by name: the set may be
+    sorted, ``clips`` in any order; k; picture), the pairs as dicts, and the clips that failed."""
     from audiotoken.evaluation import psnr
     from runtime.picture import save_png
 
+    index = {name: c for c, name in enumerate(clip_set.names)}
     drawn: dict[str, list] = {name: [] for name in sides}
     pairs, failed = [], []
     with stage_bars(console) as progress:
@@ -356,7 +390,7 @@ def draw_pairs(pipelines: dict, sides: dict, clips: list[Path], targets: dict, o
             for k, (a, b) in enumerate(pictures):
                 pairs.append({"clip": clip.name, "index": k, "seed": generations["a"].seeds[k], "psnr_db": psnr(a, b)})
                 for name, picture in (("a", a), ("b", b)):
-                    drawn[name].append((i, k, picture))
+                    drawn[name].append((index[clip.stem], k, picture))
                     if targets:
                         path = targets[name][i][k]
                         save_png(picture, path, generations[name].metadata(k), overwrite=overwrite)
@@ -368,7 +402,7 @@ def psnr_text(value: float, unit: str = "") -> str:
     return "identical" if math.isinf(value) else f"{value:.2f}{unit}"
 
 
-def metric_deltas(clip_set, models: Path, options: EvaluationOptions, drawn: dict, clips: list[Path], console):
+def metric_deltas(clip_set: ClipSet, models: Path, options: EvaluationOptions, drawn: dict, console):
     """Both sides' scores with one evaluator (the clip side embedded once) -> (rows of A, B, B - A, n; the JSON part)."""
     from audiotoken.evaluation import Evaluator, Picture
 
@@ -376,7 +410,7 @@ def metric_deltas(clip_set, models: Path, options: EvaluationOptions, drawn: dic
         evaluator = Evaluator(clip_set, models, options, progress)
         scores = {
             name: evaluator.score(
-                [Picture(f"{name.upper()} {clips[i].stem}-{k}", i, picture) for i, k, picture in drawn[name]],
+                [Picture(f"{name.upper()} {clip_set.names[c]}-{k}", c, picture) for c, k, picture in drawn[name]],
                 f"pictures {name.upper()}",
             )
             for name in drawn
@@ -445,6 +479,7 @@ def compare_command(
     metrics: str | None = metric_option("metrics", "--metrics", default=None, show_default=False),
     bootstrap: int = metric_option("bootstrap", "--bootstrap"),
     fid_bootstrap: int = metric_option("fid_bootstrap", "--fid-bootstrap"),
+    wav2clip_rate: int = wav2clip_rate_option(),
     eval_device: str = typer.Option(
         default_of(EvaluationOptions, "device"),
         "--eval-device",
@@ -484,8 +519,14 @@ def compare_command(
     }
     for side in sides.values():
         side.check()
-    options = evaluation_options(
-        metrics, bootstrap, fid_bootstrap, seed, eval_device, default_of(EvaluationOptions, "batch_size")
+    options = evaluation_options(  # the intervals' seed is the evaluation's default, not the pictures' --seed
+        metrics,
+        bootstrap,
+        fid_bootstrap,
+        default_of(EvaluationOptions, "seed"),
+        eval_device,
+        default_of(EvaluationOptions, "batch_size"),
+        wav2clip_rate,
     )
     check_outputs_of(json_path, report)
     targets = {}
@@ -498,12 +539,15 @@ def compare_command(
     clip_set = ClipSet(tuple(stems), tuple(clips))
     if models is not None:
         pytorch_side("compare")
-        from audiotoken.eval_models import import_torchvision
+        from audiotoken import eval_models
         from audiotoken.evaluation import clip_set as labelled_clip_set
+        from audiotoken.evaluation import metrics_to_compute
 
-        import_torchvision()  # before --backend torch's diffusers, which imports any torchvision it finds
+        eval_models.import_torchvision()  # before --backend torch's diffusers, which imports any torchvision it finds
 
         clip_set = labelled_clip_set(stems, dict(zip(stems, clips, strict=True)), labels, frames)
+        for key in eval_models.models_for(metrics_to_compute(options, clip_set)):  # all checked before any drawing
+            eval_models.model_path(models, key)
     with console.status(f"opening {bundle_a} and {bundle_b} ({backend}, {device})"):
         pipelines = {
             "a": Pipeline.open(bundle_a, backend=backend, device=device),
@@ -518,7 +562,7 @@ def compare_command(
             hint="compare bundles exported at one size",
         )
 
-    drawn, pairs, failed = draw_pairs(pipelines, sides, list(clips), targets, overwrite, console)
+    drawn, pairs, failed = draw_pairs(pipelines, sides, list(clips), clip_set, targets, overwrite, console)
     stdout = Console(highlight=False)
     psnr_rows = [[p["clip"], str(p["index"]), str(p["seed"]), psnr_text(p["psnr_db"])] for p in pairs]
     stdout.print(rich_table("PSNR of B against A, dB", PSNR_HEADER, psnr_rows))
@@ -532,7 +576,7 @@ def compare_command(
     }
     tables = [("PSNR of B against A, dB", PSNR_HEADER, psnr_rows)]
     if models is not None and pairs:
-        delta_rows, scored = metric_deltas(clip_set, models, options, drawn, list(clips), console)
+        delta_rows, scored = metric_deltas(clip_set, models, options, drawn, console)
         stdout.print(rich_table("metrics (delta = B - A)", DELTA_HEADER, delta_rows))
         result.update(scored)
         tables.append(("metrics (delta = B - A)", DELTA_HEADER, delta_rows))
@@ -549,16 +593,14 @@ def compare_command(
         def pictures_of(clip: int) -> list[tuple[str, object]]:
             cells = [(f"A {k}", picture) for i, k, picture in drawn["a"] if i == clip]
             cells += [
-                (f"B {k}: {psnr_text(psnr_of[(clips[i].name, k)], ' dB')}", picture)
+                (f"B {k}: {psnr_text(psnr_of[(clip_set.audio[clip].name, k)], ' dB')}", picture)
                 for i, k, picture in drawn["b"]
                 if i == clip
             ]
             return cells
 
         notes = [f"A: {bundle_a} ({preset_a}); B: {bundle_b} ({preset_b}); seeds from {seed}; PSNR in dB"]
-        write_report(
-            report, "audiotoken-rt compare", tables, clip_rows(clip_set, pictures_of, sheet_clips, seed), notes
-        )
+        write_report(report, "audiotoken-rt compare", tables, clip_rows(clip_set, pictures_of, sheet_clips), notes)
         console.print(f"wrote {report}/index.html and {report}/sheet.png")
     if failed:
         raise typer.Exit(1)

@@ -3,24 +3,40 @@
 Place in the data flow: ``audiotoken-rt generate`` (or ``compare``) writes pictures named after their clips ->
 ``gather`` pairs them with the clips, their ``labels.csv`` labels and ground-truth frames -> ``Evaluator`` turns
 them into embeddings with the field's models (``audiotoken.eval_models``: open_clip, wav2clip, pytorch-fid) ->
-the metrics below, each with its sample count and a bootstrap 95% interval -> ``Scores`` (table, JSON, report).
+the metrics below, each with its sample count and a 95% interval (clips resampled) -> ``Scores`` (table, JSON,
+report).
 
 The official evaluation code was never released; the definitions are the closest public ones (SPEC 7, after the
 SonicDiffusion authors' script), computed here on numpy embeddings:
 - AIS: for picture i of clip c, the share of the other evaluated clips r whose Wav2CLIP audio is less similar to the
   picture (CLIP ViT-B/32) than c's own: mean_r 1[cos(img_i, a_c) > cos(img_i, a_r)] (a win rate, not a cosine);
+  Wav2CLIP hears each clip at 44.1 kHz, 442,763 samples, as SPEC 7 (SonicDiffusion's script) feeds it, although it
+  was trained on 10 s at 16 kHz: ``wav2clip_rate=16000`` (``--wav2clip-rate``) feeds it that, 160,000 samples;
 - IIS: the same win rate in CLIP ViT-L/14 image space, the clip's ground-truth frame against the other clips' frames;
 - AIC: zero-shot CLIP ViT-L/14 over every class name of labels.csv (bare label text): top-1 == the clip's label;
 - FID: the Frechet distance of pytorch-fid's Inception pool features, pictures against frames.
 AIS, IIS and AIC are reported in percent, as the paper's table. The reference set of a win rate is every other
-evaluated clip (SonicDiffusion used a cached random set of dataset clips, which is not public).
+evaluated clip (SonicDiffusion used a cached random set of dataset clips, which is not public). A video's frame is
+drawn from the clip's name alone (``FRAME_SEED``): the options' seed is the intervals' only.
 
-Written here: the win rates (the definitions above) and the bootstrap (clips resampled with replacement, each with
-all its pictures: pictures of one clip are not independent), which no library does; and the Frechet distance, which
-pytorch-fid's ``calculate_frechet_distance`` does with scipy's ``sqrtm`` of a 2048x2048 product: seconds per call,
-and inexact when fewer than 2048 pictures make the covariances singular, so a bootstrap over it would take hours.
-The same quantity is exact from singular values: with covariance factors A A^T = S1 and B B^T = S2,
-tr sqrt(S1 S2) = the sum of the singular values of A^T B (a test holds it to scipy's ``sqrtm`` within 1e-3).
+Written here, as no library does it: the win rates (the definitions above) and the intervals, which resample clips,
+each with all its pictures (pictures of one clip are not independent), each metric with its own random stream
+(seeded by the seed and the metric), so one metric's interval does not depend on which others were asked for:
+- AIS, IIS, AIC: a percentile bootstrap of the mean (clips drawn with replacement);
+- FID: not a bootstrap. Drawing with replacement repeats rows, and a Frechet distance grows as its distinct rows get
+  fewer (its bias, of order features / rows), so bootstrap replicates lie above the FID they should surround (two
+  samples of one distribution, 200x64: FID 11.3, bootstrap 95% [18.4, 22.6]). Each replicate is instead the FID of
+  a random half of the K clips, m = ceil(K / 2) drawn without replacement (the delete-d jackknife of Shao and Wu,
+  d = K - m: the spread of the m-clip FIDs about their mean, times sqrt(m / d), estimates the K-clip FID's); the
+  interval is FID plus the 2.5th and 97.5th percentiles of those centred, rescaled replicates (floored at 0). It
+  is the sampling spread of FID at this count of pictures, not an interval of the distance between the
+  distributions (which FID overestimates at any count), and like a jackknife variance it errs wide (the test's
+  case: 95% [10.4, 12.4], 1.4 times the spread of FID over fresh samples, [10.5, 11.9]).
+And the Frechet distance, which pytorch-fid's ``calculate_frechet_distance`` does with scipy's ``sqrtm`` of a
+2048x2048 product: seconds per call, and inexact when fewer than 2048 pictures make the covariances singular, so
+replicates over it would take hours. The same quantity is exact from singular values: with covariance factors
+A A^T = S1 and B B^T = S2, tr sqrt(S1 S2) = the sum of the singular values of A^T B (tests hold it to scipy's
+``sqrtm`` within 1e-3, with more rows than features and with fewer).
 """
 
 from __future__ import annotations
@@ -45,6 +61,12 @@ NEEDS_FRAMES = ("IIS", "FID")
 NEEDS_LABELS = ("AIC",)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 WIN_RATE_CHUNK = 1024  # pictures per block of the [pictures, clips] similarity matrix
+FRAME_SEED = 0  # with the clip's name, which frame of a ground-truth video is read (independent of the options' seed)
+WAV2CLIP_RATE = 44_100  # Hz: how SonicDiffusion's script feeds Wav2CLIP (librosa.load(sr=44100), SPEC 7): the default
+WAV2CLIP_SAMPLES = {  # Hz -> Wav2CLIP's fixed input length at that rate, zero-padded (or cut) to it
+    44_100: 442_763,  # SonicDiffusion's (SPEC 7): 10.04 s
+    16_000: 160_000,  # Wav2CLIP's own training input: 10 s at 16 kHz (wav2clip's pre_training dataset)
+}
 
 
 @dataclass(frozen=True)
@@ -59,13 +81,21 @@ class EvaluationOptions:
         default=1000, metadata={"help": "Bootstrap replicates (clips resampled) of the AIS, IIS and AIC intervals."}
     )
     fid_bootstrap: int = field(
-        default=100, metadata={"help": "Bootstrap replicates of the FID interval (each one a Frechet distance)."}
+        default=100,
+        metadata={"help": "Replicates of the FID interval, each the FID of a random half of the clips (README)."},
     )
     seed: int = field(
-        default=0, metadata={"help": "Seed of the bootstrap and of the frame drawn from each ground-truth video."}
+        default=0, metadata={"help": "Seed of the intervals' replicates (not of the pictures, nor of the frames)."}
     )
     device: str = field(default="cpu", metadata={"help": "Where the models run: cpu, or cuda."})
     batch_size: int = field(default=16, metadata={"help": "Pictures (or clips) per model call."})
+    wav2clip_rate: int = field(
+        default=WAV2CLIP_RATE,
+        metadata={
+            "help": "Rate Wav2CLIP hears the clips at (AIS): 44100, 442,763 samples, as SPEC 7 (SonicDiffusion); "
+            "or 16000, 160,000 samples, the rate Wav2CLIP was trained at."
+        },
+    )
 
     def check(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -75,6 +105,10 @@ class EvaluationOptions:
             raise ConfigError(f"bootstrap replicates {self.bootstrap}, {self.fid_bootstrap}: expected 0 or more")
         if self.batch_size < 1:
             raise ConfigError(f"batch size {self.batch_size}: expected 1 or more")
+        if self.wav2clip_rate not in WAV2CLIP_SAMPLES:
+            raise ConfigError(
+                f"Wav2CLIP rate {self.wav2clip_rate} Hz: expected {' or '.join(map(str, WAV2CLIP_SAMPLES))}"
+            )
 
 
 def parse_metrics(text: str | None) -> tuple[str, ...]:
@@ -159,7 +193,7 @@ def clip_draws(groups: np.ndarray, replicates: int, rng: np.random.Generator) ->
 
 
 def interval(values: np.ndarray) -> tuple[float, float]:
-    """The central 95% of bootstrap replicates (percentile interval)."""
+    """The central 95% of replicates (percentile interval)."""
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
 
@@ -179,7 +213,7 @@ def bootstrap_mean(
     return interval(counts @ sums / (counts @ sizes))  # [B] replicate means
 
 
-def bootstrap_frechet(
+def frechet_interval(
     a: np.ndarray,
     a_groups: np.ndarray,
     b: np.ndarray,
@@ -187,23 +221,32 @@ def bootstrap_frechet(
     replicates: int,
     rng: np.random.Generator,
     progress: Progress | None = None,
+    value: float | None = None,
 ) -> tuple[float, float] | None:
-    """95% interval of ``frechet_distance(a, b)``, resampling clips: a drawn clip brings all its rows of both sides."""
-    groups = np.union1d(a_groups, b_groups)
-    if replicates == 0 or len(groups) < 2:
+    """95% interval of ``value`` = ``frechet_distance(a, b)`` (computed when not given) from half-samples of the
+    clips, drawn without replacement, a drawn clip bringing all its rows of both sides (module docstring: the
+    delete-d jackknife, not a bootstrap, whose repeated rows inflate FID). None with fewer than 3 clips (a half
+    needs 2 clips), or no replicates."""
+    clips = np.union1d(a_groups, b_groups)  # [K]
+    kept = (len(clips) + 1) // 2  # m clips in a half-sample, d = K - m left out
+    if replicates == 0 or kept < 2:
         return None
-    clips, counts = clip_draws(groups, replicates, rng)  # [K], [B, K]
-    rows_a = [np.flatnonzero(a_groups == clip) for clip in clips]
-    rows_b = [np.flatnonzero(b_groups == clip) for clip in clips]
+    value = frechet_distance(a, b) if value is None else value
+    position_a, position_b = np.searchsorted(clips, a_groups), np.searchsorted(clips, b_groups)  # [Na], [Nb]
     values = []
-    for r, drawn in enumerate(counts):
-        pick_a = np.concatenate([np.tile(rows_a[k], n) for k, n in enumerate(drawn) if n])  # rows, with repeats
-        pick_b = np.concatenate([np.tile(rows_b[k], n) for k, n in enumerate(drawn) if n])
-        if len(pick_a) >= 2 and len(pick_b) >= 2:
+    for r in range(replicates):
+        drawn = np.zeros(len(clips), dtype=bool)
+        drawn[rng.choice(len(clips), kept, replace=False)] = True
+        pick_a, pick_b = drawn[position_a], drawn[position_b]  # [Na], [Nb]
+        if pick_a.sum() >= 2 and pick_b.sum() >= 2:
             values.append(frechet_distance(a[pick_a], b[pick_b]))
         if progress:
-            progress("FID bootstrap", r + 1, replicates)
-    return interval(np.asarray(values)) if values else None
+            progress("FID interval", r + 1, replicates)
+    if not values:
+        return None
+    values = np.asarray(values)
+    low, high = interval((values - values.mean()) * np.sqrt(kept / (len(clips) - kept)))  # d = K - m
+    return max(0.0, value + low), value + high
 
 
 # ---- what is evaluated ---------------------------------------------------------------------------------------------
@@ -339,14 +382,15 @@ def read_picture(source: PictureSource) -> Image.Image:
         return file.convert("RGB")
 
 
-def read_frame(path: Path, name: str, seed: int) -> Image.Image:
+def read_frame(path: Path, name: str) -> Image.Image:
     """A clip's ground-truth frame: the image, or one frame of the video drawn uniformly over its 10 s (as training
-    draws inside its audio window), seeded by ``seed`` and the clip's name so every run reads the same frame."""
+    draws inside its audio window), seeded by ``FRAME_SEED`` and the clip's name alone, so every run (whatever its
+    seed) reads the same frame."""
     from audiotoken.dataset import VIDEO_SUFFIXES, read_video_frame
     from runtime.contract import CLIP_SECONDS
 
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        rng = np.random.default_rng([FRAME_SEED, zlib.crc32(name.encode())])
         return read_video_frame(path, 0, CLIP_SECONDS, rng).convert("RGB")
     return read_picture(path)
 
@@ -356,7 +400,7 @@ def read_frame(path: Path, name: str, seed: int) -> Image.Image:
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric: its value (percent for AIS, IIS, AIC), pictures counted, bootstrap 95% interval, and a note."""
+    """One metric: its value (percent for AIS, IIS, AIC), pictures counted, 95% interval, and a note."""
 
     name: str
     value: float | None
@@ -391,21 +435,33 @@ class Scores:
             "paper": PAPER,
             "protocol": {
                 **PROTOCOL,
-                "bootstrap": f"{o.bootstrap} replicates ({o.fid_bootstrap} for FID), clips resampled, seed {o.seed}",
+                "bootstrap": intervals_note(o),
+                "wav2clip_rate": o.wav2clip_rate,
             },
         }
 
 
 PROTOCOL = {
-    "AIS": "win rate of the picture's own clip over every other evaluated clip: cosine of Wav2CLIP audio "
-    "(44.1 kHz mono, zero-padded or cut to 442,763 samples) and CLIP ViT-B/32 picture embeddings",
+    "AIS": "win rate of the picture's own clip over every other evaluated clip: cosine of Wav2CLIP audio and CLIP "
+    "ViT-B/32 picture embeddings; the clip read mono at 44.1 kHz, zero-padded or cut to 442,763 samples, as SPEC 7 "
+    "(after SonicDiffusion's script) says, although Wav2CLIP was trained on 10 s clips at 16 kHz; "
+    "--wav2clip-rate 16000 feeds it that (160,000 samples); protocol.wav2clip_rate says which a run used",
     "IIS": "win rate of the clip's ground-truth frame over every other clip's frame, CLIP ViT-L/14 image embeddings",
     "AIC": "zero-shot CLIP ViT-L/14 top-1 over every class name of labels.csv (bare label text) == the clip's label",
     "FID": "Frechet distance of pytorch-fid Inception pool3 (2048-d) features, pictures vs frames, each picture "
     "as it is, resized inside the network to 299x299 (bilinear)",
     "CLIP": "OpenAI weights through open_clip, its preprocessing (224x224: shortest side resized bicubic, centre crop)",
-    "frames": "an image, or one video frame drawn uniformly over the clip's 10 s (seeded by the clip's name)",
+    "frames": "an image, or one video frame drawn uniformly over the clip's 10 s (seeded by the clip's name alone)",
 }
+
+
+def intervals_note(options: EvaluationOptions) -> str:
+    """How the intervals were drawn, for the JSON and the report."""
+    return (
+        f"95%, clips resampled, seed {options.seed}: AIS, IIS, AIC a percentile bootstrap of {options.bootstrap} "
+        f"replicates (with replacement); FID plus the spread of {options.fid_bootstrap} FIDs of half the clips "
+        "(without replacement: the delete-d jackknife; a bootstrap's repeated rows would inflate FID)"
+    )
 
 
 def metrics_to_compute(options: EvaluationOptions, clips: ClipSet) -> tuple[str, ...]:
@@ -468,7 +524,7 @@ class Evaluator:
                 waves = []
                 for i in batch:
                     try:
-                        waves.append(eval_models.wav2clip_audio(clips.audio[i]))  # [442763]
+                        waves.append(eval_models.wav2clip_audio(clips.audio[i], self.options.wav2clip_rate))  # [T]
                         ok[i] = True
                     except Exception as exc:  # decoders raise many types; the clip is reported and left out
                         self.clip_skipped.append((clips.audio[i].name, f"{type(exc).__name__}: {first_line(exc)}"))
@@ -509,7 +565,7 @@ class Evaluator:
                 picture = pictures[i]
                 try:
                     if ground_truth:
-                        image = read_frame(picture.source, self.clips.names[picture.clip], self.options.seed)
+                        image = read_frame(picture.source, self.clips.names[picture.clip])
                     else:
                         image = read_picture(picture.source)
                 except Exception as exc:  # PIL and FFmpeg raise many types for a bad file: reported and skipped
@@ -525,12 +581,12 @@ class Evaluator:
         return {**embedded, "clip": np.asarray(kept, dtype=np.int64)}, skipped
 
     def score(self, pictures: list[Picture], stage: str = "pictures") -> Scores:
-        """Every metric of ``pictures`` (drawn from this evaluator's clips), with counts and bootstrap intervals."""
+        """Every metric of ``pictures`` (drawn from this evaluator's clips), with counts and 95% intervals."""
         embedded, skipped = self.embed_pictures(pictures, stage)
         clip_of, side = embedded["clip"], self.clip_side  # [n] the clip of each readable picture
-        rng = np.random.default_rng(self.options.seed)
         results: dict[str, MetricResult] = {}
         for metric in self.metrics:
+            rng = np.random.default_rng([self.options.seed, METRICS.index(metric)])  # its own, whatever else is asked
             if len(clip_of) == 0:
                 results[metric] = MetricResult(metric, None, 0, note="no readable picture")
             elif metric == "AIS":
@@ -568,13 +624,13 @@ class Evaluator:
         return self.mean_metric(name, rates, clip_of[usable], rng)
 
     def fid_metric(self, pictures: np.ndarray, clip_of: np.ndarray, side: dict, rng) -> MetricResult:
-        """FID of the pictures' Inception features against the readable frames', with its bootstrap interval."""
+        """FID of the pictures' Inception features against the readable frames', with its interval (half-samples)."""
         frames, frame_clip = side["frame_inception"], np.flatnonzero(side["frame_ok"])  # [m, 2048], [m]
         if len(pictures) < 2 or len(frames) < 2:
             return MetricResult("FID", None, len(pictures), note="needs 2 pictures and 2 frames or more")
         value = frechet_distance(pictures, frames)
-        ci = bootstrap_frechet(
-            pictures, clip_of, frames, frame_clip, self.options.fid_bootstrap, rng, progress=self.progress
+        ci = frechet_interval(
+            pictures, clip_of, frames, frame_clip, self.options.fid_bootstrap, rng, self.progress, value
         )
         return MetricResult("FID", value, len(pictures), ci, note=f"against {len(frames)} frames")
 

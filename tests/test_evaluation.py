@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,21 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from audiotoken.eval_models import MODEL_FILES, WAV2CLIP_SAMPLES, Spectrogram, wav2clip_audio
+from audiotoken import eval_models
+from audiotoken.eval_models import MODEL_FILES, Spectrogram, wav2clip_audio
 from audiotoken.evaluate_cli import compare_command, evaluate_command
 from audiotoken.evaluation import (
+    METRICS,
+    WAV2CLIP_SAMPLES,
+    EvaluationOptions,
+    Evaluator,
     audio_files,
     bootstrap_mean,
     class_agreement,
     clip_of_picture,
     clip_set,
     frechet_distance,
+    frechet_interval,
     gather,
     read_frame,
     win_rates,
@@ -161,7 +168,7 @@ def frames_as_pictures(dataset: Path, out: Path) -> Path:
     audio = audio_files(dataset)
     clips = clip_set(sorted(audio), audio, dataset / "labels.csv", dataset)
     for name, frame in zip(clips.names, clips.frames, strict=True):
-        read_frame(frame, name, seed=0).save(out / f"{name}.png")
+        read_frame(frame, name).save(out / f"{name}.png")
     return out
 
 
@@ -182,6 +189,11 @@ def test_frechet_distance_matches_scipy_sqrtm_and_is_zero_against_itself():
     b = rng.normal(0.3, 1.5, size=(250, 16)) @ rng.normal(size=(16, 16))
     assert abs(frechet_distance(a, b) - reference_frechet(a, b)) < 1e-3
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), abs=1e-9)
+    # fewer rows than features + 1 on one side or both: the centred rows are the covariance factor (no eigh)
+    c = rng.normal(0.3, 1.5, size=(300, 16)) @ rng.normal(size=(16, 16))
+    for rows_a, rows_b in ((10, 300), (300, 10), (8, 12), (17, 17)):
+        few_a, few_b = a[:rows_a], c[:rows_b]
+        assert abs(frechet_distance(few_a, few_b) - reference_frechet(few_a, few_b)) < 1e-3, (rows_a, rows_b)
     few = rng.normal(size=(6, 2048))  # fewer pictures than Inception features: singular covariances
     assert abs(frechet_distance(few, few)) < 1e-9 and abs(frechet_distance(a, a)) < 1e-9
     assert frechet_distance(few, few + 1.0) == pytest.approx(2048.0)  # a shift by 1 in every feature: |mu|^2
@@ -236,6 +248,20 @@ def test_the_bootstrap_resamples_clips_not_pictures():
     assert bootstrap_mean(np.ones(4), np.zeros(4), 100, np.random.default_rng(0)) is None  # one clip: no interval
 
 
+def test_the_fid_interval_holds_the_fid_of_two_samples_of_one_distribution():
+    """Resampling with replacement repeats rows, and repeated rows inflate a Frechet distance (fewer distinct rows:
+    a larger bias), so bootstrap replicates of FID lie above it. The interval is the spread of FID at its count."""
+    rng = np.random.default_rng(0)
+    a, b, clips = rng.normal(size=(200, 64)), rng.normal(size=(200, 64)), np.arange(200)
+    value = frechet_distance(a, b)
+    low, high = frechet_interval(a, clips, b, clips, 100, np.random.default_rng(0))
+    assert low < value < high
+    fresh = [frechet_distance(rng.normal(size=(200, 64)), rng.normal(size=(200, 64))) for _ in range(100)]
+    spread = np.percentile(fresh, 97.5) - np.percentile(fresh, 2.5)  # FID's own 95% range over new samples
+    assert spread < high - low < 2 * spread  # conservative, not far off
+    assert frechet_interval(a[:2], clips[:2], b[:2], clips[:2], 100, np.random.default_rng(0)) is None  # 2 clips
+
+
 # ---- inputs ---------------------------------------------------------------------------------------------------------
 
 
@@ -267,18 +293,21 @@ def test_gather_reads_a_training_dataset_layout(dataset, tmp_path):
 def test_a_video_frame_is_drawn_over_the_clip_and_the_same_every_run(tmp_path):
     path = tmp_path / "ramp.mp4"
     write_video(path, [np.full((32, 32, 3), 12 * i, np.uint8) for i in range(20)])  # 10 s at 2 fps
-    grey = {name: round(np.asarray(read_frame(path, name, seed=0), np.float64).mean() / 12) for name in "abcdefgh"}
+    grey = {name: round(np.asarray(read_frame(path, name), np.float64).mean() / 12) for name in "abcdefgh"}
     assert set(grey.values()) <= set(range(20)) and len(set(grey.values())) > 2  # drawn over the whole clip
-    assert all(round(np.asarray(read_frame(path, n, seed=0), np.float64).mean() / 12) == g for n, g in grey.items())
+    assert all(round(np.asarray(read_frame(path, n), np.float64).mean() / 12) == g for n, g in grey.items())
 
 
-def test_wav2clip_hears_44k_mono_padded_to_its_fixed_length(tmp_path):
+def test_wav2clip_hears_44k_mono_padded_to_its_fixed_length_or_16k_when_asked(tmp_path):
     stereo = write_clip(tmp_path / "stereo.wav", seed=1, seconds=0.5, channels=2)
     wave = wav2clip_audio(stereo)
-    assert wave.shape == (WAV2CLIP_SAMPLES,) and wave.dtype == np.float32
+    assert wave.shape == (WAV2CLIP_SAMPLES[44_100],) == (442_763,) and wave.dtype == np.float32
     assert np.abs(wave[:20_000]).mean() > 0.05 and not wave[22_100:].any()  # 0.5 s at 44.1 kHz, then zeros
     long = wav2clip_audio(write_clip(tmp_path / "long.flac", seed=2, seconds=12.0))
-    assert long.shape == (WAV2CLIP_SAMPLES,) and np.abs(long[-1000:]).mean() > 0.05  # cut, not padded
+    assert long.shape == (442_763,) and np.abs(long[-1000:]).mean() > 0.05  # cut, not padded
+    own = wav2clip_audio(stereo, 16_000)  # Wav2CLIP's training rate: 10 s at 16 kHz
+    assert own.shape == (WAV2CLIP_SAMPLES[16_000],) == (160_000,)
+    assert np.abs(own[:7_000]).mean() > 0.05 and not own[8_100:].any()  # 0.5 s at 16 kHz, then zeros
 
 
 def test_the_spectrogram_standing_in_for_torchaudio_is_torchaudios(monkeypatch):
@@ -336,6 +365,115 @@ def test_bad_input_is_one_line_each(dataset, tmp_path):
     empty = tmp_path / "frames"
     empty.mkdir()
     assert "have no frame" in error("--pictures", pictures, "--frames", empty)[0]
+    lines = error("--pictures", pictures, "--models", pictures / "clip-a.png")  # a file, not the models' folder
+    assert "--models" in lines[0] and "is not a folder" in lines[0] and "not found" not in lines[0]
+    code, output = invoke(*base, "--pictures", pictures, "--wav2clip-rate", "22050")
+    assert code == 2 and "22050" in output and "16000" in output and "44100" in output
+
+
+# ---- the Evaluator on stand-in models: pixels as embeddings ---------------------------------------------------------
+
+EMBED = 48  # 4x4 RGB
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB").resize((4, 4)), np.float64).reshape(-1) - 127.5  # [48]
+
+
+class PixelModel:
+    """Stands in for CLIP and the FID Inception: a picture's embedding is its pixels at 4x4, a class name's a random
+    vector seeded by the name."""
+
+    def __init__(self, path: Path, device: str):
+        pass
+
+    def embed_images(self, images: list) -> np.ndarray:
+        return np.stack([pixels(image) for image in images])  # [B, 48]
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return np.stack([np.random.default_rng(zlib.crc32(text.encode())).normal(size=EMBED) for text in texts])
+
+
+@pytest.fixture
+def fake_models(monkeypatch, tmp_path) -> tuple[Path, list[int]]:
+    """A --models folder (empty files of the right names) whose loaders are the stand-ins above, and the lengths of
+    the waveforms the Wav2CLIP stand-in was fed."""
+    heard: list[int] = []
+
+    class Wav2Clip:
+        def __init__(self, path: Path, device: str):
+            pass
+
+        def embed(self, waves: np.ndarray) -> np.ndarray:
+            heard.extend([waves.shape[1]] * len(waves))
+            return waves[:, : EMBED * 50].reshape(len(waves), EMBED, 50).std(axis=2)  # [B, 48]
+
+    folder = tmp_path / "fake-models"
+    folder.mkdir()
+    for spec in MODEL_FILES.values():
+        (folder / spec.name).write_bytes(b"")
+    loaders = {"clip_b32": PixelModel, "clip_l14": PixelModel, "wav2clip": Wav2Clip, "inception": PixelModel}
+    monkeypatch.setattr(eval_models, "LOADERS", loaders)
+    return folder, heard
+
+
+@pytest.fixture(scope="module")
+def picture_set(tmp_path_factory) -> Path:
+    """12 clips of 0.2 s, three classes; every third clip's frame a 10 s video whose frames all differ, the others'
+    a picture; two random pictures per clip in pictures/."""
+    root = tmp_path_factory.mktemp("picture-set")
+    (root / "pictures").mkdir()
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(12):
+        name = f"clip{i:02d}"
+        write_clip(root / f"{name}.wav", seed=20 + i, seconds=0.2)
+        base = rng.integers(0, 128, (32, 32, 3))
+        if i % 3 == 0:
+            write_video(root / f"{name}.mp4", [(base + 6 * k).astype(np.uint8) for k in range(20)])
+        else:
+            Image.fromarray(base.astype(np.uint8)).save(root / f"{name}.png")
+        for k in range(2):
+            picture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(picture).save(root / "pictures" / f"{name}-{k}.png")
+        rows.append(f"{name},{CLASSES[i % 3]},test\n")
+    (root / "labels.csv").write_text("name,label,split\n" + "".join(rows))
+    return root
+
+
+def evaluate_with(models: Path, root: Path, **options):
+    clips, pictures = gather(root / "pictures", root, root / "labels.csv", root)
+    return Evaluator(clips, models, EvaluationOptions(**options)).score(pictures)
+
+
+def test_the_seed_moves_the_intervals_not_the_values(fake_models, picture_set):
+    """The seed is the bootstrap's: the frame drawn from a video depends on the clip's name alone."""
+    scores = {seed: evaluate_with(fake_models[0], picture_set, seed=seed) for seed in (0, 1, 2)}
+    assert list(scores[0].metrics) == list(METRICS)
+    for metric in METRICS:
+        assert scores[0].metrics[metric].value == scores[1].metrics[metric].value == scores[2].metrics[metric].value
+    moved = {metric for metric in METRICS if scores[0].metrics[metric].ci95 != scores[1].metrics[metric].ci95}
+    assert "FID" in moved and moved & {"AIS", "IIS", "AIC"}  # (means of a few clips may repeat an interval)
+
+
+def test_each_metric_draws_its_own_replicates(fake_models, picture_set):
+    every = evaluate_with(fake_models[0], picture_set)
+    for metric in METRICS:
+        alone = evaluate_with(fake_models[0], picture_set, metrics=(metric,))
+        assert alone.metrics[metric].ci95 == every.metrics[metric].ci95, metric
+
+
+def test_wav2clip_hears_the_rate_asked_for(fake_models, picture_set, tmp_path):
+    folder, heard = fake_models
+    args = ["evaluate", "--pictures", picture_set / "pictures", "--clips", picture_set, "--models", folder]
+    args += ["--labels", picture_set / "labels.csv", "--metrics", "AIS"]
+    for rate, samples in ((None, 442_763), ("16000", 160_000), ("44100", 442_763)):
+        heard.clear()
+        out = tmp_path / f"{rate}.json"
+        code, output = invoke(*args, "--json", out, *(["--wav2clip-rate", rate] if rate else []))
+        assert code == 0, output
+        assert heard == [samples] * 12
+        assert json.loads(out.read_text())["protocol"]["wav2clip_rate"] == int(rate or 44_100)
 
 
 # ---- the models and the commands, on random stand-ins ---------------------------------------------------------------
@@ -413,6 +551,28 @@ def test_compare_reports_the_metric_deltas(eval_env, stand_ins, tiny_bundle, cli
     }
     assert compared["metrics"]["a"]["IIS"] is None and compared["metrics"]["a"]["ci95"]["FID"] is None
     assert compared["metrics"]["a"]["AIC"] == compared["metrics"]["b"]["AIC"]
+
+
+def test_compare_scores_each_picture_against_its_own_clip_in_any_order(
+    eval_env, stand_ins, tiny_bundle, clips, tmp_path
+):
+    """Clips given out of name order: each clip's frame is here its own picture, so IIS is 100 when every picture is
+    scored against its own clip (0 against the other's); --models naming a file is refused before any drawing."""
+    backwards = clips[::-1]
+    assert [c.stem for c in backwards] != sorted(c.stem for c in backwards)
+    drawn = tmp_path / "drawn"
+    code, output = invoke("compare", tiny_bundle, tiny_bundle, *backwards, "--steps", "2", "--out", drawn)
+    assert code == 0, output
+    frames = drawn / "a"  # <clip>.png: each clip's picture, the same on every draw (the same seed)
+    out = tmp_path / "compare.json"
+    args = ["compare", tiny_bundle, tiny_bundle, *backwards, "--steps", "2", "--frames", frames, "--metrics", "IIS"]
+    result = run(eval_env, APP, *args, "--models", stand_ins[0], "--json", out)
+    assert result.returncode == 0, result.stderr
+    compared = json.loads(out.read_text())
+    assert compared["metrics"]["a"]["IIS"] == compared["metrics"]["b"]["IIS"] == 100.0
+    assert [p["clip"] for p in compared["pictures"]] == [c.name for c in backwards]
+    result = run(eval_env, APP, *args, "--models", frames / f"{clips[0].stem}.png")
+    assert result.returncode == 1 and "is not a folder" in result.stderr and "PSNR" not in result.stdout
 
 
 BLOCK_TORCH = """
