@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 
 SERVE = Path(sys.executable).parent / "audiotoken-rt"
+READY_SECONDS = 900  # each instance of each model starts a Triton Python stub process: slow on a busy machine
 
 
 def free_port() -> int:
@@ -39,7 +40,7 @@ def start(bundle: str, instances: int, queue: int) -> tuple[subprocess.Popen, in
     command = [str(SERVE), "serve", bundle, "--address", "127.0.0.1", "--http-port", str(http), "--grpc-port",
                str(grpc), "--metrics-port", str(metrics), "--instances", str(instances), "--max-queue", str(queue)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         try:
             if InferenceServerClient(f"127.0.0.1:{http}").is_model_ready("audiotoken"):
@@ -47,7 +48,7 @@ def start(bundle: str, instances: int, queue: int) -> tuple[subprocess.Popen, in
         except Exception:  # not listening yet
             time.sleep(1)
     process.kill()
-    raise SystemExit(f"the server for {instances} instance(s) did not get ready in 300 s")
+    raise SystemExit(f"the server for {instances} instance(s) did not get ready in {READY_SECONDS} s")
 
 
 def load(port: int, clip: Path, requests: int, clients: int, steps: int | None) -> dict:
