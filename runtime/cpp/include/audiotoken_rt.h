@@ -1,0 +1,152 @@
+/* audiotoken_rt.h: the C API of audiotoken-rt, a sound clip -> pictures, with no Python on the device.
+ *
+ * The same data flow as the Python runtime (runtime/pipeline.py), over an engine bundle from `audiotoken-rt export`:
+ *   samples (any rate, mono or interleaved channels) -> the 10 s, 16 kHz waveform -> audio_encoder -> token [D]
+ *   -> prompt template with <*> (CLIP BPE) -> text_encoder -> UNet loop (classifier-free guidance, a scheduler,
+ *   seeded noise) -> vae_decoder -> RGB8 pictures.
+ * Same bundle, clip, options and seed: the same pictures as `audiotoken-rt generate` (the noise generator is
+ * the Python runtime's, bit for bit), up to floating-point rounding.
+ *
+ * Stable ABI: the context is opaque; option structs begin with `struct_size` and are filled by their *_init
+ * function first (fields added later go at the end, so an older caller's smaller struct stays valid); only
+ * fixed-width types cross the boundary; no exception crosses it.
+ *
+ * Errors: every function that can fail returns an atrt_status; on failure atrt_last_error() and
+ * atrt_last_error_hint() describe it in one line each (the input, what was expected and received; what to do).
+ * They are per thread and stay valid until the thread's next call into this library.
+ *
+ * Threads: one context may be used by one thread at a time (calls on a context are not synchronised; the caller
+ * serialises them). Several contexts, on the same bundle or not, run in parallel on different threads.
+ * Everything else (atrt_abi_version, atrt_last_error, the *_init functions) may be called from any thread.
+ */
+#ifndef AUDIOTOKEN_RT_H
+#define AUDIOTOKEN_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(AUDIOTOKEN_RT_BUILDING)
+#define ATRT_API __attribute__((visibility("default")))
+#else
+#define ATRT_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATRT_ABI_VERSION 1   /* raised only when an existing function or struct field changes meaning */
+#define ATRT_TEXT_LENGTH 77  /* CLIP's context: BOS + 75 tokens + EOS */
+#define ATRT_RANDOM_SEED (-1) /* a fresh random seed for the first picture (reported in seeds_out) */
+
+typedef enum atrt_status {
+  ATRT_OK = 0,
+  ATRT_INVALID_ARGUMENT = 1, /* a null pointer, a buffer too small, a struct_size this library does not know */
+  ATRT_CONFIG_ERROR = 2,     /* an option or prompt out of range: scheduler, steps, guidance, seed, template */
+  ATRT_AUDIO_ERROR = 3,      /* samples that cannot make a waveform: none, non-finite, a bad rate or channel count */
+  ATRT_BUNDLE_ERROR = 4,     /* a bundle missing, tampered with (sha256), off the engine contract, or unreadable */
+  ATRT_RUNTIME_ERROR = 5,    /* ONNX Runtime failed, or an execution provider is not really available */
+  ATRT_OUT_OF_MEMORY = 6,
+  ATRT_INTERNAL_ERROR = 7
+} atrt_status;
+
+typedef enum atrt_downmix {
+  ATRT_DOWNMIX_FIRST = 0,  /* channel 0, as the official inference */
+  ATRT_DOWNMIX_MEAN = 1,   /* the mean of the channels */
+  ATRT_DOWNMIX_SECOND = 2  /* channel 1 (channel 0 of a mono clip) */
+} atrt_downmix;
+
+typedef struct atrt_context atrt_context;
+
+/* How to open a bundle. */
+typedef struct atrt_open_options {
+  uint32_t struct_size; /* sizeof(atrt_open_options), set by atrt_open_options_init */
+  const char* device;   /* "cpu" (default when NULL), "cuda" or "tensorrt": ONNX Runtime's execution provider */
+  int32_t threads;      /* ONNX Runtime intra-op threads; 0: its default */
+} atrt_open_options;
+
+/* A clip: float samples, full scale [-1, 1), `frames` frames of `channels` interleaved samples. */
+typedef struct atrt_audio {
+  uint32_t struct_size;  /* sizeof(atrt_audio), set by atrt_audio_init */
+  const float* samples;  /* frames * channels values */
+  uint64_t frames;
+  uint32_t channels;     /* 1 (mono) or more (interleaved) */
+  double sample_rate;    /* Hz, any positive rate: resampled to 16 kHz as the Python runtime does (soxr HQ) */
+  double start_seconds;  /* where the 10 s window starts; a shorter rest is loop-tiled */
+  int32_t downmix;       /* an atrt_downmix */
+} atrt_audio;
+
+/* How to draw. Fields left at their *_init value come from the bundle's recipe (or from the fast preset). */
+typedef struct atrt_draw_options {
+  uint32_t struct_size;        /* sizeof(atrt_draw_options), set by atrt_draw_options_init */
+  const char* prompt;          /* template holding <*> once; NULL: the bundle's template */
+  const char* negative_prompt; /* the unconditional branch; NULL: "" */
+  const char* scheduler;       /* "dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"; NULL: the recipe's */
+  int32_t steps;               /* denoising steps; 0: the recipe's */
+  float guidance;              /* classifier-free guidance, >= 1; 0: the recipe's */
+  int64_t seed;                /* first picture's seed, 0 .. 2^63-1; picture k gets seed + k; ATRT_RANDOM_SEED */
+  int32_t num_images;          /* pictures to draw, >= 1 */
+  int32_t fast;                /* nonzero: the fast preset (LCM, 4 steps, guidance 1) for unset fields */
+} atrt_draw_options;
+
+/* What a bundle draws: picture size, token width, template and recipe. Strings live as long as the context. */
+typedef struct atrt_bundle_info {
+  uint32_t struct_size; /* sizeof(atrt_bundle_info), set by atrt_bundle_info_init */
+  int32_t width, height;    /* pixels of each picture */
+  int32_t token_dim;        /* D: floats in an audio token */
+  const char* template_prompt;
+  const char* scheduler;    /* the recipe's */
+  int32_t steps;
+  float guidance;
+  int32_t fast;             /* nonzero: LCM-LoRA fused, tiny decoder, a UNet of batch 1 */
+  const char* device;       /* the execution provider the engines run on, e.g. "CPUExecutionProvider" */
+  const char* bundle_id;    /* short id of the bundle's content */
+} atrt_bundle_info;
+
+ATRT_API uint32_t atrt_abi_version(void);
+ATRT_API const char* atrt_version(void);
+ATRT_API const char* atrt_last_error(void);
+ATRT_API const char* atrt_last_error_hint(void);
+
+ATRT_API void atrt_open_options_init(atrt_open_options* options);
+ATRT_API void atrt_audio_init(atrt_audio* audio);
+ATRT_API void atrt_draw_options_init(atrt_draw_options* options);
+ATRT_API void atrt_bundle_info_init(atrt_bundle_info* info);
+
+/* Open the bundle in `folder`: its manifest read and checked as the Python runtime does (schema, every file's
+ * sha256, the engines' I/O against the engine contract), its tokenizer loaded, the execution provider checked.
+ * `options` may be NULL (CPU). On success *context is a new context for atrt_close; on failure it is NULL. */
+ATRT_API atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context);
+ATRT_API void atrt_close(atrt_context* context); /* NULL is fine */
+
+ATRT_API atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info);
+
+/* The prompt's CLIP input ids, padded to ATRT_TEXT_LENGTH. require_placeholder nonzero: `prompt` must hold <*>
+ * (or <1>) exactly once, as a template. A prompt of more than 77 tokens is refused (ATRT_CONFIG_ERROR). */
+ATRT_API atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t require_placeholder,
+                                   int64_t ids_out[ATRT_TEXT_LENGTH]);
+
+/* A clip -> its audio token (token_dim floats, see atrt_bundle_info). */
+ATRT_API atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, float* token_out,
+                                       size_t token_capacity);
+
+/* Pictures of a token: options->num_images RGB8 pictures, height x width x 3 bytes each, one after another in
+ * `pixels_out` (capacity in bytes); `seeds_out` (may be NULL) receives each picture's seed. */
+ATRT_API atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_size,
+                               const atrt_draw_options* options, uint8_t* pixels_out, size_t pixels_capacity,
+                               int64_t* seeds_out);
+
+/* atrt_encode_audio then atrt_draw. */
+ATRT_API atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const atrt_draw_options* options,
+                                   uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out);
+
+/* Milliseconds spent per stage since the context opened (or since the last reset): "encode_audio",
+ * "encode_prompt", "denoise", "unet", "decode_latents"; 0 for an unknown stage. */
+ATRT_API double atrt_stage_ms(const atrt_context* context, const char* stage);
+ATRT_API void atrt_reset_stage_times(atrt_context* context);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AUDIOTOKEN_RT_H */

@@ -1,0 +1,192 @@
+// audiotoken_rt.hpp: a thin C++17 wrapper over the C API (audiotoken_rt.h), header-only, so the library's ABI
+// stays the C one: a move-only Context that closes itself, std::vector in and out, and an exception
+// (audiotoken_rt::Error, with the status, the message and the hint) where the C API returns a failure status.
+// Exceptions are thrown here, in the caller's code, never inside or across the library.
+//
+//   audiotoken_rt::Context context("engines/sd14");
+//   audiotoken_rt::DrawOptions options;
+//   options.seed = 7;
+//   auto pictures = context.generate(audiotoken_rt::Audio::interleaved(samples, frames, 2, 44100.0), options);
+//   // pictures[0].rgb: height x width x 3 bytes
+//
+// Threads, as in the C API: one Context is used by one thread at a time; several Contexts run in parallel.
+#ifndef AUDIOTOKEN_RT_HPP
+#define AUDIOTOKEN_RT_HPP
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "audiotoken_rt.h"
+
+namespace audiotoken_rt {
+
+class Error : public std::runtime_error {
+ public:
+  Error(atrt_status status, const std::string& message, std::string hint)
+      : std::runtime_error(message), status_(status), hint_(std::move(hint)) {}
+  atrt_status status() const noexcept { return status_; }
+  const std::string& hint() const noexcept { return hint_; }
+
+ private:
+  atrt_status status_;
+  std::string hint_;
+};
+
+inline void check(atrt_status status) {
+  if (status != ATRT_OK) throw Error(status, atrt_last_error(), atrt_last_error_hint());
+}
+
+// A clip's samples: `frames` frames of `channels` interleaved floats at `sample_rate` Hz (not owned).
+struct Audio {
+  const float* samples = nullptr;
+  std::uint64_t frames = 0;
+  std::uint32_t channels = 1;
+  double sample_rate = 16000.0;
+  double start_seconds = 0.0;
+  atrt_downmix downmix = ATRT_DOWNMIX_FIRST;
+
+  static Audio mono(const std::vector<float>& samples, double sample_rate) {
+    return interleaved(samples.data(), samples.size(), 1, sample_rate);
+  }
+  static Audio interleaved(const float* samples, std::uint64_t frames, std::uint32_t channels, double sample_rate) {
+    Audio audio;
+    audio.samples = samples;
+    audio.frames = frames;
+    audio.channels = channels;
+    audio.sample_rate = sample_rate;
+    return audio;
+  }
+  atrt_audio c() const {
+    atrt_audio audio;
+    atrt_audio_init(&audio);
+    audio.samples = samples;
+    audio.frames = frames;
+    audio.channels = channels;
+    audio.sample_rate = sample_rate;
+    audio.start_seconds = start_seconds;
+    audio.downmix = downmix;
+    return audio;
+  }
+};
+
+// How to draw; unset fields (empty, 0) come from the bundle's recipe, or the fast preset with `fast`.
+struct DrawOptions {
+  std::string prompt;           // template holding <*> once; empty: the bundle's
+  std::string negative_prompt;
+  std::string scheduler;        // dpm++2m, pndm, ddim, euler, euler-a, lcm; empty: the recipe's
+  int steps = 0;
+  float guidance = 0.0f;
+  std::int64_t seed = ATRT_RANDOM_SEED;  // picture k gets seed + k
+  int num_images = 1;
+  bool fast = false;
+
+  atrt_draw_options c() const {
+    atrt_draw_options options;
+    atrt_draw_options_init(&options);
+    options.prompt = prompt.empty() ? nullptr : prompt.c_str();
+    options.negative_prompt = negative_prompt.c_str();
+    options.scheduler = scheduler.empty() ? nullptr : scheduler.c_str();
+    options.steps = steps;
+    options.guidance = guidance;
+    options.seed = seed;
+    options.num_images = num_images;
+    options.fast = fast ? 1 : 0;
+    return options;
+  }
+};
+
+struct Picture {
+  int width = 0, height = 0;
+  std::int64_t seed = 0;
+  std::vector<std::uint8_t> rgb;  // height x width x 3
+};
+
+class Context {
+ public:
+  explicit Context(const std::string& bundle, const std::string& device = "cpu", int threads = 0) {
+    atrt_open_options options;
+    atrt_open_options_init(&options);
+    options.device = device.c_str();
+    options.threads = threads;
+    check(atrt_open(bundle.c_str(), &options, &context_));
+  }
+  ~Context() { atrt_close(context_); }
+  Context(Context&& other) noexcept : context_(std::exchange(other.context_, nullptr)) {}
+  Context& operator=(Context&& other) noexcept {
+    if (this != &other) {
+      atrt_close(context_);
+      context_ = std::exchange(other.context_, nullptr);
+    }
+    return *this;
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  atrt_bundle_info info() const {
+    atrt_bundle_info info;
+    atrt_bundle_info_init(&info);
+    check(atrt_bundle_info_get(context_, &info));
+    return info;
+  }
+
+  std::array<std::int64_t, ATRT_TEXT_LENGTH> tokenize(const std::string& prompt, bool require_placeholder = true) {
+    std::array<std::int64_t, ATRT_TEXT_LENGTH> ids{};
+    check(atrt_tokenize(context_, prompt.c_str(), require_placeholder ? 1 : 0, ids.data()));
+    return ids;
+  }
+
+  std::vector<float> encode_audio(const Audio& audio) {
+    std::vector<float> token(static_cast<std::size_t>(info().token_dim));
+    const atrt_audio clip = audio.c();
+    check(atrt_encode_audio(context_, &clip, token.data(), token.size()));
+    return token;
+  }
+
+  std::vector<Picture> draw(const std::vector<float>& token, const DrawOptions& options) {
+    return pictures(options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_draw(context_, token.data(), token.size(), o, pixels, size, seeds);
+    });
+  }
+
+  std::vector<Picture> generate(const Audio& audio, const DrawOptions& options) {
+    const atrt_audio clip = audio.c();
+    return pictures(options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_generate(context_, &clip, o, pixels, size, seeds);
+    });
+  }
+
+  double stage_ms(const char* stage) const { return atrt_stage_ms(context_, stage); }
+  void reset_stage_times() { atrt_reset_stage_times(context_); }
+  atrt_context* get() const noexcept { return context_; }
+
+ private:
+  template <typename Call>
+  std::vector<Picture> pictures(const DrawOptions& options, Call call) {
+    const atrt_bundle_info bundle = info();
+    const std::size_t each = static_cast<std::size_t>(bundle.width) * static_cast<std::size_t>(bundle.height) * 3;
+    const std::size_t count = options.num_images > 0 ? static_cast<std::size_t>(options.num_images) : 1;
+    std::vector<std::uint8_t> pixels(each * count);
+    std::vector<std::int64_t> seeds(count);
+    const atrt_draw_options c_options = options.c();
+    check(call(&c_options, pixels.data(), pixels.size(), seeds.data()));
+    std::vector<Picture> drawn(count);
+    for (std::size_t k = 0; k < count; ++k) {
+      drawn[k].width = bundle.width;
+      drawn[k].height = bundle.height;
+      drawn[k].seed = seeds[k];
+      drawn[k].rgb.assign(pixels.begin() + static_cast<std::ptrdiff_t>(k * each),
+                          pixels.begin() + static_cast<std::ptrdiff_t>((k + 1) * each));
+    }
+    return drawn;
+  }
+
+  atrt_context* context_ = nullptr;
+};
+
+}  // namespace audiotoken_rt
+
+#endif  // AUDIOTOKEN_RT_HPP

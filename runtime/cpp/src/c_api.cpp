@@ -1,0 +1,261 @@
+// The C API (include/audiotoken_rt.h) over the C++ pipeline: argument checks, option structs read by their
+// struct_size, and the boundary where every exception becomes an atrt_status plus the thread's last error.
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "audiotoken_rt.h"
+#include "errors.hpp"
+#include "pipeline.hpp"
+#include "waveform.hpp"
+
+struct atrt_context {
+  atrt_context(const std::string& folder, const std::string& device_name, int threads)
+      : pipeline(folder, device_name, threads) {}
+  atrt::Pipeline pipeline;
+  std::string template_prompt, scheduler, device, bundle_id;  // kept alive for atrt_bundle_info
+};
+
+namespace {
+
+thread_local std::string last_error;
+thread_local std::string last_hint;
+
+atrt_status succeed() {
+  last_error.clear();
+  last_hint.clear();
+  return ATRT_OK;
+}
+
+atrt_status report(atrt_status status, const std::string& message, const std::string& hint = "") {
+  try {
+    last_error = message;
+    last_hint = hint;
+  } catch (...) {  // no memory left even for the message
+  }
+  return status;
+}
+
+// Runs `body` with every exception turned into a status and a message: nothing crosses the C boundary.
+template <typename Body>
+atrt_status guarded(Body body) {
+  try {
+    body();
+    return succeed();
+  } catch (const atrt::Error& e) {
+    return report(e.status(), e.what(), e.hint());
+  } catch (const std::bad_alloc&) {
+    return report(ATRT_OUT_OF_MEMORY, "out of memory", "close other contexts or use a smaller bundle");
+  } catch (const std::exception& e) {
+    return report(ATRT_INTERNAL_ERROR, std::string("internal error: ") + e.what(), "please report it");
+  } catch (...) {
+    return report(ATRT_INTERNAL_ERROR, "internal error", "please report it");
+  }
+}
+
+void need(const void* pointer, const char* what) {
+  if (pointer == nullptr) atrt::fail(ATRT_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+// A struct filled by its *_init: its struct_size must be one this library knows (the first field of every version).
+void check_size(std::uint32_t size, std::size_t minimum, std::size_t current, const char* what) {
+  if (size < minimum || size > current) {
+    atrt::fail(ATRT_INVALID_ARGUMENT, std::string(what) + ".struct_size is " + std::to_string(size) + "; expected " +
+                                         std::to_string(current),
+               std::string("call ") + what + "_init on it first");
+  }
+}
+
+std::vector<float> waveform_of(const atrt_audio* audio) {
+  need(audio, "audio");
+  check_size(audio->struct_size, sizeof(atrt_audio), sizeof(atrt_audio), "atrt_audio");
+  if (audio->frames > 0) need(audio->samples, "audio->samples");
+  if (audio->frames > (UINT64_MAX / 4) / (audio->channels ? audio->channels : 1)) {
+    atrt::fail(ATRT_AUDIO_ERROR, "audio: " + std::to_string(audio->frames) + " frames is more than memory can hold");
+  }
+  return atrt::prepare_waveform(audio->samples, audio->frames, audio->channels, audio->sample_rate,
+                                audio->start_seconds, audio->downmix, "samples");
+}
+
+atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
+  atrt_draw_options defaults;
+  atrt_draw_options_init(&defaults);
+  if (options == nullptr) options = &defaults;
+  check_size(options->struct_size, sizeof(atrt_draw_options), sizeof(atrt_draw_options), "atrt_draw_options");
+  atrt::DrawOptions o;
+  o.prompt = options->prompt ? options->prompt : "";
+  o.negative_prompt = options->negative_prompt ? options->negative_prompt : "";
+  o.scheduler = options->scheduler ? options->scheduler : "";
+  o.steps = options->steps;
+  if (std::isnan(options->guidance)) {
+    atrt::fail(ATRT_CONFIG_ERROR, "guidance is NaN; classifier-free guidance needs >= 1 (7.5 is usual)");
+  }
+  o.guidance = static_cast<double>(options->guidance);
+  o.seed = options->seed;
+  o.num_images = options->num_images;
+  o.fast = options->fast != 0;
+  return o;
+}
+
+void draw_into(atrt_context* context, const std::vector<float>& token, const atrt_draw_options* options,
+               std::uint8_t* pixels, std::size_t capacity, std::int64_t* seeds_out) {
+  const atrt::DrawOptions o = draw_options_of(options);
+  need(pixels, "pixels_out");
+  if (o.num_images >= 1) {
+    const std::size_t wanted = context->pipeline.picture_bytes() * static_cast<std::size_t>(o.num_images);
+    if (capacity < wanted) {
+      atrt::fail(ATRT_INVALID_ARGUMENT, "pixels_out holds " + std::to_string(capacity) + " bytes; " +
+                                            std::to_string(o.num_images) + " pictures need " + std::to_string(wanted),
+                 "allocate num_images * height * width * 3 bytes (atrt_bundle_info_get)");
+    }
+  }
+  std::vector<std::int64_t> seeds;
+  context->pipeline.draw(token, o, pixels, seeds);
+  if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t atrt_abi_version(void) { return ATRT_ABI_VERSION; }
+const char* atrt_version(void) { return "0.1.0"; }
+const char* atrt_last_error(void) { return last_error.c_str(); }
+const char* atrt_last_error_hint(void) { return last_hint.c_str(); }
+
+void atrt_open_options_init(atrt_open_options* options) {
+  if (options == nullptr) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+  options->device = "cpu";
+}
+
+void atrt_audio_init(atrt_audio* audio) {
+  if (audio == nullptr) return;
+  std::memset(audio, 0, sizeof *audio);
+  audio->struct_size = sizeof *audio;
+  audio->channels = 1;
+  audio->sample_rate = 16000.0;
+  audio->downmix = ATRT_DOWNMIX_FIRST;
+}
+
+void atrt_draw_options_init(atrt_draw_options* options) {
+  if (options == nullptr) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+  options->seed = ATRT_RANDOM_SEED;
+  options->num_images = 1;
+}
+
+void atrt_bundle_info_init(atrt_bundle_info* info) {
+  if (info == nullptr) return;
+  std::memset(info, 0, sizeof *info);
+  info->struct_size = sizeof *info;
+}
+
+atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context) {
+  if (context != nullptr) *context = nullptr;
+  return guarded([&] {
+    need(context, "context");
+    need(folder, "folder");
+    std::string device = "cpu";
+    int threads = 0;
+    if (options != nullptr) {
+      check_size(options->struct_size, sizeof(atrt_open_options), sizeof(atrt_open_options), "atrt_open_options");
+      if (options->device != nullptr) device = options->device;
+      if (options->threads < 0) {
+        atrt::fail(ATRT_CONFIG_ERROR, "threads is " + std::to_string(options->threads) + "; use 0 (ONNX Runtime's default) or more");
+      }
+      threads = options->threads;
+    }
+    auto* opened = new atrt_context(folder, device, threads);
+    const atrt::Manifest& m = opened->pipeline.manifest();
+    opened->template_prompt = m.template_prompt;
+    opened->scheduler = m.recipe.scheduler;
+    opened->device = opened->pipeline.provider();
+    opened->bundle_id = m.bundle_id();
+    *context = opened;
+  });
+}
+
+void atrt_close(atrt_context* context) { delete context; }
+
+atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) {
+  return guarded([&] {
+    need(context, "context");
+    need(info, "info");
+    check_size(info->struct_size, sizeof(atrt_bundle_info), sizeof(atrt_bundle_info), "atrt_bundle_info");
+    const atrt::Manifest& m = context->pipeline.manifest();
+    info->width = m.width;
+    info->height = m.height;
+    info->token_dim = m.token_dim;
+    info->template_prompt = context->template_prompt.c_str();
+    info->scheduler = context->scheduler.c_str();
+    info->steps = m.recipe.steps;
+    info->guidance = static_cast<float>(m.recipe.guidance);
+    info->fast = m.recipe.fast() ? 1 : 0;
+    info->device = context->device.c_str();
+    info->bundle_id = context->bundle_id.c_str();
+  });
+}
+
+atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t require_placeholder,
+                          int64_t ids_out[ATRT_TEXT_LENGTH]) {
+  return guarded([&] {
+    need(context, "context");
+    need(prompt, "prompt");
+    need(ids_out, "ids_out");
+    const std::vector<std::int64_t> ids = context->pipeline.tokenizer().encode(prompt, require_placeholder != 0);
+    std::copy(ids.begin(), ids.end(), ids_out);
+  });
+}
+
+atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, float* token_out, size_t token_capacity) {
+  return guarded([&] {
+    need(context, "context");
+    need(token_out, "token_out");
+    const auto dim = static_cast<std::size_t>(context->pipeline.manifest().token_dim);
+    if (token_capacity < dim) {
+      atrt::fail(ATRT_INVALID_ARGUMENT, "token_out holds " + std::to_string(token_capacity) + " floats; this bundle's token has " +
+                                            std::to_string(dim), "allocate token_dim floats (atrt_bundle_info_get)");
+    }
+    const std::vector<float> token = context->pipeline.encode_audio(waveform_of(audio));
+    std::copy(token.begin(), token.end(), token_out);
+  });
+}
+
+atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_size, const atrt_draw_options* options,
+                      uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) {
+  return guarded([&] {
+    need(context, "context");
+    need(token, "token");
+    draw_into(context, std::vector<float>(token, token + token_size), options, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const atrt_draw_options* options,
+                          uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) {
+  return guarded([&] {
+    need(context, "context");
+    draw_options_of(options);  // bad options refused before the audio is encoded
+    need(pixels_out, "pixels_out");
+    const std::vector<float> waveform = waveform_of(audio);
+    context->pipeline.resolve(draw_options_of(options));
+    const std::vector<float> token = context->pipeline.encode_audio(waveform);
+    draw_into(context, token, options, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+double atrt_stage_ms(const atrt_context* context, const char* stage) {
+  if (context == nullptr || stage == nullptr) return 0.0;
+  auto found = context->pipeline.stage_ms.find(stage);
+  return found == context->pipeline.stage_ms.end() ? 0.0 : found->second;
+}
+
+void atrt_reset_stage_times(atrt_context* context) {
+  if (context != nullptr) context->pipeline.stage_ms.clear();
+}
+
+}  // extern "C"

@@ -1,0 +1,330 @@
+// manifest.json -> Manifest, and the bundle check of runtime/bundle.py `verify` (see manifest.hpp).
+#include "manifest.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include "errors.hpp"
+#include "sha256.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace atrt {
+
+const char* const kEngineNames[5] = {"audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder"};
+
+namespace {
+
+const char* const kRebuildHint = "rebuild the bundle with audiotoken-rt export --force";
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+// shlex.quote: a word of safe characters as it is, anything else in single quotes
+std::string shell_quoted(const std::string& word) {
+  if (word.empty()) return "''";
+  const bool safe = std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string("_@%+=:,./-").find(c) != std::string::npos;
+  });
+  if (safe) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\"'\"'") : std::string(1, c);
+  return quoted + "'";
+}
+
+FileEntry file_entry(const json& j) {
+  return FileEntry{j.at("path").get<std::string>(), j.at("sha256").get<std::string>(), j.at("size").get<std::uint64_t>()};
+}
+
+TensorSpec tensor_spec(const json& j) {
+  return TensorSpec{j.at("name").get<std::string>(), j.at("dtype").get<std::string>(),
+                    j.at("shape").get<std::vector<std::int64_t>>()};
+}
+
+std::vector<TensorSpec> tensor_specs(const json& j) {
+  std::vector<TensorSpec> specs;
+  for (const auto& item : j) specs.push_back(tensor_spec(item));
+  return specs;
+}
+
+EngineEntry engine_entry(const std::string& name, const json& j) {
+  EngineEntry engine;
+  engine.name = j.at("name").get<std::string>();
+  (void)name;
+  engine.file = file_entry(j.at("file"));
+  if (!j.at("data").is_null()) engine.data = file_entry(j.at("data"));
+  engine.precision = j.at("precision").get<std::string>();
+  engine.inputs = tensor_specs(j.at("inputs"));
+  engine.outputs = tensor_specs(j.at("outputs"));
+  j.at("parity");  // present in every manifest (its figures are for audiotoken-rt info)
+  for (const auto& plan : j.at("plans")) engine.plans.push_back(file_entry(plan.at("file")));
+  if (j.contains("variants")) {
+    for (const auto& variant : j.at("variants")) {
+      engine.variants.push_back(
+          Variant{file_entry(variant.at("file")), variant.at("devices").get<std::vector<std::string>>()});
+    }
+  }
+  return engine;
+}
+
+// Where the Python runtime remembers the files it has hashed for a bundle (runtime/bundle.py hash_cache_path):
+// $XDG_CACHE_HOME/audiotoken-rt/verified/<key>.json, {path: [absolute path, size, mtime in ns, sha256]}.
+fs::path hash_cache_path(const std::string& key) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const fs::path base = xdg && *xdg ? fs::path(xdg) : fs::path(home ? home : ".") / ".cache";
+  return base / "audiotoken-rt" / "verified" / (key + ".json");
+}
+
+// [absolute path, size, mtime_ns, sha256 expected]: what a check saw; an unchanged stamp needs no new hash
+json stamp_of(const fs::path& path, const std::string& sha256) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return json();
+  const std::int64_t mtime_ns = static_cast<std::int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
+  return json::array({path.string(), static_cast<std::int64_t>(info.st_size), mtime_ns, sha256});
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::string TensorSpec::describe() const { return name + " " + dtype + " " + shape_text(shape); }
+
+const FileEntry& EngineEntry::graph_for(const std::string& device) const {
+  for (const auto& variant : variants) {
+    if (std::find(variant.devices.begin(), variant.devices.end(), device) != variant.devices.end()) {
+      return variant.file;
+    }
+  }
+  return file;
+}
+
+bool Recipe::holds(int batch) const {
+  return std::find(unet_batches.begin(), unet_batches.end(), batch) != unet_batches.end();
+}
+
+bool Recipe::fast() const { return lora && decoder == "taesd" && holds(1); }
+
+std::string Manifest::rebuild_command(const std::string& folder) const {
+  auto ref = [&](const char* role) {
+    auto found = source_refs.find(role);
+    return found == source_refs.end() ? std::string("?") : found->second;
+  };
+  std::string batches;
+  for (std::size_t i = 0; i < recipe.unet_batches.size(); ++i) {
+    batches += (i ? "," : "") + std::to_string(recipe.unet_batches[i]);
+  }
+  std::vector<std::string> words = {"audiotoken-rt", "export", "--sd", ref("sd"), "--beats", ref("beats"),
+                                    "--embedder", ref("embedder"), "--out", folder, "--height",
+                                    std::to_string(height), "--width", std::to_string(width), "--precision",
+                                    precision, "--template", template_prompt, "--unet-batch", batches};
+  if (source_refs.count("lcm_lora") && recipe.lora) {
+    char scale[32];
+    std::snprintf(scale, sizeof scale, "%g", recipe.lora_scale);
+    words.insert(words.end(), {"--lcm-lora", ref("lcm_lora"), "--lora-scale", scale});
+  }
+  if (source_refs.count("tiny_vae")) words.insert(words.end(), {"--tiny-vae", ref("tiny_vae")});
+  words.push_back("--force");
+  std::string command;
+  for (std::size_t i = 0; i < words.size(); ++i) command += (i ? " " : "") + shell_quoted(words[i]);
+  return command;
+}
+
+std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> Manifest::contracts() const {
+  const std::int64_t d = token_dim, h = height / kVaeFactor, w = width / kVaeFactor, c = kLatentChannels;
+  const std::int64_t n = recipe.unet_batches.size() == 1 ? recipe.unet_batches[0] : kDynamic;
+  const TensorSpec token{"audio_token", "float32", {1, d}};
+  const TensorSpec slots = token_slots == 1 ? token : TensorSpec{"audio_token", "float32", {1, token_slots, d}};
+  const TensorSpec image{"image", "float32", {1, 3, height, width}};
+  const TensorSpec latent{"latent", "float32", {1, c, h, w}};
+  return {
+      {"audio_encoder", {{{"waveform", "float32", {1, kSamples}}}, {token}}},
+      {"text_encoder",
+       {{{"input_ids", "int64", {1, kTextLength}}, slots}, {{"text_embeddings", "float32", {1, kTextLength, d}}}}},
+      {"unet",
+       {{{"sample", "float32", {n, c, h, w}},
+         {"timestep", "float32", {1}},
+         {"encoder_hidden_states", "float32", {n, kTextLength, d}}},
+        {{"noise_pred", "float32", {n, c, h, w}}}}},
+      {"vae_decoder", {{latent}, {image}}},
+      {"vae_encoder", {{image}, {latent}}},
+  };
+}
+
+Manifest parse_manifest(const std::string& text, const std::string& source) {
+  json d;
+  try {
+    d = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(ATRT_BUNDLE_ERROR, source + ": not valid JSON (" + e.what() + ")", kRebuildHint);
+  }
+  const int version = d.is_object() && d.contains("schema_version") && d["schema_version"].is_number_integer()
+                          ? d["schema_version"].get<int>()
+                          : 0;
+  if (version < 1 || version > kSchemaVersion) {
+    fail(ATRT_BUNDLE_ERROR,
+         source + ": manifest schema version " + (version ? std::to_string(version) : std::string("None")) +
+             ", this audiotoken-rt reads versions 1, 2, 3",
+         "rebuild the bundle with this version's audiotoken-rt export --force");
+  }
+  Manifest m;
+  try {
+    m.schema_version = version;
+    m.key = d.at("key").get<std::string>();
+    m.precision = d.at("precision").get<std::string>();
+    d.at("opset").get<int>();
+    m.token_dim = d.at("token_dim").get<int>();
+    m.placeholder = d.at("placeholder").get<std::string>();
+    m.placeholder_id = d.at("placeholder_id").get<std::int64_t>();
+    m.template_prompt = d.at("template").get<std::string>();
+    m.height = d.at("height").get<int>();
+    m.width = d.at("width").get<int>();
+    m.vae_scaling_factor = d.at("vae_scaling_factor").get<double>();
+    m.prediction_type = d.at("prediction_type").get<std::string>();
+    m.scheduler_config = d.at("scheduler_config");
+    if (!m.scheduler_config.is_object()) throw json::type_error::create(302, "scheduler_config is not an object", nullptr);
+    m.tokenizer = d.at("tokenizer").get<std::string>();
+    d.at("created_with");
+    for (const auto& source_item : d.at("sources")) {
+      m.source_refs[source_item.at("role").get<std::string>()] = source_item.at("ref").get<std::string>();
+    }
+    for (const auto& file : d.at("files")) m.files.push_back(file_entry(file));
+    for (const auto& [name, engine] : d.at("engines").items()) m.engines[name] = engine_entry(name, engine);
+    if (version >= 2) {
+      const json& r = d.at("recipe");
+      m.recipe.unet_batches = r.at("unet_batches").get<std::vector<int>>();
+      m.recipe.decoder = r.at("decoder").get<std::string>();
+      m.recipe.lora = !r.at("lora").is_null();
+      if (m.recipe.lora) m.recipe.lora_scale = r.at("lora").at("scale").get<double>();
+      m.recipe.scheduler = r.at("scheduler").get<std::string>();
+      m.recipe.steps = r.at("steps").get<int>();
+      m.recipe.guidance = r.at("guidance").get<double>();
+    }
+    m.token_slots = version >= 3 ? d.at("token_slots").get<int>() : 1;
+  } catch (const json::exception& e) {
+    fail(ATRT_BUNDLE_ERROR, source + ": manifest lacks or mistypes a field (" + e.what() + ")", kRebuildHint);
+  }
+  if (m.recipe.unet_batches.empty() || m.token_dim <= 0 || m.height <= 0 || m.width <= 0 || m.token_slots < 1 ||
+      m.height % kVaeFactor || m.width % kVaeFactor) {
+    fail(ATRT_BUNDLE_ERROR, source + ": manifest holds impossible sizes (token_dim, height, width, UNet batches)",
+         kRebuildHint);
+  }
+  return m;
+}
+
+Manifest verify_bundle(const std::string& folder_name) {
+  std::error_code error;
+  if (folder_name.empty() || !fs::exists(folder_name, error)) {
+    fail(ATRT_BUNDLE_ERROR, folder_name + ": bundle folder does not exist",
+         "check the path, or build one with audiotoken-rt export --out FOLDER");
+  }
+  const fs::path folder = fs::weakly_canonical(folder_name, error);
+  const fs::path manifest_path = folder / "manifest.json";
+  if (!fs::is_regular_file(manifest_path, error)) {
+    fail(ATRT_BUNDLE_ERROR, folder_name + ": no manifest.json; expected an engine bundle folder",
+         "build one with audiotoken-rt export --out FOLDER");
+  }
+  Manifest m = parse_manifest(read_text(manifest_path), manifest_path.string());
+
+  // As the Python runtime opens a bundle: a file whose size and modification time are those of its last successful
+  // check (the same per-user cache) is not hashed again; anything else is.
+  const fs::path cache_path = hash_cache_path(m.key);
+  json checked = json::object(), seen = json::object();
+  try {
+    checked = json::parse(read_text(cache_path));
+    if (!checked.is_object()) checked = json::object();
+  } catch (const json::exception&) {
+    checked = json::object();
+  }
+  std::vector<std::string> problems;
+  std::vector<const FileEntry*> all = {};
+  for (const auto& file : m.files) all.push_back(&file);
+  for (const auto& [name, engine] : m.engines) {
+    all.push_back(&engine.file);
+    if (engine.data) all.push_back(&*engine.data);
+    for (const auto& plan : engine.plans) all.push_back(&plan);
+    for (const auto& variant : engine.variants) all.push_back(&variant.file);
+  }
+  for (const FileEntry* entry : all) {
+    const fs::path path = folder / entry->path;
+    if (!fs::is_regular_file(path, error)) {
+      problems.push_back(entry->path + " is missing");
+      continue;
+    }
+    const json stamp = stamp_of(path, entry->sha256);
+    seen[entry->path] = stamp;
+    if (!stamp.is_null() && checked.contains(entry->path) && checked[entry->path] == stamp) continue;
+    std::string digest, why;
+    if (!file_sha256(path.string(), digest, why)) {
+      problems.push_back(entry->path + " cannot be read (" + why + ")");
+    } else if (digest != entry->sha256) {
+      problems.push_back(entry->path + " has sha256 " + digest.substr(0, 12) + "..., the manifest says " +
+                         entry->sha256.substr(0, 12) + "...");
+    }
+  }
+  std::vector<std::string> missing;
+  for (const char* name : kEngineNames) {
+    if (!m.engines.count(name)) missing.push_back(name);
+  }
+  if (!missing.empty()) {
+    std::string names;
+    for (std::size_t i = 0; i < missing.size(); ++i) names += (i ? ", " : "") + missing[i];
+    problems.push_back("engines " + names + " are not in the manifest");
+  }
+  const auto contracts = m.contracts();
+  for (const auto& [name, engine] : m.engines) {
+    auto expected = contracts.find(name);
+    if (expected == contracts.end()) {
+      problems.push_back("engine '" + name +
+                         "' is not one of audio_encoder, text_encoder, unet, vae_decoder, vae_encoder");
+      continue;
+    }
+    const std::pair<const char*, std::pair<const std::vector<TensorSpec>*, const std::vector<TensorSpec>*>> kinds[] = {
+        {"inputs", {&engine.inputs, &expected->second.first}}, {"outputs", {&engine.outputs, &expected->second.second}}};
+    for (const auto& [kind, pair] : kinds) {
+      if (*pair.first == *pair.second) continue;
+      auto describe = [](const std::vector<TensorSpec>& specs) {
+        std::string text;
+        for (std::size_t i = 0; i < specs.size(); ++i) text += (i ? ", " : "") + specs[i].describe();
+        return text.empty() ? std::string("none") : text;
+      };
+      problems.push_back(name + " " + kind + " are " + describe(*pair.first) + "; this runtime expects " +
+                         describe(*pair.second));
+    }
+  }
+  if (!problems.empty()) {
+    std::string joined;
+    for (std::size_t i = 0; i < problems.size(); ++i) joined += (i ? "; " : "") + problems[i];
+    fail(ATRT_BUNDLE_ERROR, "bundle " + folder.string() + ": " + joined,
+         "rebuild it: " + m.rebuild_command(folder.string()));
+  }
+  // best effort (a read-only home costs the next open a re-hash); written aside then renamed, so that a context
+  // opening the same bundle in another thread or process reads the old cache or the new one, never half of one
+  fs::create_directories(cache_path.parent_path(), error);
+  static std::atomic<unsigned> writes{0};
+  const fs::path partial = cache_path.string() + "." + std::to_string(::getpid()) + "." + std::to_string(writes++);
+  if (std::ofstream(partial) << seen.dump()) fs::rename(partial, cache_path, error);
+  fs::remove(partial, error);
+  return m;
+}
+
+}  // namespace atrt

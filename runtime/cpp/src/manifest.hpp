@@ -1,0 +1,102 @@
+// The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-3, every
+// file's existence and sha256, every engine present and its recorded I/O equal to the engine contract
+// (runtime/contract.py) at the bundle's dims. A mismatch is one BUNDLE error naming each problem and the export
+// command that rebuilds the bundle.
+//
+// Place in the data flow: atrt_open -> read_manifest + verify_bundle -> the pipeline reads the dims, the recipe,
+// the scheduler config, the tokenizer folder and each engine's ONNX file (per device) from here.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace atrt {
+
+constexpr int kSchemaVersion = 3;
+constexpr std::int64_t kDynamic = -1;  // an open dimension in a recorded shape
+constexpr int kTextLength = 77;
+constexpr int kLatentChannels = 4;
+constexpr int kVaeFactor = 8;
+constexpr std::int64_t kSamples = 160000;  // 10 s at 16 kHz: the audio_encoder's waveform
+extern const char* const kEngineNames[5];
+
+struct TensorSpec {
+  std::string name;
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  bool operator==(const TensorSpec& other) const {
+    return name == other.name && dtype == other.dtype && shape == other.shape;
+  }
+  std::string describe() const;  // "name dtype [a, b]", as the Python runtime prints it
+};
+
+struct FileEntry {
+  std::string path;  // relative to the bundle folder
+  std::string sha256;
+  std::uint64_t size = 0;
+};
+
+struct Variant {
+  FileEntry file;
+  std::vector<std::string> devices;
+};
+
+struct EngineEntry {
+  std::string name;
+  FileEntry file;
+  std::optional<FileEntry> data;
+  std::string precision;
+  std::vector<TensorSpec> inputs, outputs;
+  std::vector<FileEntry> plans;
+  std::vector<Variant> variants;
+  // the ONNX file to run on `device`: a variant made for it, else the engine's own graph
+  const FileEntry& graph_for(const std::string& device) const;
+};
+
+struct Recipe {
+  std::vector<int> unet_batches{2};
+  std::string decoder = "sd-vae";
+  bool lora = false;
+  double lora_scale = 1.0;
+  std::string scheduler = "dpm++2m";
+  int steps = 25;
+  double guidance = 7.5;
+  bool fast() const;  // LCM-LoRA fused, the tiny decoder, a UNet of batch 1
+  bool holds(int batch) const;
+};
+
+struct Manifest {
+  int schema_version = 0;
+  std::string key;
+  std::string precision;
+  int token_dim = 0;
+  std::string placeholder;
+  std::int64_t placeholder_id = 0;
+  std::string template_prompt;
+  int height = 0, width = 0;
+  double vae_scaling_factor = 0;
+  std::string prediction_type;
+  nlohmann::json scheduler_config;
+  std::string tokenizer;  // folder of tokenizer.json, relative to the bundle
+  std::vector<FileEntry> files;
+  std::map<std::string, EngineEntry> engines;
+  std::map<std::string, std::string> source_refs;  // role -> ref, for the rebuild command
+  Recipe recipe;
+  int token_slots = 1;
+
+  std::string bundle_id() const { return key.substr(0, 16); }
+  std::string rebuild_command(const std::string& folder) const;
+  // the engines' I/O at this bundle's dims (runtime/contract.py engine_contracts)
+  std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> contracts() const;
+};
+
+Manifest parse_manifest(const std::string& text, const std::string& source);  // BUNDLE error when malformed
+// Read folder/manifest.json and check every file, the engines and their contract; BUNDLE error otherwise.
+Manifest verify_bundle(const std::string& folder);
+
+}  // namespace atrt

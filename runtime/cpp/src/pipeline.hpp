@@ -1,0 +1,77 @@
+// The generation pipeline: a clip's samples -> audio token -> prompt embeddings -> denoised latents -> RGB8
+// pictures, chaining a bundle's engines the way runtime/pipeline.py does (its stages 1-6):
+//   1. prepare_waveform   samples -> [160000] floats (waveform.hpp)
+//   2. encode_audio       waveform [1, 160000] -> token [1, D]                         (audio_encoder)
+//   3. encode_prompt      template ids + token -> [2, 77, D] (uncond, cond) or [1, 77, D] (text_encoder;
+//                         the token in slot 0 of [1, S, D] for bundles of S slots, [1, D] for old ones; the
+//                         negative prompt's embedding cached)
+//   4. denoise            the seed's noise -> latents [1, 4, h, w]: UNet (batch 2 = classifier-free guidance, or
+//                         batch 1 at guidance 1 on a bundle holding it) + a scheduler step per timestep
+//   5. decode_latents     latents / scaling factor -> image [1, 3, 8h, 8w]                (vae_decoder)
+//   6. to_pixels          image in [-1, 1] -> RGB8 (x / 2 + 0.5, clamped, rounded half to even)
+// Picture k of a call has seed + k and takes all its noise from that seed's streams (noise.hpp).
+// One Pipeline serves one thread at a time (it keeps the unconditional cache and stage times).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engines.hpp"
+#include "manifest.hpp"
+#include "tokenizer.hpp"
+
+namespace atrt {
+
+struct DrawOptions {
+  std::string prompt;            // empty: the bundle's template
+  std::string negative_prompt;
+  std::string scheduler;         // empty: the recipe's
+  int steps = 0;                 // 0: the recipe's
+  double guidance = 0;           // 0: the recipe's
+  std::int64_t seed = -1;        // -1: random
+  int num_images = 1;
+  bool fast = false;
+};
+
+class Pipeline {
+ public:
+  Pipeline(const std::string& folder, const std::string& device, int threads);
+
+  const Manifest& manifest() const { return manifest_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const std::string& provider() const { return engines_->provider(); }
+  std::size_t picture_bytes() const {
+    return static_cast<std::size_t>(manifest_.height) * static_cast<std::size_t>(manifest_.width) * 3;
+  }
+
+  std::vector<float> encode_audio(const std::vector<float>& waveform);  // [160000] -> [D]
+  // options completed from the fast preset or the recipe, and checked (CONFIG error naming the value)
+  DrawOptions resolve(const DrawOptions& options) const;
+  // num_images pictures of `token` [D], RGB8 one after another; their seeds in `seeds`
+  void draw(const std::vector<float>& token, const DrawOptions& options, std::uint8_t* pixels,
+            std::vector<std::int64_t>& seeds);
+
+  std::map<std::string, double> stage_ms;  // wall time per stage, summed
+
+ private:
+  std::vector<float> embed(const std::string& prompt, const std::vector<float>& token, bool require_placeholder);
+  std::vector<float> unconditional(const std::string& negative_prompt, const std::vector<float>& token);
+  std::vector<float> denoise(const std::vector<float>& embeddings, std::size_t rows, std::int64_t seed,
+                             const DrawOptions& options, bool guided);
+  std::vector<float> predict(const std::vector<float>& model_input, double timestep,
+                             const std::vector<float>& embeddings, std::size_t rows);
+  bool guided(const DrawOptions& options) const;
+
+  std::string root_;
+  Manifest manifest_;
+  Tokenizer tokenizer_;
+  std::unique_ptr<Engines> engines_;
+  std::map<std::string, std::vector<float>> uncond_cache_;
+  std::int64_t latent_h_ = 0, latent_w_ = 0;
+};
+
+}  // namespace atrt

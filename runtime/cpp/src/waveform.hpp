@@ -1,0 +1,28 @@
+// Samples -> the audio encoder's waveform: the recipe of runtime/audio.py `prepare_waveform`, so the C++ and the
+// Python runtime hear the same thing. From `start` seconds in: the channels downmixed (channel 0, their mean, or
+// channel 1), resampled to 16 kHz with soxr at high quality (as python-soxr's `resample`: one resampler, input
+// fed in 48000-output-sample chunks, then flushed), clipped to [-1, 1), loop-tiled to exactly 160 000 samples.
+//
+// Place in the data flow: atrt_encode_audio -> prepare_waveform -> [160000] floats -> audio_encoder engine.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace atrt {
+
+constexpr double kSampleRate = 16000.0;  // BEATs' Kaldi fbank hard-codes 16 kHz
+
+enum class Downmix { kFirst = 0, kMean = 1, kSecond = 2 };
+
+// AUDIO error for no samples, non-finite samples, a bad rate or channel count, or a start past the end;
+// CONFIG error for a bad downmix or start.
+std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, std::uint32_t channels,
+                                    double sample_rate, double start, int downmix, const std::string& name);
+
+// python-soxr's `resample(x, in_rate, out_rate, "HQ")` of one channel.
+std::vector<float> resample_hq(const std::vector<float>& x, double in_rate, double out_rate);
+
+}  // namespace atrt

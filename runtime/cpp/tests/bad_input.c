@@ -1,0 +1,152 @@
+/* Bad input through the C API, in C (the header must serve C callers): each case prints one line
+ * "<case> <status> <message>" for tests/test_cpp.py, which checks every status; built with AddressSanitizer and
+ * UBSan in the test build, so a crash, a leak or undefined behaviour fails the run. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audiotoken_rt.h"
+
+static void show(const char* name, atrt_status status) {
+  printf("%s %d %s\n", name, (int)status, status == ATRT_OK ? "" : atrt_last_error());
+}
+
+static atrt_audio clip(float* samples, uint64_t frames) {
+  atrt_audio audio;
+  atrt_audio_init(&audio);
+  audio.samples = samples;
+  audio.frames = frames;
+  return audio;
+}
+
+int run_bad_input(const char* bundle) {
+  atrt_context* context = NULL;
+  show("open-null-folder", atrt_open(NULL, NULL, &context));
+  show("open-null-context", atrt_open(bundle, NULL, NULL));
+  show("open-missing-folder", atrt_open("/nonexistent/audiotoken-bundle", NULL, &context));
+  atrt_open_options open_options;
+  atrt_open_options_init(&open_options);
+  open_options.device = "quantum";
+  show("open-unknown-device", atrt_open(bundle, &open_options, &context));
+  open_options.device = "cpu";
+  open_options.struct_size = 3;
+  show("open-uninitialised-options", atrt_open(bundle, &open_options, &context));
+  atrt_status opened = atrt_open(bundle, NULL, &context);
+  show("open", opened);
+  if (opened != ATRT_OK) return 0;
+
+  atrt_bundle_info info;
+  atrt_bundle_info_init(&info);
+  show("info-null-context", atrt_bundle_info_get(NULL, &info));
+  show("info", atrt_bundle_info_get(context, &info));
+  const size_t dim = (size_t)info.token_dim;
+  const size_t picture = (size_t)info.width * (size_t)info.height * 3;
+
+  int64_t ids[ATRT_TEXT_LENGTH];
+  char long_prompt[2000] = "a photo of <*>";
+  for (int i = 0; i < 80; ++i) strcat(long_prompt, " dog");
+  show("tokenize-null-prompt", atrt_tokenize(context, NULL, 1, ids));
+  show("tokenize-null-ids", atrt_tokenize(context, "a photo of <*>", 1, NULL));
+  show("tokenize-no-placeholder", atrt_tokenize(context, "a photo of a dog", 1, ids));
+  show("tokenize-two-placeholders", atrt_tokenize(context, "<*> and <*>", 1, ids));
+  show("tokenize-over-77-tokens", atrt_tokenize(context, long_prompt, 1, ids));
+  show("tokenize-invalid-utf8", atrt_tokenize(context, "a photo of <*> \xff\xfe", 1, ids));
+  show("tokenize", atrt_tokenize(context, "a photo of <*>", 1, ids));
+
+  const uint64_t frames = 16000;
+  float* samples = calloc(frames * 2, sizeof(float));
+  float* token = calloc(dim, sizeof(float));
+  uint8_t* pixels = calloc(picture * 2, 1);
+  for (uint64_t i = 0; i < frames * 2; ++i) samples[i] = 0.5f * sinf((float)i * 0.05f);
+  atrt_audio audio = clip(samples, frames);
+  show("encode-null-context", atrt_encode_audio(NULL, &audio, token, dim));
+  show("encode-null-audio", atrt_encode_audio(context, NULL, token, dim));
+  show("encode-null-token", atrt_encode_audio(context, &audio, NULL, dim));
+  show("encode-small-token", atrt_encode_audio(context, &audio, token, dim - 1));
+  atrt_audio bad = clip(NULL, frames);
+  show("encode-null-samples", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, 0);
+  show("encode-empty", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, frames);
+  bad.struct_size = 0;
+  show("encode-uninitialised-audio", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, frames);
+  bad.channels = 0;
+  show("encode-no-channels", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, frames);
+  bad.sample_rate = 0;
+  show("encode-zero-rate", atrt_encode_audio(context, &bad, token, dim));
+  bad.sample_rate = NAN;
+  show("encode-nan-rate", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, frames);
+  bad.start_seconds = 5.0;
+  show("encode-start-past-end", atrt_encode_audio(context, &bad, token, dim));
+  bad.start_seconds = -1.0;
+  show("encode-negative-start", atrt_encode_audio(context, &bad, token, dim));
+  bad = clip(samples, frames);
+  bad.downmix = 7;
+  show("encode-unknown-downmix", atrt_encode_audio(context, &bad, token, dim));
+  samples[100] = NAN;
+  show("encode-nan-samples", atrt_encode_audio(context, &audio, token, dim));
+  samples[100] = INFINITY;
+  show("encode-inf-samples", atrt_encode_audio(context, &audio, token, dim));
+  samples[100] = 0.0f;
+  bad = clip(samples, frames / 2);
+  bad.channels = 2;
+  bad.sample_rate = 44100.0;
+  bad.downmix = ATRT_DOWNMIX_MEAN;
+  show("encode-stereo-44k", atrt_encode_audio(context, &bad, token, dim));
+  show("encode", atrt_encode_audio(context, &audio, token, dim));
+
+  atrt_draw_options options;
+  atrt_draw_options_init(&options);
+  options.steps = 2;
+  options.seed = 1;
+  show("draw-null-context", atrt_draw(NULL, token, dim, &options, pixels, picture, NULL));
+  show("draw-null-token", atrt_draw(context, NULL, dim, &options, pixels, picture, NULL));
+  show("draw-short-token", atrt_draw(context, token, dim - 1, &options, pixels, picture, NULL));
+  show("draw-null-pixels", atrt_draw(context, token, dim, &options, NULL, picture, NULL));
+  show("draw-small-pixels", atrt_draw(context, token, dim, &options, pixels, picture - 1, NULL));
+  float saved = token[0];
+  token[0] = NAN;
+  show("draw-nan-token", atrt_draw(context, token, dim, &options, pixels, picture, NULL));
+  token[0] = saved;
+#define DRAW_CASE(name, field, value)                                                   \
+  do {                                                                                  \
+    atrt_draw_options o = options;                                                      \
+    o.field = value;                                                                    \
+    show(name, atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));          \
+  } while (0)
+  DRAW_CASE("draw-unknown-scheduler", scheduler, "nope");
+  DRAW_CASE("draw-negative-steps", steps, -1);
+  DRAW_CASE("draw-too-many-steps", steps, 100000);
+  DRAW_CASE("draw-low-guidance", guidance, 0.5f);
+  DRAW_CASE("draw-nan-guidance", guidance, NAN);
+  DRAW_CASE("draw-negative-seed", seed, -5);
+  DRAW_CASE("draw-no-images", num_images, 0);
+  DRAW_CASE("draw-template-without-placeholder", prompt, "a photo of a dog");
+  DRAW_CASE("draw-template-over-77-tokens", prompt, long_prompt);
+  DRAW_CASE("draw-negative-over-77-tokens", negative_prompt, long_prompt);
+  DRAW_CASE("draw-fast-on-plain-bundle", fast, 1);
+  DRAW_CASE("draw-uninitialised-options", struct_size, 1);
+  atrt_draw_options two = options;
+  two.num_images = 2;
+  two.seed = INT64_MAX;  /* the second picture's seed would not fit */
+  show("draw-seed-past-the-last", atrt_draw(context, token, dim, &two, pixels, picture * 2, NULL));
+  two.seed = 1;
+  int64_t seeds[2] = {0, 0};
+  show("draw", atrt_draw(context, token, dim, &two, pixels, picture * 2, seeds));
+  printf("seeds %lld %lld\n", (long long)seeds[0], (long long)seeds[1]);
+  show("generate-nan-samples", (samples[7] = NAN, atrt_generate(context, &audio, &options, pixels, picture, NULL)));
+  samples[7] = 0.0f;
+  show("generate", atrt_generate(context, &audio, &options, pixels, picture, NULL));
+  printf("stage-ms-unet %s\n", atrt_stage_ms(context, "unet") > 0 ? "positive" : "zero");
+  printf("stage-ms-null %g\n", atrt_stage_ms(NULL, "unet"));
+  atrt_close(context);
+  atrt_close(NULL);
+  free(samples);
+  free(token);
+  free(pixels);
+  return 0;
+}

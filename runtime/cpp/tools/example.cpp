@@ -1,0 +1,252 @@
+// audiotoken-rt-cpp: the example host program of the C++ library, a native twin of `audiotoken-rt generate`
+// and of `audiotoken-rt bench` for one configuration.
+//
+//   audiotoken-rt-cpp generate clip.wav --engines DIR --out picture.png [--seed N] [--prompt T]
+//       [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--num-images N] [--fast]
+//       [--start SECONDS] [--downmix first|mean|second] [--device cpu|cuda|tensorrt] [--threads N] [--overwrite]
+//   audiotoken-rt-cpp bench clip.wav --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]
+//
+// Data flow: clip file -> libsndfile (the 10 s window, clip_file.cpp) -> the library (downmix, soxr to 16 kHz,
+// audio token, prompt, denoise, VAE, RGB8: audiotoken_rt.hpp) -> libpng (png_file.cpp). Several pictures are
+// written as STEM-0.png, STEM-1.png, ... beside --out. Errors: one line `error: ...` (and `hint: ...`), exit 1.
+#include <sys/resource.h>
+
+#include <cfloat>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "audiotoken_rt.hpp"
+#include "clip_file.hpp"
+#include "png_file.hpp"
+
+namespace {
+
+const char* const kUsage =
+    "usage: audiotoken-rt-cpp generate CLIP --engines DIR --out PICTURE.png [--seed N] [--prompt T]\n"
+    "           [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--num-images N] [--fast]\n"
+    "           [--start SECONDS] [--downmix first|mean|second] [--device D] [--threads N] [--overwrite]\n"
+    "       audiotoken-rt-cpp bench CLIP --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]\n";
+
+struct Arguments {
+  std::string command, clip;
+  std::map<std::string, std::string> values;
+  bool has(const std::string& key) const { return values.count(key) > 0; }
+  std::string get(const std::string& key, const std::string& otherwise = "") const {
+    auto found = values.find(key);
+    return found == values.end() ? otherwise : found->second;
+  }
+};
+
+Arguments parse(int argc, char** argv) {
+  static const char* const kFlags[] = {"--fast", "--overwrite"};
+  Arguments args;
+  std::vector<std::string> words(argv + 1, argv + argc);
+  if (words.empty()) throw std::invalid_argument("no command");
+  args.command = words[0];
+  for (std::size_t i = 1; i < words.size(); ++i) {
+    const std::string& word = words[i];
+    if (word.rfind("--", 0) != 0) {
+      if (!args.clip.empty()) throw std::invalid_argument("one clip at a time (got " + args.clip + " and " + word + ")");
+      args.clip = word;
+      continue;
+    }
+    bool flag = false;
+    for (const char* known : kFlags) flag = flag || word == known;
+    if (flag) {
+      args.values[word] = "1";
+    } else if (i + 1 < words.size()) {
+      args.values[word] = words[++i];
+    } else {
+      throw std::invalid_argument(word + " needs a value");
+    }
+  }
+  if (args.clip.empty()) throw std::invalid_argument("no clip given");
+  if (!args.has("--engines")) throw std::invalid_argument("--engines DIR is required");
+  return args;
+}
+
+long long integer(const Arguments& args, const std::string& key, long long otherwise) {
+  if (!args.has(key)) return otherwise;
+  std::size_t used = 0;
+  const std::string text = args.get(key);
+  const long long value = std::stoll(text, &used);
+  if (used != text.size()) throw std::invalid_argument(key + " expects an integer, got '" + text + "'");
+  return value;
+}
+
+double real(const Arguments& args, const std::string& key, double otherwise) {
+  if (!args.has(key)) return otherwise;
+  std::size_t used = 0;
+  const std::string text = args.get(key);
+  const double value = std::stod(text, &used);
+  if (used != text.size()) throw std::invalid_argument(key + " expects a number, got '" + text + "'");
+  return value;
+}
+
+audiotoken_rt::DrawOptions draw_options(const Arguments& args) {
+  audiotoken_rt::DrawOptions options;
+  options.prompt = args.get("--prompt");
+  options.negative_prompt = args.get("--negative-prompt");
+  options.scheduler = args.get("--scheduler");
+  options.steps = static_cast<int>(integer(args, "--steps", 0));
+  const double guidance = real(args, "--guidance", 0.0);  // beyond float's range: infinity, which the library refuses
+  options.guidance = std::abs(guidance) <= static_cast<double>(FLT_MAX) ? static_cast<float>(guidance) : HUGE_VALF;
+  options.seed = integer(args, "--seed", ATRT_RANDOM_SEED);
+  options.num_images = static_cast<int>(integer(args, "--num-images", 1));
+  options.fast = args.has("--fast");
+  return options;
+}
+
+audiotoken_rt::Audio audio_of(const ClipWindow& clip, const Arguments& args) {
+  audiotoken_rt::Audio audio =
+      audiotoken_rt::Audio::interleaved(clip.samples.data(), clip.frames(), clip.channels, clip.sample_rate);
+  const std::string downmix = args.get("--downmix", "first");
+  if (downmix == "first") {
+    audio.downmix = ATRT_DOWNMIX_FIRST;
+  } else if (downmix == "mean") {
+    audio.downmix = ATRT_DOWNMIX_MEAN;
+  } else if (downmix == "second") {
+    audio.downmix = ATRT_DOWNMIX_SECOND;
+  } else {
+    throw std::invalid_argument("--downmix expects first, mean or second, got '" + downmix + "'");
+  }
+  return audio;  // the window already starts at --start
+}
+
+std::vector<std::string> picture_paths(const std::string& out, int count) {
+  if (count == 1) return {out};
+  const std::filesystem::path path(out);
+  std::vector<std::string> paths;
+  for (int k = 0; k < count; ++k) {
+    paths.push_back((path.parent_path() / (path.stem().string() + "-" + std::to_string(k) + path.extension().string())).string());
+  }
+  return paths;
+}
+
+int generate(const Arguments& args) {
+  if (!args.has("--out")) throw std::invalid_argument("--out PICTURE.png is required");
+  const audiotoken_rt::DrawOptions options = draw_options(args);
+  const std::vector<std::string> paths = picture_paths(args.get("--out"), options.num_images > 0 ? options.num_images : 1);
+  for (const std::string& path : paths) {
+    if (std::filesystem::exists(path) && !args.has("--overwrite")) {
+      throw audiotoken_rt::Error(ATRT_CONFIG_ERROR, path + ": already exists", "pass --overwrite to replace it");
+    }
+  }
+  audiotoken_rt::Context context(args.get("--engines"), args.get("--device", "cpu"),
+                                 static_cast<int>(integer(args, "--threads", 0)));
+  const ClipWindow clip = read_clip_window(args.clip, real(args, "--start", 0.0));
+  const std::vector<audiotoken_rt::Picture> pictures = context.generate(audio_of(clip, args), options);
+  const atrt_bundle_info info = context.info();
+  for (std::size_t k = 0; k < pictures.size(); ++k) {
+    const audiotoken_rt::Picture& picture = pictures[k];
+    std::ostringstream guidance;
+    guidance << (options.guidance > 0 ? options.guidance : (options.fast ? 1.0f : info.guidance));
+    const std::vector<std::pair<std::string, std::string>> text = {
+        {"audiotoken:clip", std::filesystem::path(args.clip).filename().string()},
+        {"audiotoken:prompt", options.prompt.empty() ? info.template_prompt : options.prompt},
+        {"audiotoken:negative_prompt", options.negative_prompt},
+        {"audiotoken:seed", std::to_string(picture.seed)},
+        {"audiotoken:steps", std::to_string(options.steps > 0 ? options.steps : (options.fast ? 4 : info.steps))},
+        {"audiotoken:scheduler", !options.scheduler.empty() ? options.scheduler : (options.fast ? "lcm" : info.scheduler)},
+        {"audiotoken:guidance", guidance.str()},
+        {"audiotoken:bundle", info.bundle_id},
+        {"audiotoken:runtime", "audiotoken-rt-cpp"}};
+    std::filesystem::path parent = std::filesystem::path(paths[k]).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    write_png(paths[k], picture.rgb.data(), picture.width, picture.height, text);
+    std::printf("%s (seed %lld)\n", paths[k].c_str(), static_cast<long long>(picture.seed));
+  }
+  return 0;
+}
+
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+int bench(const Arguments& args) {
+  const auto opened = std::chrono::steady_clock::now();
+  audiotoken_rt::Context context(args.get("--engines"), args.get("--device", "cpu"),
+                                 static_cast<int>(integer(args, "--threads", 0)));
+  const double open_ms = elapsed_ms(opened);
+  audiotoken_rt::DrawOptions options;
+  options.scheduler = args.get("--scheduler");
+  options.steps = static_cast<int>(integer(args, "--steps", 0));
+  options.seed = 0;
+  const int rounds = static_cast<int>(integer(args, "--rounds", 3));
+  if (rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
+  audiotoken_rt::DrawOptions warm_up = options;
+  warm_up.steps = options.steps > 0 && options.steps < 2 ? options.steps : 2;  // sessions created, caches filled
+  {
+    const ClipWindow clip = read_clip_window(args.clip, 0.0);
+    context.generate(audio_of(clip, args), warm_up);
+  }
+  const atrt_bundle_info info = context.info();
+  const int steps = options.steps > 0 ? options.steps : info.steps;
+  static const char* const kStages[] = {"encode_audio", "encode_prompt", "denoise", "unet", "decode_latents"};
+  double best_total = 1e300;
+  std::map<std::string, double> best_stages;
+  for (int round = 0; round < rounds; ++round) {  // the best round counts: a shared CPU drifts
+    context.reset_stage_times();
+    const auto started = std::chrono::steady_clock::now();
+    const ClipWindow clip = read_clip_window(args.clip, 0.0);
+    const double load_ms = elapsed_ms(started);
+    context.generate(audio_of(clip, args), options);
+    const double total = elapsed_ms(started);
+    if (total < best_total) {
+      best_total = total;
+      best_stages = {{"load_audio", load_ms}};
+      for (const char* stage : kStages) best_stages[stage] = context.stage_ms(stage);
+    }
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double peak_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+  std::printf("audiotoken-rt-cpp bench: %s, %d steps of %s, %dx%d, %s\n", args.get("--engines").c_str(), steps,
+              options.scheduler.empty() ? info.scheduler : options.scheduler.c_str(), info.width, info.height,
+              info.device);
+  for (const auto& [stage, ms] : best_stages) std::printf("  %-15s %10.1f ms\n", stage.c_str(), ms);
+  std::printf("  %-15s %10.1f ms per picture (best of %d)\n", "total", best_total, rounds);
+  std::printf("  %-15s %10.2f ms\n", "unet step", best_stages["unet"] / steps);
+  std::printf("  %-15s %10.1f MB\n", "peak rss", peak_mb);
+  if (args.has("--json")) {
+    std::ofstream json(args.get("--json"));
+    json << "{\"total_ms\": " << best_total << ", \"unet_step_ms\": " << best_stages["unet"] / steps
+         << ", \"open_ms\": " << open_ms << ", \"peak_rss_mb\": " << peak_mb << ", \"steps\": " << steps
+         << ", \"stages\": {";
+    bool first = true;
+    for (const auto& [stage, ms] : best_stages) {
+      json << (first ? "" : ", ") << "\"" << stage << "\": " << ms;
+      first = false;
+    }
+    json << "}}\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Arguments args = parse(argc, argv);
+    if (args.command == "generate") return generate(args);
+    if (args.command == "bench") return bench(args);
+    throw std::invalid_argument("unknown command '" + args.command + "'");
+  } catch (const audiotoken_rt::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n%s", e.what(), kUsage);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
+}
