@@ -126,7 +126,7 @@ bench-bundle size precision suffix="" flags="":
 lint:
     ruff check .
     ruff format --check .
-    pyright
+    pyright --project pyproject.toml
 
 fix:
     ruff check --fix .
