@@ -338,7 +338,19 @@ def test_zero_size_pil_image():
 
 
 def test_unsupported_source_type():
-    picture_error(42, "expected a file path, a PIL image or a numpy array, got int", label="picture")
+    picture_error(42, "expected a file path, a file's bytes, a PIL image or a numpy array, got int", label="picture")
+
+
+def test_a_files_bytes_read_as_the_file_with_the_same_checks(tmp_path):
+    """What a server receives: the bytes of a PNG are the picture, digested as the file; cut bytes and empty bytes
+    are one-line errors naming the input."""
+    path = save(tmp_path / "p.png", Image.fromarray(noise(40, 60)))
+    data = path.read_bytes()
+    from_bytes, from_file = load_picture(data, name="PICTURE"), load_picture(path)
+    assert np.array_equal(from_bytes.rgb, from_file.rgb) and from_bytes.sha256 == from_file.sha256
+    assert from_bytes.name == "PICTURE"
+    picture_error(data[: len(data) // 2], "the file is truncated or corrupt", label="PICTURE", name="PICTURE")
+    picture_error(b"", "empty (0 bytes)", label="PICTURE", name="PICTURE")
 
 
 # --- masks ----------------------------------------------------------------------------------------------------
