@@ -6,6 +6,8 @@ one for the background prompt where it is given; ``runtime.pipeline.Pipeline.den
 predictions with them at every step (MultiDiffusion-style, Bar-Tal et al. 2023: one canvas, per-region noise
 predictions averaged under their masks), the unconditional prediction shared by all.
 
+``layout_picture`` draws the weights (each region's colour, numbered) for ``compose --preview-layout`` and the README.
+
 Soft masks: each box rises from 0 to 1 over ``blend`` (a fraction of the picture's shorter side) centred on its
 edges, except at the picture's own border; with a background, the background's weight is what the boxes leave
 (1 - their sum, floored at 0); then the weights are divided by their sum, so they sum to one at every latent pixel.

@@ -107,8 +107,8 @@ def scalar(request, name: str, kind: type, default=None):
 
 
 def read_audio(request) -> tuple[np.ndarray, int]:
-    """AUDIO [1, N, C] float32 and SAMPLE_RATE [1, 1] -> samples [N, C], rate; a missing or malformed one is a
-    RequestError naming it (the samples themselves are checked by ``runtime.audio.prepare_waveform``)."""
+    """AUDIO [1, N, C] float32 and SAMPLE_RATE [1, 1] -> samples [N, C], rate; a missing, malformed, empty or
+    non-finite one is a RequestError naming it (the rate's range is checked by ``runtime.audio.prepare_waveform``)."""
     for name in ("AUDIO", "SAMPLE_RATE"):
         if name not in request:
             raise RequestError(f"{name}: missing (AUDIO float32 [N, C] samples and SAMPLE_RATE int32 [1] are required)")
