@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,9 +40,12 @@ def start(bundle: str, instances: int, queue: int) -> tuple[subprocess.Popen, in
     http, grpc, metrics = free_port(), free_port(), free_port()
     command = [str(SERVE), "serve", bundle, "--address", "127.0.0.1", "--http-port", str(http), "--grpc-port",
                str(grpc), "--metrics-port", str(metrics), "--instances", str(instances), "--max-queue", str(queue)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(tempfile.gettempdir()) / f"audiotoken-serve-bench-{instances}.log"
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server for {instances} instance(s) exited with {process.returncode}; see {log}")
         try:
             if InferenceServerClient(f"127.0.0.1:{http}").is_model_ready("audiotoken"):
                 return process, http
