@@ -535,18 +535,30 @@ class Pipeline:
         weights = mix_weights([weight for _, weight in pairs])  # [K]
         tokens = []
         for sound, _ in pairs:
-            report("load_audio", 0, 1)
-            started = time.perf_counter()
-            if isinstance(sound, np.ndarray):
-                waveform = prepare_waveform(sound, sample_rate, downmix=options.downmix, start=options.start)
-            else:
-                waveform = load_audio(sound, downmix=options.downmix, start=options.start)  # [160000]
-            timings.add("load_audio", started)
-            report("encode_audio", 0, 1)
-            started = time.perf_counter()
-            tokens.append(self.encode_audio(waveform))  # [1, D]
-            timings.add("encode_audio", started)
+            waveform = self.hear(sound, options.downmix, options.start, sample_rate, report, timings)  # [160000]
+            tokens.append(self.timed_token(waveform, report, timings))  # [1, D]
         return np.tensordot(weights.astype(np.float32), np.stack(tokens), axes=1)  # [1, D]
+
+    def hear(
+        self, sound: Sound, downmix: str, start: float, sample_rate: int, report: Progress, timings: Timings
+    ) -> np.ndarray:
+        """Stage 1, timed: a clip file, or samples at ``sample_rate``, -> waveform [160000]."""
+        report("load_audio", 0, 1)
+        started = time.perf_counter()
+        if isinstance(sound, np.ndarray):
+            waveform = prepare_waveform(sound, sample_rate, downmix=downmix, start=start)  # [160000]
+        else:
+            waveform = load_audio(sound, downmix=downmix, start=start)  # [160000]
+        timings.add("load_audio", started)
+        return waveform
+
+    def timed_token(self, waveform: np.ndarray, report: Progress, timings: Timings) -> np.ndarray:
+        """Stage 2, timed: waveform [160000] -> audio token [1, D]."""
+        report("encode_audio", 0, 1)
+        started = time.perf_counter()
+        token = self.encode_audio(waveform)  # [1, D]
+        timings.add("encode_audio", started)
+        return token
 
     def generate(
         self,
@@ -667,10 +679,7 @@ class Pipeline:
         tokens = np.concatenate([self.listen(sound, options, sample_rate, report, timings) for sound in sounds])
         label = " | ".join(sound_label(sound) for sound in sounds)
         if options.layout is None:
-            report("encode_prompt", 0, 1)
-            started = time.perf_counter()
-            embeddings = self.encode_prompt(tokens, prompt, options.negative_prompt, self.guided(options))
-            timings.add("encode_prompt", started)
+            embeddings = self.timed_prompt(tokens, prompt, options, report, timings)  # [2 or 1, 77, D]
             return self.draw_seeds(embeddings, options, prompt, timings, report, label)
         boxes = parse_layout(options.layout)
         return self.draw_regions(tokens, boxes, prompt, options, timings, report, label)
@@ -735,25 +744,13 @@ class Pipeline:
         if is_mix(sound):
             raise ConfigError("--stereo places one clip's two channels; it does not take a mix")
         timings = Timings()
-        sides = []
-        for channel in ("first", "second"):
-            report("load_audio", 0, 1)
-            started = time.perf_counter()
-            if isinstance(sound, np.ndarray):
-                wave = prepare_waveform(sound, sample_rate, downmix=channel, start=options.start)  # [160000]
-            else:
-                wave = load_audio(sound, downmix=channel, start=options.start)  # [160000]
-            timings.add("load_audio", started)
-            sides.append(wave)
+        sides = [
+            self.hear(sound, channel, options.start, sample_rate, report, timings) for channel in ("first", "second")
+        ]  # 2 x [160000]
         plain = replace(options, stereo=False)
         if np.array_equal(*sides):
             return self.draw(sound, plain, sample_rate=sample_rate, progress=report)
-        tokens = []
-        for wave in sides:
-            report("encode_audio", 0, 1)
-            started = time.perf_counter()
-            tokens.append(self.encode_audio(wave))  # [1, D]
-            timings.add("encode_audio", started)
+        tokens = [self.timed_token(wave, report, timings) for wave in sides]  # 2 x [1, D]
         left, right = (float(np.mean(np.square(wave, dtype=np.float64))) for wave in sides)
         boxes = stereo_boxes(left, right)
         balance = {"stereo": f"left {left / (left + right):.3f} of the energy"}
@@ -777,9 +774,15 @@ class Pipeline:
     ) -> np.ndarray:
         """Stages 1-3: sounds -> token -> prompt embeddings [2 or 1, 77, D]."""
         token = self.listen(sounds, options, sample_rate, report, timings)  # [1, D]
+        return self.timed_prompt(token, prompt, options, report, timings)
+
+    def timed_prompt(
+        self, tokens: np.ndarray, prompt: str, options: GenerationOptions, report: Progress, timings: Timings
+    ) -> np.ndarray:
+        """Stage 3, timed: tokens [K, D] and the prompt -> embeddings [2 or 1, 77, D]."""
         report("encode_prompt", 0, 1)
         started = time.perf_counter()
-        embeddings = self.encode_prompt(token, prompt, options.negative_prompt, self.guided(options))
+        embeddings = self.encode_prompt(tokens, prompt, options.negative_prompt, self.guided(options))
         timings.add("encode_prompt", started)
         return embeddings
 
