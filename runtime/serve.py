@@ -207,26 +207,33 @@ def png_answer(result, bundle_id: str) -> dict:
     return {"PNG": np.array([[encoded]], dtype=object), "SEED_USED": np.array([[result.seeds[0]]], np.int64)}
 
 
+# The requests' inputs, one table for every place that names them (PyTriton here; the standalone repository's
+# config.pbtxt and its BLS model in runtime.triton_repo / runtime.triton_model): name, numpy dtype, Triton data
+# type, dims without the batch dimension, optional.
+INPUTS = (
+    ("AUDIO", np.float32, "TYPE_FP32", (-1, -1), False),
+    ("SAMPLE_RATE", np.int32, "TYPE_INT32", (1,), False),
+    ("PROMPT", bytes, "TYPE_STRING", (1,), True),
+    ("NEGATIVE_PROMPT", bytes, "TYPE_STRING", (1,), True),
+    ("SCHEDULER", bytes, "TYPE_STRING", (1,), True),
+    ("SEED", np.int64, "TYPE_INT64", (1,), True),
+    ("STEPS", np.int32, "TYPE_INT32", (1,), True),
+    ("GUIDANCE", np.float32, "TYPE_FP32", (1,), True),
+    ("FAST", np.bool_, "TYPE_BOOL", (1,), True),
+)
+EDIT_INPUTS = (
+    ("PICTURE", bytes, "TYPE_STRING", (1,), False),
+    ("MASK", bytes, "TYPE_STRING", (1,), True),
+    ("STRENGTH", np.float32, "TYPE_FP32", (1,), True),
+)
+
+
 def tensors(edit: bool):
     """The models' inputs and outputs as PyTriton tensors (shapes without the batch dimension)."""
     from pytriton.model_config import Tensor
 
-    text = [Tensor(name=n, dtype=bytes, shape=(1,), optional=True) for n in ("PROMPT", "NEGATIVE_PROMPT", "SCHEDULER")]
-    inputs = [
-        Tensor(name="AUDIO", dtype=np.float32, shape=(-1, -1)),
-        Tensor(name="SAMPLE_RATE", dtype=np.int32, shape=(1,)),
-        *text,
-        Tensor(name="SEED", dtype=np.int64, shape=(1,), optional=True),
-        Tensor(name="STEPS", dtype=np.int32, shape=(1,), optional=True),
-        Tensor(name="GUIDANCE", dtype=np.float32, shape=(1,), optional=True),
-        Tensor(name="FAST", dtype=np.bool_, shape=(1,), optional=True),
-    ]
-    if edit:
-        inputs += [
-            Tensor(name="PICTURE", dtype=bytes, shape=(1,)),
-            Tensor(name="MASK", dtype=bytes, shape=(1,), optional=True),
-            Tensor(name="STRENGTH", dtype=np.float32, shape=(1,), optional=True),
-        ]
+    table = INPUTS + EDIT_INPUTS if edit else INPUTS
+    inputs = [Tensor(name=name, dtype=dtype, shape=dims, optional=optional) for name, dtype, _, dims, optional in table]
     seed = Tensor(name="SEED_USED", dtype=np.int64, shape=(1,))
     return inputs, seed
 

@@ -21,9 +21,7 @@ import triton_python_backend_utils as pb_utils
 from runtime.bundle import Bundle
 from runtime.errors import AudioTokenError
 from runtime.pipeline import Pipeline
-from runtime.serve import Models, RequestError
-
-INPUT_NAMES = ("AUDIO", "SAMPLE_RATE", "PROMPT", "NEGATIVE_PROMPT", "SCHEDULER", "SEED", "STEPS", "GUIDANCE", "FAST")
+from runtime.serve import INPUTS, Models, RequestError
 
 
 class TritonEngines:
@@ -61,7 +59,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             tensors = {}
-            for name in INPUT_NAMES:
+            for name, *_ in INPUTS:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 if tensor is not None:
                     tensors[name] = tensor.as_numpy()[None]  # the serve models' batch of one

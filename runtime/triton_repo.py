@@ -25,21 +25,11 @@ from runtime.bundle import Bundle
 from runtime.command import reports_errors
 from runtime.contract import TensorSpec
 from runtime.errors import BundleError, ConfigError
+from runtime.serve import INPUTS
 from runtime.tensorrt import plan_name
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
-# The audiotoken model's I/O: runtime.serve's, without Triton's batch dimension (max_batch_size 0 here).
-BLS_INPUTS = (
-    ("AUDIO", "TYPE_FP32", (-1, -1), False),
-    ("SAMPLE_RATE", "TYPE_INT32", (1,), False),
-    ("PROMPT", "TYPE_STRING", (1,), True),
-    ("NEGATIVE_PROMPT", "TYPE_STRING", (1,), True),
-    ("SCHEDULER", "TYPE_STRING", (1,), True),
-    ("SEED", "TYPE_INT64", (1,), True),
-    ("STEPS", "TYPE_INT32", (1,), True),
-    ("GUIDANCE", "TYPE_FP32", (1,), True),
-    ("FAST", "TYPE_BOOL", (1,), True),
-)
+# The audiotoken model's I/O: runtime.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0 here).
 BLS_OUTPUTS = (("IMAGE", "TYPE_UINT8", (-1, -1, 3)), ("SEED_USED", "TYPE_INT64", (1,)))
 
 
@@ -111,7 +101,7 @@ def write_repository(bundle: Bundle, out: Path, *, tensorrt: bool, gpu: bool, in
         config = model_config(
             "audiotoken",
             'backend: "python"',
-            [tensor_block(*spec) for spec in BLS_INPUTS],
+            [tensor_block(name, triton_type, dims, optional) for name, _, triton_type, dims, optional in INPUTS],
             [tensor_block(*spec) for spec in BLS_OUTPUTS],
             f"count: {instances}\n    kind: KIND_CPU",  # the BLS loop itself is host work; its engines run on `kind`
         )
