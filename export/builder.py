@@ -6,9 +6,10 @@ Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engin
 2. a bundle already at ``--out`` with the same key is verified and reused (``--tensorrt`` adds the plans this
    GPU lacks); another key, or anything else there, is an error unless ``--force``;
 3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
-   output on the sample, trace to ONNX, convert to fp16 for ``--precision fp16`` (or quantize the UNet's linear
-   layers and convolutions for ``--precision int8``), save and check, compare with ONNX Runtime, free the
-   module; then the tokenizer, the scheduler config, TensorRT plans and the manifest;
+   output on the sample, trace to ONNX (its traced form, where it has one), convert to fp16 for ``--precision
+   fp16`` (or quantize the linear layers and convolutions of the UNet and of BEATs for ``--precision int8``),
+   save and check, compare with ONNX Runtime, free the module; then the tokenizer, the scheduler config,
+   TensorRT plans and the manifest;
 4. the folder is built aside and renamed into place (``runtime.atomic.building_folder``), so an interrupted export
    leaves no half bundle behind; the next export removes what a killed one left.
 """
@@ -173,6 +174,8 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
     """ONNX file of one network in ``folder``, checked and compared with PyTorch."""
     with stage(f"export {network.name}"):
         module, args, sample = run_reference(network)
+        if network.traced_form is not None:
+            module = network.traced_form(module)
         model = trace_to_onnx(module, args, network, folder / f".{network.name}.trace")
         del module, args
         gc.collect()  # one network in memory at a time: the UNet alone is 3.4 GB in fp32

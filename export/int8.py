@@ -1,7 +1,7 @@
 """fp32 ONNX graph -> int8 linear layers and convolutions, for CPUs (``--precision int8``); I/O stays fp32.
 
 Place in the data flow: ``export.onnx_file.trace_to_onnx`` (fp32, value types inferred) -> ``to_int8`` (for
-the networks marked ``int8``: the UNet) -> ``export.onnx_file.save_onnx``.
+the networks marked ``int8``: the UNet and the audio encoder) -> ``export.onnx_file.save_onnx``.
 
 Scheme (dynamic quantization: no calibration data): weights int8, symmetric, one scale per output channel;
 activations uint8, one scale and zero point per call, from that call's min and max (``DynamicQuantizeLinear``);
@@ -11,11 +11,12 @@ products accumulate in int32 and are scaled back to fp32 at once. ONNX Runtime r
   quantizer (its fused ``DynamicQuantizeMatMul``). Products of two activations (attention scores) stay fp32;
   so do the Gemms (timestep embedding, per-block time projections: small, on the timestep path), which that
   quantizer rewrites as MatMul + Add for ONNX Runtime to fuse back at load.
-- Convolutions (group 1, no dilation) become an int8 im2col GEMM, written here: Pad -> NHWC -> quantize ->
-  one strided Slice per kernel tap -> Concat along channels -> MatMulInteger with the [kh*kw*C, C_out] weight
-  -> scale, bias -> NCHW. ONNX Runtime's own dynamic form (``ConvInteger``) runs slower than fp32 (measured
-  9.3 s against 2.4 s for an SD 1.5-size UNet step at 256x256); this one runs 2.8-6x faster than fp32 ``Conv``
-  on SD 1.5's 3x3 shapes. Zero padding stays exact: the quantizer's range always holds 0 exactly.
+- Convolutions (group 1, no dilation) become an int8 im2col GEMM, written here: quantize -> Pad -> NHWC (both
+  on the uint8 tensor, a quarter of the bytes) -> one strided Slice per kernel tap -> Concat along channels (none
+  for a 1x1 kernel) -> MatMulInteger with the [kh*kw*C, C_out] weight -> scale, bias -> NCHW. ONNX Runtime's own
+  dynamic form (``ConvInteger``) runs slower than fp32 (measured 9.3 s against 2.4 s for an SD 1.5-size UNet step
+  at 256x256); this one runs 2.8-6x faster than fp32 ``Conv`` on SD 1.5's 3x3 shapes. Zero padding stays exact:
+  the quantizer's range always holds 0, whose code is the zero point the Pad writes.
 - Node-name prefixes in ``keep`` stay fp32 (the UNet's conv_in, which reads the latents, and conv_out, which
   writes the prediction).
 
@@ -57,6 +58,25 @@ def tap_end(kernel: int, offset: int) -> int:
     return -(kernel - 1 - offset) if offset < kernel - 1 else int(np.iinfo(np.int64).max)
 
 
+def im2col(p: str, image: str, columns: str, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[list, list]:
+    """Nodes and initializers that gather ``image`` [B, H', W', C] (padded) into ``columns`` [B, H_o, W_o, kh*kw*C]:
+    one strided Slice per kernel tap, concatenated along channels in (dy, dx, c) order."""
+    (kh, kw), (sy, sx) = kernel, stride
+    nodes, inits, taps = [], [], []
+    for dy in range(kh):
+        for dx in range(kw):
+            tap = f"{p}tap{dy}_{dx}"
+            names = [f"{tap}_{k}" for k in ("starts", "ends", "axes", "steps")]
+            bounds = [[dy, dx], [tap_end(kh, dy), tap_end(kw, dx)], [1, 2], [sy, sx]]
+            inits += [
+                numpy_helper.from_array(np.array(v, np.int64), name) for name, v in zip(names, bounds, strict=True)
+            ]
+            nodes.append(helper.make_node("Slice", [image, *names], [tap], name=tap))  # [B, H_o, W_o, C]
+            taps.append(tap)
+    nodes.append(helper.make_node("Concat", taps, [columns], name=p + "Concat", axis=-1))  # [B, H_o, W_o, kh*kw*C]
+    return nodes, inits
+
+
 def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None) -> tuple[list, list]:
     """Nodes and initializers that compute ``node`` (a 2-D Conv, group 1) as a dynamically quantized im2col GEMM.
 
@@ -76,34 +96,28 @@ def conv_as_int8_gemm(node: onnx.NodeProto, weight: np.ndarray, bias: str | None
         numpy_helper.from_array(np.round(columns / w_scale).astype(np.int8), p + "weight"),
         numpy_helper.from_array(w_scale.astype(np.float32), p + "weight_scale"),
     ]
-    nodes, x = [], node.input[0]
+    nodes = [
+        helper.make_node(
+            "DynamicQuantizeLinear", [node.input[0]], [p + "xq", p + "x_scale", p + "x_zero"], name=p + "Quantize"
+        ),  # [B, C_in, H, W] uint8
+    ]
+    x = p + "xq"
     if any((top, left, bottom, right)):
         inits.append(numpy_helper.from_array(np.array([0, 0, top, left, 0, 0, bottom, right], np.int64), p + "pads"))
-        nodes.append(helper.make_node("Pad", [x, p + "pads"], [p + "padded"], name=p + "Pad"))
+        nodes.append(helper.make_node("Pad", [x, p + "pads", p + "x_zero"], [p + "padded"], name=p + "Pad"))
         x = p + "padded"
+    nodes.append(
+        helper.make_node("Transpose", [x], [p + "xq_nhwc"], name=p + "Transpose", perm=[0, 2, 3, 1])
+    )  # [B, H', W', C_in]
+    columns_name = p + "xq_nhwc"  # a 1x1 kernel's columns are the pixels themselves
+    if (kh, kw, sy, sx) != (1, 1, 1, 1):
+        columns_name = p + "cols"
+        tap_nodes, tap_inits = im2col(p, p + "xq_nhwc", columns_name, (kh, kw), (sy, sx))
+        nodes += tap_nodes
+        inits += tap_inits
     nodes += [
         helper.make_node(
-            "Transpose", [x], [p + "x_nhwc"], name=p + "Transpose", perm=[0, 2, 3, 1]
-        ),  # [B, H', W', C_in]
-        helper.make_node(
-            "DynamicQuantizeLinear", [p + "x_nhwc"], [p + "xq", p + "x_scale", p + "x_zero"], name=p + "Quantize"
-        ),
-    ]
-    taps = []
-    for dy in range(kh):
-        for dx in range(kw):
-            tap = f"{p}tap{dy}{dx}"
-            names = [f"{tap}_{k}" for k in ("starts", "ends", "axes", "steps")]
-            bounds = [[dy, dx], [tap_end(kh, dy), tap_end(kw, dx)], [1, 2], [sy, sx]]
-            inits += [
-                numpy_helper.from_array(np.array(v, np.int64), name) for name, v in zip(names, bounds, strict=True)
-            ]
-            nodes.append(helper.make_node("Slice", [p + "xq", *names], [tap], name=tap))  # [B, H_o, W_o, C_in]
-            taps.append(tap)
-    nodes += [
-        helper.make_node("Concat", taps, [p + "cols"], name=p + "Concat", axis=-1),  # [B, H_o, W_o, kh*kw*C_in]
-        helper.make_node(
-            "MatMulInteger", [p + "cols", p + "weight", p + "x_zero"], [p + "acc"], name=p + "MatMulInteger"
+            "MatMulInteger", [columns_name, p + "weight", p + "x_zero"], [p + "acc"], name=p + "MatMulInteger"
         ),  # [B, H_o, W_o, C_out] int32
         helper.make_node("Cast", [p + "acc"], [p + "acc_f"], name=p + "Cast", to=TensorProto.FLOAT),
         helper.make_node("Mul", [p + "x_scale", p + "weight_scale"], [p + "scale"], name=p + "Scale"),  # [C_out]

@@ -54,7 +54,7 @@ class ExportOptions:
         default="fp32",
         metadata={
             "help": "fp32; fp16 for GPUs (the fbank, LayerNorm and softmax stay fp32); "
-            "int8 for CPUs (the UNet's linear layers and convolutions)."
+            "int8 for CPUs (the linear layers and convolutions of the UNet and of BEATs)."
         },
     )
     template: str = field(

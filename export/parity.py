@@ -11,11 +11,11 @@ Tolerances (on max_rel): fp32 1e-4, since ONNX Runtime and PyTorch only sum in o
 and fp16 keeps 11 significant bits (rounding ~5e-4 per op), which a dozen transformer layers or a UNet grow
 (seen here: 4e-4 to 1.4e-3, tiny and SD 1.5-size random weights; trained weights have wider activations, hence
 the headroom); a broken fp16 graph (an overflow, a lost fp32 island) is off by far more, or gives inf/NaN.
-int8 1e-1 (the UNet of an int8 bundle; its other engines are fp32 and held to 1e-4): 8-bit weights per channel
-and 8-bit activations per call round every conv and linear layer's inputs to about 1/255 of their range, and a
-UNet chains ~150 of them (seen here, random weights: SD 1.5-size 3.6e-2 at 256x256 and 4.7e-2 at 512x512, tiny
-4.4e-2; the pictures stay within 41-44 dB PSNR of fp32's); a wrong tap, scale or zero point is off by the order
-of the output itself.
+int8 1e-1 (the UNet and the audio encoder of an int8 bundle; its other engines are fp32 and held to 1e-4): 8-bit
+weights per channel and 8-bit activations per call round every conv and linear layer's inputs to about 1/255 of
+their range, and a UNet chains ~150 of them (seen here, random weights: SD 1.5-size 3.6e-2 at 256x256 and 4.7e-2 at
+512x512, tiny 4.4e-2; the pictures stay within 41-44 dB PSNR of fp32's; BEATs' 12 layers 6.5e-3 on the token); a
+wrong tap, scale or zero point is off by the order of the output itself.
 """
 
 from __future__ import annotations

@@ -465,15 +465,34 @@ def int8_bundle(tiny_models, tmp_path_factory) -> Path:
     ].folder
 
 
-def test_int8_export_quantizes_only_the_unets_linear_layers_and_convolutions(int8_bundle, bundle, sources):
+def test_int8_export_quantizes_the_linear_layers_and_convolutions_of_the_unet_and_beats(int8_bundle, bundle, sources):
     manifest = verify(int8_bundle)
     assert manifest.precision == "int8"
     assert {name: engine.precision for name, engine in manifest.engines.items()} == {
-        name: "int8" if name == "unet" else "fp32" for name in ENGINE_NAMES
+        name: "int8" if name in ("unet", "audio_encoder") else "fp32" for name in ENGINE_NAMES
     }
-    errors = check_recomputed(int8_bundle, sources)  # the UNet within 1e-1 but beyond 1e-3; the others within 1e-4
-    # really quantized: the UNet's error is that of 8-bit weights, far above the fp32 engine's summation-order noise
-    assert errors["unet"] > 100 * recomputed_error(bundle, "unet", sources)
+    errors = check_recomputed(int8_bundle, sources)  # UNet and audio encoder within 1e-1 but beyond 1e-3; others 1e-4
+    # really quantized: their errors are those of 8-bit weights, far above the fp32 engines' summation-order noise
+    for name in ("unet", "audio_encoder"):
+        assert errors[name] > 100 * recomputed_error(bundle, name, sources), name
+
+    # in the audio encoder, every weight MatMul of BEATs' transformer is int8; the fbank, the patch embedding that
+    # reads it and the embedder that writes the token keep their fp32 ops
+    plain_audio = onnx.load(str(bundle / "audio_encoder.onnx"), load_external_data=False).graph
+    audio = onnx.load(str(int8_bundle / "audio_encoder.onnx"), load_external_data=False).graph
+    constants = {t.name for t in plain_audio.initializer} | {
+        n.output[0] for n in plain_audio.node if n.op_type == "Constant"
+    }
+    beats_matmuls = [
+        n.name for n in plain_audio.node if n.op_type == "MatMul" and n.input[1] in constants and "/beats/" in n.name
+    ]
+    integer = [n.name for n in audio.node if n.op_type == "MatMulInteger"]
+    assert len(beats_matmuls) > 12 and len(integer) == len(beats_matmuls)
+    assert all(name.startswith("/beats/") and "/patch_embedding/" not in name for name in integer)
+    for scope in ("/fbank/", "/beats/patch_embedding/", "/embedder/"):
+        ops = [sorted(n.op_type for n in g.node if n.name.startswith(scope) and n.op_type != "Constant")
+               for g in (plain_audio, audio)]  # fmt: skip
+        assert ops[0] and ops[1] == ops[0], scope
 
     graph = onnx.load(str(bundle / "unet.onnx"), load_external_data=False).graph
     weights = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
@@ -501,6 +520,29 @@ def test_int8_export_quantizes_only_the_unets_linear_layers_and_convolutions(int
     shown = CliRunner().invoke(app, ["info", str(int8_bundle)], env={"COLUMNS": "200"}).output.splitlines()
     cells = [line.replace("│", " ").split()[:2] for line in shown]
     assert [c for c in cells if c[:1] in (["unet"], ["vae_decoder"])] == [["unet", "int8"], ["vae_decoder", "fp32"]]
+
+
+def test_the_unet_is_traced_with_each_geglu_as_two_projections(bundle, tiny_models):
+    """The feed-forward's GEGLU computes diffusers' own (one projection, chunked) from two half projections, so the
+    graph slices no product apart; the bundle's UNet has two weight MatMuls and no Slice in each GEGLU."""
+    from diffusers.models.activations import GEGLU
+
+    from export.networks import split_geglus
+
+    torch.manual_seed(0)
+    geglu = GEGLU(24, 40).eval()
+    x = torch.randn(2, 7, 24)  # [B, T, K]
+    with torch.no_grad():
+        expected = geglu(x)  # [B, T, 40]
+        split = split_geglus(torch.nn.Sequential(geglu))
+        assert type(split[0]).__name__ == "SplitGEGLU"
+        torch.testing.assert_close(split(x), expected, rtol=1e-6, atol=1e-6)
+
+    graph = onnx.load(str(bundle / "unet.onnx"), load_external_data=False).graph
+    geglu_nodes = [n for n in graph.node if "/ff/net.0/" in n.name]
+    feed_forwards = {n.name.split("/ff/")[0] for n in geglu_nodes}
+    assert feed_forwards and not [n for n in geglu_nodes if n.op_type in ("Slice", "Split")]
+    assert sum(n.op_type == "MatMul" for n in geglu_nodes) == 2 * len(feed_forwards)
 
 
 def test_the_fp32_unet_has_a_fused_attention_variant_over_the_same_weights(bundle, tiny_models):
@@ -542,7 +584,8 @@ def test_int8_is_refused_where_it_cannot_run(int8_bundle, tiny_models, tmp_path)
     from runtime.errors import ConfigError
 
     with pytest.raises(
-        ConfigError, match="engine unet is int8, for ONNX Runtime's CPU provider; it cannot run on --device cuda"
+        ConfigError,
+        match="engines audio_encoder, unet are int8, for ONNX Runtime's CPU provider; they cannot run on --device cuda",
     ):
         OnnxRuntimeBackend(Bundle.open(int8_bundle), device="cuda")
     with pytest.raises(ConfigError, match="--precision int8 is for CPUs"):

@@ -40,6 +40,7 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         (32, 64, 8, 1, 1, 0, True),  # 1x1 shortcut / proj_in
         (16, 24, 9, 3, 2, 1, False),  # odd size, stride 2, no bias
         (8, 8, 7, 3, 1, 0, True),  # no padding
+        (2, 16, 36, 12, 12, 0, True),  # a patch embedding: a kernel over ten taps wide (tap names stay apart)
     ],
 )
 def test_int8_conv_matches_fp32_conv(c_in, c_out, size, kernel, stride, pad, bias):
@@ -53,7 +54,8 @@ def test_int8_conv_matches_fp32_conv(c_in, c_out, size, kernel, stride, pad, bia
     assert quantize_convs(model, keep=()) == 1
     onnx.checker.check_model(model)
     ops = [n.op_type for n in model.graph.node]
-    assert "Conv" not in ops and ops.count("MatMulInteger") == 1 and ops.count("Slice") == kernel * kernel
+    taps = 0 if (kernel, stride) == (1, 1) else kernel * kernel  # a 1x1 kernel's columns are the pixels themselves
+    assert "Conv" not in ops and ops.count("MatMulInteger") == 1 and ops.count("Slice") == taps
     assert {t.name for t in model.graph.initializer}.isdisjoint({"w"})  # the fp32 weight is gone
     ours = run(model, x)
     assert ours.shape == reference.shape
