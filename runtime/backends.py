@@ -81,9 +81,8 @@ class OnnxRuntimeBackend:
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
         if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
             raise ConfigError(
-                f"{bundle.root}: {'engines' if len(int8) > 1 else 'engine'} {', '.join(int8)} "
-                f"{'are' if len(int8) > 1 else 'is'} int8, for ONNX Runtime's CPU provider; "
-                f"{'they' if len(int8) > 1 else 'it'} cannot run on --device {device}",
+                f"{bundle.root}: its int8 engines ({', '.join(int8)}) are for ONNX Runtime's CPU provider; "
+                f"they cannot run on --device {device}",
                 hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU",
             )
         if PROVIDERS[device] not in ort.get_available_providers():

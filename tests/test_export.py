@@ -585,7 +585,7 @@ def test_int8_is_refused_where_it_cannot_run(int8_bundle, tiny_models, tmp_path)
 
     with pytest.raises(
         ConfigError,
-        match="engines audio_encoder, unet are int8, for ONNX Runtime's CPU provider; they cannot run on --device cuda",
+        match=r"its int8 engines \(audio_encoder, unet\) are for ONNX Runtime's CPU provider; they cannot run on --device cuda",
     ):
         OnnxRuntimeBackend(Bundle.open(int8_bundle), device="cuda")
     with pytest.raises(ConfigError, match="--precision int8 is for CPUs"):
