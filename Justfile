@@ -110,7 +110,7 @@ bench-openvino steps="10" size="256":
     .venv-openvino/bin/audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-fp32 --backends onnxruntime,torch --device openvino --steps {{steps}} --json .cache/bench/bench-{{size}}-openvino.json
 
 # The fast path against the default recipe and the PyTorch reference, SD 1.5 + BEATs (random weights) at 512x512 with
-# int8 UNets: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
+# int8 bundles: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
 bench-fast size="512" precision="int8" rounds="2":
     just bench-bundle {{size}} {{precision}}
     just bench-bundle {{size}} {{precision}} -fast "--lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
