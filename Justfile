@@ -111,7 +111,7 @@ bench-openvino steps="10" size="256":
 
 # The fast path against the default recipe and the PyTorch reference, SD 1.5 + BEATs (random weights) at 512x512 with
 # int8 bundles: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
-bench-fast size="512" precision="int8" rounds="2":
+bench-fast size="512" precision="int8" rounds="3":
     just bench-bundle {{size}} {{precision}}
     just bench-bundle {{size}} {{precision}} -fast "--lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
     audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-{{precision}} --fast-engines .cache/bench/engines-{{size}}-{{precision}}-fast --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json

@@ -19,9 +19,12 @@ peak resident memory (``ru_maxrss``) is its own and one configuration's caches n
 opens the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures with the same
 clip and seed 0, and prints one JSON object. The parent runs the configurations in turn for ``rounds`` rounds
 (A, B, C, A, B, C, ...) and keeps each figure's best round (the lowest time, the highest memory), because a shared
-or throttled CPU drifts by 20% over minutes and alternation exposes every configuration to the same drift.
+or throttled CPU drifts by 20% over minutes and alternation exposes every configuration to the same drift. Each
+round's total is kept too, and each ratio's round-by-round values beside its best-over-best one: the spread of
+those is how far the drift moves the ratio.
 It prints a table and optionally writes ``--json``: ``{"configs": {name: {"stages": {stage: ms}, "total_ms": ...,
-"unet_step_ms": ..., "peak_rss_mb": ...}}, "ratios": {"a / b": {...}}, ...}``. The ``torch`` backend is the
+"unet_step_ms": ..., "peak_rss_mb": ..., "round_totals_ms": [...]}}, "ratios": {"a / b": {..., "total_by_round":
+[...]}}, ...}``. The ``torch`` backend is the
 PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
 """
 
@@ -171,16 +174,18 @@ def worker_device(backend: str, device: str) -> str:
 def run_rounds(
     configs: list[Config], clip: Path, repeats: int, rounds: int, progress=lambda name, round_: None
 ) -> dict[str, dict]:
-    """Alternate the configurations for ``rounds`` rounds; keep the fastest round's times and the largest peak memory."""
+    """Alternate the configurations for ``rounds`` rounds; keep the fastest round's times and the largest peak memory,
+    and every round's total (``round_totals_ms``)."""
     best: dict[str, dict] = {}
     for round_ in range(rounds):
         for config in configs:
             progress(config.name, round_)
             figures = run_worker(config, clip, repeats)
             if config.name not in best:
-                best[config.name] = figures
+                best[config.name] = {**figures, "round_totals_ms": [figures["total_ms"]]}
                 continue
             kept = best[config.name]
+            kept["round_totals_ms"].append(figures["total_ms"])
             kept["stages"] = {s: min(ms, figures["stages"].get(s, ms)) for s, ms in kept["stages"].items()}
             for key in ("total_ms", "unet_step_ms", "open_ms"):
                 kept[key] = min(kept[key], figures[key])
@@ -198,13 +203,15 @@ def machine() -> dict:
     }
 
 
-def ratio(results: dict[str, dict], name: str, reference: str) -> dict[str, float]:
-    """One configuration's figures over another's (below 1 is faster or smaller)."""
+def ratio(results: dict[str, dict], name: str, reference: str) -> dict:
+    """One configuration's figures over another's (below 1 is faster or smaller): best over best, and the totals
+    round by round (``total_by_round``: the two measured minutes apart at most, so a drifting CPU moves both)."""
     figures, base = results[name], results[reference]
     return {
         "unet_step": figures["unet_step_ms"] / base["unet_step_ms"],
         "total": figures["total_ms"] / base["total_ms"],
         "peak_rss": figures["peak_rss_mb"] / base["peak_rss_mb"],
+        "total_by_round": [a / b for a, b in zip(figures["round_totals_ms"], base["round_totals_ms"], strict=True)],
     }
 
 
@@ -293,6 +300,9 @@ def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict])
         for r in results.values()
     ]
     table.add_row("recipe", *recipes, *[""] * len(relative))
+    by_round = [" ".join(f"{t / 1000:.1f}" for t in r["round_totals_ms"]) for r in results.values()]
+    table.add_row("total by round (s; ratio)", *by_round,
+                  *[" ".join(f"{x:.2f}" for x in figures["total_by_round"]) for figures in relative.values()])  # fmt: skip
     return table
 
 

@@ -190,7 +190,8 @@ def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
             "unet_batch": 2,
             "decoder": "sd-vae",
         }
-    assert set(figures["ratios"]["onnxruntime / torch"]) == {"unet_step", "total", "peak_rss"}
+    assert set(figures["ratios"]["onnxruntime / torch"]) == {"unet_step", "total", "peak_rss", "total_by_round"}
+    assert [len(config["round_totals_ms"]) for config in figures["configs"].values()] == [1, 1]
 
 
 def test_bench_fast_measures_default_fast_and_torch_fast(monkeypatch):
@@ -210,7 +211,7 @@ def test_bench_fast_measures_default_fast_and_torch_fast(monkeypatch):
         "peak_rss_mb": steps[config.name],
     })  # fmt: skip
     relative = bench.ratios(bench.run_rounds(configs, Path("clip.wav"), 1, 1), pairs)
-    assert relative["fast / default"] == {"unet_step": 0.25, "total": 0.25, "peak_rss": 0.25}
+    assert relative["fast / default"] == {"unet_step": 0.25, "total": 0.25, "peak_rss": 0.25, "total_by_round": [0.25]}
     assert relative["fast / torch-fast"]["total"] == pytest.approx(1 / 3)
 
 
@@ -267,7 +268,9 @@ def test_bench_rounds_alternate_configs_and_keep_the_best(monkeypatch):
         299,
         800,
     )
-    assert bench.ratios(best, [("onnxruntime", "torch")])["onnxruntime / torch"]["total"] == pytest.approx(80 / 300)
+    relative = bench.ratios(best, [("onnxruntime", "torch")])["onnxruntime / torch"]
+    assert relative["total"] == pytest.approx(80 / 300)  # best over best
+    assert relative["total_by_round"] == pytest.approx([100 / 300, 80 / 310])  # each round's pair, as measured
 
 
 def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
