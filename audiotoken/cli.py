@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from audiotoken.train_config import MIXED_PRECISIONS, TrainConfig, parse_resolution
-from runtime.command import choice, default_of, option, reports_errors
+from runtime.command import choice, default_of, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
 
 
@@ -89,30 +89,8 @@ def train_command(
     `accelerate launch -m audiotoken_rt train ...`. OUT/embedder.bin goes straight into `audiotoken-rt export`."""
     from rich.console import Console
 
-    config = TrainConfig(
-        sd=sd,
-        beats=beats,
-        data=data,
-        out=out,
-        embedder=embedder,
-        exclude=tuple(exclude or ()),
-        steps=steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        lr=lr,
-        scale_lr=scale_lr,
-        lambda_l1=lambda_l1,
-        cosine_loss=cosine_loss,
-        lambda_cosine=lambda_cosine,
-        audio_seconds=audio_seconds,
-        resolution=parse_resolution(resolution),
-        template=template,
-        mixed_precision=mixed_precision,
-        seed=seed,
-        resume=resume,
-        save_every=save_every,
-        cache_features=cache_features,
-        workers=workers,
+    config = options_from(
+        TrainConfig, {**locals(), "exclude": tuple(exclude or ()), "resolution": parse_resolution(resolution)}
     )
     config.check()
     try:

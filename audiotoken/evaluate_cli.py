@@ -33,7 +33,7 @@ from audiotoken.evaluation import (
 )
 from runtime.atomic import write_atomically
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, default_of, option, reports_errors
+from runtime.command import choice, default_of, option, options_from, reports_errors
 from runtime.errors import AudioTokenError, ConfigError, needs_pytorch_side
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -49,15 +49,7 @@ def metric_option(name: str, flag: str, **settings):
 
 
 def evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_size, wav2clip_rate) -> EvaluationOptions:
-    options = EvaluationOptions(
-        metrics=parse_metrics(metrics),
-        bootstrap=bootstrap,
-        fid_bootstrap=fid_bootstrap,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
-        wav2clip_rate=wav2clip_rate,
-    )
+    options = options_from(EvaluationOptions, {**locals(), "metrics": parse_metrics(metrics)})
     options.check()
     return options
 
