@@ -64,7 +64,7 @@ demo:
 # regions beside the picture composed with it, in docs/compose-sheet.png
 demo-compose:
     test -d .cache/demo/models || audiotoken-rt make-random .cache/demo/models
-    audiotoken-rt export --sd .cache/demo/models/sd --beats .cache/demo/models/beats.pt --embedder .cache/demo/models/embedder.bin --out .cache/demo/engines-256 --height 256 --width 256
+    audiotoken-rt export --sd .cache/demo/models/sd --beats .cache/demo/models/beats.pt --embedder .cache/demo/models/embedder.bin --out .cache/demo/engines-256 --height 256 --width 256 --update
     just _compose-sheet
 
 _compose-sheet:
@@ -120,7 +120,7 @@ bench-fast size="512" precision="int8" rounds="3":
 [private]
 bench-bundle size precision suffix="" flags="":
     test -f .cache/bench/models/taesd/config.json || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
-    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}}{{suffix}} --height {{size}} --width {{size}} --precision {{precision}} {{flags}}
+    audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}}{{suffix}} --height {{size}} --width {{size}} --precision {{precision}} --update {{flags}}
 
 # Lint and format check with ruff (configured in pyproject.toml), as CI runs them; `just fix` applies both
 lint:

@@ -2,9 +2,12 @@
 
 Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engines/<name>/`` -> the runtime.
 1. resolve and hash the sources (``export.sources``); the bundle key is a sha256 over the schema version, the
-   sources' file hashes and the options that shape the engines (size, precision, template, opset);
+   sources' file hashes, the options that shape the engines (size, precision, template, opset), the package
+   versions and the source of the exporter and the models it traces (``code_digest``), so a bundle exported by
+   other code is not taken as up to date;
 2. a bundle already at ``--out`` with the same key is verified and reused (``--tensorrt`` adds the plans this
-   GPU lacks); another key, or anything else there, is an error unless ``--force``;
+   GPU lacks); a bundle with another key is rebuilt with ``--update``, and it or anything else there is an error
+   unless ``--force``;
 3. in a temporary sibling folder, per network (``export.networks``): build the wrapper module, take PyTorch's
    output on the sample, trace to ONNX (its traced form, where it has one), convert to fp16 for ``--precision
    fp16`` (or quantize the linear layers and convolutions of the UNet and of BEATs for ``--precision int8``),
@@ -32,6 +35,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+import audiotoken
 from export.attention import FUSED_DEVICES, fuse_attention
 from export.fp16 import to_fp16
 from export.int8 import to_int8
@@ -58,6 +62,8 @@ from runtime.bundle import (
 from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SINGLE_BATCH, Dims
 from runtime.errors import BundleError, ConfigError
 from runtime.tokenizer import check_template
+
+TRACED_CODE = (Path(__file__).parent, Path(audiotoken.__file__).parent)  # the exporter and the models it traces
 
 Sample = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]  # (inputs, PyTorch outputs)
 
@@ -112,10 +118,23 @@ class Stages:
             )
 
 
+def code_digest(packages: tuple[Path, ...]) -> str:
+    """sha256 over the Python sources of ``packages`` (path and text of each file, in path order): the code that
+    writes the graphs. Any edit changes it, a comment too; a rebuild costs less than a stale bundle."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted(package.rglob("*.py")):
+            digest.update(f"{package.name}/{path.relative_to(package).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> str:
     """sha256 over what decides a bundle's content; the same inputs always give the same key."""
     payload = {
         "schema_version": SCHEMA_VERSION,
+        "code": code_digest(TRACED_CODE),
+        "versions": versions(),
         "opset": OPSET,
         "sources": {s.role: s.files for s in sources.entries},
         "height": dims.height,
@@ -140,8 +159,9 @@ def bundle_recipe(sources: Sources, dims: Dims) -> Recipe:
     return Recipe(batches, sources.decoder, sources.lora, *sampling)
 
 
-def reusable_manifest(out: Path, key: str, force: bool) -> Manifest | None:
-    """The manifest of an up-to-date bundle at ``out``; None when there is nothing to keep; an error on a conflict."""
+def reusable_manifest(out: Path, key: str, force: bool, update: bool) -> Manifest | None:
+    """The manifest of an up-to-date bundle at ``out``; None when there is nothing to keep (``update``: nor a bundle
+    with another key); an error on a conflict."""
     if force or not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
     if not out.is_dir():
@@ -153,10 +173,12 @@ def reusable_manifest(out: Path, key: str, force: bool) -> Manifest | None:
             f"{out}: exists but holds no readable bundle ({exc})",
             hint="pass --force to replace it, or choose another --out",
         ) from exc
+    if manifest.key != key and update:
+        return None
     if manifest.key != key:
         raise BundleError(
-            f"{out}: holds a bundle built from other sources or options (key {manifest.key[:12]}, this export {key[:12]})",
-            hint="pass --force to rebuild it, or choose another --out",
+            f"{out}: holds a bundle built from other sources, options or code (key {manifest.key[:12]}, this export {key[:12]})",
+            hint="pass --update (or --force) to rebuild it, or choose another --out",
         )
     return verify(out)
 
@@ -349,7 +371,7 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
             dims = read_dims(sources, options.height, options.width, batches)
         key = bundle_key(sources, dims, options.precision, template)
         networks = describe_networks(sources, dims, template, options.sample_clip)
-        manifest = reusable_manifest(options.out, key, options.force)
+        manifest = reusable_manifest(options.out, key, options.force, options.update)
         if manifest is not None:
             console.print(f"{options.out} is up to date (key {key[:12]}); pass --force to rebuild it", highlight=False)
             if options.tensorrt:

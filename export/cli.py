@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.options import PRECISIONS, ExportOptions
-from runtime.command import choice, option, reports_errors
+from runtime.command import choice, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
 
 
@@ -31,6 +31,7 @@ def export_command(
     sample_clip: Path | None = option(ExportOptions, "sample_clip", "--sample-clip", show_default=False),
     tensorrt: bool = option(ExportOptions, "tensorrt", "--tensorrt"),
     force: bool = option(ExportOptions, "force", "--force"),
+    update: bool = option(ExportOptions, "update", "--update"),
     allow_parity_error: bool = option(ExportOptions, "allow_parity_error", "--allow-parity-error"),
 ) -> None:
     """Export the five networks to an engine bundle (ONNX, validated against PyTorch; optional TensorRT plans)."""
@@ -42,24 +43,7 @@ def export_command(
     except ImportError as exc:
         raise needs_pytorch_side("audiotoken-rt export", exc) from exc
     quiet_libraries()
-    options = ExportOptions(
-        sd=sd,
-        beats=beats,
-        embedder=embedder,
-        out=out,
-        height=height,
-        width=width,
-        precision=precision,
-        template=template,
-        lcm_lora=lcm_lora,
-        lora_scale=lora_scale,
-        tiny_vae=tiny_vae,
-        unet_batch=unet_batch,
-        sample_clip=sample_clip,
-        tensorrt=tensorrt,
-        force=force,
-        allow_parity_error=allow_parity_error,
-    )
+    options = options_from(ExportOptions, locals())
     console = Console(stderr=True)
     result = export_bundle(options, console)
     m = result.manifest

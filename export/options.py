@@ -89,6 +89,13 @@ class ExportOptions:
         default=False, metadata={"help": "Also build fp16 TensorRT plans for this GPU (needs the trt extra)."}
     )
     force: bool = field(default=False, metadata={"help": "Rebuild even if OUT is up to date, or holds another bundle."})
+    update: bool = field(
+        default=False,
+        metadata={
+            "help": "Rebuild OUT if it holds a bundle that is not up to date (other sources, options or code); "
+            "keep it if it is."
+        },
+    )
     allow_parity_error: bool = field(
         default=False,
         metadata={"help": "Keep an engine that differs from PyTorch beyond tolerance (recorded in the manifest)."},

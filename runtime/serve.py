@@ -19,6 +19,8 @@ Concurrency: each model runs ``instances`` copies (Triton model instances) over 
 a reject-when-full queue policy), and one more is refused at once with Triton's "exceeds maximum queue size" error.
 A bad request is answered with a Triton error whose message names the input (``RequestError``) and the server
 keeps serving. SIGINT or SIGTERM stops Triton, which waits up to ``DRAIN_SECONDS`` for in-flight requests.
+A model load that fails on PyTriton's start-up race (``HANDSHAKE_RACE``) starts Triton again, up to
+``START_ATTEMPTS`` times, with the bundle left open.
 
 PyTriton needs numpy < 2, so it lives in its own environment (``just setup-serve`` makes ``.venv-serve``), as the
 OpenVINO build of ONNX Runtime does. Its Python stub is linked against the system ``libpython3.11``; under another
@@ -32,6 +34,7 @@ import os
 import signal
 import sysconfig
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,12 @@ SERVE_HINT = (
     "serve ... (or pip install 'audiotoken-rt[serve]' in an environment of its own)"
 )
 DRAIN_SECONDS = 60  # how long a stopping server waits for the requests in flight
+# PyTriton 0.7's model instances after the first fetch its config from a Unix socket that the first instance's
+# stub binds, then listens on; under Triton's parallel instance loading one can find the file before the listen and
+# fail the model's load with a ConnectionRefusedError (2 in 8 starts of 4 instances on 2 loaded cores). Triton's
+# error then carries this function's name, and serve starts Triton again.
+HANDSHAKE_RACE = "get_config_from_handshake_server"
+START_ATTEMPTS = 3
 MODEL, PNG_MODEL, EDIT_MODEL = "audiotoken", "audiotoken_png", "audiotoken_edit"
 
 
@@ -238,6 +247,10 @@ def tensors(edit: bool):
     return inputs, seed
 
 
+class MissedHandshake(Exception):
+    """A model instance started before PyTriton's first instance listened for it (``HANDSHAKE_RACE``)."""
+
+
 def bind(triton, name: str, infer_funcs: list, inputs: list, outputs: list, config) -> None:
     """Bind and load one model; a load Triton refuses is one line naming the model (Triton's log has the rest)."""
     from tritonclient.utils import InferenceServerException
@@ -245,9 +258,30 @@ def bind(triton, name: str, infer_funcs: list, inputs: list, outputs: list, conf
     try:
         triton.bind(model_name=name, infer_func=infer_funcs, inputs=inputs, outputs=outputs, config=config, strict=True)
     except InferenceServerException as exc:
+        if HANDSHAKE_RACE in str(exc):
+            raise MissedHandshake(name) from exc
         raise ConfigError(
             f"Triton could not load model {name} ({first_line(exc)})", hint="see Triton's log above"
         ) from exc
+
+
+def with_start_retries(start: Callable[[], None], console) -> None:
+    """Run ``start`` (one Triton session: bind the models, serve, stop) again when a model's instances missed
+    PyTriton's handshake, up to ``START_ATTEMPTS`` times; the bundle stays open in between."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start()
+        except MissedHandshake as exc:
+            if attempt == START_ATTEMPTS:
+                raise ConfigError(
+                    f"Triton could not start the instances of model {exc}: they missed PyTriton's start-up handshake "
+                    f"{START_ATTEMPTS} times",
+                    hint="a race in PyTriton that a busy machine makes likelier; fewer --instances make it rarer",
+                ) from exc
+            console.print(
+                f"model {exc}: an instance missed PyTriton's start-up handshake (a race in PyTriton); restarting "
+                f"Triton, attempt {attempt + 1} of {START_ATTEMPTS}"
+            )
 
 
 def serve(bundle: Path, backend: str, device: str, settings: ServeOptions, console) -> None:
@@ -278,29 +312,33 @@ def serve(bundle: Path, backend: str, device: str, settings: ServeOptions, conso
     )
     image = Tensor(name="IMAGE", dtype=np.uint8, shape=(-1, -1, 3))
     png = Tensor(name="PNG", dtype=bytes, shape=(1,))
-    with Triton(config=triton_config) as triton:
-        for name, infer, outputs, edit in (
-            (MODEL, models.draw_image, [image], False),
-            (PNG_MODEL, models.draw_png, [png], False),
-            (EDIT_MODEL, models.edit_png, [png], True),
-        ):
-            inputs, seed = tensors(edit)
-            bind(triton, name, [infer] * settings.instances, inputs, [*outputs, seed], config)
-        stopping = threading.Event()
 
-        def stop(signum, frame) -> None:  # SIGTERM (a container's stop) as SIGINT: drain and exit
-            if not stopping.is_set():
-                stopping.set()
-                console.print("stopping: waiting for the requests in flight")
-                threading.Thread(target=triton.stop, daemon=True).start()
+    def start() -> None:
+        with Triton(config=triton_config) as triton:
+            for name, infer, outputs, edit in (
+                (MODEL, models.draw_image, [image], False),
+                (PNG_MODEL, models.draw_png, [png], False),
+                (EDIT_MODEL, models.edit_png, [png], True),
+            ):
+                inputs, seed = tensors(edit)
+                bind(triton, name, [infer] * settings.instances, inputs, [*outputs, seed], config)
+            stopping = threading.Event()
 
-        signal.signal(signal.SIGTERM, stop)
-        console.print(
-            f"serving {bundle} as {MODEL}, {PNG_MODEL}, {EDIT_MODEL}: http {settings.address}:{settings.http_port}, "
-            f"grpc :{settings.grpc_port}, metrics :{settings.metrics_port}; {settings.instances} instance(s), "
-            f"queue {settings.max_queue}"
-        )
-        triton.serve()
+            def stop(signum, frame) -> None:  # SIGTERM (a container's stop) as SIGINT: drain and exit
+                if not stopping.is_set():
+                    stopping.set()
+                    console.print("stopping: waiting for the requests in flight")
+                    threading.Thread(target=triton.stop, daemon=True).start()
+
+            signal.signal(signal.SIGTERM, stop)
+            console.print(
+                f"serving {bundle} as {MODEL}, {PNG_MODEL}, {EDIT_MODEL}: http {settings.address}:{settings.http_port}, "
+                f"grpc :{settings.grpc_port}, metrics :{settings.metrics_port}; {settings.instances} instance(s), "
+                f"queue {settings.max_queue}"
+            )
+            triton.serve()
+
+    with_start_retries(start, console)
     console.print("stopped")
 
 

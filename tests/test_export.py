@@ -297,9 +297,46 @@ def test_a_second_export_reuses_the_first(bundle, tiny_models, monkeypatch):
 
 
 def test_other_options_without_force_are_an_error(bundle, tiny_models):
-    with pytest.raises(BundleError, match="other sources or options") as caught:
+    with pytest.raises(BundleError, match="other sources, options or code") as caught:
         export_quietly(options_for(tiny_models, bundle, height=128))
     assert "--force" in caught.value.hint
+
+
+def test_a_bundle_exported_by_other_code_is_not_up_to_date_and_update_rebuilds_it(
+    bundle_copy, tiny_models, tmp_path, monkeypatch
+):
+    import audiotoken
+    import export
+    from export.builder import TRACED_CODE, code_digest
+
+    copies = tuple(tmp_path / Path(package.__file__).parent.name for package in (export, audiotoken))
+    for package, copy in zip(TRACED_CODE, copies, strict=True):
+        shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_digest(copies) == code_digest(TRACED_CODE)  # the same code wherever it lies
+    with (copies[0] / "int8.py").open("a") as source:
+        source.write("# an upgraded exporter\n")
+    assert code_digest(copies) != code_digest(TRACED_CODE)
+
+    old = read_manifest(bundle_copy)
+    monkeypatch.setattr("export.builder.TRACED_CODE", copies)
+    with pytest.raises(BundleError, match="other sources, options or code") as caught:
+        export_quietly(options_for(tiny_models, bundle_copy))
+    assert "--update" in caught.value.hint
+    assert read_manifest(bundle_copy) == old  # nothing touched
+
+    rebuilt, log = export_quietly(options_for(tiny_models, bundle_copy, update=True))
+    assert not rebuilt.reused and "export unet" in log and rebuilt.manifest.key != old.key
+    verify(bundle_copy)
+    assert export_quietly(options_for(tiny_models, bundle_copy, update=True))[0].reused  # now it is up to date
+
+
+def test_update_does_not_replace_what_is_not_a_bundle(tiny_models, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"not a bundle")
+    with pytest.raises(BundleError, match="holds no readable bundle"):
+        export_quietly(options_for(tiny_models, out, update=True))
+    assert (out / "holiday.jpg").read_bytes() == b"not a bundle"
 
 
 def test_force_rebuilds(bundle_copy, tiny_models):

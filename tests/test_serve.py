@@ -213,3 +213,65 @@ def test_sigterm_lets_the_request_in_flight_finish(tiny_bundle, clips, tmp_path)
     thread.join(timeout=300)
     assert own.process.wait(timeout=180) == 0, own.log.read_text()[-2000:]
     assert len(answers) == 1 and answers[0].as_numpy("IMAGE").shape[-1] == 3
+
+
+# Triton's load error when a second instance missed PyTriton's handshake (from a CI run's server log)
+MISSED_HANDSHAKE = (
+    "[400] load failed for model 'audiotoken_png': version 1 is at UNAVAILABLE state: Internal: TritonModelException: "
+    'Model initialize error: Traceback (most recent call last):\n  File "/tmp/folderuE8sQd/1/model.py", line 425, in '
+    "initialize\n    inference_handler_config = get_config_from_handshake_server(handshake_socket)\n  File "
+    '"/tmp/folderuE8sQd/1/communication.py", line 550, in get_config_from_handshake_server\n    '
+    "sock.connect(socket_path.as_posix())\nConnectionRefusedError: [Errno 111] Connection refused\n"
+)
+
+
+class RefusingTriton:
+    """Stands in for a PyTriton ``Triton`` whose model loads fail with the given Triton messages, then succeed."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = failures
+        self.sessions = 0
+
+    def start(self) -> None:  # one session: bind a model, as serve does
+        from runtime.serve import bind
+
+        self.sessions += 1
+        bind(self, "audiotoken_png", [], [], [], None)
+
+    def bind(self, **_) -> None:
+        from tritonclient.utils import InferenceServerException
+
+        if self.failures:
+            raise InferenceServerException(self.failures.pop(0))
+
+
+@pytest.mark.parametrize("misses", [0, 1, 2])
+def test_a_load_that_missed_pytritons_handshake_restarts_triton(misses):
+    from rich.console import Console
+
+    from runtime.serve import with_start_retries
+
+    triton = RefusingTriton([MISSED_HANDSHAKE] * misses)
+    console = Console(record=True, width=300)
+    with_start_retries(triton.start, console)
+    assert triton.sessions == misses + 1
+    assert console.export_text().count("missed PyTriton's start-up handshake") == misses
+
+
+def test_a_load_that_keeps_missing_the_handshake_or_fails_otherwise_is_one_line():
+    from rich.console import Console
+
+    from runtime.errors import ConfigError
+    from runtime.serve import START_ATTEMPTS, with_start_retries
+
+    triton = RefusingTriton([MISSED_HANDSHAKE] * START_ATTEMPTS)
+    with pytest.raises(
+        ConfigError, match=f"model audiotoken_png: .*missed PyTriton's start-up handshake {START_ATTEMPTS} times"
+    ):
+        with_start_retries(triton.start, Console(quiet=True))
+    assert triton.sessions == START_ATTEMPTS
+
+    other = RefusingTriton(["[400] load failed for model 'audiotoken_png': out of memory"])
+    with pytest.raises(ConfigError, match="Triton could not load model audiotoken_png .*out of memory"):
+        with_start_retries(other.start, Console(quiet=True))
+    assert other.sessions == 1  # not a race: no second try
