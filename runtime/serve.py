@@ -51,9 +51,10 @@ SERVE_HINT = (
 )
 DRAIN_SECONDS = 60  # how long a stopping server waits for the requests in flight
 # PyTriton 0.7's model instances after the first fetch its config from a Unix socket that the first instance's
-# stub binds, then listens on; under Triton's parallel instance loading one can find the file before the listen and
-# fail the model's load with a ConnectionRefusedError (2 in 8 starts of 4 instances on 2 loaded cores). Triton's
-# error then carries this function's name, and serve starts Triton again.
+# stub binds, then listens on, and give up after 1 s. Under Triton's parallel instance loading one can find the file
+# before the listen (ConnectionRefusedError: 2 in 8 starts of 4 instances on 2 loaded cores) or not at all in time
+# (TimeoutError: seen with 8 instances), and the model's load fails. Triton's error then carries this function's
+# name, and serve starts Triton again.
 HANDSHAKE_RACE = "get_config_from_handshake_server"
 START_ATTEMPTS = 3
 MODEL, PNG_MODEL, EDIT_MODEL = "audiotoken", "audiotoken_png", "audiotoken_edit"
