@@ -46,6 +46,7 @@ setup-openvino:
     python3 -m venv .venv-openvino
     .venv-openvino/bin/python -m pip install -q torch==2.13.0
     .venv-openvino/bin/python -m pip install -q -e '.[export]' pytest
+    .venv-openvino/bin/python -m pip install -q --no-deps open-clip-torch==3.3.0  # the CLIP BPE vocabulary the tests' random models use
     .venv-openvino/bin/python -m pip uninstall -y -q onnxruntime
     .venv-openvino/bin/python -m pip install -q onnxruntime-openvino
 

@@ -93,9 +93,9 @@ def machine_facts() -> list[Check]:
     """Versions and devices: Python, numpy, ONNX Runtime and its providers, TensorRT, cuda-python, the GPU, torch."""
     import onnxruntime as ort
 
-    from runtime.backends import cpu_has_bf16
+    from runtime.backends import cpu_has_amx
 
-    cpu = f"{platform.machine()}, {os.cpu_count()} cores" + (", bf16 (AMX or AVX512-BF16)" if cpu_has_bf16() else "")
+    cpu = f"{platform.machine()}, {os.cpu_count()} cores" + (", AMX (bf16)" if cpu_has_amx() else "")
     torch_version = package_version("torch")
     return [
         Check("python", "info", f"{sys.version.split()[0]} on {platform.platform(terse=True)}"),
