@@ -173,14 +173,14 @@ def reusable_manifest(out: Path, key: str, force: bool, update: bool) -> Manifes
             f"{out}: exists but holds no readable bundle ({exc})",
             hint="pass --force to replace it, or choose another --out",
         ) from exc
-    if manifest.key != key and update:
+    if manifest.key == key:
+        return verify(out)
+    if update:
         return None
-    if manifest.key != key:
-        raise BundleError(
-            f"{out}: holds a bundle built from other sources, options or code (key {manifest.key[:12]}, this export {key[:12]})",
-            hint="pass --update (or --force) to rebuild it, or choose another --out",
-        )
-    return verify(out)
+    raise BundleError(
+        f"{out}: holds a bundle built from other sources, options or code (key {manifest.key[:12]}, this export {key[:12]})",
+        hint="pass --update (or --force) to rebuild it, or choose another --out",
+    )
 
 
 def run_reference(network: Network) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], Sample]:
