@@ -502,6 +502,12 @@ def int8_bundle(tiny_models, tmp_path_factory) -> Path:
     ].folder
 
 
+def weight_matmuls(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's MatMuls by a weight (an initializer or a Constant): its linear layers."""
+    weights = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    return [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+
+
 def test_int8_export_quantizes_the_linear_layers_and_convolutions_of_the_unet_and_beats(int8_bundle, bundle, sources):
     manifest = verify(int8_bundle)
     assert manifest.precision == "int8"
@@ -517,12 +523,7 @@ def test_int8_export_quantizes_the_linear_layers_and_convolutions_of_the_unet_an
     # reads it and the embedder that writes the token keep their fp32 ops
     plain_audio = onnx.load(str(bundle / "audio_encoder.onnx"), load_external_data=False).graph
     audio = onnx.load(str(int8_bundle / "audio_encoder.onnx"), load_external_data=False).graph
-    constants = {t.name for t in plain_audio.initializer} | {
-        n.output[0] for n in plain_audio.node if n.op_type == "Constant"
-    }
-    beats_matmuls = [
-        n.name for n in plain_audio.node if n.op_type == "MatMul" and n.input[1] in constants and "/beats/" in n.name
-    ]
+    beats_matmuls = [n.name for n in weight_matmuls(plain_audio) if "/beats/" in n.name]
     integer = [n.name for n in audio.node if n.op_type == "MatMulInteger"]
     assert len(beats_matmuls) > 12 and len(integer) == len(beats_matmuls)
     assert all(name.startswith("/beats/") and "/patch_embedding/" not in name for name in integer)
@@ -532,22 +533,19 @@ def test_int8_export_quantizes_the_linear_layers_and_convolutions_of_the_unet_an
         assert ops[0] and ops[1] == ops[0], scope
 
     graph = onnx.load(str(bundle / "unet.onnx"), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    weight_matmuls = sum(1 for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights)
+    unet_matmuls = len(weight_matmuls(graph))
     int8_graph = onnx.load(str(int8_bundle / "unet.onnx"), load_external_data=False).graph
     fp32_ops, int8_ops = [n.op_type for n in graph.node], [n.op_type for n in int8_graph.node]
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
-    assert weight_matmuls > 0 and len(convs) > 2
+    assert unet_matmuls > 0 and len(convs) > 2
     # every conv but conv_in and conv_out becomes an int8 GEMM, beside the weight MatMuls
-    assert int8_ops.count("MatMulInteger") == weight_matmuls + len(convs) - 2
+    assert int8_ops.count("MatMulInteger") == unet_matmuls + len(convs) - 2
     assert [n.name for n in int8_graph.node if n.op_type == "Conv"] == ["/unet/conv_in/Conv", "/unet/conv_out/Conv"]
     # each attention is one fused fp32 node (its two score MatMuls and its Softmax gone); the Gemms (timestep path)
     # stay fp32 too, which the quantizer rewrites as MatMul + Add
     attentions = fp32_ops.count("Softmax")
     assert attentions > 0 and int8_ops.count("MultiHeadAttention") == attentions and "Softmax" not in int8_ops
-    assert int8_ops.count("MatMul") == fp32_ops.count("MatMul") - weight_matmuls - 2 * attentions + fp32_ops.count(
-        "Gemm"
-    )
+    assert int8_ops.count("MatMul") == fp32_ops.count("MatMul") - unet_matmuls - 2 * attentions + fp32_ops.count("Gemm")
     assert int8_ops.count("LayerNormalization") == fp32_ops.count("LayerNormalization")
     assert (int8_bundle / "unet.onnx.data").stat().st_size < (bundle / "unet.onnx.data").stat().st_size
     # no scratch left; the int8 UNet is fused outright, so it has no fused variant beside it
