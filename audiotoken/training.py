@@ -29,7 +29,10 @@ sample stream (``StreamPositions``) instead of a prepared DataLoader, so the dat
 number of workers and wherever a run resumed.
 
 OUT/ holds ``checkpoint-<step>/`` (embedder.bin, embedder.safetensors, config.json, optimizer.pt,
-rng-<process>.pt), the final ``embedder.bin``, ``embedder.safetensors`` and ``config.json``, ``metrics.csv``
+rng-<process>.pt; built aside, fsynced and renamed into place by ``runtime.atomic.building_folder``, and one a
+kill left finished but unpublished is published when the next run starts), the final ``embedder.bin``,
+``embedder.safetensors`` and ``config.json`` (copies of the last checkpoint's, each replaced whole, config.json
+last; a run killed between them is completed by ``--resume latest``, which writes them again), ``metrics.csv``
 (step,loss,loss_ldm,loss_l1,loss_cos,lr; a line per optimiser step, flushed), TensorBoard logs under
 ``audiotoken-train/`` when tensorboard is installed, and with ``cache_features`` the on-disk feature cache
 ``feature-cache/beats-<sha256 of the BEATs file>-<L>s/`` (float32, one file per clip and window start; it
@@ -39,6 +42,7 @@ outlives the run, serves resumed and repeated runs, and is shared by processes a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -49,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import DataLoader
 
 from audiotoken.beats import BEATs
@@ -60,7 +64,7 @@ from audiotoken.fbank import Fbank
 from audiotoken.stable_diffusion import StableDiffusion
 from audiotoken.text import TextConditioner, tokenize
 from audiotoken.train_config import TrainConfig
-from runtime.atomic import building_folder
+from runtime.atomic import building_folder, remove_stale_builds_in, write_atomically
 from runtime.contract import PLACEHOLDER
 from runtime.errors import CheckpointError, ConfigError
 
@@ -234,11 +238,15 @@ def effective_lr(config: TrainConfig, processes: int) -> float:
 
 
 def write_embedder(folder: Path, embedder: Embedder, record: dict) -> None:
-    """``embedder.bin`` (a bare state_dict with the official keys, spec 4.2), ``embedder.safetensors``, ``config.json``."""
+    """``embedder.bin`` (a bare state_dict with the official keys, spec 4.2), ``embedder.safetensors``, ``config.json``,
+    each replaced whole (``write_atomically``), ``config.json`` last: a ``config.json`` naming step s has step s's
+    weights beside it."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in embedder.state_dict().items()}
-    torch.save(state, folder / "embedder.bin")
-    save_file(state, str(folder / "embedder.safetensors"))
-    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    pickled = io.BytesIO()
+    torch.save(state, pickled)
+    write_atomically(folder / "embedder.safetensors", safetensors_bytes(state))
+    write_atomically(folder / "embedder.bin", pickled.getbuffer())
+    write_atomically(folder / "config.json", (json.dumps(record, indent=2) + "\n").encode())
 
 
 def rng_states() -> dict:
@@ -320,17 +328,17 @@ def restore_checkpoint(folder: Path, record: dict, embedder: Embedder, optimizer
 
 
 class MetricsLog:
-    """``OUT/metrics.csv``: a line per optimiser step, flushed; resuming at step s drops the lines after s."""
+    """``OUT/metrics.csv``: a line per optimiser step, flushed; resuming at step s drops the lines after s (and a
+    line a kill cut short), in a new file that replaces the old one whole."""
 
     HEADER = ("step", *METRICS, "lr")
 
     def __init__(self, path: Path, keep_until: int):
         kept = []
         if keep_until and path.is_file():
-            kept = [
-                line for line in path.read_text().splitlines()[1:] if line and int(line.split(",")[0]) <= keep_until
-            ]
-        path.write_text("\n".join([",".join(self.HEADER), *kept]) + "\n")
+            rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+            kept = [",".join(row) for row in rows if len(row) == len(self.HEADER) and int(row[0]) <= keep_until]
+        write_atomically(path, ("\n".join([",".join(self.HEADER), *kept]) + "\n").encode())
         self.file = open(path, "a", encoding="utf-8")
 
     def write(self, step: int, values: list[float], lr: float) -> None:
@@ -369,6 +377,10 @@ def train(config: TrainConfig, frozen: FrozenModels | None = None, console: Cons
     )
     say = console.print if accelerator.is_main_process else (lambda *args, **kwargs: None)
     config.out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # a checkpoint a kill left finished but unpublished is published
+        for folder in remove_stale_builds_in(config.out):
+            say(f"removed {folder}, left by a run that was killed", markup=False)
+    accelerator.wait_for_everyone()
 
     # 1. data: pair the files, report what is left out, then an endless seeded stream of samples
     clips, report = scan_dataset(config.data, config.exclude)

@@ -18,7 +18,7 @@ from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, option, options_from, reports_errors
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
-from runtime.generate import Job, check_outputs, picture_paths, run_jobs
+from runtime.generate import SKIP_EXISTING_HELP, Job, check_outputs, picture_paths, run_jobs
 from runtime.pipeline import ComposeOptions, Generation
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -84,6 +84,7 @@ def compose_command(
         help="Write OUT/<stems>.layout.png (each region's colour where it draws, numbered) instead of drawing.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table."),
 ) -> None:
     """Draw several sounds in one picture: "a photo of <1> next to <2>", or each sound in its region (--layout
@@ -97,7 +98,7 @@ def compose_command(
     options.check()
     job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(clip.name for clip in clips))
     targets = picture_paths([job], out, num_images)
-    check_outputs(targets, out, overwrite)
+    existing = check_outputs(targets, out, overwrite, skip_existing)
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare_compose(options, len(clips))  # before any sound is read: placeholders, slots, regions
@@ -109,5 +110,12 @@ def compose_command(
         return pipeline.draw_compose(list(job.sounds), options, progress=report)
 
     run_jobs(
-        targets, draw, pipeline.bundle.manifest.bundle_id, out, overwrite=overwrite, verbose=verbose, console=console
+        targets,
+        draw,
+        pipeline.bundle.manifest.bundle_id,
+        out,
+        overwrite=overwrite,
+        verbose=verbose,
+        console=console,
+        existing=existing,
     )

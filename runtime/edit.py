@@ -17,7 +17,16 @@ import typer
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, option, options_from, reports_errors
-from runtime.generate import CLIPS_HELP, MIX_HELP, Job, check_outputs, jobs_for, picture_paths, run_jobs
+from runtime.generate import (
+    CLIPS_HELP,
+    MIX_HELP,
+    SKIP_EXISTING_HELP,
+    Job,
+    check_outputs,
+    jobs_for,
+    picture_paths,
+    run_jobs,
+)
 from runtime.pipeline import EditOptions, Generation
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -67,6 +76,7 @@ def edit_command(
         "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Edit a picture with each sound clip (and a --mix of clips): the picture moves toward what the sound means, as
@@ -80,7 +90,7 @@ def edit_command(
     options = options_from(EditOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images, prefix=f"{picture.stem}-")
-    check_outputs(targets, out, overwrite)
+    existing = check_outputs(targets, out, overwrite, skip_existing)
     source = load_picture(picture)
     keep = load_mask(mask, source.size) if mask is not None else None
     if keep is not None and keep.note:
@@ -100,4 +110,5 @@ def edit_command(
         overwrite=overwrite,
         verbose=verbose,
         console=console,
+        existing=existing,
     )

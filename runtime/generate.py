@@ -3,9 +3,11 @@
 Place in the data flow: clips (and ``--mix`` of clips) -> ``runtime.pipeline.Pipeline.draw`` ->
 ``runtime.picture.save_png`` -> ``OUT/<clip stem>.png`` (``-<k>`` for several pictures per clip; a mix is named by
 its stems joined with '+'). Before any work it checks the options, the prompts and every output path, so a mistake
-costs nothing; then a batch keeps going past a bad clip. Each picture written is one line (path and seed); a
-closing line counts pictures and failed sounds. ``Job``, ``parse_mix``, ``check_outputs`` and ``run_jobs`` serve
-``edit`` (runtime/edit.py) too.
+costs nothing; then a batch keeps going past a bad clip. A picture that exists is refused, replaced
+(``--overwrite``) or, to finish an interrupted batch, kept when it reads back as a whole PNG (``--skip-existing``,
+one line counts them; one that does not read back is drawn again). Each picture written is one line (path and
+seed); a closing line counts pictures and failed sounds. ``Job``, ``parse_mix``, ``check_outputs`` and ``run_jobs``
+serve ``edit`` and ``compose`` (runtime/edit.py, runtime/compose.py) too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ CLIPS_HELP = (
     "Sound clips: WAV, FLAC, OGG/Vorbis or MP3, any rate and channel count. Each is read as 10 s from --start "
     "(default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to fill "
     "10 s. For names starting with '-', put them after '--' at the end: generate --engines E --out O -- -x.wav"
+)
+SKIP_EXISTING_HELP = (
+    "Keep the pictures that exist and read back as whole PNGs, and draw the others (to finish an interrupted "
+    "batch); one that does not read back is drawn again."
 )
 
 
@@ -82,8 +88,46 @@ def picture_paths(jobs: list[Job], out: Path, num_images: int, prefix: str = "")
     return {job: [out / f"{prefix}{job.stem}-{k}.png" for k in range(num_images)] for job in jobs}
 
 
-def check_outputs(targets: dict[Job, list[Path]], out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an OUT that is a file, two sounds writing one picture, or pictures that exist."""
+@dataclass(frozen=True)
+class Existing:
+    """The pictures to write that exist already, sorted by ``--skip-existing``."""
+
+    kept: frozenset[Path]  # read back as whole PNGs: not drawn again
+    unreadable: frozenset[Path]  # drawn again, and replaced
+
+    def summary(self) -> str:
+        kept, unreadable = len(self.kept), len(self.unreadable)
+        line = f"kept {kept} picture{'s' * (kept != 1)} that exist{'s' * (kept == 1)} (--skip-existing)"
+        if unreadable:
+            line += f"; {unreadable} that do{'es' * (unreadable == 1)} not read back as a PNG will be drawn again"
+        return line
+
+
+def reads_back(path: Path) -> bool:
+    """Whether ``path`` holds a whole PNG: every chunk's checksum holds and its pixels decode."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            if picture.format != "PNG":
+                return False
+            picture.verify()  # chunk checksums, up to IEND
+        with Image.open(path) as picture:
+            picture.load()  # the image data
+    except Exception:  # PIL raises many types for a damaged file
+        return False
+    return True
+
+
+def check_outputs(
+    targets: dict[Job, list[Path]], out: Path, overwrite: bool, skip_existing: bool = False
+) -> Existing | None:
+    """Refuse, before any work, an OUT that is a file, two sounds writing one picture, or pictures that exist
+    (unless ``overwrite``); with ``skip_existing``, sort the pictures that exist instead."""
+    if overwrite and skip_existing:
+        raise ConfigError(
+            "--overwrite and --skip-existing exclude each other: replace the pictures that exist, or keep them"
+        )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder", hint="pass a folder for the pictures")
     owners: dict[Path, Job] = {}
@@ -95,13 +139,18 @@ def check_outputs(targets: dict[Job, list[Path]], out: Path, overwrite: bool) ->
                     hint="rename one, or run them separately",
                 )
             owners[path] = job
-    existing = [str(path) for path in owners if path.exists()]
+    existing = [path for path in owners if path.exists()]
+    if skip_existing:
+        kept = frozenset(path for path in existing if reads_back(path))
+        return Existing(kept, frozenset(existing) - kept)
     if existing and not overwrite:
-        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        shown = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise ConfigError(
             f"{shown} already exist{'s' * (len(existing) == 1)}; nothing was drawn",
-            hint="pass --overwrite to replace them, or choose another --out",
+            hint="pass --overwrite to replace them, --skip-existing to keep them and draw the rest, or choose another"
+            " --out",
         )
+    return None
 
 
 def run_jobs(
@@ -113,13 +162,20 @@ def run_jobs(
     overwrite: bool,
     verbose: bool,
     console,
+    existing: Existing | None = None,
 ) -> None:
     """Draw every job with a progress bar per job (its stage names), write its pictures, keep going past a bad
-    sound, and close with a count; exit status 1 if any job failed."""
+    sound, and close with a count; exit status 1 if any job failed. With ``existing`` (``--skip-existing``), a job
+    whose pictures are all kept is not drawn, and the kept pictures of the others are not written."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runtime.picture import save_png
 
+    kept = existing.kept if existing is not None else frozenset()
+    replaced = existing.unreadable if existing is not None else frozenset()
+    if existing is not None:
+        console.print(existing.summary())
+    targets = {job: paths for job, paths in targets.items() if not kept.issuperset(paths)}
     failed: list[str] = []
     written = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -134,7 +190,10 @@ def run_jobs(
             try:
                 result = draw(job, report)
                 for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
-                    save_png(picture, path, {**result.metadata(k), "bundle": bundle_id}, overwrite=overwrite)
+                    if path in kept:
+                        continue
+                    metadata = {**result.metadata(k), "bundle": bundle_id}
+                    save_png(picture, path, metadata, overwrite=overwrite or path in replaced)
                     console.print(f"wrote {path} (seed {result.seeds[k]})")
                     written += 1
                 if verbose:
@@ -185,6 +244,7 @@ def generate_command(
         help="For onnxruntime: cpu, cuda, tensorrt, or openvino (Intel CPUs; bf16 where the CPU has it).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a bad clip is reported
@@ -197,7 +257,7 @@ def generate_command(
     options = options_from(GenerationOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images)
-    check_outputs(targets, out, overwrite)
+    existing = check_outputs(targets, out, overwrite, skip_existing)
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
@@ -213,6 +273,7 @@ def generate_command(
         overwrite=overwrite,
         verbose=verbose,
         console=console,
+        existing=existing,
     )
 
 

@@ -339,3 +339,79 @@ def test_a_mix_is_one_more_picture_named_by_its_clips(generate, clips):
     assert code != 0 and "error: mix weights 1, -1 must be finite and sum to a positive number" in output
     code, output = invoke("generate", "--engines", generate.out, "--out", generate.out)
     assert code != 0 and "error: no sound given" in output
+
+
+def pixels(png: bytes) -> np.ndarray:
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_skip_existing_finishes_an_interrupted_batch(generate, clips, tmp_path, monkeypatch):
+    """A batch of 3 clips stopped after its first picture is finished without drawing that one again; a picture cut
+    short is drawn again, the same as before."""
+    from runtime.pipeline import Pipeline
+
+    third = tmp_path / "third.wav"
+    shutil.copy(clips[1], third)
+    code, output = generate("--seed", 5, clips[0])
+    assert code == 0, output
+    first, second, last = (generate.out / f"{stem}.png" for stem in (clips[0].stem, clips[1].stem, "third"))
+    before, stamp = first.read_bytes(), first.stat().st_mtime_ns
+    real, drawn = Pipeline.draw, []
+
+    def counted(self, sounds, *args, **kwargs):
+        drawn.append(sounds)
+        return real(self, sounds, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "draw", counted)
+    code, output = generate("--seed", 5, "--skip-existing", clips[0], clips[1], third)
+    assert code == 0, output
+    assert [line for line in output.splitlines() if "kept" in line] == ["kept 1 picture that exists (--skip-existing)"]
+    assert drawn == [clips[1], third] and [path for path, _ in WROTE.findall(output)] == [str(second), str(last)]
+    assert first.read_bytes() == before and first.stat().st_mtime_ns == stamp
+    assert output.strip().splitlines()[-1] == f"wrote 2 pictures to {generate.out}"
+
+    whole = second.read_bytes()
+    second.write_bytes(whole[: len(whole) // 2])  # a copy cut short, a full disk
+    drawn.clear()
+    code, output = generate("--seed", 5, "--skip-existing", clips[0], clips[1], third)
+    assert code == 0, output
+    assert "kept 2 pictures that exist (--skip-existing); 1 that does not read back as a PNG will be drawn again" in (
+        output.splitlines()
+    )
+    assert drawn == [clips[1]] and [path for path, _ in WROTE.findall(output)] == [str(second)]
+    assert np.array_equal(pixels(second.read_bytes()), pixels(whole))
+    assert first.read_bytes() == before and first.stat().st_mtime_ns == stamp
+
+
+def test_skip_existing_draws_the_missing_pictures_of_a_clip(generate, clips):
+    code, output = generate("--seed", 7, "--num-images", 2, clips[0])
+    assert code == 0, output
+    kept, missing = (generate.out / f"{clips[0].stem}-{k}.png" for k in (0, 1))
+    stamp, removed = kept.stat().st_mtime_ns, missing.read_bytes()
+    missing.unlink()
+    code, output = generate("--seed", 7, "--num-images", 2, "--skip-existing", clips[0])
+    assert code == 0, output
+    assert WROTE.findall(output) == [(str(missing), "8")] and kept.stat().st_mtime_ns == stamp
+    assert np.array_equal(pixels(missing.read_bytes()), pixels(removed))
+
+
+def test_overwrite_and_skip_existing_exclude_each_other(generate, clips, edit):
+    for command in (generate, lambda *args: edit(edit.photo, *args)):
+        code, output = command("--overwrite", "--skip-existing", clips[0])
+        assert code == 1 and output.strip().splitlines() == [
+            "error: --overwrite and --skip-existing exclude each other: replace the pictures that exist, or keep them"
+        ]
+
+
+def test_edit_skips_existing_pictures_too(edit, clips):
+    code, output = edit(edit.photo, clips[0], "--seed", 4)
+    assert code == 0, output
+    first = edit.out / f"photo-{clips[0].stem}.png"
+    stamp = first.stat().st_mtime_ns
+    code, output = edit(edit.photo, clips[0], clips[1], "--seed", 4, "--skip-existing")
+    assert code == 0, output
+    assert "kept 1 picture that exists (--skip-existing)" in output.splitlines()
+    assert [path for path, _ in WROTE.findall(output)] == [str(edit.out / f"photo-{clips[1].stem}.png")]
+    assert first.stat().st_mtime_ns == stamp

@@ -460,3 +460,128 @@ def test_cli_defaults_are_the_library_defaults():
     ):
         assert defaults[name] == getattr(TrainConfig, name), name
     assert parse_resolution(defaults["resolution"]) == TrainConfig.resolution
+
+
+def embedder_files(folder) -> tuple[dict, dict, int]:
+    """What a reader of ``folder`` gets: embedder.bin's and embedder.safetensors' tensors and config.json's step."""
+    import json
+
+    bin_state = torch.load(folder / "embedder.bin", weights_only=True)
+    return (
+        bin_state,
+        load_file(folder / "embedder.safetensors"),
+        json.loads((folder / "config.json").read_text())["step"],
+    )
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 3, None])
+def test_the_final_files_are_replaced_whole_never_in_place(tmp_path, monkeypatch, killed_at):
+    """Rewritten while a reader holds the old ones (hard links to them), the embedder files are new files renamed
+    into place: the old ones stay whole. Stopped before each rename in turn, every file is the old or the new one,
+    and a config.json that names the new step has the new weights beside it."""
+    import os
+
+    from audiotoken.training import write_embedder
+
+    torch.manual_seed(0)
+    old, new = Embedder(96, 32), Embedder(96, 32)
+    write_embedder(tmp_path, old, {"step": 1})
+    held = tmp_path / "held"
+    held.mkdir()
+    for name in ("embedder.bin", "embedder.safetensors", "config.json"):
+        os.link(tmp_path / name, held / name)
+    real, renames = os.replace, []
+
+    def replace_until_killed(*args, **kwargs):
+        renames.append(args)
+        if len(renames) == killed_at:
+            raise KeyboardInterrupt  # a kill: nothing after this point runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace_until_killed)
+    with pytest.raises(KeyboardInterrupt) if killed_at else contextlib.nullcontext():
+        write_embedder(tmp_path, new, {"step": 2})
+    monkeypatch.undo()
+    old_state, new_state = old.state_dict(), new.state_dict()
+    held_bin, held_safetensors, held_step = embedder_files(held)
+    assert same_state(held_bin, old_state) and same_state(held_safetensors, old_state) and held_step == 1
+    weights, safetensors, step = embedder_files(tmp_path)
+    assert all(same_state(w, old_state) or same_state(w, new_state) for w in (weights, safetensors))
+    if step == 2:
+        assert same_state(weights, new_state) and same_state(safetensors, new_state)
+    assert step == (1 if killed_at else 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "embedder.bin", "embedder.safetensors", "held"]
+
+
+def test_resuming_rewrites_the_metrics_in_a_new_file(tmp_path, monkeypatch):
+    """Resuming at step 2 keeps the lines up to 2 (a line cut short goes) in a new file: a failure while writing it
+    leaves the old file whole, and a reader holding the old file keeps it whole."""
+    import os
+
+    from audiotoken.training import MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    lines = ["step,loss,loss_ldm,loss_l1,loss_cos,lr", *(f"{s},0.{s},0.{s},0,0,0.001" for s in (1, 2, 3)), "4,0.4"]
+    path.write_text("\n".join(lines))
+    os.link(path, tmp_path / "held.csv")
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(path, keep_until=2)
+    monkeypatch.undo()
+    assert path.read_text() == "\n".join(lines)
+    log = MetricsLog(path, keep_until=2)
+    log.write(3, [0.5, 0.5, 0, 0], 0.001)
+    log.close()
+    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 2, 3]
+    assert (tmp_path / "held.csv").read_text() == "\n".join(lines)
+
+
+def test_a_run_killed_while_publishing_is_completed_by_resume(tiny_models, data, frozen, tmp_path, monkeypatch):
+    """Killed after its last checkpoint was finished but before it was renamed into place, and in another run
+    between two final files, a run is completed by ``--resume latest``: it publishes the checkpoint and writes the
+    final files as the checkpoint's."""
+    import os
+    import subprocess
+    import sys
+
+    import audiotoken.training
+
+    config = settings(tiny_models, data, tmp_path, steps=2, save_every=1)
+    quiet = Console(file=io.StringIO())
+    train(config, frozen=frozen, console=quiet)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    os.replace(tmp_path / "checkpoint-2", tmp_path / f".checkpoint-2.ready-{dead}-k1ll")  # finished, unpublished
+    real = audiotoken.training.write_atomically
+
+    def killed_at_the_final_weights(path, data):
+        if path == tmp_path / "embedder.bin":
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(audiotoken.training, "write_atomically", killed_at_the_final_weights)
+    with pytest.raises(KeyboardInterrupt):
+        train(replace(config, steps=3, resume="latest"), frozen=frozen, console=quiet)
+    monkeypatch.undo()
+    weights, safetensors, _ = embedder_files(tmp_path)
+    assert same_state(weights, embedder_files(tmp_path / "checkpoint-2")[0])  # the kill left the old weights ...
+    assert same_state(safetensors, embedder_files(tmp_path / "checkpoint-3")[0])  # ... beside new ones
+    log = io.StringIO()
+    result = train(replace(config, steps=3, resume="latest"), frozen=frozen, console=Console(file=log, width=200))
+    assert "resuming from" in log.getvalue() and "(step 3)" in log.getvalue()
+    assert result.step == 3 and sorted(p.name for p in tmp_path.glob("*checkpoint-*")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+        "checkpoint-3",
+    ]
+    weights, safetensors, step = embedder_files(tmp_path)
+    reference, _, reference_step = embedder_files(tmp_path / "checkpoint-3")
+    assert same_state(weights, reference) and same_state(safetensors, reference) and step == reference_step == 3
+    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 2, 3]
