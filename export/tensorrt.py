@@ -1,9 +1,10 @@
 """TensorRT plans from a bundle's ONNX files (``export --tensorrt``), built strongly typed (TensorRT 10 and 11).
 
 Place in the data flow: ``export.builder`` calls ``build_plan`` per engine once the ONNX files are written and
-validated -> ``<engine>.<trt version>.<gpu slug>.plan`` beside them (named by ``runtime.tensorrt.plan_name``)
--> the runtime's TensorRT backend. The plan is then run on the engine's sample with the runtime's own
-``Engine`` class and compared with PyTorch like the ONNX file was.
+validated -> ``<engine>.<trt version>.<gpu slug>.plan`` beside them (named by ``runtime.tensorrt.plan_name``),
+recorded in the manifest with its sha256, TensorRT version and GPU -> the runtime's TensorRT backend, which loads
+only the plans the manifest records (``runtime.tensorrt.manifest_plan``). The plan is then run on the engine's
+sample with the runtime's own ``Engine`` class and compared with PyTorch like the ONNX file was.
 
 Build, the way TensorRT wants it since 10.12 (and only way in 11, which removed ``BuilderFlag.FP16``,
 ``OBEY_PRECISION_CONSTRAINTS``, ``ILayer.precision`` and ``set_output_type``): the ONNX parser into a *strongly
@@ -15,8 +16,8 @@ the bundle holds (1 to 2 for an open UNet batch axis, tuned for 2); a timing cac
 lives in ~/.cache/audiotoken-rt/tensorrt so rebuilds skip the kernel timing.
 
 TensorRT exists only on NVIDIA machines: it is imported inside the functions. This module and
-``runtime.tensorrt`` are type-checked against the published TensorRT stubs by ``just lint`` (mypy), and
-``tests/test_tensorrt.py`` checks that no API TensorRT 11 removed is used.
+``runtime.tensorrt`` are type-checked against the published TensorRT stubs by ``just lint`` (pyright), and
+``tests/test_gpu_path.py`` checks that no API TensorRT 11 removed is used.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ same data flow runs on:
   a factory ``(bundle, device) -> Backend``). The PyTorch side registers ``torch`` there (``export.torch_backend``,
   the networks the bundle was exported from, for A/B checks), so this leaf module names nothing outside the
   runtime, and a runtime-only install says in one line what ``--backend torch`` needs.
+Every file a backend opens comes from the manifest through ``Bundle.engine_path`` / ``Bundle.file_path``: inside
+the bundle, and the file that was checked when the bundle opened.
 """
 
 from __future__ import annotations

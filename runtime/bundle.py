@@ -2,8 +2,17 @@
 
 Place in the data flow (DESIGN.md): ``export`` builds ``engines/<name>/`` and writes its manifest with
 ``write_manifest``; the runtime opens it with ``Bundle.open``, which refuses a bundle whose files are missing,
-whose sha256 differ from the manifest, or whose engines' I/O is off the engine contract (``runtime.contract``),
-and ``audiotoken-rt info`` prints it. Torch-free: json and hashlib.
+whose sha256 differ from the manifest, whose ONNX files read external data from anywhere but the data file the
+manifest lists (``runtime.external_data``), or whose engines' I/O is off the engine contract
+(``runtime.contract``); the backends then reach every file through ``Bundle.file_path``; and ``audiotoken-rt info``
+prints it. Torch-free: json and hashlib.
+
+A bundle may come from anyone (docs/bundles.md), so the manifest is input: every path in it must pass
+``bundle_path`` (relative, '/'-separated, no '..', and inside the bundle once symlinks are resolved), every sha256
+and the key must be 64 lowercase hex digits; anything else is refused in one line naming the field. The sha256
+check finds corruption, not tampering (whoever writes a file can write its manifest line too), and ``Bundle.open``
+trusts a file whose size and mtime are those it last hashed, unless asked to hash everything
+(``AUDIOTOKEN_RT_VERIFY=full``, ``audiotoken-rt info --verify full``).
 
 The manifest is the single description of a bundle: schema version, the export key, sources with the sha256
 of each file, D, the placeholder and its id, the prompt template, image size, VAE scaling factor, prediction
@@ -17,20 +26,101 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
+import re
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from runtime.atomic import write_atomically
 from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
-from runtime.errors import BundleError
+from runtime.errors import BundleError, ConfigError
+from runtime.external_data import MalformedProtobuf, external_locations
 
 SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
 READABLE_VERSIONS = (1, 2, 3)  # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a sha256 and the bundle key, as the manifest writes them
+MAX_PATH_BYTES = 4095  # a manifest path in UTF-8 (Linux's PATH_MAX less the NUL)
+MAX_PART_BYTES = 255  # one part of it (NAME_MAX)
+VERIFY_MODES = ("quick", "full")  # quick: a file of unchanged size and mtime is not hashed again; full: hash every file
+VERIFY_VARIABLE = "AUDIOTOKEN_RT_VERIFY"  # how every command that opens a bundle is told to hash everything
+UNTRUSTED_HINT = "get the bundle again from a publisher you trust, or rebuild it with audiotoken-rt export --force"
+
+
+def shown(value: object) -> str:
+    """A manifest value for a one-line message: its repr (newlines and NULs escaped), cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def path_problem(value: object) -> str | None:
+    """What makes ``value`` not a manifest path (see ``bundle_path``), or None."""
+    if not isinstance(value, str):
+        return "it is not a string"
+    if not value:
+        return "it is empty"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        return "it holds a control character"
+    if "\\" in value:
+        return "it holds a backslash"
+    if value.startswith("/"):
+        return "it is absolute"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not UTF-8"
+    if size > MAX_PATH_BYTES:
+        return f"it is longer than {MAX_PATH_BYTES} bytes"
+    for part in value.split("/"):
+        if part in ("", ".", ".."):
+            return f"it has a {part!r} part"
+        if len(part.encode("utf-8")) > MAX_PART_BYTES:
+            return f"a part is longer than {MAX_PART_BYTES} bytes"
+    return None
+
+
+def bundle_path(name: str, value: object, root: str | os.PathLike | None = None) -> Path:
+    """The one rule for a path a manifest names (the C++ runtime's manifest.cpp mirrors it), refused in one line
+    naming the manifest field ``name`` and the value.
+
+    Spelling (checked when the manifest is read): a string of plain names joined by single '/' -- not empty, not
+    absolute, no part empty, '.' or '..', no backslash, no control character (NUL included, U+0000-U+001F and U+007F),
+    UTF-8 of at most 4095 bytes and 255 a part.
+    Place (with ``root``, checked again each time the file is about to be read, since a symlink can be changed):
+    ``root / value`` with every symlink resolved must lie inside ``root`` resolved. A symlink whose target stays
+    inside the bundle is fine (the file it reaches is hash-checked like any other). Returns the path under the
+    resolved ``root`` (the value itself, relative, without one).
+    """
+    if problem := path_problem(value):
+        raise BundleError(
+            f"{name} is {shown(value)}: {problem}; expected a relative '/'-separated path inside the bundle",
+            hint=UNTRUSTED_HINT,
+        )
+    relative = str(value)  # a str: path_problem said so
+    if root is None:
+        return Path(relative)
+    base = Path(root).resolve()
+    try:
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise BundleError(f"{name} is {shown(value)}: it cannot be resolved ({exc})", hint=UNTRUSTED_HINT) from exc
+    if not target.is_relative_to(base):
+        raise BundleError(
+            f"{name} is {shown(value)}: through a symlink it leads to {target}, outside the bundle {base}",
+            hint=UNTRUSTED_HINT,
+        )
+    return base / relative
+
+
+def sha256_hex(name: str, value: object) -> str:
+    """``value`` if it is a sha256 as the manifest writes it (64 lowercase hex digits), else a one-line BundleError."""
+    if not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
+        raise BundleError(f"{name} is {shown(value)}: expected 64 lowercase hex digits (a sha256)", hint=UNTRUSTED_HINT)
+    return value
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -55,6 +145,16 @@ class FileEntry:
         """Hash ``root / path`` now."""
         full = root / path
         return cls(path, file_sha256(full), full.stat().st_size)
+
+    @classmethod
+    def from_json(cls, d: dict, name: str) -> FileEntry:
+        """The entry at manifest field ``name``, its path spelled by the rule and its sha256 and size well-formed."""
+        entry = cls(**d)
+        bundle_path(f"{name}.path", entry.path)
+        sha256_hex(f"{name}.sha256", entry.sha256)
+        if not isinstance(entry.size, int) or isinstance(entry.size, bool) or entry.size < 0:
+            raise BundleError(f"{name}.size is {shown(entry.size)}: expected a byte count", hint=UNTRUSTED_HINT)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -104,8 +204,9 @@ class Plan:
     parity: Parity
 
     @classmethod
-    def from_json(cls, d: dict) -> Plan:
-        return cls(FileEntry(**d["file"]), d["tensorrt_version"], d["gpu"], Parity.from_json(d["parity"]))
+    def from_json(cls, d: dict, name: str) -> Plan:
+        file = FileEntry.from_json(d["file"], f"{name}.file")
+        return cls(file, d["tensorrt_version"], d["gpu"], Parity.from_json(d["parity"]))
 
 
 @dataclass(frozen=True)
@@ -118,8 +219,8 @@ class Variant:
     parity: Parity
 
     @classmethod
-    def from_json(cls, d: dict) -> Variant:
-        return cls(FileEntry(**d["file"]), tuple(d["devices"]), Parity.from_json(d["parity"]))
+    def from_json(cls, d: dict, name: str) -> Variant:
+        return cls(FileEntry.from_json(d["file"], f"{name}.file"), tuple(d["devices"]), Parity.from_json(d["parity"]))
 
 
 @dataclass(frozen=True)
@@ -137,30 +238,36 @@ class Engine:
     plans: tuple[Plan, ...] = ()
     variants: tuple[Variant, ...] = ()
 
-    def files(self) -> list[FileEntry]:
+    def named_files(self, name: str) -> list[tuple[str, FileEntry]]:
+        """Every file of the engine with its manifest field, the engine being at field ``name``."""
         return [
-            self.file,
-            *([self.data] if self.data else []),
-            *(p.file for p in self.plans),
-            *(v.file for v in self.variants),
+            (f"{name}.file", self.file),
+            *([(f"{name}.data", self.data)] if self.data else []),
+            *((f"{name}.plans[{i}].file", p.file) for i, p in enumerate(self.plans)),
+            *((f"{name}.variants[{i}].file", v.file) for i, v in enumerate(self.variants)),
         ]
+
+    def graphs(self) -> list[FileEntry]:
+        """The engine's ONNX files: its own graph and its variants' (all over its one data file)."""
+        return [self.file, *(v.file for v in self.variants)]
 
     def graph_for(self, device: str) -> FileEntry:
         """The ONNX file to run on ``device``: a variant made for it, else the engine's own graph."""
         return next((v.file for v in self.variants if device in v.devices), self.file)
 
     @classmethod
-    def from_json(cls, d: dict) -> Engine:
+    def from_json(cls, d: dict, name: str) -> Engine:
+        """The engine at manifest field ``name`` (``engines.<engine>``)."""
         return cls(
             name=d["name"],
-            file=FileEntry(**d["file"]),
-            data=FileEntry(**d["data"]) if d["data"] else None,
+            file=FileEntry.from_json(d["file"], f"{name}.file"),
+            data=FileEntry.from_json(d["data"], f"{name}.data") if d["data"] else None,
             precision=d["precision"],
             inputs=tuple(TensorSpec.from_json(t) for t in d["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]),
             parity=Parity.from_json(d["parity"]),
-            plans=tuple(Plan.from_json(p) for p in d["plans"]),
-            variants=tuple(Variant.from_json(v) for v in d.get("variants", ())),
+            plans=tuple(Plan.from_json(p, f"{name}.plans[{i}]") for i, p in enumerate(d["plans"])),
+            variants=tuple(Variant.from_json(v, f"{name}.variants[{i}]") for i, v in enumerate(d.get("variants", ()))),
         )
 
 
@@ -201,6 +308,8 @@ class Recipe:
     @classmethod
     def from_json(cls, d: dict) -> Recipe:
         lora = Lora(**d["lora"]) if d["lora"] else None
+        if lora:
+            sha256_hex("recipe.lora.sha256", lora.sha256)
         return cls(tuple(d["unet_batches"]), d["decoder"], lora, d["scheduler"], d["steps"], d["guidance"])
 
 
@@ -239,8 +348,15 @@ class Manifest:
         """A short id of the bundle's content (its export key), recorded in the pictures it draws."""
         return self.key[:16]
 
+    def named_files(self) -> list[tuple[str, FileEntry]]:
+        """Every file of the bundle with the manifest field that names it (``files[0]``, ``engines.unet.data``...)."""
+        return [
+            *((f"files[{i}]", f) for i, f in enumerate(self.files)),
+            *(named for name, engine in self.engines.items() for named in engine.named_files(f"engines.{name}")),
+        ]
+
     def all_files(self) -> list[FileEntry]:
-        return [*self.files, *(f for engine in self.engines.values() for f in engine.files())]
+        return [entry for _, entry in self.named_files()]
 
     def rebuild_command(self, folder: str | os.PathLike) -> str:
         """The export command line that rebuilds this bundle in ``folder``."""
@@ -291,6 +407,12 @@ class Manifest:
                 hint="rebuild the bundle with this version's audiotoken-rt export --force",
             )
         try:
+            sha256_hex("key", d.get("key"))
+            bundle_path("tokenizer", d.get("tokenizer"))
+            sources = tuple(Source(**s) for s in d["sources"])
+            for i, s in enumerate(sources):
+                for name, digest in s.files.items():
+                    sha256_hex(f"sources[{i}].files[{name!r}]", digest)
             return cls(
                 **{
                     k: d[k]
@@ -312,13 +434,15 @@ class Manifest:
                         "schema_version",
                     )
                 },
-                sources=tuple(Source(**s) for s in d["sources"]),
-                files=tuple(FileEntry(**f) for f in d["files"]),
-                engines={name: Engine.from_json(e) for name, e in d["engines"].items()},
+                sources=sources,
+                files=tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(d["files"])),
+                engines={name: Engine.from_json(e, f"engines.{name}") for name, e in d["engines"].items()},
                 recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
                 token_slots=d["token_slots"] if version >= 3 else 1,
             )
-        except (KeyError, TypeError) as exc:
+        except BundleError as exc:  # a field off the rules: the same line, said of this manifest
+            raise BundleError(f"{source}: {exc}", hint=exc.hint) from None
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise BundleError(
                 f"{source}: manifest lacks or mistypes a field ({exc})",
                 hint="rebuild the bundle with audiotoken-rt export --force",
@@ -356,72 +480,147 @@ def hash_cache_path(manifest: Manifest) -> Path:
     return user_cache_dir() / "verified" / f"{manifest.key}.json"
 
 
-def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manifest:
-    """Read the manifest and check every file it lists exists with its sha256; BundleError names each that does not.
+def verify_mode(mode: str | None = None) -> str:
+    """How ``Bundle.open`` checks files: ``mode`` if given, else ``$AUDIOTOKEN_RT_VERIFY``, else quick."""
+    chosen = mode or os.environ.get(VERIFY_VARIABLE) or "quick"
+    if chosen not in VERIFY_MODES:
+        said = f"--verify {chosen!r}" if mode else f"{VERIFY_VARIABLE}={chosen!r}"
+        raise ConfigError(f"{said}: expected one of {', '.join(VERIFY_MODES)}", hint="full hashes every file")
+    return chosen
 
-    With ``trust_unchanged`` (what ``Bundle.open`` does), a file whose size and modification time are those of its
-    last successful check is not hashed again: re-hashing a 3.4 GB UNet costs seconds at every start, on a Jetson
-    tens of them. ``audiotoken-rt info`` and export always hash everything.
+
+def file_stamp(path: Path, entry: FileEntry) -> list:
+    """What a check saw of a file: [absolute path, size, mtime in ns, the sha256 it was checked against] (the
+    format of the hash cache the C++ runtime shares); an unchanged stamp needs no new hash in quick mode."""
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns, entry.sha256]
+
+
+def external_data_problem(folder: Path, engine: Engine, graph: FileEntry) -> str | None:
+    """Why ONNX Runtime would read ``graph``'s weights from a file the manifest does not hash, or None.
+
+    ONNX Runtime opens each tensor's external ``location`` relative to the ONNX file's folder; the only file an
+    engine's graphs may name is the engine's data file, exactly as the manifest spells it (so no '..', no absolute
+    path, no second spelling of the same file).
     """
+    try:
+        locations = set(external_locations(folder / graph.path))
+    except MalformedProtobuf as exc:
+        return f"{graph.path} is not an ONNX file ({exc})"
+    allowed = engine.data.path if engine.data else None
+    base = posixpath.dirname(graph.path)
+    for location in sorted(locations):
+        if (f"{base}/{location}" if base else location) != allowed:
+            may_read = f"its data file {allowed}" if allowed else "no other file (the manifest lists no data file)"
+            return (
+                f"{graph.path} reads external data from {shown(location)}; an engine's ONNX files may read {may_read}"
+            )
+    return None
+
+
+def check_files(folder: str | os.PathLike, trust_unchanged: bool) -> tuple[Manifest, dict[str, list]]:
+    """``verify``'s work: the manifest, and the stamp of every file as this check saw it."""
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
+    bundle_path("tokenizer", manifest.tokenizer, folder)
     cache_path = hash_cache_path(manifest)
     try:
         checked = json.loads(cache_path.read_text()) if trust_unchanged else {}
     except (OSError, ValueError):
         checked = {}
+    if not isinstance(checked, dict):
+        checked = {}
     problems, seen = [], {}
-    for entry in manifest.all_files():
-        path = folder / entry.path
+    for name, entry in manifest.named_files():
+        path = bundle_path(f"{name}.path", entry.path, folder)  # raises: a path leading outside is not a mismatch
         if not path.is_file():
             problems.append(f"{entry.path} is missing")
             continue
-        stat = path.stat()
-        stamp = [str(path), stat.st_size, stat.st_mtime_ns, entry.sha256]
+        stamp = file_stamp(path, entry)
         if checked.get(entry.path) != stamp and (actual := file_sha256(path)) != entry.sha256:
             problems.append(f"{entry.path} has sha256 {actual[:12]}..., the manifest says {entry.sha256[:12]}...")
         seen[entry.path] = stamp
     missing = [name for name in ENGINE_NAMES if name not in manifest.engines]
     if missing:
         problems.append(f"engines {', '.join(missing)} are not in the manifest")
-    for (
-        name,
-        engine,
-    ) in manifest.engines.items():  # the I/O each engine was exported with must be this runtime's contract
+    for name, engine in manifest.engines.items():  # the I/O each engine was exported with must be this runtime's
         problems += contract_problems(name, engine.inputs, engine.outputs, manifest.dims)
     if problems:
         raise BundleError(
             f"bundle {folder}: {'; '.join(problems)}", hint=f"rebuild it: {manifest.rebuild_command(folder)}"
         )
+    for engine in manifest.engines.values():
+        for graph in engine.graphs():
+            if problem := external_data_problem(folder, engine, graph):
+                raise BundleError(f"bundle {folder}: {problem}", hint=UNTRUSTED_HINT)
     try:  # remember what was checked; a read-only home only costs the next start a re-hash
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(seen))
     except OSError:
         pass
-    return manifest
+    return manifest, seen
+
+
+def verify(folder: str | os.PathLike, *, trust_unchanged: bool = False) -> Manifest:
+    """Read the manifest and check every file it lists: inside the bundle, present, of its sha256 (BundleError
+    names each that is not), and every ONNX file reading external data only from its engine's data file.
+
+    With ``trust_unchanged`` (what ``Bundle.open`` does in quick mode), a file whose size and modification time are
+    those of its last successful check is not hashed again: re-hashing a 3.4 GB UNet costs seconds at every start,
+    on a Jetson tens of them. A file rewritten behind an unchanged size and mtime therefore passes; ``audiotoken-rt
+    info`` (``--verify full``, its default), export and ``AUDIOTOKEN_RT_VERIFY=full`` hash everything.
+    """
+    return check_files(folder, trust_unchanged)[0]
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle on disk: its folder and manifest."""
+    """A verified bundle on disk: its folder, manifest, and what the open-time check saw of each file."""
 
     root: Path
     manifest: Manifest
+    stamps: dict[str, list] = field(default_factory=dict, compare=False)  # entry path -> file_stamp at open
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> Bundle:
-        """Open ``folder`` after checking every file against the manifest (unchanged files are not re-hashed)."""
-        return cls(Path(folder), verify(folder, trust_unchanged=True))
+    def open(cls, folder: str | os.PathLike, verify: str | None = None) -> Bundle:
+        """Open ``folder`` after checking every file against the manifest; ``verify`` (``VERIFY_MODES``, default
+        ``$AUDIOTOKEN_RT_VERIFY`` or quick) says whether files unchanged since their last check are hashed again."""
+        manifest, stamps = check_files(folder, trust_unchanged=verify_mode(verify) == "quick")
+        return cls(Path(folder), manifest, stamps)
+
+    def file_path(self, name: str, entry: FileEntry) -> Path:
+        """The path of ``entry`` (manifest field ``name``) as it is about to be read: checked again to lie inside
+        the bundle, and to be the file the open-time check saw (same size and mtime), else hashed again."""
+        path = bundle_path(f"{name}.path", entry.path, self.root)
+        try:
+            stamp = file_stamp(path, entry)
+        except OSError as exc:
+            raise BundleError(
+                f"{path}: gone since the bundle was opened ({exc.strerror})", hint=UNTRUSTED_HINT
+            ) from exc
+        if self.stamps.get(entry.path) != stamp and file_sha256(path) != entry.sha256:
+            raise BundleError(
+                f"{path}: changed since the bundle was opened (its sha256 is no longer the manifest's)",
+                hint=f"open the bundle again; audiotoken-rt info --verify full {self.root} checks every file",
+            )
+        return path
 
     @property
     def tokenizer_dir(self) -> Path:
-        return self.root / self.manifest.tokenizer
+        """The tokenizer folder, checked again to lie inside the bundle (its files are in the manifest's files)."""
+        return bundle_path("tokenizer", self.manifest.tokenizer, self.root)
 
     def engine_path(self, name: str, device: str = "cpu") -> Path:
-        """The ONNX file of engine ``name`` to run on ``device`` (ONNX Runtime's): a variant made for it, if any."""
+        """The ONNX file of engine ``name`` to run on ``device`` (ONNX Runtime's): a variant made for it, if any;
+        it and the data file it reads are checked by ``file_path`` first."""
         if name not in self.manifest.engines:
             raise BundleError(
                 f"{self.root}: no engine {name!r} in the manifest (has {', '.join(self.manifest.engines)})",
                 hint=f"rebuild it: {self.manifest.rebuild_command(self.root)}",
             )
-        return self.root / self.manifest.engines[name].graph_for(device).path
+        engine = self.manifest.engines[name]
+        graph = engine.graph_for(device)
+        named = engine.named_files(f"engines.{name}")
+        if engine.data:
+            self.file_path(f"engines.{name}.data", engine.data)
+        return self.file_path(next(field_name for field_name, entry in named if entry is graph), graph)

@@ -1,7 +1,9 @@
 """``audiotoken-rt info``: a bundle's manifest and this machine's devices, then every file checked against its sha256.
 
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
-(``runtime.doctor.machine_facts``); torch-free, so it runs on a runtime-only install.
+(``runtime.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
+default) hashes every file, ignoring the per-user record of files already checked that opening a bundle trusts
+(``--verify quick``: the check ``generate`` and the others make); docs/bundles.md says what either proves.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from runtime.command import reports_errors
+from runtime.bundle import VERIFY_MODES
+from runtime.command import choice, reports_errors
 
 
 def manifest_tables(manifest) -> list:
@@ -62,6 +65,13 @@ def manifest_tables(manifest) -> list:
 @reports_errors
 def info_command(
     bundle: Path = typer.Argument(..., help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False),
+    verify_mode: str = typer.Option(
+        "full",
+        "--verify",
+        help="full: hash every file; quick: trust a file whose size and mtime are those of its last check "
+        "(what opening a bundle does; AUDIOTOKEN_RT_VERIFY=full makes every command hash everything).",
+        **choice(VERIFY_MODES),
+    ),
 ) -> None:
     """Print a bundle's manifest and this machine's devices, then check every file's sha256 (non-zero exit on a mismatch)."""
     from rich.console import Console
@@ -78,6 +88,8 @@ def info_command(
     for fact in machine_facts():
         device.add_row(fact.name, fact.detail)
     console.print(device)
-    with Console(stderr=True).status(f"checking the sha256 of {len(manifest.all_files())} files"):
-        verify(bundle)
-    console.print(f"all {len(manifest.all_files())} files match their sha256", highlight=False)
+    count = len(manifest.all_files())
+    with Console(stderr=True).status(f"checking the sha256 of {count} files ({verify_mode})"):
+        verify(bundle, trust_unchanged=verify_mode == "quick")
+    trusted = "" if verify_mode == "full" else " (files unchanged since their last check were not hashed again)"
+    console.print(f"all {count} files match their sha256{trusted}", highlight=False)

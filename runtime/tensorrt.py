@@ -8,6 +8,9 @@ machines (the ``trt`` extra), so this module imports them inside functions, and 
 imports this module unless ``--backend tensorrt`` is asked. One TensorRT logger serves the process.
 
 A plan is tied to the TensorRT version and the GPU it was built on: ``<engine>.<trt version>.<gpu slug>.plan``.
+The backend finds it through the manifest, never by that name on disk: ``manifest_plan`` picks the plan the manifest
+records for this version and GPU, and ``Bundle.file_path`` checks it lies inside the bundle and is the file that
+was hash-checked when the bundle opened, before TensorRT deserializes it (a plan is code TensorRT runs).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.bundle import Bundle, Plan
 from runtime.errors import BundleError, ConfigError
 
 MIN_TENSORRT = (10, 0)  # strongly typed networks, the tensor-name I/O API (set_tensor_address, execute_async_v3)
@@ -36,6 +40,25 @@ def gpu_slug(name: str) -> str:
 
 def plan_name(engine: str, trt_version: str, gpu_name: str) -> str:
     return f"{engine}.{trt_version}.{gpu_slug(gpu_name)}.plan"
+
+
+def manifest_plan(bundle: Bundle, engine: str, trt_version: str, gpu_name: str) -> tuple[str, Plan]:
+    """The plan of ``engine`` the manifest records for this TensorRT version and GPU, with its manifest field (the
+    last one, when export added several); a plan file on disk that the manifest does not list is never loaded."""
+    if engine not in bundle.manifest.engines:
+        raise BundleError(f"{bundle.root}: no engine {engine!r} in the manifest")
+    plans = bundle.manifest.engines[engine].plans
+    fits = [
+        i for i, p in enumerate(plans) if p.tensorrt_version == trt_version and gpu_slug(p.gpu) == gpu_slug(gpu_name)
+    ]
+    if not fits:
+        built = ", ".join(f"TensorRT {p.tensorrt_version} on {p.gpu}" for p in plans) or "none"
+        raise BundleError(
+            f"{bundle.root}: the manifest has no TensorRT plan of {engine} for TensorRT {trt_version} on {gpu_name} "
+            f"(it has: {built})",
+            hint=f"build it here: audiotoken-rt export ... --out {bundle.root} --tensorrt",
+        )
+    return f"engines.{engine}.plans[{fits[-1]}]", plans[fits[-1]]
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -260,7 +283,7 @@ class TensorRTBackend:
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, bundle, use_cuda_graph: bool = True):
+    def __init__(self, bundle: Bundle, use_cuda_graph: bool = True):
         import tensorrt as trt
 
         import_tensorrt()
@@ -273,12 +296,8 @@ class TensorRTBackend:
     def run(self, engine: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock:
             if engine not in self.engines:
-                path = self.bundle.root / plan_name(engine, *self.suffix)
-                if not path.is_file():
-                    raise BundleError(
-                        f"{self.bundle.root}: no TensorRT plan {path.name} for this GPU and TensorRT version",
-                        hint=f"build it here: audiotoken-rt export ... --out {self.bundle.root} --tensorrt",
-                    )
+                name, plan = manifest_plan(self.bundle, engine, *self.suffix)
+                path = self.bundle.file_path(f"{name}.file", plan.file)
                 self.engines[engine] = Engine(path, use_cuda_graph=self.use_cuda_graph and engine == "unet")
             return self.engines[engine].infer(feeds)
 

@@ -9,8 +9,13 @@ where the real thing needs a GPU (an ONNX Runtime session that fell back to the 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+import re
+import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -20,9 +25,9 @@ from typer.testing import CliRunner
 from runtime.backends import OnnxRuntimeBackend, tensorrt_provider_cache
 from runtime.bundle import Bundle
 from runtime.doctor import check_bundle, compare_engines, device_ready
-from runtime.errors import ConfigError
+from runtime.errors import BundleError, ConfigError
 from runtime.pipeline import Pipeline
-from runtime.tensorrt import import_tensorrt, version_tuple
+from runtime.tensorrt import import_tensorrt, plan_name, version_tuple
 from tests.support import REPO
 
 # The Python APIs TensorRT 11 removed (NVIDIA's 10.x -> 11.x migration guide, "Removed Python APIs"): a build
@@ -60,6 +65,83 @@ def test_tensorrt_code_uses_no_api_that_tensorrt_11_removed(path):
         and any(isinstance(t, ast.Attribute) and t.attr == "precision" for t in node.targets)
     ]
     assert not layer_precision
+
+
+TRT_VERSION, GPU = "10.13.0.35", "NVIDIA H100 80GB HBM3"  # a plan's recorded build, faked: no TensorRT here
+
+
+def bundle_with_plan(tiny_bundle, folder: Path, recorded_sha256: str | None = None) -> tuple[Path, str]:
+    """A copy of the tiny bundle whose manifest records a UNet plan for TRT_VERSION on GPU (a file of made-up bytes,
+    its true sha256 unless ``recorded_sha256``), plus a VAE decoder plan on disk that the manifest does not list."""
+    bundle = Path(shutil.copytree(tiny_bundle, folder))
+    plan = bundle / plan_name("unet", TRT_VERSION, GPU)
+    plan.write_bytes(b"serialized TensorRT engine")
+    (bundle / plan_name("vae_decoder", TRT_VERSION, GPU)).write_bytes(b"a plan nobody recorded")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    unet = manifest["engines"]["unet"]
+    digest = recorded_sha256 or hashlib.sha256(plan.read_bytes()).hexdigest()
+    unet["plans"] = [
+        {
+            "file": {"path": plan.name, "sha256": digest, "size": plan.stat().st_size},
+            "tensorrt_version": TRT_VERSION,
+            "gpu": GPU,
+            "parity": unet["parity"],
+        }
+    ]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle, plan.name
+
+
+def test_a_plan_whose_sha256_is_not_the_manifests_is_refused_before_tensorrt_is_imported(
+    tiny_bundle, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # any `import tensorrt` would now raise ImportError
+    bundle, plan = bundle_with_plan(tiny_bundle, tmp_path / "bundle", recorded_sha256="0" * 64)
+    with pytest.raises(BundleError, match=f"{re.escape(plan)} has sha256 [0-9a-f]{{12}}..., the manifest says 0000"):
+        Bundle.open(bundle)
+
+
+class LoadedPlan:
+    """Stands for ``runtime.tensorrt.Engine``: records which file the backend handed to TensorRT."""
+
+    loaded: list = []
+
+    def __init__(self, path, use_cuda_graph=False):
+        self.loaded.append((path, use_cuda_graph))
+
+    def infer(self, feeds):
+        return {}
+
+
+def test_the_tensorrt_backend_loads_only_the_plans_the_manifest_records(tiny_bundle, tmp_path, monkeypatch):
+    import threading
+
+    import runtime.tensorrt as trt_backend
+
+    bundle, plan = bundle_with_plan(tiny_bundle, tmp_path / "bundle")
+    monkeypatch.setattr(trt_backend, "Engine", LoadedPlan)
+    monkeypatch.setattr(LoadedPlan, "loaded", [])
+
+    def backend_on(gpu: str) -> trt_backend.TensorRTBackend:  # the backend as __init__ leaves it, minus TensorRT
+        backend = object.__new__(trt_backend.TensorRTBackend)
+        backend.bundle, backend.suffix, backend.use_cuda_graph = Bundle.open(bundle), (TRT_VERSION, gpu), True
+        backend.engines, backend.lock = {}, threading.Lock()
+        return backend
+
+    backend = backend_on(GPU)
+    backend.run("unet", {})
+    assert LoadedPlan.loaded == [(bundle.resolve() / plan, True)]
+    with pytest.raises(BundleError, match=f"no TensorRT plan of vae_decoder for TensorRT {TRT_VERSION} on {GPU} "):
+        backend.run("vae_decoder", {})  # its plan file lies in the folder, under the expected name: not listed
+    with pytest.raises(
+        BundleError, match=f"TensorRT {TRT_VERSION} on NVIDIA L4 \\(it has: TensorRT {TRT_VERSION} on {GPU}"
+    ):
+        backend_on("NVIDIA L4").run("unet", {})
+    backend = backend_on(GPU)
+    (bundle / plan).write_bytes(b"serialized TensorRT enginE")  # rewritten after the bundle was opened
+    with pytest.raises(BundleError, match="changed since the bundle was opened"):
+        backend.run("unet", {})
+    assert len(LoadedPlan.loaded) == 1  # nothing else reached TensorRT
 
 
 def test_versions_compare_as_numbers():

@@ -1,0 +1,350 @@
+"""Bundles made elsewhere: what a crafted manifest, symlink or ONNX file can and cannot make the runtime read.
+
+Each hostile bundle below is a copy of the tiny bundle with one thing changed, its manifest kept consistent (the
+sha256 of what it names is the true one), so the hash check alone would let it through: what refuses it is the
+path rule (``runtime.bundle.bundle_path``), the external-data check, or full verification. Every refusal is one
+line naming the manifest field (or the file) and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from audiotoken_rt.cli import app
+from runtime.bundle import VERIFY_VARIABLE, Bundle, bundle_path
+from runtime.errors import BundleError, ConfigError
+from runtime.external_data import MalformedProtobuf, external_locations
+
+
+@pytest.fixture
+def bundle(tiny_bundle, tmp_path) -> Path:
+    """A private copy of the tiny bundle, inside ``tmp_path/bundle`` (``tmp_path`` itself is "outside")."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def edit_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refusal(folder: Path, match: str, **open_options) -> str:
+    """The one-line message Bundle.open refuses ``folder`` with."""
+    with pytest.raises(BundleError, match=match) as caught:
+        Bundle.open(folder, **open_options)
+    message = str(caught.value)
+    assert "\n" not in message and "\n" not in (caught.value.hint or "")
+    return message
+
+
+def test_a_good_bundle_opens_and_its_files_come_from_inside_it(bundle):
+    opened = Bundle.open(bundle)
+    root = bundle.resolve()
+    assert opened.engine_path("unet", "cpu") == root / "unet.fused.onnx"  # the fused variant, for ONNX Runtime's CPU
+    assert opened.engine_path("unet", "tensorrt") == root / "unet.onnx"
+    assert opened.tokenizer_dir == root / "tokenizer"
+    assert set(opened.stamps) == {entry.path for entry in opened.manifest.all_files()}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("../outside/unet.onnx", "has a '..' part"),
+        ("sub/../../outside/unet.onnx", "has a '..' part"),
+        ("/OUTSIDE/unet.onnx", "is absolute"),
+        ("sub\\unet.onnx", "holds a backslash"),
+        ("unet.onnx\x00.txt", "control character"),
+        ("unet.onnx\nerror: all good", "control character"),
+        ("./unet.onnx", "has a '.' part"),
+        ("sub//unet.onnx", "has a '' part"),
+        ("", "is empty"),
+        (7, "is not a string"),
+        ("x" * 256, "part is longer than 255 bytes"),
+    ],
+)
+def test_a_manifest_path_off_the_rule_is_refused_in_one_line_naming_the_field(bundle, tmp_path, value, problem):
+    outside = tmp_path / "outside" / "unet.onnx"  # what a crafted path would have the runtime read
+    outside.parent.mkdir()
+    shutil.copy(bundle / "unet.onnx", outside)
+    if isinstance(value, str):
+        value = value.replace("/OUTSIDE", str(tmp_path / "outside"))
+
+    def point_outside(manifest):
+        manifest["engines"]["unet"]["file"]["path"] = value  # the sha256 and size stay those of the copy outside
+
+    edit_manifest(bundle, point_outside)
+    message = refusal(bundle, "engines.unet.file.path is ")
+    assert repr(value)[:40] in message and problem in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tokenizer", "../tokenizer"), ("files", "../outside/tokenizer.json"), ("plan", "../plan")],
+)
+def test_every_path_field_of_the_manifest_is_held_to_the_rule(bundle, field, value):
+    def change(manifest):
+        if field == "tokenizer":
+            manifest["tokenizer"] = value
+        elif field == "files":
+            manifest["files"][3]["path"] = value
+        else:
+            unet = manifest["engines"]["unet"]
+            unet["plans"] = [{"file": {**unet["file"], "path": value}, "tensorrt_version": "10.13.0.35",
+                              "gpu": "NVIDIA H100", "parity": unet["parity"]}]  # fmt: skip
+
+    edit_manifest(bundle, change)
+    name = {"tokenizer": "tokenizer", "files": r"files\[3\].path", "plan": r"engines.unet.plans\[0\].file.path"}
+    refusal(bundle, f"manifest.json: {name[field]} is '../")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("key", "../../../../tmp/x"),  # the key names the per-user hash cache file
+        ("key", "A" * 64),
+        ("key", "0" * 63),
+        ("key", "0" * 64 + "\n"),
+        ("sha256", "F" * 64),
+        ("sha256", None),
+        ("size", -1),
+    ],
+)
+def test_a_key_or_sha256_that_is_not_64_lowercase_hex_digits_is_refused(bundle, field, value):
+    def change(manifest):
+        if field == "key":
+            manifest["key"] = value
+        else:
+            manifest["engines"]["vae_decoder"]["data"][field] = value
+
+    edit_manifest(bundle, change)
+    name = "key" if field == "key" else f"engines.vae_decoder.data.{field}"
+    refusal(bundle, f"manifest.json: {name} is {repr(value)[:20]}")
+
+
+def test_a_symlink_leading_outside_the_bundle_is_refused(bundle, tmp_path):
+    data = bundle / "unet.onnx.data"
+    outside = tmp_path / "elsewhere.data"
+    shutil.move(data, outside)
+    data.symlink_to(outside)  # the same bytes, so the sha256 matches: only the place is wrong
+    message = refusal(bundle, r"engines.unet.data.path is 'unet.onnx.data': through a symlink it leads to ")
+    assert f"{outside.resolve()}, outside the bundle {bundle.resolve()}" in message
+
+
+def test_a_symlinked_folder_leading_outside_the_bundle_is_refused(bundle, tmp_path):
+    tokenizer = bundle / "tokenizer"
+    shutil.move(tokenizer, tmp_path / "tokenizer-elsewhere")
+    tokenizer.symlink_to(tmp_path / "tokenizer-elsewhere", target_is_directory=True)
+    refusal(bundle, "tokenizer is 'tokenizer': through a symlink it leads to .*outside the bundle")
+
+
+def test_a_symlink_that_stays_inside_the_bundle_is_followed(bundle, tmp_path):
+    """Allowed: the file it reaches is inside the bundle and hash-checked like any other (say, data files kept in a
+    subfolder); and a bundle folder reached through a symlink (engines/current -> engines/v3) is its target."""
+    (bundle / "blobs").mkdir()
+    shutil.move(bundle / "unet.onnx.data", bundle / "blobs" / "unet.data")
+    (bundle / "unet.onnx.data").symlink_to(Path("blobs") / "unet.data")
+    current = tmp_path / "current"
+    current.symlink_to(bundle, target_is_directory=True)
+    opened = Bundle.open(current)
+    session = ort.InferenceSession(str(opened.engine_path("unet")), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["sample", "timestep", "encoder_hidden_states"]
+
+
+def test_a_file_swapped_after_opening_is_refused_when_it_is_about_to_be_read(bundle, tmp_path):
+    opened = Bundle.open(bundle)
+    graph = bundle / "unet.fused.onnx"
+    outside = tmp_path / "unet.fused.onnx"
+    shutil.copy(graph, outside)
+    graph.unlink()
+    graph.symlink_to(outside)  # a symlink changed behind the runtime's back
+    with pytest.raises(BundleError, match="engines.unet.variants\\[0\\].file.path is 'unet.fused.onnx': through"):
+        opened.engine_path("unet", "cpu")
+    graph.unlink()
+    shutil.copy(outside, graph)
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\0")  # same size, new mtime, other bytes
+    with pytest.raises(BundleError, match="unet.fused.onnx: changed since the bundle was opened"):
+        opened.engine_path("unet", "cpu")
+    data = bundle / "unet.onnx.data"  # the file ONNX Runtime reads the weights from is checked with the graph
+    shutil.move(data, tmp_path / "unet.onnx.data")
+    data.symlink_to(tmp_path / "unet.onnx.data")
+    with pytest.raises(BundleError, match="engines.unet.data.path is 'unet.onnx.data': through a symlink"):
+        opened.engine_path("unet", "tensorrt")
+
+
+def with_external_location(graph: Path, location: str) -> None:
+    """Point the first external tensor of the ONNX file ``graph`` at ``location`` (its weights stay where they are)."""
+    model = onnx.load(str(graph), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL)
+    next(e for e in tensor.external_data if e.key == "location").value = location
+    onnx.save_model(model, str(graph))
+
+
+def keep_manifest_consistent(folder: Path, engine: str, graph: str) -> None:
+    """Record the true sha256 and size of ``graph`` in the manifest, as a crafted bundle would."""
+
+    def change(manifest):
+        entry = manifest["engines"][engine]["file"]
+        entry["sha256"], entry["size"] = sha256(folder / graph), (folder / graph).stat().st_size
+
+    edit_manifest(folder, change)
+
+
+@pytest.mark.parametrize("location", ["../secret", "/SECRET", "unet.fused.onnx", "./unet.onnx.data"])
+def test_an_onnx_file_reading_external_data_the_manifest_does_not_hash_is_refused(bundle, tmp_path, location):
+    secret = tmp_path / "secret"
+    secret.write_bytes((bundle / "unet.onnx.data").read_bytes())  # enough bytes for any tensor's offset
+    location = location.replace("/SECRET", str(secret))
+    with_external_location(bundle / "unet.onnx", location)
+    keep_manifest_consistent(bundle, "unet", "unet.onnx")
+    message = refusal(bundle, f"unet.onnx reads external data from {location!r}")
+    assert "may read its data file unet.onnx.data" in message
+
+
+def test_onnxruntime_itself_refuses_external_data_outside_the_model_folder(tmp_path):
+    """The installed ONNX Runtime (pyproject's floor: 1.24.1) refuses a location with '..' or an absolute one; before
+    1.24 it read the file (1.23.2 returned the bytes of ../secret)."""
+    (tmp_path / "model").mkdir()
+    secret = tmp_path / "secret"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    for location in ("../secret", str(secret)):
+        weights = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+        for key, value in {"location": location, "offset": "0", "length": "16"}.items():
+            weights.external_data.add(key=key, value=value)
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["w"], ["y"])],
+            "g",
+            [],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+            [weights],
+        )
+        path = tmp_path / "model" / "crafted.onnx"
+        onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+        assert external_locations(path) == [location]
+        with pytest.raises(Exception, match="External data path|[Aa]bsolute path"):
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def external_tensor(name: str, location: str) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+    tensor.external_data.add(key="offset", value="0")
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
+def test_external_locations_are_found_wherever_onnx_puts_a_tensor():
+    """Initializers, sparse initializers, Constant attributes, If subgraphs and functions: each may hold external
+    data, and ONNX Runtime would load each; the reader finds all of them (and no inline tensor)."""
+    inline = helper.make_tensor("inline", TensorProto.FLOAT, [1], [1.0])
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["b"], value=external_tensor("c", "in-subgraph"))],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+    )
+    sparse = helper.make_sparse_tensor(external_tensor("sv", "sparse-values"), external_tensor("si", "sparse-idx"), [4])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["k"], value=external_tensor("k", "in-attribute")),
+            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [external_tensor("w", "initializer"), inline],
+        sparse_initializer=[sparse],
+    )
+    function = helper.make_function(
+        "local", "f", [], ["z"], [helper.make_node("Constant", [], ["z"], value=external_tensor("f", "in-function"))],
+        [helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17)])
+    found = external_locations_of_bytes(model.SerializeToString())
+    assert sorted(found) == sorted(
+        ["initializer", "sparse-values", "sparse-idx", "in-attribute", "in-subgraph", "in-subgraph", "in-function"]
+    )
+
+
+def external_locations_of_bytes(data: bytes) -> list[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.onnx"
+        path.write_bytes(data)
+        return external_locations(path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_any_bytes_give_locations_or_one_malformed_error(data):
+    try:
+        found = external_locations_of_bytes(data)
+    except MalformedProtobuf as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert all(isinstance(location, str) for location in found)
+
+
+def test_an_onnx_file_that_is_not_protobuf_is_refused_in_one_line(bundle):
+    (bundle / "unet.onnx").write_bytes(b"\x0a\xff\xff\xff\xff\x0f not protobuf")  # field 1, length past the end
+    keep_manifest_consistent(bundle, "unet", "unet.onnx")
+    refusal(bundle, "unet.onnx is not an ONNX file")
+
+
+def rewrite_keeping_size_and_mtime(path: Path) -> None:
+    """Change bytes of ``path`` behind an unchanged size and mtime (what a quick check cannot see)."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_full_verification_finds_a_file_changed_behind_an_unchanged_size_and_mtime(bundle, monkeypatch):
+    Bundle.open(bundle)  # hashes everything once and remembers each file's size and mtime
+    rewrite_keeping_size_and_mtime(bundle / "vae_decoder.onnx.data")
+    Bundle.open(bundle)  # quick: trusted (the documented trade-off, docs/bundles.md)
+    refusal(bundle, "vae_decoder.onnx.data has sha256", verify="full")
+    monkeypatch.setenv(VERIFY_VARIABLE, "full")  # what every command that opens a bundle honours
+    refusal(bundle, "vae_decoder.onnx.data has sha256")
+    monkeypatch.setenv(VERIFY_VARIABLE, "thorough")
+    with pytest.raises(ConfigError, match="AUDIOTOKEN_RT_VERIFY='thorough': expected one of quick, full"):
+        Bundle.open(bundle)
+
+
+def test_info_verify_full_refuses_what_the_quick_check_lets_through(bundle):
+    runner = CliRunner()
+    assert runner.invoke(app, ["info", str(bundle), "--verify", "quick"]).exit_code == 0  # remembers every file
+    rewrite_keeping_size_and_mtime(bundle / "vae_decoder.onnx.data")
+    quick = runner.invoke(app, ["info", str(bundle), "--verify", "quick"])
+    assert quick.exit_code == 0 and "were not hashed again" in " ".join(quick.output.split())  # rich wraps lines
+    for arguments in (["--verify", "full"], []):  # full is info's default
+        full = runner.invoke(app, ["info", str(bundle), *arguments])
+        assert full.exit_code == 1
+        errors = [line for line in full.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "vae_decoder.onnx.data has sha256" in errors[0]
+        assert "Traceback" not in full.output
+
+
+def test_the_path_rule_itself():
+    assert bundle_path("f", "tokenizer/vocab.json") == Path("tokenizer/vocab.json")
+    assert bundle_path("f", "a..b/c.d") == Path("a..b/c.d")  # '..' only as a whole part is a parent
+    for bad in ("a/", "/a", "a/./b", "..", "a\\b", "\udc80", "é" * 128 + "/x"):
+        with pytest.raises(BundleError, match="^f is "):
+            bundle_path("f", bad)
