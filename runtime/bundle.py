@@ -36,7 +36,7 @@ import numpy as np
 
 from runtime.atomic import write_atomically
 from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
-from runtime.errors import BundleError, ConfigError
+from runtime.errors import BundleError, ConfigError, shown
 from runtime.external_data import MalformedProtobuf, external_locations
 
 SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
@@ -49,12 +49,6 @@ MAX_PART_BYTES = 255  # one part of it (NAME_MAX)
 VERIFY_MODES = ("quick", "full")  # quick: a file of unchanged size and mtime is not hashed again; full: hash every file
 VERIFY_VARIABLE = "AUDIOTOKEN_RT_VERIFY"  # how every command that opens a bundle is told to hash everything
 UNTRUSTED_HINT = "get the bundle again from a publisher you trust, or rebuild it with audiotoken-rt export --force"
-
-
-def shown(value: object) -> str:
-    """A manifest value for a one-line message: its repr (newlines and NULs escaped), cut to 80 characters."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def path_problem(value: object) -> str | None:

@@ -7,6 +7,8 @@ The CLI prints ``error: <message>`` and ``hint: <hint>`` on one line each, witho
 
 from __future__ import annotations
 
+import numbers
+
 
 class AudioTokenError(Exception):
     """Base of every error audiotoken-rt raises on purpose."""
@@ -32,8 +34,20 @@ class BundleError(AudioTokenError):
     """An engine bundle is missing, incomplete, tampered with, or built for another device or version."""
 
 
+class NumericsError(AudioTokenError):
+    """A stage computed NaN or Inf (weights damaged behind an unchanged file date, or numbers that overflowed): the
+    message names the stage, and nothing is drawn or written from it."""
+
+
 class ExportError(AudioTokenError):
     """Exporting a network failed: the exporter refused it, or the engine disagrees with PyTorch beyond tolerance."""
+
+
+def shown(value: object) -> str:
+    """A received value as a one-line message quotes it: a number plainly (numpy's too: 25, not np.int64(25)),
+    anything else by its repr (so that '25' shows it came as text), cut to 80 characters."""
+    text = str(value) if isinstance(value, numbers.Number) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def first_line(error: BaseException) -> str:

@@ -31,9 +31,9 @@ MIX_HELP = (
     "token is the weighted mean of theirs. Its pictures are named by the clips' stems joined with '+'."
 )
 CLIPS_HELP = (
-    "Sound clips: WAV, FLAC, OGG/Vorbis or MP3, any rate and channel count. Each is read as 10 s from --start "
-    "(default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to fill "
-    "10 s. For names starting with '-', put them after '--' at the end: generate --engines E --out O -- -x.wav"
+    "Sound clips: WAV, FLAC, OGG/Vorbis or MP3, at 4 to 384 kHz, any channel count. Each is read as 10 s from "
+    "--start (default 0): resampled to 16 kHz, channel 0 (or the mean, --downmix mean), a shorter clip repeated to "
+    "fill 10 s. For names starting with '-', put them after '--' at the end: generate --engines E --out O -- -x.wav"
 )
 SKIP_EXISTING_HELP = (
     "Keep the pictures that exist and read back as whole PNGs, and draw the others (to finish an interrupted "

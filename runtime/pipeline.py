@@ -19,14 +19,25 @@ static shapes (batch 1, classifier-free guidance batched as 2 in the UNet; ``pre
 batches a bundle holds), so several pictures are drawn one after another; their feeds are built from the engine
 contract (``runtime.contract``). Picture k of a run has seed ``seed + k`` and draws all its noise from streams of
 that seed (``runtime.noise``), so it is the same picture whether drawn alone or k-th. ``Pipeline`` is safe to call
-from several threads: it holds no per-call state (the unconditional-embedding cache is locked), ONNX Runtime
-sessions run concurrently, and the TensorRT backend serialises its calls on its own lock.
+from several threads: it holds no per-call state (the unconditional-embedding cache, the last UNCOND_CACHE_SIZE
+negative prompts, is locked), ONNX Runtime sessions run concurrently, and the TensorRT backend serialises its calls
+on its own lock.
+
+Bounds and numbers: the options are checked before any work (``GenerationOptions.check``: prompts of at most
+MAX_PROMPT_BYTES, finite guidance in 1..MAX_GUIDANCE, ...; ``Pipeline.resolve`` builds the schedule once, so steps
+beyond the scheduler's most, ``runtime.schedulers.max_steps``, or a strength that leaves no step are refused up
+front). Every stage's output is checked for NaN and Inf (``Pipeline.require_finite``: the token, the text embeddings, an
+edit's picture latents, the latents after every denoising step, the decoded picture); one is a NumericsError naming
+the stage, so a bundle whose weights went bad behind an unchanged file date never gives a black picture.
 """
 
 from __future__ import annotations
 
+import numbers
+import shlex
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,8 +48,8 @@ from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, open_backend
 from runtime.bundle import Bundle, Recipe
 from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATCH, engine_contracts
-from runtime.errors import ConfigError
-from runtime.noise import RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
+from runtime.errors import ConfigError, NumericsError, shown
+from runtime.noise import MAX_SEED, RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.regions import DEFAULT_BLEND, LAYOUT_HELP, Box, parse_layout, region_weights, stereo_boxes
 from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
@@ -63,6 +74,13 @@ Sounds = Sound | Sequence[tuple[Sound, float]]  # one sound, or a mix: (sound, w
 FAST_RECIPE = {"scheduler": "lcm", "steps": 4, "guidance": 1.0}  # LCM-LoRA's: 4 steps, no classifier-free guidance
 FAST_EXPORT_FLAGS = "--lcm-lora latent-consistency/lcm-lora-sdv1-5 --tiny-vae madebyollin/taesd --unet-batch 1"
 
+# Bounds on the options, checked before any work (the steps' bound is the scheduler's: runtime.schedulers.max_steps).
+MAX_PROMPT_BYTES = 1_000  # UTF-8 bytes of a prompt, before tokenizing; CLIP reads 77 tokens, ~300-400 bytes of English
+MAX_GUIDANCE = 50.0  # classifier-free guidance; 7.5 is usual, beyond ~20 it burns the picture; inf gave NaN
+MAX_NUM_IMAGES = 100  # pictures per sound: they are all held in memory until written
+MAX_FEATHER = 256  # pixels of an edit's soft mask edge; the edge is grown one pixel per step
+UNCOND_CACHE_SIZE = 64  # negative prompts whose embeddings [1, 77, D] are kept (least recently used dropped first)
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -74,15 +92,27 @@ class GenerationOptions:
     """
 
     prompt: str | None = field(
-        default=None, metadata={"help": "Prompt template holding <*> once, where the sound goes."}
+        default=None,
+        metadata={
+            "help": f"Prompt template holding <*> once, where the sound goes (at most {MAX_PROMPT_BYTES} bytes)."
+        },
     )
-    negative_prompt: str = field(default="", metadata={"help": "Negative prompt (the unconditional branch)."})
+    negative_prompt: str = field(
+        default="",
+        metadata={"help": f"Negative prompt (the unconditional branch; at most {MAX_PROMPT_BYTES} bytes)."},
+    )
     steps: int | None = field(
-        default=None, metadata={"help": "Denoising steps (default: the bundle's recipe, 25; 4 for a fast bundle)."}
+        default=None,
+        metadata={
+            "help": "Denoising steps (default: the bundle's recipe, 25; 4 for a fast bundle): at most one per "
+            "training timestep (1000; one or two fewer on some schedules, and the error says so; lcm: 50)."
+        },
     )
     guidance: float | None = field(
         default=None,
-        metadata={"help": "Classifier-free guidance scale, 1 or more (default: the bundle's, 7.5; 1 for a fast one)."},
+        metadata={
+            "help": f"Classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} (default: the bundle's, 7.5; 1 for a fast one)."
+        },
     )
     scheduler: str | None = field(
         default=None,
@@ -97,7 +127,7 @@ class GenerationOptions:
             "help": f"Seed of the first picture; picture k gets SEED+k. {RANDOM_SEED} or unset: a random seed (printed and recorded in the PNG)."
         },
     )
-    num_images: int = field(default=1, metadata={"help": "Pictures per clip."})
+    num_images: int = field(default=1, metadata={"help": f"Pictures per clip (1 to {MAX_NUM_IMAGES})."})
     start: float = field(
         default=0.0,
         metadata={"help": "Where the 10 s window of each clip starts, in seconds (shorter rests are loop-tiled)."},
@@ -140,23 +170,37 @@ class GenerationOptions:
         return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
 
     def check(self) -> None:
-        """Refuse impossible options before any work, each with the value received (unset ones pass)."""
+        """Refuse impossible options before any work, each by its option's name with the value received (unset ones
+        pass). The most steps depend on the scheduler and the bundle: ``Pipeline.resolve`` checks them."""
         if self.scheduler is not None and self.scheduler not in SCHEDULER_NAMES:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps is {self.steps}; it must be at least 1")
-        if self.num_images < 1:
-            raise ConfigError(f"num_images is {self.num_images}; it must be at least 1")
-        if self.guidance is not None and not self.guidance >= 1.0:
+        check_text("--prompt", self.prompt)
+        check_text("--negative-prompt", self.negative_prompt)
+        if self.steps is not None and not is_whole(self.steps, 1, None):
             raise ConfigError(
-                f"guidance {self.guidance} is below 1; classifier-free guidance needs >= 1 (7.5 is usual)"
+                f"--steps is {shown(self.steps)}; it must be a whole number, 1 or more",
+                hint="25 is usual for dpm++2m, 50 for pndm, 4 for lcm",
+            )
+        if not is_whole(self.num_images, 1, MAX_NUM_IMAGES):
+            raise ConfigError(
+                f"--num-images is {shown(self.num_images)}; it must be a whole number from 1 to {MAX_NUM_IMAGES}"
+            )
+        if self.guidance is not None and not is_real(self.guidance, 1.0, MAX_GUIDANCE):
+            raise ConfigError(
+                f"--guidance is {shown(self.guidance)}; it must be a finite number from 1 to {MAX_GUIDANCE:g}",
+                hint="7.5 is usual; 1 turns classifier-free guidance off",
             )
         if self.seed is not None and self.seed != RANDOM_SEED:
             check_seed(self.seed)
-        if not (self.start >= 0 and np.isfinite(self.start)):
-            raise ConfigError(f"start is {self.start} s; it must be a finite number of seconds, 0 or more")
+            if self.seed > MAX_SEED - self.num_images + 1:
+                raise ConfigError(
+                    f"--seed {self.seed} with --num-images {self.num_images}: picture k takes seed {self.seed}+k, "
+                    f"past the largest seed {MAX_SEED}"
+                )
+        if not (is_real(self.start, 0.0, np.inf) and np.isfinite(self.start)):
+            raise ConfigError(f"--start is {shown(self.start)} s; it must be a finite number of seconds, 0 or more")
         if self.downmix not in DOWNMIX_MODES:
-            raise ConfigError(f"downmix {self.downmix!r}: expected one of {', '.join(DOWNMIX_MODES)}")
+            raise ConfigError(f"--downmix {self.downmix!r}: expected one of {', '.join(DOWNMIX_MODES)}")
 
     def first_seed(self) -> int:
         """The seed of the first picture: the one asked for, or a fresh random one."""
@@ -178,18 +222,23 @@ class EditOptions(GenerationOptions):
     )
     feather: int = field(
         default=8,
-        metadata={"help": "With --mask: the soft edge, in pixels of the picture, inside the mask's white region."},
+        metadata={
+            "help": f"With --mask: the soft edge, in pixels of the picture (0 to {MAX_FEATHER}), inside the mask's "
+            "white region."
+        },
     )
 
     def check(self) -> None:
         super().check()
-        if not (0.0 <= self.strength <= 1.0):  # NaN fails too
+        if not is_real(self.strength, 0.0, 1.0):
             raise ConfigError(
-                f"strength is {self.strength}; it must be between 0 (keep the picture) and 1 (draw anew)",
+                f"--strength is {shown(self.strength)}; it must be between 0 (keep the picture) and 1 (draw anew)",
                 hint="0.4-0.7 changes a picture while keeping its layout",
             )
-        if self.feather < 0:
-            raise ConfigError(f"feather is {self.feather} pixels; it must be 0 (a hard edge) or more")
+        if not is_whole(self.feather, 0, MAX_FEATHER):
+            raise ConfigError(
+                f"--feather is {shown(self.feather)} pixels; it must be a whole number from 0 (a hard edge) to {MAX_FEATHER}"
+            )
 
 
 @dataclass(frozen=True)
@@ -211,12 +260,47 @@ class ComposeOptions(GenerationOptions):
 
     def check(self) -> None:
         super().check()
-        if not 0 < self.blend <= 1:
-            raise ConfigError(f"blend is {self.blend}; it must be in (0, 1] (a fraction of the picture's side)")
+        if not (is_real(self.blend, 0.0, 1.0) and self.blend > 0):
+            raise ConfigError(
+                f"--blend is {shown(self.blend)}; it must be in (0, 1] (a fraction of the picture's side)"
+            )
+        check_text("--background", self.background)
         if self.background is not None and self.layout is None:
             raise ConfigError("--background needs --layout (the regions it surrounds)")
         if self.layout is not None:
             parse_layout(self.layout)
+
+
+def is_whole(value, low: int, high: int | None) -> bool:
+    """Whether ``value`` is an integer (not a bool) in low..high (``high`` None: no upper bound)."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return whole and low <= value and (high is None or value <= high)
+
+
+def is_real(value, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in [low, high]; NaN is not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_text(flag: str, text: str | None) -> None:
+    """A prompt-like option (unset passes): text that UTF-8 can write, of at most MAX_PROMPT_BYTES, refused before
+    the tokenizer sees it."""
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise ConfigError(f"{flag} is {type(text).__name__}; it must be text")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:  # a lone surrogate: undecodable bytes on the command line
+        raise ConfigError(
+            f"{flag} is not valid text: character {e.start} is not Unicode ({text[e.start]!r})",
+            hint="pass the prompt as UTF-8",
+        ) from e
+    if size > MAX_PROMPT_BYTES:
+        raise ConfigError(
+            f"{flag} is {size} bytes long; it may hold at most {MAX_PROMPT_BYTES} bytes",
+            hint="CLIP reads at most 77 tokens (about 300-400 bytes of English): shorten it",
+        )
 
 
 @dataclass(frozen=True)
@@ -325,8 +409,22 @@ class Pipeline:
                 f"{len(self.tokenizer.slot_ids)} placeholders",
                 hint=f"rebuild it: {bundle.manifest.rebuild_command(bundle.root)}",
             )
-        self.uncond_cache: dict[str, np.ndarray] = {}
+        self.uncond_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
         self.cache_lock = threading.Lock()
+
+    def require_finite(self, values: np.ndarray, stage: str, what: str) -> np.ndarray:
+        """``values`` when every one is finite; else the NumericsError naming the stage and the full check of the
+        bundle's files (``info --verify full``: the open-time check trusts a file whose size and date are unchanged),
+        so that NaN or Inf is never drawn on."""
+        if np.isfinite(values).all():
+            return values
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        raise NumericsError(
+            f"{stage}: {bad} of {values.size} values of {what} are NaN or Inf, so no picture is made; the bundle's "
+            f"weights may be damaged: check them with `audiotoken-rt info {shlex.quote(str(self.bundle.root))} "
+            "--verify full`",
+            hint="if every file verifies, the numbers overflowed: try fewer --steps or a lower --guidance",
+        )
 
     @classmethod
     def open(cls, bundle: str | Path, backend: str = "onnxruntime", device: str = "cpu") -> Pipeline:
@@ -358,12 +456,22 @@ class Pipeline:
         options.check()
         if options.guidance > 1 and GUIDED_BATCH not in recipe.unet_batches:
             raise ConfigError(
-                f"{root}: guidance {options.guidance:g} needs the UNet at batch 2 (unconditional and conditional); "
+                f"{root}: --guidance {options.guidance:g} needs the UNet at batch 2 (unconditional and conditional); "
                 "this bundle holds batch 1 only",
                 hint="use --guidance 1 (the fast recipe), or export the bundle with --unet-batch 1,2",
             )
+        # Built once here, so steps beyond the scheduler's most or a strength that leaves no step fail before any work
+        # (strength 0 runs no scheduler: the picture comes back as it is).
+        make_scheduler(
+            options.scheduler, self.bundle.manifest.scheduler_config, options.steps, self.schedule_strength(options)
+        )
         self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
         return options
+
+    @staticmethod
+    def schedule_strength(options: GenerationOptions) -> float:
+        """The img2img strength the schedule is built for: an edit's (0 counts as 1: it runs none), else 1."""
+        return getattr(options, "strength", 0.0) or 1.0
 
     def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
         """``resolve``d options and the one-sound prompt they draw with (the bundle's template by default), checked."""
@@ -404,7 +512,9 @@ class Pipeline:
     # 2. audio -> token
     def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
         """Waveform [160000] -> audio token [1, D]."""
-        return self.run("audio_encoder", waveform[None])  # [1, D]
+        return self.require_finite(
+            self.run("audio_encoder", waveform[None]), "encode_audio", "the audio token"
+        )  # [1, D]
 
     # 3. prompt -> embeddings
     def slot_feed(self, tokens: np.ndarray) -> np.ndarray:
@@ -422,18 +532,25 @@ class Pipeline:
     def embed(self, prompt: str, tokens: np.ndarray, require_placeholder: bool) -> np.ndarray:
         """A prompt with its sounds' tokens [K, D] at <1>..<K> (``<*>`` is <1>) -> embeddings [1, 77, D]."""
         ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
-        return self.run("text_encoder", ids, self.slot_feed(tokens))  # [1, 77, D]
+        embeddings = self.run("text_encoder", ids, self.slot_feed(tokens))  # [1, 77, D]
+        return self.require_finite(embeddings, "encode_prompt", "the text embeddings")
 
     def unconditional(self, negative_prompt: str, tokens: np.ndarray) -> np.ndarray:
-        """The negative prompt's embeddings [1, 77, D]; cached unless it holds a sound (a placeholder)."""
+        """The negative prompt's embeddings [1, 77, D]; cached unless it holds a sound (a placeholder). The cache keeps
+        the UNCOND_CACHE_SIZE negative prompts used last."""
         if SLOT.search(negative_prompt):  # the negative prompt hears the sounds too: nothing to cache
             return self.embed(negative_prompt, tokens, require_placeholder=False)
         with self.cache_lock:
             uncond = self.uncond_cache.get(negative_prompt)
+            if uncond is not None:
+                self.uncond_cache.move_to_end(negative_prompt)
         if uncond is None:
             uncond = self.embed(negative_prompt, np.zeros_like(tokens[:1]), require_placeholder=False)
             with self.cache_lock:
                 self.uncond_cache[negative_prompt] = uncond
+                self.uncond_cache.move_to_end(negative_prompt)
+                while len(self.uncond_cache) > UNCOND_CACHE_SIZE:
+                    self.uncond_cache.popitem(last=False)
         return uncond
 
     def encode_prompt(self, token: np.ndarray, prompt: str, negative_prompt: str, guided: bool = True) -> np.ndarray:
@@ -464,7 +581,7 @@ class Pipeline:
         With a ``source`` (an edit), below strength 1 the loop starts from the source's latents noised (by the same
         initial noise) to the first remaining step; with a mask, after every step the kept region takes the source's
         latents noised to the next step (the source itself after the last), as diffusers' inpainting does with a
-        plain UNet (blended latent diffusion)."""
+        plain UNet (blended latent diffusion). Latents holding NaN or Inf after a step are a NumericsError."""
         m = self.bundle.manifest
         strength = 1.0 if source is None else source.strength
         scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps, strength)
@@ -493,6 +610,7 @@ class Pipeline:
             if source is not None and source.mask is not None:
                 kept = scheduler.add_noise(source.latents, noise, i + 1) if i + 1 < total else source.latents
                 latents = (1 - source.mask) * kept + source.mask * latents  # [1, 4, h, w]
+            self.require_finite(latents, "denoise", f"the latents after step {i + 1} of {total}")
             if progress:
                 progress("denoise", i + 1, total)
         return latents
@@ -518,13 +636,15 @@ class Pipeline:
     # 5. latents -> image
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
-        return self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
+        image = self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
+        return self.require_finite(image, "decode_latents", "the picture")
 
     # edit: picture -> latents
     def encode_picture(self, image: np.ndarray) -> np.ndarray:
         """Image [1, 3, 8h, 8w] in [-1, 1] -> latents [1, 4, h, w], times the scaling factor (the VAE's posterior
         mean, or the tiny autoencoder's latents), as diffusers' img2img starts from."""
-        return self.run("vae_encoder", image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
+        latents = self.run("vae_encoder", image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
+        return self.require_finite(latents, "encode_picture", "the picture's latents")
 
     def listen(
         self, sounds: Sounds, options: GenerationOptions, sample_rate: int, report: Progress, timings: Timings

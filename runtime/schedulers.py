@@ -31,6 +31,11 @@ Design:
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
 - Stochastic schedulers (euler-a, lcm) take their fresh noise from ``step(..., rng=)`` (the picture's
   ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- Steps: a scheduler takes 1 to ``max_steps(name, config)`` steps: one per training timestep (LCM: per step of its
+  distillation schedule), fewer where the config's spacing would put a timestep past the last training one or two
+  on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
+  "leading" steps does too, at 1000 it puts every step on timestep 1, and at 1000 "linspace" steps it rounds two
+  onto one: diffusers fails with an IndexError or gives NaN latents there). ``--steps`` beyond it is a ConfigError.
 - img2img: ``make_scheduler(..., strength=s)`` (s in (0, 1]; 1 = from pure noise, the default) builds a scheduler
   whose ``timesteps`` hold only the steps that remain, so the loop above is unchanged; it starts from the source
   latents noised to the first of them, ``add_noise(source_latents, noise, 0)`` (in the scale the loop's latents live
@@ -54,9 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, shown
 
 SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
+MAX_TRAIN_TIMESTEPS = 10_000  # a config's num_train_timesteps (Stable Diffusion: 1000); its tables are this long
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
 _BASE_DEFAULTS = {
@@ -112,6 +118,7 @@ class Scheduler:
     evaluation) in their constructor and implement ``_step``.
     """
 
+    name: str  # as SCHEDULER_NAMES writes it
     defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
     init_noise_sigma: float = 1.0
     timesteps: np.ndarray
@@ -119,7 +126,17 @@ class Scheduler:
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         self._strength = _check_strength(strength)
-        cfg = {**_BASE_DEFAULTS, **self.defaults}
+        cfg = self.resolve_config(config)
+        self.num_inference_steps = self.check_steps(cfg, num_inference_steps)
+        self.config = cfg
+        self.prediction_type = cfg["prediction_type"]
+        self.alphas_cumprod = _alphas_cumprod(cfg)  # [n_train] float64
+
+    @classmethod
+    def resolve_config(cls, config: dict) -> dict:
+        """A diffusers scheduler_config.json dict over this scheduler's defaults, checked: what the numpy schedulers
+        cannot do, or a schedule out of bounds, is a ConfigError naming the key."""
+        cfg = {**_BASE_DEFAULTS, **cls.defaults}
         cfg.update({k: v for k, v in config.items() if k in cfg or k in _ONLY_SUPPORTED})
         for key, supported in _ONLY_SUPPORTED.items():
             if key in cfg and cfg[key] != supported:
@@ -131,24 +148,64 @@ class Scheduler:
         _require(cfg, "beta_schedule", ("linear", "scaled_linear"))
         _require(cfg, "prediction_type", ("epsilon", "v_prediction"))
         _require(cfg, "timestep_spacing", ("leading", "trailing", "linspace"))
-        max_steps = self._max_inference_steps(cfg)
-        if not 1 <= int(num_inference_steps) <= max_steps:
+        n_train = _require_integer(cfg, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS)
+        _require_integer(cfg, "steps_offset", 0, n_train - 1)
+        return cfg
+
+    @classmethod
+    def max_steps(cls, cfg: dict) -> int:
+        """The most inference steps the resolved config ``cfg`` takes: the step limit (one per training timestep),
+        less those whose schedule would index past the last training timestep or put two steps on one."""
+        n = cls._step_limit(cfg)
+        while n > 1 and not cls._fits(cfg, n):
+            n -= 1
+        return n
+
+    @classmethod
+    def check_steps(cls, cfg: dict, steps) -> int:
+        """``steps`` as an int, or the ConfigError naming ``--steps`` and the steps this scheduler takes on ``cfg``."""
+        most = cls.max_steps(cfg)
+        whole = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
+        if not (whole and 1 <= steps <= most and cls._fits(cfg, int(steps))):
             raise ConfigError(
-                f"num_inference_steps: expected 1..{max_steps}, got {num_inference_steps}", hint=self.steps_hint
+                f"--steps is {shown(steps)}; {cls.name} takes 1 to {most} steps with this model's schedule "
+                f"({cls._schedule_terms(cfg)})",
+                hint=cls.steps_hint,
             )
-        self.config = cfg
-        self.num_inference_steps = int(num_inference_steps)
-        self.prediction_type = cfg["prediction_type"]
-        self.alphas_cumprod = _alphas_cumprod(cfg)  # [n_train] float64
+        return int(steps)
+
+    @classmethod
+    def _step_limit(cls, cfg: dict) -> int:
+        """The most inference steps before the schedule is checked: one per training timestep unless overridden."""
+        return int(cfg["num_train_timesteps"])
+
+    @classmethod
+    def _schedule_terms(cls, cfg: dict) -> str:
+        """The config keys that set the step bound, for its message."""
+        return (
+            f"num_train_timesteps {cfg['num_train_timesteps']}, timestep_spacing {cfg['timestep_spacing']!r}, "
+            f"steps_offset {cfg['steps_offset']}"
+        )
+
+    @classmethod
+    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray | None:
+        """[n] int64: the descending training timesteps of the full n-step schedule, which index the alpha-bar table;
+        None for a schedule that indexes no table (the Euler family interpolates, LCM has its own bound)."""
+        return None
+
+    @classmethod
+    def _fits(cls, cfg: dict, n: int) -> bool:
+        """Whether the n-step schedule indexes the alpha-bar table inside its bounds, one timestep per step."""
+        ts = cls._full_timesteps(cfg, n)
+        if ts is None:
+            return True
+        inside = len(ts) > 0 and 0 <= ts.min() and ts.max() < int(cfg["num_train_timesteps"])
+        return bool(inside and np.all(np.diff(ts) < 0))
 
     @property
     def strength(self) -> float:
         """img2img strength in (0, 1] the schedule was built for; 1 = from pure noise (text-to-image)."""
         return self._strength
-
-    def _max_inference_steps(self, cfg: dict) -> int:
-        """The most inference steps the resolved config allows: one per training timestep unless overridden."""
-        return int(cfg["num_train_timesteps"])
 
     def _first_remaining_step(self) -> int:
         """img2img: index of the first entry of the full schedule that remains to run (0 at strength 1).
@@ -159,13 +216,16 @@ class Scheduler:
         n, strength = self.num_inference_steps, self._strength
         kept = int(n * strength)  # Python float product then truncation, as diffusers: int(25 * 0.6) = 15
         if kept == 0:
-            min_steps = math.ceil(1.0 / strength)
-            min_steps += int(min_steps * strength) == 0  # the float product can still fall just below 1
             min_strength = math.ceil(1e4 / n) / 1e4  # 1 / n rounded up to 4 decimals: int(n * it) >= 1 in floats too
+            hint = f"use a strength of at least {min_strength:g} for {n} steps"
+            most = self.max_steps(self.config)
+            if 1.0 / strength <= most:  # (a subnormal strength's inverse is inf)
+                min_steps = math.ceil(1.0 / strength)
+                min_steps += int(min_steps * strength) == 0  # the float product can still fall just below 1
+                if min_steps <= most:
+                    hint += f", or at least {min_steps} steps at strength {strength!r}"
             raise ConfigError(
-                f"strength: {strength!r} leaves int({n} * {strength!r}) = 0 of the {n} steps to run",
-                hint=f"use a strength of at least {min_strength:g} for {n} steps, "
-                f"or at least {min_steps} steps at strength {strength!r}",
+                f"strength: {strength!r} leaves int({n} * {strength!r}) = 0 of the {n} steps to run", hint=hint
             )
         return n - kept
 
@@ -273,6 +333,16 @@ def _require(cfg: dict, key: str, allowed: tuple) -> None:
         )
 
 
+def _require_integer(cfg: dict, key: str, low: int, high: int) -> int:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ConfigError(
+            f"scheduler config: {key} expected an integer in {low}..{high}, got {value!r}",
+            hint="check the model's scheduler/scheduler_config.json",
+        )
+    return int(value)
+
+
 def _alphas_cumprod(cfg: dict) -> np.ndarray:
     """alpha_bar_t = prod_{k<=t} (1 - beta_k) for the training noise schedule."""
     n = int(cfg["num_train_timesteps"])
@@ -282,10 +352,21 @@ def _alphas_cumprod(cfg: dict) -> np.ndarray:
         betas = np.linspace(cfg["beta_start"], cfg["beta_end"], n)  # [n]
     else:  # scaled_linear: linear in sqrt(beta), the latent-diffusion schedule
         betas = np.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, n) ** 2  # [n]
+    if betas.shape != (n,) or not np.all((betas > 0) & (betas < 1)):  # NaN fails too
+        raise ConfigError(
+            f"scheduler config: expected {n} betas (num_train_timesteps), each in (0, 1); got {betas.size} "
+            f"from {betas.min(initial=np.inf):g} to {betas.max(initial=-np.inf):g}",
+            hint="check beta_start, beta_end and trained_betas in the model's scheduler/scheduler_config.json",
+        )
     # Computed in float64 and stored in float32, as latent-diffusion's training code does (diffusers builds it in
     # float32). Near t = 0 that rounding moves 1 - alpha_bar, hence sigma, by up to 4e-5 relative; keeping it takes
     # the parity with diffusers from ~4e-6 to ~1e-6.
     return np.cumprod(1.0 - betas).astype(np.float32).astype(np.float64)  # [n]
+
+
+def _rounded_timesteps(cfg: dict, n_steps: int) -> np.ndarray:
+    """[n_steps] int64: the spaced timesteps rounded to training ones (DDIM, PNDM), descending."""
+    return np.round(_spaced_timesteps(cfg, n_steps)).astype(np.int64)
 
 
 def _spaced_timesteps(cfg: dict, n_steps: int) -> np.ndarray:
@@ -316,11 +397,12 @@ class _AlphaBarPairs:
 class DDIM(Scheduler):
     """DDIM with eta = 0 (deterministic): x_prev = a_prev * x0 + s_prev * eps."""
 
+    name = "ddim"
     defaults = {"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True, "clip_sample_range": 1.0}
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         super().__init__(config, num_inference_steps, strength)
-        full = np.round(_spaced_timesteps(self.config, self.num_inference_steps)).astype(np.int64)  # [n]
+        full = self._full_timesteps(self.config, self.num_inference_steps)  # [n]
         self.timesteps = full[self._first_remaining_step() :]  # [m] the steps that remain
         stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
         self.coef = _AlphaBarPairs(
@@ -334,6 +416,10 @@ class DDIM(Scheduler):
             limit = float(self.config["clip_sample_range"])
             x0 = np.clip(x0, -limit, limit)
         return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
+
+    @classmethod
+    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
+        return _rounded_timesteps(cfg, n)  # [n]
 
 
 class PNDM(Scheduler):
@@ -350,6 +436,7 @@ class PNDM(Scheduler):
     step 1 restarts from r0's latents with the coefficients of r0 + stride -> r1).
     """
 
+    name = "pndm"
     defaults = {"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False}
     _ADAMS_BASHFORTH = {  # number of outputs -> weights, oldest first
         2: np.array([-1.0, 3.0]) / 2,
@@ -365,7 +452,7 @@ class PNDM(Scheduler):
                 hint="set skip_prk_steps: true (Stable Diffusion's own setting) or use another scheduler",
             )
         n_train, n = int(self.config["num_train_timesteps"]), self.num_inference_steps
-        base = np.round(_spaced_timesteps(self.config, n)[::-1]).astype(np.int64)  # [n] ascending
+        base = self._full_timesteps(self.config, n)[::-1]  # [n] ascending
         full = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1]  # [n+1] (n=1: [1])
         self.timesteps = full[self._first_remaining_step() :].copy()  # [m] the steps that remain
         stride = n_train // n
@@ -392,6 +479,10 @@ class PNDM(Scheduler):
         x0, eps = _x0_and_eps(combined, start, c.a[i], c.s[i], self.prediction_type)  # [B,4,h,w] each
         return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
 
+    @classmethod
+    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
+        return _rounded_timesteps(cfg, n)  # [n], before the warm-up repeats one
+
 
 class DPMSolverMultistep(Scheduler):
     """DPM-Solver++ (data prediction), multistep order 2 with the midpoint rule: DPM-Solver++(2M).
@@ -404,6 +495,7 @@ class DPMSolverMultistep(Scheduler):
     update.
     """
 
+    name = "dpm++2m"
     defaults = {
         "timestep_spacing": "linspace",
         "solver_order": 2,
@@ -422,25 +514,15 @@ class DPMSolverMultistep(Scheduler):
         _require(cfg, "solver_type", ("midpoint",))
         _require(cfg, "solver_order", (1, 2))
         _require(cfg, "final_sigmas_type", ("zero", "sigma_min"))
-        n_train = int(cfg["num_train_timesteps"])
         ab = self.alphas_cumprod  # [n_train]
         train_sigmas = np.sqrt((1.0 - ab) / ab)  # [n_train]
-        # Drop the noisiest timesteps whose log-SNR is below lambda_min_clipped (none by default).
-        clipped = int(np.searchsorted(np.log(np.sqrt(ab) / np.sqrt(1.0 - ab))[::-1], cfg["lambda_min_clipped"]))
-        last = n_train - clipped
-        spacing = cfg["timestep_spacing"]
-        if spacing == "linspace":
-            ts = np.round(np.linspace(0, last - 1, n + 1))[::-1][:-1]  # [n]
-        elif spacing == "leading":
-            ts = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + cfg["steps_offset"]  # [n]
-        else:
-            ts = np.round(np.arange(last, 0, -n_train / n)) - 1  # [n] trailing
+        ts = self._full_timesteps(cfg, n)  # [n]
         n = len(ts)  # fewer than asked when lambda_min_clipped cuts a "trailing" schedule
         sigma_last = train_sigmas[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
         first_order_final = bool(cfg["euler_at_final"]) or cfg["final_sigmas_type"] == "zero"
         first_order_final |= bool(cfg["lower_order_final"]) and n < 15  # the full schedule's length
         begin = self._first_remaining_step()
-        self.timesteps = ts[begin:].astype(np.int64)  # [m] the steps that remain
+        self.timesteps = ts[begin:]  # [m] the steps that remain
         m = len(self.timesteps)
         sigmas = np.append(train_sigmas[self.timesteps], sigma_last)  # [m+1] VE noise levels
         a = 1.0 / np.sqrt(sigmas**2 + 1.0)  # [m+1] sqrt(alpha_bar)
@@ -466,6 +548,22 @@ class DPMSolverMultistep(Scheduler):
             d = x0 + 0.5 * (x0 - history.outputs[0]) * self.h_ratio[i]  # D0 + D1/2
         return self.x_coef[i] * x + self.d_coef[i] * d, History(outputs=(x0,))
 
+    @classmethod
+    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
+        n_train = int(cfg["num_train_timesteps"])
+        ab = _alphas_cumprod(cfg)  # [n_train]
+        # Drop the noisiest timesteps whose log-SNR is below lambda_min_clipped (none by default).
+        clipped = int(np.searchsorted(np.log(np.sqrt(ab) / np.sqrt(1.0 - ab))[::-1], cfg["lambda_min_clipped"]))
+        last = n_train - clipped
+        spacing = cfg["timestep_spacing"]
+        if spacing == "linspace":
+            ts = np.round(np.linspace(0, last - 1, n + 1))[::-1][:-1]  # [n]
+        elif spacing == "leading":
+            ts = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + cfg["steps_offset"]  # [n]
+        else:
+            ts = np.round(np.arange(last, 0, -n_train / n)) - 1  # [n] trailing
+        return ts.astype(np.int64)  # [n]
+
 
 class Euler(Scheduler):
     """Euler method on the probability-flow ODE dx/dsigma = (x - x0) / sigma, latents in VE scale (x / a).
@@ -474,6 +572,7 @@ class Euler(Scheduler):
     latents are x0 + sigma * eps, so ``add_noise`` gives that and ``scale_model_input`` divides by sqrt(sigma^2 + 1).
     """
 
+    name = "euler"
     defaults = {"timestep_spacing": "linspace", "final_sigmas_type": "zero"}
     ancestral = False
 
@@ -523,6 +622,7 @@ class Euler(Scheduler):
 class EulerAncestral(Euler):
     """Euler ancestral: each step goes down to sigma_down deterministically and adds sigma_up of fresh noise."""
 
+    name = "euler-a"
     ancestral = True
 
 
@@ -543,6 +643,7 @@ class LCM(Scheduler):
     A strength below 1 keeps the number of steps and starts them lower (4 steps at strength 0.5: 499, 379, 259, 139).
     """
 
+    name = "lcm"
     defaults = {
         # diffusers' LCMScheduler defaults (its betas are SD's, unlike the DDPM defaults in _BASE_DEFAULTS)
         "beta_start": 0.00085,
@@ -582,7 +683,8 @@ class LCM(Scheduler):
         self.c_skip = self.SIGMA_DATA**2 / (scaled**2 + self.SIGMA_DATA**2)  # [n]
         self.c_out = scaled / np.sqrt(scaled**2 + self.SIGMA_DATA**2)  # [n]
 
-    def _max_inference_steps(self, cfg: dict) -> int:
+    @classmethod
+    def _step_limit(cls, cfg: dict) -> int:
         n_train, orig = int(cfg["num_train_timesteps"]), cfg["original_inference_steps"]
         if isinstance(orig, bool) or not isinstance(orig, (int, np.integer)) or not 1 <= orig <= n_train:
             raise ConfigError(
@@ -590,6 +692,10 @@ class LCM(Scheduler):
                 hint="LCM-distilled models use 50 (diffusers' default)",
             )
         return int(orig)
+
+    @classmethod
+    def _schedule_terms(cls, cfg: dict) -> str:
+        return f"original_inference_steps {cfg['original_inference_steps']}"
 
     def _step(self, m, i, x, history, rng, noise):
         x0, _ = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w]
@@ -618,11 +724,23 @@ def make_scheduler(name: str, config: dict, num_inference_steps: int, strength: 
 
     strength: img2img, in (0, 1] (1 = from pure noise, the default): ``timesteps`` then hold only the steps that
     remain (diffusers' StableDiffusionImg2ImgPipeline; LCM: its LCM img2img) and the loop starts from
-    ``add_noise(source_latents, noise, 0)``. A strength that leaves no step (int(steps * strength) = 0) is refused.
+    ``add_noise(source_latents, noise, 0)``. A strength that leaves no step (int(steps * strength) = 0) is refused,
+    as are steps outside 1..``max_steps(name, config)``.
     """
+    return _scheduler_class(name)(config, num_inference_steps, strength)
+
+
+def max_steps(name: str, config: dict) -> int:
+    """The most inference steps scheduler ``name`` takes on a diffusers scheduler_config.json dict (see the module
+    docstring: 1000 for Stable Diffusion's, fewer for some spacings; LCM: original_inference_steps)."""
+    scheduler = _scheduler_class(name)
+    return scheduler.max_steps(scheduler.resolve_config(config))
+
+
+def _scheduler_class(name: str) -> type[Scheduler]:
     if name not in _SCHEDULERS:
         raise ConfigError(
             f"scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {name!r}",
             hint="dpm++2m (25 steps) is the default; pndm (50 steps) reproduces the official AudioToken inference",
         )
-    return _SCHEDULERS[name](config, num_inference_steps, strength)
+    return _SCHEDULERS[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,15 @@ import pytest
 import soundfile as sf
 import soxr
 
-from runtime.audio import _mpeg_frame, load_audio, prepare_waveform
+import runtime.audio
+from runtime.audio import (
+    DOWNMIX_MODES,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    _mpeg_frame,
+    load_audio,
+    prepare_waveform,
+)
 from runtime.contract import N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioLoadError, ConfigError
 from tests.support import CLIPS
@@ -451,13 +460,151 @@ def test_unknown_downmix_is_a_config_error_before_any_file_access(tmp_path):
         (np.zeros((2, 3, 4), np.float32), SAMPLE_RATE, r"got shape \(2, 3, 4\)"),
         (np.array([0.1, np.nan], np.float32), SAMPLE_RATE, "1 of 2 samples are not finite"),
         (np.zeros(10, np.uint8), SAMPLE_RATE, "dtype uint8"),
-        (np.zeros(10, np.float32), 0, "sample rate must be a positive number"),
+        (np.zeros(10, np.float32), 0, r"sample rate 0 Hz is outside 4000\.\.384000 Hz"),
     ],
     ids=["empty", "no-channels", "channels-first", "3d", "nan", "uint8", "rate-0"],
 )
 def test_prepare_waveform_rejects_bad_arrays(samples, rate, problem):
     with pytest.raises(AudioLoadError, match="^<mic>: .*" + problem):
         prepare_waveform(samples, rate, name="<mic>")
+
+
+# ---- bounds: the rate, the window cut before resampling, memory ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [0, 1, 0.5, MIN_SAMPLE_RATE - 1, MAX_SAMPLE_RATE + 1, 10**9, -16_000, np.nan, np.inf, True, "16000"],
+    ids=repr,
+)
+def test_a_rate_outside_4_to_384_khz_is_one_line_naming_it(rate):
+    # 10_000 samples at 1 Hz grew a server by 1.4 GB: 10 s of them resample to 160_000, the rest to 140 M more.
+    with pytest.raises(
+        AudioLoadError, match=rf"^<mic>: sample rate {re.escape(repr(rate))} Hz is outside 4000\.\.384000 Hz$"
+    ) as info:
+        prepare_waveform(np.zeros(10_000, np.float32), rate, name="<mic>")
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE - 1, MAX_SAMPLE_RATE + 1])
+def test_a_file_at_a_rate_outside_the_range_is_refused_before_reading(tmp_path, rate):
+    path = write(tmp_path / "odd-rate.wav", np.zeros(100, np.float32), rate, subtype="FLOAT")
+    load_error(path, rf"sample rate {rate} Hz is outside 4000\.\.384000 Hz")
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE, 22_050.5, MAX_SAMPLE_RATE])
+def test_the_range_bounds_are_accepted(tmp_path, rate):
+    out = prepare_waveform(sine(F0, rate, 0.5), rate)
+    assert out.shape == (N_SAMPLES,) and dominant_hz(out) == pytest.approx(F0, abs=1)
+    if float(rate).is_integer():
+        assert np.array_equal(load_audio(write(tmp_path / "edge.wav", sine(F0, rate, 0.5), rate, subtype="FLOAT")), out)
+
+
+def resampled_calls(monkeypatch) -> list[int]:
+    """Spy on soxr in runtime.audio: the length of every input it resamples."""
+    lengths: list[int] = []
+    resample = soxr.resample
+    monkeypatch.setattr(
+        runtime.audio.soxr, "resample", lambda x, *a, **k: lengths.append(len(x)) or resample(x, *a, **k)
+    )
+    return lengths
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE, 44_100, MAX_SAMPLE_RATE])
+def test_only_the_window_and_its_margin_are_resampled(tmp_path, monkeypatch, rate):
+    lengths = resampled_calls(monkeypatch)
+    clip = np.zeros((60 * rate, 2), np.int16)  # [N, 2], 60 s
+    prepare_waveform(clip, rate, start=7.0)
+    load_audio(write(tmp_path / "long.wav", clip, rate), start=7.0)
+    window = int(np.ceil(10.1 * rate))  # 10 s and the 0.1 s margin
+    assert lengths == [window, window]
+
+
+def old_recipe(samples: np.ndarray, rate: int, start: float) -> np.ndarray:
+    """The recipe as it ran before the window was cut first: resample all that follows `start`, clip, tile, cut."""
+    rest = soxr.resample(samples[round(start * rate) :], rate, SAMPLE_RATE, quality="HQ")  # [M]
+    rest = np.clip(rest, -1.0, np.nextafter(np.float32(1), np.float32(0)))
+    return np.tile(rest, -(-N_SAMPLES // len(rest)))[:N_SAMPLES]  # [160_000]
+
+
+@pytest.mark.parametrize("rate", [44_100, 48_000])
+def test_cutting_first_gives_todays_waveform_on_the_real_clips(vggsound_dir, tmp_path, rate):
+    # The two real clips end to end (20 s), at 44.1 and 48 kHz: windows inside, crossing the end (tiled), and a
+    # 3 s excerpt (looped). Where the rest is longer than the window and margin, the cut may move soxr's last
+    # samples of the 10 s by float rounding (within 1e-6, 16 float32 steps at full scale); where it is shorter
+    # nothing is cut and the waveform is today's exactly.
+    parts = [sf.read(path, dtype="float32")[0] for path in sorted(vggsound_dir.glob("*.wav"))]
+    both = soxr.resample(np.concatenate(parts), SAMPLE_RATE, rate, quality="HQ").astype(np.float32)  # [~20 s]
+    path = write(tmp_path / f"both{rate}.wav", both, rate, subtype="FLOAT")
+    for start in (0.0, 2.5, 9.95, 12.0):
+        expected = old_recipe(both, rate, start)
+        cut = len(both) - round(start * rate) > np.ceil(10.1 * rate)
+        for got in (prepare_waveform(both, rate, start=start), load_audio(path, start=start)):
+            if cut:
+                np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(got, expected)
+    excerpt = both[: 3 * rate]  # [3 s]: looped to 10 s
+    np.testing.assert_array_equal(prepare_waveform(excerpt, rate), old_recipe(excerpt, rate, 0.0))
+
+
+def test_a_long_array_costs_only_its_window():
+    # 5 min of int16 at 48 kHz (27 MiB): converting it all to float32 took 55 MiB before the window was cut first.
+    clip = (np.random.default_rng(9).standard_normal(5 * 60 * 48_000) * 3000).astype(np.int16)  # [14.4 M]
+    tracemalloc.start()
+    try:
+        out = prepare_waveform(clip, 48_000, start=100.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (N_SAMPLES,)
+    assert peak < 16 * 2**20  # measured 3.1 MiB: the 10.1 s window in float32 (1.9 MiB) and the output
+
+
+def sparse_wav(path: Path, rate: int, channels: int, frames: int) -> Path:
+    """A PCM_16 WAV of `frames` frames of silence, written as a sparse file (its data are holes on disk)."""
+    sf.write(path, np.zeros((1, channels), np.int16), rate, subtype="PCM_16")
+    head = bytearray(path.read_bytes())
+    data = head.index(b"data")
+    size = frames * channels * 2
+    struct.pack_into("<I", head, data + 4, size)  # the data chunk's size
+    struct.pack_into("<I", head, 4, data + size)  # RIFF size: the file less its first 8 bytes
+    with open(path, "wb") as f:
+        f.write(head[: data + 8])
+        f.truncate(data + 8 + size)
+    return path
+
+
+@pytest.mark.parametrize("start", [0.0, 300.0])
+def test_a_huge_file_of_many_channels_costs_only_its_mono_window(tmp_path, start):
+    # 4 GB (sparse): 325 s of 64 channels at 96 kHz. Its 10.1 s window holds 62 M samples, 237 MiB as float32, and
+    # was read whole before; block by block, downmixed as they come, the peak is the mono window and one block.
+    path = sparse_wav(tmp_path / "huge.wav", 96_000, 64, 31_250_000)
+    assert sf.info(path).frames == 31_250_000
+    tracemalloc.start()
+    try:
+        out = load_audio(path, start=start, downmix="mean")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (N_SAMPLES,) and not out.any()
+    assert peak < 32 * 2**20  # measured 11.6 MiB
+
+
+def test_a_window_read_in_several_blocks_is_the_window(tmp_path, monkeypatch):
+    # Blocks of 1000 frames (of 4 channels): the window, its downmix and its non-finite count are the one-read ones.
+    clip = np.random.default_rng(10).uniform(-0.5, 0.5, (12 * SAMPLE_RATE, 4)).astype(np.float32)  # [192_000, 4]
+    path = write(tmp_path / "wide.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    for downmix in DOWNMIX_MODES:
+        expected = prepare_waveform(clip, SAMPLE_RATE, downmix=downmix, start=1.0)
+        np.testing.assert_array_equal(load_audio(path, downmix=downmix, start=1.0), expected)
+        with monkeypatch.context() as patch:
+            patch.setattr(runtime.audio, "_READ_BLOCK_SAMPLES", 4 * 1000 + 3)
+            np.testing.assert_array_equal(load_audio(path, downmix=downmix, start=1.0), expected)
+    clip[SAMPLE_RATE + N_SAMPLES - 1, 3] = np.nan  # the window's last sample, in a channel "first" leaves out
+    bad = write(tmp_path / "wide-nan.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    monkeypatch.setattr(runtime.audio, "_READ_BLOCK_SAMPLES", 4 * 1000 + 3)
+    load_error(bad, "1 of 646400 samples are not finite", start=1.0)  # 10.1 s x 4 channels read
 
 
 # ---- truncated Ogg and MP3: the cases libsndfile decodes quietly as a shorter clip --------------------------------

@@ -110,11 +110,11 @@ def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--steps", 0], "error: steps is 0; it must be at least 1"),
-        (["--num-images", 0], "error: num_images is 0; it must be at least 1"),
+        (["--steps", 0], "error: --steps is 0; it must be a whole number, 1 or more"),
+        (["--num-images", 0], "error: --num-images is 0; it must be a whole number from 1 to 100"),
         (["--seed", -2], "error: seed -2: expected an integer from 0 to"),
-        (["--guidance", 0.5], "error: guidance 0.5 is below 1"),
-        (["--start", -1], "error: start is -1.0 s"),
+        (["--guidance", 0.5], "error: --guidance is 0.5; it must be a finite number from 1 to 50"),
+        (["--start", -1], "error: --start is -1.0 s"),
         (["--scheduler", "magic"], "error: Invalid value for '--scheduler': 'magic' is not one of dpm++2m, pndm"),
         (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of cpu, cuda"),
     ],
@@ -304,8 +304,8 @@ def test_edit_writes_each_clip_at_the_picture_size_and_records_its_source(edit, 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--strength", 1.5], "error: strength is 1.5; it must be between 0"),
-        (["--feather", -1], "error: feather is -1 pixels"),
+        (["--strength", 1.5], "error: --strength is 1.5; it must be between 0"),
+        (["--feather", -1], "error: --feather is -1 pixels"),
         (["--mix", "a.wav"], "error: --mix: 'a.wav' is not CLIP:WEIGHT"),
         (["--mix", "missing.wav:1"], "error: --mix: missing.wav: no such clip"),
     ],
