@@ -40,10 +40,6 @@ def make_random_command(
             from audiotoken.stable_diffusion import quiet_libraries
         except ImportError as exc:
             raise needs_pytorch_side("audiotoken-rt make-random", exc) from exc
-        if evaluation:  # torchvision before diffusers, which imports any it finds (see audiotoken.eval_models)
-            from audiotoken.eval_models import import_torchvision
-
-            import_torchvision()
         quiet_libraries()
         folder = make_random(out, arch=arch, seed=seed, force=force, evaluation=evaluation)
     console.print(

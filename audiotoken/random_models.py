@@ -13,7 +13,8 @@ writes, laid out exactly like the real ones:
 - ``DIR/taesd/``: a diffusers ``AutoencoderTiny`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
   the architecture of ``madebyollin/taesd`` for ``sd15``: 4 latent channels, 8x spatial factor like the SD VAE.
 - ``DIR/eval/`` (``evaluation=True``, ``make-random --eval``): the evaluation's models in their published formats
-  (``audiotoken.eval_models``: OpenAI CLIP ViT-B/32 and ViT-L/14, Wav2CLIP, pytorch-fid's FID Inception).
+  (``audiotoken.evaluation.stand_ins``: OpenAI CLIP ViT-B/32 and ViT-L/14 as transformers folders with the
+  tokenizer above, Wav2CLIP, pytorch-fid's FID Inception).
 
 ``tiny`` is seeded, a few MB and takes seconds on a CPU; ``sd15`` has the real SD 1.5 and BEATs iter3
 architectures (random weights, ~4.5 GB), for benchmarks.
@@ -375,7 +376,7 @@ def make_random(
         torch.manual_seed(seed)  # the tiny autoencoder comes last, from the seed again
         build_taesd(spec).save_pretrained(staging / "taesd")
         if evaluation:
-            from audiotoken.eval_models import write_random_eval_models
+            from audiotoken.evaluation.stand_ins import write_random_eval_models
 
-            write_random_eval_models(staging / "eval", arch=arch, seed=seed)
+            write_random_eval_models(staging / "eval", staging / "sd" / "tokenizer", arch=arch, seed=seed)
     return out

@@ -12,8 +12,8 @@
 | export      | export/cli.py             | the ``export`` extra (torch)        |
 | doctor      | export/doctor.py          | the runtime (+ torch for its bundle)|
 | train       | audiotoken/cli.py         | the ``train`` extra (torch)         |
-| evaluate    | audiotoken/evaluate_cli.py | the ``eval`` extra (torch, open_clip, wav2clip, pytorch-fid) |
-| compare     | audiotoken/evaluate_cli.py | the runtime (+ the ``eval`` extra for --models) |
+| evaluate    | audiotoken/evaluation/evaluate.py | the ``eval`` extra (torch, transformers, librosa) |
+| compare     | audiotoken/evaluation/compare.py  | the runtime (+ the ``eval`` extra for --models) |
 | make-random | audiotoken/cli.py         | the ``export`` extra (torch)        |
 
 Importing any of these modules needs no torch: a runtime-only install lists every command, runs the runtime
@@ -29,7 +29,8 @@ import typer
 from typer.core import TyperGroup
 
 from audiotoken.cli import make_random_command, train_command
-from audiotoken.evaluate_cli import compare_command, evaluate_command
+from audiotoken.evaluation.compare import compare_command
+from audiotoken.evaluation.evaluate import evaluate_command
 from export.cli import export_command
 from export.doctor import doctor_command
 from runtime.bench import bench_command

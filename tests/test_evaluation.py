@@ -1,18 +1,18 @@
 """The evaluation (SPEC 7): hidden-answer invariants of AIS, IIS, AIC, FID and the bootstrap on embeddings; the
-models' loaders and the evaluate and compare commands on ``make-random --eval`` stand-ins (random weights, in the
-published file formats); one-line errors for bad input.
-
-Commands that load the evaluation models run in a subprocess: open_clip and pytorch-fid need torchvision, which here
-sits aside in ``.cache/eval`` (``.ci/setup``; or the folder named by ``AUDIOTOKEN_EVAL_LIBS``) because transformers
-imports any torchvision it finds; this test process never imports it.
+feature extractors against known answers recorded from the field's libraries; the models' loaders, the sha256
+records and the evaluate and compare commands on ``make-random --eval`` stand-ins (random weights, in the published
+file formats); one-line errors for bad input.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
-import importlib.util
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -28,56 +28,33 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from audiotoken import eval_models
-from audiotoken.eval_models import MODEL_FILES, Spectrogram, wav2clip_audio
-from audiotoken.evaluate_cli import compare_command, evaluate_command
-from audiotoken.evaluation import (
-    METRICS,
+from audiotoken.evaluation import models as eval_models
+from audiotoken.evaluation.compare import compare_command
+from audiotoken.evaluation.evaluate import evaluate_command
+from audiotoken.evaluation.inputs import (
     WAV2CLIP_SAMPLES,
-    EvaluationOptions,
-    Evaluator,
     audio_files,
-    bootstrap_mean,
-    class_agreement,
     clip_of_picture,
     clip_set,
-    frechet_distance,
-    frechet_interval,
     gather,
     read_frame,
+    wav2clip_audio,
+)
+from audiotoken.evaluation.metrics import (
+    bootstrap_mean,
+    class_agreement,
+    frechet_distance,
+    frechet_interval,
     win_rates,
 )
+from audiotoken.evaluation.models import MODELS
+from audiotoken.evaluation.networks import Spectrogram
+from audiotoken.evaluation.scoring import METRICS, EvaluationOptions, Evaluator
+from runtime.errors import CheckpointError
 from runtime.picture import read_png_metadata
 from tests.support import REPO
 
-EVAL_LIBS = Path(os.environ.get("AUDIOTOKEN_EVAL_LIBS", REPO / ".cache" / "eval"))
 ORACLES = Path(os.environ.get("AUDIOTOKEN_ORACLES", REPO / ".cache" / "oracles"))
-APP = """
-import typer
-from audiotoken.evaluate_cli import compare_command, evaluate_command
-app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
-app.command("evaluate")(evaluate_command)
-app.command("compare")(compare_command)
-app.callback()(lambda: None)
-app()
-"""
-STAND_INS = """
-import json, sys, typer
-from audiotoken import eval_models
-from audiotoken.cli import make_random_command
-app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
-app.command("make-random")(make_random_command)
-app.callback()(lambda: None)
-try:
-    app(["make-random", sys.argv[1], "--eval"])
-except SystemExit as done:
-    assert not done.code, done.code
-open_clip, inception = eval_models.import_library("open_clip"), eval_models.import_library("pytorch_fid.inception")
-import wav2clip  # imported by then, torchaudio stood in for
-print(json.dumps({"clip_b32": open_clip.get_pretrained_url("ViT-B-32", "openai"),
-                  "clip_l14": open_clip.get_pretrained_url("ViT-L-14", "openai"),
-                  "wav2clip": wav2clip.MODEL_URL, "inception": inception.FID_WEIGHTS_URL}))
-"""
 CLASSES = ("dog barking", "rain", "engine")
 
 
@@ -95,31 +72,17 @@ def invoke(*args) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def eval_env() -> dict[str, str]:
-    """The environment of a subprocess that can import the evaluation's libraries (torchvision from EVAL_LIBS)."""
-    missing = [
-        name for name in ("open_clip", "pytorch_fid", "wav2clip", "librosa") if not importlib.util.find_spec(name)
-    ]
-    if importlib.util.find_spec("torchvision") is None and not (EVAL_LIBS / "torchvision").is_dir():
-        missing.append(f"torchvision (nor in {EVAL_LIBS})")
-    if missing:
-        pytest.skip(f"the evaluation libraries are not installed ({', '.join(missing)}): run `just setup`")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(EVAL_LIBS), str(REPO)]), "COLUMNS": "200"}
+def stand_ins(tmp_path_factory) -> Path:
+    """The random stand-ins ``audiotoken-rt make-random OUT --eval`` writes (OUT/eval), run as the command runs."""
+    from audiotoken.cli import make_random_command
 
-
-def run(env: dict[str, str], script: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", script, *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True
-    )
-
-
-@pytest.fixture(scope="module")
-def stand_ins(eval_env, tmp_path_factory) -> tuple[Path, dict]:
-    """The random stand-ins ``make-random --eval`` writes, and the libraries' own download addresses."""
-    out = tmp_path_factory.mktemp("eval") / "models"
-    result = run(eval_env, STAND_INS, out)
-    assert result.returncode == 0, result.stderr
-    return out / "eval", json.loads(result.stdout.strip().splitlines()[-1])
+    app = typer.Typer(add_completion=False)
+    app.command("make-random")(make_random_command)
+    app.callback()(lambda: None)
+    out = tmp_path_factory.mktemp("random") / "models"
+    result = CliRunner().invoke(app, ["make-random", str(out), "--eval"])
+    assert result.exit_code == 0, result.output
+    return out / "eval"
 
 
 def write_clip(path: Path, seed: int, seconds: float = 1.0, rate: int = 16_000, channels: int = 1) -> Path:
@@ -333,6 +296,96 @@ def test_the_spectrogram_standing_in_for_torchaudio_is_torchaudios(monkeypatch):
     assert ours(waves).shape == expected.shape and torch.allclose(ours(waves), expected, rtol=1e-5, atol=1e-6)
 
 
+# ---- the feature extractors against the field's libraries --------------------------------------------------------
+
+
+def known_pictures() -> list[Image.Image]:
+    """Three fixed pictures (arithmetic patterns, no random stream): square, and two sizes whose CLIP centre crop
+    starts half a pixel off the grid for the tiny ViT-B/32 (80x50) and ViT-L/14 (45x40), where rounding matters."""
+
+    def pattern(width: int, height: int, salt: int) -> Image.Image:
+        y, x = np.mgrid[0:height, 0:width]
+        channels = [((x * (3 + c) + y * (5 + 2 * c) + (x * y) // (7 + c) + 41 * salt) * 37) % 256 for c in range(3)]
+        return Image.fromarray(np.stack(channels, -1).astype(np.uint8))
+
+    return [pattern(64, 64, 0), pattern(80, 50, 1), pattern(45, 40, 2)]
+
+
+def known_waves() -> np.ndarray:
+    """Two fixed 442,763-sample waveforms (chirps and a tone, no random stream) -> [2, T] float32."""
+    t = np.arange(WAV2CLIP_SAMPLES[44_100]) / 44_100
+    chirps = [
+        0.3 * np.sin(2 * np.pi * (220 + 80 * k) * t * (1 + 0.1 * t)) + 0.05 * np.sin(6e3 * np.pi * t + k)
+        for k in range(2)
+    ]
+    return np.stack(chirps).astype(np.float32)
+
+
+def new_embeddings(folder: Path) -> dict[str, np.ndarray]:
+    """The stand-ins' embeddings of the known inputs, by the evaluation's loaders."""
+    pictures = known_pictures()
+    b32 = eval_models.ClipModel(folder / MODELS["clip_b32"].name, "cpu")
+    l14 = eval_models.ClipModel(folder / MODELS["clip_l14"].name, "cpu")
+    return {
+        "b32_images": b32.embed_images(pictures),
+        "l14_images": l14.embed_images(pictures),
+        "l14_texts": l14.embed_texts(list(CLASSES)),
+        "wav2clip": eval_models.Wav2ClipModel(folder / MODELS["wav2clip"].name, "cpu").embed(known_waves()),
+        "inception": eval_models.InceptionModel(folder / MODELS["inception"].name, "cpu").embed_images(pictures),
+    }
+
+
+def digest(vectors: np.ndarray) -> np.ndarray:
+    """Per row: its length, and its direction's projections on three fixed unit vectors -> [n, 4]."""
+    v = np.asarray(vectors, np.float64)
+    lengths = np.linalg.norm(v, axis=1)
+    i = np.arange(v.shape[1])
+    directions = np.stack([np.cos(0.7 * (k + 1) * i + k) for k in range(3)])  # [3, E]
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    return np.column_stack([lengths, (v / lengths[:, None]) @ directions.T])
+
+
+# Recorded from the field's own libraries on the seed-0 tiny stand-ins (``stand_ins``) and the known inputs above:
+# open_clip 3.3.0 (the CLIPs converted to OpenAI's layout, ViT-B-32.pt and ViT-L-14.pt), wav2clip 0.1.0 and
+# pytorch-fid 0.3.0 (torchvision 0.28.0), before they left the project. Then the whole embeddings of this package's
+# extractors equalled theirs: CLIP pictures and Wav2CLIP bit for bit, CLIP class names within 7.3e-8 and the
+# Inception within 2.5e-7 of the largest value. Rows: [length, three projections of the direction] (``digest``).
+KNOWN_DIGESTS = {
+    "b32_images": [
+        [1.0, 0.0044851, -0.0815215, 0.0586604],
+        [1.0000001, 0.0200412, -0.0495451, 0.0548304],
+        [1.0, 0.0466187, -0.0770342, 0.0631653],
+    ],
+    "l14_images": [
+        [0.9999999, 0.0624299, -0.1184438, 0.023604],
+        [1.0000001, 0.0454257, -0.0682729, 0.2705705],
+        [1.0, -0.0212463, -0.0586723, 0.2361018],
+    ],
+    "l14_texts": [
+        [1.0, -0.2245578, 0.0743136, -0.0248833],
+        [1.0, 0.0042737, 0.1087712, 0.0585733],
+        [1.0, 0.1623939, -0.0142362, -0.0155868],
+    ],
+    "wav2clip": [[253.2503439, -0.0236759, -0.0479381, -0.0227253], [250.8110844, -0.0230621, -0.0482529, -0.0254956]],
+    "inception": [
+        [15.9062884, -0.0151126, -0.0281927, 0.0047407],
+        [16.0313165, -0.0145062, -0.0283812, 0.0046673],
+        [15.5664661, -0.0153819, -0.0279332, 0.0046811],
+    ],
+}
+
+
+def test_the_extractors_give_the_field_libraries_answers_on_the_stand_ins(stand_ins):
+    """transformers' CLIP (with OpenAI's preprocessing and zero-shot text side) and this package's Wav2CLIP and FID
+    Inception, against what open_clip, wav2clip and pytorch-fid computed on the same weights and inputs."""
+    embedded = new_embeddings(stand_ins)
+    for name, expected in KNOWN_DIGESTS.items():
+        got, expected = digest(embedded[name]), np.asarray(expected)
+        assert got.shape == expected.shape, name
+        assert np.allclose(got[:, 0], expected[:, 0], rtol=1e-5, atol=0), (name, got[:, 0], expected[:, 0])
+        assert np.abs(got[:, 1:] - expected[:, 1:]).max() <= 1e-5, (name, got, expected)
+
+
 # ---- one-line errors --------------------------------------------------------------------------------------------------
 
 
@@ -358,10 +411,17 @@ def test_bad_input_is_one_line_each(dataset, tmp_path):
     unlabelled.write_text("name,label,split\nclip-a-1,rain,test\n")
     assert "clip-a" in error("--pictures", pictures, "--labels", unlabelled)[0]  # the later --labels wins
     lines = error("--pictures", pictures)  # every model file is checked before any work
-    assert MODEL_FILES["clip_b32"].name in lines[0] and "not found" in lines[0]
-    assert "openaipublic.azureedge.net" in lines[1] and "ViT-B-32.pt" in lines[1]
+    assert MODELS["clip_b32"].name in lines[0] and "not found" in lines[0]
+    assert "hf download openai/clip-vit-base-patch32 pytorch_model.bin config.json" in lines[1]
+    half = tmp_path / "half" / MODELS["clip_b32"].name  # a CLIP folder without its weights
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")
+    lines = error("--pictures", pictures, "--models", half.parent)
+    assert "no model.safetensors or pytorch_model.bin, no the tokenizer files" in lines[0], lines
     assert "needs the ground-truth frames" in error("--pictures", pictures, "--metrics", "IIS")[0]
-    assert "unknown metric" in error("--pictures", pictures, "--metrics", "CLAP")[0]
+    assert "--metrics: unknown metric" in error("--pictures", pictures, "--metrics", "CLAP")[0]
+    assert "--bootstrap -1" in error("--pictures", pictures, "--bootstrap", "-1")[0]
+    assert "--batch-size 100000" in error("--pictures", pictures, "--batch-size", "100000")[0]
     empty = tmp_path / "frames"
     empty.mkdir()
     assert "have no frame" in error("--pictures", pictures, "--frames", empty)[0]
@@ -369,6 +429,20 @@ def test_bad_input_is_one_line_each(dataset, tmp_path):
     assert "--models" in lines[0] and "is not a folder" in lines[0] and "not found" not in lines[0]
     code, output = invoke(*base, "--pictures", pictures, "--wav2clip-rate", "22050")
     assert code == 2 and "22050" in output and "16000" in output and "44100" in output
+
+
+def test_a_foreign_weights_file_is_one_line(stand_ins, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(stand_ins, folder)
+    (folder / MODELS["wav2clip"].name).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="Wav2CLIP.pt: not a readable torch checkpoint"):
+        eval_models.Wav2ClipModel(folder / MODELS["wav2clip"].name, "cpu")
+    l14 = folder / MODELS["clip_l14"].name
+    config = json.loads((l14 / "config.json").read_text())
+    config["vision_config"]["num_hidden_layers"] += 1  # the weights lack a layer: transformers would invent it
+    (l14 / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not hold the CLIP its config.json describes"):
+        eval_models.ClipModel(l14, "cpu")
 
 
 # ---- the Evaluator on stand-in models: pixels as embeddings ---------------------------------------------------------
@@ -410,8 +484,11 @@ def fake_models(monkeypatch, tmp_path) -> tuple[Path, list[int]]:
 
     folder = tmp_path / "fake-models"
     folder.mkdir()
-    for spec in MODEL_FILES.values():
-        (folder / spec.name).write_bytes(b"")
+    for spec in MODELS.values():
+        files = [Path(spec.name) / name for name in spec.hub_files] if spec.hub_files else [Path(spec.name)]
+        for file in files:
+            (folder / file).parent.mkdir(exist_ok=True)
+            (folder / file).write_bytes(file.name.encode())
     loaders = {"clip_b32": PixelModel, "clip_l14": PixelModel, "wav2clip": Wav2Clip, "inception": PixelModel}
     monkeypatch.setattr(eval_models, "LOADERS", loaders)
     return folder, heard
@@ -479,38 +556,66 @@ def test_wav2clip_hears_the_rate_asked_for(fake_models, picture_set, tmp_path):
 # ---- the models and the commands, on random stand-ins ---------------------------------------------------------------
 
 
-def test_stand_ins_are_the_published_files_and_the_sources_are_the_libraries_own(stand_ins):
-    folder, sources = stand_ins
-    assert sorted(p.name for p in folder.iterdir()) == sorted(spec.name for spec in MODEL_FILES.values())
-    for key, spec in MODEL_FILES.items():
-        assert spec.source.split()[0] == sources[key]
-    b32 = torch.load(folder / "ViT-B-32.pt", weights_only=True)  # OpenAI's layout, which open_clip reads back
-    assert b32["text_projection"].shape[1] == 512 and b32["visual.conv1.weight"].dtype == torch.float16
-    wav2clip = torch.load(folder / "Wav2CLIP.pt", weights_only=True)
-    assert "audio_encoder.spectrogram.window" in wav2clip and "audio_transform.sequential.3.weight" in wav2clip
-    assert torch.load(folder / MODEL_FILES["inception"].name, weights_only=True)["fc.weight"].shape == (1008, 2048)
+def test_a_report_says_whether_its_models_are_the_published_files(fake_models, picture_set, tmp_path, monkeypatch):
+    """Every model file read is in the JSON with its sha256 (held to hashlib's); the title names the weights that
+    are not the published files (here all), and is plain once their sha256 are the published ones."""
+    folder, _ = fake_models
+    args = ["evaluate", "--pictures", picture_set / "pictures", "--clips", picture_set, "--models", folder]
+    args += ["--labels", picture_set / "labels.csv", "--frames", picture_set]
+    code, output = invoke(*args, "--json", tmp_path / "unknown.json", "--report", tmp_path / "unknown")
+    assert code == 0, output
+    scores = json.loads((tmp_path / "unknown.json").read_text())
+    read = {record["file"]: record for record in scores["models"]}
+    expected = {str(Path(s.name) / n) for s in MODELS.values() for n in s.hub_files} | {"Wav2CLIP.pt"}
+    assert set(read) == expected | {MODELS["inception"].name}
+    for file, record in read.items():
+        assert record["sha256"] == hashlib.sha256((folder / file).read_bytes()).hexdigest()
+    assert read["Wav2CLIP.pt"]["status"] == "no published sha256 known"
+    assert read["clip-vit-large-patch14/model.safetensors"]["status"] == "NOT the published file"
+    assert not read["clip-vit-large-patch14/config.json"]["weights"] and scores["published_models"] is False
+    page = (tmp_path / "unknown" / "index.html").read_text()
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert "NOT the published models" in title and "Wav2CLIP.pt: no published sha256 known" in title
+    assert "warning: NOT the published models" in output
+    for key, spec in MODELS.items():  # as if the files were the published ones
+        weights = str(Path(spec.name) / spec.hub_files[0]) if spec.hub_files else spec.name
+        published = {weights: hashlib.sha256((folder / weights).read_bytes()).hexdigest()}
+        monkeypatch.setitem(MODELS, key, dataclasses.replace(spec, published=published))
+    code, output = invoke(*args, "--json", tmp_path / "published.json", "--report", tmp_path / "published")
+    assert code == 0 and "warning" not in output, output
+    assert json.loads((tmp_path / "published.json").read_text())["published_models"] is True
+    assert "<title>audiotoken-rt evaluate</title>" in (tmp_path / "published" / "index.html").read_text()
 
 
-def test_evaluate_end_to_end(eval_env, stand_ins, dataset, tmp_path):
+def test_the_inception_file_name_carries_its_published_sha256():
+    """torch.hub's convention: a weights file's name ends with the first digits of its sha256."""
+    name = MODELS["inception"].name
+    assert MODELS["inception"].published[name].startswith(name.rsplit("-", 1)[1].removesuffix(".pth"))
+
+
+# ---- the commands, on random stand-ins ------------------------------------------------------------------------------
+
+
+def test_evaluate_end_to_end(stand_ins, dataset, tmp_path):
     """Pictures that are the frames: IIS 100 and FID 0 whatever the (random) weights; an unreadable picture is
-    reported and skipped; the table, the JSON and the report."""
+    reported and skipped; the table, the JSON and the report, whose title says the models are stand-ins."""
     pictures = frames_as_pictures(dataset, tmp_path / "pictures")
     (pictures / "clip-a-3.png").write_bytes(b"not a picture")
     out = tmp_path / "scores.json"
     args = ["--pictures", pictures, "--clips", dataset, "--labels", dataset / "labels.csv", "--frames", dataset]
-    result = run(
-        eval_env, APP, "evaluate", *args, "--models", stand_ins[0], "--json", out, "--report", tmp_path / "report"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "skipped clip-a-3.png" in result.stderr and "3 pictures of 3 clips" in result.stdout
+    code, output = invoke("evaluate", *args, "--models", stand_ins, "--json", out, "--report", tmp_path / "report")
+    assert code == 0, output
+    assert "skipped clip-a-3.png" in output and "3 pictures of 3 clips" in output
     scores = json.loads(out.read_text())
     assert scores["IIS"] == 100.0 and scores["ci95"]["IIS"] == [100.0, 100.0]
     assert abs(scores["FID"]) < 1e-3 and scores["ci95"]["FID"][1] < 1e-3
     assert 0 <= scores["AIS"] <= 100 and scores["AIC"] * 3 / 100 == pytest.approx(round(scores["AIC"] * 3 / 100))
     assert scores["n"] == {"AIS": 3, "IIS": 3, "AIC": 3, "FID": 3} and scores["clips"] == 3
     assert [s["file"] for s in scores["skipped"]] == ["clip-a-3.png"]
+    assert scores["published_models"] is False and len(scores["models"]) == 14  # 2 CLIPs of 6 files, 2 files
     page = (tmp_path / "report" / "index.html").read_text()
     assert "AudioToken (paper)" in page and "68.23" in page and 'src="sheet.png"' in page
+    assert "NOT the published models" in page.split("</title>")[0]
     with Image.open(tmp_path / "report" / "sheet.png") as sheet:
         assert sheet.width >= 3 * 160 and sheet.height >= 3 * 160  # 3 rows: frame, picture, (unreadable)
 
@@ -535,13 +640,13 @@ def test_compare_draws_both_sides_with_the_same_seeds(tiny_bundle, clips, tmp_pa
     assert official["psnr"]["identical"] == 0 and 5 < official["psnr"]["min_db"] < 80
 
 
-def test_compare_reports_the_metric_deltas(eval_env, stand_ins, tiny_bundle, clips, tmp_path):
+def test_compare_reports_the_metric_deltas(stand_ins, tiny_bundle, clips, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("name,label,split\n" + "".join(f"{c.stem},{CLASSES[i]},test\n" for i, c in enumerate(clips)))
     out = tmp_path / "compare.json"
-    args = ["compare", tiny_bundle, tiny_bundle, *clips, "--steps", "2", "--models", stand_ins[0], "--labels", labels]
-    result = run(eval_env, APP, *args, "--metrics", "AIC", "--json", out)
-    assert result.returncode == 0, result.stderr
+    args = ["compare", tiny_bundle, tiny_bundle, *clips, "--steps", "2", "--models", stand_ins, "--labels", labels]
+    code, output = invoke(*args, "--metrics", "AIC", "--json", out, "--report", tmp_path / "report")
+    assert code == 0, output
     compared = json.loads(out.read_text())
     assert compared["delta"] == {"AIC": 0.0} and compared["metrics"]["a"]["n"] == {
         "AIS": 0,
@@ -551,11 +656,13 @@ def test_compare_reports_the_metric_deltas(eval_env, stand_ins, tiny_bundle, cli
     }
     assert compared["metrics"]["a"]["IIS"] is None and compared["metrics"]["a"]["ci95"]["FID"] is None
     assert compared["metrics"]["a"]["AIC"] == compared["metrics"]["b"]["AIC"]
+    read = [record["file"] for record in compared["metrics"]["a"]["models"]]
+    assert read[0] == "clip-vit-large-patch14/model.safetensors" and not any("Wav2CLIP" in file for file in read)
+    title = (tmp_path / "report" / "index.html").read_text().split("</title>")[0]
+    assert "compare - NOT the published models (stand-ins or other weights: clip-vit-large-patch14/model.sa" in title
 
 
-def test_compare_scores_each_picture_against_its_own_clip_in_any_order(
-    eval_env, stand_ins, tiny_bundle, clips, tmp_path
-):
+def test_compare_scores_each_picture_against_its_own_clip_in_any_order(stand_ins, tiny_bundle, clips, tmp_path):
     """Clips given out of name order: each clip's frame is here its own picture, so IIS is 100 when every picture is
     scored against its own clip (0 against the other's); --models naming a file is refused before any drawing."""
     backwards = clips[::-1]
@@ -566,13 +673,13 @@ def test_compare_scores_each_picture_against_its_own_clip_in_any_order(
     frames = drawn / "a"  # <clip>.png: each clip's picture, the same on every draw (the same seed)
     out = tmp_path / "compare.json"
     args = ["compare", tiny_bundle, tiny_bundle, *backwards, "--steps", "2", "--frames", frames, "--metrics", "IIS"]
-    result = run(eval_env, APP, *args, "--models", stand_ins[0], "--json", out)
-    assert result.returncode == 0, result.stderr
+    code, output = invoke(*args, "--models", stand_ins, "--json", out)
+    assert code == 0, output
     compared = json.loads(out.read_text())
     assert compared["metrics"]["a"]["IIS"] == compared["metrics"]["b"]["IIS"] == 100.0
     assert [p["clip"] for p in compared["pictures"]] == [c.name for c in backwards]
-    result = run(eval_env, APP, *args, "--models", frames / f"{clips[0].stem}.png")
-    assert result.returncode == 1 and "is not a folder" in result.stderr and "PSNR" not in result.stdout
+    code, output = invoke(*args, "--models", frames / f"{clips[0].stem}.png")
+    assert code == 1 and "is not a folder" in output and "PSNR" not in output
 
 
 BLOCK_TORCH = """
@@ -585,19 +692,50 @@ sys.meta_path.insert(0, Blocker())
 """
 
 
+APP = """
+import typer
+from audiotoken.evaluation.compare import compare_command
+from audiotoken.evaluation.evaluate import evaluate_command
+app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+app.command("evaluate")(evaluate_command)
+app.command("compare")(compare_command)
+app.callback()(lambda: None)
+app()
+"""
+
+
 def test_a_runtime_only_install_names_the_extra(tmp_path, clips):
     (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "COLUMNS": "200"}
     evaluate = ["evaluate", "--pictures", tmp_path, "--clips", tmp_path, "--labels", tmp_path, "--models", tmp_path]
     compare = ["compare", tmp_path, tmp_path, clips[0], "--models", tmp_path]
     for args in (evaluate, compare):
-        result = run(env, APP, *args)
+        command = [sys.executable, "-c", APP, *map(str, args)]
+        result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and "needs the PyTorch side" in lines[0] and "torch" in lines[0], result.stderr
         assert lines[1].startswith("hint: pip install torch==")
 
 
-def test_importing_the_command_module_needs_no_torch():
-    code = "import sys; import audiotoken.evaluate_cli; print('torch' in sys.modules)"
+def test_importing_the_commands_needs_no_torch():
+    code = "import sys, audiotoken.evaluation.evaluate, audiotoken.evaluation.compare; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+PACKAGE_ORDER = ("inputs", "metrics", "networks", "models", "stand_ins", "scoring", "report", "evaluate", "compare")
+
+
+def test_the_evaluation_modules_import_only_the_ones_before_them():
+    """No import circle: each module of audiotoken/evaluation (at module level or inside functions) imports only
+    the modules before it in the package's data flow (its __init__ docstring)."""
+    folder = REPO / "audiotoken" / "evaluation"
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(PACKAGE_ORDER)
+    for position, name in enumerate(PACKAGE_ORDER):
+        imported = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "audiotoken.evaluation":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("audiotoken.evaluation."):
+                imported.add(node.module.split(".")[2])
+        assert imported <= set(PACKAGE_ORDER[:position]), (name, imported - set(PACKAGE_ORDER[:position]))
