@@ -1,10 +1,11 @@
 """Where each sound of a composed picture goes: layouts -> boxes -> soft weights over the latents that sum to one.
 
-Place in the data flow of ``compose`` (and ``generate --stereo``): ``parse_layout`` turns ``--layout`` into boxes
-(fractions of the picture), ``region_weights`` turns boxes into one soft mask per region at the latent size, plus
-one for the background prompt where it is given; ``runtime.pipeline.Pipeline.denoise`` blends the regions' noise
-predictions with them at every step (MultiDiffusion-style, Bar-Tal et al. 2023: one canvas, per-region noise
-predictions averaged under their masks), the unconditional prediction shared by all.
+Place in the data flow of ``compose`` (and ``generate --stereo``): ``parse_layout`` turns ``--layout`` into at most
+``MAX_REGIONS`` boxes (fractions of the picture), refusing anything else in one line; ``region_weights`` turns
+boxes into one soft mask per region at the latent size, plus one for the background prompt where it is given;
+``runtime.pipeline.Pipeline.denoise`` blends the regions' noise predictions with them at every step
+(MultiDiffusion-style, Bar-Tal et al. 2023: one canvas, per-region noise predictions averaged under their masks), the
+unconditional prediction shared by all.
 
 ``layout_picture`` draws the weights (each region's colour, numbered) for ``compose --preview-layout`` and the README.
 
@@ -17,11 +18,12 @@ research script).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, shown
 
 NAMED_LAYOUTS = {
     "left,right": ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)),
@@ -34,6 +36,8 @@ LAYOUT_HELP = (
     "x0,y0,x1,y1;x0,y0,x1,y1 (0,0 is the top left)"
 )
 DEFAULT_BLEND = 0.125  # the soft edge of a region, as a fraction of the picture's shorter side
+MAX_REGIONS = 16  # a 4x4 grid: a smaller cell is narrower than its two soft edges (DEFAULT_BLEND each)
+_GRID = re.compile(r"([0-9]+)x([0-9]+)")  # ROWSxCOLS in ASCII digits (str.isdigit passes "²", which int() refuses)
 
 
 @dataclass(frozen=True)
@@ -61,39 +65,61 @@ def grid(rows: int, cols: int) -> tuple[Box, ...]:
 
 
 def parse_layout(text: str) -> tuple[Box, ...]:
-    """``--layout`` -> boxes; refuse empty, outside or overlapping boxes in one line."""
+    """``--layout`` -> 1 to ``MAX_REGIONS`` boxes; refuse empty, outside, overlapping or too many boxes in one line.
+    The count is checked before any number is read, so a hostile layout ("99999999x99999999", thousands of boxes)
+    costs no more than its own length."""
     layout = text.replace(" ", "").lower()
     if layout in NAMED_LAYOUTS:
         return tuple(Box(*box) for box in NAMED_LAYOUTS[layout])
     if "x" in layout and ";" not in layout and "," not in layout:
-        rows, _, cols = layout.partition("x")
-        if rows.isdigit() and cols.isdigit() and int(rows) * int(cols) >= 1:
-            return grid(int(rows), int(cols))
-        raise ConfigError(f"--layout {text!r}: a grid is ROWSxCOLS, e.g. 2x2", hint=LAYOUT_HELP)
+        grid_size = _GRID.fullmatch(layout)
+        rows, cols = map(_grid_count, grid_size.groups()) if grid_size else (0, 0)
+        if rows * cols < 1:
+            raise ConfigError(f"--layout {shown(text)}: a grid is ROWSxCOLS, e.g. 2x2", hint=LAYOUT_HELP)
+        if rows * cols > MAX_REGIONS:
+            raise _too_many(text)
+        return grid(rows, cols)
+    items = layout.split(";")
+    if len(items) > MAX_REGIONS:
+        raise _too_many(text)
     boxes = []
-    for item in layout.split(";"):
+    for item in items:
         try:
             values = [float(v) for v in item.split(",")]
         except ValueError:
             values = []
         if len(values) != 4 or not all(np.isfinite(values)):
-            raise ConfigError(f"--layout {text!r}: {item!r} is not a box x0,y0,x1,y1", hint=LAYOUT_HELP)
+            raise ConfigError(f"--layout {shown(text)}: {shown(item)} is not a box x0,y0,x1,y1", hint=LAYOUT_HELP)
         boxes.append(Box(*values))
     return check_boxes(tuple(boxes), text)
+
+
+def _grid_count(digits: str) -> int:
+    """A grid's number of rows or columns; a count of more than three digits reads as MAX_REGIONS + 1 (too many),
+    so that a thousand-digit one is never converted."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 3 else MAX_REGIONS + 1
+
+
+def _too_many(text: str) -> ConfigError:
+    return ConfigError(
+        f"--layout {shown(text)}: more than {MAX_REGIONS} regions; a layout holds at most {MAX_REGIONS}",
+        hint="one region per sound; a 4x4 grid is the finest (smaller regions are narrower than their soft edges)",
+    )
 
 
 def check_boxes(boxes: tuple[Box, ...], text: str) -> tuple[Box, ...]:
     for box in boxes:
         if not (0 <= box.x0 < box.x1 <= 1 and 0 <= box.y0 < box.y1 <= 1):
             raise ConfigError(
-                f"--layout {text!r}: box {box.describe()} is empty or leaves the picture",
+                f"--layout {shown(text)}: box {box.describe()} is empty or leaves the picture",
                 hint="each box needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
             )
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             if a.overlap(b) > 1e-9:
                 raise ConfigError(
-                    f"--layout {text!r}: boxes {a.describe()} and {b.describe()} overlap",
+                    f"--layout {shown(text)}: boxes {a.describe()} and {b.describe()} overlap",
                     hint="regions must not overlap; their soft edges already blend them",
                 )
     return boxes

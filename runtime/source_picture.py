@@ -287,7 +287,9 @@ def _decode(source: bytes | Image.Image, label: str, max_pixels: int) -> tuple[n
     """A picture file's bytes, or a PIL image -> RGB [H, W, 3] and alpha [H, W] (or None) uint8, stood upright.
 
     The size is checked from the header before anything is decoded; then the whole picture is decoded, so a
-    truncated file raises (while ImageFile.LOAD_TRUNCATED_IMAGES is off). Pillow's failures become one-line errors.
+    truncated file raises (while ImageFile.LOAD_TRUNCATED_IMAGES is off). Pillow's failures become one-line errors:
+    those its own fuzz tests accept from a damaged file (OSError, SyntaxError, ValueError, NotImplementedError,
+    OverflowError, MemoryError), EOFError, and the RuntimeError of its AVIF decoder.
     """
     try:
         with warnings.catch_warnings():  # Pillow warns over Image.MAX_IMAGE_PIXELS, raises over twice that
@@ -313,7 +315,12 @@ def _decode(source: bytes | Image.Image, label: str, max_pixels: int) -> tuple[n
             f"{label}: not a picture in a format read here ({_FORMATS_IN_WORDS}), or damaged beyond recognition",
             hint="save or convert it as PNG or JPEG",
         ) from e
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except MemoryError as e:
+        raise ConfigError(
+            f"{label}: not enough memory to decode the picture",
+            hint="scale it down first (the engines work at about 512x512)",
+        ) from e
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError, OverflowError) as e:  # RuntimeError: AVIF's
         raise ConfigError(
             f"{label}: cannot decode the picture ({first_line(e)}): the file is truncated or corrupt",
             hint=_HINT_REEXPORT,

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny random models (written once per session by the real factory) and the real clips."""
+"""Shared fixtures: the tiny random models (written once per session by the real factory) and the real clips; and
+the CI rule on skips (tests/ci_skips.py: where AUDIOTOKEN_RT_REQUIRE_ALL is set, a skip is a failure)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import CLIPS
+
+pytest_plugins = ["tests.ci_skips"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -444,6 +444,7 @@ def test_bad_sources_are_named(tiny_models, tmp_path):
         export_quietly(options_for(tiny_models, tmp_path / "x", beats=tmp_path / "missing.pt"))
 
 
+@pytest.mark.optional  # skips where TensorRT is installed
 def test_tensorrt_is_asked_for_before_the_long_export(tiny_models, tmp_path):
     try:
         import tensorrt  # noqa: F401

@@ -161,6 +161,7 @@ def test_an_old_or_fake_tensorrt_is_refused_in_one_line(monkeypatch):
         import_tensorrt()
 
 
+@pytest.mark.optional  # skips where TensorRT is installed
 def test_a_missing_tensorrt_is_a_failed_device_check_with_the_install_line():
     check = device_ready("tensorrt", "cuda")
     if "tensorrt" in sys.modules or check.status == "ok":
@@ -179,6 +180,7 @@ class FellBack:
         return ["CPUExecutionProvider"]
 
 
+@pytest.mark.optional  # skips where onnxruntime-gpu is installed
 @pytest.mark.parametrize(("device", "library"), [("cuda", "libcudnn.so.9"), ("tensorrt", "libnvinfer.so.10")])
 def test_a_provider_that_silently_fell_back_is_refused_naming_the_missing_library(
     tiny_bundle, monkeypatch, device, library

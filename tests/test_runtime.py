@@ -124,6 +124,7 @@ def test_save_png_is_atomic_and_never_overwrites_silently(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary file left
 
 
+@pytest.mark.optional  # skips where the provider is installed (a GPU or OpenVINO machine)
 @pytest.mark.parametrize("device", ["cuda", "tensorrt", "openvino"])
 def test_missing_provider_is_a_clear_error(tiny_bundle, device):
     import onnxruntime as ort
@@ -138,6 +139,7 @@ def test_missing_provider_is_a_clear_error(tiny_bundle, device):
     assert caught.value.hint == INSTALL_HINTS[device]
 
 
+@pytest.mark.optional  # needs the onnxruntime-openvino build (just setup-openvino), which CI does not install
 def test_openvino_runs_unet_and_vae_in_bf16_where_the_cpu_has_amx_and_draws_nearly_the_cpu_picture(tiny_bundle, clips):
     import onnxruntime as ort
 

@@ -303,6 +303,27 @@ def test_truncated_png_and_jpeg_say_so(tmp_path, format):
     picture_error(cut, "the file is truncated or corrupt")
 
 
+def test_a_damaged_avif_is_one_line_not_pillows_runtime_error(tmp_path):
+    """Pillow's AVIF decoder raises RuntimeError on a damaged file (the property tests found this one: its "iloc" box,
+    which says where the image data lies, renamed), where the other decoders raise OSError or SyntaxError."""
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no avif support")
+    whole = save(tmp_path / "whole.avif", Image.fromarray(noise(10, 12)), quality=80).read_bytes()
+    damaged = tmp_path / "damaged.avif"
+    damaged.write_bytes(whole.replace(b"iloc", b"\0loc", 1))
+    picture_error(damaged, "cannot decode the picture (Failed to decode image: Missing or empty image item)")
+
+
+def test_a_picture_too_large_for_the_memory_left_is_one_line(tmp_path, monkeypatch):
+    path = save(tmp_path / "photo.png", Image.fromarray(noise(8, 8)))
+
+    def out_of_memory(image):
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", out_of_memory)
+    picture_error(path, "not enough memory to decode the picture")
+
+
 def test_huge_header_is_refused_by_pillows_bomb_check_as_one_line(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(with_ihdr_size(png_bytes(Image.fromarray(noise(8, 8))), 100_000, 100_000))
