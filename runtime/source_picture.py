@@ -453,10 +453,14 @@ def _feathered_weight(white: np.ndarray, feather: int) -> np.ndarray:
     d is counted by eroding the white region one pixel at a time (3x3, the picture's outside counting as white)."""
     distance = white.astype(np.float32)  # [H, W]: min(d, feather), counted up one erosion at a time
     eroded = white
-    for _ in range(feather - 1):
-        eroded = _erode(eroded)
-        if not eroded.any():
+    for done in range(feather - 1):
+        shrunk = _erode(eroded)
+        if not shrunk.any():
             break
+        if np.array_equal(shrunk, eroded):  # no black pixel left to grow from (an all-white mask): the rest is the same
+            distance += shrunk * np.float32(feather - 1 - done)
+            break
+        eroded = shrunk
         distance += eroded
     return distance / max(feather, 1)
 
