@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import shutil
 import time
 from contextlib import contextmanager
@@ -41,13 +42,14 @@ from export.fp16 import to_fp16
 from export.int8 import to_int8
 from export.networks import Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
-from export.options import PRECISIONS, ExportOptions, parse_unet_batches
+from export.options import ExportOptions, parse_unet_batches
 from export.parity import check_parity, measure_parity
 from export.sources import Sources, resolve_sources
 from export.tensorrt import build_plan, plan_file, require_tensorrt
 from export.tokenizer import TOKENIZER_DIR, write_tokenizer
 from runtime.atomic import building_folder, remove_stale_builds
 from runtime.bundle import (
+    PRECISIONS,
     SCHEMA_VERSION,
     Engine,
     FileEntry,
@@ -349,7 +351,9 @@ def build_bundle(
 def export_bundle(options: ExportOptions, console: Console | None = None) -> Exported:
     """Export (or reuse) the bundle ``options`` describe; see the module docstring for the steps."""
     if options.precision not in PRECISIONS:
-        raise ConfigError(f"precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if not math.isfinite(options.lora_scale):  # the manifest records it, and its reader takes finite numbers only
+        raise ConfigError(f"--lora-scale is {options.lora_scale}; it must be a finite number")
     template = check_template(options.template)
     batches = parse_unet_batches(options.unet_batch, options.lcm_lora)
     removed = remove_stale_builds(options.out)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.options import PRECISIONS, ExportOptions
+from export.options import ExportOptions
+from runtime.bundle import PRECISIONS
 from runtime.command import choice, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
 

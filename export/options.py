@@ -12,8 +12,6 @@ from pathlib import Path
 from runtime.contract import DEFAULT_TEMPLATE, GUIDED_BATCH, SINGLE_BATCH, UNET_BATCHES
 from runtime.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 def parse_unet_batches(text: str | None, lcm_lora: str | None) -> tuple[int, ...]:
     """``--unet-batch``: "1", "2" or "1,2" -> (1,), (2,) or (1, 2); by default 1 with LCM-LoRA (guidance 1), else 2."""

@@ -20,8 +20,12 @@ The reading recipe (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official cod
 window (plus the margin) out before converting or resampling anything, so the work is bounded by 10 s of audio
 whatever the array's length. `load_audio` decodes a file's window and hands its mono samples on. The rate must lie
 in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (4-384 kHz: every rate in use, and a bound on the samples 10 s can hold); the
-C++ runtime's waveform.cpp mirrors these two numbers. A bad clip raises `AudioLoadError` with a one-line message
-that names it; a bad option raises `ConfigError`. Only numpy, soundfile and soxr are used: never torch.
+C++ runtime's waveform.cpp mirrors these two numbers. A `start` past the end of the clip (however large: the frame
+it names is computed in Python floats) is refused as such. A headerless `.raw` file is refused (soundfile opens a
+file of that name as raw samples, whose rate, channels and format it must be told); libsndfile itself reads a
+headerless `.au`/`.snd` as 8 kHz mu-law, `.vox` as 8 kHz (`.vox6`: 6 kHz) VOX ADPCM and `.gsm` as 8 kHz GSM 6.10,
+the conventions of those telephony files. A bad clip raises `AudioLoadError` with a one-line message that names it;
+a bad option raises `ConfigError`. Only numpy, soundfile and soxr are used: never torch.
 
 A file cut short (an interrupted copy or download) must fail, not load as a shorter clip. libsndfile knows a
 FLAC file's frame count from its header, so a window that decodes short is caught. But it quietly decodes what
@@ -39,6 +43,7 @@ import math
 import numbers
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -72,12 +77,18 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first", start: float 
     The window begins `start` seconds into the clip (0: its first 10 s). Only that window (plus a short
     resampler margin) is decoded, block by block and downmixed as it comes, so a long file or one of many
     channels costs little; when less than 10 s remain, what remains is repeated. Raises AudioLoadError (missing,
-    empty, truncated, not audio, a rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, no samples, non-finite samples,
-    `start` at or past the end) or ConfigError (unknown `downmix`, negative or non-finite `start`).
+    empty, truncated, not audio, headerless RAW, a rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, no samples,
+    non-finite samples, `start` at or past the end) or ConfigError (unknown `downmix`, negative or non-finite
+    `start`).
     """
     path = Path(path)
     _check_options(downmix, start, str(path))
     _check_file(path)
+    if path.suffix.lower() == ".raw":  # soundfile opens a .raw file as headerless samples, of a format it must be told
+        raise AudioLoadError(
+            f"{path}: headerless RAW audio is not supported (it does not say its rate, channels or sample format)",
+            hint="convert it to WAV or FLAC with its true format, e.g. `ffmpeg -f s16le -ar 16000 -ac 1 -i CLIP.raw clip.wav`",
+        )
     cut_short = _truncation(path)
     if cut_short:
         raise AudioLoadError(f"{path}: file is truncated: {cut_short}", hint=_HINT_REEXPORT)
@@ -97,9 +108,9 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first", start: float 
         # audio (libsndfile's "MP3", layers I-III) the frame walk of `_truncation` is the check.
         _check_rate(sample_rate, str(path))  # before anything is read: the rate sizes the window
         known, mp3 = total < _UNKNOWN_FRAMES, f.format == "MP3"
-        first = round(start * sample_rate)  # the window's first frame
-        if known and 0 < total <= first:  # (a clip of no frames gets its own error below)
-            raise _past_end(str(path), start, total / sample_rate)
+        first = _first_frame(start, sample_rate)
+        if 0 < total and first >= min(total, _UNKNOWN_FRAMES):  # (a clip of no frames gets its own error below)
+            raise _past_end(str(path), start, total / sample_rate if known else None)
         wanted = _window_samples(sample_rate)
         frames = min(total - first, wanted) if known else wanted
         try:
@@ -170,7 +181,7 @@ def prepare_waveform(
         )
     if x.size == 0:
         raise AudioLoadError(f"{name}: holds no audio samples (shape {x.shape})", hint="re-export the clip")
-    first = round(start * sample_rate)  # the window's first sample
+    first = _first_frame(start, sample_rate)  # the window's first sample
     if first >= len(x):
         raise _past_end(name, start, len(x) / sample_rate)
     x = x[first : first + _window_samples(sample_rate)]  # [n] or [n, C]: the window and the margin
@@ -213,6 +224,14 @@ def _downmix(x: np.ndarray, downmix: str) -> np.ndarray:
     return x[:, 0 if downmix == "first" else min(1, x.shape[1] - 1)]  # [n]
 
 
+def _first_frame(start: float, sample_rate: float) -> int:
+    """The frame `start` seconds into a clip at `sample_rate`, computed in Python floats (a float32 rate makes
+    float32 arithmetic, which overflows at 1e35 s); _UNKNOWN_FRAMES, past the end of every clip, for a start
+    beyond it (1e305 s at 8 kHz is more than a float holds)."""
+    frame = float(start) * float(sample_rate)
+    return round(frame) if frame < _UNKNOWN_FRAMES else _UNKNOWN_FRAMES
+
+
 def _window_samples(sample_rate: float) -> int:
     """Input samples (per channel) that give the 10 s window and the resampler's margin at `sample_rate`."""
     return math.ceil((CLIP_SECONDS + RESAMPLE_MARGIN_SECONDS) * sample_rate)
@@ -241,9 +260,9 @@ def _check_options(downmix: str, start: float, name: str) -> None:
             f"downmix must be one of {', '.join(map(repr, DOWNMIX_MODES))}, got {downmix!r}",
             hint='"first" keeps channel 0 like the official inference; "mean" averages the channels; "second" keeps channel 1',
         )
-    if not (isinstance(start, numbers.Real) and 0 <= start < math.inf):
+    if not (isinstance(start, numbers.Real) and 0 <= start <= sys.float_info.max):  # a float holds it: NaN, inf fail
         raise ConfigError(
-            f"{name}: --start must be a finite number of seconds >= 0, got {start!r}",
+            f"{name}: --start must be a finite number of seconds >= 0, got {shown(start)}",
             hint="the 10 s window begins this many seconds into the clip; 0 reads its first 10 s",
         )
 

@@ -7,9 +7,11 @@ manifest lists (``runtime.external_data``), or whose engines' I/O is off the eng
 (``runtime.contract``); the backends then reach every file through ``Bundle.file_path``; and ``audiotoken-rt info``
 prints it. Torch-free: json and hashlib.
 
-A bundle may come from anyone (docs/bundles.md), so the manifest is input: every path in it must pass
-``bundle_path`` (relative, '/'-separated, no '..', and inside the bundle once symlinks are resolved), every sha256
-and the key must be 64 lowercase hex digits; anything else is refused in one line naming the field. The sha256
+A bundle may come from anyone (docs/bundles.md), so the manifest is input: ``Field``, the one reader of its JSON,
+holds every field to its JSON type and range (sizes positive and bounded, names from their known sets, numbers
+finite, strings without control characters); every path in it must pass ``bundle_path`` (relative, '/'-separated,
+no '..', and inside the bundle once symlinks are resolved), every sha256 and the key must be 64 lowercase hex
+digits; anything else is refused in one line naming the field path and the value. The sha256
 check finds corruption, not tampering (whoever writes a file can write its manifest line too), and ``Bundle.open``
 trusts a file whose size and mtime are those it last hashed, unless asked to hash everything
 (``AUDIOTOKEN_RT_VERIFY=full``, ``audiotoken-rt info --verify full``).
@@ -25,23 +27,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
 import shlex
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from runtime.atomic import write_atomically
-from runtime.contract import ENGINE_NAMES, GUIDED_BATCH, Dims, TensorSpec, contract_problems
-from runtime.errors import BundleError, ConfigError, shown
+from runtime.contract import (
+    DYNAMIC,
+    ENGINE_NAMES,
+    GUIDED_BATCH,
+    TOKEN_SLOTS,
+    UNET_BATCHES,
+    VAE_FACTOR,
+    Dims,
+    TensorSpec,
+    contract_problems,
+)
+from runtime.errors import BundleError, ConfigError, first_line, shown
 from runtime.external_data import MalformedProtobuf, external_locations
+from runtime.schedulers import PREDICTION_TYPES, SCHEDULER_NAMES
 
 SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
 READABLE_VERSIONS = (1, 2, 3)  # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is some tens of kB; a bigger file is not read
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a sha256 and the bundle key, as the manifest writes them
 MAX_PATH_BYTES = 4095  # a manifest path in UTF-8 (Linux's PATH_MAX less the NUL)
@@ -49,6 +66,13 @@ MAX_PART_BYTES = 255  # one part of it (NAME_MAX)
 VERIFY_MODES = ("quick", "full")  # quick: a file of unchanged size and mtime is not hashed again; full: hash every file
 VERIFY_VARIABLE = "AUDIOTOKEN_RT_VERIFY"  # how every command that opens a bundle is told to hash everything
 UNTRUSTED_HINT = "get the bundle again from a publisher you trust, or rebuild it with audiotoken-rt export --force"
+REBUILD_HINT = "rebuild the bundle with audiotoken-rt export --force"
+# What the manifest's fields may hold (the C++ runtime's manifest.hpp mirrors the two bounds)
+PRECISIONS = ("fp32", "fp16", "int8")  # of the bundle and of each engine (an int8 bundle keeps some engines fp32)
+DECODERS = ("sd-vae", "taesd")  # Stable Diffusion's autoencoder, the tiny one (TAESD)
+MAX_PICTURE_SIDE = 4096  # pixels: a bundle's height and width (SD 1.x draws 512, SD 2.x 768)
+MAX_TOKEN_DIM = 8192  # D: CLIP ViT-L is 768, OpenCLIP ViT-H 1024, ViT-bigG 1280
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # controls, line breaks, surrogates
 
 
 def path_problem(value: object) -> str | None:
@@ -127,6 +151,115 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 @dataclass(frozen=True)
+class Field:
+    """A value of the manifest's JSON and its field path (``engines.unet.inputs[0].shape[1]``): the one reader of
+    the manifest's types. Each accessor returns the value if it has the JSON type (and lies in the range) the schema
+    gives it, else raises one BundleError line naming the field path and the value. Keys the schema does not name
+    are ignored (a newer export may add some within a schema version); a missing one is refused."""
+
+    value: object
+    name: str = ""  # the field path; "" for the whole manifest
+
+    def refuse(self, expected: str) -> NoReturn:
+        raise BundleError(f"{self.name} is {shown(self.value)}: expected {expected}", hint=REBUILD_HINT)
+
+    def json_object(self) -> dict:
+        """The JSON object itself (as json gives it: a free-form one, such as the scheduler config)."""
+        if not isinstance(self.value, dict):
+            self.refuse("an object")
+        return self.value
+
+    def __getitem__(self, key: str) -> Field:
+        """The member ``key`` of this object."""
+        members = self.json_object()
+        if key not in members:
+            raise BundleError(f"{member_name(self.name, key)} is missing", hint=REBUILD_HINT)
+        return Field(members[key], member_name(self.name, key))
+
+    def get(self, key: str, default: object) -> Field:
+        """The member ``key`` of this object, ``default`` where it has none."""
+        return Field(self.json_object().get(key, default), member_name(self.name, key))
+
+    def members(self) -> dict[str, Field]:
+        """Every member of this object, by key (a key holding a control character is refused)."""
+        for key in self.json_object():
+            if _UNPRINTABLE.search(key):
+                raise BundleError(
+                    f"{self.name} has the key {shown(key)}: expected keys without control characters",
+                    hint=REBUILD_HINT,
+                )
+        return {key: Field(value, member_name(self.name, key)) for key, value in self.json_object().items()}
+
+    def items(self) -> list[Field]:
+        """Every item of this array."""
+        if not isinstance(self.value, list):
+            self.refuse("an array")
+        return [Field(value, f"{self.name}[{i}]") for i, value in enumerate(self.value)]
+
+    def optional(self) -> Field | None:
+        """None where the value is null, else this field."""
+        return None if self.value is None else self
+
+    def text(self, choices: tuple[str, ...] = ()) -> str:
+        """A string (one of ``choices`` when given) without control characters, line breaks or lone surrogates."""
+        value = self.value
+        if not isinstance(value, str) or _UNPRINTABLE.search(value) or (choices and value not in choices):
+            if not choices:
+                self.refuse("a string without control characters")
+            self.refuse(repr(choices[0]) if len(choices) == 1 else f"one of {', '.join(choices)}")
+        return value
+
+    def whole(self, low: int, high: int | None = None, *, multiple: int = 1, dynamic: bool = False) -> int:
+        """A JSON integer from ``low`` to ``high`` (no bound: None), a multiple of ``multiple``; or, when ``dynamic``,
+        DYNAMIC (an open dimension)."""
+        value = self.value
+        in_range = type(value) is int and low <= value and (high is None or value <= high) and value % multiple == 0
+        if not (in_range or (dynamic and type(value) is int and value == DYNAMIC)):
+            span = f"from {low} to {high}" if high is not None else f"{low} or more"
+            self.refuse(
+                f"a whole number {span}"
+                + (f", a multiple of {multiple}" if multiple > 1 else "")
+                + (f", or {DYNAMIC} (an open dimension)" if dynamic else "")
+            )
+        return value
+
+    def number(self, low: float = -math.inf, *, above: bool = False, infinite: bool = False) -> float:
+        """A JSON number (an integer too) at least ``low`` (more than it, when ``above``), finite unless
+        ``infinite`` (then Infinity passes too; NaN never does)."""
+        value = self.value
+        fits_float = type(value) is float or (type(value) is int and abs(value) <= sys.float_info.max)
+        number = float(value) if fits_float else math.nan
+        if not ((low < number if above else low <= number) and (infinite or math.isfinite(number))):
+            bound = f" {'>' if above else '>='} {low:g}" if low > -math.inf else ""
+            self.refuse(f"a {'' if infinite else 'finite '}number{bound}")
+        return number
+
+    def path(self) -> str:
+        """A path inside the bundle, spelled by the rule (``bundle_path``)."""
+        bundle_path(self.name, self.value)
+        return self.value
+
+    def sha256(self) -> str:
+        """A sha256 as the manifest writes it (``sha256_hex``)."""
+        return sha256_hex(self.name, self.value)
+
+
+def member_name(name: str, key: str) -> str:
+    """The field path of member ``key`` of the object at ``name``: ``engines.unet``, or ``files['a/b.json']`` (a key
+    that is not a plain identifier, quoted as a message shows a value)."""
+    if key.isascii() and key.isidentifier():
+        return f"{name}.{key}" if name else key
+    return f"{name}[{shown(key)}]"
+
+
+def tensor_spec(d: Field) -> TensorSpec:
+    """An engine input or output as the manifest writes it: name, numpy dtype name and shape (sizes >= 1, or DYNAMIC)."""
+    return TensorSpec(
+        d["name"].text(), d["dtype"].text(), tuple(size.whole(1, dynamic=True) for size in d["shape"].items())
+    )
+
+
+@dataclass(frozen=True)
 class FileEntry:
     """One file of the bundle, by path relative to the bundle folder."""
 
@@ -141,14 +274,9 @@ class FileEntry:
         return cls(path, file_sha256(full), full.stat().st_size)
 
     @classmethod
-    def from_json(cls, d: dict, name: str) -> FileEntry:
-        """The entry at manifest field ``name``, its path spelled by the rule and its sha256 and size well-formed."""
-        entry = cls(**d)
-        bundle_path(f"{name}.path", entry.path)
-        sha256_hex(f"{name}.sha256", entry.sha256)
-        if not isinstance(entry.size, int) or isinstance(entry.size, bool) or entry.size < 0:
-            raise BundleError(f"{name}.size is {shown(entry.size)}: expected a byte count", hint=UNTRUSTED_HINT)
-        return entry
+    def from_json(cls, d: Field) -> FileEntry:
+        """The entry at manifest field ``d``: its path spelled by the rule, its sha256 and size (bytes) well-formed."""
+        return cls(d["path"].path(), d["sha256"].sha256(), d["size"].whole(0))
 
 
 @dataclass(frozen=True)
@@ -162,12 +290,17 @@ class OutputError:
 
     @classmethod
     def measure(cls, name: str, engine: np.ndarray, reference: np.ndarray) -> OutputError:
-        """Max abs and relative error; a non-finite engine output counts as an infinite error."""
-        if not np.all(np.isfinite(engine)):
+        """Max abs and relative error; a non-finite engine output (or reference) counts as an infinite error, so
+        the manifest never records NaN (its reader refuses it)."""
+        if not (np.all(np.isfinite(engine)) and np.all(np.isfinite(reference))):
             return cls(name, float("inf"), float("inf"))
         max_abs = float(np.max(np.abs(engine.astype(np.float64) - reference)))
         scale = float(np.max(np.abs(reference)))
         return cls(name, max_abs, max_abs / scale if scale > 0 else max_abs)
+
+    @classmethod
+    def from_json(cls, d: Field) -> OutputError:
+        return cls(d["name"].text(), d["max_abs"].number(0, infinite=True), d["max_rel"].number(0, infinite=True))
 
 
 @dataclass(frozen=True)
@@ -184,8 +317,9 @@ class Parity:
         return all(o.max_rel <= self.tolerance for o in self.outputs)
 
     @classmethod
-    def from_json(cls, d: dict) -> Parity:
-        return cls(d["backend"], d["sample"], d["tolerance"], tuple(OutputError(**o) for o in d["outputs"]))
+    def from_json(cls, d: Field) -> Parity:
+        outputs = tuple(OutputError.from_json(o) for o in d["outputs"].items())
+        return cls(d["backend"].text(), d["sample"].text(), d["tolerance"].number(0), outputs)
 
 
 @dataclass(frozen=True)
@@ -198,9 +332,9 @@ class Plan:
     parity: Parity
 
     @classmethod
-    def from_json(cls, d: dict, name: str) -> Plan:
-        file = FileEntry.from_json(d["file"], f"{name}.file")
-        return cls(file, d["tensorrt_version"], d["gpu"], Parity.from_json(d["parity"]))
+    def from_json(cls, d: Field) -> Plan:
+        file = FileEntry.from_json(d["file"])
+        return cls(file, d["tensorrt_version"].text(), d["gpu"].text(), Parity.from_json(d["parity"]))
 
 
 @dataclass(frozen=True)
@@ -213,8 +347,9 @@ class Variant:
     parity: Parity
 
     @classmethod
-    def from_json(cls, d: dict, name: str) -> Variant:
-        return cls(FileEntry.from_json(d["file"], f"{name}.file"), tuple(d["devices"]), Parity.from_json(d["parity"]))
+    def from_json(cls, d: Field) -> Variant:
+        devices = tuple(device.text() for device in d["devices"].items())
+        return cls(FileEntry.from_json(d["file"]), devices, Parity.from_json(d["parity"]))
 
 
 @dataclass(frozen=True)
@@ -250,18 +385,19 @@ class Engine:
         return next((v.file for v in self.variants if device in v.devices), self.file)
 
     @classmethod
-    def from_json(cls, d: dict, name: str) -> Engine:
-        """The engine at manifest field ``name`` (``engines.<engine>``)."""
+    def from_json(cls, d: Field, key: str) -> Engine:
+        """The engine at manifest field ``d`` (``engines.<key>``, its ``name`` being ``key``)."""
+        data = d["data"].optional()
         return cls(
-            name=d["name"],
-            file=FileEntry.from_json(d["file"], f"{name}.file"),
-            data=FileEntry.from_json(d["data"], f"{name}.data") if d["data"] else None,
-            precision=d["precision"],
-            inputs=tuple(TensorSpec.from_json(t) for t in d["inputs"]),
-            outputs=tuple(TensorSpec.from_json(t) for t in d["outputs"]),
+            name=d["name"].text((key,)),
+            file=FileEntry.from_json(d["file"]),
+            data=FileEntry.from_json(data) if data is not None else None,
+            precision=d["precision"].text(PRECISIONS),
+            inputs=tuple(tensor_spec(t) for t in d["inputs"].items()),
+            outputs=tuple(tensor_spec(t) for t in d["outputs"].items()),
             parity=Parity.from_json(d["parity"]),
-            plans=tuple(Plan.from_json(p, f"{name}.plans[{i}]") for i, p in enumerate(d["plans"])),
-            variants=tuple(Variant.from_json(v, f"{name}.variants[{i}]") for i, v in enumerate(d.get("variants", ()))),
+            plans=tuple(Plan.from_json(p) for p in d["plans"].items()),
+            variants=tuple(Variant.from_json(v) for v in d.get("variants", []).items()),
         )
 
 
@@ -273,6 +409,11 @@ class Source:
     ref: str
     files: dict[str, str]  # path relative to the source (or its file name) -> sha256
 
+    @classmethod
+    def from_json(cls, d: Field) -> Source:
+        files = {name: digest.sha256() for name, digest in d["files"].members().items()}
+        return cls(d["role"].text(), d["ref"].text(), files)
+
 
 @dataclass(frozen=True)
 class Lora:
@@ -281,6 +422,10 @@ class Lora:
     source: str
     sha256: str
     scale: float
+
+    @classmethod
+    def from_json(cls, d: Field) -> Lora:
+        return cls(d["source"].text(), d["sha256"].sha256(), d["scale"].number())
 
 
 @dataclass(frozen=True)
@@ -300,11 +445,19 @@ class Recipe:
         return self.lora is not None and self.decoder == "taesd" and 1 in self.unet_batches
 
     @classmethod
-    def from_json(cls, d: dict) -> Recipe:
-        lora = Lora(**d["lora"]) if d["lora"] else None
-        if lora:
-            sha256_hex("recipe.lora.sha256", lora.sha256)
-        return cls(tuple(d["unet_batches"]), d["decoder"], lora, d["scheduler"], d["steps"], d["guidance"])
+    def from_json(cls, d: Field) -> Recipe:
+        batches = tuple(batch.whole(min(UNET_BATCHES), max(UNET_BATCHES)) for batch in d["unet_batches"].items())
+        if not batches or len(set(batches)) < len(batches):
+            d["unet_batches"].refuse(", ".join(f"[{batch}]" for batch in UNET_BATCHES) + f" or {list(UNET_BATCHES)}")
+        lora = d["lora"].optional()
+        return cls(
+            unet_batches=batches,
+            decoder=d["decoder"].text(DECODERS),
+            lora=Lora.from_json(lora) if lora is not None else None,
+            scheduler=d["scheduler"].text(SCHEDULER_NAMES),
+            steps=d["steps"].whole(1),
+            guidance=d["guidance"].number(1),
+        )
 
 
 @dataclass(frozen=True)
@@ -388,59 +541,43 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST) -> Manifest:
+        """The manifest in ``text`` (read from ``source``, which every error names), each field checked by ``Field``."""
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError; an integer of 4300+ digits; deep nesting
+            raise BundleError(f"{source}: not valid JSON ({first_line(exc)})", hint=REBUILD_HINT) from None
+        version = document.get("schema_version") if isinstance(document, dict) else None
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise BundleError(
-                f"{source}: not valid JSON ({exc})", hint="rebuild the bundle with audiotoken-rt export --force"
-            ) from exc
-        version = d.get("schema_version") if isinstance(d, dict) else None
-        if version not in READABLE_VERSIONS:
-            raise BundleError(
-                f"{source}: manifest schema version {version}, this audiotoken-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}",
+                f"{source}: manifest schema version {shown(version)}, this audiotoken-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}",
                 hint="rebuild the bundle with this version's audiotoken-rt export --force",
             )
+        d = Field(document)
         try:
-            sha256_hex("key", d.get("key"))
-            bundle_path("tokenizer", d.get("tokenizer"))
-            sources = tuple(Source(**s) for s in d["sources"])
-            for i, s in enumerate(sources):
-                for name, digest in s.files.items():
-                    sha256_hex(f"sources[{i}].files[{name!r}]", digest)
             return cls(
-                **{
-                    k: d[k]
-                    for k in (
-                        "key",
-                        "precision",
-                        "opset",
-                        "token_dim",
-                        "placeholder",
-                        "placeholder_id",
-                        "template",
-                        "height",
-                        "width",
-                        "vae_scaling_factor",
-                        "prediction_type",
-                        "scheduler_config",
-                        "tokenizer",
-                        "created_with",
-                        "schema_version",
-                    )
-                },
-                sources=sources,
-                files=tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(d["files"])),
-                engines={name: Engine.from_json(e, f"engines.{name}") for name, e in d["engines"].items()},
+                schema_version=version,
+                key=d["key"].sha256(),
+                sources=tuple(Source.from_json(s) for s in d["sources"].items()),
+                precision=d["precision"].text(PRECISIONS),
+                opset=d["opset"].whole(1),
+                token_dim=d["token_dim"].whole(1, MAX_TOKEN_DIM),
+                placeholder=d["placeholder"].text(),
+                placeholder_id=d["placeholder_id"].whole(0),
+                template=d["template"].text(),
+                height=d["height"].whole(VAE_FACTOR, MAX_PICTURE_SIDE, multiple=VAE_FACTOR),
+                width=d["width"].whole(VAE_FACTOR, MAX_PICTURE_SIDE, multiple=VAE_FACTOR),
+                vae_scaling_factor=d["vae_scaling_factor"].number(0, above=True),
+                prediction_type=d["prediction_type"].text(PREDICTION_TYPES),
+                scheduler_config=d["scheduler_config"].json_object(),
+                tokenizer=d["tokenizer"].path(),
+                files=tuple(FileEntry.from_json(f) for f in d["files"].items()),
+                engines={key: Engine.from_json(e, key) for key, e in d["engines"].members().items()},
+                created_with={package: v.text() for package, v in d["created_with"].members().items()},
                 recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
-                token_slots=d["token_slots"] if version >= 3 else 1,
+                token_slots=d["token_slots"].whole(1, TOKEN_SLOTS) if version >= 3 else 1,
             )
         except BundleError as exc:  # a field off the rules: the same line, said of this manifest
             raise BundleError(f"{source}: {exc}", hint=exc.hint) from None
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise BundleError(
-                f"{source}: manifest lacks or mistypes a field ({exc})",
-                hint="rebuild the bundle with audiotoken-rt export --force",
-            ) from exc
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
@@ -456,7 +593,21 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
             f"{folder}: no {MANIFEST}; expected an engine bundle folder",
             hint="build one with audiotoken-rt export --out FOLDER",
         )
-    return Manifest.from_json(path.read_text(), str(path))
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror})", hint=UNTRUSTED_HINT) from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest", hint=UNTRUSTED_HINT)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); export writes manifests in UTF-8",
+            hint=REBUILD_HINT,
+        ) from None
+    return Manifest.from_json(text, str(path))
 
 
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:

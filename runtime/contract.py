@@ -59,10 +59,6 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...]
 
-    @classmethod
-    def from_json(cls, d: dict) -> TensorSpec:
-        return cls(d["name"], d["dtype"], tuple(d["shape"]))
-
     def describe(self) -> str:
         return f"{self.name} {self.dtype} {list(self.shape)}"
 

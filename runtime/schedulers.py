@@ -62,6 +62,7 @@ import numpy as np
 from runtime.errors import ConfigError, shown
 
 SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts; every scheduler here takes both
 MAX_TRAIN_TIMESTEPS = 10_000  # a config's num_train_timesteps (Stable Diffusion: 1000); its tables are this long
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
@@ -146,7 +147,7 @@ class Scheduler:
                     hint=f"remove '{key}' from scheduler_config.json or pick another scheduler",
                 )
         _require(cfg, "beta_schedule", ("linear", "scaled_linear"))
-        _require(cfg, "prediction_type", ("epsilon", "v_prediction"))
+        _require(cfg, "prediction_type", PREDICTION_TYPES)
         _require(cfg, "timestep_spacing", ("leading", "trailing", "linspace"))
         n_train = _require_integer(cfg, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS)
         _require_integer(cfg, "steps_offset", 0, n_train - 1)

@@ -357,6 +357,39 @@ def test_past_the_end_message_rounds_the_length(tmp_path):
     load_error(path, re.escape("--start 3.0 s is past the end of the clip (2.268 s long)"), start=3)
 
 
+@pytest.mark.parametrize("start", [1e35, 1e305, 1.7976931348623157e308])
+@pytest.mark.parametrize("rate", [8_000, 44_100])
+def test_a_start_no_clip_reaches_is_past_the_end_not_an_overflow(tmp_path, start, rate):
+    # start * rate overflowed to inf (1e305 s at 8 kHz in float64; 1e35 s at a float32 rate in float32 arithmetic),
+    # and round(inf) raised OverflowError
+    clip = sine(F0, rate, 0.5)
+    path = write(tmp_path / "x.aiff", clip, rate)
+    past_end = re.escape(f"--start {start} s is past the end of the clip (0.5 s long)")
+    load_error(path, past_end, start=start)
+    for rate_type in (int, np.float32, np.float64):
+        with pytest.raises(AudioLoadError, match="^<mic>: " + past_end):
+            prepare_waveform(clip, rate_type(rate), name="<mic>", start=start)
+
+
+def test_a_start_larger_than_a_float_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("--start must be a finite number of seconds >= 0, got 1000")):
+        load_audio(tmp_path / "missing.wav", start=10**400)  # finite, but float(start) overflows
+    with pytest.raises(ConfigError, match="^<mic>: --start must be a finite number"):
+        prepare_waveform(np.zeros(10, np.float32), SAMPLE_RATE, name="<mic>", start=10**400)
+
+
+@pytest.mark.parametrize("name", ["clip.raw", "CLIP.RAW", "clip.Raw"])
+@pytest.mark.parametrize("content", ["wav", "junk"])
+def test_a_raw_file_is_refused_in_one_line_whatever_it_holds(tmp_path, name, content):
+    # soundfile opens a file named .raw as headerless samples, and raised TypeError (samplerate must be specified)
+    path = tmp_path / name
+    if content == "wav":
+        path.write_bytes(write(tmp_path / "clip.wav", sine(F0, SAMPLE_RATE, 0.5), SAMPLE_RATE).read_bytes())
+    else:
+        path.write_bytes(b"\xa4\xc0")
+    load_error(path, re.escape("headerless RAW audio is not supported"))
+
+
 def test_start_past_the_end_of_an_mp3(tmp_path):
     path = write(tmp_path / "x.mp3", sine(F0, 44_100, 3.0), 44_100)
     load_error(path, r"--start 60.0 s is past the end of the clip \(3.0\d* s long\)", start=60.0)

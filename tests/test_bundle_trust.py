@@ -2,8 +2,9 @@
 
 Each hostile bundle below is a copy of the tiny bundle with one thing changed, its manifest kept consistent (the
 sha256 of what it names is the true one), so the hash check alone would let it through: what refuses it is the
-path rule (``runtime.bundle.bundle_path``), the external-data check, or full verification. Every refusal is one
-line naming the manifest field (or the file) and the value.
+path rule (``runtime.bundle.bundle_path``), the external-data check, or full verification. A manifest field of the
+wrong JSON type or out of its range is refused when the manifest is read (``runtime.bundle.Field``). Every refusal
+is one line naming the manifest field (or the file) and the value.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,15 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from audiotoken_rt.cli import app
-from runtime.bundle import VERIFY_VARIABLE, Bundle, bundle_path
+from runtime.bundle import (
+    MAX_MANIFEST_BYTES,
+    VERIFY_VARIABLE,
+    Bundle,
+    OutputError,
+    bundle_path,
+    read_manifest,
+    write_manifest,
+)
 from runtime.errors import BundleError, ConfigError
 from runtime.external_data import MalformedProtobuf, external_locations
 
@@ -136,6 +147,124 @@ def test_a_key_or_sha256_that_is_not_64_lowercase_hex_digits_is_refused(bundle, 
     edit_manifest(bundle, change)
     name = "key" if field == "key" else f"engines.vae_decoder.data.{field}"
     refusal(bundle, f"manifest.json: {name} is {repr(value)[:20]}")
+
+
+def set_field(manifest: dict, path: tuple, value: object) -> None:
+    for key in path[:-1]:
+        manifest = manifest[key]
+    manifest[path[-1]] = value
+
+
+WHOLE_SIDE = "expected a whole number from 8 to 4096, a multiple of 8"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("height",), 100, f"height is 100: {WHOLE_SIDE}"),
+        (("width",), 8192, f"width is 8192: {WHOLE_SIDE}"),
+        (("height",), 64.0, f"height is 64.0: {WHOLE_SIDE}"),  # a JSON fraction, even one without a fraction part
+        (("token_dim",), 0, "token_dim is 0: expected a whole number from 1 to 8192"),
+        (("token_slots",), 5, "token_slots is 5: expected a whole number from 1 to 4"),
+        (("opset",), True, "opset is True: expected a whole number 1 or more"),
+        (("placeholder_id",), -1, "placeholder_id is -1: expected a whole number 0 or more"),
+        (("precision",), "bf16", "precision is 'bf16': expected one of fp32, fp16, int8"),
+        (("prediction_type",), "sample", "prediction_type is 'sample': expected one of epsilon, v_prediction"),
+        (("vae_scaling_factor",), 0, "vae_scaling_factor is 0: expected a finite number > 0"),
+        (("vae_scaling_factor",), float("nan"), "vae_scaling_factor is nan: expected a finite number > 0"),
+        (("scheduler_config",), [], "scheduler_config is []: expected an object"),
+        (
+            ("template",),
+            "a photo of <*>\nerror: all good",
+            "template is 'a photo of <*>\\nerror: all good': expected a",
+        ),
+        (("created_with", "onnx"), 1.17, "created_with.onnx is 1.17: expected a string without control characters"),
+        (("recipe", "decoder"), "vqgan", "recipe.decoder is 'vqgan': expected one of sd-vae, taesd"),
+        (("recipe", "scheduler"), "heun", "recipe.scheduler is 'heun': expected one of dpm++2m, pndm, ddim, euler"),
+        (("recipe", "steps"), 0, "recipe.steps is 0: expected a whole number 1 or more"),
+        (("recipe", "guidance"), float("inf"), "recipe.guidance is inf: expected a finite number >= 1"),
+        (("recipe", "unet_batches"), [2, 2], "recipe.unet_batches is [2, 2]: expected [1], [2] or [1, 2]"),
+        (("recipe", "unet_batches"), [], "recipe.unet_batches is []: expected [1], [2] or [1, 2]"),
+        (("recipe", "unet_batches"), [3], "recipe.unet_batches[0] is 3: expected a whole number from 1 to 2"),
+        (("engines", "unet", "name"), "vae_decoder", "engines.unet.name is 'vae_decoder': expected 'unet'"),
+        (("engines", "unet", "precision"), "fp64", "engines.unet.precision is 'fp64': expected one of fp32"),
+        (("engines", "unet", "inputs", 0, "shape", 1), 0, "engines.unet.inputs[0].shape[1] is 0: expected a whole"),
+        (
+            ("engines", "unet", "inputs", 0, "shape", 0),
+            -2,
+            "engines.unet.inputs[0].shape[0] is -2: expected a whole number 1 or more, or -1",
+        ),
+        (("engines", "unet", "inputs", 0, "dtype"), None, "engines.unet.inputs[0].dtype is None: expected a string"),
+        (("engines", "unet", "plans"), {}, "engines.unet.plans is {}: expected an array"),
+        (("engines", "unet", "parity", "tolerance"), -1, "engines.unet.parity.tolerance is -1: expected a finite"),
+        (
+            ("engines", "unet", "parity", "outputs", 0, "max_rel"),
+            float("nan"),
+            "engines.unet.parity.outputs[0].max_rel is nan: expected a number >= 0",
+        ),
+        (("engines", "unet", "variants", 0, "devices", 0), 0, "engines.unet.variants[0].devices[0] is 0: expected a"),
+        (("files", 0), {"\n": None}, "files[0].path is missing"),  # the unknown key was quoted raw
+    ],
+)
+def test_a_manifest_field_off_its_type_or_range_is_refused_in_one_line_naming_it(bundle, path, value, expected):
+    edit_manifest(bundle, lambda manifest: set_field(manifest, path, value))
+    assert refusal(bundle, "manifest.json: " + re.escape(expected)).startswith(str(bundle / "manifest.json"))
+
+
+@pytest.mark.parametrize("where", ["engines", "sources"])
+def test_a_manifest_key_holding_a_control_character_is_refused_quoted(bundle, where):
+    def change(manifest):
+        if where == "engines":
+            manifest["engines"]["unet\nerror: all good"] = manifest["engines"].pop("unet")
+        else:
+            manifest["sources"][0]["files"]["a\rb"] = "0" * 64
+
+    edit_manifest(bundle, change)
+    field = "engines" if where == "engines" else r"sources\[0\].files"
+    refusal(bundle, f"manifest.json: {field} has the key '.*\\\\[nr].*': expected keys without control characters")
+
+
+def test_keys_the_manifest_schema_does_not_name_are_ignored_and_an_infinite_parity_error_reads(bundle):
+    def change(manifest):
+        manifest["written_by_a_newer_export"] = {"anything": [1]}
+        manifest["engines"]["unet"]["file"]["note"] = "kept aside"
+        manifest["engines"]["unet"]["parity"]["outputs"][0]["max_abs"] = float("inf")  # what a NaN output records
+
+    edit_manifest(bundle, change)
+    assert Bundle.open(bundle).manifest.engines["unet"].parity.outputs[0].max_abs == float("inf")
+
+
+def test_a_parity_error_of_a_non_finite_output_is_infinite_and_the_manifest_reads_it_back(bundle):
+    finite, broken = np.ones(4, np.float32), np.array([1, np.nan, 1, 1], np.float32)
+    errors = [OutputError.measure(f"out{i}", *pair) for i, pair in enumerate([(broken, finite), (finite, broken)])]
+    assert all(e.max_abs == e.max_rel == float("inf") for e in errors)  # a NaN reference measured NaN before
+    manifest = read_manifest(bundle)
+    unet = manifest.engines["unet"]
+    written = replace(
+        manifest,
+        engines={**manifest.engines, "unet": replace(unet, parity=replace(unet.parity, outputs=tuple(errors)))},
+    )
+    write_manifest(bundle, written)
+    assert read_manifest(bundle) == written
+
+
+def test_a_manifest_not_in_utf8_or_too_big_is_refused_in_one_line(bundle):
+    manifest = bundle / "manifest.json"
+    manifest.write_bytes(b"\xee{}")  # read_text raised UnicodeDecodeError
+    refusal(bundle, re.escape(f"{manifest}: not UTF-8 text (invalid continuation byte at byte 0)"))
+    manifest.write_bytes(b" " * MAX_MANIFEST_BYTES + b"{}")
+    refusal(bundle, re.escape(f"{manifest}: larger than 16 MiB; not a manifest"))
+
+
+def test_an_unreadable_manifest_is_refused_in_one_line(bundle):
+    manifest = bundle / "manifest.json"
+    manifest.chmod(0)
+    try:
+        if os.access(manifest, os.R_OK):
+            pytest.skip("this user (root?) reads a file of mode 000")
+        refusal(bundle, re.escape(f"{manifest}: cannot be read (Permission denied)"))
+    finally:
+        manifest.chmod(0o644)
 
 
 def test_a_symlink_leading_outside_the_bundle_is_refused(bundle, tmp_path):

@@ -73,21 +73,6 @@ PROPERTIES = settings(
 TIME_LIMIT_S = 20.0  # an example running longer hangs (the slowest legitimate one takes well under a second)
 MEMORY_BUDGET = 2 << 30  # bytes of address space an example may add (a 64-megapixel picture decodes in less)
 
-# Bugs these properties found in files other changes own: the tests that show them are marked xfail until the fix
-# lands (strict: a fixed bug turns the mark into a failure, so the mark cannot outlive the bug).
-
-AUDIO_RAW_BUG = "runtime/audio.py: a .raw file reaches soundfile, whose TypeError (no samplerate) escapes"
-AUDIO_START_BUG = (
-    "runtime/audio.py: a huge finite --start times the rate overflows to inf, and round() raises OverflowError"
-)
-MANIFEST_DEPTH_BUG = "runtime/bundle.py: json.loads' RecursionError on deeply nested JSON escapes Manifest.from_json"
-MANIFEST_UTF8_BUG = "runtime/bundle.py: read_manifest's read_text raises UnicodeDecodeError on a manifest not in UTF-8"
-MANIFEST_TYPES_BUG = "runtime/bundle.py: Manifest.from_json takes a field of the wrong JSON type as it is"
-MANIFEST_KEY_BUG = (
-    "runtime/bundle.py: an unknown key holding a newline is quoted raw (TypeError's message) in the error"
-)
-
-
 # --- running one example --------------------------------------------------------------------------------------
 
 
@@ -336,7 +321,6 @@ def aiff_files(draw) -> bytes:
     return struct.pack(">4sI", b"FORM", len(body)) + body
 
 
-@pytest.mark.xfail(strict=True, reason=AUDIO_RAW_BUG)
 @PROPERTIES
 @given(data=st.binary(max_size=4096), suffix=st.sampled_from(AUDIO_SUFFIXES))
 def test_load_audio_of_any_bytes(sandbox, scratch, data, suffix):
@@ -674,6 +658,20 @@ def replaced(document: object, path: tuple, value: object) -> object:
 DELETE = object()
 
 
+def field_name(path: tuple) -> str:
+    """How an error names the manifest field at ``path``: ``engines.unet.inputs[0].shape[1]``, a key that is not a
+    plain identifier quoted (``sources[0].files['unet/model.safetensors']``)."""
+    name = ""
+    for key in path:
+        if isinstance(key, int):
+            name += f"[{key}]"
+        elif key.isidentifier():
+            name += f".{key}" if name else key
+        else:
+            name += f"[{key!r}]"
+    return name
+
+
 def check_manifest(manifest: object) -> None:
     assert isinstance(manifest, Manifest)
 
@@ -697,7 +695,6 @@ def test_manifest_with_any_field_replaced_or_dropped(sandbox, data):
     expect_result_or_one_line(result, check_manifest, names="bundle/manifest.json")
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_TYPES_BUG)
 @PROPERTIES
 @given(data=st.data())
 def test_manifest_with_a_field_of_the_wrong_type_is_refused(sandbox, data):
@@ -710,12 +707,13 @@ def test_manifest_with_a_field_of_the_wrong_type_is_refused(sandbox, data):
     value = data.draw(JSON_VALUES.filter(lambda v: json_kind(v) not in kinds))
     text = json.dumps(replaced(document, path, value))
     result = sandbox.run(Manifest.from_json, text, "bundle/manifest.json")
-    field = ".".join(map(str, path))
+    field = field_name(path)
     assert result.kind == "refused", f"manifest field {field} = {value!r} gave {result.kind}: {result.detail}"
     expect_result_or_one_line(result, check_manifest, names="bundle/manifest.json")
+    named = "manifest schema version" if path == ("schema_version",) else f"{field} "
+    assert result.value[1].startswith(f"bundle/manifest.json: {named}"), f"does not name {field}: {result.value[1]!r}"
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_UTF8_BUG)
 @PROPERTIES
 @given(data=st.binary(max_size=512) | st.text(max_size=128).map(str.encode))
 def test_read_manifest_of_any_bytes(sandbox, scratch, data):
@@ -811,60 +809,53 @@ def test_a_grid_of_max_regions_is_taken():
     assert len(parse_layout(";".join(f"{k / 16},0,{(k + 1) / 16},1" for k in range(16)))) == MAX_REGIONS
 
 
-@pytest.mark.xfail(strict=True, reason=AUDIO_RAW_BUG)
 def test_a_raw_audio_file_is_one_error_line(sandbox, tmp_path):
     path = tmp_path / "clip.raw"
     path.write_bytes(b"\xa4\xc0")
     expect_result_or_one_line(sandbox.run(load_audio, path), check_waveform, names=str(path))
 
 
-@pytest.mark.xfail(strict=True, reason=AUDIO_START_BUG)
 def test_a_start_of_1e305_seconds_is_one_error_line(sandbox, tmp_path):
     path = tmp_path / "clip.aiff"
     path.write_bytes(audio_seeds()[".aiff"])  # 8 kHz: 1e305 s * 8000 Hz is inf
     expect_result_or_one_line(sandbox.run(load_audio, path, start=1e305), check_waveform, names=str(path))
 
 
-@pytest.mark.xfail(strict=True, reason=AUDIO_START_BUG)
 def test_a_start_of_1e35_seconds_at_a_float32_rate_is_one_error_line(sandbox):
     samples = np.zeros(1, np.float32)
     result = sandbox.run(prepare_waveform, samples, np.float32(22_050), name="clip", start=1e35)  # float32: inf
     expect_result_or_one_line(result, check_waveform, names="clip")
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_DEPTH_BUG)
 def test_a_deeply_nested_manifest_is_one_error_line(sandbox):
     result = sandbox.run(Manifest.from_json, "[" * 5000, "bundle/manifest.json")
     expect_result_or_one_line(result, check_manifest, names="bundle/manifest.json")
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_UTF8_BUG)
 def test_a_manifest_not_in_utf8_is_one_error_line(sandbox, tmp_path):
     (tmp_path / "manifest.json").write_bytes(b"\xee{}")
     expect_result_or_one_line(sandbox.run(read_manifest, tmp_path), check_manifest, names=str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_TYPES_BUG)
 @pytest.mark.parametrize(
-    ("path", "value"),
+    ("path", "value", "expected"),
     [
-        (("height",), "512"),
-        (("template",), 7),
-        (("schema_version",), True),
-        (("files",), {}),
-        (("engines", "unet", "inputs", 0, "shape", 0), None),
-        (("engines", "vae_decoder", "data"), 0),
-        (("recipe", "steps"), 2.5),
+        (("height",), "512", "height is '512': expected a whole number"),
+        (("template",), 7, "template is 7: expected a string"),
+        (("schema_version",), True, "manifest schema version True, "),  # True == 1: it read as version 1
+        (("files",), {}, "files is {}: expected an array"),  # iterating it read no file
+        (("engines", "unet", "inputs", 0, "shape", 0), None, "engines.unet.inputs[0].shape[0] is None: expected"),
+        (("engines", "vae_decoder", "data"), 0, "engines.vae_decoder.data is 0: expected an object"),  # 0: no data
+        (("recipe", "steps"), 2.5, "recipe.steps is 2.5: expected a whole number 1 or more"),
     ],
     ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
 )
-def test_a_manifest_field_of_the_wrong_type_is_refused(sandbox, path, value):
+def test_a_manifest_field_of_the_wrong_type_is_refused(sandbox, path, value, expected):
     text = json.dumps(replaced(valid_manifest(), path, value))
     result = sandbox.run(Manifest.from_json, text, "bundle/manifest.json")
-    assert result.kind == "refused", result
+    assert result.kind == "refused" and result.value[1].startswith(f"bundle/manifest.json: {expected}"), result
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_KEY_BUG)
 @pytest.mark.parametrize("path", [("files", 0), ("engines", "unet", "plans", 0, "file"), ("recipe", "lora")])
 def test_a_manifest_key_holding_a_newline_is_still_one_error_line(sandbox, path):
     text = json.dumps(replaced(valid_manifest(), path, {"\n": None}))  # an object whose one key is a newline
