@@ -26,7 +26,9 @@ setup-serve:
     .venv-serve/bin/python -m pip install -q --upgrade pip
     .venv-serve/bin/python -m pip install -q -e '.[serve]'
 
+# Ctrl-C is its normal end, so just prints no recipe error for it (a failure keeps its exit status and serve's error)
 # Serve the demo bundle (just demo) on Triton at localhost:8000 (HTTP), 8001 (gRPC), 8002 (metrics); Ctrl-C stops it
+[no-exit-message]
 serve-demo:
     test -x .venv-serve/bin/audiotoken-rt || just setup-serve
     test -d .cache/demo/engines || just demo
@@ -40,6 +42,14 @@ bench-serve:
     just bench-bundle 256 int8
     .venv-serve/bin/python -m runtime.serve_bench .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav --json .cache/bench/serve-tiny.json
     .venv-serve/bin/python -m runtime.serve_bench .cache/bench/engines-256-int8 tests/data/3YOH4c9HXpo_290000_300000.wav --steps 10 --requests 8 --json .cache/bench/serve-256-int8.json
+
+# Soak test of serve: 4 clients for `seconds` against the tiny demo bundle, good requests (each must be the CLI's
+# picture, bit for bit) mixed with every hostile kind (each must be refused in one line); the peak memory of the
+# server's processes and its state at the end (JSON in .cache/bench/soak.json; docs/serving.md has a run's figures)
+soak seconds="300":
+    test -x .venv-serve/bin/audiotoken-rt || just setup-serve
+    test -d .cache/demo/engines || just demo
+    .venv-serve/bin/python -m runtime.serve_soak .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav {{ if path_exists(sample_clip) == "true" { sample_clip } else { "" } }} --seconds {{seconds}} --json .cache/bench/soak.json
 
 # .venv-openvino beside .venv: the same install, with ONNX Runtime's OpenVINO build (onnxruntime-openvino) for onnxruntime
 setup-openvino:
@@ -140,3 +150,8 @@ fix:
 cpp target="all":
     cmake -S runtime/cpp -B .cache/cpp-build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX={{justfile_directory()}}/.cache/cpp-install -DONNXRUNTIME_INCLUDE_DIR={{justfile_directory()}}/.cache/onnxruntime-dev/usr/include/onnxruntime -DONNXRUNTIME_LIBRARY="$(python -c 'import onnxruntime, pathlib; print(sorted((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))[0])')"
     cmake --build .cache/cpp-build/release -j2 --target {{target}}
+
+# Fuzz the C API's parsers (runtime/cpp/fuzz: manifest, tokenizer.json, prompt, waveform, clip file) with libFuzzer,
+# ASan and UBSan for `seconds` each, longer than the test run's 20 s; a finding's input is kept in .cache/fuzz/
+fuzz seconds="300":
+    AUDIOTOKEN_RT_FUZZ_SECONDS={{seconds}} python -m pytest -q tests/test_cpp.py -k fuzzing

@@ -64,18 +64,20 @@ def doctor_command(
     """Print versions and devices, then run a bundle on DEVICE with BACKEND and check every engine, a picture and
     the speed against the CPU; one line per check, exit status 1 if any fails."""
     from rich.console import Console
+    from rich.text import Text
 
     from runtime.bundle import Bundle
     from runtime.doctor import Check, check_bundle, device_ready, machine_facts
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, markup=False, soft_wrap=True)  # details (paths, errors) shown as they are
     progress = Console(stderr=True)
 
     def show(check: Check) -> None:
-        line = f"[{STATUS_STYLE[check.status]}]{check.status:>4}[/] {check.name}: {check.detail}"
-        console.print(line, markup=True)
+        console.print(
+            Text.assemble((f"{check.status:>4}", STATUS_STYLE[check.status]), f" {check.name}: {check.detail}")
+        )
         if check.hint:
-            console.print(f"     hint: {check.hint}", markup=False)
+            console.print(f"     hint: {check.hint}")
 
     checks = [*machine_facts(), device_ready(backend, device)]
     for check in checks:

@@ -12,8 +12,10 @@ same data flow runs on:
   a factory ``(bundle, device) -> Backend``). The PyTorch side registers ``torch`` there (``export.torch_backend``,
   the networks the bundle was exported from, for A/B checks), so this leaf module names nothing outside the
   runtime, and a runtime-only install says in one line what ``--backend torch`` needs.
-Every file a backend opens comes from the manifest through ``Bundle.engine_path`` / ``Bundle.file_path``: inside
-the bundle, and the file that was checked when the bundle opened.
+``backend_ready`` says, before a bundle is read, whether a backend can start on a device here, or in one line which
+extra to install (``gpu``, ``trt``): ``Pipeline.open``, ``bench`` and ``doctor`` ask it, so a missing library reads
+the same everywhere. Every file a backend opens comes from the manifest through ``Bundle.engine_path`` /
+``Bundle.file_path``: inside the bundle, and the file that was checked when the bundle opened.
 """
 
 from __future__ import annotations
@@ -79,19 +81,13 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None):
-        if device not in PROVIDERS:
-            raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        backend_ready(self.name, device)
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
         if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
             raise ConfigError(
                 f"{bundle.root}: its int8 engines ({', '.join(int8)}) are for ONNX Runtime's CPU provider; "
                 f"they cannot run on --device {device}",
                 hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU",
-            )
-        if PROVIDERS[device] not in ort.get_available_providers():
-            raise ConfigError(
-                f"ONNX Runtime here has no {PROVIDERS[device]} (available: {', '.join(ort.get_available_providers())})",
-                hint=INSTALL_HINTS[device],
             )
         self.bundle = bundle
         self.device = device
@@ -261,19 +257,49 @@ def backend_names() -> tuple[str, ...]:
     return (*BUILTIN_BACKENDS, *sorted(set(plugin_backends()) - set(BUILTIN_BACKENDS)))
 
 
-def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cpu") -> Backend:
-    """The backend named ``backend`` over ``bundle``; heavy backends are imported only when asked for."""
-    if backend == "onnxruntime":
-        return OnnxRuntimeBackend(bundle, device)
-    if backend == "tensorrt":
-        from runtime.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(bundle)
+def plugin_factory(backend: str):
+    """The factory ``(bundle, device) -> Backend`` of plug-in ``backend``, imported (once per process)."""
     plugins = plugin_backends()
     if backend not in plugins:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}")
     try:
-        factory = plugins[backend].load()
+        return plugins[backend].load()
     except ImportError as exc:
         raise needs_pytorch_side(f"--backend {backend}", exc) from exc
-    return factory(bundle, device)
+
+
+def backend_ready(backend: str, device: str) -> str:
+    """Whether ``backend`` can start on ``device`` on this machine, asked before any bundle or work: a line saying
+    what was found, or the one-line ConfigError naming what to install (the ``gpu`` extra for ONNX Runtime's CUDA
+    and TensorRT providers, the ``trt`` extra for the native TensorRT backend, the PyTorch side for ``torch``).
+    ``Pipeline.open``, ``bench`` and ``doctor`` all ask it, so a missing library reads the same in every command."""
+    if backend == "onnxruntime":
+        if device not in PROVIDERS:
+            raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        available = ort.get_available_providers()
+        if PROVIDERS[device] not in available:
+            raise ConfigError(
+                f"ONNX Runtime here has no {PROVIDERS[device]} (available: {', '.join(available)})",
+                hint=INSTALL_HINTS[device],
+            )
+        return f"ONNX Runtime lists {PROVIDERS[device]}"
+    if backend == "tensorrt":
+        from runtime.tensorrt import import_tensorrt
+
+        import_tensorrt()
+        return "TensorRT and cuda-python import"
+    plugin_factory(backend)
+    return f"the {backend} plug-in imports (its device is checked when the bundle opens)"
+
+
+def open_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cpu") -> Backend:
+    """The backend named ``backend`` over ``bundle``, once ``backend_ready`` says it can start here; heavy backends
+    are imported only when asked for."""
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(bundle, device)  # it asks backend_ready itself (it is made directly too)
+    if backend == "tensorrt":
+        from runtime.tensorrt import TensorRTBackend
+
+        backend_ready(backend, device)
+        return TensorRTBackend(bundle)
+    return plugin_factory(backend)(bundle, device)

@@ -22,7 +22,10 @@ clip and seed 0, and prints one JSON object. The parent runs the configurations 
 or throttled CPU drifts by 20% over minutes and alternation exposes every configuration to the same drift. Each
 round's total is kept too, and each ratio's round-by-round values beside its best-over-best one: the spread of
 those is how far the drift moves the ratio.
-It prints a table and optionally writes ``--json``: ``{"configs": {name: {"stages": {stage: ms}, "total_ms": ...,
+Before any worker runs, each configuration's backend is asked whether it can start here
+(``runtime.backends.backend_ready``). It prints tables that read at 100 columns, one row per configuration (what
+it drew, its UNet step, total and peak memory; its milliseconds per stage; each round's total) and one per ratio,
+and optionally writes ``--json``: ``{"configs": {name: {"stages": {stage: ms}, "total_ms": ...,
 "unet_step_ms": ..., "peak_rss_mb": ..., "round_totals_ms": [...]}}, "ratios": {"a / b": {..., "total_by_round":
 [...]}}, ...}``. The ``torch`` backend is the
 PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
@@ -42,7 +45,7 @@ from pathlib import Path
 
 import typer
 
-from runtime.backends import DEVICES, GPU_DEVICES, backend_names
+from runtime.backends import DEVICES, GPU_DEVICES, backend_names, backend_ready
 from runtime.command import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
@@ -276,34 +279,39 @@ def bench_configs(
     return configs + beside, pairs
 
 
-def ratio_table(title: str, results: dict[str, dict], relative: dict[str, dict]):
-    """Stage-by-configuration milliseconds (and peak RSS), with the ratios of the chosen pairs."""
+def bench_tables(title: str, results: dict[str, dict], relative: dict[str, dict]) -> list:
+    """The figures as tables that read at 100 columns, one row per configuration (and per ratio): what each drew
+    with its headline figures, its milliseconds per stage, each round's total (the spread is the machine's drift),
+    and the ratios of the chosen pairs. Figures are the best round's."""
     from rich.table import Table
 
-    table = Table(title=title, show_edge=False)
-    table.add_column("ms (RSS in MB)")
-    for name in results:
-        table.add_column(name, justify="right")
-    for pair in relative:
-        table.add_column(pair, justify="right")
-    rows = [(stage, lambda r, s=stage: r["stages"].get(s, 0.0), None) for stage in STAGES] + [
-        ("unet step", lambda r: r["unet_step_ms"], "unet_step"),
-        ("total", lambda r: r["total_ms"], "total"),
-        ("peak RSS", lambda r: r["peak_rss_mb"], "peak_rss"),
-    ]
-    for label, value, key in rows:
-        cells = [f"{value(r):.1f}" for r in results.values()]
-        cells += [f"{figures[key]:.2f}" if key else "" for figures in relative.values()]
-        table.add_row(label, *cells)
-    recipes = [
-        "{scheduler} {steps}, g {guidance:g}, unet batch {unet_batch}, {decoder}".format(**r["recipe"])
-        for r in results.values()
-    ]
-    table.add_row("recipe", *recipes, *[""] * len(relative))
-    by_round = [" ".join(f"{t / 1000:.1f}" for t in r["round_totals_ms"]) for r in results.values()]
-    table.add_row("total by round (s; ratio)", *by_round,
-                  *[" ".join(f"{x:.2f}" for x in figures["total_by_round"]) for figures in relative.values()])  # fmt: skip
-    return table
+    def table(title: str, first: str, *columns: str) -> Table:
+        made = Table(title=title, show_edge=False, title_justify="left")
+        made.add_column(first, no_wrap=True)  # a configuration's or pair's name is never cut
+        for column in columns:
+            made.add_column(column, justify="right")
+        return made
+
+    summary = table(title, "configuration", "recipe", "UNet step\nms", "total\nms", "peak RSS\nMB")
+    summary.columns[1].justify = "left"
+    for name, figures in results.items():
+        recipe = "{scheduler} {steps}, guidance {guidance:g}, batch {unet_batch}, {decoder}".format(**figures["recipe"])
+        headline = (figures["unet_step_ms"], figures["total_ms"], figures["peak_rss_mb"])
+        summary.add_row(name, recipe, *(f"{value:.1f}" for value in headline))
+    measured = [stage for stage in STAGES if any(stage in figures["stages"] for figures in results.values())]
+    stages = table("milliseconds per stage", "configuration", *(stage.replace("_", " ") for stage in measured))
+    for name, figures in results.items():
+        stages.add_row(name, *(f"{figures['stages'][s]:.1f}" if s in figures["stages"] else "-" for s in measured))
+    count = max(len(figures["round_totals_ms"]) for figures in results.values())
+    rounds = table("total by round, s", "configuration", *(f"round {k + 1}" for k in range(count)))
+    for name, figures in results.items():
+        rounds.add_row(name, *(f"{ms / 1000:.1f}" for ms in figures["round_totals_ms"]))
+    by_pair = table("ratios (below 1: faster or smaller)", "a / b", "UNet step", "total", "peak RSS", "total by round")
+    for pair, figures in relative.items():
+        headline = (figures["unet_step"], figures["total"], figures["peak_rss"])
+        by_round = " ".join(f"{x:.2f}" for x in figures["total_by_round"])
+        by_pair.add_row(pair, *(f"{value:.2f}" for value in headline), by_round)
+    return [summary, stages, rounds, *([by_pair] if relative else [])]
 
 
 @reports_errors
@@ -355,7 +363,9 @@ def bench_command(
     if not clip.is_file():
         raise ConfigError(f"{clip}: clip not found")
     configs, pairs = bench_configs(engines, fast_engines, names, device, settings)
-    console = Console(stderr=True, highlight=False)
+    for backend, on in dict.fromkeys((config.backend, config.device) for config in configs):
+        backend_ready(backend, on)  # a backend that cannot start here is one line before any worker runs
+    console = Console(stderr=True, highlight=False, markup=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("bench", total=rounds * len(configs))
@@ -368,7 +378,9 @@ def bench_command(
         results = run_rounds(configs, clip, repeats, rounds, progress)
     relative = ratios(results, pairs)
     title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {device}"
-    Console().print(ratio_table(title, results, relative))
+    shown = Console(markup=False)  # paths shown as they are
+    for table in bench_tables(title, results, relative):
+        shown.print(table)
     if json_out:
         report = {
             "configs": results,

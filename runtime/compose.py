@@ -4,7 +4,9 @@ Place in the data flow: clips -> ``runtime.pipeline.Pipeline.draw_compose`` (one
 ``--layout`` the text engine splices token k at ``<k>``; with it, each region's one-sound prompt is blended with
 the others under soft masks from ``runtime.regions``, around a ``--background`` prompt) ->
 ``runtime.picture.save_png`` -> ``OUT/<stem1>+<stem2>....png``, its text chunks naming every clip and region.
-Options and output paths are checked before any work (``runtime.generate``'s helpers).
+Options, the layout (every part of the picture must belong to a sound or the background) and output paths are
+checked before any work (``runtime.generate``'s helpers); ``--preview-layout`` checks and writes only its own file,
+``OUT/<stems>.layout.png``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, option, options_from, reports_errors
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
-from runtime.generate import SKIP_EXISTING_HELP, Job, check_outputs, picture_paths, run_jobs
+from runtime.generate import SKIP_EXISTING_HELP, Job, check_outputs, picture_line, picture_paths, run_jobs
 from runtime.pipeline import ComposeOptions, Generation
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -32,20 +34,18 @@ COMPOSE_PROMPT_HELP = (
 )
 
 
-def write_layout_preview(pipeline, options: ComposeOptions, path: Path, overwrite: bool, console) -> None:
+def write_layout_preview(pipeline, options: ComposeOptions, path: Path, overwrite: bool) -> None:
     """The layout's regions as a picture at the bundle's size (no sound is read, no engine runs)."""
     from runtime.picture import save_png
     from runtime.regions import layout_picture, parse_layout, region_weights
 
-    if options.layout is None:
-        raise ConfigError("--preview-layout shows a --layout; this composition has none (one prompt)")
     boxes = parse_layout(options.layout)
     manifest = pipeline.bundle.manifest
     h, w = pipeline.latent_shape[2:]
     weights = region_weights(boxes, (h, w), background=options.background is not None, blend=options.blend)
     preview = layout_picture(weights, boxes, (manifest.width, manifest.height))
     save_png(preview, path, {"layout": "; ".join(b.describe() for b in boxes)}, overwrite=overwrite)
-    console.print(f"wrote {path}")
+    picture_line(path)
 
 
 @reports_errors
@@ -88,22 +88,28 @@ def compose_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table."),
 ) -> None:
     """Draw several sounds in one picture: "a photo of <1> next to <2>", or each sound in its region (--layout
-    left,right) around a --background."""
+    left,right) around a --background. Each picture written is one line on stdout, PATH<TAB>seed N."""
     from rich.console import Console
 
     from runtime.pipeline import Pipeline
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # paths shown as they are
     options = options_from(ComposeOptions, locals())
     options.check()
-    job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(clip.name for clip in clips))
-    targets = picture_paths([job], out, num_images)
+    if preview_layout and options.layout is None:
+        raise ConfigError("--preview-layout shows a --layout; this composition has none (one prompt)")
+    job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(map(str, clips)))
+    # --preview-layout writes its own file, and only that one is checked: the composed picture is not drawn.
+    targets = {job: [out / f"{job.stem}.layout.png"]} if preview_layout else picture_paths([job], out, num_images)
     existing = check_outputs(targets, out, overwrite, skip_existing)
+    if preview_layout and existing is not None and existing.kept:
+        console.print(existing.summary())
+        return
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare_compose(options, len(clips))  # before any sound is read: placeholders, slots, regions
     if preview_layout:
-        write_layout_preview(pipeline, options, out / f"{job.stem}.layout.png", overwrite, console)
+        write_layout_preview(pipeline, options, targets[job][0], overwrite or bool(existing and existing.unreadable))
         return
 
     def draw(job: Job, report) -> Generation:

@@ -27,7 +27,7 @@ from importlib import metadata
 
 import numpy as np
 
-from runtime.backends import INSTALL_HINTS, PROVIDERS, open_backend
+from runtime.backends import backend_ready, open_backend
 from runtime.bundle import Bundle, OutputError
 from runtime.contract import N_SAMPLES, SAMPLE_RATE
 from runtime.errors import AudioTokenError, first_line
@@ -196,25 +196,12 @@ def speed(target: Pipeline, reference: Pipeline) -> Check:
 
 
 def device_ready(backend: str, device: str) -> Check:
-    """Whether ``backend`` on ``device`` can start here at all, before any bundle."""
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        wanted = PROVIDERS.get(device)
-        if wanted is None:
-            return Check("device", "FAIL", f"unknown device {device!r}; choose one of {', '.join(PROVIDERS)}")
-        if wanted not in ort.get_available_providers():
-            return Check("device", "FAIL", f"ONNX Runtime here has no {wanted}", hint=INSTALL_HINTS[device])
-        return Check("device", "ok", f"ONNX Runtime lists {wanted}")
-    if backend == "tensorrt":
-        from runtime.tensorrt import import_tensorrt
-
-        try:
-            import_tensorrt()
-        except AudioTokenError as exc:
-            return Check("device", "FAIL", str(exc), hint=exc.hint or "")
-        return Check("device", "ok", "TensorRT and cuda-python import")
-    return Check("device", "ok", f"backend {backend} (checked when the bundle opens)")
+    """Whether ``backend`` on ``device`` can start here at all, before any bundle (``runtime.backends.backend_ready``:
+    the line every command gives, naming the extra to install)."""
+    try:
+        return Check("device", "ok", backend_ready(backend, device))
+    except AudioTokenError as exc:
+        return Check("device", "FAIL", str(exc), hint=exc.hint or "")
 
 
 def open_pipeline(bundle: Bundle, backend: str, device: str) -> Pipeline:

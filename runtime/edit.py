@@ -5,7 +5,8 @@ Place in the data flow: picture (+ mask) -> ``runtime.source_picture`` (read, fi
 the sound's prompt, keep the mask's black region on the picture's own trajectory) -> the result at the picture's
 size and framing, composited under the mask -> ``runtime.picture.save_png`` -> ``OUT/<picture stem>-<clip stem>.png``.
 The picture and mask are read and every output path checked before any work; then a batch of clips keeps going
-past a bad clip (``runtime.generate.run_jobs``). The PNG records the source picture (name, sha256), strength and mask.
+past a clip that cannot be read and stops at a failure that is not a sound's (``runtime.generate.run_jobs``; each
+picture one line on stdout). The PNG records the source picture (name, sha256), strength and mask.
 """
 
 from __future__ import annotations
@@ -80,13 +81,14 @@ def edit_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Edit a picture with each sound clip (and a --mix of clips): the picture moves toward what the sound means, as
-    far as --strength lets it, only where --mask is white; a bad clip is reported and skipped."""
+    far as --strength lets it, only where --mask is white; a clip that cannot be read is reported and skipped. Each
+    picture written is one line on stdout, PATH<TAB>seed N; progress and messages go to stderr."""
     from rich.console import Console
 
     from runtime.pipeline import Pipeline
     from runtime.source_picture import load_mask, load_picture
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # paths shown as they are
     options = options_from(EditOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images, prefix=f"{picture.stem}-")

@@ -2,17 +2,20 @@
 
 Place in the data flow: clips (and ``--mix`` of clips) -> ``runtime.pipeline.Pipeline.draw`` ->
 ``runtime.picture.save_png`` -> ``OUT/<clip stem>.png`` (``-<k>`` for several pictures per clip; a mix is named by
-its stems joined with '+'). Before any work it checks the options, the prompts and every output path, so a mistake
-costs nothing; then a batch keeps going past a bad clip. A picture that exists is refused, replaced
-(``--overwrite``) or, to finish an interrupted batch, kept when it reads back as a whole PNG (``--skip-existing``,
-one line counts them; one that does not read back is drawn again). Each picture written is one line (path and
-seed); a closing line counts pictures and failed sounds. ``Job``, ``parse_mix``, ``check_outputs`` and ``run_jobs``
-serve ``edit`` and ``compose`` (runtime/edit.py, runtime/compose.py) too.
+its stems joined with '+'). Before any work it checks the options, the prompts, the backend and every output path,
+so a mistake costs nothing; then a batch keeps going past a clip that cannot be read, and stops at a failure that is
+not a sound's (an engine, NaN from a network), which would fail every later clip alike. A picture that exists is
+refused, replaced (``--overwrite``) or, to finish an interrupted batch, kept when it reads back as a whole PNG
+(``--skip-existing``, one line counts them; one that does not read back is drawn again). Each picture written is one
+line on stdout (``PATH<TAB>seed N``, so ``generate ... | cut -f1 | xargs`` works); progress, errors and the closing
+count of pictures and failed sounds go to stderr. ``Job``, ``parse_mix``, ``check_outputs``, ``picture_line`` and
+``run_jobs`` serve ``edit`` and ``compose`` (runtime/edit.py, runtime/compose.py) too.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,8 @@ import typer
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.command import choice, option, options_from, reports_errors
-from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import Generation, GenerationOptions, mix_weights, sound_label
+from runtime.errors import AudioLoadError, AudioTokenError, ConfigError
+from runtime.pipeline import Generation, GenerationOptions, mix_weights
 from runtime.schedulers import SCHEDULER_NAMES
 
 MIX_HELP = (
@@ -44,7 +47,8 @@ SKIP_EXISTING_HELP = (
 @dataclass(frozen=True)
 class Job:
     """What one set of pictures is drawn from: a clip, a mix of (clip, weight) pairs, or (compose) several clips;
-    ``stem`` names its pictures, ``label`` names it in messages."""
+    ``stem`` names its pictures, ``label`` names it in messages (the clips' paths as given, so that two clips of one
+    name in different folders read apart)."""
 
     sounds: Path | tuple
     stem: str
@@ -72,10 +76,11 @@ def parse_mix(text: str) -> tuple[tuple[Path, float], ...]:
 
 def jobs_for(clips: list[Path], mix: str | None) -> list[Job]:
     """A job per clip, and one for the mix (named by its clips' stems joined with '+')."""
-    jobs = [Job(clip, clip.stem, clip.name) for clip in clips]
+    jobs = [Job(clip, clip.stem, str(clip)) for clip in clips]
     if mix:
         pairs = parse_mix(mix)
-        jobs.append(Job(pairs, "+".join(path.stem for path, _ in pairs), sound_label(pairs)))
+        label = ",".join(f"{path}:{weight:g}" for path, weight in pairs)
+        jobs.append(Job(pairs, "+".join(path.stem for path, _ in pairs), label))
     if not jobs:
         raise ConfigError("no sound given", hint="name clips, or a mix with --mix A.wav:0.7,B.wav:0.3")
     return jobs
@@ -153,6 +158,16 @@ def check_outputs(
     return None
 
 
+def picture_line(path: Path, seed: int | None = None) -> None:
+    """A picture written: one line on stdout, ``PATH<TAB>seed N`` (``cut -f1`` gives the paths), flushed at once so
+    that a pipe (``| xargs``) sees each picture as it is written; everything else a command says goes to stderr."""
+    print(str(path) if seed is None else f"{path}\tseed {seed}", flush=True)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def run_jobs(
     targets: dict[Job, list[Path]],
     draw: Callable[[Job, Callable], Generation],
@@ -164,9 +179,14 @@ def run_jobs(
     console,
     existing: Existing | None = None,
 ) -> None:
-    """Draw every job with a progress bar per job (its stage names), write its pictures, keep going past a bad
-    sound, and close with a count; exit status 1 if any job failed. With ``existing`` (``--skip-existing``), a job
-    whose pictures are all kept is not drawn, and the kept pictures of the others are not written."""
+    """Draw every job with a progress bar per job (its stage names) on ``console`` (stderr), write its pictures
+    (each one ``picture_line`` on stdout), and close with a count; exit status 1 if any job failed.
+
+    A sound that cannot be read (``AudioLoadError``) fails its job alone and the batch goes on. Any other failure
+    (an engine that does not load or run, NaN from a network, a file that cannot be written) is not about that
+    sound and would fail every later job the same way: it stops the batch, reported once with its hint, and the
+    count says how many sounds were not drawn. With ``existing`` (``--skip-existing``), a job whose pictures are all
+    kept is not drawn, and the kept pictures of the others are not written."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runtime.picture import save_png
@@ -177,9 +197,19 @@ def run_jobs(
         console.print(existing.summary())
     targets = {job: paths for job, paths in targets.items() if not kept.issuperset(paths)}
     failed: list[str] = []
-    written = 0
+    stopped: AudioTokenError | None = None
+    written = finished = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    # The bar lives on stderr, and only where that is a terminal (a log gets no bar, and no blank line for it). Where
+    # stdout is a terminal too, rich prints stdout's lines above the bar; where it is a pipe or a file, they must go
+    # there untouched (rich would otherwise send them to the bar's stream).
+    with Progress(
+        *columns,
+        console=console,
+        transient=True,
+        redirect_stdout=sys.stdout.isatty(),
+        disable=not console.is_terminal,
+    ) as bar:
         overall = bar.add_task("sounds", total=len(targets))
         for job, paths in targets.items():
             task = bar.add_task(f"{job.stem}: start", total=1)
@@ -194,20 +224,32 @@ def run_jobs(
                         continue
                     metadata = {**result.metadata(k), "bundle": bundle_id}
                     save_png(picture, path, metadata, overwrite=overwrite or path in replaced)
-                    console.print(f"wrote {path} (seed {result.seeds[k]})")
+                    picture_line(path, result.seeds[k])
                     written += 1
                 if verbose:
                     console.print(timing_table(job.label, result.timings))
-            except AudioTokenError as exc:
+            except AudioLoadError as exc:
                 failed.append(job.label)
                 console.print(f"error: {exc}")
-            bar.remove_task(task)
+            except AudioTokenError as exc:
+                stopped = exc
+                break
+            finally:
+                bar.remove_task(task)
+            finished += 1
             bar.advance(overall)
-    summary = f"wrote {written} picture{'s' * (written != 1)} to {out}"
+    summary = f"wrote {plural(written, 'picture')} to {out}"
     if failed:
-        summary += f" ({len(failed)} sound{'s' * (len(failed) != 1)} failed)"
+        summary += f" ({plural(len(failed), 'sound')} failed)"
+    if stopped is not None:
+        console.print(f"error: {stopped}")
+        if stopped.hint:
+            console.print(f"hint: {stopped.hint}")
+        summary += (
+            f"; stopped with {plural(len(targets) - finished, 'sound')} not drawn (that failure is not a sound's)"
+        )
     console.print(summary)
-    if failed:
+    if failed or stopped is not None:
         raise typer.Exit(1)
 
 
@@ -247,13 +289,14 @@ def generate_command(
     skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
-    """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a bad clip is reported
-    and skipped."""
+    """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a clip that cannot be
+    read is reported and skipped. Each picture written is one line on stdout, PATH<TAB>seed N (cut -f1 gives the
+    paths); progress and messages go to stderr."""
     from rich.console import Console
 
     from runtime.pipeline import Pipeline
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # paths shown as they are
     options = options_from(GenerationOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images)

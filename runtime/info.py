@@ -1,5 +1,11 @@
 """``audiotoken-rt info``: a bundle's manifest and this machine's devices, then every file checked against its sha256.
 
+What a user asks of a bundle first: its recipe (the scheduler, steps and guidance ``generate`` uses unless told
+otherwise, and whether ``--fast`` works), the LoRA fused into its UNet, its decoder, the UNet batches it holds (2 for
+guidance above 1, 1 for guidance 1) and its token slots (sounds one ``compose`` prompt holds); then each engine's
+size, parity with PyTorch, tensors and TensorRT plans. Every table reads at 80 columns (long values fold, nothing
+is cut off).
+
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
 (``runtime.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
 default) hashes every file, ignoring the per-user record of files already checked that opening a bundle trusts
@@ -14,23 +20,46 @@ import typer
 
 from runtime.bundle import VERIFY_MODES
 from runtime.command import choice, reports_errors
+from runtime.contract import GUIDED_BATCH, SINGLE_BATCH
+
+DECODERS = {"sd-vae": "Stable Diffusion's autoencoder", "taesd": "the tiny autoencoder, TAESD"}
+BATCH_USES = {SINGLE_BATCH: "guidance 1", GUIDED_BATCH: "guidance above 1"}
+
+
+def recipe_rows(manifest) -> list[tuple[str, str]]:
+    """What the bundle draws with and holds: the recipe, the fused LoRA, the decoder, the UNet batches, the token
+    slots."""
+    recipe = manifest.recipe
+    lora = recipe.lora
+    fast = "; --fast works" if recipe.fast else ""
+    slots = manifest.token_slots
+    return [
+        ("recipe", f"{recipe.scheduler}, {recipe.steps} steps, guidance {recipe.guidance:g} (the defaults){fast}"),
+        ("fused LoRA", f"{lora.source}, scale {lora.scale:g}, sha256 {lora.sha256[:16]}" if lora else "none"),
+        ("decoder", f"{recipe.decoder} ({DECODERS.get(recipe.decoder, 'unknown')})"),
+        ("UNet batches", ", ".join(f"{b} ({BATCH_USES.get(b, '?')})" for b in recipe.unet_batches)),
+        (
+            "token slots",
+            f"{slots}: a compose prompt holds <1>..<{slots}>" if slots > 1 else "1: one sound per prompt",
+        ),
+    ]
 
 
 def manifest_tables(manifest) -> list:
-    """The manifest as two rich tables: the bundle's facts, then one row per engine."""
+    """The manifest as rich tables that read at 80 columns: the bundle's facts and recipe, then one row per engine
+    (sizes and parity), its tensors, and its TensorRT plans where it has some."""
     from rich.table import Table
 
     facts = Table(title="bundle", show_header=False, show_edge=False)
     facts.add_column(style="bold", no_wrap=True)
-    facts.add_column()
+    facts.add_column(overflow="fold")
     rows = [
         ("id", f"{manifest.bundle_id} (schema {manifest.schema_version})"),
         ("image", f"{manifest.width}x{manifest.height}, VAE scaling {manifest.vae_scaling_factor}"),
-        (
-            "text",
-            f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}, template {manifest.template!r}",
-        ),
-        ("scheduler", f"{manifest.scheduler_config.get('_class_name', '?')}, {manifest.prediction_type}"),
+        ("text", f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}"),
+        ("template", repr(manifest.template)),
+        *recipe_rows(manifest),
+        ("scheduler config", f"{manifest.scheduler_config.get('_class_name', '?')}, {manifest.prediction_type}"),
         ("precision", f"{manifest.precision}, ONNX opset {manifest.opset}"),
         *((f"source {s.role}", f"{s.ref} ({len(s.files)} files)") for s in manifest.sources),
         ("created with", ", ".join(f"{k} {v}" for k, v in manifest.created_with.items())),
@@ -39,27 +68,28 @@ def manifest_tables(manifest) -> list:
         facts.add_row(*row)
 
     engines = Table(title="engines", show_edge=False)
-    for column in ("engine", "precision", "inputs -> outputs", "MB", "max rel err", "plans"):
-        engines.add_column(column, no_wrap=column == "engine")
+    for column in ("engine", "precision", "MB", "max rel err (tolerance)", "variants"):
+        engines.add_column(column, justify="right" if column == "MB" else "left", overflow="fold")
+    tensors = Table(title="engine tensors", show_edge=False)
+    for column in ("engine.tensor", "in/out", "dtype", "shape"):
+        tensors.add_column(column, overflow="fold")
+    plans = Table(title="TensorRT plans", show_edge=False)
+    for column in ("engine", "GPU", "TensorRT"):
+        plans.add_column(column, overflow="fold")
     for name, engine in manifest.engines.items():
-        shapes = (
-            ", ".join(f"{t.name} {list(t.shape)}" for t in engine.inputs)
-            + " -> "
-            + ", ".join(f"{t.name} {list(t.shape)}" for t in engine.outputs)
-        )
         size = (engine.file.size + (engine.data.size if engine.data else 0)) / 1e6
         worst = max(e.max_rel for e in engine.parity.outputs)
         verdict = "ok" if engine.parity.ok else "OVER"
-        plans = ", ".join(f"{p.gpu} (TensorRT {p.tensorrt_version})" for p in engine.plans) or "-"
+        variants = ", ".join(f"{Path(v.file.path).name} ({', '.join(v.devices)})" for v in engine.variants) or "-"
         engines.add_row(
-            name,
-            engine.precision,
-            shapes,
-            f"{size:.1f}",
-            f"{worst:.1e} {verdict} (<= {engine.parity.tolerance:g})",
-            plans,
+            name, engine.precision, f"{size:.1f}", f"{worst:.1e} {verdict} ({engine.parity.tolerance:g})", variants
         )
-    return [facts, engines]
+        for direction, specs in (("in", engine.inputs), ("out", engine.outputs)):
+            for spec in specs:
+                tensors.add_row(f"{name}.{spec.name}", direction, spec.dtype, str(list(spec.shape)))
+        for plan in engine.plans:
+            plans.add_row(name, plan.gpu, plan.tensorrt_version)
+    return [facts, engines, tensors, *([plans] if plans.row_count else [])]
 
 
 @reports_errors
@@ -80,7 +110,7 @@ def info_command(
     from runtime.bundle import read_manifest, verify
     from runtime.doctor import machine_facts
 
-    console = Console()
+    console = Console(markup=False)  # paths and prompts shown as they are
     manifest = read_manifest(bundle)
     for table in manifest_tables(manifest):
         console.print(table)

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
-from runtime.backends import Backend, open_backend
+from runtime.backends import Backend, backend_ready, open_backend
 from runtime.bundle import Bundle, Recipe
 from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATCH, engine_contracts
 from runtime.errors import ConfigError, NumericsError, shown
@@ -142,8 +142,8 @@ class GenerationOptions:
     fast: bool = field(
         default=False,
         metadata={
-            "help": "The fast recipe: LCM, 4 steps, guidance 1, the tiny decoder; needs a bundle exported with "
-            "--lcm-lora and --tiny-vae (just export-fast)."
+            "help": "The fast recipe: LCM, 4 steps, guidance 1, the tiny decoder. It needs a bundle exported for it: "
+            f"audiotoken-rt export ... {FAST_EXPORT_FLAGS}"
         },
     )
     stereo: bool = field(
@@ -428,7 +428,9 @@ class Pipeline:
 
     @classmethod
     def open(cls, bundle: str | Path, backend: str = "onnxruntime", device: str = "cpu") -> Pipeline:
-        """Open and verify a bundle, then a backend over it (``onnxruntime`` on ``cpu`` by default)."""
+        """Open and verify a bundle, then a backend over it (``onnxruntime`` on ``cpu`` by default); a backend that
+        cannot start here is refused first, before the bundle's files are hashed."""
+        backend_ready(backend, device)
         opened = Bundle.open(bundle)
         return cls(opened, open_backend(opened, backend, device))
 
@@ -465,8 +467,16 @@ class Pipeline:
         make_scheduler(
             options.scheduler, self.bundle.manifest.scheduler_config, options.steps, self.schedule_strength(options)
         )
-        self.tokenizer.encode(options.negative_prompt, require_placeholder=False)
+        self.check_prompt("--negative-prompt", options.negative_prompt)
         return options
+
+    def check_prompt(self, flag: str, text: str) -> None:
+        """A prompt with no sound of its own (``--negative-prompt``, ``--background``) tokenized up front; a prompt
+        CLIP cannot take is refused by that option's name."""
+        try:
+            self.tokenizer.encode(text, require_placeholder=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}", hint=exc.hint) from exc
 
     @staticmethod
     def schedule_strength(options: GenerationOptions) -> float:
@@ -483,7 +493,8 @@ class Pipeline:
     def prepare_compose(self, options: ComposeOptions, sounds: int) -> tuple[ComposeOptions, str]:
         """``resolve``d options and the prompt of a composition of ``sounds`` sounds, checked: without a layout, one
         prompt holding <1>..<sounds> (default: the bundle's template, ``<*>`` read as '<1> and <2> ...'); with one,
-        the one-sound prompt of every region, and as many boxes as sounds."""
+        the one-sound prompt of every region, as many boxes as sounds, and boxes that cover the picture unless a
+        background takes the rest."""
         options = self.resolve(options)
         template = self.bundle.manifest.template
         if options.layout is None:
@@ -501,7 +512,9 @@ class Pipeline:
         prompt = options.prompt or template
         self.tokenizer.encode(prompt, require_placeholder=True)
         if options.background is not None:
-            self.tokenizer.encode(options.background, require_placeholder=False)
+            self.check_prompt("--background", options.background)
+        h, w = self.latent_shape[2:]  # a layout leaving part of the picture to no sound is refused before any sound
+        region_weights(boxes, (h, w), background=options.background is not None, blend=options.blend)
         return options, prompt
 
     def guided(self, options: GenerationOptions) -> bool:

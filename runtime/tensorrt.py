@@ -284,9 +284,9 @@ class TensorRTBackend:
     device = "cuda"
 
     def __init__(self, bundle: Bundle, use_cuda_graph: bool = True):
+        import_tensorrt()  # first: a missing TensorRT is its one line naming the extra, not a ModuleNotFoundError
         import tensorrt as trt
 
-        import_tensorrt()
         self.bundle = bundle
         self.suffix = (trt.__version__, current_gpu_name())
         self.use_cuda_graph = use_cuda_graph

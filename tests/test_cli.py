@@ -1,7 +1,8 @@
 """The ``audiotoken-rt`` command line as a user meets it, on the tiny bundle: one ``error:`` line for every failure
-and never a traceback, outputs checked before any work, a batch that keeps going, one line per picture with its
-seed, random seeds, the forms the README and ``--help`` show for clip names starting with '-', and help that reads
-at 80 columns."""
+and never a traceback, outputs checked before any work, a batch that keeps going past a bad sound and stops at a
+failure that is not a sound's, one stdout line per picture with its seed (everything else on stderr), random seeds,
+the forms the README and ``--help`` show for clip names starting with '-', a missing GPU library named by the extra
+that brings it, ``info`` at 80 columns, and help that reads at 80 columns."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from typer.testing import CliRunner
 
 from audiotoken_rt.cli import app
 from export.options import ExportOptions
+from runtime.audio import load_audio
 from runtime.bench import BenchOptions
 from runtime.picture import read_png_metadata
 from runtime.pipeline import GenerationOptions
 from tests.support import REPO
 
-WROTE = re.compile(r"^wrote (.+\.png) \(seed (\d+)\)$", re.MULTILINE)
+WROTE = re.compile(r"^(.+\.png)\tseed (\d+)$", re.MULTILINE)  # a picture line (stdout)
+COUNTED = re.compile(r"\d+ sounds? failed")  # the closing count of sounds that failed
 
 
 def invoke(*args) -> tuple[int, str]:
@@ -117,6 +120,9 @@ def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
         (["--start", -1], "error: --start is -1.0 s"),
         (["--scheduler", "magic"], "error: Invalid value for '--scheduler': 'magic' is not one of dpm++2m, pndm"),
         (["--device", "tpu"], "error: Invalid value for '--device': 'tpu' is not one of cpu, cuda"),
+        (["--steps", 5000], "error: --steps is 5000; dpm++2m takes 1 to 998 steps with this model's schedule"),
+        (["--scheduler", "lcm", "--steps", 60], "error: --steps is 60; lcm takes 1 to 50 steps"),
+        (["--negative-prompt", "blurry " * 80], "error: --negative-prompt: prompt 'blurry blurry"),
     ],
 )
 def test_bad_options_are_one_line_errors(generate, clips, args, message):
@@ -124,6 +130,7 @@ def test_bad_options_are_one_line_errors(generate, clips, args, message):
     lines = output.strip().splitlines()
     assert code != 0 and lines[0].startswith(message), lines
     assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines)
+    assert "num_inference_steps" not in output and not COUNTED.search(output)  # the option's name; no sound counted
     assert not generate.out.exists()
 
 
@@ -170,23 +177,44 @@ def test_interruptions_and_unforeseen_failures_are_one_line(generate, clips, mon
     assert "Traceback" not in output
 
 
-def test_an_onnx_runtime_failure_fails_the_clip_not_the_batch(generate, clips, monkeypatch):
+@pytest.mark.parametrize(
+    "unet, message",
+    [
+        ("raises", "ONNX Runtime failed running engine unet on cpu ([ONNXRuntimeError]"),  # a BundleError
+        ("gives NaN", "denoise: 256 of 256 values of the latents after step 1 of 2 are NaN or Inf"),  # NumericsError
+    ],
+)
+def test_a_failure_that_is_not_a_sounds_stops_the_batch_in_one_line(generate, clips, monkeypatch, unet, message):
+    """The UNet breaks after the first clip's picture: that picture stays written, the failure is reported once with
+    its hint, the batch stops (the third clip is never read), and no sound is counted as failed."""
     import onnxruntime
 
-    real = onnxruntime.InferenceSession.run
+    real, unet_runs = onnxruntime.InferenceSession.run, []
 
-    def fails_on_unet(self, names, feeds, *args):
+    def breaks_after_one_picture(self, names, feeds, *args):
+        outputs = real(self, names, feeds, *args)
         if "sample" in feeds:
-            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
-        return real(self, names, feeds, *args)
+            unet_runs.append(1)
+            if len(unet_runs) > 2:  # the first picture's 2 steps ran
+                if unet == "raises":
+                    raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
+                return [np.full_like(outputs[0], np.nan)]
+        return outputs
 
-    monkeypatch.setattr(onnxruntime.InferenceSession, "run", fails_on_unet)
-    code, output = generate(clips[0], clips[1])
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 2 and all("ONNX Runtime failed running engine unet on cpu" in e for e in errors)
-    assert "Traceback" not in output and output.strip().endswith(
-        "wrote 0 pictures to " + str(generate.out) + " (2 sounds failed)"
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", breaks_after_one_picture)
+    read = []
+    monkeypatch.setattr("runtime.pipeline.load_audio", lambda path, **kw: read.append(path) or load_audio(path, **kw))
+    code, output = generate("--seed", 1, clips[0], clips[1], clips[0].parent / "never-read.wav")
+    lines = output.strip().splitlines()
+    assert code == 1 and "Traceback" not in output and not COUNTED.search(output), lines
+    assert WROTE.findall(output) == [(str(generate.out / f"{clips[0].stem}.png"), "1")]
+    (error,) = [line for line in lines if line.startswith("error:")]
+    assert message in error and lines[lines.index(error) + 1].startswith("hint: ")
+    assert (
+        lines[-1]
+        == f"wrote 1 picture to {generate.out}; stopped with 2 sounds not drawn (that failure is not a sound's)"
     )
+    assert read == [clips[0], clips[1]]
 
 
 def test_start_picks_the_window(generate, clips):
@@ -415,3 +443,164 @@ def test_edit_skips_existing_pictures_too(edit, clips):
     assert "kept 1 picture that exists (--skip-existing)" in output.splitlines()
     assert [path for path, _ in WROTE.findall(output)] == [str(edit.out / f"photo-{clips[1].stem}.png")]
     assert first.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "backend, device, extra",
+    [("tensorrt", "cpu", "audiotoken-rt[trt]"), ("onnxruntime", "cuda", "audiotoken-rt[gpu]"),
+     ("onnxruntime", "tensorrt", "audiotoken-rt[gpu]")],
+)  # fmt: skip
+def test_a_backend_without_its_libraries_names_the_extra_before_any_work(
+    tiny_bundle, clips, tmp_path, monkeypatch, backend, device, extra
+):
+    """TensorRT and onnxruntime-gpu are missing (simulated: also where they are installed): generate and bench say so
+    in the two lines doctor gives (one owner: runtime.backends.backend_ready), before the bundle is read."""
+    import onnxruntime
+
+    from runtime.doctor import device_ready
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ModuleNotFoundError
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("runtime.bundle.Bundle.open", lambda *a, **k: pytest.fail("the bundle was read"))
+    monkeypatch.setattr("runtime.bench.run_worker", lambda *a, **k: pytest.fail("a bench worker ran"))
+    check = device_ready(backend, device)
+    assert check.failed and extra in check.hint and check.hint.startswith("pip install")
+    expected = [f"error: {check.detail}", f"hint: {check.hint}"]
+    common = ["--engines", tiny_bundle, "--device", device]
+    for command in (
+        ["generate", clips[0], "--out", tmp_path / "out", "--backend", backend, *common],
+        ["bench", clips[0], "--backends", backend, *common],
+    ):
+        code, output = invoke(*command)
+        assert code == 1 and output.strip().splitlines() == expected, (command, output)
+    assert not (tmp_path / "out").exists()
+
+
+def test_picture_lines_go_to_stdout_and_everything_else_to_stderr(tiny_bundle, clips, tmp_path):
+    """`generate ... | xargs` in a terminal: stdout (a pipe) holds exactly one PATH<TAB>seed N line per picture, while
+    the progress bar, the bad clip's error and the count go to stderr (the terminal)."""
+    import os
+    import pty
+    import threading
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    out = tmp_path / "out"
+    terminal, stderr_end = pty.openpty()
+    seen = bytearray()
+
+    def drain() -> None:  # what the terminal shows; read so that the bar never blocks on a full pty
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    args = ["generate", clips[0], bad, clips[1], "--engines", tiny_bundle, "--out", out, "--steps", 2, "--seed", 3]
+    done = subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=stderr_end,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    os.close(stderr_end)
+    reader.join(timeout=10)
+    os.close(terminal)
+    assert done.returncode == 1  # the bad clip
+    pictures = [out / f"{clips[0].stem}.png", out / f"{clips[1].stem}.png"]
+    assert done.stdout.decode().splitlines() == [f"{path}\tseed 3" for path in pictures]
+    assert all(path.is_file() for path in pictures)
+    shown = seen.decode(errors="replace")
+    assert "error: " in shown and "bad.wav" in shown and f"wrote 2 pictures to {out} (1 sound failed)" in shown
+
+
+def test_two_clips_of_one_name_are_told_apart_by_their_whole_paths(generate, tmp_path, clips):
+    first, second = tmp_path / "a" / "dog.wav", tmp_path / "b" / "dog.wav"
+    for path in (first, second):
+        path.parent.mkdir()
+        shutil.copy(clips[0], path)
+    code, output = generate(first, second)
+    assert code == 1 and output.strip().splitlines()[0] == (
+        f"error: {first} and {second} would both write {generate.out / 'dog.png'}"
+    )
+
+
+def test_paths_are_shown_as_they_are_even_with_brackets(generate, tmp_path):
+    bad = tmp_path / "[bold]clips" / "[red]bad.wav"  # rich markup, were it read as markup
+    bad.parent.mkdir()
+    bad.write_text("not audio")
+    code, output = generate(bad)
+    assert code == 1 and f"error: {bad}: not a recognised audio file" in output, output
+
+
+def test_fast_help_and_refusal_give_the_export_command_a_pip_user_runs(generate, clips):
+    from runtime.pipeline import FAST_EXPORT_FLAGS
+
+    command = f"audiotoken-rt export ... {FAST_EXPORT_FLAGS}"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO
+    ).stdout
+    assert command in " ".join(help_text.split()).replace("- ", "-")
+    code, output = generate("--fast", clips[0])  # the tiny bundle is not a fast one
+    assert code == 1 and f"hint: export one with: {command}" in output
+
+
+def info_lines(bundle) -> list[str]:
+    import os
+
+    from rich.cells import cell_len
+
+    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm-256color"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "audiotoken_rt", "info", str(bundle)], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= 80 and "…" not in shown.stdout  # fits, nothing cut off
+    return lines
+
+
+def row(lines: list[str], label: str) -> str:
+    """A fact's value in info's bundle table: the cell beside ``label`` with the lines it wraps onto, spaces
+    dropped (a long value wraps at a space, or folds inside a word)."""
+    (first,) = [i for i, line in enumerate(lines) if line.split("│")[0].strip() == label]
+    cells = [lines[first].split("│", 1)[1]]
+    for line in lines[first + 1 :]:
+        label_cell, _, value = line.partition("│")
+        if label_cell.strip() or not value:
+            break
+        cells.append(value)
+    return "".join("".join(cells).split())
+
+
+def bare(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_info_shows_the_recipe_lora_decoder_batches_and_slots_at_80_columns(tiny_bundle, fast_bundle):
+    from runtime.bundle import read_manifest
+
+    plain = info_lines(tiny_bundle)
+    assert row(plain, "recipe") == bare("dpm++2m, 25 steps, guidance 7.5 (the defaults)")
+    assert row(plain, "fused LoRA") == "none"
+    assert row(plain, "decoder") == bare("sd-vae (Stable Diffusion's autoencoder)")
+    assert row(plain, "UNet batches") == bare("2 (guidance above 1)")
+    assert row(plain, "token slots") == bare("4: a compose prompt holds <1>..<4>")
+    for name, engine in read_manifest(tiny_bundle).engines.items():  # every tensor on a line of its own
+        for spec in (*engine.inputs, *engine.outputs):
+            assert any(line.split()[0] == f"{name}.{spec.name}" and str(list(spec.shape)) in line
+                       for line in plain), (name, spec.name)  # fmt: skip
+    fast = info_lines(fast_bundle)
+    lora = read_manifest(fast_bundle).recipe.lora
+    assert row(fast, "recipe") == bare("lcm, 4 steps, guidance 1 (the defaults); --fast works")
+    assert row(fast, "fused LoRA") == bare(f"{lora.source}, scale {lora.scale:g}, sha256 {lora.sha256[:16]}")
+    assert row(fast, "decoder") == bare("taesd (the tiny autoencoder, TAESD)")
+    assert row(fast, "UNet batches") == bare("1 (guidance 1)")

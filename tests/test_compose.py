@@ -100,10 +100,10 @@ def test_bad_layouts_are_one_line_errors(layout, message):
         parse_layout(layout)
 
 
-def test_uncovered_picture_without_background_is_refused(pipeline, clips):
+def test_uncovered_picture_without_background_is_refused_before_any_sound_is_read(pipeline, clips):
     options = ComposeOptions(seed=3, steps=STEPS, layout="0,0,0.3,1;0.7,0,1,1")
     with pytest.raises(ConfigError, match="leave part of the picture to no sound") as caught:
-        pipeline.compose(clips[:2], options)
+        pipeline.prepare_compose(options, 2)
     assert "--background" in caught.value.hint
     pipeline.compose(clips[:2], ComposeOptions(seed=3, steps=STEPS, layout=options.layout, background="a park"))
 
@@ -198,3 +198,51 @@ def test_regions_work_with_the_fast_recipe(fast_bundle, clips):
     both = fast.draw_compose([clips[0], clips[0]], ComposeOptions(fast=True, seed=4, layout="left,right"))
     assert np.array_equal(picture(both.pictures), plain)
     assert both.timings.unet_calls == 2 * both.timings.steps == 8  # LCM's 4 steps, one batch-1 call per region
+
+
+@pytest.fixture
+def compose(tiny_bundle, clips, tmp_path):
+    """``audiotoken-rt compose`` of the two clips on the tiny bundle into tmp_path/out: (exit code, output)."""
+    from audiotoken_rt.cli import app
+
+    out = tmp_path / "out"
+
+    def run(*args):
+        result = CliRunner().invoke(
+            app, ["compose", *map(str, clips[:2]), "--engines", str(tiny_bundle), "--out", str(out), "--steps", "2",
+                  *map(str, args)]
+        )  # fmt: skip
+        return result.exit_code, result.output
+
+    run.out = out
+    run.stem = f"{clips[0].stem}+{clips[1].stem}"
+    return run
+
+
+def test_preview_layout_checks_its_own_file_not_the_composed_pictures(compose, monkeypatch):
+    code, output = compose("--layout", "left,right", "--seed", 1)
+    assert code == 0, output
+    preview = compose.out / f"{compose.stem}.layout.png"
+    code, output = compose("--layout", "left,right", "--preview-layout")  # the composed picture exists: no matter
+    assert code == 0 and output.strip().splitlines() == [str(preview)], output
+    monkeypatch.setattr("runtime.pipeline.Pipeline.open", lambda *a, **k: pytest.fail("the bundle was opened"))
+    code, output = compose("--layout", "left,right", "--preview-layout")  # the preview exists: refused up front
+    assert code == 1 and output.startswith(f"error: {preview} already exists; nothing was drawn"), output
+    code, output = compose("--preview-layout")
+    assert code == 1 and output.startswith("error: --preview-layout shows a --layout; this composition has none")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layout", "0,0,0.3,1;0.7,0,1,1"], "error: the layout's boxes (0,0,0.3,1; 0.7,0,1,1) leave part of"),
+        (["--negative-prompt", "blurry " * 80], "error: --negative-prompt: prompt 'blurry blurry"),
+        (["--layout", "left,right", "--background", "a park " * 40], "error: --background: prompt 'a park a park"),
+    ],
+)
+def test_a_bad_composition_is_refused_by_its_options_name_before_any_sound(compose, monkeypatch, args, message):
+    monkeypatch.setattr("runtime.pipeline.load_audio", lambda *a, **k: pytest.fail("a sound was read"))
+    code, output = compose(*args)
+    lines = output.strip().splitlines()
+    assert code == 1 and lines[0].startswith(message) and len(lines) == 2 and lines[1].startswith("hint: "), lines
+    assert "failed" not in output and not compose.out.exists()

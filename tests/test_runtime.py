@@ -272,6 +272,59 @@ def test_bench_rounds_alternate_configs_and_keep_the_best(monkeypatch):
     assert relative["total_by_round"] == pytest.approx([100 / 300, 80 / 310])  # each round's pair, as measured
 
 
+def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
+    """The largest set bench measures (--fast-engines with --edit and --regions: 9 configurations, 12 ratios) with
+    SD 1.5-sized figures on a CPU, rendered at 100 columns: every line fits, each configuration and ratio is one row
+    on one line (nothing wraps) whose name and figures are whole, in order."""
+    import io
+    import re
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    import runtime.bench as bench
+
+    configs, pairs = bench.bench_configs(
+        Path("plain"), Path("fast"), ["onnxruntime"], "cpu", bench.BenchOptions(edit=True, regions=True)
+    )
+    rng = np.random.default_rng(0)
+    results = {}
+    for config in configs:
+        stages = [s for s in bench.STAGES if s != "encode_picture" or config.name.endswith("-edit")]
+        results[config.name] = {
+            "stages": {stage: float(rng.uniform(1, 99999)) for stage in stages},
+            "total_ms": float(rng.uniform(10000, 999999)),
+            "unet_step_ms": float(rng.uniform(100, 99999)),
+            "peak_rss_mb": float(rng.uniform(100, 99999)),
+            "round_totals_ms": [float(rng.uniform(10000, 999999)) for _ in range(3)],
+            "recipe": {"scheduler": "dpm++2m", "steps": 25, "guidance": 7.5, "unet_batch": 2, "decoder": "sd-vae"},
+        }
+    relative = bench.ratios(results, pairs)
+    assert len(results) == 9 and len(relative) == 12
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    for table in bench.bench_tables("plain: fp32, 512x512, cpu", results, relative):
+        console.print(table)
+    lines = console.file.getvalue().splitlines()
+    assert max(cell_len(line) for line in lines) <= 100 and "…" not in "".join(lines)
+
+    def cells(name: str) -> list[list[str]]:
+        """The numbers on each line that a row named ``name`` starts; no row goes on to a second line."""
+        starts = [i for i, line in enumerate(lines) if line.split("│")[0].strip() == name]
+        assert all(i + 1 == len(lines) or lines[i + 1].split("│")[0].strip() for i in starts), name
+        return [re.findall(r"\d+\.\d+", lines[i]) for i in starts]
+
+    for name, figures in results.items():
+        summary, stages, rounds = cells(name)  # one row in each per-configuration table, on one line
+        headline = (figures["unet_step_ms"], figures["total_ms"], figures["peak_rss_mb"])
+        assert summary == [f"{v:.1f}" for v in (7.5, *headline)], name  # guidance 7.5 in the recipe
+        assert stages == [f"{figures['stages'][s]:.1f}" for s in bench.STAGES if s in figures["stages"]], name
+        assert rounds == [f"{t / 1000:.1f}" for t in figures["round_totals_ms"]], name
+    for pair, figures in relative.items():
+        (shown,) = cells(pair)
+        expected = [figures["unet_step"], figures["total"], figures["peak_rss"], *figures["total_by_round"]]
+        assert shown == [f"{v:.2f}" for v in expected], pair
+
+
 def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
     from runtime.bundle import Bundle
     from runtime.errors import BundleError
