@@ -111,7 +111,10 @@ def _discard(folder: Path, out: Path) -> None:
     """Delete ``folder``, first renamed to a ``building`` name, so that a kill halfway leaves nothing to restore."""
     doomed = _sibling(out, BUILDING)
     os.replace(folder, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    if doomed.is_symlink():  # an OUT that was a link: the link goes, never what it points to
+        doomed.unlink()
+    else:
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _swap_in(ready: Path, out: Path) -> None:

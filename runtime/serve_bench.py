@@ -1,10 +1,11 @@
 """``python -m runtime.serve_bench``: load figures of ``audiotoken-rt serve`` (``just bench-serve``).
 
-For each instance count it starts the server on loopback ports (from .venv-serve, where PyTriton lives), sends
-``--requests`` requests from ``--clients`` concurrent tritonclient HTTP clients (the same clip, seeds 0, 1, ...), and
-records requests per minute, p50 and p95 latency and how many were refused (a full queue); then it stops the server
-(SIGTERM) and goes on. A table goes to the terminal and the figures to ``--json``. The server and this client share
-the machine, as on a single box in production; a benchmark, never a test.
+For each instance count it starts the server on loopback ports (from .venv-serve, where PyTriton lives), its queue
+holding every request and timing none out, sends ``--requests`` requests from ``--clients`` concurrent tritonclient
+HTTP clients (the same clip, seeds 0, 1, ...), and records requests per minute, p50 and p95 latency and how many
+were refused; then it stops the server (SIGTERM) and goes on. A table goes to the terminal and the figures to
+``--json``. The server and this client share the machine, as on a single box in production; a benchmark, never a
+test.
 """
 
 from __future__ import annotations
@@ -33,26 +34,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(bundle: str, instances: int, queue: int) -> tuple[subprocess.Popen, int]:
-    """The server, ready: its process and HTTP port."""
+def start(bundle: str, options: list[str], log: Path) -> tuple[subprocess.Popen, int, int]:
+    """The server on free loopback ports with more ``options``, ready, its output in ``log``: its process, HTTP and
+    gRPC ports (``runtime.serve_soak`` starts it so too)."""
     from tritonclient.http import InferenceServerClient
 
     http, grpc, metrics = free_port(), free_port(), free_port()
-    command = [str(SERVE), "serve", bundle, "--address", "127.0.0.1", "--http-port", str(http), "--grpc-port",
-               str(grpc), "--metrics-port", str(metrics), "--instances", str(instances), "--max-queue", str(queue)]  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"audiotoken-serve-bench-{instances}.log"
+    command = [str(SERVE), "serve", bundle, "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
+               str(metrics), *options]  # fmt: skip
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the server for {instances} instance(s) exited with {process.returncode}; see {log}")
+            raise SystemExit(f"the server exited with {process.returncode}; see {log}")
         try:
-            if InferenceServerClient(f"127.0.0.1:{http}").is_model_ready("audiotoken"):
-                return process, http
+            if InferenceServerClient(f"127.0.0.1:{http}").is_model_ready("audiotoken_edit"):
+                return process, http, grpc
         except Exception:  # not listening yet
-            time.sleep(1)
+            pass
+        time.sleep(1)
     process.kill()
-    raise SystemExit(f"the server for {instances} instance(s) did not get ready in {READY_SECONDS} s")
+    raise SystemExit(f"the server did not get ready in {READY_SECONDS} s; see {log}")
 
 
 def load(port: int, clip: Path, requests: int, clients: int, steps: int | None) -> dict:
@@ -124,7 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     figures = {}
     for instances in (int(n) for n in args.instances.split(",")):
-        process, port = start(args.bundle, instances, queue=args.requests)
+        log = Path(tempfile.gettempdir()) / f"audiotoken-serve-bench-{instances}.log"
+        # every request may wait its turn, however long the ones before it take (a CPU draws SD 1.5 slowly)
+        options = ["--instances", str(instances), "--max-queue", str(args.requests), "--timeout", "86400"]
+        process, port, _ = start(args.bundle, options, log)
         try:
             figures[instances] = load(port, args.clip, args.requests, args.clients, args.steps)
         finally:

@@ -7,21 +7,24 @@ answered by BLS calls to the repository's engine models (``audio_encoder``, ``te
 ``vae_decoder``, ``vae_encoder``: ONNX Runtime or TensorRT models beside this one) -> IMAGE [H, W, 3] uint8 and
 SEED_USED [1]. The tokenizer, schedulers, guidance and noise are the runtime's own, so Triton's container needs the
 ``audiotoken-rt`` package installed (``pip install audiotoken-rt`` in its Python environment). The bundle's
-manifest and tokenizer travel in ``audiotoken/1/bundle``. A bad request gets an error response naming its input;
-the model keeps serving.
+manifest and tokenizer travel in ``audiotoken/1/bundle``; the request limits (``runtime.serve.RequestLimits``) in
+the model configuration's parameters, as ``triton-repo`` wrote them. A bad request gets an error response of one
+line naming its input (Triton's code for a bad request), a failure on the server's side one line too (an internal
+error, its traceback in Triton's log); the model keeps serving.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.bundle import Bundle
-from runtime.errors import AudioTokenError
 from runtime.pipeline import Pipeline
-from runtime.serve import INPUTS, Models, RequestError
+from runtime.serve import INPUTS, Models, OneLineError, RequestError, RequestLimits, ServerError
 
 
 class TritonEngines:
@@ -43,7 +46,7 @@ class TritonEngines:
         )
         response = request.exec()
         if response.has_error():
-            raise RequestError(f"engine {engine}: {response.error().message()}")
+            raise ServerError(f"engine {engine}: {' '.join(response.error().message().split())}")
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in self.outputs[engine]}
 
 
@@ -53,7 +56,11 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
         bundle = Bundle.open(folder)
-        self.models = Models(Pipeline(bundle, TritonEngines(bundle)))
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        limits = RequestLimits(
+            **{f.name: int(parameters[f.name]["string_value"]) for f in fields(RequestLimits) if f.name in parameters}
+        )
+        self.models = Models(Pipeline(bundle, TritonEngines(bundle)), limits)
 
     def execute(self, requests) -> list:
         responses = []
@@ -65,8 +72,11 @@ class TritonPythonModel:
                     tensors[name] = tensor.as_numpy()[None]  # the serve models' batch of one
             try:
                 (answer,) = self.models.draw_image([tensors])
-            except (RequestError, AudioTokenError) as exc:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc))))
+            except OneLineError as exc:
+                code = (
+                    pb_utils.TritonError.INVALID_ARG if isinstance(exc, RequestError) else pb_utils.TritonError.INTERNAL
+                )
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code)))
                 continue
             outputs = [pb_utils.Tensor(name, value[0]) for name, value in answer.items()]  # without the batch
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))

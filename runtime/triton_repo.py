@@ -5,9 +5,16 @@ Place in the data flow: a bundle (``runtime.bundle``) -> OUT/ with one model per
 bundle's ONNX file and its external data; ``tensorrt_plan`` with ``--tensorrt``, the plan built for this GPU and
 TensorRT) and the ``audiotoken`` model: Triton's Python backend running ``runtime.triton_model`` as a BLS model that
 chains them (tokenizer, numpy schedulers, guidance and noise from the runtime, so Triton's Python environment needs
-``pip install audiotoken-rt``), with the bundle's manifest and tokenizer in ``audiotoken/1/bundle``. Files are
-hard-linked where the file system allows (an SD 1.5 UNet is 3.4 GB), copied otherwise; the repository is built
-aside and renamed into place. Its ``config.pbtxt`` files are Triton's model configuration in protobuf text format.
+``pip install audiotoken-rt``), with the bundle's manifest and tokenizer in ``audiotoken/1/bundle``. Its
+``config.pbtxt`` files are Triton's model configuration in protobuf text format; the ``audiotoken`` model's holds
+``serve``'s request queue (``--max-queue`` waiting at most ``--timeout`` s, then refused) and request limits
+(``--max-steps``, ``--max-samples``, as parameters the BLS model reads).
+
+Writing: the bundle's files are reached through ``Bundle.file_path`` (inside the bundle, as hashed) and
+hard-linked where the file system allows (an SD 1.5 UNet is 3.4 GB), copied otherwise, into a fresh folder beside
+OUT (``runtime.atomic.building_folder``) where every file is created new at a path checked to stay inside it
+(``Staging``): never through a symlink, never onto a file already there. Only the finished repository replaces OUT
+(``--overwrite``), so a failed build leaves the old one as it was.
 The native backends cannot run here: the repository's structure and configurations are checked by the tests, and
 the BLS model's logic is run there against fake engine calls that use ONNX Runtime.
 """
@@ -16,16 +23,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from dataclasses import fields
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import typer
 
 from runtime.atomic import building_folder
-from runtime.bundle import Bundle
-from runtime.command import reports_errors
+from runtime.bundle import MANIFEST, UNTRUSTED_HINT, Bundle, bundle_path
+from runtime.command import option, options_from, reports_errors
 from runtime.contract import TensorSpec
 from runtime.errors import BundleError, ConfigError
-from runtime.serve import INPUTS
+from runtime.serve import INPUTS, RequestLimits, ServeOptions
 from runtime.tensorrt import plan_name
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
@@ -54,36 +63,107 @@ def spec_block(spec: TensorSpec) -> str:
     return tensor_block(spec.name, TRITON_TYPES[spec.dtype], spec.shape)
 
 
-def place(source: Path, target: Path) -> None:
-    """A hard link where the file system allows, else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+def queue_block(settings: ServeOptions) -> str:
+    """Triton's request queue for a model of max_batch_size 0: at most ``max_queue`` requests waiting, each at
+    most ``timeout`` seconds, then refused (``serve``'s queue)."""
+    return (
+        "dynamic_batching {\n  default_queue_policy {\n    timeout_action: REJECT\n"
+        f"    default_timeout_microseconds: {round(settings.timeout * 1e6)}\n"
+        f"    allow_timeout_override: false\n    max_queue_size: {settings.max_queue}\n  }}\n}}\n"
+    )
 
 
-def write_repository(bundle: Bundle, out: Path, *, tensorrt: bool, gpu: bool, instances: int) -> Path:
-    """The model repository of ``bundle`` at ``out`` (see the module docstring)."""
+def parameters_block(limits: RequestLimits) -> str:
+    """The request limits as the model configuration's parameters, which ``runtime.triton_model`` reads."""
+    entries = ",\n".join(
+        f'  {{\n    key: "{f.name}"\n    value: {{ string_value: "{getattr(limits, f.name)}" }}\n  }}'
+        for f in fields(RequestLimits)
+    )
+    return f"parameters [\n{entries}\n]\n"
+
+
+class Staging:
+    """The fresh folder a repository is built in. Files are only ever created in it, at paths checked to lie inside
+    it: never written through a symlink or onto a file already there, so nothing a bundle names (its manifest's
+    paths, a symlink among its files) can make ``triton-repo`` write anywhere else."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.resolved = root.resolve()
+
+    def path(self, relative: str) -> Path:
+        """``root / relative`` with its folders made, once ``relative`` is a plain relative path that stays inside."""
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or any(part in (".", "..") for part in parts):
+            raise BundleError(f"{relative!r}: not a plain relative path; triton-repo writes only inside its output")
+        target = self.root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != self.resolved.joinpath(*parts[:-1]):
+            raise BundleError(f"{target.parent}: leads outside {self.root} through a symlink")
+        return target
+
+    def link(self, source: Path, relative: str) -> None:
+        """``source`` as the new file ``relative``: a hard link where the file system allows (an SD 1.5 UNet is
+        3.4 GB), a copy otherwise."""
+        target = self.path(relative)
+        try:
+            os.link(source, target)
+            return
+        except FileExistsError:
+            raise already_written(target) from None
+        except OSError:  # another file system, or one without hard links
+            pass
+        with open(source, "rb") as data:
+            self.write(relative, data)
+
+    def write(self, relative: str, data: bytes | BinaryIO) -> None:
+        """A new file ``relative`` holding ``data`` (bytes, or a binary file read to its end)."""
+        target = self.path(relative)
+        try:
+            with open(target, "xb") as out:  # O_CREAT | O_EXCL: never an existing file, never through a symlink
+                if isinstance(data, bytes):
+                    out.write(data)
+                else:
+                    shutil.copyfileobj(data, out)
+        except FileExistsError:
+            raise already_written(target) from None
+
+
+def already_written(target: Path) -> BundleError:
+    return BundleError(f"{target}: the bundle names this file twice", hint=UNTRUSTED_HINT)
+
+
+def write_repository(
+    bundle: Bundle,
+    out: Path,
+    *,
+    tensorrt: bool,
+    gpu: bool,
+    instances: int,
+    settings: ServeOptions = ServeOptions(),
+    limits: RequestLimits = RequestLimits(),
+) -> Path:
+    """The model repository of ``bundle`` at ``out`` (see the module docstring), built aside and swapped in."""
     manifest = bundle.manifest
     kind = "kind: KIND_GPU" if gpu else "kind: KIND_CPU"
-    with building_folder(out) as staging:
+    with building_folder(out) as folder:
+        staging = Staging(folder)
         for name, engine in manifest.engines.items():
-            version = staging / name / "1"
             if tensorrt:
-                plans = [p for p in engine.plans if p.file.path.startswith(f"{name}.")]
+                plans = [(i, p) for i, p in enumerate(engine.plans) if p.file.path.startswith(f"{name}.")]
                 if not plans:
                     raise BundleError(
                         f"{bundle.root}: engine {name} has no TensorRT plan",
                         hint=f"build them on the serving GPU: audiotoken-rt export ... --out {bundle.root} --tensorrt",
                     )
-                place(bundle.root / plans[-1].file.path, version / "model.plan")
+                index, plan = plans[-1]
+                staging.link(bundle.file_path(f"engines.{name}.plans[{index}].file", plan.file), f"{name}/1/model.plan")
                 head = 'platform: "tensorrt_plan"'
-            else:
-                graph = engine.graph_for("cuda" if gpu else "cpu")  # the fused-attention variant where there is one
-                place(bundle.root / graph.path, version / "model.onnx")
+            else:  # the fused-attention variant where there is one
+                staging.link(bundle.engine_path(name, "cuda" if gpu else "cpu"), f"{name}/1/model.onnx")
                 if engine.data is not None:  # the ONNX file names its weights file: it keeps that name beside it
-                    place(bundle.root / engine.data.path, version / engine.data.path)
+                    data = bundle.file_path(f"engines.{name}.data", engine.data)
+                    staging.link(data, f"{name}/1/{engine.data.path}")
                 head = 'platform: "onnxruntime_onnx"'
             config = model_config(
                 name,
@@ -92,12 +172,11 @@ def write_repository(bundle: Bundle, out: Path, *, tensorrt: bool, gpu: bool, in
                 [spec_block(spec) for spec in engine.outputs],
                 f"count: 1\n    {kind}",
             )
-            (staging / name / "config.pbtxt").write_text(config)
-        bls = staging / "audiotoken" / "1"
-        for entry in manifest.all_files():
-            place(bundle.root / entry.path, bls / "bundle" / entry.path)
-        place(bundle.root / "manifest.json", bls / "bundle" / "manifest.json")
-        shutil.copyfile(Path(__file__).with_name("triton_model.py"), bls / "model.py")
+            staging.write(f"{name}/config.pbtxt", config.encode())
+        for field_name, entry in manifest.named_files():
+            staging.link(bundle.file_path(field_name, entry), f"audiotoken/1/bundle/{entry.path}")
+        staging.link(bundle_path("manifest", MANIFEST, bundle.root), f"audiotoken/1/bundle/{MANIFEST}")
+        staging.write("audiotoken/1/model.py", Path(__file__).with_name("triton_model.py").read_bytes())
         config = model_config(
             "audiotoken",
             'backend: "python"',
@@ -105,7 +184,7 @@ def write_repository(bundle: Bundle, out: Path, *, tensorrt: bool, gpu: bool, in
             [tensor_block(*spec) for spec in BLS_OUTPUTS],
             f"count: {instances}\n    kind: KIND_CPU",  # the BLS loop itself is host work; its engines run on `kind`
         )
-        (staging / "audiotoken" / "config.pbtxt").write_text(config)
+        staging.write("audiotoken/config.pbtxt", (config + queue_block(settings) + parameters_block(limits)).encode())
     return out
 
 
@@ -118,14 +197,24 @@ def triton_repo_command(
     ),
     gpu: bool = typer.Option(False, "--gpu", help="Run the engine models on the GPU (KIND_GPU instances)."),
     instances: int = typer.Option(1, "--instances", help="Instances of the audiotoken (BLS) model."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    max_queue: int = option(ServeOptions, "max_queue", "--max-queue"),
+    timeout: float = option(ServeOptions, "timeout", "--timeout"),
+    max_steps: int = option(RequestLimits, "max_steps", "--max-steps"),
+    max_samples: int = option(RequestLimits, "max_samples", "--max-samples"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUT if it exists (the new one is built aside; the old stays until then)."
+    ),
 ) -> None:
     """Write a Triton model repository for Triton's own container: the engines as ONNX Runtime (or TensorRT) models
-    and the denoising loop as a Python-backend BLS model named audiotoken."""
+    and the denoising loop as a Python-backend BLS model named audiotoken, its queue and request limits as serve's."""
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists", hint="pass --overwrite to replace it, or choose another folder")
     if instances < 1:
         raise ConfigError(f"--instances {instances}: expected at least 1")
+    settings = options_from(ServeOptions, locals())
+    limits = options_from(RequestLimits, locals())
+    settings.check()
+    limits.check()
     opened = Bundle.open(bundle)
     if tensorrt:
         from runtime.tensorrt import current_gpu_name, import_tensorrt
@@ -136,7 +225,7 @@ def triton_repo_command(
         wanted = plan_name("unet", trt.__version__, current_gpu_name())
         if not (opened.root / wanted).is_file():
             raise BundleError(f"{bundle}: no {wanted} for this GPU and TensorRT", hint="export ... --tensorrt here")
-    if out.exists():
-        shutil.rmtree(out)
-    write_repository(opened, out, tensorrt=tensorrt, gpu=gpu or tensorrt, instances=instances)
+    write_repository(
+        opened, out, tensorrt=tensorrt, gpu=gpu or tensorrt, instances=instances, settings=settings, limits=limits
+    )
     typer.echo(f"wrote {out}: models {', '.join([*opened.manifest.engines, 'audiotoken'])}")

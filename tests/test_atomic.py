@@ -154,6 +154,18 @@ def test_a_kill_at_any_point_of_a_build_loses_nothing(tmp_path, had_old):
         assert ("new", True) in outcomes  # OUT was missing, and the finished build was published, not deleted
 
 
+def test_an_out_that_is_a_link_is_replaced_and_only_the_link_goes(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not ours")
+    (tmp_path / "out").symlink_to(target)
+    with building_folder(tmp_path / "out") as staging:
+        (staging / "new.txt").write_text("new")
+    assert not (tmp_path / "out").is_symlink() and os.listdir(tmp_path / "out") == ["new.txt"]
+    assert (target / "keep.txt").read_text() == "not ours"  # what the link pointed to is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]  # the old link is gone, no leftover
+
+
 def test_the_old_copy_comes_back_when_there_is_nothing_newer(tmp_path):
     """A killed process's old copy is put back where OUT is missing, also as earlier versions named it."""
     dead = dead_pid()

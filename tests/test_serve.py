@@ -1,17 +1,24 @@
 """``audiotoken-rt serve`` for real: Triton (PyTriton's tritonserver, CPU) on loopback ports, called with tritonclient
 over HTTP and gRPC. The served picture is the CLI's, pixel for pixel; 40 requests from 8 clients are all answered or
-refused at once (a full queue), none lost; every bad request is an error naming its input and the server keeps
-serving; SIGTERM lets the request in flight finish. PyTriton needs numpy < 2, so the server runs from .venv-serve
-(``just setup-serve``); without it these tests skip, saying so."""
+refused at once (a full queue), none lost. Safe to face a network: by default every port listens on loopback only,
+Triton's admin APIs answer 403 without PyTriton's token, every bad request (out of any bound, malformed, non-finite)
+is refused with exactly one line naming its input over both protocols and the server keeps serving, a request that
+waits past --timeout is refused, and Triton's CPU-only start-up noise is held back. Stopping: SIGTERM lets the
+request in flight finish; a second signal stops at once, leaving no process behind. PyTriton needs numpy < 2, so
+the server runs from .venv-serve (``just setup-serve``); without it these tests skip, saying so."""
 
 from __future__ import annotations
 
+import io
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +46,22 @@ def free_ports(n: int) -> list[int]:
 class Server:
     """A running ``audiotoken-rt serve`` and clients for it."""
 
-    def __init__(self, bundle: Path, log: Path, instances: int = 2, max_queue: int = 4):
+    def __init__(self, bundle: Path, log: Path, *options: str):
         if not SERVE.exists():
             pytest.skip("needs .venv-serve (PyTriton wants numpy < 2): run `just setup-serve`")
-        self.http, self.grpc, metrics = free_ports(3)
-        command = [str(SERVE), "serve", str(bundle), "--address", "127.0.0.1", "--http-port", str(self.http),
-                   "--grpc-port", str(self.grpc), "--metrics-port", str(metrics), "--instances", str(instances),
-                   "--max-queue", str(max_queue)]  # fmt: skip
+        self.http, self.grpc, self.metrics = free_ports(3)
+        command = [
+            str(SERVE),
+            "serve",
+            str(bundle),
+            "--http-port",
+            str(self.http),
+            "--grpc-port",
+            str(self.grpc),
+            "--metrics-port",
+            str(self.metrics),
+            *options,
+        ]  # fmt: skip  (the default address: loopback)
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
@@ -110,11 +126,24 @@ def request(clip: Path, protocol: str = "http", **extra) -> list:
     return tensors(protocol, **values)
 
 
+MAX_SAMPLES = 200_000  # the server's --max-samples: a 10 s clip at 16 kHz (160_000) fits
+
+
 @pytest.fixture(scope="module")
 def server(tiny_bundle, tmp_path_factory):
-    running = Server(tiny_bundle, tmp_path_factory.mktemp("serve") / "server.log")
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    running = Server(tiny_bundle, log, "--instances", "2", "--max-queue", "4", "--max-samples", str(MAX_SAMPLES))
     yield running
     assert running.stop() == 0, running.log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def narrow_server(tiny_bundle, tmp_path_factory):
+    """Two instances, a short queue wait and room for long requests: for the queue timeout, then stopping."""
+    log = tmp_path_factory.mktemp("serve") / "narrow.log"
+    running = Server(tiny_bundle, log, "--instances", "2", "--max-queue", "2", "--timeout", "1", "--max-steps", "1000")
+    yield running
+    running.stop()  # test_sigterm_drains_..._a_second_signal_stops_at_once stops it first, and checks how
 
 
 def test_the_served_picture_is_the_cli_picture_over_http_and_grpc(server, tiny_bundle, clips, tmp_path):
@@ -128,13 +157,11 @@ def test_the_served_picture_is_the_cli_picture_over_http_and_grpc(server, tiny_b
         assert np.array_equal(answer.as_numpy("IMAGE")[0], cli), protocol
         assert answer.as_numpy("SEED_USED").tolist() == [[11]]
     png = server.client().infer("audiotoken_png", request(clips[0])).as_numpy("PNG")[0][0]
-    with Image.open(__import__("io").BytesIO(png)) as picture:
+    with Image.open(io.BytesIO(png)) as picture:
         assert np.array_equal(np.asarray(picture), cli) and picture.text["audiotoken:seed"] == "11"
 
 
 def test_edit_is_served_at_the_pictures_own_size(server, clips):
-    import io
-
     source = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(source, "PNG")
     extra = {"PICTURE": np.array([[source.getvalue()]], object), "STRENGTH": np.array([[0.5]], np.float32)}
@@ -170,20 +197,109 @@ def test_forty_requests_from_eight_clients_are_answered_or_refused_at_once(serve
     assert server.client().is_server_live() and server.client().is_model_ready("audiotoken")
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"AUDIO": None}, "AUDIO"),  # Triton's "missing required input(s) ['AUDIO']", or ours: "AUDIO: missing"
-        ({"AUDIO": np.full((1, 100, 1), np.nan, np.float32)}, "AUDIO: 100 of 100 samples are not finite"),
-        ({"AUDIO": np.zeros((1, 100, 1), np.float64)}, "AUDIO"),
-        ({"PROMPT": np.array([[b"a photo of a dog"]], object)}, "holds <*> 0 times"),
-        ({"STEPS": np.array([[0]], np.int32)}, "steps is 0"),
-        ({"STEPS": np.array([[100000]], np.int32)}, "num_inference_steps: expected 1..1000"),
-        ({"SCHEDULER": np.array([[b"magic"]], object)}, "unknown scheduler 'magic'"),
-        ({"SAMPLE_RATE": np.array([[0]], np.int32)}, "sample rate must be a positive number"),
-    ],
-)
-def test_a_bad_request_is_an_error_naming_it_and_the_server_keeps_serving(server, clips, change, message):
+def listening(port: int) -> set[str]:
+    """The addresses a TCP port listens on on this machine (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # little-endian 32-bit words
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, width // 2, 4))
+                address = ipaddress.ip_address(words)
+                found.add(str(getattr(address, "ipv4_mapped", None) or address))  # ::ffff:127.0.0.1 is 127.0.0.1
+    return found
+
+
+def test_every_port_listens_on_loopback_only_by_default(server):
+    for port in (server.http, server.grpc, server.metrics):
+        assert listening(port) == {"127.0.0.1"}, port
+
+
+# Triton's admin APIs (PyTriton's protected endpoints: model repository, logging, trace, shared memory, statistics)
+ADMIN_HTTP = [
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/audiotoken/unload"),
+    ("POST", "/v2/repository/models/audiotoken/load"),
+    ("GET", "/v2/logging"),
+    ("POST", "/v2/logging"),
+    ("GET", "/v2/trace/setting"),
+    ("POST", "/v2/trace/setting"),
+    ("GET", "/v2/systemsharedmemory/status"),
+    ("POST", "/v2/systemsharedmemory/region/probe/register"),
+    ("GET", "/v2/cudasharedmemory/status"),
+    ("GET", "/v2/models/stats"),
+    ("GET", "/v2/models/audiotoken/stats"),
+]
+
+
+def test_the_admin_apis_refuse_a_request_without_pytritons_token(server, clips):
+    from tritonclient.utils import InferenceServerException
+
+    for method, path in ADMIN_HTTP:
+        admin = urllib.request.Request(
+            f"http://127.0.0.1:{server.http}{path}", method=method, data=b"{}" if method == "POST" else None
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(admin, timeout=30)
+        assert refused.value.code == 403, (method, path)
+    grpc = server.client("grpc")
+    for call in (
+        grpc.get_model_repository_index,
+        lambda: grpc.unload_model("audiotoken"),
+        grpc.get_log_settings,
+        grpc.get_trace_settings,
+        grpc.get_system_shared_memory_status,
+        grpc.get_cuda_shared_memory_status,
+        grpc.get_inference_statistics,
+    ):
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call()
+    assert server.client().is_model_ready("audiotoken")  # still loaded; inference and health stay open
+    assert server.client("grpc").infer("audiotoken", request(clips[0], "grpc")).as_numpy("IMAGE").shape[-1] == 3
+
+
+def text(value: bytes) -> np.ndarray:
+    return np.array([[value]], object)
+
+
+BAD_REQUESTS = [  # (change to a good request, what the one line must say)
+    ({"AUDIO": None}, "AUDIO"),  # Triton's own "expected ... inputs": a required input is missing
+    ({"AUDIO": np.zeros((1, 100, 1), np.float64)}, "AUDIO"),  # Triton's own: FP64 where FP32 is expected
+    ({"AUDIO": np.full((1, 100, 1), np.nan, np.float32)}, "AUDIO: 100 of 100 samples are not finite"),
+    # PyTriton's proxy fails on an empty tensor before serve sees it: a server error, one line all the same
+    ({"AUDIO": np.zeros((1, 0, 1), np.float32)}, "memoryview"),
+    (
+        {"AUDIO": np.zeros((1, MAX_SAMPLES // 2 + 1, 2), np.float32)},
+        f"more than this server's --max-samples {MAX_SAMPLES}",
+    ),
+    ({"SAMPLE_RATE": np.array([[0]], np.int32)}, "SAMPLE_RATE 0: expected 4000 to 384000 Hz"),
+    (
+        {"AUDIO": np.zeros((1, 10_000, 1), np.float32), "SAMPLE_RATE": np.array([[1]], np.int32)},
+        "SAMPLE_RATE 1: expected",
+    ),
+    ({"SAMPLE_RATE": np.array([[384_001]], np.int32)}, "SAMPLE_RATE 384001: expected 4000 to 384000 Hz"),
+    ({"STEPS": np.array([[0]], np.int32)}, "STEPS 0: expected 1 to 100 (this server's --max-steps)"),
+    ({"STEPS": np.array([[100_000]], np.int32)}, "STEPS 100000: expected 1 to 100 (this server's --max-steps)"),
+    ({"PROMPT": text(b"a photo of a dog")}, "holds <*> 0 times"),
+    ({"PROMPT": text(b"<*> " * 1000)}, "PROMPT: 4000 bytes, more than the 1000 it may hold"),
+    ({"NEGATIVE_PROMPT": text(b"x" * 5000)}, "NEGATIVE_PROMPT: 5000 bytes, more than the 1000 it may hold"),
+    ({"PROMPT": text(b"a photo of <*>\xff")}, "PROMPT: not UTF-8 text"),
+    ({"PROMPT": text(b"a photo\nof a dog")}, "holds <*> 0 times"),  # a line break quoted in the message
+    ({"SCHEDULER": text(b"magic")}, "unknown scheduler 'magic'"),
+    ({"SCHEDULER": text(b"m" * 1000)}, "SCHEDULER: 1000 bytes"),
+    ({"GUIDANCE": np.array([[np.inf]], np.float32)}, "GUIDANCE inf: expected a finite number"),
+    ({"GUIDANCE": np.array([[np.nan]], np.float32)}, "GUIDANCE nan: expected a finite number"),
+    ({"GUIDANCE": np.array([[0.5]], np.float32)}, "guidance is 0.5"),  # the range is GenerationOptions.check's
+    ({"GUIDANCE": np.array([[1e6]], np.float32)}, "guidance is 1"),
+    ({"SEED": np.array([[-2]], np.int64)}, "seed -2: expected an integer from 0"),
+    ({"FAST": np.array([[True]], np.bool_)}, "--fast needs a bundle with LCM-LoRA fused"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_REQUESTS, ids=[m[:40] for _, m in BAD_REQUESTS])
+def test_a_bad_request_is_refused_in_one_line_naming_it_and_the_server_keeps_serving(server, clips, change, message):
     from tritonclient.utils import InferenceServerException
 
     samples, rate = sf.read(clips[0], dtype="float32", always_2d=True)
@@ -193,26 +309,150 @@ def test_a_bad_request_is_an_error_naming_it_and_the_server_keeps_serving(server
         "STEPS": np.array([[STEPS]], np.int32),
     }
     values = {k: v for k, v in {**values, **change}.items() if v is not None}
-    with pytest.raises(InferenceServerException) as caught:
-        server.client().infer("audiotoken", tensors("http", **values))
-    assert message in str(caught.value)
+    codes = {"http": "500", "grpc": "StatusCode.INTERNAL"} if message == "memoryview" else {
+        "http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}  # fmt: skip
+    for protocol, code in codes.items():
+        with pytest.raises(InferenceServerException) as caught:
+            server.client(protocol).infer("audiotoken", tensors(protocol, **values))
+        said = str(caught.value)
+        assert message in said and "\n" not in said and "Traceback" not in said, (protocol, said)
+        assert said.startswith(f"[{code}] "), said
     assert server.client().infer("audiotoken", request(clips[0])).as_numpy("IMAGE").shape[-1] == 3
 
 
-def test_sigterm_lets_the_request_in_flight_finish(tiny_bundle, clips, tmp_path):
-    own = Server(tiny_bundle, tmp_path / "server.log", instances=1, max_queue=1)
-    answers = []
+def test_a_bad_edit_is_refused_in_one_line(server, clips):
+    from tritonclient.utils import InferenceServerException
 
-    def slow() -> None:
-        answers.append(own.client().infer("audiotoken", request(clips[0], STEPS=np.array([[40]], np.int32))))
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(picture, "PNG")
+    for change, message in (
+        ({"PICTURE": text(b"not a picture")}, "PICTURE"),
+        ({"STRENGTH": np.array([[np.nan]], np.float32)}, "STRENGTH nan: expected a finite number"),
+    ):
+        values = {"PICTURE": text(picture.getvalue()), "STRENGTH": np.array([[0.5]], np.float32), **change}
+        with pytest.raises(InferenceServerException) as caught:
+            server.client().infer("audiotoken_edit", request(clips[0], **values))
+        assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
-    thread = threading.Thread(target=slow)
+
+def test_tritons_cpu_only_start_up_noise_is_held_back_and_explained_once(server):
+    from runtime.serve import CPU_ONLY_NOISE, CPU_ONLY_NOTE, LOAD_NOISE
+
+    log = server.log.read_text()
+    assert not [marker for marker in CPU_ONLY_NOISE + LOAD_NOISE if marker in log]
+    assert log.count(CPU_ONLY_NOTE.split(":")[0]) <= 1  # once where there was some, never on a machine without it
+    assert "successfully loaded 'audiotoken_edit'" in log  # Triton's other lines pass
+
+
+def in_background(server: Server, clip: Path, steps: int) -> tuple[threading.Thread, list[str]]:
+    """A request of ``steps`` steps sent from a thread; its outcome ("answered", or the error) lands in the list."""
+    outcome: list[str] = []
+
+    def send() -> None:
+        try:
+            server.client().infer("audiotoken", request(clip, STEPS=np.array([[steps]], np.int32)))
+            outcome.append("answered")
+        except Exception as exc:  # Triton's error, or the connection closed under it
+            outcome.append(repr(exc))
+
+    thread = threading.Thread(target=send)
     thread.start()
-    time.sleep(1.5)  # the request is in flight
-    os.kill(own.process.pid, signal.SIGTERM)
-    thread.join(timeout=300)
-    assert own.process.wait(timeout=180) == 0, own.log.read_text()[-2000:]
-    assert len(answers) == 1 and answers[0].as_numpy("IMAGE").shape[-1] == 3
+    return thread, outcome
+
+
+def test_tritons_output_passes_in_whole_lines_without_the_noise():
+    from runtime.serve import TritonLog
+
+    out = io.StringIO()
+    log = TritonLog(out, ("CUDA", "NVML"), "(no GPU: held back)")
+    for piece in ("I1206 loading: audio", "token:1\nW1206 CUDA driver", " too old\nI1206 lo", "aded\nError: NVML\n"):
+        log.write(piece)  # PyTriton prints Triton's output in pieces as they come
+    assert out.getvalue() == "I1206 loading: audiotoken:1\n(no GPU: held back)\nI1206 loaded\n"
+
+
+def test_a_request_that_waits_past_the_timeout_is_refused(narrow_server, clips):
+    from tritonclient.utils import InferenceServerException
+
+    busy = [in_background(narrow_server, clips[0], 300) for _ in range(2)]  # both instances
+    time.sleep(0.5)
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException, match="timeout") as caught:
+        narrow_server.client().infer("audiotoken", request(clips[0]))
+    assert time.monotonic() - started < 60 and "\n" not in str(caught.value)
+    for thread, outcome in busy:
+        thread.join(timeout=300)
+        assert outcome == ["answered"]
+
+
+def descendants(root: int) -> set[int]:
+    from runtime.serve import processes
+
+    table, found = processes(), {root}
+    while grown := {pid for pid, (parent, _) in table.items() if parent in found} - found:
+        found |= grown
+    return found - {root}
+
+
+def test_sigterm_drains_the_requests_in_flight_and_a_second_signal_stops_at_once(narrow_server, clips):
+    processes = descendants(narrow_server.process.pid)
+    assert len(processes) >= 2  # tritonserver and its Python stubs
+    short, short_outcome = in_background(narrow_server, clips[0], 400)  # about 8 s beside the other on 2 idle cores
+    long, long_outcome = in_background(narrow_server, clips[0], 990)
+    time.sleep(1.5)  # both in flight
+    os.kill(narrow_server.process.pid, signal.SIGTERM)
+    short.join(timeout=120)
+    assert short_outcome == ["answered"]  # drained
+    assert narrow_server.process.poll() is None and not long_outcome  # still draining the long one
+    os.kill(narrow_server.process.pid, signal.SIGINT)  # Ctrl-C: at once
+    stopped = time.monotonic()
+    assert narrow_server.process.wait(timeout=30) == 128 + signal.SIGINT, narrow_server.log.read_text()[-2000:]
+    assert time.monotonic() - stopped < 5
+    long.join(timeout=60)
+    assert long_outcome and long_outcome != ["answered"]
+    deadline = time.monotonic() + 30  # the stubs see Triton gone within a few seconds
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in processes):
+        time.sleep(0.5)
+    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
+    log = narrow_server.log.read_text()
+    assert "waiting up to 25 s for those in flight" in log and "stopped at once" in log  # 25: the default --drain
+
+
+def test_serve_says_that_another_address_is_unauthenticated():
+    from audiotoken_rt.cli import app
+    from runtime.errors import ConfigError
+    from runtime.serve import ServeOptions
+
+    assert not ServeOptions().exposed and ServeOptions().address == "127.0.0.1"
+    assert ServeOptions(address="0.0.0.0").exposed and not ServeOptions(address="::1").exposed
+    with pytest.raises(ConfigError, match="--address 'example.com': expected an IP address"):
+        ServeOptions(address="example.com").check()
+    with pytest.raises(ConfigError, match="--timeout 0"):
+        ServeOptions(timeout=0).check()
+    help_text = " ".join(CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "UNAUTHENTICATED" in help_text and "127.0.0.1" in help_text
+
+
+def test_an_unforeseen_failure_is_one_line_for_the_client_and_a_traceback_in_the_log(caplog):
+    from runtime.errors import AudioLoadError
+    from runtime.serve import Models, RequestError, ServerError
+
+    models = Models(pipeline=None)
+
+    def broken(request):
+        raise ValueError("operands could not be broadcast\ntogether with shapes (3,) (4,)")
+
+    with pytest.raises(ServerError) as caught:
+        models.answer([{}], broken)
+    assert str(caught.value) == (
+        "unexpected ValueError: operands could not be broadcast (the server's log has the traceback)"
+    )
+    assert caught.value.__traceback__ is None and "broken" in caplog.text  # the traceback, server-side
+
+    def refused(request):
+        raise AudioLoadError("AUDIO: holds\nno samples", hint="send some")
+
+    with pytest.raises(RequestError, match="^AUDIO: holds no samples \\(hint: send some\\)$"):
+        models.answer([{}], refused)
 
 
 # Triton's load error when a second instance missed PyTriton's handshake (from a CI run's server log)
