@@ -2,7 +2,7 @@
 
 Data flow: ``runtime.audio.load_audio`` -> waveform -> ``Fbank`` (Kaldi features, fp32) -> ``BEATs`` (layers
 4, 8, 12 concatenated) -> ``Embedder`` -> the token spliced into the prompt by ``audiotoken.text``.
-This is also exactly the graph of the exported ``audio_encoder`` engine (DESIGN.md), fbank included.
+This is also exactly the graph of the exported ``audio_encoder`` engine (docs/architecture.md), fbank included.
 """
 
 from __future__ import annotations

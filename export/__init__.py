@@ -1,4 +1,4 @@
-"""export: offline conversion of the PyTorch model to ONNX and TensorRT engine bundles (see DESIGN.md).
+"""export: offline conversion of the PyTorch model to ONNX and TensorRT engine bundles (see docs/architecture.md).
 
 Data flow (``audiotoken-rt export`` -> ``export.builder.export_bundle``):
 ``sources`` (hub id or folder, hashed) -> ``networks`` (one description per engine) -> ``onnx_file`` (trace,

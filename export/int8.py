@@ -23,7 +23,7 @@ products accumulate in int32 and are scaled back to fp32 at once. ONNX Runtime r
 Why: an fp32 UNet step is bound by fp32 GEMM throughput on a CPU (SD 1.5 at 256x256: 343 GFLOP per batched
 step, 65% of it convolutions; ONNX Runtime reaches about 140 GFLOP/s where the best fp32 GEMM on 2 Sapphire
 Rapids cores reaches 150-200). On x86 CPUs without VNNI (AVX2 only), uint8 x int8 pair sums can saturate
-int16 in MLAS's kernels; see the README.
+int16 in MLAS's kernels; see docs/gpus-and-jetson.md.
 """
 
 from __future__ import annotations

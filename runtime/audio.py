@@ -1,6 +1,6 @@
 """Audio loading: any common audio file -> the 10 s, 16 kHz mono waveform the audio encoder takes.
 
-Place in the data flow (DESIGN.md, "Runtime data flow"):
+Place in the data flow (docs/architecture.md, "The data flow of one picture"):
 **load_audio** -> encode_audio -> encode_prompt -> denoise -> decode_latents -> save_png.
 
 The reading recipe (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official code lacks, Q9, and a chosen window):

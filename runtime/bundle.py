@@ -1,6 +1,6 @@
 """Engine bundles: the manifest schema, reading and writing ``manifest.json``, and checking files against it.
 
-Place in the data flow (DESIGN.md): ``export`` builds ``engines/<name>/`` and writes its manifest with
+Place in the data flow (docs/architecture.md): ``export`` builds ``engines/<name>/`` and writes its manifest with
 ``write_manifest``; the runtime opens it with ``Bundle.open``, which refuses a bundle whose files are missing,
 whose sha256 differ from the manifest, whose ONNX files read external data from anywhere but the data file the
 manifest lists (``runtime.external_data``), or whose engines' I/O is off the engine contract

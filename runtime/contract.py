@@ -6,7 +6,7 @@ Every other layer reads these instead of writing its own copy:
 - ``runtime.bundle`` checks each bundle's manifest against ``contract_problems`` before anything runs;
 - the tests read the expected names, dtypes and shapes from here.
 
-The contract (DESIGN.md, "The engines and their I/O contract"), static shapes, batch 1 per picture:
+The contract (docs/architecture.md, "The engine I/O contract"), static shapes, batch 1 per picture:
 
 | engine          | inputs                                                             | outputs                    |
 |-----------------|--------------------------------------------------------------------|----------------------------|

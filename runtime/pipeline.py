@@ -1,6 +1,6 @@
 """The lean, torch-free generation pipeline: sounds -> pictures by chaining a bundle's engines.
 
-Data flow (DESIGN.md), one stage method each, in this order:
+Data flow (docs/architecture.md), one stage method each, in this order:
 1. ``load_audio``      any clip -> [160000] float32 (runtime.audio; a chosen 10 s window, loop-tiled)
 2. ``encode_audio``    waveform [1, 160000] -> audio token [1, D]          (audio_encoder engine); a mix of
                        sounds is the weighted mean of their tokens (``listen``)

@@ -7,7 +7,7 @@ boxes into one soft mask per region at the latent size, plus one for the backgro
 (MultiDiffusion-style, Bar-Tal et al. 2023: one canvas, per-region noise predictions averaged under their masks), the
 unconditional prediction shared by all.
 
-``layout_picture`` draws the weights (each region's colour, numbered) for ``compose --preview-layout`` and the README.
+``layout_picture`` draws the weights (each region's colour, numbered) for ``compose --preview-layout`` and docs/editing-and-composing.md.
 
 Soft masks: each box rises from 0 to 1 over ``blend`` (a fraction of the picture's shorter side) centred on its
 edges, except at the picture's own border; with a background, the background's weight is what the boxes leave
@@ -164,7 +164,7 @@ BACKGROUND_GREY = (150, 150, 150)
 
 def layout_picture(weights: np.ndarray, boxes: tuple[Box, ...], size: tuple[int, int]):
     """What a layout does, as a PIL picture of ``size`` (width, height): each region's colour mixed by its weight
-    (the background grey), each box numbered at its centre; for ``compose --preview-layout`` and the README."""
+    (the background grey), each box numbered at its centre; for ``compose --preview-layout`` and docs/editing-and-composing.md."""
     from PIL import Image, ImageDraw
 
     colours = np.array([PALETTE[k % len(PALETTE)] for k in range(len(boxes))] + [BACKGROUND_GREY], np.float32)

@@ -1,4 +1,4 @@
-"""The layering rule of DESIGN.md, on every import statement (module level and inside functions alike):
+"""The layering rule of docs/architecture.md, on every import statement (module level and inside functions alike):
 
 - ``runtime/`` is the leaf: it imports nothing of ours outside itself, and no PyTorch-side library;
 - ``audiotoken/`` may use ``runtime/``; ``export/`` may use ``audiotoken/`` and ``runtime/``;

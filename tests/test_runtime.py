@@ -342,7 +342,7 @@ def test_a_bundle_off_the_engine_contract_is_refused(tiny_bundle, tmp_path):
 
 
 def test_the_engine_contract_is_the_design_table():
-    """DESIGN.md's I/O table at SD 1.x sizes (D = 768, 512x512), written out independently of runtime.contract."""
+    """docs/architecture.md's I/O table at SD 1.x sizes (D = 768, 512x512), written out independently of runtime.contract."""
     from runtime.contract import Dims, engine_contracts
 
     table = {

@@ -108,7 +108,7 @@ def evaluate_command(
     models: Path = typer.Option(
         ...,
         "--models",
-        help="Folder of the evaluation models (README: Evaluate lists them; make-random --eval writes stand-ins).",
+        help="Folder of the evaluation models (docs/evaluation.md lists them; make-random --eval writes stand-ins).",
         show_default=False,
     ),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON.", show_default=False),

@@ -122,7 +122,7 @@ def model_files(folder: Path, key: str) -> list[Path]:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(
             f"--models {folder}: is not a folder",
-            hint="pass the folder that holds the evaluation models (README: Evaluate lists them)",
+            hint="pass the folder that holds the evaluation models (docs/evaluation.md lists them)",
         )
     path = folder / spec.name
     if not (path.is_dir() if spec.hub_files else path.is_file()):
@@ -203,7 +203,7 @@ def file_records(folder: Path, files: dict[str, list[Path]]) -> list[FileRecord]
 def checkpoint_error(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(
         f"{path}: does not load ({type(exc).__name__}: {first_line(exc)})",
-        hint="is it the published file? (README: Evaluate lists them)",
+        hint="is it the published file? (docs/evaluation.md lists them)",
     )
 
 
@@ -247,7 +247,7 @@ class ClipModel:
             raise CheckpointError(
                 f"{weights}: does not hold the CLIP its config.json describes (missing or mis-shaped: "
                 f"{', '.join(sorted(absent)[:4])})",
-                hint="is it the published file? (README: Evaluate lists them)",
+                hint="is it the published file? (docs/evaluation.md lists them)",
             )
         self.model.eval().to(device)
         self.side = self.model.config.vision_config.image_size

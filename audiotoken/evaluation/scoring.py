@@ -60,7 +60,9 @@ class EvaluationOptions:
     )
     fid_bootstrap: int = field(
         default=100,
-        metadata={"help": "Replicates of the FID interval, each the FID of a random half of the clips (README)."},
+        metadata={
+            "help": "Replicates of the FID interval, each the FID of a random half of the clips (docs/evaluation.md)."
+        },
     )
     seed: int = field(
         default=0, metadata={"help": "Seed of the intervals' replicates (not of the pictures, nor of the frames)."}
