@@ -1,19 +1,23 @@
-"""runtime/cpp: the C and C++ host library against the Python runtime it mirrors.
+"""runtime/cpp: the C and C++ host library against the Python runtime it mirrors, and against anyone's input.
 
 The library is built once per session with CMake into ``.cache/cpp-build/test``, with AddressSanitizer and UBSan
 (the test build: any memory error, leak or undefined behaviour in a run fails it), and driven through its
-binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, bad input through the C API) and the example
-program ``audiotoken-rt-cpp``. Checked: the noise bit for bit; the tokenizer's ids on a corpus of prompts; the
-schedulers' full loops within 1e-5; pictures of the C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the
-CPU, several clips, prompts and schedulers); bad input answered by a status and a message, never a crash; the
-install tree and its CMake package. Skipped, with the reason, only where the toolchain is missing (`.ci/setup`
-installs it).
+binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, caches, bad input through the C API) and the
+example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10 against Random123's
+known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within 1e-5; pictures of the
+C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and schedulers); the
+input bounds equal to the Python runtime's; bad input answered by a status and a one-line message, never a crash or
+a read past a caller's buffer; bundles with paths out of the bundle, a bad key or NaN weights refused in one line,
+naming the field or the stage; the unconditional cache bounded; the install tree and its CMake package. Then each
+libFuzzer harness of runtime/cpp/fuzz (a Clang build in ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with
+the reason, only where the toolchain is missing (`.ci/setup` installs it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import unicodedata
@@ -103,6 +107,15 @@ def test_noise_is_the_python_noise_bit_for_bit(cpp, seed, use, count):
     assert np.array_equal(got, want), f"{int(np.sum(got != want))} of {count} values differ"
 
 
+def test_philox_is_random123s_philox4x64_10(cpp):
+    """The block function under the noise against Random123's known-answer vectors (counter and key all zeros,
+    all ones, and the digits of pi): each line printed back with the outputs computed in C++."""
+    kat = REPO / "tests" / "data" / "philox4x64_10_kat.txt"
+    expected = [line for line in kat.read_text().splitlines() if line and not line.startswith("#")]
+    assert len(expected) == 3
+    assert run(cpp / "audiotoken-rt-cpp-check", "philox-kat", kat).stdout.splitlines() == expected
+
+
 # --- tokenizer -----------------------------------------------------------------------------------------------
 
 
@@ -159,11 +172,16 @@ SD_CONFIG = {"beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 
     [("dpm++2m", 25, {}), ("dpm++2m", 10, {"prediction_type": "v_prediction"}), ("dpm++2m", 20, {"timestep_spacing": "leading"}),
      ("euler", 25, {}), ("euler", 7, {"timestep_spacing": "trailing"}), ("euler-a", 20, {}),
      ("ddim", 50, {}), ("ddim", 12, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}),
-     ("lcm", 4, {}), ("lcm", 1, {}), ("lcm", 8, {}), ("pndm", 50, {}), ("pndm", 3, {})],
+     ("lcm", 4, {}), ("lcm", 1, {}), ("lcm", 8, {}), ("pndm", 50, {}), ("pndm", 3, {}),
+     ("euler", 1, {}), ("ddim", 1, {"timestep_spacing": "linspace"}), ("dpm++2m", 1, {})],  # 1 step: linspace of one
 )  # fmt: skip
 def test_scheduler_loops_are_the_numpy_loops(cpp, tmp_path, name, steps, overrides):
     """A full loop on a stand-in model (eps = 0.9 * input + a fixed offset per step) in both languages."""
-    config = {**SD_CONFIG, **overrides}
+    assert_loop_is_numpys(cpp, tmp_path, name, steps, {**SD_CONFIG, **overrides})
+
+
+def assert_loop_is_numpys(cpp: Path, folder: Path, name: str, steps: int, config: dict) -> None:
+    """Scheduler ``name``'s loop of ``steps`` on ``config`` in C++ is runtime.schedulers' within 1e-5, timesteps equal."""
     scheduler = make_scheduler(name, config, steps)
     rng = np.random.default_rng(steps)
     shape = (1, 4, 8, 8)
@@ -175,17 +193,32 @@ def test_scheduler_loops_are_the_numpy_loops(cpp, tmp_path, name, steps, overrid
         eps = np.float32(0.9) * scheduler.scale_model_input(latents, i) + offsets[i]
         latents, history = scheduler.step(eps, i, latents, history, rng=step_noise)
         trajectory.append(latents)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "in.bin").write_bytes(noise.tobytes() + offsets.tobytes())
-    run(cpp / "audiotoken-rt-cpp-check", "schedule", name, steps, seed, tmp_path / "config.json",
-        tmp_path / "in.bin", tmp_path / "out.bin")  # fmt: skip
-    out = (tmp_path / "out.bin").read_bytes()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "in.bin").write_bytes(noise.tobytes() + offsets.tobytes())
+    run(cpp / "audiotoken-rt-cpp-check", "schedule", name, steps, seed, folder / "config.json",
+        folder / "in.bin", folder / "out.bin")  # fmt: skip
+    out = (folder / "out.bin").read_bytes()
     count = len(scheduler.timesteps)
     timesteps = np.frombuffer(out[: 8 * count], np.float64)
     got = np.frombuffer(out[8 * count :], np.float32).reshape(count, *shape)
     assert np.array_equal(timesteps, np.asarray(scheduler.timesteps, np.float64))
     error = float(np.abs(got - np.stack(trajectory)).max())
     assert error <= 1e-5, f"{name}: max |C++ - numpy| = {error:.3g} over {count} steps"
+
+
+@pytest.mark.parametrize("name", ["dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"])
+def test_the_steps_bound_is_the_python_runtimes(cpp, tmp_path, name):
+    """On Stable Diffusion's schedule ("leading", steps_offset 1): at the most steps the Python runtime takes, the
+    C++ loop is numpy's; one more is refused as a config error, as in Python (dpm++2m at 1000 steps put every step on
+    one timestep and drew NaN latents)."""
+    from runtime.schedulers import max_steps
+
+    config = {**SD_CONFIG, "timestep_spacing": "leading"}
+    most = max_steps(name, config)
+    assert_loop_is_numpys(cpp, tmp_path, name, most, config)
+    done = run(cpp / "audiotoken-rt-cpp-check", "schedule", name, most + 1, 5, tmp_path / "config.json",
+               tmp_path / "in.bin", tmp_path / "out.bin", check=False)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "step" in done.stderr, (most, done.stderr)
 
 
 # --- pictures ------------------------------------------------------------------------------------------------
@@ -227,20 +260,91 @@ def test_cpp_pictures_are_the_python_cli_pictures(cpp, tiny_bundle, clip_set, tm
     assert psnr(Image.open(tmp_path / "cpp-0.png"), Image.open(tmp_path / "cpp-1.png")) < 40  # seeds differ
 
 
+# --- bounds shared with the Python runtime and the C boundary -----------------------------------------------
+
+
+def header_defines() -> dict[str, str]:
+    """The public C header's #define NAME VALUE lines."""
+    header = (SOURCE / "include" / "audiotoken_rt.h").read_text()
+    return dict(re.findall(r"^#define (ATRT_\w+) +([^ /\n]+)", header, flags=re.M))
+
+
+def test_input_bounds_are_the_python_runtimes():
+    """The bounds audiotoken_rt.h publishes (and the library and the example use) are the Python runtime's numbers:
+    sample rates and the audio window (runtime/audio.py), prompt bytes, guidance and pictures per call
+    (runtime/pipeline.py). A change on one side fails here until the other side follows."""
+    from runtime import audio, contract, pipeline
+
+    python = {
+        "ATRT_MIN_SAMPLE_RATE": audio.MIN_SAMPLE_RATE,
+        "ATRT_MAX_SAMPLE_RATE": audio.MAX_SAMPLE_RATE,
+        "ATRT_CLIP_SECONDS": contract.CLIP_SECONDS,
+        "ATRT_RESAMPLE_MARGIN_SECONDS": audio.RESAMPLE_MARGIN_SECONDS,
+        "ATRT_MAX_PROMPT_BYTES": pipeline.MAX_PROMPT_BYTES,
+        "ATRT_MAX_GUIDANCE": pipeline.MAX_GUIDANCE,
+        "ATRT_MAX_NUM_IMAGES": pipeline.MAX_NUM_IMAGES,
+    }
+    defines = header_defines()
+    assert {name: float(defines[name]) for name in python} == python
+
+
+def test_bundle_bounds_are_the_python_runtimes():
+    """The bounds src/manifest.hpp holds a bundle to are runtime/bundle.py's: a bundle one side opens, the other does."""
+    from runtime import bundle
+
+    source = (SOURCE / "src" / "manifest.hpp").read_text()
+    constants = dict(re.findall(r"^constexpr [\w:]+ (k\w+) = (\d+);", source, flags=re.M))
+    python = {"kMaxPictureSide": bundle.MAX_PICTURE_SIDE, "kMaxTokenDim": bundle.MAX_TOKEN_DIM,
+              "kMaxPathBytes": bundle.MAX_PATH_BYTES, "kMaxPartBytes": bundle.MAX_PART_BYTES}  # fmt: skip
+    assert {name: int(constants[name]) for name in python} == python
+
+
+def test_every_c_entry_point_is_noexcept():
+    """No exception crosses the C boundary: every ATRT_API function is declared ATRT_NOEXCEPT (noexcept to C++
+    callers), and the compiler then holds each definition in c_api.cpp to it."""
+    header = (SOURCE / "include" / "audiotoken_rt.h").read_text()
+    assert "#define ATRT_NOEXCEPT noexcept" in header
+    declarations = re.findall(r"^ATRT_API [^;]*;", header, flags=re.M)
+    assert len(declarations) >= 17
+    assert [d for d in declarations if not d.endswith("ATRT_NOEXCEPT;")] == []
+
+
+def test_lru_cache_forgets_the_least_recently_used(cpp):
+    out = run(cpp / "audiotoken-rt-cpp-check", "lru").stdout.splitlines()
+    assert out == ["a -", "b 4", "c 3", "size 2"]  # a was refreshed, so b went first; then a, the oldest
+
+
+def test_the_unconditional_cache_is_bounded(cpp, tiny_bundle):
+    """Every new negative prompt used to stay in the cache for good: a client could grow it without end. Now it
+    keeps as many as the Python pipeline's (UNCOND_CACHE_SIZE)."""
+    from runtime.pipeline import UNCOND_CACHE_SIZE
+
+    out = run(cpp / "audiotoken-rt-cpp-check", "uncond-cache", tiny_bundle).stdout.splitlines()
+    assert out[0] == f"capacity {UNCOND_CACHE_SIZE}"
+    sizes = [int(line.removeprefix("size ")) for line in out[1:]]
+    assert sizes == [min(k, UNCOND_CACHE_SIZE) for k in range(1, UNCOND_CACHE_SIZE + 3)]
+
+
 # --- bad input -----------------------------------------------------------------------------------------------
 
 EXPECTED = {  # case -> atrt_status (0 ok, 1 invalid argument, 2 config, 3 audio, 4 bundle)
     "open-null-folder": 1, "open-null-context": 1, "open-missing-folder": 4, "open-unknown-device": 2,
     "open-uninitialised-options": 1, "open": 0, "info-null-context": 1, "info": 0,
     "tokenize-null-prompt": 1, "tokenize-null-ids": 1, "tokenize-no-placeholder": 2, "tokenize-two-placeholders": 2,
-    "tokenize-over-77-tokens": 2, "tokenize-invalid-utf8": 2, "tokenize": 0,
+    "tokenize-over-77-tokens": 2, "tokenize-invalid-utf8": 2, "tokenize-over-the-byte-bound": 2, "tokenize": 0,
     "encode-null-context": 1, "encode-null-audio": 1, "encode-null-token": 1, "encode-small-token": 1,
     "encode-null-samples": 1, "encode-empty": 3, "encode-uninitialised-audio": 1, "encode-no-channels": 3,
-    "encode-zero-rate": 3, "encode-nan-rate": 3, "encode-start-past-end": 3, "encode-negative-start": 2,
-    "encode-unknown-downmix": 2, "encode-nan-samples": 3, "encode-inf-samples": 3, "encode-stereo-44k": 0, "encode": 0,
-    "draw-null-context": 1, "draw-null-token": 1, "draw-short-token": 1, "draw-null-pixels": 1, "draw-small-pixels": 1,
+    "encode-zero-rate": 3, "encode-1hz-rate": 3, "encode-rate-below-bound": 3, "encode-rate-above-bound": 3,
+    "encode-rate-at-bound": 0, "encode-reads-only-the-window": 0, "encode-nan-rate": 3, "encode-start-past-end": 3,
+    "encode-negative-start": 2, "encode-unknown-downmix": 2, "encode-nan-samples": 3, "encode-inf-samples": 3,
+    "encode-stereo-44k": 0, "encode": 0,
+    "draw-null-context": 1, "draw-null-token": 1, "draw-short-token": 1, "draw-long-token": 1, "draw-huge-token": 1,
+    "draw-null-pixels": 1, "draw-small-pixels": 1,
     "draw-nan-token": 1, "draw-unknown-scheduler": 2, "draw-negative-steps": 2, "draw-too-many-steps": 2,
-    "draw-low-guidance": 2, "draw-nan-guidance": 2, "draw-negative-seed": 2, "draw-seed-past-the-last": 2,
+    "draw-dpm-at-1000-steps": 2,
+    "draw-low-guidance": 2, "draw-guidance-over-the-bound": 2, "draw-infinite-guidance": 2, "draw-too-many-images": 2,
+    "draw-negative-over-the-byte-bound": 2, "draw-nan-guidance": 2, "draw-negative-seed": 2,
+    "draw-seed-past-the-last": 2,
     "draw-no-images": 2, "draw-template-without-placeholder": 2, "draw-template-over-77-tokens": 2,
     "draw-negative-over-77-tokens": 2, "draw-fast-on-plain-bundle": 2, "draw-uninitialised-options": 1,
     "draw": 0, "generate-nan-samples": 3, "generate": 0,
@@ -262,8 +366,14 @@ def test_bad_input_through_the_c_api_is_a_status_and_a_message(cpp, tiny_bundle)
 
 
 def tamper(bundle: Path, folder: Path, how: str) -> Path:
+    """A copy of ``bundle`` in ``folder`` broken as ``how`` says. The crafted paths name real files with their true
+    sha256 outside the copy, so that only the path rule can refuse them."""
     copy = folder / how
     shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    outside = folder / "outside.json"  # beside the copy, not in it
+    shutil.copy(copy / "scheduler_config.json", outside)
+    (entry,) = [f for f in manifest["files"] if f["path"] == "scheduler_config.json"]
     if how == "tampered":
         data = copy / "unet.onnx.data"
         raw = bytearray(data.read_bytes())
@@ -274,8 +384,23 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
     elif how == "bad-json":
         (copy / "manifest.json").write_text("{ not json")
     elif how == "off-contract":
-        manifest = json.loads((copy / "manifest.json").read_text())
         manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 3
+    elif how == "path-dotdot":
+        entry["path"] = "../outside.json"
+    elif how == "path-absolute":
+        entry["path"] = str(outside)
+    elif how == "symlink-out":
+        (copy / "linked.json").symlink_to(outside)
+        entry["path"] = "linked.json"
+    elif how == "tokenizer-symlink-out":
+        shutil.move(copy / "tokenizer", folder / "tokenizer-outside")
+        (copy / "tokenizer").symlink_to(folder / "tokenizer-outside")
+    elif how == "key-not-hex":
+        manifest["key"] = "../../../" + manifest["key"]  # it names the per-user hash cache file
+    elif how == "unet-batch-zero":
+        manifest["recipe"]["unet_batches"] = [0]  # batch 0 would loop forever in the UNet's batching
+        manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 0
+    if how != "bad-json":
         (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
 
@@ -283,7 +408,11 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
 @pytest.mark.parametrize(
     "how, words",
     [("tampered", "unet.onnx.data has sha256"), ("missing-file", "vae_decoder.onnx is missing"),
-     ("bad-json", "not valid JSON"), ("off-contract", "unet inputs are sample float32 [3, 4, 8, 8]")],
+     ("bad-json", "not valid JSON"), ("off-contract", "unet inputs are sample float32 [3, 4, 8, 8]"),
+     ("path-dotdot", "files[0].path \"../outside.json\" climbs out with '..'"),
+     ("path-absolute", "files[0].path \"/"), ("symlink-out", "files[0].path \"linked.json\" resolves outside the bundle"),
+     ("tokenizer-symlink-out", "tokenizer \"tokenizer/tokenizer.json\" resolves outside the bundle"),
+     ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]")],
 )  # fmt: skip
 def test_a_bad_bundle_is_refused_at_open_with_one_message(cpp, tiny_bundle, tmp_path, how, words):
     copy = tamper(tiny_bundle, tmp_path, how)
@@ -296,6 +425,46 @@ def test_a_bad_bundle_is_refused_at_open_with_one_message(cpp, tiny_bundle, tmp_
     done = run(cpp / "audiotoken-rt-cpp", "generate", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav",
                "--engines", copy, "--out", tmp_path / "x.png", check=False)  # fmt: skip
     assert done.returncode == 1 and done.stderr.startswith("error: ") and words in done.stderr
+
+
+def poison(bundle: Path, folder: Path, engine: str) -> Path:
+    """A copy of ``bundle`` whose ``engine`` has every float weight NaN, its manifest's sha256 and size updated to
+    match: weights gone bad behind a manifest that vouches for them."""
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    copy = folder / f"nan-{engine}"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["engines"][engine]["data"]
+    data = bytearray((copy / entry["path"]).read_bytes())
+    graph = onnx.load(copy / manifest["engines"][engine]["file"]["path"], load_external_data=False).graph
+    for tensor in graph.initializer:
+        if uses_external_data(tensor) and tensor.data_type == onnx.TensorProto.FLOAT:
+            where = {item.key: item.value for item in tensor.external_data}
+            offset, length = int(where.get("offset", 0)), int(where["length"])
+            data[offset : offset + length] = np.full(length // 4, np.nan, np.float32).tobytes()
+    (copy / entry["path"]).write_bytes(bytes(data))
+    entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "engine, stage",
+    [("audio_encoder", "encode_audio"), ("text_encoder", "encode_prompt"), ("unet", "denoise"),
+     ("vae_decoder", "decode_latents")],
+)  # fmt: skip
+def test_nan_weights_are_an_error_naming_the_stage_and_no_picture(cpp, tiny_bundle, tmp_path, engine, stage):
+    copy = poison(tiny_bundle, tmp_path, engine)
+    done = run(cpp / "audiotoken-rt-cpp", "generate", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav",
+               "--engines", copy, "--out", tmp_path / "p.png", "--steps", 2, "--seed", 0, check=False)  # fmt: skip
+    first = done.stderr.splitlines()[0]
+    assert done.returncode == 1 and first.startswith(f"error: {stage}: ") and "NaN or Inf" in first, done.stderr
+    assert f"audiotoken-rt info {copy} --verify full" in first  # the way to check every file in full
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.partial"))
 
 
 def test_the_example_refuses_a_missing_clip_and_an_existing_picture(cpp, tiny_bundle, tmp_path):
@@ -313,6 +482,61 @@ def test_bench_reports_time_per_picture(cpp, tiny_bundle, tmp_path):
         "--steps", 2, "--rounds", 1, "--json", tmp_path / "bench.json")  # fmt: skip
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert figures["total_ms"] > 0 and figures["stages"]["unet"] > 0 and figures["steps"] == 2
+
+
+# --- fuzzing -------------------------------------------------------------------------------------------------
+
+FUZZ_BUILD = REPO / ".cache" / "cpp-build" / "fuzz"
+FUZZ_TARGETS = ("manifest", "tokenizer_json", "prompt", "waveform", "clip")  # runtime/cpp/fuzz/fuzz_<target>.cpp
+# per target, in every test run: the seed corpus replayed, then new inputs (`just fuzz SECONDS` sets it for longer runs)
+FUZZ_SECONDS = int(os.environ.get("AUDIOTOKEN_RT_FUZZ_SECONDS", "20"))
+FINDINGS = REPO / ".cache" / "fuzz"  # where a finding's input is kept, to minimise it and add it to the corpus
+
+
+@pytest.fixture(scope="session")
+def fuzzers(cpp) -> Path:
+    """The libFuzzer build (Clang, ASan, UBSan) in ``.cache/cpp-build/fuzz``, configured and built once per session."""
+    clang = shutil.which("clang++")
+    runtime_dir = (
+        subprocess.run([clang, "-print-resource-dir"], capture_output=True, text=True).stdout.strip() if clang else ""
+    )
+    if not clang or not list(Path(runtime_dir).glob("lib/*/libclang_rt.fuzzer*.a")):
+        pytest.skip("Clang with libFuzzer missing (Debian: clang libclang-rt-14-dev; bash .ci/setup installs them)")
+    headers = Path(os.environ.get("ONNXRUNTIME_INCLUDE_DIR", HEADERS))
+    configure = ["cmake", "-S", SOURCE, "-B", FUZZ_BUILD, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                 "-DCMAKE_C_COMPILER=clang", f"-DCMAKE_CXX_COMPILER={clang}", "-DAUDIOTOKEN_RT_FUZZ=ON",
+                 "-DAUDIOTOKEN_RT_EXAMPLE=OFF", f"-DONNXRUNTIME_LIBRARY={onnxruntime_library()}",
+                 f"-DONNXRUNTIME_INCLUDE_DIR={headers}"]  # fmt: skip
+    for command in (configure, ["cmake", "--build", FUZZ_BUILD, "-j2", "--target", "fuzzers"]):
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+        assert done.returncode == 0, (
+            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+        )
+    return FUZZ_BUILD
+
+
+@pytest.mark.parametrize("target", FUZZ_TARGETS)
+def test_fuzzing_finds_no_crash_leak_hang_or_undefined_behaviour(fuzzers, tmp_path, target):
+    """libFuzzer on one of the library's parsers for FUZZ_SECONDS, from the seed corpus in runtime/cpp/fuzz/corpus
+    (regression inputs of every bug found included): bad bytes must end in the library's one-line error. New
+    inputs go to tmp_path, never into the repository; a finding's input is copied to .cache/fuzz/."""
+    corpus = SOURCE / "fuzz" / "corpus" / target
+    found, scratch = tmp_path / "found", tmp_path / "scratch"  # new inputs; the harness's files ($TMPDIR)
+    found.mkdir()
+    scratch.mkdir()
+    done = subprocess.run(
+        [str(fuzzers / f"fuzz_{target}"), str(found), str(corpus), f"-max_total_time={FUZZ_SECONDS}",
+         "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"],
+        capture_output=True, text=True,
+        env={**os.environ, **SANITIZERS, "ASAN_OPTIONS": "detect_leaks=1", "TMPDIR": str(scratch)},
+    )  # fmt: skip
+    findings = [p for p in tmp_path.iterdir() if p.is_file()]  # crash-*, leak-*, timeout-*, oom-*
+    for finding in findings:
+        FINDINGS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(finding, FINDINGS / f"{target}-{finding.name}")
+    kept = [f"{FINDINGS}/{target}-{p.name}" for p in findings]
+    assert done.returncode == 0 and not findings, f"{done.stderr[-6000:]}\nfindings kept: {kept}"
+    assert "Done" in done.stderr and "stat::number_of_executed_units" in done.stderr, done.stderr[-2000:]
 
 
 # --- install tree and CMake package --------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import pytest
 
 from runtime.errors import ConfigError
 from runtime.noise import INITIAL_NOISE, STEP_NOISE, NoiseStream, check_seed, initial_noise
+from tests.support import REPO
+
+PHILOX_KAT = REPO / "tests" / "data" / "philox4x64_10_kat.txt"  # Random123's known answers for Philox4x64-10
 
 
 def by_the_recipe(seed: int, use: int, count: int) -> list[float]:
@@ -28,6 +31,33 @@ def by_the_recipe(seed: int, use: int, count: int) -> list[float]:
 )
 def test_the_stream_is_the_written_recipe(seed, use, count):
     assert NoiseStream(seed, use).standard_normal((count,)).tolist() == by_the_recipe(seed, use, count)
+
+
+def philox_kat_cases() -> list[tuple[list[int], list[int], list[int]]]:
+    """(counter [4], key [2], output [4]) of each line of Random123's vectors."""
+    cases = []
+    for line in PHILOX_KAT.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, rounds, *words = line.split()
+            assert (name, rounds, len(words)) == ("philox4x64", "10", 10), line
+            numbers = [int(word, 16) for word in words]
+            cases.append((numbers[:4], numbers[4:6], numbers[6:]))
+    return cases
+
+
+@pytest.mark.parametrize("counter, key, output", philox_kat_cases(), ids=["zeros", "ones", "pi"])
+def test_the_generator_is_philox4x64_10_by_random123s_known_answers(counter, key, output):
+    """The stream's raw words are blocks of Philox4x64-10 keyed (seed, use) at counter 1, 2, ...: set the counter
+    one below the vector's (numpy raises it before each block) and the key to the vector's, and the next block
+    must be Random123's answer."""
+    bits = NoiseStream(0, INITIAL_NOISE).bits
+    state = bits.state
+    below = (sum(word << (64 * i) for i, word in enumerate(counter)) - 1) % 2**256  # counter words, word 0 lowest
+    state["state"]["counter"] = np.array([(below >> (64 * i)) & (2**64 - 1) for i in range(4)], dtype=np.uint64)
+    state["state"]["key"] = np.array(key, dtype=np.uint64)
+    state["buffer_pos"] = 4  # no block buffered: the next word starts a new block
+    bits.state = state
+    assert [int(word) for word in bits.random_raw(4)] == output
 
 
 def test_the_first_values_are_pinned_for_other_languages():

@@ -9,7 +9,8 @@
  *
  * Stable ABI: the context is opaque; option structs begin with `struct_size` and are filled by their *_init
  * function first (fields added later go at the end, so an older caller's smaller struct stays valid); only
- * fixed-width types cross the boundary; no exception crosses it.
+ * fixed-width types cross the boundary; no exception crosses it: the functions that can fail catch everything
+ * inside, and every function is declared noexcept to C++ callers (ATRT_NOEXCEPT).
  *
  * Errors: every function that can fail returns an atrt_status; on failure atrt_last_error() and
  * atrt_last_error_hint() describe it in one line each (the input, what was expected and received; what to do).
@@ -31,6 +32,12 @@
 #define ATRT_API
 #endif
 
+#if defined(__cplusplus)
+#define ATRT_NOEXCEPT noexcept
+#else
+#define ATRT_NOEXCEPT
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,6 +45,20 @@ extern "C" {
 #define ATRT_ABI_VERSION 1   /* raised only when an existing function or struct field changes meaning */
 #define ATRT_TEXT_LENGTH 77  /* CLIP's context: BOS + 75 tokens + EOS */
 #define ATRT_RANDOM_SEED (-1) /* a fresh random seed for the first picture (reported in seeds_out) */
+/* A clip's sample rate must lie in ATRT_MIN_SAMPLE_RATE..ATRT_MAX_SAMPLE_RATE Hz (runtime/audio.py MIN_SAMPLE_RATE and
+ * MAX_SAMPLE_RATE). Of its samples only the window is read: ATRT_CLIP_SECONDS from start_seconds, and
+ * ATRT_RESAMPLE_MARGIN_SECONDS more for the resampler, ceil((10 + 0.1) * rate) frames; a host decoding a file may
+ * pass just those. */
+#define ATRT_MIN_SAMPLE_RATE 4000
+#define ATRT_MAX_SAMPLE_RATE 384000
+#define ATRT_CLIP_SECONDS 10.0
+#define ATRT_RESAMPLE_MARGIN_SECONDS 0.1
+/* Bounds on a drawing's options, checked before any work (runtime/pipeline.py MAX_PROMPT_BYTES, MAX_GUIDANCE and
+ * MAX_NUM_IMAGES): a prompt or negative prompt of at most ATRT_MAX_PROMPT_BYTES UTF-8 bytes, a finite guidance in
+ * 1..ATRT_MAX_GUIDANCE, 1..ATRT_MAX_NUM_IMAGES pictures per call. */
+#define ATRT_MAX_PROMPT_BYTES 1000
+#define ATRT_MAX_GUIDANCE 50.0
+#define ATRT_MAX_NUM_IMAGES 100
 
 typedef enum atrt_status {
   ATRT_OK = 0,
@@ -47,7 +68,8 @@ typedef enum atrt_status {
   ATRT_BUNDLE_ERROR = 4,     /* a bundle missing, tampered with (sha256), off the engine contract, or unreadable */
   ATRT_RUNTIME_ERROR = 5,    /* ONNX Runtime failed, or an execution provider is not really available */
   ATRT_OUT_OF_MEMORY = 6,
-  ATRT_INTERNAL_ERROR = 7
+  ATRT_INTERNAL_ERROR = 7,
+  ATRT_NUMERIC_ERROR = 8     /* a stage produced NaN or Inf (damaged weights, numbers out of range): no picture */
 } atrt_status;
 
 typedef enum atrt_downmix {
@@ -71,7 +93,8 @@ typedef struct atrt_audio {
   const float* samples;  /* frames * channels values */
   uint64_t frames;
   uint32_t channels;     /* 1 (mono) or more (interleaved) */
-  double sample_rate;    /* Hz, any positive rate: resampled to 16 kHz as the Python runtime does (soxr HQ) */
+  double sample_rate;    /* Hz, ATRT_MIN_SAMPLE_RATE..ATRT_MAX_SAMPLE_RATE: resampled to 16 kHz as the Python
+                          * runtime does (soxr HQ) */
   double start_seconds;  /* where the 10 s window starts; a shorter rest is loop-tiled */
   int32_t downmix;       /* an atrt_downmix */
 } atrt_audio;
@@ -83,9 +106,9 @@ typedef struct atrt_draw_options {
   const char* negative_prompt; /* the unconditional branch; NULL: "" */
   const char* scheduler;       /* "dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"; NULL: the recipe's */
   int32_t steps;               /* denoising steps; 0: the recipe's */
-  float guidance;              /* classifier-free guidance, >= 1; 0: the recipe's */
+  float guidance;              /* classifier-free guidance, 1..ATRT_MAX_GUIDANCE; 0: the recipe's */
   int64_t seed;                /* first picture's seed, 0 .. 2^63-1; picture k gets seed + k; ATRT_RANDOM_SEED */
-  int32_t num_images;          /* pictures to draw, >= 1 */
+  int32_t num_images;          /* pictures to draw, 1..ATRT_MAX_NUM_IMAGES */
   int32_t fast;                /* nonzero: the fast preset (LCM, 4 steps, guidance 1) for unset fields */
 } atrt_draw_options;
 
@@ -103,47 +126,48 @@ typedef struct atrt_bundle_info {
   const char* bundle_id;    /* short id of the bundle's content */
 } atrt_bundle_info;
 
-ATRT_API uint32_t atrt_abi_version(void);
-ATRT_API const char* atrt_version(void);
-ATRT_API const char* atrt_last_error(void);
-ATRT_API const char* atrt_last_error_hint(void);
+ATRT_API uint32_t atrt_abi_version(void) ATRT_NOEXCEPT;
+ATRT_API const char* atrt_version(void) ATRT_NOEXCEPT;
+ATRT_API const char* atrt_last_error(void) ATRT_NOEXCEPT;
+ATRT_API const char* atrt_last_error_hint(void) ATRT_NOEXCEPT;
 
-ATRT_API void atrt_open_options_init(atrt_open_options* options);
-ATRT_API void atrt_audio_init(atrt_audio* audio);
-ATRT_API void atrt_draw_options_init(atrt_draw_options* options);
-ATRT_API void atrt_bundle_info_init(atrt_bundle_info* info);
+ATRT_API void atrt_open_options_init(atrt_open_options* options) ATRT_NOEXCEPT;
+ATRT_API void atrt_audio_init(atrt_audio* audio) ATRT_NOEXCEPT;
+ATRT_API void atrt_draw_options_init(atrt_draw_options* options) ATRT_NOEXCEPT;
+ATRT_API void atrt_bundle_info_init(atrt_bundle_info* info) ATRT_NOEXCEPT;
 
 /* Open the bundle in `folder`: its manifest read and checked as the Python runtime does (schema, every file's
  * sha256, the engines' I/O against the engine contract), its tokenizer loaded, the execution provider checked.
  * `options` may be NULL (CPU). On success *context is a new context for atrt_close; on failure it is NULL. */
-ATRT_API atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context);
-ATRT_API void atrt_close(atrt_context* context); /* NULL is fine */
+ATRT_API atrt_status atrt_open(const char* folder, const atrt_open_options* options,
+                               atrt_context** context) ATRT_NOEXCEPT;
+ATRT_API void atrt_close(atrt_context* context) ATRT_NOEXCEPT; /* NULL is fine */
 
-ATRT_API atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info);
+ATRT_API atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) ATRT_NOEXCEPT;
 
 /* The prompt's CLIP input ids, padded to ATRT_TEXT_LENGTH. require_placeholder nonzero: `prompt` must hold <*>
  * (or <1>) exactly once, as a template. A prompt of more than 77 tokens is refused (ATRT_CONFIG_ERROR). */
 ATRT_API atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t require_placeholder,
-                                   int64_t ids_out[ATRT_TEXT_LENGTH]);
+                                   int64_t ids_out[ATRT_TEXT_LENGTH]) ATRT_NOEXCEPT;
 
 /* A clip -> its audio token (token_dim floats, see atrt_bundle_info). */
 ATRT_API atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, float* token_out,
-                                       size_t token_capacity);
+                                       size_t token_capacity) ATRT_NOEXCEPT;
 
 /* Pictures of a token: options->num_images RGB8 pictures, height x width x 3 bytes each, one after another in
  * `pixels_out` (capacity in bytes); `seeds_out` (may be NULL) receives each picture's seed. */
 ATRT_API atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_size,
                                const atrt_draw_options* options, uint8_t* pixels_out, size_t pixels_capacity,
-                               int64_t* seeds_out);
+                               int64_t* seeds_out) ATRT_NOEXCEPT;
 
 /* atrt_encode_audio then atrt_draw. */
 ATRT_API atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const atrt_draw_options* options,
-                                   uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out);
+                                   uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
 
 /* Milliseconds spent per stage since the context opened (or since the last reset): "encode_audio",
  * "encode_prompt", "denoise", "unet", "decode_latents"; 0 for an unknown stage. */
-ATRT_API double atrt_stage_ms(const atrt_context* context, const char* stage);
-ATRT_API void atrt_reset_stage_times(atrt_context* context);
+ATRT_API double atrt_stage_ms(const atrt_context* context, const char* stage) ATRT_NOEXCEPT;
+ATRT_API void atrt_reset_stage_times(atrt_context* context) ATRT_NOEXCEPT;
 
 #ifdef __cplusplus
 }

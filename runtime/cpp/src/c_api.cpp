@@ -1,5 +1,7 @@
 // The C API (include/audiotoken_rt.h) over the C++ pipeline: argument checks, option structs read by their
-// struct_size, and the boundary where every exception becomes an atrt_status plus the thread's last error.
+// struct_size, and the boundary where every exception becomes an atrt_status plus the thread's last error. Every
+// entry point is noexcept: those that can fail run their body in `guarded`, which catches everything; the others
+// allocate nothing (atrt_stage_ms catches anyway). A caller's buffer is read only after its size was checked.
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -11,11 +13,17 @@
 #include "pipeline.hpp"
 #include "waveform.hpp"
 
+// Built whole by its constructor: if any part throws, the parts already built are destroyed and `new` frees the
+// memory, so a failed atrt_open leaks nothing.
 struct atrt_context {
   atrt_context(const std::string& folder, const std::string& device_name, int threads)
-      : pipeline(folder, device_name, threads) {}
+      : pipeline(folder, device_name, threads),
+        template_prompt(pipeline.manifest().template_prompt),
+        scheduler(pipeline.manifest().recipe.scheduler),
+        device(pipeline.provider()),
+        bundle_id(pipeline.manifest().bundle_id()) {}
   atrt::Pipeline pipeline;
-  std::string template_prompt, scheduler, device, bundle_id;  // kept alive for atrt_bundle_info
+  const std::string template_prompt, scheduler, device, bundle_id;  // kept alive for atrt_bundle_info
 };
 
 namespace {
@@ -23,15 +31,16 @@ namespace {
 thread_local std::string last_error;
 thread_local std::string last_hint;
 
-atrt_status succeed() {
+atrt_status succeed() noexcept {
   last_error.clear();
   last_hint.clear();
   return ATRT_OK;
 }
 
-atrt_status report(atrt_status status, const std::string& message, const std::string& hint = "") {
+// (the message is built here, inside the try: building it at the call, in a catch handler, could throw again)
+atrt_status report(atrt_status status, const char* message, const char* hint, const char* prefix = "") noexcept {
   try {
-    last_error = message;
+    last_error = std::string(prefix) + message;
     last_hint = hint;
   } catch (...) {  // no memory left even for the message
   }
@@ -40,16 +49,16 @@ atrt_status report(atrt_status status, const std::string& message, const std::st
 
 // Runs `body` with every exception turned into a status and a message: nothing crosses the C boundary.
 template <typename Body>
-atrt_status guarded(Body body) {
+atrt_status guarded(Body body) noexcept {
   try {
     body();
     return succeed();
   } catch (const atrt::Error& e) {
-    return report(e.status(), e.what(), e.hint());
+    return report(e.status(), e.what(), e.hint().c_str());
   } catch (const std::bad_alloc&) {
     return report(ATRT_OUT_OF_MEMORY, "out of memory", "close other contexts or use a smaller bundle");
   } catch (const std::exception& e) {
-    return report(ATRT_INTERNAL_ERROR, std::string("internal error: ") + e.what(), "please report it");
+    return report(ATRT_INTERNAL_ERROR, e.what(), "please report it", "internal error: ");
   } catch (...) {
     return report(ATRT_INTERNAL_ERROR, "internal error", "please report it");
   }
@@ -72,9 +81,6 @@ std::vector<float> waveform_of(const atrt_audio* audio) {
   need(audio, "audio");
   check_size(audio->struct_size, sizeof(atrt_audio), sizeof(atrt_audio), "atrt_audio");
   if (audio->frames > 0) need(audio->samples, "audio->samples");
-  if (audio->frames > (UINT64_MAX / 4) / (audio->channels ? audio->channels : 1)) {
-    atrt::fail(ATRT_AUDIO_ERROR, "audio: " + std::to_string(audio->frames) + " frames is more than memory can hold");
-  }
   return atrt::prepare_waveform(audio->samples, audio->frames, audio->channels, audio->sample_rate,
                                 audio->start_seconds, audio->downmix, "samples");
 }
@@ -99,11 +105,23 @@ atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
   return o;
 }
 
+// A caller's token, copied only once its size is the bundle's D (a wrong size is refused before any read).
+std::vector<float> token_of(const atrt_context* context, const float* token, std::size_t token_size) {
+  need(token, "token");
+  const auto dim = static_cast<std::size_t>(context->pipeline.manifest().token_dim);
+  if (token_size != dim) {
+    atrt::fail(ATRT_INVALID_ARGUMENT,
+               "token_size is " + std::to_string(token_size) + "; this bundle's token has D = " + std::to_string(dim),
+               "pass the token_dim floats of atrt_encode_audio (atrt_bundle_info_get)");
+  }
+  return std::vector<float>(token, token + dim);
+}
+
 void draw_into(atrt_context* context, const std::vector<float>& token, const atrt_draw_options* options,
                std::uint8_t* pixels, std::size_t capacity, std::int64_t* seeds_out) {
   const atrt::DrawOptions o = draw_options_of(options);
   need(pixels, "pixels_out");
-  if (o.num_images >= 1) {
+  if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {  // else refused by resolve, naming num_images
     const std::size_t wanted = context->pipeline.picture_bytes() * static_cast<std::size_t>(o.num_images);
     if (capacity < wanted) {
       atrt::fail(ATRT_INVALID_ARGUMENT, "pixels_out holds " + std::to_string(capacity) + " bytes; " +
@@ -120,19 +138,19 @@ void draw_into(atrt_context* context, const std::vector<float>& token, const atr
 
 extern "C" {
 
-uint32_t atrt_abi_version(void) { return ATRT_ABI_VERSION; }
-const char* atrt_version(void) { return "0.1.0"; }
-const char* atrt_last_error(void) { return last_error.c_str(); }
-const char* atrt_last_error_hint(void) { return last_hint.c_str(); }
+uint32_t atrt_abi_version(void) noexcept { return ATRT_ABI_VERSION; }
+const char* atrt_version(void) noexcept { return "0.1.0"; }
+const char* atrt_last_error(void) noexcept { return last_error.c_str(); }
+const char* atrt_last_error_hint(void) noexcept { return last_hint.c_str(); }
 
-void atrt_open_options_init(atrt_open_options* options) {
+void atrt_open_options_init(atrt_open_options* options) noexcept {
   if (options == nullptr) return;
   std::memset(options, 0, sizeof *options);
   options->struct_size = sizeof *options;
   options->device = "cpu";
 }
 
-void atrt_audio_init(atrt_audio* audio) {
+void atrt_audio_init(atrt_audio* audio) noexcept {
   if (audio == nullptr) return;
   std::memset(audio, 0, sizeof *audio);
   audio->struct_size = sizeof *audio;
@@ -141,7 +159,7 @@ void atrt_audio_init(atrt_audio* audio) {
   audio->downmix = ATRT_DOWNMIX_FIRST;
 }
 
-void atrt_draw_options_init(atrt_draw_options* options) {
+void atrt_draw_options_init(atrt_draw_options* options) noexcept {
   if (options == nullptr) return;
   std::memset(options, 0, sizeof *options);
   options->struct_size = sizeof *options;
@@ -149,13 +167,13 @@ void atrt_draw_options_init(atrt_draw_options* options) {
   options->num_images = 1;
 }
 
-void atrt_bundle_info_init(atrt_bundle_info* info) {
+void atrt_bundle_info_init(atrt_bundle_info* info) noexcept {
   if (info == nullptr) return;
   std::memset(info, 0, sizeof *info);
   info->struct_size = sizeof *info;
 }
 
-atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context) {
+atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context) noexcept {
   if (context != nullptr) *context = nullptr;
   return guarded([&] {
     need(context, "context");
@@ -170,19 +188,13 @@ atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt
       }
       threads = options->threads;
     }
-    auto* opened = new atrt_context(folder, device, threads);
-    const atrt::Manifest& m = opened->pipeline.manifest();
-    opened->template_prompt = m.template_prompt;
-    opened->scheduler = m.recipe.scheduler;
-    opened->device = opened->pipeline.provider();
-    opened->bundle_id = m.bundle_id();
-    *context = opened;
+    *context = new atrt_context(folder, device, threads);  // nothing can throw once it is built
   });
 }
 
-void atrt_close(atrt_context* context) { delete context; }
+void atrt_close(atrt_context* context) noexcept { delete context; }
 
-atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) {
+atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) noexcept {
   return guarded([&] {
     need(context, "context");
     need(info, "info");
@@ -202,7 +214,7 @@ atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) 
 }
 
 atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t require_placeholder,
-                          int64_t ids_out[ATRT_TEXT_LENGTH]) {
+                          int64_t ids_out[ATRT_TEXT_LENGTH]) noexcept {
   return guarded([&] {
     need(context, "context");
     need(prompt, "prompt");
@@ -212,7 +224,8 @@ atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t req
   });
 }
 
-atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, float* token_out, size_t token_capacity) {
+atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, float* token_out,
+                              size_t token_capacity) noexcept {
   return guarded([&] {
     need(context, "context");
     need(token_out, "token_out");
@@ -227,16 +240,15 @@ atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, fl
 }
 
 atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_size, const atrt_draw_options* options,
-                      uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) {
+                      uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
-    need(token, "token");
-    draw_into(context, std::vector<float>(token, token + token_size), options, pixels_out, pixels_capacity, seeds_out);
+    draw_into(context, token_of(context, token, token_size), options, pixels_out, pixels_capacity, seeds_out);
   });
 }
 
 atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const atrt_draw_options* options,
-                          uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) {
+                          uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
     draw_options_of(options);  // bad options refused before the audio is encoded
@@ -248,13 +260,17 @@ atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const 
   });
 }
 
-double atrt_stage_ms(const atrt_context* context, const char* stage) {
+double atrt_stage_ms(const atrt_context* context, const char* stage) noexcept {
   if (context == nullptr || stage == nullptr) return 0.0;
-  auto found = context->pipeline.stage_ms.find(stage);
-  return found == context->pipeline.stage_ms.end() ? 0.0 : found->second;
+  try {
+    const auto found = context->pipeline.stage_ms.find(stage);  // a transparent lookup: no string is built
+    return found == context->pipeline.stage_ms.end() ? 0.0 : found->second;
+  } catch (...) {  // nothing in the lookup throws today; a change that makes it throw still cannot cross here
+    return 0.0;
+  }
 }
 
-void atrt_reset_stage_times(atrt_context* context) {
+void atrt_reset_stage_times(atrt_context* context) noexcept {
   if (context != nullptr) context->pipeline.stage_ms.clear();
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <atomic>
 
 #include "errors.hpp"
+#include "json_integer.hpp"
 #include "sha256.hpp"
 
 namespace fs = std::filesystem;
@@ -34,25 +36,64 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return text + "]";
 }
 
-// shlex.quote: a word of safe characters as it is, anything else in single quotes
-std::string shell_quoted(const std::string& word) {
-  if (word.empty()) return "''";
-  const bool safe = std::all_of(word.begin(), word.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::string("_@%+=:,./-").find(c) != std::string::npos;
-  });
-  if (safe) return word;
-  std::string quoted = "'";
-  for (char c : word) quoted += c == '\'' ? std::string("'\"'\"'") : std::string(1, c);
-  return quoted + "'";
+// A value for a one-line message: JSON-quoted (control characters escaped, invalid UTF-8 replaced), long ones cut.
+std::string shown(const std::string& value) {
+  constexpr std::size_t kShown = 120;
+  const std::string cut = value.size() > kShown ? value.substr(0, kShown) + "..." : value;
+  return json(cut).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-FileEntry file_entry(const json& j) {
-  return FileEntry{j.at("path").get<std::string>(), j.at("sha256").get<std::string>(), j.at("size").get<std::uint64_t>()};
+[[noreturn]] void refuse(const std::string& source, const std::string& field, const std::string& value,
+                         const std::string& why) {
+  fail(ATRT_BUNDLE_ERROR, source + ": " + field + " " + shown(value) + " " + why,
+       "this bundle was not made by audiotoken-rt export, or was tampered with: rebuild it with export --force");
+}
+
+void check_hex64(const std::string& source, const std::string& field, const std::string& value) {
+  const bool hex = value.size() == 64 && std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!hex) refuse(source, field, value, "is not 64 lowercase hex digits");
+}
+
+// A path the manifest names: relative POSIX, every part a name (no '', '.', '..'), no backslash, no NUL or other
+// control character (a path is printed in one-line messages).
+void check_relative_path(const std::string& source, const std::string& field, const std::string& value) {
+  if (value.empty()) refuse(source, field, value, "is empty; expected a relative path inside the bundle");
+  if (value.find('\0') != std::string::npos) refuse(source, field, value, "holds a NUL byte");
+  if (std::any_of(value.begin(), value.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
+    refuse(source, field, value, "holds a control character");
+  }
+  if (value.find('\\') != std::string::npos) refuse(source, field, value, "holds a backslash; expected a POSIX path");
+  if (value.front() == '/') refuse(source, field, value, "is absolute; expected a relative path inside the bundle");
+  if (value.size() > kMaxPathBytes) {
+    refuse(source, field, value, "is longer than " + std::to_string(kMaxPathBytes) + " bytes");
+  }
+  for (std::size_t start = 0; start <= value.size();) {
+    std::size_t end = value.find('/', start);
+    if (end == std::string::npos) end = value.size();
+    const std::string part = value.substr(start, end - start);
+    if (part.empty()) refuse(source, field, value, "has an empty part; expected a relative path inside the bundle");
+    if (part == "..") refuse(source, field, value, "climbs out with '..'; expected a relative path inside the bundle");
+    if (part == ".") refuse(source, field, value, "has a '.' part; expected a plain relative path");
+    if (part.size() > kMaxPartBytes) {
+      refuse(source, field, value, "has a part longer than " + std::to_string(kMaxPartBytes) + " bytes");
+    }
+    start = end + 1;
+  }
+}
+
+FileEntry file_entry(const json& j, const std::string& field, const std::string& source) {
+  FileEntry entry{field, j.at("path").get<std::string>(), j.at("sha256").get<std::string>(),
+                  json_integer<std::uint64_t>(j.at("size"))};
+  check_relative_path(source, field + ".path", entry.path);
+  check_hex64(source, field + ".sha256", entry.sha256);
+  return entry;
 }
 
 TensorSpec tensor_spec(const json& j) {
   return TensorSpec{j.at("name").get<std::string>(), j.at("dtype").get<std::string>(),
-                    j.at("shape").get<std::vector<std::int64_t>>()};
+                    json_integers<std::int64_t>(j.at("shape"))};
 }
 
 std::vector<TensorSpec> tensor_specs(const json& j) {
@@ -61,21 +102,25 @@ std::vector<TensorSpec> tensor_specs(const json& j) {
   return specs;
 }
 
-EngineEntry engine_entry(const std::string& name, const json& j) {
+EngineEntry engine_entry(const std::string& name, const json& j, const std::string& source) {
   EngineEntry engine;
   engine.name = j.at("name").get<std::string>();
-  (void)name;
-  engine.file = file_entry(j.at("file"));
-  if (!j.at("data").is_null()) engine.data = file_entry(j.at("data"));
+  const std::string field = "engines." + name;
+  engine.file = file_entry(j.at("file"), field + ".file", source);
+  if (!j.at("data").is_null()) engine.data = file_entry(j.at("data"), field + ".data", source);
   engine.precision = j.at("precision").get<std::string>();
   engine.inputs = tensor_specs(j.at("inputs"));
   engine.outputs = tensor_specs(j.at("outputs"));
   j.at("parity");  // present in every manifest (its figures are for audiotoken-rt info)
-  for (const auto& plan : j.at("plans")) engine.plans.push_back(file_entry(plan.at("file")));
+  for (const auto& plan : j.at("plans")) {
+    engine.plans.push_back(
+        file_entry(plan.at("file"), field + ".plans[" + std::to_string(engine.plans.size()) + "].file", source));
+  }
   if (j.contains("variants")) {
     for (const auto& variant : j.at("variants")) {
+      const std::string at = field + ".variants[" + std::to_string(engine.variants.size()) + "].file";
       engine.variants.push_back(
-          Variant{file_entry(variant.at("file")), variant.at("devices").get<std::vector<std::string>>()});
+          Variant{file_entry(variant.at("file"), at, source), variant.at("devices").get<std::vector<std::string>>()});
     }
   }
   return engine;
@@ -106,6 +151,17 @@ std::string read_text(const fs::path& path) {
 }
 
 }  // namespace
+
+std::string shell_quoted(const std::string& word) {
+  if (word.empty()) return "''";
+  const bool safe = std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string("_@%+=:,./-").find(c) != std::string::npos;
+  });
+  if (safe) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\"'\"'") : std::string(1, c);
+  return quoted + "'";
+}
 
 std::string TensorSpec::describe() const { return name + " " + dtype + " " + shape_text(shape); }
 
@@ -149,6 +205,18 @@ std::string Manifest::rebuild_command(const std::string& folder) const {
   return command;
 }
 
+std::vector<const FileEntry*> Manifest::entries() const {
+  std::vector<const FileEntry*> all;
+  for (const auto& file : files) all.push_back(&file);
+  for (const auto& [name, engine] : engines) {
+    all.push_back(&engine.file);
+    if (engine.data) all.push_back(&*engine.data);
+    for (const auto& plan : engine.plans) all.push_back(&plan);
+    for (const auto& variant : engine.variants) all.push_back(&variant.file);
+  }
+  return all;
+}
+
 std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> Manifest::contracts() const {
   const std::int64_t d = token_dim, h = height / kVaeFactor, w = width / kVaeFactor, c = kLatentChannels;
   const std::int64_t n = recipe.unet_batches.size() == 1 ? recipe.unet_batches[0] : kDynamic;
@@ -177,9 +245,11 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
   } catch (const json::exception& e) {
     fail(ATRT_BUNDLE_ERROR, source + ": not valid JSON (" + e.what() + ")", kRebuildHint);
   }
-  const int version = d.is_object() && d.contains("schema_version") && d["schema_version"].is_number_integer()
-                          ? d["schema_version"].get<int>()
-                          : 0;
+  int version = 0;
+  try {
+    version = json_integer<int>(d.at("schema_version"));
+  } catch (const json::exception&) {  // absent, not an integer, or out of range: refused just below
+  }
   if (version < 1 || version > kSchemaVersion) {
     fail(ATRT_BUNDLE_ERROR,
          source + ": manifest schema version " + (version ? std::to_string(version) : std::string("None")) +
@@ -190,45 +260,80 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
   try {
     m.schema_version = version;
     m.key = d.at("key").get<std::string>();
+    check_hex64(source, "key", m.key);  // it names the per-user hash cache file
     m.precision = d.at("precision").get<std::string>();
-    d.at("opset").get<int>();
-    m.token_dim = d.at("token_dim").get<int>();
+    json_integer<int>(d.at("opset"));
+    m.token_dim = json_integer<int>(d.at("token_dim"));
     m.placeholder = d.at("placeholder").get<std::string>();
-    m.placeholder_id = d.at("placeholder_id").get<std::int64_t>();
+    m.placeholder_id = json_integer<std::int64_t>(d.at("placeholder_id"));
     m.template_prompt = d.at("template").get<std::string>();
-    m.height = d.at("height").get<int>();
-    m.width = d.at("width").get<int>();
+    m.height = json_integer<int>(d.at("height"));
+    m.width = json_integer<int>(d.at("width"));
     m.vae_scaling_factor = d.at("vae_scaling_factor").get<double>();
     m.prediction_type = d.at("prediction_type").get<std::string>();
     m.scheduler_config = d.at("scheduler_config");
     if (!m.scheduler_config.is_object()) throw json::type_error::create(302, "scheduler_config is not an object", nullptr);
     m.tokenizer = d.at("tokenizer").get<std::string>();
+    check_relative_path(source, "tokenizer", m.tokenizer);
     d.at("created_with");
     for (const auto& source_item : d.at("sources")) {
       m.source_refs[source_item.at("role").get<std::string>()] = source_item.at("ref").get<std::string>();
     }
-    for (const auto& file : d.at("files")) m.files.push_back(file_entry(file));
-    for (const auto& [name, engine] : d.at("engines").items()) m.engines[name] = engine_entry(name, engine);
+    for (const auto& file : d.at("files")) {
+      m.files.push_back(file_entry(file, "files[" + std::to_string(m.files.size()) + "]", source));
+    }
+    for (const auto& [name, engine] : d.at("engines").items()) m.engines[name] = engine_entry(name, engine, source);
     if (version >= 2) {
       const json& r = d.at("recipe");
-      m.recipe.unet_batches = r.at("unet_batches").get<std::vector<int>>();
+      m.recipe.unet_batches = json_integers<int>(r.at("unet_batches"));
       m.recipe.decoder = r.at("decoder").get<std::string>();
       m.recipe.lora = !r.at("lora").is_null();
       if (m.recipe.lora) m.recipe.lora_scale = r.at("lora").at("scale").get<double>();
       m.recipe.scheduler = r.at("scheduler").get<std::string>();
-      m.recipe.steps = r.at("steps").get<int>();
+      m.recipe.steps = json_integer<int>(r.at("steps"));
       m.recipe.guidance = r.at("guidance").get<double>();
     }
-    m.token_slots = version >= 3 ? d.at("token_slots").get<int>() : 1;
+    m.token_slots = version >= 3 ? json_integer<int>(d.at("token_slots")) : 1;
   } catch (const json::exception& e) {
     fail(ATRT_BUNDLE_ERROR, source + ": manifest lacks or mistypes a field (" + e.what() + ")", kRebuildHint);
   }
-  if (m.recipe.unet_batches.empty() || m.token_dim <= 0 || m.height <= 0 || m.width <= 0 || m.token_slots < 1 ||
-      m.height % kVaeFactor || m.width % kVaeFactor) {
-    fail(ATRT_BUNDLE_ERROR, source + ": manifest holds impossible sizes (token_dim, height, width, UNet batches)",
-         kRebuildHint);
+  auto bound = [&](const char* field, int value, int low, int high, int multiple) {
+    if (value < low || value > high || value % multiple) {
+      fail(ATRT_BUNDLE_ERROR,
+           source + ": " + field + " " + std::to_string(value) + " is outside " + std::to_string(low) + " to " +
+               std::to_string(high) + (multiple > 1 ? " or not a multiple of " + std::to_string(multiple) : ""),
+           kRebuildHint);
+    }
+  };
+  bound("token_dim", m.token_dim, 1, kMaxTokenDim, 1);
+  bound("height", m.height, kVaeFactor, kMaxPictureSide, kVaeFactor);
+  bound("width", m.width, kVaeFactor, kMaxPictureSide, kVaeFactor);
+  bound("token_slots", m.token_slots, 1, kMaxTokenSlots, 1);
+  const std::vector<int>& batches = m.recipe.unet_batches;
+  const bool batches_ok = !batches.empty() && batches.size() <= 2 &&
+                          std::all_of(batches.begin(), batches.end(), [](int b) { return b == 1 || b == 2; }) &&
+                          !(batches.size() == 2 && batches[0] == batches[1]);
+  if (!batches_ok) {
+    std::string listed;
+    for (int b : batches) listed += (listed.empty() ? "" : ", ") + std::to_string(b);
+    fail(ATRT_BUNDLE_ERROR, source + ": recipe.unet_batches [" + listed + "] is not [1], [2] or [1, 2]", kRebuildHint);
+  }
+  if (!(m.vae_scaling_factor > 0 && std::isfinite(m.vae_scaling_factor))) {
+    fail(ATRT_BUNDLE_ERROR, source + ": vae_scaling_factor is not a positive number", kRebuildHint);
   }
   return m;
+}
+
+fs::path resolve_inside(const fs::path& folder, const std::string& field, const std::string& path) {
+  std::error_code error;
+  const fs::path resolved = fs::weakly_canonical(folder / path, error);  // symlinks followed where they exist
+  const fs::path inside = error ? fs::path() : resolved.lexically_relative(folder);
+  if (inside.empty() || *inside.begin() == "..") {
+    refuse((folder / "manifest.json").string(), field, path,
+           error ? "cannot be resolved (" + error.message() + ")"
+                 : "resolves outside the bundle, to " + shown(resolved.string()));
+  }
+  return resolved;
 }
 
 Manifest verify_bundle(const std::string& folder_name) {
@@ -237,13 +342,17 @@ Manifest verify_bundle(const std::string& folder_name) {
     fail(ATRT_BUNDLE_ERROR, folder_name + ": bundle folder does not exist",
          "check the path, or build one with audiotoken-rt export --out FOLDER");
   }
-  const fs::path folder = fs::weakly_canonical(folder_name, error);
+  const fs::path folder = fs::canonical(folder_name, error);
+  if (error) fail(ATRT_BUNDLE_ERROR, folder_name + ": cannot be resolved (" + error.message() + ")");
   const fs::path manifest_path = folder / "manifest.json";
   if (!fs::is_regular_file(manifest_path, error)) {
     fail(ATRT_BUNDLE_ERROR, folder_name + ": no manifest.json; expected an engine bundle folder",
          "build one with audiotoken-rt export --out FOLDER");
   }
   Manifest m = parse_manifest(read_text(manifest_path), manifest_path.string());
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {  // what Tokenizer::from_folder reads
+    resolve_inside(folder, "tokenizer", m.tokenizer + "/" + name);
+  }
 
   // As the Python runtime opens a bundle: a file whose size and modification time are those of its last successful
   // check (the same per-user cache) is not hashed again; anything else is.
@@ -256,16 +365,8 @@ Manifest verify_bundle(const std::string& folder_name) {
     checked = json::object();
   }
   std::vector<std::string> problems;
-  std::vector<const FileEntry*> all = {};
-  for (const auto& file : m.files) all.push_back(&file);
-  for (const auto& [name, engine] : m.engines) {
-    all.push_back(&engine.file);
-    if (engine.data) all.push_back(&*engine.data);
-    for (const auto& plan : engine.plans) all.push_back(&plan);
-    for (const auto& variant : engine.variants) all.push_back(&variant.file);
-  }
-  for (const FileEntry* entry : all) {
-    const fs::path path = folder / entry->path;
+  for (const FileEntry* entry : m.entries()) {
+    const fs::path path = resolve_inside(folder, entry->field + ".path", entry->path);
     if (!fs::is_regular_file(path, error)) {
       problems.push_back(entry->path + " is missing");
       continue;

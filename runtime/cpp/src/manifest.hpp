@@ -3,11 +3,17 @@
 // (runtime/contract.py) at the bundle's dims. A mismatch is one BUNDLE error naming each problem and the export
 // command that rebuilds the bundle.
 //
+// A bundle may come from anyone, so nothing in it is used as given: every path is relative POSIX, without '..',
+// '.', empty parts, backslashes or NUL, and resolves (symlinks followed) inside the bundle folder; the key and every
+// sha256 are 64 lowercase hex digits; dims, UNet batches and token slots lie in their ranges. Anything else is one
+// BUNDLE error naming the field and its value.
+//
 // Place in the data flow: atrt_open -> read_manifest + verify_bundle -> the pipeline reads the dims, the recipe,
 // the scheduler config, the tokenizer folder and each engine's ONNX file (per device) from here.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,8 +41,15 @@ struct TensorSpec {
   std::string describe() const;  // "name dtype [a, b]", as the Python runtime prints it
 };
 
+constexpr int kMaxPictureSide = 4096;  // pixels: height and width of a bundle's pictures (runtime/bundle.py's)
+constexpr int kMaxTokenDim = 8192;     // D: CLIP ViT-L is 768, OpenCLIP ViT-bigG 1280 (runtime/bundle.py's)
+constexpr int kMaxTokenSlots = 4;      // <*>, <2>, <3>, <4>
+constexpr std::size_t kMaxPathBytes = 4095;  // a manifest path (Linux's PATH_MAX less the NUL), runtime/bundle.py's
+constexpr std::size_t kMaxPartBytes = 255;   // one part of it (NAME_MAX)
+
 struct FileEntry {
-  std::string path;  // relative to the bundle folder
+  std::string field;  // where the manifest names it, e.g. "engines.unet.data", for messages
+  std::string path;   // relative to the bundle folder, checked
   std::string sha256;
   std::uint64_t size = 0;
 };
@@ -90,12 +103,20 @@ struct Manifest {
   int token_slots = 1;
 
   std::string bundle_id() const { return key.substr(0, 16); }
+  std::vector<const FileEntry*> entries() const;  // every file it names: files, engine graphs, data, plans, variants
   std::string rebuild_command(const std::string& folder) const;
   // the engines' I/O at this bundle's dims (runtime/contract.py engine_contracts)
   std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> contracts() const;
 };
 
+// shlex.quote: a word of safe characters as it is, anything else in single quotes (for commands in messages)
+std::string shell_quoted(const std::string& word);
+
 Manifest parse_manifest(const std::string& text, const std::string& source);  // BUNDLE error when malformed
+// folder / `path` with symlinks resolved, when it lies inside `folder` (canonical); else a BUNDLE error naming
+// `field` and `path`. `path` is a manifest path that parse_manifest accepted.
+std::filesystem::path resolve_inside(const std::filesystem::path& folder, const std::string& field,
+                                     const std::string& path);
 // Read folder/manifest.json and check every file, the engines and their contract; BUNDLE error otherwise.
 Manifest verify_bundle(const std::string& folder);
 

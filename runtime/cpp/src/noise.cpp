@@ -24,15 +24,7 @@ inline void multiply_wide(std::uint64_t a, std::uint64_t b, std::uint64_t& high,
 
 }  // namespace
 
-Philox::Philox(std::uint64_t key0, std::uint64_t key1) : key_{key0, key1} {}
-
-void Philox::refill() {
-  // the counter is raised before each block: the first block is the counter (1, 0, 0, 0)
-  for (auto& word : counter_) {
-    if (++word != 0) break;
-  }
-  std::array<std::uint64_t, 4> x = counter_;
-  std::array<std::uint64_t, 2> key = key_;
+PhiloxCounter philox4x64_10(PhiloxCounter x, PhiloxKey key) {
   for (int round = 0; round < kRounds; ++round) {
     if (round > 0) {
       key[0] += kWeyl0;
@@ -43,7 +35,17 @@ void Philox::refill() {
     multiply_wide(kMultiplier1, x[2], high1, low1);
     x = {high1 ^ x[1] ^ key[0], low1, high0 ^ x[3] ^ key[1], low0};
   }
-  block_ = x;
+  return x;
+}
+
+Philox::Philox(std::uint64_t key0, std::uint64_t key1) : key_{key0, key1} {}
+
+void Philox::refill() {
+  // the counter is raised before each block: the first block is the counter (1, 0, 0, 0)
+  for (auto& word : counter_) {
+    if (++word != 0) break;
+  }
+  block_ = philox4x64_10(counter_, key_);
   used_ = 0;
 }
 

@@ -21,6 +21,13 @@ namespace atrt {
 constexpr std::uint64_t kInitialNoise = 0;  // the initial latents of a picture
 constexpr std::uint64_t kStepNoise = 1;     // fresh noise of stochastic scheduler steps
 
+using PhiloxCounter = std::array<std::uint64_t, 4>;
+using PhiloxKey = std::array<std::uint64_t, 2>;
+
+// The Philox4x64-10 block function: one counter and key -> four words (Random123's philox4x64_R(10, ...); its
+// known-answer vectors are checked in tests/test_cpp.py).
+PhiloxCounter philox4x64_10(PhiloxCounter counter, PhiloxKey key);
+
 // The raw Philox4x64-10 word stream of one key, as numpy's Philox(key=[k0, k1]).random_raw() yields it.
 class Philox {
  public:
@@ -29,9 +36,9 @@ class Philox {
 
  private:
   void refill();
-  std::array<std::uint64_t, 2> key_;
-  std::array<std::uint64_t, 4> counter_{};
-  std::array<std::uint64_t, 4> block_{};
+  PhiloxKey key_;
+  PhiloxCounter counter_{};
+  PhiloxCounter block_{};
   std::size_t used_ = 4;  // words of block_ already handed out; 4: empty
 };
 

@@ -18,7 +18,7 @@ constexpr std::int64_t kMaxSeed = INT64_MAX;  // seeds fit a signed 64-bit integ
 
 class Stopwatch {
  public:
-  Stopwatch(std::map<std::string, double>& totals, const char* stage)
+  Stopwatch(StageTimes& totals, const char* stage)
       : totals_(totals), stage_(stage), started_(std::chrono::steady_clock::now()) {}
   ~Stopwatch() {
     totals_[stage_] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
@@ -27,7 +27,7 @@ class Stopwatch {
   Stopwatch& operator=(const Stopwatch&) = delete;
 
  private:
-  std::map<std::string, double>& totals_;
+  StageTimes& totals_;
   const char* stage_;
   std::chrono::steady_clock::time_point started_;
 };
@@ -43,8 +43,8 @@ void to_pixels(const std::vector<float>& image, std::int64_t height, std::int64_
   const auto plane = static_cast<std::size_t>(height * width);
   for (std::size_t c = 0; c < 3; ++c) {
     for (std::size_t p = 0; p < plane; ++p) {
-      const float unit = std::min(std::max(image[c * plane + p] / 2.0f + 0.5f, 0.0f), 1.0f);  // NaN stays NaN
-      pixels[p * 3 + c] = std::isnan(unit) ? 0 : static_cast<std::uint8_t>(std::nearbyint(unit * 255.0f));
+      const float unit = std::min(std::max(image[c * plane + p] / 2.0f + 0.5f, 0.0f), 1.0f);  // finite: checked
+      pixels[p * 3 + c] = static_cast<std::uint8_t>(std::nearbyint(unit * 255.0f));
     }
   }
 }
@@ -69,6 +69,17 @@ Pipeline::Pipeline(const std::string& folder, const std::string& device, int thr
   engines_ = std::make_unique<Engines>(folder, manifest_, device, threads);
 }
 
+void Pipeline::require_finite(const std::vector<float>& values, const char* stage, const std::string& what) const {
+  const auto bad = static_cast<std::size_t>(
+      std::count_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); }));
+  if (bad == 0) return;
+  fail(ATRT_NUMERIC_ERROR,
+       std::string(stage) + ": " + std::to_string(bad) + " of " + std::to_string(values.size()) + " values of " + what +
+           " are NaN or Inf, so no picture is made; the bundle's weights may be damaged: check them with "
+           "`audiotoken-rt info " + shell_quoted(root_) + " --verify full`",
+       "if every file verifies, the numbers overflowed: try fewer steps or a lower guidance");
+}
+
 std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform) {
   Stopwatch watch(stage_ms, "encode_audio");
   std::vector<std::int64_t> shape;
@@ -77,6 +88,7 @@ std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform) {
     fail(ATRT_BUNDLE_ERROR, root_ + ": audio_encoder returned " + std::to_string(token.size()) + " values, expected D = " +
                                 std::to_string(manifest_.token_dim), "re-export the bundle");
   }
+  require_finite(token, "encode_audio", "the audio token");
   return token;
 }
 
@@ -103,13 +115,13 @@ DrawOptions Pipeline::resolve(const DrawOptions& given) const {
     fail(ATRT_CONFIG_ERROR, "unknown scheduler '" + o.scheduler + "'; choose one of dpm++2m, pndm, ddim, euler, euler-a, lcm");
   }
   if (o.steps < 1) fail(ATRT_CONFIG_ERROR, "steps is " + std::to_string(o.steps) + "; it must be at least 1");
-  if (o.num_images < 1) {
-    fail(ATRT_CONFIG_ERROR, "num_images is " + std::to_string(o.num_images) + "; it must be at least 1");
+  if (o.num_images < 1 || o.num_images > ATRT_MAX_NUM_IMAGES) {
+    fail(ATRT_CONFIG_ERROR, "num_images is " + std::to_string(o.num_images) + "; it must be 1 to " +
+                                std::to_string(ATRT_MAX_NUM_IMAGES));
   }
-  if (!(o.guidance >= 1.0) || !std::isfinite(o.guidance)) {
-    fail(ATRT_CONFIG_ERROR,
-         "guidance " + number_g(o.guidance) + (std::isfinite(o.guidance) ? " is below 1" : " is not a number") +
-             "; classifier-free guidance needs a finite scale >= 1 (7.5 is usual)");
+  if (!(o.guidance >= 1.0 && o.guidance <= ATRT_MAX_GUIDANCE)) {  // NaN fails too
+    fail(ATRT_CONFIG_ERROR, "guidance " + number_g(o.guidance) + " is outside 1.." + number_g(ATRT_MAX_GUIDANCE) +
+                                "; classifier-free guidance needs a finite scale (7.5 is usual)");
   }
   if (o.seed != -1 && (o.seed < 0 || o.seed > kMaxSeed - (o.num_images - 1))) {
     fail(ATRT_CONFIG_ERROR, "seed " + std::to_string(o.seed) + ": expected an integer from 0 to " +
@@ -150,15 +162,15 @@ std::vector<float> Pipeline::embed(const std::string& prompt, const std::vector<
     fail(ATRT_BUNDLE_ERROR, root_ + ": text_encoder returned " + std::to_string(embedding.size()) + " values",
          "re-export the bundle");
   }
+  require_finite(embedding, "encode_prompt", "the text embeddings");
   return embedding;
 }
 
 std::vector<float> Pipeline::unconditional(const std::string& negative_prompt, const std::vector<float>& token) {
   if (holds_slot(negative_prompt)) return embed(negative_prompt, token, false);  // it hears the sound too: not cached
-  auto cached = uncond_cache_.find(negative_prompt);
-  if (cached != uncond_cache_.end()) return cached->second;
+  if (std::optional<std::vector<float>> cached = uncond_cache_.get(negative_prompt)) return *std::move(cached);
   std::vector<float> uncond = embed(negative_prompt, std::vector<float>(token.size(), 0.0f), false);
-  uncond_cache_[negative_prompt] = uncond;
+  uncond_cache_.put(negative_prompt, uncond);
   return uncond;
 }
 
@@ -227,6 +239,8 @@ std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::
       }
     }
     scheduler->step(cond.data(), i, latents.data(), size, history, &step_noise);
+    require_finite(latents, "denoise",
+                   "the latents after step " + std::to_string(i + 1) + " of " + std::to_string(scheduler->timesteps().size()));
   }
   return latents;
 }
@@ -267,6 +281,7 @@ void Pipeline::draw(const std::vector<float>& token, const DrawOptions& given, s
       fail(ATRT_BUNDLE_ERROR, root_ + ": vae_decoder returned " + std::to_string(image.size()) + " values, expected " +
                                   std::to_string(picture_bytes()), "re-export the bundle");
     }
+    require_finite(image, "decode_latents", "the picture");
     to_pixels(image, manifest_.height, manifest_.width, pixels + static_cast<std::size_t>(k) * picture_bytes());
   }
 }

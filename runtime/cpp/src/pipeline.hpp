@@ -4,16 +4,19 @@
 //   2. encode_audio       waveform [1, 160000] -> token [1, D]                         (audio_encoder)
 //   3. encode_prompt      template ids + token -> [2, 77, D] (uncond, cond) or [1, 77, D] (text_encoder;
 //                         the token in slot 0 of [1, S, D] for bundles of S slots, [1, D] for old ones; the
-//                         negative prompt's embedding cached)
+//                         negative prompt's embedding cached, the kUnconditionalCacheSize most recent ones)
 //   4. denoise            the seed's noise -> latents [1, 4, h, w]: UNet (batch 2 = classifier-free guidance, or
 //                         batch 1 at guidance 1 on a bundle holding it) + a scheduler step per timestep
 //   5. decode_latents     latents / scaling factor -> image [1, 3, 8h, 8w]                (vae_decoder)
 //   6. to_pixels          image in [-1, 1] -> RGB8 (x / 2 + 0.5, clamped, rounded half to even)
 // Picture k of a call has seed + k and takes all its noise from that seed's streams (noise.hpp).
+// A stage whose output holds NaN or Inf (the token, the text embeddings, the latents, the picture) ends the call
+// with ATRT_NUMERIC_ERROR naming the stage: no picture is returned.
 // One Pipeline serves one thread at a time (it keeps the unconditional cache and stage times).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,10 +24,15 @@
 #include <vector>
 
 #include "engines.hpp"
+#include "lru_cache.hpp"
 #include "manifest.hpp"
 #include "tokenizer.hpp"
 
 namespace atrt {
+
+// Negative prompts whose embeddings [1, 77, D] a Pipeline keeps, the least recently used forgotten first
+// (runtime/pipeline.py UNCOND_CACHE_SIZE): 64 x 77 x 768 floats, 15 MB for Stable Diffusion 1.x.
+constexpr std::size_t kUnconditionalCacheSize = 64;
 
 struct DrawOptions {
   std::string prompt;            // empty: the bundle's template
@@ -36,6 +44,9 @@ struct DrawOptions {
   int num_images = 1;
   bool fast = false;
 };
+
+// Wall time per stage in ms; std::less<> looks a C string up without building a std::string (atrt_stage_ms).
+using StageTimes = std::map<std::string, double, std::less<>>;
 
 class Pipeline {
  public:
@@ -49,13 +60,14 @@ class Pipeline {
   }
 
   std::vector<float> encode_audio(const std::vector<float>& waveform);  // [160000] -> [D]
+  std::size_t cached_negative_prompts() const { return uncond_cache_.size(); }
   // options completed from the fast preset or the recipe, and checked (CONFIG error naming the value)
   DrawOptions resolve(const DrawOptions& options) const;
   // num_images pictures of `token` [D], RGB8 one after another; their seeds in `seeds`
   void draw(const std::vector<float>& token, const DrawOptions& options, std::uint8_t* pixels,
             std::vector<std::int64_t>& seeds);
 
-  std::map<std::string, double> stage_ms;  // wall time per stage, summed
+  StageTimes stage_ms;  // wall time per stage, summed
 
  private:
   std::vector<float> embed(const std::string& prompt, const std::vector<float>& token, bool require_placeholder);
@@ -65,12 +77,14 @@ class Pipeline {
   std::vector<float> predict(const std::vector<float>& model_input, double timestep,
                              const std::vector<float>& embeddings, std::size_t rows);
   bool guided(const DrawOptions& options) const;
+  // A stage's output must be finite: NaN or Inf is a NUMERIC error naming the stage (as runtime/pipeline.py).
+  void require_finite(const std::vector<float>& values, const char* stage, const std::string& what) const;
 
   std::string root_;
   Manifest manifest_;
   Tokenizer tokenizer_;
   std::unique_ptr<Engines> engines_;
-  std::map<std::string, std::vector<float>> uncond_cache_;
+  LruCache<std::string, std::vector<float>> uncond_cache_{kUnconditionalCacheSize};
   std::int64_t latent_h_ = 0, latent_w_ = 0;
 };
 

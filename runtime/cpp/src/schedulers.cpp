@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "errors.hpp"
+#include "json_integer.hpp"
 
 using nlohmann::json;
 
@@ -16,6 +17,8 @@ namespace atrt {
 const char* const kSchedulerNames[6] = {"dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"};
 
 namespace {
+
+constexpr long kMaxTrainTimesteps = 10000;  // a config's num_train_timesteps (SD: 1000), runtime/schedulers.py's bound
 
 const json kBaseDefaults = {{"num_train_timesteps", 1000}, {"beta_start", 0.0001}, {"beta_end", 0.02},
                             {"beta_schedule", "linear"},   {"trained_betas", nullptr}, {"prediction_type", "epsilon"},
@@ -45,11 +48,12 @@ void require(const json& cfg, const char* key, std::initializer_list<json> allow
        "check the model's scheduler/scheduler_config.json");
 }
 
-// numpy.linspace(start, stop, num[, endpoint]): start + i * step, the last value exactly `stop` with the endpoint
+// numpy.linspace(start, stop, num[, endpoint]): start + i * step, the last value exactly `stop` with the endpoint;
+// one value with the endpoint is `start` (it was 0 * inf = NaN, a NaN timestep at 1 step: found by fuzzing)
 std::vector<double> linspace(double start, double stop, std::size_t num, bool endpoint = true) {
   std::vector<double> values(num);
   const double div = static_cast<double>(endpoint ? num - 1 : num);
-  const double step = (stop - start) / div;
+  const double step = div > 0 ? (stop - start) / div : 0.0;
   for (std::size_t i = 0; i < num; ++i) values[i] = static_cast<double>(i) * step + start;
   if (endpoint && num > 1) values[num - 1] = stop;
   return values;
@@ -283,6 +287,15 @@ class DpmSolver final : public Scheduler {
     } else {
       for (double t : arange(static_cast<double>(last), 0, -static_cast<double>(n_train) / n)) ts.push_back(round_even(t) - 1);
     }
+    for (std::size_t i = 1; i < ts.size(); ++i) {  // two steps on one timestep: a zero log-SNR step, NaN latents
+      if (!(ts[i] < ts[i - 1])) {
+        fail(ATRT_CONFIG_ERROR,
+             "num_inference_steps: " + std::to_string(n) + " dpm++2m steps put two on training timestep " +
+                 std::to_string(static_cast<std::int64_t>(ts[i])) + " with this model's schedule (" + spacing +
+                 " spacing over " + std::to_string(last) + " timesteps)",
+             "use fewer steps (25 is usual for dpm++2m)");
+      }
+    }
     const std::size_t m = ts.size();
     const double sigma_last = cfg.at("final_sigmas_type") == "sigma_min" ? train_sigmas[0] : 0.0;
     bool first_order_final = cfg.at("euler_at_final").get<bool>() || cfg.at("final_sigmas_type") == "zero";
@@ -463,7 +476,19 @@ Scheduler::Scheduler(const json& config, int steps, const json& defaults, int ma
     require(cfg, "beta_schedule", {"linear", "scaled_linear"});
     require(cfg, "prediction_type", {"epsilon", "v_prediction"});
     require(cfg, "timestep_spacing", {"leading", "trailing", "linspace"});
-    long max_steps = cfg.at("num_train_timesteps").get<long>();
+    // the integers every table is sized and indexed by, in range before anything is built from them
+    long max_steps = json_integer<long>(cfg.at("num_train_timesteps"));
+    if (max_steps < 2 || max_steps > kMaxTrainTimesteps) {
+      fail(ATRT_CONFIG_ERROR, "scheduler config: num_train_timesteps expected an integer in 2.." +
+                                  std::to_string(kMaxTrainTimesteps) + ", got " + std::to_string(max_steps),
+           "check the model's scheduler/scheduler_config.json (Stable Diffusion's is 1000)");
+    }
+    const long offset = json_integer<long>(cfg.at("steps_offset"));
+    if (offset < 0 || offset >= max_steps) {
+      fail(ATRT_CONFIG_ERROR, "scheduler config: steps_offset expected an integer in 0.." + std::to_string(max_steps - 1) +
+                                  ", got " + std::to_string(offset),
+           "check the model's scheduler/scheduler_config.json (Stable Diffusion's is 1)");
+    }
     if (max_steps_override < 0) {  // LCM: the distillation schedule's length
       const json& orig = cfg.at("original_inference_steps");
       if (!orig.is_number_integer() || orig.get<long>() < 1 || orig.get<long>() > max_steps) {
@@ -474,7 +499,6 @@ Scheduler::Scheduler(const json& config, int steps, const json& defaults, int ma
       }
       max_steps = orig.get<long>();
     }
-    if (max_steps < 1) fail(ATRT_CONFIG_ERROR, "scheduler config: num_train_timesteps must be at least 1");
     if (steps < 1 || steps > max_steps) {
       fail(ATRT_CONFIG_ERROR,
            "num_inference_steps: expected 1.." + std::to_string(max_steps) + ", got " + std::to_string(steps),

@@ -14,13 +14,12 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "json_integer.hpp"
 
 using nlohmann::json;
 
 namespace atrt {
 namespace {
-
-constexpr std::size_t kMaxPromptBytes = 1 << 20;  // a prompt of a megabyte is a mistake, not 77 tokens
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -142,11 +141,16 @@ void require(bool ok, const std::string& folder, const std::string& what) {
 }  // namespace
 
 Tokenizer Tokenizer::from_folder(const std::string& folder) {
+  return from_json(read_text(folder + "/tokenizer.json"), read_text(folder + "/tokenizer_config.json"), folder);
+}
+
+Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::string& config_json,
+                               const std::string& folder) {
   Tokenizer t;
   json spec, config;
   try {
-    spec = json::parse(read_text(folder + "/tokenizer.json"));
-    config = json::parse(read_text(folder + "/tokenizer_config.json"));
+    spec = json::parse(tokenizer_json);
+    config = json::parse(config_json);
   } catch (const json::exception& e) {
     fail(ATRT_BUNDLE_ERROR, folder + ": cannot read tokenizer.json / tokenizer_config.json (" + e.what() + ")",
          "re-export the bundle");
@@ -159,8 +163,10 @@ Tokenizer Tokenizer::from_folder(const std::string& folder) {
             folder, "a continuing_subword_prefix is set");
     require(model.value("byte_fallback", false) == false && model.value("dropout", json()).is_null(), folder,
             "byte fallback or dropout is set");
-    t.suffix_ = model.value("end_of_word_suffix", json("")).is_string() ? model["end_of_word_suffix"].get<std::string>() : "";
-    for (const auto& [token, id] : model.at("vocab").items()) t.vocab_[token] = id.get<std::int64_t>();
+    // (`value`, never a const operator[]: on a key the object lacks, that reads out of bounds; found by fuzzing)
+    const json suffix = model.value("end_of_word_suffix", json(""));
+    t.suffix_ = suffix.is_string() ? suffix.get<std::string>() : "";
+    for (const auto& [token, id] : model.at("vocab").items()) t.vocab_[token] = json_integer<std::uint32_t>(id);  // ids fit pair_key
     std::uint32_t rank = 0;
     for (const auto& merge : model.at("merges")) {
       std::string a, b;
@@ -179,14 +185,14 @@ Tokenizer Tokenizer::from_folder(const std::string& folder) {
               "merge '" + a + " " + b + "' names tokens missing from the vocabulary");
       t.merges_.emplace(pair_key(ia->second, ib->second), std::make_pair(rank++, merged->second));
     }
-    if (model.contains("unk_token") && model["unk_token"].is_string()) {
-      auto unk = t.vocab_.find(model["unk_token"].get<std::string>());
+    if (model.contains("unk_token") && model.at("unk_token").is_string()) {
+      auto unk = t.vocab_.find(model.at("unk_token").get<std::string>());
       if (unk != t.vocab_.end()) t.unk_id_ = unk->second;
     }
     for (const auto& added : spec.at("added_tokens")) {
       require(!added.value("lstrip", false) && !added.value("rstrip", false) && !added.value("single_word", false),
               folder, "an added token strips or is single-word");
-      AddedToken token{added.at("content").get<std::string>(), added.at("id").get<std::int64_t>(),
+      AddedToken token{added.at("content").get<std::string>(), json_integer<std::uint32_t>(added.at("id")),
                        added.value("normalized", false)};
       t.vocab_[token.content] = token.id;
       t.added_.push_back(token);
@@ -194,23 +200,23 @@ Tokenizer Tokenizer::from_folder(const std::string& folder) {
     // the pipeline this file must describe: CLIP's, as the exporter writes it
     const json& normalizer = spec.at("normalizer");
     require(normalizer.at("type") == "Sequence" && normalizer.at("normalizers").size() == 3 &&
-                normalizer["normalizers"][0].at("type") == "NFC" &&
-                normalizer["normalizers"][1].at("type") == "Replace" &&
-                normalizer["normalizers"][1].at("content") == " " &&
-                normalizer["normalizers"][2].at("type") == "Lowercase",
+                normalizer.at("normalizers")[0].at("type") == "NFC" &&
+                normalizer.at("normalizers")[1].at("type") == "Replace" &&
+                normalizer.at("normalizers")[1].at("content") == " " &&
+                normalizer.at("normalizers")[2].at("type") == "Lowercase",
             folder, "its normalizer is not NFC, whitespace, lowercase");
     const json& pre = spec.at("pre_tokenizer");
     require(pre.at("type") == "Sequence" && pre.at("pretokenizers").size() == 2 &&
-                pre["pretokenizers"][0].at("type") == "Split" && pre["pretokenizers"][1].at("type") == "ByteLevel",
+                pre.at("pretokenizers")[0].at("type") == "Split" && pre.at("pretokenizers")[1].at("type") == "ByteLevel",
             folder, "its pre-tokenizer is not CLIP's split then byte-level");
-    const std::string pattern = pre["pretokenizers"][0].at("pattern").at("Regex").get<std::string>();
+    const std::string pattern = pre.at("pretokenizers")[0].at("pattern").at("Regex").get<std::string>();
     require(pattern == "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
                        "[^\\s\\p{L}\\p{N}]+",
             folder, "its split pattern is not CLIP's");
     const json& post = spec.at("post_processor");
     require(post.at("type") == "RobertaProcessing", folder, "its post-processor is not BOS ... EOS");
-    t.bos_id_ = post.at("cls").at(1).get<std::int64_t>();
-    t.eos_id_ = post.at("sep").at(1).get<std::int64_t>();
+    t.bos_id_ = json_integer<std::uint32_t>(post.at("cls").at(1));
+    t.eos_id_ = json_integer<std::uint32_t>(post.at("sep").at(1));
   } catch (const json::exception& e) {
     fail(ATRT_BUNDLE_ERROR, folder + "/tokenizer.json: lacks or mistypes a field (" + e.what() + ")",
          "re-export the bundle");
@@ -228,7 +234,7 @@ Tokenizer Tokenizer::from_folder(const std::string& folder) {
   if (config.is_object() && config.contains("pad_token")) {
     const json& value = config["pad_token"];
     if (value.is_string()) pad = value.get<std::string>();
-    if (value.is_object() && value.contains("content") && value["content"].is_string()) pad = value["content"];
+    if (value.is_object() && value.contains("content") && value.at("content").is_string()) pad = value.at("content");
   }
   auto pad_entry = t.vocab_.find(pad);
   if (pad_entry == t.vocab_.end()) {
@@ -314,10 +320,6 @@ void Tokenizer::encode_piece(const std::string& text, std::vector<std::int64_t>&
 }
 
 std::vector<std::int64_t> Tokenizer::raw_ids(const std::string& prompt) const {
-  if (prompt.size() > kMaxPromptBytes) {
-    fail(ATRT_CONFIG_ERROR, "prompt is " + std::to_string(prompt.size()) + " bytes long; CLIP takes at most 77 tokens",
-         "shorten the prompt");
-  }
   std::vector<const AddedToken*> raw_tokens, normalized_tokens;
   for (const auto& token : added_) (token.normalized ? normalized_tokens : raw_tokens).push_back(&token);
   std::vector<std::int64_t> ids = {bos_id_};
@@ -334,6 +336,12 @@ std::vector<std::int64_t> Tokenizer::raw_ids(const std::string& prompt) const {
 }
 
 std::vector<std::int64_t> Tokenizer::encode(const std::string& prompt, bool require_placeholder) const {
+  if (prompt.size() > ATRT_MAX_PROMPT_BYTES) {  // before any work: BPE's cost grows with the square of a word's length
+    fail(ATRT_CONFIG_ERROR,
+         "prompt is " + std::to_string(prompt.size()) + " bytes long; it may hold at most " +
+             std::to_string(ATRT_MAX_PROMPT_BYTES) + " bytes",
+         "CLIP reads at most 77 tokens (about 300-400 bytes of English): shorten it");
+  }
   if (require_placeholder) check_template(prompt);
   std::string numbered = prompt;  // <1> is the same token as <*>
   for (std::size_t at = 0; (at = numbered.find("<1>", at)) != std::string::npos; at += 3) numbered.replace(at, 3, "<*>");

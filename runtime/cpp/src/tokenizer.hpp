@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "audiotoken_rt.h"
+
 namespace atrt {
 
 struct AddedToken {
@@ -33,8 +35,12 @@ class Tokenizer {
   // Reads folder/tokenizer.json and folder/tokenizer_config.json; BUNDLE error when they are unreadable or
   // describe a tokenizer other than CLIP's.
   static Tokenizer from_folder(const std::string& folder);
+  // The same from the two files' text; `source` names them in messages (the fuzz harnesses call it directly).
+  static Tokenizer from_json(const std::string& tokenizer_json, const std::string& config_json,
+                             const std::string& source);
 
   // Prompt -> ids [77]. With require_placeholder the prompt must hold <*> (or <1>) exactly once, as a template.
+  // CONFIG error for more than ATRT_MAX_PROMPT_BYTES bytes, invalid UTF-8, more than 77 tokens.
   std::vector<std::int64_t> encode(const std::string& prompt, bool require_placeholder) const;
   // The ids between BOS and EOS included, unpadded and unchecked (what `tokenizers` returns).
   std::vector<std::int64_t> raw_ids(const std::string& prompt) const;

@@ -14,7 +14,6 @@ namespace {
 
 constexpr std::size_t kWaveformSamples = 160000;  // 10 s at 16 kHz
 constexpr std::uint32_t kMaxChannels = 1024;      // libsndfile's own limit
-constexpr double kMinRate = 1.0, kMaxRate = 1e7;  // Hz
 const float kMaxBelowOne = std::nextafter(1.0f, 0.0f);  // 1 - 2^-24: the top of [-1, 1) in float
 
 std::string seconds_text(double value) {
@@ -52,6 +51,10 @@ std::vector<float> resample_hq(const std::vector<float>& x, double in_rate, doub
   return y;
 }
 
+std::uint64_t window_frames(double sample_rate) {
+  return static_cast<std::uint64_t>(std::ceil((ATRT_CLIP_SECONDS + ATRT_RESAMPLE_MARGIN_SECONDS) * sample_rate));
+}
+
 std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, std::uint32_t channels,
                                     double sample_rate, double start, int downmix, const std::string& name) {
   if (downmix < 0 || downmix > 2) {
@@ -62,11 +65,11 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
     fail(ATRT_CONFIG_ERROR, name + ": --start must be a finite number of seconds >= 0, got " + seconds_text(start),
          "the 10 s window begins this many seconds into the clip; 0 reads its first 10 s");
   }
-  if (!(sample_rate > 0 && std::isfinite(sample_rate))) {
-    fail(ATRT_AUDIO_ERROR, name + ": sample rate must be a positive number of Hz, got " + seconds_text(sample_rate));
-  }
-  if (sample_rate < kMinRate || sample_rate > kMaxRate) {  // beyond these the resampler's sizes stop making sense
-    fail(ATRT_AUDIO_ERROR, name + ": sample rate " + seconds_text(sample_rate) + " Hz is outside 1 Hz to 10 MHz");
+  if (!(sample_rate >= kMinSampleRate && sample_rate <= kMaxSampleRate)) {  // NaN fails too
+    fail(ATRT_AUDIO_ERROR,
+         name + ": sample rate " + seconds_text(sample_rate) + " Hz is outside " + std::to_string(ATRT_MIN_SAMPLE_RATE) +
+             ".." + std::to_string(ATRT_MAX_SAMPLE_RATE) + " Hz",
+         "resample the clip, e.g. `ffmpeg -i CLIP -ar 16000 clip.wav`; pass the samples' true rate");
   }
   if (channels < 1 || channels > kMaxChannels) {
     fail(ATRT_AUDIO_ERROR,
@@ -74,6 +77,10 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
   }
   if (frames == 0) fail(ATRT_AUDIO_ERROR, name + ": holds no audio samples (0 frames)", "re-export the clip");
   if (samples == nullptr) fail(ATRT_INVALID_ARGUMENT, name + ": samples is NULL for " + std::to_string(frames) + " frames");
+  if (frames > UINT64_MAX / sizeof(float) / channels) {  // frames * channels floats would not fit in memory
+    fail(ATRT_AUDIO_ERROR, name + ": " + std::to_string(frames) + " frames of " + std::to_string(channels) +
+                               " channels is more than memory can hold");
+  }
   const double first_exact = std::nearbyint(start * sample_rate);  // Python's round(): halves to even
   if (first_exact >= static_cast<double>(frames)) {
     std::ostringstream length;
@@ -83,7 +90,7 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
          "choose a start inside the clip, or 0 for its first 10 s");
   }
   const auto first = static_cast<std::uint64_t>(first_exact);
-  const std::uint64_t kept = frames - first;
+  const std::uint64_t kept = std::min(frames - first, window_frames(sample_rate));  // the window and the margin
   const float* from = samples + first * channels;
   std::uint64_t bad = 0;
   for (std::uint64_t i = 0; i < kept * channels; ++i) if (!std::isfinite(from[i])) ++bad;
@@ -93,7 +100,7 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
              " samples are not finite (NaN or Inf)",
          "the clip is corrupt or was written by a buggy tool: re-export it");
   }
-  std::vector<float> mono(static_cast<std::size_t>(kept));
+  std::vector<float> mono(static_cast<std::size_t>(kept));  // [kept]
   const std::uint32_t pick = downmix == 0 ? 0 : std::min<std::uint32_t>(1, channels - 1);
   for (std::uint64_t i = 0; i < kept; ++i) {
     const float* frame = from + i * channels;
@@ -107,7 +114,7 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
   }
   if (sample_rate != kSampleRate) {
     const std::size_t before = mono.size();
-    mono = resample_hq(mono, sample_rate, kSampleRate);
+    mono = resample_hq(mono, sample_rate, kSampleRate);  // [kept * 16000 / rate]
     if (mono.empty()) {
       fail(ATRT_AUDIO_ERROR, name + ": " + std::to_string(before) + " samples at " + seconds_text(sample_rate) +
                                  " Hz are too few to resample to 16 kHz");

@@ -1,7 +1,9 @@
 // Samples -> the audio encoder's waveform: the recipe of runtime/audio.py `prepare_waveform`, so the C++ and the
-// Python runtime hear the same thing. From `start` seconds in: the channels downmixed (channel 0, their mean, or
-// channel 1), resampled to 16 kHz with soxr at high quality (as python-soxr's `resample`: one resampler, input
-// fed in 48000-output-sample chunks, then flushed), clipped to [-1, 1), loop-tiled to exactly 160 000 samples.
+// Python runtime hear the same thing. The window first: from `start` seconds in, 10 s and the resampler's 0.1 s
+// margin (nothing past it is read, checked or resampled, so the work is bounded whatever the clip's length);
+// then the channels downmixed (channel 0, their mean, or channel 1), resampled to 16 kHz with soxr at high
+// quality (as python-soxr's `resample`: one resampler, input fed in 48000-output-sample chunks, then flushed),
+// clipped to [-1, 1), loop-tiled to exactly 160 000 samples. The rate must lie in 4-384 kHz, as in Python.
 //
 // Place in the data flow: atrt_encode_audio -> prepare_waveform -> [160000] floats -> audio_encoder engine.
 #pragma once
@@ -11,9 +13,15 @@
 #include <string>
 #include <vector>
 
+#include "audiotoken_rt.h"
+
 namespace atrt {
 
 constexpr double kSampleRate = 16000.0;  // BEATs' Kaldi fbank hard-codes 16 kHz
+constexpr double kMinSampleRate = ATRT_MIN_SAMPLE_RATE;  // Hz (the public header's, runtime/audio.py's)
+constexpr double kMaxSampleRate = ATRT_MAX_SAMPLE_RATE;
+// input frames of the window at `sample_rate`: ceil((10 s + 0.1 s) * rate), as runtime/audio.py _window_samples
+std::uint64_t window_frames(double sample_rate);
 
 enum class Downmix { kFirst = 0, kMean = 1, kSecond = 2 };
 

@@ -52,6 +52,10 @@ int run_bad_input(const char* bundle) {
   show("tokenize-two-placeholders", atrt_tokenize(context, "<*> and <*>", 1, ids));
   show("tokenize-over-77-tokens", atrt_tokenize(context, long_prompt, 1, ids));
   show("tokenize-invalid-utf8", atrt_tokenize(context, "a photo of <*> \xff\xfe", 1, ids));
+  char* huge_prompt = calloc(ATRT_MAX_PROMPT_BYTES + 2, 1);
+  memset(huge_prompt, 'a', ATRT_MAX_PROMPT_BYTES + 1); /* one word: BPE's cost grows with its square */
+  memcpy(huge_prompt, "<*> ", 4);
+  show("tokenize-over-the-byte-bound", atrt_tokenize(context, huge_prompt, 1, ids));
   show("tokenize", atrt_tokenize(context, "a photo of <*>", 1, ids));
 
   const uint64_t frames = 16000;
@@ -77,6 +81,14 @@ int run_bad_input(const char* bundle) {
   bad = clip(samples, frames);
   bad.sample_rate = 0;
   show("encode-zero-rate", atrt_encode_audio(context, &bad, token, dim));
+  bad.sample_rate = 1.0; /* 16000 frames at 1 Hz: 4.4 hours of audio to resample */
+  show("encode-1hz-rate", atrt_encode_audio(context, &bad, token, dim));
+  bad.sample_rate = ATRT_MIN_SAMPLE_RATE - 0.5;
+  show("encode-rate-below-bound", atrt_encode_audio(context, &bad, token, dim));
+  bad.sample_rate = ATRT_MAX_SAMPLE_RATE + 0.5;
+  show("encode-rate-above-bound", atrt_encode_audio(context, &bad, token, dim));
+  bad.sample_rate = ATRT_MAX_SAMPLE_RATE;
+  show("encode-rate-at-bound", atrt_encode_audio(context, &bad, token, dim));
   bad.sample_rate = NAN;
   show("encode-nan-rate", atrt_encode_audio(context, &bad, token, dim));
   bad = clip(samples, frames);
@@ -98,6 +110,15 @@ int run_bad_input(const char* bundle) {
   bad.downmix = ATRT_DOWNMIX_MEAN;
   show("encode-stereo-44k", atrt_encode_audio(context, &bad, token, dim));
   show("encode", atrt_encode_audio(context, &audio, token, dim));
+  {
+    /* only the window (10 s + the resampler's margin) is read: a clip that claims a hundred times more frames than
+     * its buffer holds is read within the buffer (AddressSanitizer reports any read past it) */
+    const uint64_t window = (uint64_t)ceil((ATRT_CLIP_SECONDS + ATRT_RESAMPLE_MARGIN_SECONDS) * 16000.0);
+    float* long_clip = calloc(window, sizeof(float));
+    atrt_audio longer = clip(long_clip, window * 100);
+    show("encode-reads-only-the-window", atrt_encode_audio(context, &longer, token, dim));
+    free(long_clip);
+  }
 
   atrt_draw_options options;
   atrt_draw_options_init(&options);
@@ -106,6 +127,9 @@ int run_bad_input(const char* bundle) {
   show("draw-null-context", atrt_draw(NULL, token, dim, &options, pixels, picture, NULL));
   show("draw-null-token", atrt_draw(context, NULL, dim, &options, pixels, picture, NULL));
   show("draw-short-token", atrt_draw(context, token, dim - 1, &options, pixels, picture, NULL));
+  /* `token` holds dim floats: a larger token_size is refused before anything is read past them */
+  show("draw-long-token", atrt_draw(context, token, dim + 1, &options, pixels, picture, NULL));
+  show("draw-huge-token", atrt_draw(context, token, SIZE_MAX, &options, pixels, picture, NULL));
   show("draw-null-pixels", atrt_draw(context, token, dim, &options, NULL, picture, NULL));
   show("draw-small-pixels", atrt_draw(context, token, dim, &options, pixels, picture - 1, NULL));
   float saved = token[0];
@@ -121,7 +145,17 @@ int run_bad_input(const char* bundle) {
   DRAW_CASE("draw-unknown-scheduler", scheduler, "nope");
   DRAW_CASE("draw-negative-steps", steps, -1);
   DRAW_CASE("draw-too-many-steps", steps, 100000);
+  {
+    atrt_draw_options o = options; /* 1000 steps of dpm++2m on Stable Diffusion's schedule drew NaN latents */
+    o.scheduler = "dpm++2m";
+    o.steps = 1000;
+    show("draw-dpm-at-1000-steps", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+  }
   DRAW_CASE("draw-low-guidance", guidance, 0.5f);
+  DRAW_CASE("draw-guidance-over-the-bound", guidance, (float)ATRT_MAX_GUIDANCE + 1.0f);
+  DRAW_CASE("draw-infinite-guidance", guidance, INFINITY);
+  DRAW_CASE("draw-too-many-images", num_images, ATRT_MAX_NUM_IMAGES + 1);
+  DRAW_CASE("draw-negative-over-the-byte-bound", negative_prompt, huge_prompt);
   DRAW_CASE("draw-nan-guidance", guidance, NAN);
   DRAW_CASE("draw-negative-seed", seed, -5);
   DRAW_CASE("draw-no-images", num_images, 0);
@@ -145,6 +179,7 @@ int run_bad_input(const char* bundle) {
   printf("stage-ms-null %g\n", atrt_stage_ms(NULL, "unet"));
   atrt_close(context);
   atrt_close(NULL);
+  free(huge_prompt);
   free(samples);
   free(token);
   free(pixels);

@@ -8,11 +8,18 @@
 //                                        OUT gets the timesteps [T] (float64) then the latents after each step
 //                                        [T, n] (float32)
 //   bad-input BUNDLE                     bad input through the C API (bad_input.c): one line per case
+//   philox-kat FILE                      each known-answer line of FILE (Random123's kat_vectors format) again, its
+//                                        output words computed by philox4x64_10 from its counter and key
+//   lru                                  LruCache of capacity 2 after put a, b; get a; put c; put b: the value of a,
+//                                        b, c (or "-" when forgotten) and the size, one per line
+//   uncond-cache BUNDLE                  the unconditional cache's capacity C, then its size after each of C + 2
+//                                        drawings (1 step) with as many different negative prompts
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,7 +27,9 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "lru_cache.hpp"
 #include "noise.hpp"
+#include "pipeline.hpp"
 #include "schedulers.hpp"
 #include "tokenizer.hpp"
 
@@ -84,6 +93,62 @@ int schedule(const std::string& name, int steps, std::uint64_t seed, const std::
   return 0;
 }
 
+int philox_kat(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string name, rounds;
+    atrt::PhiloxCounter counter{};
+    atrt::PhiloxKey key{};
+    words >> name >> rounds >> std::hex;
+    for (auto& word : counter) words >> word;
+    for (auto& word : key) words >> word;
+    const atrt::PhiloxCounter out = atrt::philox4x64_10(counter, key);
+    std::printf("%s %s", name.c_str(), rounds.c_str());
+    for (auto word : counter) std::printf(" %016llx", static_cast<unsigned long long>(word));
+    for (auto word : key) std::printf(" %016llx", static_cast<unsigned long long>(word));
+    std::printf("  ");
+    for (auto word : out) std::printf(" %016llx", static_cast<unsigned long long>(word));
+    std::printf("\n");
+  }
+  return 0;
+}
+
+int lru() {
+  atrt::LruCache<std::string, int> cache(2);
+  cache.put("a", 1);
+  cache.put("b", 2);
+  cache.get("a");     // a is now the most recently used
+  cache.put("c", 3);  // forgets b
+  cache.put("b", 4);  // forgets a
+  for (const char* key : {"a", "b", "c"}) {
+    const std::optional<int> value = cache.get(key);
+    std::printf("%s %s\n", key, value ? std::to_string(*value).c_str() : "-");
+  }
+  std::printf("size %zu\n", cache.size());
+  return 0;
+}
+
+int uncond_cache(const std::string& bundle) {
+  atrt::Pipeline pipeline(bundle, "cpu", 1);
+  std::printf("capacity %zu\n", atrt::kUnconditionalCacheSize);
+  const std::vector<float> token(static_cast<std::size_t>(pipeline.manifest().token_dim), 0.1f);
+  std::vector<std::uint8_t> pixels(pipeline.picture_bytes());
+  std::vector<std::int64_t> seeds;
+  atrt::DrawOptions options;
+  options.steps = 1;
+  options.seed = 0;
+  options.guidance = 2.0;  // guided: the unconditional branch is drawn
+  for (std::size_t k = 0; k < atrt::kUnconditionalCacheSize + 2; ++k) {
+    options.negative_prompt = "blurry " + std::to_string(k);
+    pipeline.draw(token, options, pixels.data(), seeds);
+    std::printf("size %zu\n", pipeline.cached_negative_prompts());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,11 +162,16 @@ int main(int argc, char** argv) {
       return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6]);
     }
     if (args.size() == 2 && args[0] == "bad-input") return run_bad_input(args[1].c_str());
+    if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
+    if (args.size() == 1 && args[0] == "lru") return lru();
+    if (args.size() == 2 && args[0] == "uncond-cache") return uncond_cache(args[1]);
   } catch (const atrt::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
     return 1;
   }
-  std::fprintf(stderr, "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input ... (see check.cpp)\n");
+  std::fprintf(stderr,
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input|philox-kat|lru|uncond-cache ... "
+               "(see check.cpp)\n");
   return 2;
 }

@@ -9,12 +9,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "audiotoken_rt.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-constexpr double kClipSeconds = 10.0;
-constexpr double kResampleMarginSeconds = 0.1;  // decoded past 10 s so the resampler sees real audio at the cut
 constexpr sf_count_t kUnknownFrames = sf_count_t{1} << 62;  // libsndfile's count for a stream of unknown length
 const char* const kReexport = " (hint: the file was cut short or damaged: re-export or re-download it)";
 
@@ -44,6 +44,11 @@ ClipWindow read_clip_window(const std::string& path, double start) {
   ClipWindow clip;
   clip.channels = static_cast<std::uint32_t>(info.channels);
   clip.sample_rate = info.samplerate;
+  if (info.samplerate < ATRT_MIN_SAMPLE_RATE || info.samplerate > ATRT_MAX_SAMPLE_RATE) {
+    sf_close(file);
+    refuse(path, "sample rate " + std::to_string(info.samplerate) + " Hz is outside " +
+                     std::to_string(ATRT_MIN_SAMPLE_RATE) + ".." + std::to_string(ATRT_MAX_SAMPLE_RATE) + " Hz");
+  }
   const sf_count_t total = info.frames;
   const bool known = total < kUnknownFrames;
   const bool mp3 = (info.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG;
@@ -57,8 +62,15 @@ ClipWindow read_clip_window(const std::string& path, double start) {
     sf_close(file);
     refuse(path, past_end(start, static_cast<double>(total) / clip.sample_rate));
   }
-  const auto wanted = static_cast<sf_count_t>(std::ceil((kClipSeconds + kResampleMarginSeconds) * clip.sample_rate));
+  const auto wanted =
+      static_cast<sf_count_t>(std::ceil((ATRT_CLIP_SECONDS + ATRT_RESAMPLE_MARGIN_SECONDS) * clip.sample_rate));
   const sf_count_t frames = known ? std::min(total - first, wanted) : wanted;
+  if (static_cast<std::uint64_t>(std::max<sf_count_t>(frames, 0)) * clip.channels > kMaxWindowSamples) {
+    sf_close(file);
+    refuse(path, "its window holds " + std::to_string(frames) + " frames of " + std::to_string(clip.channels) +
+                     " channels, more than " + std::to_string(kMaxWindowSamples) +
+                     " samples (hint: decode it to fewer channels first)");
+  }
   if (first > 0 && sf_seek(file, first, SEEK_SET) < 0) {
     sf_close(file);
     refuse(path, std::string("cannot seek to the window (") + sf_strerror(file) + ")");
