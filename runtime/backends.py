@@ -81,14 +81,14 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None):
-        backend_ready(self.name, device)
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
         if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
-            raise ConfigError(
+            raise ConfigError(  # first: no install makes this bundle run there
                 f"{bundle.root}: its int8 engines ({', '.join(int8)}) are for ONNX Runtime's CPU provider; "
                 f"they cannot run on --device {device}",
                 hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU",
             )
+        backend_ready(self.name, device)
         self.bundle = bundle
         self.device = device
         self.bf16 = device == "openvino" and cpu_has_amx()

@@ -29,7 +29,6 @@ configuration and tokenizer files by hash alone (no sha256 of those small files 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +39,12 @@ from PIL import Image
 
 from audiotoken.checkpoints import load_strict, read_torch_file
 from audiotoken.evaluation.networks import FidInception, Wav2Clip
+from runtime.bundle import file_sha256
 from runtime.errors import CheckpointError, ConfigError, first_line
 
 CLIP_CONFIG = "config.json"
 CLIP_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # transformers' order of preference
 CLIP_TOKENIZER = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -148,14 +147,6 @@ def model_files(folder: Path, key: str) -> list[Path]:
 # ---- what was read --------------------------------------------------------------------------------------------------
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class FileRecord:
     """One file a run read: its model, its path in ``--models``, its sha256, and for a weights file the published
@@ -193,7 +184,7 @@ def file_records(folder: Path, files: dict[str, list[Path]]) -> list[FileRecord]
         for i, path in enumerate(paths):
             name = path.relative_to(folder).as_posix()
             published = MODELS[key].published.get(name) if i == 0 else None
-            records.append(FileRecord(MODELS[key].what, name, sha256_of(path), i == 0, published))
+            records.append(FileRecord(MODELS[key].what, name, file_sha256(path), i == 0, published))
     return records
 
 
