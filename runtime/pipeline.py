@@ -304,15 +304,6 @@ def check_text(flag: str, text: str | None) -> None:
 
 
 @dataclass(frozen=True)
-class Regions:
-    """A composed picture's conditioning: the prompt of each region row, and the weights the rows are blended with."""
-
-    prompts: tuple[str, ...]  # one per conditional row: region k's prompt, then the background's
-    boxes: tuple[Box, ...]
-    weights: np.ndarray  # [C, 1, h, w], summing to one
-
-
-@dataclass(frozen=True)
 class EditSource:
     """What an edit starts from and keeps: the picture's latents (times the scaling factor), the latent mask
     (1 = may change; None: everything may), and the strength."""
