@@ -141,7 +141,9 @@ def server(tiny_bundle, tmp_path_factory):
 def narrow_server(tiny_bundle, tmp_path_factory):
     """Two instances, a short queue wait and room for long requests: for the queue timeout, then stopping."""
     log = tmp_path_factory.mktemp("serve") / "narrow.log"
-    running = Server(tiny_bundle, log, "--instances", "2", "--max-queue", "2", "--timeout", "1", "--max-steps", "1000")
+    running = Server(
+        tiny_bundle, log, "--instances", "2", "--max-queue", "2", "--timeout", "0.2", "--max-steps", "1000"
+    )
     yield running
     running.stop()  # test_sigterm_drains_..._a_second_signal_stops_at_once stops it first, and checks how
 
@@ -344,13 +346,23 @@ def test_tritons_cpu_only_start_up_noise_is_held_back_and_explained_once(server)
     assert "successfully loaded 'audiotoken_edit'" in log  # Triton's other lines pass
 
 
-def in_background(server: Server, clip: Path, steps: int) -> tuple[threading.Thread, list[str]]:
-    """A request of ``steps`` steps sent from a thread; its outcome ("answered", or the error) lands in the list."""
+def in_background(
+    server: Server, clip: Path, steps: int, edit_side: int | None = None
+) -> tuple[threading.Thread, list[str]]:
+    """A request of ``steps`` steps sent from a thread; its outcome ("answered", or the error) lands in the list.
+    With ``edit_side``, an edit (strength 1: every step) of a grey picture that many pixels square, whose steps cost
+    (edit_side / 64)^2 times a plain one's: a request that surely outlasts the test's checks."""
     outcome: list[str] = []
+    model, extra = "audiotoken", {}
+    if edit_side is not None:
+        picture = io.BytesIO()
+        Image.new("RGB", (edit_side, edit_side), "grey").save(picture, "PNG")
+        model = "audiotoken_edit"
+        extra = {"PICTURE": np.array([[picture.getvalue()]], object), "STRENGTH": np.array([[1.0]], np.float32)}
 
     def send() -> None:
         try:
-            server.client().infer("audiotoken", request(clip, STEPS=np.array([[steps]], np.int32)))
+            server.client().infer(model, request(clip, STEPS=np.array([[steps]], np.int32), **extra))
             outcome.append("answered")
         except Exception as exc:  # Triton's error, or the connection closed under it
             outcome.append(repr(exc))
@@ -373,7 +385,7 @@ def test_tritons_output_passes_in_whole_lines_without_the_noise():
 def test_a_request_that_waits_past_the_timeout_is_refused(narrow_server, clips):
     from tritonclient.utils import InferenceServerException
 
-    busy = [in_background(narrow_server, clips[0], 300) for _ in range(2)]  # both instances
+    busy = [in_background(narrow_server, clips[0], 990) for _ in range(2)]  # both instances, 2 s or more each
     time.sleep(0.5)
     started = time.monotonic()
     with pytest.raises(InferenceServerException, match="timeout") as caught:
@@ -396,8 +408,8 @@ def descendants(root: int) -> set[int]:
 def test_sigterm_drains_the_requests_in_flight_and_a_second_signal_stops_at_once(narrow_server, clips):
     processes = descendants(narrow_server.process.pid)
     assert len(processes) >= 2  # tritonserver and its Python stubs
-    short, short_outcome = in_background(narrow_server, clips[0], 400)  # about 8 s beside the other on 2 idle cores
-    long, long_outcome = in_background(narrow_server, clips[0], 990)
+    short, short_outcome = in_background(narrow_server, clips[0], 400)  # about 1 s beside the other on 2 idle cores
+    long, long_outcome = in_background(narrow_server, clips[0], 990, edit_side=192)  # 9 times the work per step
     time.sleep(1.5)  # both in flight
     os.kill(narrow_server.process.pid, signal.SIGTERM)
     short.join(timeout=120)
