@@ -96,7 +96,9 @@ def collect_locations(buf, start: int, end: int, message: str, depth: int, found
         raise MalformedProtobuf(f"messages nested more than {MAX_NESTING} deep")
     if message == "StringStringEntryProto":
         fields = length_delimited_fields(buf, start, end)
-        entry = {number: bytes(buf[s:e]).decode("utf-8", "replace") for number, s, e in fields}  # the last one wins
+        # the last one wins; bytes that are not UTF-8 stay distinct (lone surrogates, which no manifest path holds),
+        # where "replace" would let b"w\xff" pass as a manifest's "w\ufffd" while ONNX Runtime opens the raw bytes
+        entry = {number: bytes(buf[s:e]).decode("utf-8", "surrogateescape") for number, s, e in fields}
         if entry.get(1) == "location":
             found.append(entry.get(2, ""))
         return

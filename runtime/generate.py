@@ -40,8 +40,9 @@ CLIPS_HELP = (
 )
 SKIP_EXISTING_HELP = (
     "Keep the pictures that exist and read back as whole PNGs, and draw the others (to finish an interrupted "
-    "batch); one that does not read back is drawn again."
+    "batch); a PNG that does not read back (cut short) is drawn again, and any other file there is refused."
 )
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,15 @@ def reads_back(path: Path) -> bool:
     return True
 
 
+def starts_as_png(path: Path) -> bool:
+    """Whether ``path`` is a file that begins with the PNG signature (a picture, perhaps cut short)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:
+        return False
+
+
 def check_outputs(
     targets: dict[Job, list[Path]], out: Path, overwrite: bool, skip_existing: bool = False
 ) -> Existing | None:
@@ -147,6 +157,13 @@ def check_outputs(
     existing = [path for path in owners if path.exists()]
     if skip_existing:
         kept = frozenset(path for path in existing if reads_back(path))
+        foreign = [str(path) for path in existing if path not in kept and not starts_as_png(path)]
+        if foreign:  # only a PNG of ours that was cut short is drawn again: anything else is not ours to replace
+            raise ConfigError(
+                f"{', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}: exist{'s' * (len(foreign) == 1)}"
+                " and not as a PNG picture; nothing was drawn",
+                hint="move them away, or pass --overwrite to replace them",
+            )
         return Existing(kept, frozenset(existing) - kept)
     if existing and not overwrite:
         shown = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")

@@ -67,7 +67,7 @@ import typer
 from runtime.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
 from runtime.command import choice, option, options_from, reports_errors
-from runtime.errors import AudioTokenError, ConfigError, first_line
+from runtime.errors import AudioLoadError, AudioTokenError, ConfigError, first_line
 from runtime.pipeline import MAX_PROMPT_BYTES
 
 SERVE_HINT = (
@@ -271,16 +271,23 @@ class Models:
         return options
 
     def answer(self, requests, draw) -> list[dict]:
-        """Run ``draw(request) -> dict`` on each request. Any failure becomes one line: the runtime's errors a
-        RequestError, anything else a ServerError (its traceback logged here)."""
+        """Run ``draw(request) -> dict`` on each request. Any failure becomes one line: what the request asked for or
+        sent (ConfigError, AudioLoadError) a RequestError; anything else, the bundle's or the server's own fault
+        (BundleError, NumericsError, an unforeseen exception), a ServerError that names no server path (its
+        message and traceback logged here)."""
         answers = []
         for request in requests:
             try:
                 answers.append(draw(request))
             except OneLineError:
                 raise
-            except AudioTokenError as exc:
+            except (ConfigError, AudioLoadError) as exc:
                 raise RequestError(one_line(str(exc) + (f" (hint: {exc.hint})" if exc.hint else ""))) from None
+            except AudioTokenError as exc:
+                LOG.error("the server could not draw a request: %s", exc)
+                raise ServerError(
+                    f"the server could not draw this request ({type(exc).__name__}; the server's log says why)"
+                ) from None
             except Exception as exc:
                 LOG.error("a request failed on the server's side", exc_info=exc)
                 raise ServerError(
@@ -519,11 +526,13 @@ class Stopping:
                 "at once)"
             )
             for pid in triton:
-                os.kill(pid, signal.SIGINT)
+                with contextlib.suppress(ProcessLookupError):  # it may have exited since the scan
+                    os.kill(pid, signal.SIGINT)
             return
         self.console.print("stopped at once: the requests in flight were dropped")
         for pid in triton:
-            os.kill(pid, signal.SIGKILL)  # its Python stubs exit when they see it gone
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # its Python stubs exit when they see it gone
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(128 + signum)

@@ -23,6 +23,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.bundle import Bundle
+from runtime.errors import ConfigError
 from runtime.pipeline import Pipeline
 from runtime.serve import INPUTS, Models, OneLineError, RequestError, RequestLimits, ServerError
 
@@ -57,9 +58,17 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
         bundle = Bundle.open(folder)
         parameters = json.loads(args["model_config"]).get("parameters", {})
-        limits = RequestLimits(
-            **{f.name: int(parameters[f.name]["string_value"]) for f in fields(RequestLimits) if f.name in parameters}
-        )
+        try:  # config.pbtxt's parameters (triton-repo writes them; a hand edit may not be numbers)
+            limits = RequestLimits(
+                **{
+                    f.name: int(parameters[f.name]["string_value"])
+                    for f in fields(RequestLimits)
+                    if f.name in parameters
+                }
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"config.pbtxt: a request limit is not a whole number ({exc})") from None
+        limits.check()
         self.models = Models(Pipeline(bundle, TritonEngines(bundle)), limits)
 
     def execute(self, requests) -> list:

@@ -22,6 +22,7 @@ the BLS model's logic is run there against fake engine calls that use ONNX Runti
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 from dataclasses import fields
 from pathlib import Path, PurePosixPath
@@ -35,7 +36,7 @@ from runtime.command import option, options_from, reports_errors
 from runtime.contract import TensorSpec
 from runtime.errors import BundleError, ConfigError
 from runtime.serve import INPUTS, RequestLimits, ServeOptions
-from runtime.tensorrt import plan_name
+from runtime.tensorrt import manifest_plan
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 # The audiotoken model's I/O: runtime.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0 here).
@@ -137,33 +138,30 @@ def write_repository(
     bundle: Bundle,
     out: Path,
     *,
-    tensorrt: bool,
+    plans_for: tuple[str, str] | None,
     gpu: bool,
     instances: int,
     settings: ServeOptions = ServeOptions(),
     limits: RequestLimits = RequestLimits(),
 ) -> Path:
-    """The model repository of ``bundle`` at ``out`` (see the module docstring), built aside and swapped in."""
+    """The model repository of ``bundle`` at ``out`` (see the module docstring), built aside and swapped in; with
+    ``plans_for`` (a TensorRT version and GPU name), each engine as the TensorRT plan the manifest records for them."""
     manifest = bundle.manifest
     kind = "kind: KIND_GPU" if gpu else "kind: KIND_CPU"
     with building_folder(out) as folder:
         staging = Staging(folder)
         for name, engine in manifest.engines.items():
-            if tensorrt:
-                plans = [(i, p) for i, p in enumerate(engine.plans) if p.file.path.startswith(f"{name}.")]
-                if not plans:
-                    raise BundleError(
-                        f"{bundle.root}: engine {name} has no TensorRT plan",
-                        hint=f"build them on the serving GPU: audiotoken-rt export ... --out {bundle.root} --tensorrt",
-                    )
-                index, plan = plans[-1]
-                staging.link(bundle.file_path(f"engines.{name}.plans[{index}].file", plan.file), f"{name}/1/model.plan")
+            if plans_for is not None:
+                field, plan = manifest_plan(bundle, name, *plans_for)  # this GPU's, or one line saying there is none
+                staging.link(bundle.file_path(f"{field}.file", plan.file), f"{name}/1/model.plan")
                 head = 'platform: "tensorrt_plan"'
             else:  # the fused-attention variant where there is one
                 staging.link(bundle.engine_path(name, "cuda" if gpu else "cpu"), f"{name}/1/model.onnx")
-                if engine.data is not None:  # the ONNX file names its weights file: it keeps that name beside it
+                if engine.data is not None:  # the ONNX file names its weights file relative to its own folder
                     data = bundle.file_path(f"engines.{name}.data", engine.data)
-                    staging.link(data, f"{name}/1/{engine.data.path}")
+                    graph = engine.graph_for("cuda" if gpu else "cpu").path
+                    beside = posixpath.relpath(engine.data.path, posixpath.dirname(graph) or ".")
+                    staging.link(data, f"{name}/1/{beside}")  # Staging refuses a '..' (a data file above its graph)
                 head = 'platform: "onnxruntime_onnx"'
             config = model_config(
                 name,
@@ -222,10 +220,14 @@ def triton_repo_command(
         import_tensorrt()
         import tensorrt as trt
 
-        wanted = plan_name("unet", trt.__version__, current_gpu_name())
-        if not (opened.root / wanted).is_file():
-            raise BundleError(f"{bundle}: no {wanted} for this GPU and TensorRT", hint="export ... --tensorrt here")
+        plans_for = (trt.__version__, current_gpu_name())
     write_repository(
-        opened, out, tensorrt=tensorrt, gpu=gpu or tensorrt, instances=instances, settings=settings, limits=limits
+        opened,
+        out,
+        plans_for=plans_for if tensorrt else None,
+        gpu=gpu or tensorrt,
+        instances=instances,
+        settings=settings,
+        limits=limits,
     )
     typer.echo(f"wrote {out}: models {', '.join([*opened.manifest.engines, 'audiotoken'])}")

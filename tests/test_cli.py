@@ -425,6 +425,19 @@ def test_skip_existing_draws_the_missing_pictures_of_a_clip(generate, clips):
     assert np.array_equal(pixels(missing.read_bytes()), pixels(removed))
 
 
+def test_skip_existing_replaces_no_file_that_is_not_a_png(generate, clips):
+    """Only a PNG cut short is drawn again: a file of another kind under a picture's name is refused before any work,
+    and left as it was."""
+    target = generate.out / f"{clips[0].stem}.png"
+    generate.out.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"\xff\xd8\xff\xe0 a JPEG of someone's, named .png")
+    code, output = generate("--skip-existing", clips[0])
+    assert code == 1 and output.strip().splitlines()[0] == (
+        f"error: {target}: exists and not as a PNG picture; nothing was drawn"
+    )
+    assert target.read_bytes() == b"\xff\xd8\xff\xe0 a JPEG of someone's, named .png"
+
+
 def test_overwrite_and_skip_existing_exclude_each_other(generate, clips, edit):
     for command in (generate, lambda *args: edit(edit.photo, *args)):
         code, output = command("--overwrite", "--skip-existing", clips[0])

@@ -445,7 +445,7 @@ def test_serve_says_that_another_address_is_unauthenticated():
 
 
 def test_an_unforeseen_failure_is_one_line_for_the_client_and_a_traceback_in_the_log(caplog):
-    from runtime.errors import AudioLoadError
+    from runtime.errors import AudioLoadError, NumericsError
     from runtime.serve import Models, RequestError, ServerError
 
     models = Models(pipeline=None)
@@ -465,6 +465,14 @@ def test_an_unforeseen_failure_is_one_line_for_the_client_and_a_traceback_in_the
 
     with pytest.raises(RequestError, match="^AUDIO: holds no samples \\(hint: send some\\)$"):
         models.answer([{}], refused)
+
+    def damaged(request):  # the bundle's fault, not the request's: a 500 that names no path of the server
+        raise NumericsError("denoise: 4 of 4 values are NaN; check /srv/bundles/sd14 with info --verify full")
+
+    with pytest.raises(ServerError) as caught:
+        models.answer([{}], damaged)
+    assert str(caught.value) == "the server could not draw this request (NumericsError; the server's log says why)"
+    assert "/srv/bundles/sd14" in caplog.text
 
 
 # Triton's load error when a second instance missed PyTriton's handshake (from a CI run's server log)
