@@ -11,7 +11,10 @@ A bundle may come from anyone (docs/bundles.md), so the manifest is input: ``Fie
 holds every field to its JSON type and range (sizes positive and bounded, names from their known sets, numbers
 finite, strings without control characters); every path in it must pass ``bundle_path`` (relative, '/'-separated,
 no '..', and inside the bundle once symlinks are resolved), every sha256 and the key must be 64 lowercase hex
-digits; anything else is refused in one line naming the field path and the value. The sha256
+digits; anything else is refused in one line naming the field path and the value. The scheduler config is
+diffusers' own, typed by ``runtime.schedulers.resolve_config`` for the recipe's scheduler (a key it reads off its
+type or range is refused, as ``scheduler_config.<key>``); the recipe's steps must be within that scheduler's most
+and its guidance within MAX_GUIDANCE (the options' bound), and ``prediction_type`` must be the config's. The sha256
 check finds corruption, not tampering (whoever writes a file can write its manifest line too), and ``Bundle.open``
 trusts a file whose size and mtime are those it last hashed, unless asked to hash everything
 (``AUDIOTOKEN_RT_VERIFY=full``, ``audiotoken-rt info --verify full``).
@@ -53,7 +56,7 @@ from runtime.contract import (
 )
 from runtime.errors import BundleError, ConfigError, first_line, shown
 from runtime.external_data import MalformedProtobuf, external_locations
-from runtime.schedulers import PREDICTION_TYPES, SCHEDULER_NAMES
+from runtime.schedulers import PREDICTION_TYPES, SCHEDULER_NAMES, max_steps, resolve_config
 
 SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
 READABLE_VERSIONS = (1, 2, 3)  # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot
@@ -72,6 +75,8 @@ PRECISIONS = ("fp32", "fp16", "int8")  # of the bundle and of each engine (an in
 DECODERS = ("sd-vae", "taesd")  # Stable Diffusion's autoencoder, the tiny one (TAESD)
 MAX_PICTURE_SIDE = 4096  # pixels: a bundle's height and width (SD 1.x draws 512, SD 2.x 768)
 MAX_TOKEN_DIM = 8192  # D: CLIP ViT-L is 768, OpenCLIP ViT-H 1024, ViT-bigG 1280
+MAX_GUIDANCE = 50.0  # classifier-free guidance, the recipe's and --guidance's; 7.5 is usual, beyond ~20 it burns
+FLOAT32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))  # vae_scaling_factor's range
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # controls, line breaks, surrogates
 
 
@@ -223,14 +228,19 @@ class Field:
             )
         return value
 
-    def number(self, low: float = -math.inf, *, above: bool = False, infinite: bool = False) -> float:
-        """A JSON number (an integer too) at least ``low`` (more than it, when ``above``), finite unless
-        ``infinite`` (then Infinity passes too; NaN never does)."""
+    def number(
+        self, low: float = -math.inf, high: float = math.inf, *, above: bool = False, infinite: bool = False
+    ) -> float:
+        """A JSON number (an integer too) at least ``low`` (more than it, when ``above``) and at most ``high``,
+        finite unless ``infinite`` (then Infinity passes too; NaN never does)."""
         value = self.value
         fits_float = type(value) is float or (type(value) is int and abs(value) <= sys.float_info.max)
         number = float(value) if fits_float else math.nan
-        if not ((low < number if above else low <= number) and (infinite or math.isfinite(number))):
+        in_range = (low < number if above else low <= number) and number <= high
+        if not (in_range and (infinite or math.isfinite(number))):
             bound = f" {'>' if above else '>='} {low:g}" if low > -math.inf else ""
+            if high < math.inf:
+                bound = f" from {low:g} to {high:g}"
             self.refuse(f"a {'' if infinite else 'finite '}number{bound}")
         return number
 
@@ -456,7 +466,7 @@ class Recipe:
             lora=Lora.from_json(lora) if lora is not None else None,
             scheduler=d["scheduler"].text(SCHEDULER_NAMES),
             steps=d["steps"].whole(1),
-            guidance=d["guidance"].number(1),
+            guidance=d["guidance"].number(1, MAX_GUIDANCE),
         )
 
 
@@ -539,6 +549,28 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
+    def check_schedule(self) -> None:
+        """The recipe's scheduler built on ``scheduler_config`` (``runtime.schedulers``, the one place it is typed):
+        a config it cannot read, recipe steps beyond its most, or a ``prediction_type`` other than the one the
+        scheduler uses is one BundleError line naming the field."""
+        try:
+            config = resolve_config(self.recipe.scheduler, self.scheduler_config)
+            most = max_steps(self.recipe.scheduler, self.scheduler_config)
+        except ConfigError as exc:
+            raise BundleError(str(exc), hint=REBUILD_HINT) from None
+        if config["prediction_type"] != self.prediction_type:
+            raise BundleError(
+                f"prediction_type is {shown(self.prediction_type)}, scheduler_config.prediction_type "
+                f"{shown(config['prediction_type'])} (what the schedulers use): expected the same",
+                hint=REBUILD_HINT,
+            )
+        if self.recipe.steps > most:
+            raise BundleError(
+                f"recipe.steps is {self.recipe.steps}: expected a whole number from 1 to {most} (the most "
+                f"{self.recipe.scheduler} takes on scheduler_config)",
+                hint=REBUILD_HINT,
+            )
+
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST) -> Manifest:
         """The manifest in ``text`` (read from ``source``, which every error names), each field checked by ``Field``."""
@@ -554,7 +586,7 @@ class Manifest:
             )
         d = Field(document)
         try:
-            return cls(
+            manifest = cls(
                 schema_version=version,
                 key=d["key"].sha256(),
                 sources=tuple(Source.from_json(s) for s in d["sources"].items()),
@@ -566,7 +598,7 @@ class Manifest:
                 template=d["template"].text(),
                 height=d["height"].whole(VAE_FACTOR, MAX_PICTURE_SIDE, multiple=VAE_FACTOR),
                 width=d["width"].whole(VAE_FACTOR, MAX_PICTURE_SIDE, multiple=VAE_FACTOR),
-                vae_scaling_factor=d["vae_scaling_factor"].number(0, above=True),
+                vae_scaling_factor=d["vae_scaling_factor"].number(*FLOAT32_NORMAL),  # 0 or Inf in float32: NaN
                 prediction_type=d["prediction_type"].text(PREDICTION_TYPES),
                 scheduler_config=d["scheduler_config"].json_object(),
                 tokenizer=d["tokenizer"].path(),
@@ -576,6 +608,8 @@ class Manifest:
                 recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
                 token_slots=d["token_slots"].whole(1, TOKEN_SLOTS) if version >= 3 else 1,
             )
+            manifest.check_schedule()
+            return manifest
         except BundleError as exc:  # a field off the rules: the same line, said of this manifest
             raise BundleError(f"{source}: {exc}", hint=exc.hint) from None
 
@@ -635,10 +669,13 @@ def verify_mode(mode: str | None = None) -> str:
 
 
 def file_stamp(path: Path, entry: FileEntry) -> list:
-    """What a check saw of a file: [absolute path, size, mtime in ns, the sha256 it was checked against] (the
-    format of the hash cache the C++ runtime shares); an unchanged stamp needs no new hash in quick mode."""
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns, entry.sha256]
+    """What a check saw of a file: [its path with every symlink resolved, size, mtime in ns, the sha256 it was
+    checked against] (the format of the hash cache the C++ runtime shares: its manifest.cpp stamps the
+    ``weakly_canonical`` path, so both runtimes write the same stamp); an unchanged stamp needs no new hash in quick
+    mode."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    return [str(resolved), stat.st_size, stat.st_mtime_ns, entry.sha256]
 
 
 def external_data_problem(folder: Path, engine: Engine, graph: FileEntry) -> str | None:

@@ -24,11 +24,13 @@ negative prompts, is locked), ONNX Runtime sessions run concurrently, and the Te
 on its own lock.
 
 Bounds and numbers: the options are checked before any work (``GenerationOptions.check``: prompts of at most
-MAX_PROMPT_BYTES, finite guidance in 1..MAX_GUIDANCE, ...; ``Pipeline.resolve`` builds the schedule once, so steps
-beyond the scheduler's most, ``runtime.schedulers.max_steps``, or a strength that leaves no step are refused up
-front). Every stage's output is checked for NaN and Inf (``Pipeline.require_finite``: the token, the text embeddings, an
-edit's picture latents, the latents after every denoising step, the decoded picture); one is a NumericsError naming
-the stage, so a bundle whose weights went bad behind an unchanged file date never gives a black picture.
+MAX_PROMPT_BYTES, finite guidance in 1..MAX_GUIDANCE (``runtime.bundle``'s, the recipe's bound too), ...;
+``Pipeline.resolve`` builds the schedule up front, so steps beyond the scheduler's most,
+``runtime.schedulers.max_steps``, or a strength that leaves no step are refused before any work; ``denoise`` builds
+it again for the loop, which costs little: the bound is cached per config). Every stage's output is checked for NaN
+and Inf (``Pipeline.require_finite``: the token, the text embeddings, an edit's picture latents, the latents after
+every denoising step, the decoded picture); one is a NumericsError naming the stage, so a bundle whose weights went
+bad behind an unchanged file date never gives a black picture.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, backend_ready, open_backend
-from runtime.bundle import Bundle, Recipe
+from runtime.bundle import MAX_GUIDANCE, Bundle, Recipe
 from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATCH, engine_contracts
 from runtime.errors import ConfigError, NumericsError, shown
 from runtime.noise import MAX_SEED, RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
@@ -76,7 +78,6 @@ FAST_EXPORT_FLAGS = "--lcm-lora latent-consistency/lcm-lora-sdv1-5 --tiny-vae ma
 
 # Bounds on the options, checked before any work (the steps' bound is the scheduler's: runtime.schedulers.max_steps).
 MAX_PROMPT_BYTES = 1_000  # UTF-8 bytes of a prompt, before tokenizing; CLIP reads 77 tokens, ~300-400 bytes of English
-MAX_GUIDANCE = 50.0  # classifier-free guidance; 7.5 is usual, beyond ~20 it burns the picture; inf gave NaN
 MAX_NUM_IMAGES = 100  # pictures per sound: they are all held in memory until written
 MAX_FEATHER = 256  # pixels of an edit's soft mask edge; the edge is grown one pixel per step
 UNCOND_CACHE_SIZE = 64  # negative prompts whose embeddings [1, 77, D] are kept (least recently used dropped first)
@@ -453,7 +454,7 @@ class Pipeline:
                 "this bundle holds batch 1 only",
                 hint="use --guidance 1 (the fast recipe), or export the bundle with --unet-batch 1,2",
             )
-        # Built once here, so steps beyond the scheduler's most or a strength that leaves no step fail before any work
+        # Built here first, so steps beyond the scheduler's most or a strength that leaves no step fail before any work
         # (strength 0 runs no scheduler: the picture comes back as it is).
         make_scheduler(
             options.scheduler, self.bundle.manifest.scheduler_config, options.steps, self.schedule_strength(options)

@@ -31,11 +31,17 @@ Design:
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
 - Stochastic schedulers (euler-a, lcm) take their fresh noise from ``step(..., rng=)`` (the picture's
   ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- Config: ``resolve_config`` is the one place a scheduler_config.json is typed. Every key a scheduler reads must
+  hold its type and range (betas and trained_betas numbers in (0, 1), num_train_timesteps of the latter; finite
+  positive scales; names from their sets; true/false flags), else a one-line ConfigError names
+  ``scheduler_config.<key>`` and the value; the manifest reader runs it on the recipe's scheduler, so a bundle with
+  a bad config is refused when it is opened, not at every request.
 - Steps: a scheduler takes 1 to ``max_steps(name, config)`` steps: one per training timestep (LCM: per step of its
   distillation schedule), fewer where the config's spacing would put a timestep past the last training one or two
   on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
   "leading" steps does too, at 1000 it puts every step on timestep 1, and at 1000 "linspace" steps it rounds two
   onto one: diffusers fails with an IndexError or gives NaN latents there). ``--steps`` beyond it is a ConfigError.
+  The bound is computed once per (scheduler, resolved config) and remembered (a small LRU cache).
 - img2img: ``make_scheduler(..., strength=s)`` (s in (0, 1]; 1 = from pure noise, the default) builds a scheduler
   whose ``timesteps`` hold only the steps that remain, so the loop above is unchanged; it starts from the source
   latents noised to the first of them, ``add_noise(source_latents, noise, 0)`` (in the scale the loop's latents live
@@ -54,7 +60,10 @@ LCM (Luo et al. 2023, Algorithm 1; the multistep consistency sampling of Song et
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +73,8 @@ from runtime.errors import ConfigError, shown
 SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts; every scheduler here takes both
 MAX_TRAIN_TIMESTEPS = 10_000  # a config's num_train_timesteps (Stable Diffusion: 1000); its tables are this long
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+CONFIG_HINT = "check the model's scheduler/scheduler_config.json"
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
 _BASE_DEFAULTS = {
@@ -135,39 +146,37 @@ class Scheduler:
 
     @classmethod
     def resolve_config(cls, config: dict) -> dict:
-        """A diffusers scheduler_config.json dict over this scheduler's defaults, checked: what the numpy schedulers
-        cannot do, or a schedule out of bounds, is a ConfigError naming the key."""
+        """A diffusers scheduler_config.json dict over this scheduler's defaults, checked: every key this scheduler
+        reads must hold a value of its type and range (``_check_key``), else a one-line ConfigError names
+        ``scheduler_config.<key>`` and the value; so does what the numpy schedulers cannot do. The result holds plain
+        Python values only (its canonical JSON keys the ``max_steps`` cache)."""
+        if not isinstance(config, dict):
+            raise ConfigError(f"scheduler_config is {shown(config)}: expected an object", hint=CONFIG_HINT)
         cfg = {**_BASE_DEFAULTS, **cls.defaults}
         cfg.update({k: v for k, v in config.items() if k in cfg or k in _ONLY_SUPPORTED})
         for key, supported in _ONLY_SUPPORTED.items():
-            if key in cfg and cfg[key] != supported:
+            if key in cfg and (type(cfg[key]) is not type(supported) or cfg[key] != supported):
                 raise ConfigError(
-                    f"scheduler config: {key} expected {supported!r} (the only value the numpy schedulers implement), "
-                    f"got {cfg[key]!r}",
+                    f"scheduler_config.{key} is {shown(cfg[key])}: expected {supported!r} (the only value the numpy "
+                    "schedulers implement)",
                     hint=f"remove '{key}' from scheduler_config.json or pick another scheduler",
                 )
-        _require(cfg, "beta_schedule", ("linear", "scaled_linear"))
-        _require(cfg, "prediction_type", PREDICTION_TYPES)
-        _require(cfg, "timestep_spacing", ("leading", "trailing", "linspace"))
-        n_train = _require_integer(cfg, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS)
-        _require_integer(cfg, "steps_offset", 0, n_train - 1)
-        return cfg
+        n_train = _whole(cfg, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS)
+        return {key: _check_key(cfg, key, n_train) for key in cfg}
 
     @classmethod
     def max_steps(cls, cfg: dict) -> int:
         """The most inference steps the resolved config ``cfg`` takes: the step limit (one per training timestep),
-        less those whose schedule would index past the last training timestep or put two steps on one."""
-        n = cls._step_limit(cfg)
-        while n > 1 and not cls._fits(cfg, n):
-            n -= 1
-        return n
+        less those whose schedule would index past the last training timestep or put two steps on one. Computed once
+        per (scheduler, config) and remembered."""
+        return _max_steps(cls.name, json.dumps(cfg, sort_keys=True))
 
     @classmethod
     def check_steps(cls, cfg: dict, steps) -> int:
         """``steps`` as an int, or the ConfigError naming ``--steps`` and the steps this scheduler takes on ``cfg``."""
         most = cls.max_steps(cfg)
         whole = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
-        if not (whole and 1 <= steps <= most and cls._fits(cfg, int(steps))):
+        if not (whole and 1 <= steps <= most and cls._fits(cfg, int(steps), _alphas_cumprod(cfg))):
             raise ConfigError(
                 f"--steps is {shown(steps)}; {cls.name} takes 1 to {most} steps with this model's schedule "
                 f"({cls._schedule_terms(cfg)})",
@@ -189,15 +198,16 @@ class Scheduler:
         )
 
     @classmethod
-    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray | None:
-        """[n] int64: the descending training timesteps of the full n-step schedule, which index the alpha-bar table;
-        None for a schedule that indexes no table (the Euler family interpolates, LCM has its own bound)."""
+    def _full_timesteps(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> np.ndarray | None:
+        """[n] int64: the descending training timesteps of the full n-step schedule, which index the alpha-bar table
+        ``alphas_cumprod`` [n_train]; None for a schedule that indexes no table (the Euler family interpolates, LCM
+        has its own bound)."""
         return None
 
     @classmethod
-    def _fits(cls, cfg: dict, n: int) -> bool:
+    def _fits(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> bool:
         """Whether the n-step schedule indexes the alpha-bar table inside its bounds, one timestep per step."""
-        ts = cls._full_timesteps(cfg, n)
+        ts = cls._full_timesteps(cfg, n, alphas_cumprod)
         if ts is None:
             return True
         inside = len(ts) > 0 and 0 <= ts.min() and ts.max() < int(cfg["num_train_timesteps"])
@@ -326,22 +336,93 @@ def _check_strength(strength) -> float:
     return value
 
 
-def _require(cfg: dict, key: str, allowed: tuple) -> None:
-    if cfg[key] not in allowed:
-        raise ConfigError(
-            f"scheduler config: {key} expected one of {list(allowed)}, got {cfg[key]!r}",
-            hint="check the model's scheduler/scheduler_config.json",
-        )
+def _check_key(cfg: dict, key: str, n_train: int):
+    """``cfg[key]`` as a plain Python value if it has the type and range the schedulers read it with, else the
+    one-line ConfigError naming ``scheduler_config.<key>`` and the value (the one place a config's values are typed).
+    ``n_train``: its num_train_timesteps, already checked."""
+    value = cfg[key]
+    if key == "num_train_timesteps":
+        return n_train
+    if key in _ONLY_SUPPORTED:
+        return value  # checked by resolve_config: of the supported value's type
+    if key in _CHOICES:
+        return _choice(key, value, _CHOICES[key])
+    if key in _FLAGS:
+        if not isinstance(value, (bool, np.bool_)):
+            _refuse_key(key, value, "true or false")
+        return bool(value)
+    if key in ("beta_start", "beta_end"):
+        return _real(key, value, "a number in (0, 1)", lambda v: 0 < v < 1)
+    if key in ("clip_sample_range", "timestep_scaling"):
+        return _real(key, value, "a finite number > 0", lambda v: 0 < v < math.inf)
+    if key == "lambda_min_clipped":  # diffusers' default is -inf: no clipping
+        return _real(key, value, "a number below +inf (-inf: no clipping)", lambda v: v < math.inf)
+    if key == "skip_prk_steps":  # PNDM's: false asks for its Runge-Kutta warm-up, not implemented
+        if value is not True:
+            _refuse_key(
+                key,
+                value,
+                "true (PLMS; PNDM's Runge-Kutta warm-up is not implemented)",
+                "set skip_prk_steps: true (Stable Diffusion's own setting) or use another scheduler",
+            )
+        return True
+    if key == "trained_betas":
+        return _trained_betas(value, n_train)
+    if key == "steps_offset":
+        return _whole(cfg, key, 0, n_train - 1)
+    if key == "solver_order":
+        return _whole(cfg, key, 1, 2)
+    if key == "original_inference_steps":
+        return _whole(cfg, key, 1, n_train, hint="LCM-distilled models use 50 (diffusers' default)")
+    raise AssertionError(f"scheduler config key {key!r} has no rule in _check_key")
 
 
-def _require_integer(cfg: dict, key: str, low: int, high: int) -> int:
+# Config keys whose value is one of a few names, and those that are true or false.
+_CHOICES = {
+    "beta_schedule": ("linear", "scaled_linear"),
+    "prediction_type": PREDICTION_TYPES,
+    "timestep_spacing": TIMESTEP_SPACINGS,
+    "algorithm_type": ("dpmsolver++",),
+    "solver_type": ("midpoint",),
+    "final_sigmas_type": ("zero", "sigma_min"),
+}
+_FLAGS = ("set_alpha_to_one", "clip_sample", "lower_order_final", "euler_at_final")
+
+
+def _refuse_key(key: str, value: object, expected: str, hint: str = CONFIG_HINT) -> None:
+    raise ConfigError(f"scheduler_config.{key} is {shown(value)}: expected {expected}", hint=hint)
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...]) -> str:
+    if not (isinstance(value, str) and value in allowed):
+        _refuse_key(key, value, repr(allowed[0]) if len(allowed) == 1 else f"one of {', '.join(allowed)}")
+    return value
+
+
+def _real(key: str, value: object, expected: str, fits) -> float:
+    """A real number (not a bool; NaN never) for which ``fits`` holds, as a float."""
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if math.isnan(number) or not fits(number):
+        _refuse_key(key, value, expected)
+    return number
+
+
+def _whole(cfg: dict, key: str, low: int, high: int, hint: str = CONFIG_HINT) -> int:
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ConfigError(
-            f"scheduler config: {key} expected an integer in {low}..{high}, got {value!r}",
-            hint="check the model's scheduler/scheduler_config.json",
-        )
+        _refuse_key(key, value, f"an integer in {low}..{high}", hint)
     return int(value)
+
+
+def _trained_betas(value: object, n_train: int) -> list[float] | None:
+    """null, or the num_train_timesteps betas of the training schedule, each a number in (0, 1)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != n_train:
+        _refuse_key("trained_betas", value, f"null or a list of {n_train} numbers (num_train_timesteps) in (0, 1)")
+    return [
+        _real(f"trained_betas[{i}]", beta, "a number in (0, 1)", lambda v: 0 < v < 1) for i, beta in enumerate(value)
+    ]
 
 
 def _alphas_cumprod(cfg: dict) -> np.ndarray:
@@ -403,7 +484,7 @@ class DDIM(Scheduler):
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         super().__init__(config, num_inference_steps, strength)
-        full = self._full_timesteps(self.config, self.num_inference_steps)  # [n]
+        full = self._full_timesteps(self.config, self.num_inference_steps, self.alphas_cumprod)  # [n]
         self.timesteps = full[self._first_remaining_step() :]  # [m] the steps that remain
         stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
         self.coef = _AlphaBarPairs(
@@ -419,7 +500,7 @@ class DDIM(Scheduler):
         return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
 
     @classmethod
-    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
+    def _full_timesteps(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> np.ndarray:
         return _rounded_timesteps(cfg, n)  # [n]
 
 
@@ -447,13 +528,8 @@ class PNDM(Scheduler):
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         super().__init__(config, num_inference_steps, strength)
-        if not self.config["skip_prk_steps"]:
-            raise ConfigError(
-                "scheduler config: PNDM with Runge-Kutta warm-up (skip_prk_steps=false) is not supported",
-                hint="set skip_prk_steps: true (Stable Diffusion's own setting) or use another scheduler",
-            )
         n_train, n = int(self.config["num_train_timesteps"]), self.num_inference_steps
-        base = self._full_timesteps(self.config, n)[::-1]  # [n] ascending
+        base = self._full_timesteps(self.config, n, self.alphas_cumprod)[::-1]  # [n] ascending
         full = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1]  # [n+1] (n=1: [1])
         self.timesteps = full[self._first_remaining_step() :].copy()  # [m] the steps that remain
         stride = n_train // n
@@ -481,7 +557,7 @@ class PNDM(Scheduler):
         return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
 
     @classmethod
-    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
+    def _full_timesteps(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> np.ndarray:
         return _rounded_timesteps(cfg, n)  # [n], before the warm-up repeats one
 
 
@@ -511,13 +587,9 @@ class DPMSolverMultistep(Scheduler):
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         super().__init__(config, num_inference_steps, strength)
         cfg, n = self.config, self.num_inference_steps
-        _require(cfg, "algorithm_type", ("dpmsolver++",))
-        _require(cfg, "solver_type", ("midpoint",))
-        _require(cfg, "solver_order", (1, 2))
-        _require(cfg, "final_sigmas_type", ("zero", "sigma_min"))
         ab = self.alphas_cumprod  # [n_train]
         train_sigmas = np.sqrt((1.0 - ab) / ab)  # [n_train]
-        ts = self._full_timesteps(cfg, n)  # [n]
+        ts = self._full_timesteps(cfg, n, ab)  # [n]
         n = len(ts)  # fewer than asked when lambda_min_clipped cuts a "trailing" schedule
         sigma_last = train_sigmas[0] if cfg["final_sigmas_type"] == "sigma_min" else 0.0
         first_order_final = bool(cfg["euler_at_final"]) or cfg["final_sigmas_type"] == "zero"
@@ -550,9 +622,8 @@ class DPMSolverMultistep(Scheduler):
         return self.x_coef[i] * x + self.d_coef[i] * d, History(outputs=(x0,))
 
     @classmethod
-    def _full_timesteps(cls, cfg: dict, n: int) -> np.ndarray:
-        n_train = int(cfg["num_train_timesteps"])
-        ab = _alphas_cumprod(cfg)  # [n_train]
+    def _full_timesteps(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> np.ndarray:
+        n_train, ab = int(cfg["num_train_timesteps"]), alphas_cumprod  # ab: [n_train]
         # Drop the noisiest timesteps whose log-SNR is below lambda_min_clipped (none by default).
         clipped = int(np.searchsorted(np.log(np.sqrt(ab) / np.sqrt(1.0 - ab))[::-1], cfg["lambda_min_clipped"]))
         last = n_train - clipped
@@ -585,7 +656,6 @@ class Euler(Scheduler):
         sigmas = np.interp(ts.astype(np.float64), np.arange(len(ab)), train_sigmas)  # [n]
         sigma_last = 0.0  # Euler ancestral always ends at 0
         if not self.ancestral:
-            _require(self.config, "final_sigmas_type", ("zero", "sigma_min"))
             sigma_last = train_sigmas[0] if self.config["final_sigmas_type"] == "sigma_min" else 0.0
         sigmas = np.append(sigmas, sigma_last)  # [n+1] the full schedule
         sigma_max = sigmas.max()  # the text-to-image start; img2img starts from add_noise instead
@@ -686,13 +756,7 @@ class LCM(Scheduler):
 
     @classmethod
     def _step_limit(cls, cfg: dict) -> int:
-        n_train, orig = int(cfg["num_train_timesteps"]), cfg["original_inference_steps"]
-        if isinstance(orig, bool) or not isinstance(orig, (int, np.integer)) or not 1 <= orig <= n_train:
-            raise ConfigError(
-                f"scheduler config: original_inference_steps expected an integer in 1..{n_train}, got {orig!r}",
-                hint="LCM-distilled models use 50 (diffusers' default)",
-            )
-        return int(orig)
+        return int(cfg["original_inference_steps"])
 
     @classmethod
     def _schedule_terms(cls, cfg: dict) -> str:
@@ -731,11 +795,28 @@ def make_scheduler(name: str, config: dict, num_inference_steps: int, strength: 
     return _scheduler_class(name)(config, num_inference_steps, strength)
 
 
+def resolve_config(name: str, config: dict) -> dict:
+    """The diffusers scheduler_config.json dict ``config`` as scheduler ``name`` reads it: over its defaults, every
+    key it reads typed and in range, else a one-line ConfigError naming ``scheduler_config.<key>``."""
+    return _scheduler_class(name).resolve_config(config)
+
+
 def max_steps(name: str, config: dict) -> int:
     """The most inference steps scheduler ``name`` takes on a diffusers scheduler_config.json dict (see the module
     docstring: 1000 for Stable Diffusion's, fewer for some spacings; LCM: original_inference_steps)."""
-    scheduler = _scheduler_class(name)
-    return scheduler.max_steps(scheduler.resolve_config(config))
+    return _scheduler_class(name).max_steps(resolve_config(name, config))
+
+
+@functools.lru_cache(maxsize=64)
+def _max_steps(name: str, config_json: str) -> int:
+    """``Scheduler.max_steps`` of scheduler ``name`` on a resolved config, given as canonical JSON (sorted keys): the
+    alpha-bar table is built once, then the step limit is counted down until the schedule fits."""
+    scheduler, cfg = _SCHEDULERS[name], json.loads(config_json)
+    alphas_cumprod = _alphas_cumprod(cfg)  # [n_train]
+    n = scheduler._step_limit(cfg)
+    while n > 1 and not scheduler._fits(cfg, n, alphas_cumprod):
+        n -= 1
+    return n
 
 
 def _scheduler_class(name: str) -> type[Scheduler]:

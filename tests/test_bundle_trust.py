@@ -156,6 +156,7 @@ def set_field(manifest: dict, path: tuple, value: object) -> None:
 
 
 WHOLE_SIDE = "expected a whole number from 8 to 4096, a multiple of 8"
+FLOAT32_SCALE = "expected a finite number from 1.17549e-38 to 3.40282e+38"  # float32's normal range
 
 
 @pytest.mark.parametrize(
@@ -170,8 +171,10 @@ WHOLE_SIDE = "expected a whole number from 8 to 4096, a multiple of 8"
         (("placeholder_id",), -1, "placeholder_id is -1: expected a whole number 0 or more"),
         (("precision",), "bf16", "precision is 'bf16': expected one of fp32, fp16, int8"),
         (("prediction_type",), "sample", "prediction_type is 'sample': expected one of epsilon, v_prediction"),
-        (("vae_scaling_factor",), 0, "vae_scaling_factor is 0: expected a finite number > 0"),
-        (("vae_scaling_factor",), float("nan"), "vae_scaling_factor is nan: expected a finite number > 0"),
+        (("vae_scaling_factor",), 0, f"vae_scaling_factor is 0: {FLOAT32_SCALE}"),
+        (("vae_scaling_factor",), float("nan"), f"vae_scaling_factor is nan: {FLOAT32_SCALE}"),
+        (("vae_scaling_factor",), 1e-39, f"vae_scaling_factor is 1e-39: {FLOAT32_SCALE}"),  # subnormal in float32
+        (("vae_scaling_factor",), 1e39, f"vae_scaling_factor is 1e+39: {FLOAT32_SCALE}"),  # inf in float32
         (("scheduler_config",), [], "scheduler_config is []: expected an object"),
         (
             ("template",),
@@ -182,7 +185,23 @@ WHOLE_SIDE = "expected a whole number from 8 to 4096, a multiple of 8"
         (("recipe", "decoder"), "vqgan", "recipe.decoder is 'vqgan': expected one of sd-vae, taesd"),
         (("recipe", "scheduler"), "heun", "recipe.scheduler is 'heun': expected one of dpm++2m, pndm, ddim, euler"),
         (("recipe", "steps"), 0, "recipe.steps is 0: expected a whole number 1 or more"),
-        (("recipe", "guidance"), float("inf"), "recipe.guidance is inf: expected a finite number >= 1"),
+        (("recipe", "guidance"), float("inf"), "recipe.guidance is inf: expected a finite number from 1 to 50"),
+        (("recipe", "guidance"), 50.5, "recipe.guidance is 50.5: expected a finite number from 1 to 50"),
+        (
+            ("recipe", "steps"),
+            1001,
+            "recipe.steps is 1001: expected a whole number from 1 to 998 (the most dpm++2m",
+        ),  # "leading"
+        (("scheduler_config", "beta_start"), "x", "scheduler_config.beta_start is 'x': expected a number in (0, 1)"),
+        (("scheduler_config", "beta_start"), -1e-4, "scheduler_config.beta_start is -0.0001: expected a number in"),
+        (("scheduler_config", "lambda_min_clipped"), "-5", "scheduler_config.lambda_min_clipped is '-5': expected"),
+        (("scheduler_config", "trained_betas"), [0.5], "scheduler_config.trained_betas is [0.5]: expected null or"),
+        (("scheduler_config", "timestep_spacing"), 1, "scheduler_config.timestep_spacing is 1: expected one of"),
+        (
+            ("scheduler_config", "prediction_type"),
+            "v_prediction",
+            "prediction_type is 'epsilon', scheduler_config.prediction_type 'v_prediction' (what the schedulers use)",
+        ),
         (("recipe", "unet_batches"), [2, 2], "recipe.unet_batches is [2, 2]: expected [1], [2] or [1, 2]"),
         (("recipe", "unet_batches"), [], "recipe.unet_batches is []: expected [1], [2] or [1, 2]"),
         (("recipe", "unet_batches"), [3], "recipe.unet_batches[0] is 3: expected a whole number from 1 to 2"),
@@ -291,6 +310,24 @@ def test_a_symlink_that_stays_inside_the_bundle_is_followed(bundle, tmp_path):
     opened = Bundle.open(current)
     session = ort.InferenceSession(str(opened.engine_path("unet")), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["sample", "timestep", "encoder_hidden_states"]
+
+
+def test_a_symlinked_file_is_stamped_by_its_resolved_path_as_the_cpp_runtime_does(bundle, tmp_path, monkeypatch):
+    """The hash cache is shared with the C++ runtime, which stamps the symlink-resolved path (manifest.cpp's
+    ``weakly_canonical``): the same stamp from both, so alternating the runtimes re-hashes nothing."""
+    (bundle / "blobs").mkdir()
+    shutil.move(bundle / "unet.onnx.data", bundle / "blobs" / "unet.data")
+    (bundle / "unet.onnx.data").symlink_to(Path("blobs") / "unet.data")
+    current = tmp_path / "current"
+    current.symlink_to(bundle, target_is_directory=True)
+    opened = Bundle.open(current, verify="full")
+    target = (bundle / "blobs" / "unet.data").resolve()
+    assert opened.stamps["unet.onnx.data"][:2] == [str(target), target.stat().st_size]
+    assert all(stamp[0] == str(Path(stamp[0]).resolve()) for stamp in opened.stamps.values())
+    hashed = []
+    monkeypatch.setattr("runtime.bundle.file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    Bundle.open(bundle).engine_path("unet", "cpu")  # quick: the cache written through the other spelling is trusted
+    assert hashed == []
 
 
 def test_a_file_swapped_after_opening_is_refused_when_it_is_about_to_be_read(bundle, tmp_path):

@@ -358,8 +358,8 @@ def test_lcm_rng_equals_explicit_noise_and_last_step_adds_none():
         ),
         (51, 1.0, {}, "--steps is 51; lcm takes 1 to 50 steps"),
         (9, 1.0, {"original_inference_steps": 8}, "--steps is 9; lcm takes 1 to 8 steps"),
-        (4, 1.0, {"original_inference_steps": 2000}, "original_inference_steps .* got 2000"),
-        (4, 1.0, {"original_inference_steps": 0}, "original_inference_steps .* got 0"),
+        (4, 1.0, {"original_inference_steps": 2000}, "original_inference_steps is 2000: expected an integer"),
+        (4, 1.0, {"original_inference_steps": 0}, "original_inference_steps is 0: expected an integer"),
         (4, 0.0, {}, r"strength: expected a number in \(0, 1\], got 0.0"),
         (4, 1.5, {}, "got 1.5"),
         (4, -0.2, {}, "got -0.2"),
@@ -552,20 +552,101 @@ def test_steps_that_are_not_a_whole_number_in_range_are_one_config_error(steps):
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"num_train_timesteps": 10**9}, rf"num_train_timesteps expected an integer in 2\.\.{MAX_TRAIN_TIMESTEPS}"),
-        ({"num_train_timesteps": 1}, "num_train_timesteps expected an integer"),
-        ({"num_train_timesteps": 1000.0}, "num_train_timesteps expected an integer"),
-        ({"steps_offset": 1000}, r"steps_offset expected an integer in 0\.\.999, got 1000"),
-        ({"steps_offset": -1}, "steps_offset expected an integer"),
-        ({"trained_betas": [0.0] * 1000}, r"expected 1000 betas .* each in \(0, 1\)"),
-        ({"trained_betas": [0.01] * 10}, "expected 1000 betas"),
-        ({"beta_end": float("nan")}, "betas"),
+        (
+            {"num_train_timesteps": 10**9},
+            rf"^scheduler_config.num_train_timesteps is 1000000000: expected an integer in 2\.\.{MAX_TRAIN_TIMESTEPS}$",
+        ),
+        ({"num_train_timesteps": 1}, "^scheduler_config.num_train_timesteps is 1: expected an integer"),
+        ({"num_train_timesteps": 1000.0}, "^scheduler_config.num_train_timesteps is 1000.0: expected an integer"),
+        ({"steps_offset": 1000}, r"^scheduler_config.steps_offset is 1000: expected an integer in 0\.\.999$"),
+        ({"steps_offset": -1}, "^scheduler_config.steps_offset is -1: expected an integer"),
+        ({"steps_offset": "1"}, "^scheduler_config.steps_offset is '1': expected an integer"),
+        (
+            {"trained_betas": [0.0] * 1000},
+            r"^scheduler_config.trained_betas\[0\] is 0.0: expected a number in \(0, 1\)$",
+        ),
+        ({"trained_betas": [0.01] * 999 + ["x"]}, r"^scheduler_config.trained_betas\[999\] is 'x': expected a number"),
+        ({"trained_betas": [0.01] * 999 + [None]}, r"^scheduler_config.trained_betas\[999\] is None: expected"),
+        ({"trained_betas": [0.01] * 999 + [True]}, r"^scheduler_config.trained_betas\[999\] is True: expected"),
+        (
+            {"trained_betas": [0.01] * 10},
+            r"^scheduler_config.trained_betas is \[0.01, .*: expected null or a list of 1000",
+        ),
+        ({"trained_betas": "0.01"}, r"^scheduler_config.trained_betas is '0.01': expected null or a list of 1000"),
+        ({"beta_end": float("nan")}, r"^scheduler_config.beta_end is nan: expected a number in \(0, 1\)$"),
+        ({"beta_start": "x"}, r"^scheduler_config.beta_start is 'x': expected a number in \(0, 1\)$"),
+        ({"beta_start": -0.0001}, r"^scheduler_config.beta_start is -0.0001: expected"),  # scaled_linear: complex
+        ({"beta_start": None}, r"^scheduler_config.beta_start is None: expected"),
+        ({"beta_end": 1}, r"^scheduler_config.beta_end is 1: expected"),
+        ({"beta_end": True}, r"^scheduler_config.beta_end is True: expected"),
+        ({"beta_schedule": ["linear"]}, r"^scheduler_config.beta_schedule is \['linear'\]: expected one of linear"),
+        ({"beta_schedule": "squaredcos_cap_v2"}, r"^scheduler_config.beta_schedule is 'squaredcos_cap_v2': expected"),
+        ({"prediction_type": "sample"}, r"^scheduler_config.prediction_type is 'sample': expected one of epsilon"),
+        ({"timestep_spacing": None}, r"^scheduler_config.timestep_spacing is None: expected one of leading"),
+        ({"thresholding": 1}, r"^scheduler_config.thresholding is 1: expected False"),
     ],
 )
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
 def test_a_schedule_out_of_bounds_is_a_config_error(name, overrides, match):
     with pytest.raises(ConfigError, match=match):
         make_scheduler(name, {**SD1_CONFIG, **overrides}, 4)
+
+
+@pytest.mark.parametrize(
+    "name,key,value,expected",
+    [
+        ("dpm++2m", "lambda_min_clipped", "-5.1", "a number below"),
+        ("dpm++2m", "lambda_min_clipped", float("nan"), "a number below"),
+        ("dpm++2m", "lambda_min_clipped", float("inf"), "a number below"),
+        ("dpm++2m", "solver_order", True, r"an integer in 1\.\.2"),
+        ("dpm++2m", "solver_order", 3, r"an integer in 1\.\.2"),
+        ("dpm++2m", "lower_order_final", "false", "true or false"),
+        ("dpm++2m", "euler_at_final", 0, "true or false"),
+        ("dpm++2m", "algorithm_type", "sde-dpmsolver++", "'dpmsolver\\+\\+'"),
+        ("dpm++2m", "final_sigmas_type", 0, "one of zero, sigma_min"),
+        ("euler", "final_sigmas_type", "max", "one of zero, sigma_min"),
+        ("ddim", "set_alpha_to_one", None, "true or false"),
+        ("ddim", "clip_sample", "no", "true or false"),
+        ("ddim", "clip_sample_range", "1", "a finite number > 0"),
+        ("ddim", "clip_sample_range", float("inf"), "a finite number > 0"),
+        ("pndm", "skip_prk_steps", False, "true"),
+        ("pndm", "skip_prk_steps", "true", "true"),
+        ("lcm", "timestep_scaling", -1.0, "a finite number > 0"),
+        ("lcm", "timestep_scaling", [10.0], "a finite number > 0"),
+        ("lcm", "original_inference_steps", 50.0, r"an integer in 1\.\.1000"),
+        ("lcm", "clip_sample", "false", "true or false"),
+    ],
+)
+def test_a_config_key_off_its_type_is_one_config_error_naming_it(name, key, value, expected):
+    # Each of these failed later (a TypeError, a complex or NaN schedule) or was read wrongly ("false" is truthy).
+    with pytest.raises(ConfigError, match=rf"^scheduler_config\.{key} is .*: expected {expected}") as info:
+        make_scheduler(name, {**SD1_CONFIG, key: value}, 4)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=rf"^scheduler_config\.{key} is"):
+        max_steps(name, {**SD1_CONFIG, key: value})
+
+
+def test_a_key_only_another_scheduler_reads_is_ignored():
+    assert len(make_scheduler("pndm", {**SD1_CONFIG, "lambda_min_clipped": "x", "solver_order": 7}, 4).timesteps) == 5
+
+
+def test_negative_infinity_clips_nothing_and_the_config_values_come_back_as_plain_numbers():
+    config = {**SD1_CONFIG, "lambda_min_clipped": -math.inf, "num_train_timesteps": np.int64(1000)}
+    sched = make_scheduler("dpm++2m", config, 25)
+    assert sched.timesteps.tolist() == make_scheduler("dpm++2m", SD1_CONFIG, 25).timesteps.tolist()
+    assert type(sched.config["num_train_timesteps"]) is int
+
+
+def test_max_steps_is_computed_once_per_config():
+    from runtime.schedulers import _max_steps
+
+    config = {**SD1_CONFIG, "timestep_spacing": "linspace", "beta_end": 0.0121}  # a config no other test uses
+    before = _max_steps.cache_info()
+    assert max_steps("dpm++2m", config) == 999
+    for steps in (999, 25):  # each scheduler build checks steps against the bound
+        make_scheduler("dpm++2m", config, steps, strength=0.5)
+    after = _max_steps.cache_info()
+    assert after.misses - before.misses == 1 and after.hits - before.hits == 2
 
 
 @pytest.mark.parametrize("strength", [5e-324, 1e-4])  # the least float above 0 (its inverse is inf); 1e-4
