@@ -33,6 +33,7 @@ from runtime.bundle import (
     Bundle,
     OutputError,
     bundle_path,
+    path_problem,
     read_manifest,
     write_manifest,
 )
@@ -451,6 +452,20 @@ def external_locations_of_bytes(data: bytes) -> list[str]:
         path = Path(scratch) / "model.onnx"
         path.write_bytes(data)
         return external_locations(path)
+
+
+def test_a_location_that_is_not_utf8_matches_no_manifest_path():
+    """ONNX Runtime opens a location's raw bytes: b"w\\xff" must not read as the text "w\\ufffd", which a manifest
+    could name (and hash) while the graph reads another file."""
+
+    def length_delimited(number: int, payload: bytes) -> bytes:  # protobuf: key, length, bytes (all under 128 here)
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    entry = length_delimited(1, b"location") + length_delimited(2, b"w\xff")
+    tensor = length_delimited(13, entry)  # TensorProto.external_data
+    model = length_delimited(7, length_delimited(5, tensor))  # ModelProto.graph -> GraphProto.initializer
+    (found,) = external_locations_of_bytes(model)
+    assert found != "w\ufffd" and path_problem(found) == "it is not UTF-8"
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,14 +7,17 @@ example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its P
 known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within 1e-5; pictures of the
 C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and schedulers); the
 input bounds equal to the Python runtime's; bad input answered by a status and a one-line message, never a crash or
-a read past a caller's buffer; bundles with paths out of the bundle, a bad key or NaN weights refused in one line,
-naming the field or the stage; the unconditional cache bounded; the install tree and its CMake package. Then each
-libFuzzer harness of runtime/cpp/fuzz (a Clang build in ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with
-the reason, only where the toolchain is missing (`.ci/setup` installs it).
+a read past a caller's buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading external data
+the manifest does not hash, or NaN weights refused in one line, naming the field, the file or the stage; the
+external-data reader against the Python one, on models and broken bytes; the unconditional cache bounded; the
+install tree and its CMake package. Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
+``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with the reason, only where the toolchain is missing
+(`.ci/setup` installs it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,11 +27,14 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import soundfile as sf
+from onnx import TensorProto, helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from runtime.external_data import MalformedProtobuf, external_locations
 from runtime.noise import INITIAL_NOISE, STEP_NOISE, NoiseStream
 from runtime.picture import read_png_metadata
 from runtime.schedulers import make_scheduler
@@ -397,6 +403,22 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
         (copy / "tokenizer").symlink_to(folder / "tokenizer-outside")
     elif how == "key-not-hex":
         manifest["key"] = "../../../" + manifest["key"]  # it names the per-user hash cache file
+    elif how in ("external-outside", "external-variant", "external-malformed"):
+        shutil.copy(copy / "unet.onnx.data", folder / "secret")  # beside the copy: enough bytes for any offset
+        graph = copy / ("unet.variant.onnx" if how == "external-variant" else "unet.onnx")
+        if how == "external-malformed":
+            graph.write_bytes(b"\x0f")  # a key of wire type 7: not protobuf
+        else:
+            model = onnx.load(str(copy / "unet.onnx"), load_external_data=False)
+            tensor = next(t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL)
+            next(e for e in tensor.external_data if e.key == "location").value = "../secret"
+            onnx.save_model(model, str(graph))
+        entry = {"path": graph.name, "sha256": hashlib.sha256(graph.read_bytes()).hexdigest(),
+                 "size": graph.stat().st_size}  # fmt: skip
+        if how == "external-variant":  # the engine's own graph is sound, its variant for cuda is not
+            manifest["engines"]["unet"]["variants"] = [{"file": entry, "devices": ["cuda"]}]
+        else:
+            manifest["engines"]["unet"]["file"] = entry  # a crafted bundle hashes what it crafted
     elif how == "unet-batch-zero":
         manifest["recipe"]["unet_batches"] = [0]  # batch 0 would loop forever in the UNet's batching
         manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 0
@@ -412,7 +434,11 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
      ("path-dotdot", "files[0].path \"../outside.json\" climbs out with '..'"),
      ("path-absolute", "files[0].path \"/"), ("symlink-out", "files[0].path \"linked.json\" resolves outside the bundle"),
      ("tokenizer-symlink-out", "tokenizer \"tokenizer/tokenizer.json\" resolves outside the bundle"),
-     ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]")],
+     ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]"),
+     ("external-outside",
+      "unet.onnx reads external data from \"../secret\"; an engine's ONNX files may read its data file unet.onnx.data"),
+     ("external-variant", "unet.variant.onnx reads external data from \"../secret\""),
+     ("external-malformed", "unet.onnx is not an ONNX file (wire type 7 at byte 1)")],
 )  # fmt: skip
 def test_a_bad_bundle_is_refused_at_open_with_one_message(cpp, tiny_bundle, tmp_path, how, words):
     copy = tamper(tiny_bundle, tmp_path, how)
@@ -425,6 +451,79 @@ def test_a_bad_bundle_is_refused_at_open_with_one_message(cpp, tiny_bundle, tmp_
     done = run(cpp / "audiotoken-rt-cpp", "generate", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav",
                "--engines", copy, "--out", tmp_path / "x.png", check=False)  # fmt: skip
     assert done.returncode == 1 and done.stderr.startswith("error: ") and words in done.stderr
+
+
+def external_tensor(name: str, location: str) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+    tensor.external_data.add(key="offset", value="0")
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
+def model_with_external_data_everywhere(nesting: int = 1) -> bytes:
+    """An ONNX model with an external tensor wherever ONNX may put one (initializer, sparse initializer, Constant
+    attribute, If subgraph ``nesting`` deep, function), serialized."""
+    branch = helper.make_graph([helper.make_node("Constant", [], ["b"], value=external_tensor("c", "in-subgraph"))],
+                               "branch", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])  # fmt: skip
+    for _ in range(nesting - 1):
+        branch = helper.make_graph([helper.make_node("If", ["cond"], ["b"], then_branch=branch)],
+                                   "branch", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])  # fmt: skip
+    sparse = helper.make_sparse_tensor(external_tensor("sv", "sparse-values"), external_tensor("si", "sparse-idx"), [4])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=external_tensor("k", "in-attribute")),
+         helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)],
+        "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [external_tensor("w", "../initializer"), helper.make_tensor("inline", TensorProto.FLOAT, [1], [1.0])],
+        sparse_initializer=[sparse],
+    )  # fmt: skip
+    function = helper.make_function(
+        "local", "f", [], ["z"], [helper.make_node("Constant", [], ["z"], value=external_tensor("f", "in-function"))],
+        [helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+def test_external_locations_are_the_python_readers_on_models_and_broken_bytes(cpp, tmp_path):
+    """The C++ reader of external-data locations against runtime/external_data.py: the same locations in the same
+    order, or the same one-line malformed message, for a model with external tensors everywhere, one nested past
+    the depth bound, every truncation of the model and random byte changes to it."""
+    model = model_with_external_data_everywhere()
+    rng = np.random.default_rng(21)
+    samples = [model, model_with_external_data_everywhere(nesting=30), b"", b"\x0f", b"\x3a\xff"]
+    samples += [model[:size] for size in range(1, len(model))]
+    for _ in range(300):
+        changed = bytearray(model)
+        for at in rng.integers(0, len(model), size=int(rng.integers(1, 4))):
+            changed[at] = int(rng.integers(0, 256))
+        samples.append(bytes(changed))
+    paths = []
+    for i, data in enumerate(samples):
+        paths.append(tmp_path / f"{i}.onnx")
+        paths[-1].write_bytes(data)
+    lines = run(cpp / "audiotoken-rt-cpp-check", "external-locations", *paths).stdout.splitlines()
+    assert len(lines) == len(paths)
+
+    def one_replacement(text: str) -> str:  # invalid UTF-8 as U+FFFD, in runs of either's length (check.cpp prints
+        # the raw bytes with JSON's replacement; Python keeps them distinct as surrogate escapes)
+        raw = text.encode("utf-8", "surrogateescape")
+        return re.sub("\ufffd+", "\ufffd", raw.decode("utf-8", "replace"))
+
+    outcomes = set()
+    for path, line in zip(paths, lines, strict=True):
+        try:
+            expected = [one_replacement(location) for location in external_locations(path)]
+        except MalformedProtobuf as exc:
+            expected = {"malformed": str(exc)}
+        got = json.loads(line)
+        got = [one_replacement(location) for location in got] if isinstance(got, list) else got
+        assert got == expected, (path, path.read_bytes())
+        outcomes.add("malformed" if isinstance(got, dict) else len(got))
+    assert json.loads(lines[0]) == external_locations(paths[0]) and "../initializer" in json.loads(lines[0])
+    assert len(json.loads(lines[0])) == 7  # initializer, 2 sparse, attribute, 2 branches, function
+    assert json.loads(lines[1]) == {"malformed": "messages nested more than 64 deep"}
+    assert "malformed" in outcomes and len(outcomes) > 2  # the samples reach both answers, and several counts
 
 
 def poison(bundle: Path, folder: Path, engine: str) -> Path:

@@ -117,9 +117,8 @@ std::vector<float> token_of(const atrt_context* context, const float* token, std
   return std::vector<float>(token, token + dim);
 }
 
-void draw_into(atrt_context* context, const std::vector<float>& token, const atrt_draw_options* options,
+void draw_into(atrt_context* context, const std::vector<float>& token, const atrt::DrawOptions& o,
                std::uint8_t* pixels, std::size_t capacity, std::int64_t* seeds_out) {
-  const atrt::DrawOptions o = draw_options_of(options);
   need(pixels, "pixels_out");
   if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {  // else refused by resolve, naming num_images
     const std::size_t wanted = context->pipeline.picture_bytes() * static_cast<std::size_t>(o.num_images);
@@ -243,7 +242,8 @@ atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_si
                       uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
-    draw_into(context, token_of(context, token, token_size), options, pixels_out, pixels_capacity, seeds_out);
+    const std::vector<float> copied = token_of(context, token, token_size);
+    draw_into(context, copied, draw_options_of(options), pixels_out, pixels_capacity, seeds_out);
   });
 }
 
@@ -251,12 +251,12 @@ atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const 
                           uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
-    draw_options_of(options);  // bad options refused before the audio is encoded
+    const atrt::DrawOptions given = draw_options_of(options);
     need(pixels_out, "pixels_out");
     const std::vector<float> waveform = waveform_of(audio);
-    context->pipeline.resolve(draw_options_of(options));
+    const atrt::DrawOptions resolved = context->pipeline.resolve(given);  // bad options refused before encoding
     const std::vector<float> token = context->pipeline.encode_audio(waveform);
-    draw_into(context, token, options, pixels_out, pixels_capacity, seeds_out);
+    draw_into(context, token, resolved, pixels_out, pixels_capacity, seeds_out);
   });
 }
 

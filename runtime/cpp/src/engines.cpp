@@ -136,7 +136,12 @@ void Engines::open_session(const std::string& engine) {
            "export --precision fp16 for the GPU (half the size), or use the cuda device");
     }
   }
-  const std::string path = root_ + "/" + graph.path;
+  // the file the bundle check hashed, resolved (symlinks followed) and checked inside the bundle again right now,
+  // as runtime/bundle.py Bundle.file_path does: a link swapped since atrt_open cannot lead outside
+  std::error_code error;
+  const std::filesystem::path folder = std::filesystem::canonical(root_, error);
+  if (error) fail(ATRT_BUNDLE_ERROR, root_ + ": cannot be resolved (" + error.message() + ")");
+  const std::string path = resolve_inside(folder, graph.field + ".path", graph.path).string();
   Ort::SessionOptions options;
   try {
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);

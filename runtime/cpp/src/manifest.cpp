@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <system_error>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <atomic>
 
 #include "errors.hpp"
+#include "external_data.hpp"
 #include "json_integer.hpp"
 #include "sha256.hpp"
 
@@ -29,6 +32,8 @@ const char* const kEngineNames[5] = {"audio_encoder", "text_encoder", "unet", "v
 namespace {
 
 const char* const kRebuildHint = "rebuild the bundle with audiotoken-rt export --force";
+const char* const kUntrustedHint =
+    "get the bundle again from a publisher you trust, or rebuild it with audiotoken-rt export --force";
 
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string text = "[";
@@ -141,6 +146,35 @@ json stamp_of(const fs::path& path, const std::string& sha256) {
   if (::stat(path.c_str(), &info) != 0) return json();
   const std::int64_t mtime_ns = static_cast<std::int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
   return json::array({path.string(), static_cast<std::int64_t>(info.st_size), mtime_ns, sha256});
+}
+
+// Why ONNX Runtime would read `graph`'s weights from a file the manifest does not hash, or "" (runtime/bundle.py
+// external_data_problem): ONNX Runtime opens each tensor's external location relative to the ONNX file's folder, and
+// an engine's graphs may name only the engine's data file, spelled exactly as the manifest does (so no '..', no
+// absolute path, no second spelling of the same file); the bytes are compared as they stand.
+std::string external_data_problem(const fs::path& folder, const EngineEntry& engine, const FileEntry& graph) {
+  std::set<std::string> locations;  // sorted by bytes, as Python sorts the (UTF-8) strings
+  try {
+    const std::vector<std::string> found =
+        external_locations(resolve_inside(folder, graph.field + ".path", graph.path).string());
+    locations.insert(found.begin(), found.end());
+  } catch (const MalformedProtobuf& e) {
+    return graph.path + " is not an ONNX file (" + e.what() + ")";
+  } catch (const std::system_error& e) {
+    return graph.path + " cannot be read (" + e.code().message() + ")";
+  }
+  const std::size_t slash = graph.path.rfind('/');
+  const std::string base = slash == std::string::npos ? "" : graph.path.substr(0, slash);
+  for (const std::string& location : locations) {
+    const std::string named = base.empty() ? location : base + "/" + location;
+    if (!engine.data || named != engine.data->path) {
+      const std::string may_read = engine.data ? "its data file " + engine.data->path
+                                               : "no other file (the manifest lists no data file)";
+      return graph.path + " reads external data from " + shown(location) + "; an engine's ONNX files may read " +
+             may_read;
+    }
+  }
+  return "";
 }
 
 std::string read_text(const fs::path& path) {
@@ -417,6 +451,14 @@ Manifest verify_bundle(const std::string& folder_name) {
     for (std::size_t i = 0; i < problems.size(); ++i) joined += (i ? "; " : "") + problems[i];
     fail(ATRT_BUNDLE_ERROR, "bundle " + folder.string() + ": " + joined,
          "rebuild it: " + m.rebuild_command(folder.string()));
+  }
+  for (const auto& [name, engine] : m.engines) {
+    std::vector<const FileEntry*> graphs = {&engine.file};  // its own graph and its variants' (one data file)
+    for (const auto& variant : engine.variants) graphs.push_back(&variant.file);
+    for (const FileEntry* graph : graphs) {
+      const std::string problem = external_data_problem(folder, engine, *graph);
+      if (!problem.empty()) fail(ATRT_BUNDLE_ERROR, "bundle " + folder.string() + ": " + problem, kUntrustedHint);
+    }
   }
   // best effort (a read-only home costs the next open a re-hash); written aside then renamed, so that a context
   // opening the same bundle in another thread or process reads the old cache or the new one, never half of one

@@ -1,7 +1,9 @@
 // The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-3, every
 // file's existence and sha256, every engine present and its recorded I/O equal to the engine contract
 // (runtime/contract.py) at the bundle's dims. A mismatch is one BUNDLE error naming each problem and the export
-// command that rebuilds the bundle.
+// command that rebuilds the bundle. Then every engine graph (and variant) may read external data only from its
+// engine's data file, spelled as the manifest spells it (external_data.hpp reads the locations): else one BUNDLE
+// error naming the graph and the location it names.
 //
 // A bundle may come from anyone, so nothing in it is used as given: every path is relative POSIX, without '..',
 // '.', empty parts, backslashes or NUL, and resolves (symlinks followed) inside the bundle folder; the key and every
@@ -117,7 +119,8 @@ Manifest parse_manifest(const std::string& text, const std::string& source);  //
 // `field` and `path`. `path` is a manifest path that parse_manifest accepted.
 std::filesystem::path resolve_inside(const std::filesystem::path& folder, const std::string& field,
                                      const std::string& path);
-// Read folder/manifest.json and check every file, the engines and their contract; BUNDLE error otherwise.
+// Read folder/manifest.json and check every file, the engines, their contract and the external data their graphs
+// read; BUNDLE error otherwise.
 Manifest verify_bundle(const std::string& folder);
 
 }  // namespace atrt

@@ -14,6 +14,8 @@
 //                                        b, c (or "-" when forgotten) and the size, one per line
 //   uncond-cache BUNDLE                  the unconditional cache's capacity C, then its size after each of C + 2
 //                                        drawings (1 step) with as many different negative prompts
+//   external-locations FILE...           per FILE one line: the external-data locations it names as a JSON array
+//                                        of strings (invalid UTF-8 replaced), or {"malformed": message}
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "external_data.hpp"
 #include "lru_cache.hpp"
 #include "noise.hpp"
 #include "pipeline.hpp"
@@ -149,6 +152,19 @@ int uncond_cache(const std::string& bundle) {
   return 0;
 }
 
+int print_external_locations(const std::vector<std::string>& paths) {
+  for (const std::string& path : paths) {
+    nlohmann::json line;
+    try {
+      line = atrt::external_locations(path);
+    } catch (const atrt::MalformedProtobuf& e) {
+      line = {{"malformed", e.what()}};
+    }
+    std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,13 +181,17 @@ int main(int argc, char** argv) {
     if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
     if (args.size() == 1 && args[0] == "lru") return lru();
     if (args.size() == 2 && args[0] == "uncond-cache") return uncond_cache(args[1]);
+    if (args.size() >= 2 && args[0] == "external-locations") {
+      return print_external_locations({args.begin() + 1, args.end()});
+    }
   } catch (const atrt::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
     return 1;
   }
   std::fprintf(stderr,
-               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input|philox-kat|lru|uncond-cache ... "
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input|philox-kat|lru|uncond-cache|"
+               "external-locations ... "
                "(see check.cpp)\n");
   return 2;
 }
