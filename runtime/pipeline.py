@@ -207,6 +207,10 @@ class GenerationOptions:
         """The seed of the first picture: the one asked for, or a fresh random one."""
         return draw_seed() if self.seed in (None, RANDOM_SEED) else self.seed
 
+    def schedule_strength(self) -> float:
+        """The img2img strength the schedule is built for: 1, a drawing from noise."""
+        return 1.0
+
 
 @dataclass(frozen=True)
 class EditOptions(GenerationOptions):
@@ -228,6 +232,10 @@ class EditOptions(GenerationOptions):
             "white region."
         },
     )
+
+    def schedule_strength(self) -> float:
+        """The edit's strength (0 counts as 1: an edit of strength 0 runs no step at all)."""
+        return self.strength or 1.0
 
     def check(self) -> None:
         super().check()
@@ -457,7 +465,7 @@ class Pipeline:
         # Built here first, so steps beyond the scheduler's most or a strength that leaves no step fail before any work
         # (strength 0 runs no scheduler: the picture comes back as it is).
         make_scheduler(
-            options.scheduler, self.bundle.manifest.scheduler_config, options.steps, self.schedule_strength(options)
+            options.scheduler, self.bundle.manifest.scheduler_config, options.steps, options.schedule_strength()
         )
         self.check_prompt("--negative-prompt", options.negative_prompt)
         return options
@@ -469,11 +477,6 @@ class Pipeline:
             self.tokenizer.encode(text, require_placeholder=False)
         except ConfigError as exc:
             raise ConfigError(f"{flag}: {exc}", hint=exc.hint) from exc
-
-    @staticmethod
-    def schedule_strength(options: GenerationOptions) -> float:
-        """The img2img strength the schedule is built for: an edit's (0 counts as 1: it runs none), else 1."""
-        return getattr(options, "strength", 0.0) or 1.0
 
     def prepare(self, options: GenerationOptions) -> tuple[GenerationOptions, str]:
         """``resolve``d options and the one-sound prompt they draw with (the bundle's template by default), checked."""
@@ -807,7 +810,9 @@ class Pipeline:
             embeddings = self.timed_prompt(tokens, prompt, options, report, timings)  # [2 or 1, 77, D]
             return self.draw_seeds(embeddings, options, prompt, timings, report, label)
         boxes = parse_layout(options.layout)
-        return self.draw_regions(tokens, boxes, prompt, options, timings, report, label)
+        return self.draw_regions(
+            tokens, boxes, prompt, options, timings, report, label, background=options.background, blend=options.blend
+        )
 
     def draw_regions(
         self,
@@ -819,13 +824,14 @@ class Pipeline:
         report: Progress,
         label: str,
         extra: dict[str, object] | None = None,
+        *,
+        background: str | None = None,
+        blend: float = DEFAULT_BLEND,
     ) -> Generation:
-        """Token k [K, D] drawn in box k with the one-sound ``prompt``, the background prompt (if any) around them."""
-        background = getattr(options, "background", None)
+        """Token k [K, D] drawn in box k with the one-sound ``prompt``, the ``background`` prompt (if any) around them,
+        the regions' edges softened over ``blend`` of the picture's side."""
         h, w = self.latent_shape[2:]
-        weights = region_weights(
-            boxes, (h, w), background=background is not None, blend=getattr(options, "blend", DEFAULT_BLEND)
-        )  # [C, 1, h, w]
+        weights = region_weights(boxes, (h, w), background=background is not None, blend=blend)  # [C, 1, h, w]
         report("encode_prompt", 0, 1)
         started = time.perf_counter()
         rows = [self.embed(prompt, token[None], require_placeholder=True) for token in tokens]  # K x [1, 77, D]
