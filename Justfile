@@ -40,8 +40,8 @@ bench-serve:
     test -x .venv-serve/bin/audiotoken-rt || just setup-serve
     test -d .cache/demo/engines || just demo
     just bench-bundle 256 int8
-    .venv-serve/bin/python -m runtime.serve_bench .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav --json .cache/bench/serve-tiny.json
-    .venv-serve/bin/python -m runtime.serve_bench .cache/bench/engines-256-int8 tests/data/3YOH4c9HXpo_290000_300000.wav --steps 10 --requests 8 --json .cache/bench/serve-256-int8.json
+    .venv-serve/bin/python -m runtime.serving.bench .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav --json .cache/bench/serve-tiny.json
+    .venv-serve/bin/python -m runtime.serving.bench .cache/bench/engines-256-int8 tests/data/3YOH4c9HXpo_290000_300000.wav --steps 10 --requests 8 --json .cache/bench/serve-256-int8.json
 
 # Soak test of serve: 4 clients for `seconds` against the tiny demo bundle, good requests (each must be the CLI's
 # picture, bit for bit) mixed with every hostile kind (each must be refused in one line); the peak memory of the
@@ -49,7 +49,7 @@ bench-serve:
 soak seconds="300":
     test -x .venv-serve/bin/audiotoken-rt || just setup-serve
     test -d .cache/demo/engines || just demo
-    .venv-serve/bin/python -m runtime.serve_soak .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav {{ if path_exists(sample_clip) == "true" { sample_clip } else { "" } }} --seconds {{seconds}} --json .cache/bench/soak.json
+    .venv-serve/bin/python -m runtime.serving.soak .cache/demo/engines tests/data/3YOH4c9HXpo_290000_300000.wav {{ if path_exists(sample_clip) == "true" { sample_clip } else { "" } }} --seconds {{seconds}} --json .cache/bench/soak.json
 
 # .venv-openvino beside .venv: the same install, with ONNX Runtime's OpenVINO build (onnxruntime-openvino) for onnxruntime
 setup-openvino:

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from audiotoken.train_config import MIXED_PRECISIONS, TrainConfig, parse_resolution
-from runtime.command import choice, default_of, option, options_from, reports_errors
+from runtime.commands.cli import choice, default_of, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
 
 

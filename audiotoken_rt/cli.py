@@ -2,13 +2,13 @@
 
 | command     | code                      | needs                               |
 |-------------|---------------------------|-------------------------------------|
-| generate    | runtime/generate.py       | the runtime (numpy, ONNX Runtime)   |
-| edit        | runtime/edit.py           | the runtime                         |
-| compose     | runtime/compose.py        | the runtime                         |
-| triton-repo | runtime/triton_repo.py    | the runtime                         |
-| serve       | runtime/serve.py          | the ``serve`` extra (PyTriton; numpy < 2, its own environment) |
-| info        | runtime/info.py           | the runtime                         |
-| bench       | runtime/bench.py          | the runtime (+ torch for its torch) |
+| generate    | runtime/commands/generate.py       | the runtime (numpy, ONNX Runtime)   |
+| edit        | runtime/commands/edit.py           | the runtime                         |
+| compose     | runtime/commands/compose.py        | the runtime                         |
+| triton-repo | runtime/serving/triton_repo.py    | the runtime                         |
+| serve       | runtime/serving/serve.py          | the ``serve`` extra (PyTriton; numpy < 2, its own environment) |
+| info        | runtime/commands/info.py           | the runtime                         |
+| bench       | runtime/commands/bench.py          | the runtime (+ torch for its torch) |
 | export      | export/cli.py             | the ``export`` extra (torch)        |
 | doctor      | export/doctor.py          | the runtime (+ torch for its bundle)|
 | train       | audiotoken/cli.py         | the ``train`` extra (torch)         |
@@ -33,18 +33,18 @@ from audiotoken.evaluation.compare import compare_command
 from audiotoken.evaluation.evaluate import evaluate_command
 from export.cli import export_command
 from export.doctor import doctor_command
-from runtime.bench import bench_command
-from runtime.compose import compose_command
-from runtime.edit import edit_command
-from runtime.generate import generate_command
-from runtime.info import info_command
-from runtime.serve import serve_command
-from runtime.triton_repo import triton_repo_command
+from runtime.commands.bench import bench_command
+from runtime.commands.compose import compose_command
+from runtime.commands.edit import edit_command
+from runtime.commands.generate import generate_command
+from runtime.commands.info import info_command
+from runtime.serving.serve import serve_command
+from runtime.serving.triton_repo import triton_repo_command
 
 
 class OneLineErrors(TyperGroup):
     """The app's click group: a mistyped command line is one ``error:`` line and one ``hint:`` line, like every
-    other failure (``runtime.command.reports_errors``), instead of click's usage block."""
+    other failure (``runtime.commands.cli.reports_errors``), instead of click's usage block."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from export.options import ExportOptions
 from runtime.bundle import PRECISIONS
-from runtime.command import choice, option, options_from, reports_errors
+from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
 
 

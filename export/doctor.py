@@ -1,10 +1,10 @@
 """``audiotoken-rt doctor``: prove a device in one command, the first thing to run after installing (a Jetson, a
 GPU box) and the first thing this project runs whenever a GPU is lent.
 
-Place: prints ``runtime.doctor.machine_facts``; checks that the backend and device can start; takes the bundle of
+Place: prints ``runtime.commands.doctor.machine_facts``; checks that the backend and device can start; takes the bundle of
 ``--engines``, or (the PyTorch side installed) writes tiny random models (``audiotoken.random_models``) and exports
 them to a bundle (``export.builder``: fp16 for a GPU device, fp32 on the CPU; TensorRT plans for
-``--backend tensorrt``); then ``runtime.doctor.check_bundle`` compares each engine and a picture with the CPU and
+``--backend tensorrt``); then ``runtime.commands.doctor.check_bundle`` compares each engine and a picture with the CPU and
 gives a speed figure. One line per check; the exit status is 1 when any check fails. This command lives beside the
 export because building that bundle is an export; importing it needs no torch.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
-from runtime.command import choice, reports_errors
+from runtime.commands.cli import choice, reports_errors
 from runtime.errors import AudioTokenError, needs_pytorch_side
 
 STATUS_STYLE = {"ok": "green", "FAIL": "bold red", "info": "dim", "skip": "yellow"}
@@ -67,7 +67,7 @@ def doctor_command(
     from rich.text import Text
 
     from runtime.bundle import Bundle
-    from runtime.doctor import Check, check_bundle, device_ready, machine_facts
+    from runtime.commands.doctor import Check, check_bundle, device_ready, machine_facts
 
     console = Console(highlight=False, markup=False, soft_wrap=True)  # details (paths, errors) shown as they are
     progress = Console(stderr=True)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from audiotoken_rt.cli import app
 from export.options import ExportOptions
 from runtime.audio import load_audio
-from runtime.bench import BenchOptions
+from runtime.commands.bench import BenchOptions
 from runtime.picture import read_png_metadata
 from runtime.pipeline import GenerationOptions
 from tests.support import REPO
@@ -470,12 +470,12 @@ def test_a_backend_without_its_libraries_names_the_extra_before_any_work(
     in the two lines doctor gives (one owner: runtime.backends.backend_ready), before the bundle is read."""
     import onnxruntime
 
-    from runtime.doctor import device_ready
+    from runtime.commands.doctor import device_ready
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ModuleNotFoundError
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr("runtime.bundle.Bundle.open", lambda *a, **k: pytest.fail("the bundle was read"))
-    monkeypatch.setattr("runtime.bench.run_worker", lambda *a, **k: pytest.fail("a bench worker ran"))
+    monkeypatch.setattr("runtime.commands.bench.run_worker", lambda *a, **k: pytest.fail("a bench worker ran"))
     check = device_ready(backend, device)
     assert check.failed and extra in check.hint and check.hint.startswith("pip install")
     expected = [f"error: {check.detail}", f"hint: {check.hint}"]

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from runtime.backends import OnnxRuntimeBackend, tensorrt_provider_cache
 from runtime.bundle import Bundle
-from runtime.doctor import check_bundle, compare_engines, device_ready
+from runtime.commands.doctor import check_bundle, compare_engines, device_ready
 from runtime.errors import BundleError, ConfigError
 from runtime.pipeline import Pipeline
 from runtime.tensorrt import import_tensorrt, plan_name, version_tuple

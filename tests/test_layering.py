@@ -3,6 +3,8 @@
 - ``runtime/`` is the leaf: it imports nothing of ours outside itself, and no PyTorch-side library;
 - ``audiotoken/`` may use ``runtime/``; ``export/`` may use ``audiotoken/`` and ``runtime/``;
 - nothing below the app imports the app (``audiotoken_rt/``);
+- inside ``runtime/``, the engine core (the modules directly in it) imports neither the commands
+  (``runtime/commands/``) nor the services (``runtime/serving/``) built on it;
 - and a runtime-only install (no torch) runs ``generate``, ``info`` and ``bench --backends onnxruntime``, while the
   commands that need the PyTorch side say in one line which extra to install.
 """
@@ -69,6 +71,29 @@ def offenders(package: str, forbidden) -> list[str]:
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_each_layer_imports_only_the_layers_below_it(package):
     assert not offenders(package, lambda name: name in OURS and name not in ALLOWED[package])
+
+
+def full_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, dotted module) of every absolute import statement anywhere in the tree."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_the_engine_core_imports_neither_the_commands_nor_the_services():
+    wings = ("runtime.commands", "runtime.serving")
+    problems = [
+        f"{path.name}:{line} imports {name}"
+        for path in sorted((REPO / "runtime").glob("*.py"))
+        for line, name in full_imports(ast.parse(path.read_text(), str(path)))
+        if name.startswith(wings)
+    ]
+    assert not problems
+    assert (REPO / "runtime" / "commands" / "generate.py").is_file()  # the wings are where this test looks
 
 
 def test_runtime_imports_no_pytorch_side_library_anywhere():

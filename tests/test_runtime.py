@@ -159,7 +159,7 @@ def test_openvino_runs_unet_and_vae_in_bf16_where_the_cpu_has_amx_and_draws_near
 
 
 def test_bench_runs_the_torch_reference_beside_each_device():
-    from runtime.bench import worker_device
+    from runtime.commands.bench import worker_device
 
     assert [worker_device("torch", d) for d in ("cpu", "openvino", "cuda", "tensorrt")] == [
         "cpu",
@@ -194,7 +194,7 @@ def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
 
 
 def test_bench_fast_measures_default_fast_and_torch_fast(monkeypatch):
-    import runtime.bench as bench
+    import runtime.commands.bench as bench
     from runtime.pipeline import GenerationOptions
 
     plain, fast = Path("plain"), Path("fast")
@@ -236,7 +236,7 @@ def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
 
 
 def test_bench_rounds_alternate_configs_and_keep_the_best(monkeypatch):
-    import runtime.bench as bench
+    import runtime.commands.bench as bench
     from runtime.pipeline import GenerationOptions
 
     calls = []
@@ -282,7 +282,7 @@ def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
     from rich.cells import cell_len
     from rich.console import Console
 
-    import runtime.bench as bench
+    import runtime.commands.bench as bench
 
     configs, pairs = bench.bench_configs(
         Path("plain"), Path("fast"), ["onnxruntime"], "cpu", bench.BenchOptions(edit=True, regions=True)

@@ -338,7 +338,7 @@ def test_a_bad_edit_is_refused_in_one_line(server, clips):
 
 
 def test_tritons_cpu_only_start_up_noise_is_held_back_and_explained_once(server):
-    from runtime.serve import CPU_ONLY_NOISE, CPU_ONLY_NOTE, LOAD_NOISE
+    from runtime.serving.serve import CPU_ONLY_NOISE, CPU_ONLY_NOTE, LOAD_NOISE
 
     log = server.log.read_text()
     assert not [marker for marker in CPU_ONLY_NOISE + LOAD_NOISE if marker in log]
@@ -363,7 +363,7 @@ def in_background(server: Server, clip: Path, steps: int) -> tuple[threading.Thr
 
 
 def test_tritons_output_passes_in_whole_lines_without_the_noise():
-    from runtime.serve import TritonLog
+    from runtime.serving.serve import TritonLog
 
     out = io.StringIO()
     log = TritonLog(out, ("CUDA", "NVML"), "(no GPU: held back)")
@@ -387,7 +387,7 @@ def test_a_request_that_waits_past_the_timeout_is_refused(narrow_server, clips):
 
 
 def descendants(root: int) -> set[int]:
-    from runtime.serve import processes
+    from runtime.serving.serve import processes
 
     table, found = processes(), {root}
     while grown := {pid for pid, (parent, _) in table.items() if parent in found} - found:
@@ -423,7 +423,7 @@ def test_sigterm_drains_the_requests_in_flight_and_a_second_signal_stops_at_once
 def test_serve_says_that_another_address_is_unauthenticated():
     from audiotoken_rt.cli import app
     from runtime.errors import ConfigError
-    from runtime.serve import ServeOptions
+    from runtime.serving.serve import ServeOptions
 
     assert not ServeOptions().exposed and ServeOptions().address == "127.0.0.1"
     assert ServeOptions(address="0.0.0.0").exposed and not ServeOptions(address="::1").exposed
@@ -437,7 +437,7 @@ def test_serve_says_that_another_address_is_unauthenticated():
 
 def test_an_unforeseen_failure_is_one_line_for_the_client_and_a_traceback_in_the_log(caplog):
     from runtime.errors import AudioLoadError, NumericsError
-    from runtime.serve import Models, RequestError, ServerError
+    from runtime.serving.serve import Models, RequestError, ServerError
 
     models = Models(pipeline=None)
 
@@ -484,7 +484,7 @@ class RefusingTriton:
         self.sessions = 0
 
     def start(self) -> None:  # one session: bind a model, as serve does
-        from runtime.serve import bind
+        from runtime.serving.serve import bind
 
         self.sessions += 1
         bind(self, "audiotoken_png", [], [], [], None)
@@ -500,7 +500,7 @@ class RefusingTriton:
 def test_a_load_that_missed_pytritons_handshake_restarts_triton(misses):
     from rich.console import Console
 
-    from runtime.serve import with_start_retries
+    from runtime.serving.serve import with_start_retries
 
     triton = RefusingTriton([MISSED_HANDSHAKE] * misses)
     console = Console(record=True, width=300)
@@ -513,7 +513,7 @@ def test_a_load_that_keeps_missing_the_handshake_or_fails_otherwise_is_one_line(
     from rich.console import Console
 
     from runtime.errors import ConfigError
-    from runtime.serve import START_ATTEMPTS, with_start_retries
+    from runtime.serving.serve import START_ATTEMPTS, with_start_retries
 
     triton = RefusingTriton([MISSED_HANDSHAKE] * START_ATTEMPTS)
     with pytest.raises(

@@ -1,4 +1,4 @@
-"""The soak test of ``audiotoken-rt serve`` (marked slow): ``runtime.serve_soak`` on the tiny bundle for
+"""The soak test of ``audiotoken-rt serve`` (marked slow): ``runtime.serving.soak`` on the tiny bundle for
 ``AUDIOTOKEN_RT_SOAK_SECONDS`` seconds (60 unless set; ``just soak`` runs 300 on the demo bundle). Four clients mix
 good requests, each answered with the CLI's picture bit for bit, with every hostile kind, each refused in one line;
 the server's process tree stays under a memory bound and is ready at the end, and SIGTERM stops it with exit 0.
@@ -21,12 +21,12 @@ MAX_RSS_MB = 4096  # the server tree's RSS, shared memory counted in every proce
 
 @pytest.mark.slow
 def test_the_server_holds_under_minutes_of_good_and_hostile_requests(tiny_bundle, clips, tmp_path):
-    from runtime.serve_soak import HOSTILE
+    from runtime.serving.soak import HOSTILE
 
     if not SERVE_PYTHON.exists():
         pytest.skip("needs .venv-serve (PyTriton wants numpy < 2): run `just setup-serve`")
     report_path = tmp_path / "soak.json"
-    command = [str(SERVE_PYTHON), "-m", "runtime.serve_soak", str(tiny_bundle), *map(str, clips),
+    command = [str(SERVE_PYTHON), "-m", "runtime.serving.soak", str(tiny_bundle), *map(str, clips),
                "--seconds", str(SECONDS), "--max-rss-mb", str(MAX_RSS_MB), "--json", str(report_path)]  # fmt: skip
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 900)
     assert report_path.exists(), run.stdout[-3000:] + run.stderr[-3000:]

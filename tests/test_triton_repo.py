@@ -136,8 +136,8 @@ def test_the_bls_model_draws_the_cli_picture_and_answers_a_bad_request_with_an_e
     import soundfile as sf
 
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", python_backend(repository))
-    monkeypatch.delitem(sys.modules, "runtime.triton_model", raising=False)
-    from runtime.triton_model import TritonPythonModel
+    monkeypatch.delitem(sys.modules, "runtime.serving.triton_model", raising=False)
+    from runtime.serving.triton_model import TritonPythonModel
 
     model = TritonPythonModel()
     config = json_format.MessageToJson(
@@ -242,7 +242,7 @@ def test_no_symlink_in_the_bundle_or_the_old_output_makes_it_write_outside(repos
 @pytest.mark.parametrize("relative", ["../escape", "/etc/escape", "a/../../escape", "unet/../../escape", ""])
 def test_staging_refuses_a_path_that_leaves_it(tmp_path, relative):
     from runtime.errors import BundleError
-    from runtime.triton_repo import Staging
+    from runtime.serving.triton_repo import Staging
 
     staging = Staging(tmp_path / "staging")
     staging.root.mkdir()
@@ -253,7 +253,7 @@ def test_staging_refuses_a_path_that_leaves_it(tmp_path, relative):
 
 def test_staging_writes_neither_twice_nor_through_a_symlink(tmp_path):
     from runtime.errors import BundleError
-    from runtime.triton_repo import Staging
+    from runtime.serving.triton_repo import Staging
 
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -39,7 +39,7 @@ from audiotoken.evaluation.report import (
 )
 from audiotoken.evaluation.scoring import PERCENT, EvaluationOptions, Evaluator, metrics_to_compute
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, default_of, reports_errors
+from runtime.commands.cli import choice, default_of, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -209,7 +209,7 @@ def compare_command(
     of every picture pair, and with --models the metric deltas (B - A). A bad clip is reported and skipped."""
     from rich.console import Console
 
-    from runtime.generate import check_outputs, jobs_for, picture_paths
+    from runtime.commands.jobs import check_outputs, jobs_for, picture_paths
     from runtime.pipeline import Pipeline
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -28,7 +28,7 @@ from audiotoken.evaluation.report import (
     write_report,
 )
 from audiotoken.evaluation.scoring import EvaluationOptions, Evaluator, parse_metrics, unverified_models
-from runtime.command import choice, option, options_from, reports_errors
+from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.errors import ConfigError, needs_pytorch_side
 
 EVAL_DEVICES = ("cpu", "cuda")
@@ -45,7 +45,7 @@ def evaluation_options(metrics, bootstrap, fid_bootstrap, seed, device, batch_si
 
 
 def wav2clip_rate_option():
-    """``--wav2clip-rate``: one of the rates Wav2CLIP can be fed at (``runtime.command.choice`` lists strings)."""
+    """``--wav2clip-rate``: one of the rates Wav2CLIP can be fed at (``runtime.commands.cli.choice`` lists strings)."""
     rates = sorted(WAV2CLIP_SAMPLES)
 
     def check(value: int) -> int:

@@ -31,7 +31,7 @@ and at most ``--timeout`` seconds each (then refused: "request timeout expired")
 Errors: whatever goes wrong in a request becomes one line for the client, never a traceback: a bad request (any
 ``AudioTokenError`` or a failed bound) a ``RequestError`` naming its input (HTTP 400, gRPC INVALID_ARGUMENT),
 anything unforeseen a ``ServerError`` (500, INTERNAL) whose traceback goes to this process's log. PyTriton 0.7
-would send either with its proxy's traceback, so each model's Python-backend file is ``runtime/serve_stub.py``
+would send either with its proxy's traceback, so each model's Python-backend file is ``runtime/serving/stub.py``
 (``ONE_LINE_PROXY``), which answers a failed request with an error response of that one line.
 
 Stopping: SIGINT (Ctrl-C) or SIGTERM asks Triton to stop; it takes no new request and waits up to ``--drain``
@@ -66,7 +66,7 @@ import typer
 
 from runtime.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names
-from runtime.command import choice, option, options_from, reports_errors
+from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.errors import AudioLoadError, AudioTokenError, ConfigError, first_line
 from runtime.pipeline import MAX_PROMPT_BYTES
 
@@ -83,7 +83,7 @@ HANDSHAKE_RACE = "get_config_from_handshake_server"
 START_ATTEMPTS = 3
 MODEL, PNG_MODEL, EDIT_MODEL = "audiotoken", "audiotoken_png", "audiotoken_edit"
 NAME_BYTES = 64  # SCHEDULER: a scheduler's name
-ONE_LINE_PROXY = Path(__file__).with_name("serve_stub.py")  # each served model's model.py (see the docstring)
+ONE_LINE_PROXY = Path(__file__).with_name("stub.py")  # each served model's model.py (see the docstring)
 LOG = logging.getLogger("audiotoken_rt.serve")
 
 
@@ -165,7 +165,7 @@ class ServeOptions:
 
 class OneLineError(Exception):
     """A failed request, answered as an error of this one line. It reports no traceback, so PyTriton passes on
-    ``runtime.serve.<class>: <the line>``, which ``serve_stub`` cuts to the line."""
+    ``runtime.serving.serve.<class>: <the line>``, which ``runtime.serving.stub`` cuts to the line."""
 
     @property
     def __traceback__(self):
@@ -346,7 +346,7 @@ def png_answer(result, bundle_id: str) -> dict:
 
 
 # The requests' inputs, one table for every place that names them (PyTriton here; the standalone repository's
-# config.pbtxt and its BLS model in runtime.triton_repo / runtime.triton_model): name, numpy dtype, Triton data
+# config.pbtxt and its BLS model in runtime.serving.triton_repo / runtime.serving.triton_model): name, numpy dtype, Triton data
 # type, dims without the batch dimension, optional.
 INPUTS = (
     ("AUDIO", np.float32, "TYPE_FP32", (-1, -1), False),
@@ -416,7 +416,7 @@ def with_start_retries(start: Callable[[], None], console) -> None:
 @contextlib.contextmanager
 def one_line_proxy():
     """While open, PyTriton ships ``ONE_LINE_PROXY`` as each model's ``model.py``, with its own proxy model beside
-    it as ``pytriton_model.py`` (which ``serve_stub`` extends). PyTriton 0.7 has no option for this: its ``Model``
+    it as ``pytriton_model.py`` (which ``runtime.serving.stub`` extends). PyTriton 0.7 has no option for this: its ``Model``
     class, which ``Triton.bind`` makes, is swapped for a subclass that renames one file; a PyTriton without that
     file is refused in one line rather than served with tracebacks."""
     import pytriton

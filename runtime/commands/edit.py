@@ -5,7 +5,7 @@ Place in the data flow: picture (+ mask) -> ``runtime.source_picture`` (read, fi
 the sound's prompt, keep the mask's black region on the picture's own trajectory) -> the result at the picture's
 size and framing, composited under the mask -> ``runtime.picture.save_png`` -> ``OUT/<picture stem>-<clip stem>.png``.
 The picture and mask are read and every output path checked before any work; then a batch of clips keeps going
-past a clip that cannot be read and stops at a failure that is not a sound's (``runtime.generate.run_jobs``; each
+past a clip that cannot be read and stops at a failure that is not a sound's (``runtime.commands.jobs.run_jobs``; each
 picture one line on stdout). The PNG records the source picture (name, sha256), strength and mask.
 """
 
@@ -17,8 +17,8 @@ import typer
 
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, option, options_from, reports_errors
-from runtime.generate import (
+from runtime.commands.cli import choice, option, options_from, reports_errors
+from runtime.commands.jobs import (
     CLIPS_HELP,
     MIX_HELP,
     SKIP_EXISTING_HELP,

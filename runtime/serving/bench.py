@@ -1,4 +1,4 @@
-"""``python -m runtime.serve_bench``: load figures of ``audiotoken-rt serve`` (``just bench-serve``).
+"""``python -m runtime.serving.bench``: load figures of ``audiotoken-rt serve`` (``just bench-serve``).
 
 For each instance count it starts the server on loopback ports (from .venv-serve, where PyTriton lives), its queue
 holding every request and timing none out, sends ``--requests`` requests from ``--clients`` concurrent tritonclient
@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def start(bundle: str, options: list[str], log: Path) -> tuple[subprocess.Popen, int, int]:
     """The server on free loopback ports with more ``options``, ready, its output in ``log``: its process, HTTP and
-    gRPC ports (``runtime.serve_soak`` starts it so too)."""
+    gRPC ports (``runtime.serving.soak`` starts it so too)."""
     from tritonclient.http import InferenceServerClient
 
     http, grpc, metrics = free_port(), free_port(), free_port()
@@ -115,7 +115,7 @@ def load(port: int, clip: Path, requests: int, clients: int, steps: int | None) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m runtime.serve_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m runtime.serving.bench", description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
     parser.add_argument("clip", type=Path)
     parser.add_argument("--instances", default="1,2,4", help="instance counts to measure, comma-separated")

@@ -5,7 +5,7 @@ Place in the data flow: clips -> ``runtime.pipeline.Pipeline.draw_compose`` (one
 the others under soft masks from ``runtime.regions``, around a ``--background`` prompt) ->
 ``runtime.picture.save_png`` -> ``OUT/<stem1>+<stem2>....png``, its text chunks naming every clip and region.
 Options, the layout (every part of the picture must belong to a sound or the background) and output paths are
-checked before any work (``runtime.generate``'s helpers); ``--preview-layout`` checks and writes only its own file,
+checked before any work (``runtime.commands.jobs``); ``--preview-layout`` checks and writes only its own file,
 ``OUT/<stems>.layout.png``.
 """
 
@@ -17,10 +17,10 @@ import typer
 
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
-from runtime.command import choice, option, options_from, reports_errors
+from runtime.commands.cli import choice, option, options_from, reports_errors
+from runtime.commands.jobs import SKIP_EXISTING_HELP, Job, check_outputs, picture_line, picture_paths, run_jobs
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
-from runtime.generate import SKIP_EXISTING_HELP, Job, check_outputs, picture_line, picture_paths, run_jobs
 from runtime.pipeline import ComposeOptions, Generation
 from runtime.schedulers import SCHEDULER_NAMES
 

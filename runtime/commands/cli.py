@@ -1,7 +1,7 @@
 """What every ``audiotoken-rt`` command shares: one-line errors, and options read from the options dataclasses.
 
-Place: each command is written beside the layer it drives (``runtime.generate``, ``runtime.info``,
-``runtime.bench``, ``export.cli``, ``audiotoken.cli``) with these helpers, and the app (``audiotoken_rt.cli``)
+Place: each command is written beside the layer it drives (``runtime.commands.generate``, ``runtime.commands.info``,
+``runtime.commands.bench``, ``export.cli``, ``audiotoken.cli``) with these helpers, and the app (``audiotoken_rt.cli``)
 only assembles them.
 - ``reports_errors`` turns every failure into ``error: ...`` (plus ``hint: ...``) on stderr and a non-zero exit,
   never a traceback: library errors (``AudioTokenError``) as they are, Ctrl-C as ``interrupted`` (exit 130), and

@@ -3,7 +3,7 @@ Triton's own container (Kubernetes replicas behind a load balancer) rather than 
 
 Place in the data flow: a bundle (``runtime.bundle``) -> OUT/ with one model per engine (``onnxruntime_onnx``, the
 bundle's ONNX file and its external data; ``tensorrt_plan`` with ``--tensorrt``, the plan built for this GPU and
-TensorRT) and the ``audiotoken`` model: Triton's Python backend running ``runtime.triton_model`` as a BLS model that
+TensorRT) and the ``audiotoken`` model: Triton's Python backend running ``runtime.serving.triton_model`` as a BLS model that
 chains them (tokenizer, numpy schedulers, guidance and noise from the runtime, so Triton's Python environment needs
 ``pip install audiotoken-rt``), with the bundle's manifest and tokenizer in ``audiotoken/1/bundle``. Its
 ``config.pbtxt`` files are Triton's model configuration in protobuf text format; the ``audiotoken`` model's holds
@@ -32,14 +32,14 @@ import typer
 
 from runtime.atomic import building_folder
 from runtime.bundle import MANIFEST, UNTRUSTED_HINT, Bundle, bundle_path
-from runtime.command import option, options_from, reports_errors
+from runtime.commands.cli import option, options_from, reports_errors
 from runtime.contract import TensorSpec
 from runtime.errors import BundleError, ConfigError
-from runtime.serve import INPUTS, RequestLimits, ServeOptions
+from runtime.serving.serve import INPUTS, RequestLimits, ServeOptions
 from runtime.tensorrt import manifest_plan
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
-# The audiotoken model's I/O: runtime.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0 here).
+# The audiotoken model's I/O: runtime.serving.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0 here).
 BLS_OUTPUTS = (("IMAGE", "TYPE_UINT8", (-1, -1, 3)), ("SEED_USED", "TYPE_INT64", (1,)))
 
 
@@ -75,7 +75,7 @@ def queue_block(settings: ServeOptions) -> str:
 
 
 def parameters_block(limits: RequestLimits) -> str:
-    """The request limits as the model configuration's parameters, which ``runtime.triton_model`` reads."""
+    """The request limits as the model configuration's parameters, which ``runtime.serving.triton_model`` reads."""
     entries = ",\n".join(
         f'  {{\n    key: "{f.name}"\n    value: {{ string_value: "{getattr(limits, f.name)}" }}\n  }}'
         for f in fields(RequestLimits)

@@ -1,7 +1,7 @@
-"""``python -m runtime.serve_soak``: a soak test of ``audiotoken-rt serve`` (``just soak``; ``tests/test_serve_soak.py``
+"""``python -m runtime.serving.soak``: a soak test of ``audiotoken-rt serve`` (``just soak``; ``tests/test_serve_soak.py``
 runs a short one, marked slow).
 
-It starts the server on loopback ports with its default limits (``runtime.serve_bench.start``, from .venv-serve,
+It starts the server on loopback ports with its default limits (``runtime.serving.bench.start``, from .venv-serve,
 where PyTriton lives), has the CLI draw the reference picture of each good request (``audiotoken-rt generate`` on
 the same clip with the same options: the given clips, and a 10 s stereo clip at 384 kHz that it writes, near the
 most samples ``--max-samples`` lets in), then lets ``--clients`` threads send a seeded mix for ``--seconds``: good
@@ -33,8 +33,8 @@ import soundfile as sf
 
 from runtime.audio import MAX_SAMPLE_RATE
 from runtime.pipeline import MAX_PROMPT_BYTES
-from runtime.serve import MODEL, PNG_MODEL, RequestLimits, processes
-from runtime.serve_bench import start
+from runtime.serving.bench import start
+from runtime.serving.serve import MODEL, PNG_MODEL, RequestLimits, processes
 
 CLI = Path(sys.executable).parent / "audiotoken-rt"
 MAX_SAMPLES = RequestLimits().max_samples  # the server runs with its default limits
@@ -361,7 +361,7 @@ def picture_bytes() -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m runtime.serve_soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m runtime.serving.soak", description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
     parser.add_argument(
         "clips", type=Path, nargs="+", help="clips of the good requests (the first and the last are used)"

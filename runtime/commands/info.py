@@ -7,7 +7,7 @@ size, parity with PyTorch, tensors and TensorRT plans. Every table reads at 80 c
 is cut off).
 
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
-(``runtime.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
+(``runtime.commands.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
 default) hashes every file, ignoring the per-user record of files already checked that opening a bundle trusts
 (``--verify quick``: the check ``generate`` and the others make); docs/bundles.md says what either proves.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 
 from runtime.bundle import VERIFY_MODES
-from runtime.command import choice, reports_errors
+from runtime.commands.cli import choice, reports_errors
 from runtime.contract import GUIDED_BATCH, SINGLE_BATCH
 
 DECODERS = {"sd-vae": "Stable Diffusion's autoencoder", "taesd": "the tiny autoencoder, TAESD"}
@@ -108,7 +108,7 @@ def info_command(
     from rich.table import Table
 
     from runtime.bundle import read_manifest, verify
-    from runtime.doctor import machine_facts
+    from runtime.commands.doctor import machine_facts
 
     console = Console(markup=False)  # paths and prompts shown as they are
     manifest = read_manifest(bundle)

@@ -14,7 +14,7 @@ A configuration is a bundle, a backend and a way to draw (``GenerationOptions``)
   configuration's warm-up drew (the same recipe, so about 60% of the UNet steps plus the VAE encoder); ratios
   between the edit configurations as between the others, and each edit over its own generate.
 
-Each configuration is measured in its own fresh Python process (``python -m runtime.bench --worker ...``), so its
+Each configuration is measured in its own fresh Python process (``python -m runtime.commands.bench --worker ...``), so its
 peak resident memory (``ru_maxrss``) is its own and one configuration's caches never warm another's. A worker
 opens the bundle, draws one warm-up picture (2 steps, not counted), then ``repeats`` measured pictures with the same
 clip and seed 0, and prints one JSON object. The parent runs the configurations in turn for ``rounds`` rounds
@@ -46,7 +46,7 @@ from pathlib import Path
 import typer
 
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names, backend_ready
-from runtime.command import choice, option, reports_errors
+from runtime.commands.cli import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
 from runtime.schedulers import SCHEDULER_NAMES
@@ -157,7 +157,7 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
 def run_worker(config: Config, clip: Path, repeats: int) -> dict:
     """Measure one configuration in a fresh interpreter; its errors come back as AudioTokenError."""
     options = json.dumps(asdict(replace(config.options, seed=0)))
-    command = [sys.executable, "-m", "runtime.bench", "--worker", str(config.bundle), config.backend, config.device,
+    command = [sys.executable, "-m", "runtime.commands.bench", "--worker", str(config.bundle), config.backend, config.device,
                str(clip), str(repeats), options]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
@@ -224,8 +224,8 @@ def ratios(results: dict[str, dict], pairs: list[tuple[str, str]]) -> dict[str, 
 
 
 def main() -> None:
-    """Worker entry point: ``python -m runtime.bench --worker BUNDLE BACKEND DEVICE CLIP REPEATS OPTIONS_JSON``."""
-    parser = argparse.ArgumentParser(prog="python -m runtime.bench")
+    """Worker entry point: ``python -m runtime.commands.bench --worker BUNDLE BACKEND DEVICE CLIP REPEATS OPTIONS_JSON``."""
+    parser = argparse.ArgumentParser(prog="python -m runtime.commands.bench")
     parser.add_argument("--worker", action="store_true", required=True)
     for name in ("bundle", "backend", "device", "clip"):
         parser.add_argument(name)

@@ -2,8 +2,8 @@
 with a failed request answered by an error response of one line instead of a traceback.
 
 Place in the data flow: Triton's Python stub process (one per model instance) runs this file, which PyTriton ships
-with its own proxy model beside it as ``pytriton_model.py`` (``runtime.serve.one_line_proxy``). The proxy forwards
-each request to the ``serve`` process, where ``runtime.serve.Models`` answers it or raises a ``RequestError`` or
+with its own proxy model beside it as ``pytriton_model.py`` (``runtime.serving.serve.one_line_proxy``). The proxy forwards
+each request to the ``serve`` process, where ``runtime.serving.serve.Models`` answers it or raises a ``RequestError`` or
 ``ServerError``, which PyTriton 0.7 sends back formatted as ``<module>.<class>: <line>`` (they carry no traceback).
 The proxy then raises it from ``execute`` wrapped in its own traceback, and Triton would send all of that to the
 client. Here that failure becomes, for each request of the batch, an error response holding the line alone, with
@@ -12,7 +12,7 @@ Triton's code for a bad request (HTTP 400, gRPC INVALID_ARGUMENT) after a ``Requ
 
 Memory: the proxy leaves each request's tensors in reference cycles, which hold their part of the instance's shared
 memory region (Triton's Python backend grows it on demand and never shrinks it) until Python's cyclic collector
-happens to run. Requests of 32 MB grew each instance's region to 590 MB that way (``runtime.serve_soak``), so the
+happens to run. Requests of 32 MB grew each instance's region to 590 MB that way (``runtime.serving.soak``), so the
 collector runs after every batch here: the region then holds about one request's tensors.
 
 It runs inside Triton's stub, beside PyTriton's files only: it imports nothing of audiotoken-rt.
