@@ -178,7 +178,7 @@ def test_overwrite_keeps_the_old_repository_until_the_new_one_is_complete(
     repository, tiny_bundle, tmp_path, monkeypatch
 ):
     from audiotoken_rt.cli import app
-    from runtime import triton_repo
+    from runtime.serving import triton_repo
 
     out = tmp_path / "repo"
     shutil.copytree(repository, out)
