@@ -78,6 +78,7 @@ def draw_pairs(
     of ``clips``). -> the pictures per side as (the clip's index in ``clip_set``, found by name: the set may be
     sorted, ``clips`` in any order; k; picture), the pairs as dicts, and the clips that failed."""
     from runtime.picture import save_png
+    from runtime.pipeline import Stopwatch
 
     index = {name: c for c, name in enumerate(clip_set.names)}
     drawn: dict[str, list] = {name: [] for name in sides}
@@ -87,10 +88,9 @@ def draw_pairs(
             generations = {}
             try:
                 for name in sides:
-                    stage = f"{clip.stem} {name.upper()}"
-                    generations[name] = pipelines[name].draw(
-                        clip, sides[name], progress=lambda s, d, t, stage=stage: progress(f"{stage}: {s}", d, t)
-                    )
+                    side = f"{clip.stem} {name.upper()}"
+                    watch = Stopwatch(lambda stage, done, total, side=side: progress(f"{side}: {stage}", done, total))
+                    generations[name] = pipelines[name].draw(clip, sides[name], watch=watch)
             except AudioTokenError as exc:
                 failed.append(clip.name)
                 console.print(f"error: {clip.name}: {exc}")
