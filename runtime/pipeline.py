@@ -384,7 +384,8 @@ class Stopwatch:
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
         """The body's wall time added to ``stages[name]`` as it ends, also when it raises; nothing is shown (a part of
-        a stage, as the UNet calls of ``denoise``)."""
+        a stage, as the UNet calls of ``denoise``). ``stages`` lists the stages in the order they first started."""
+        self.stages.setdefault(name, 0.0)
         started = time.perf_counter()
         try:
             yield
