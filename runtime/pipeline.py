@@ -18,10 +18,15 @@ and a sound: ``EditOptions``), ``draw_compose`` / ``compose`` (several sounds: `
 static shapes (batch 1, classifier-free guidance batched as 2 in the UNet; ``predict`` packs more rows into the
 batches a bundle holds), so several pictures are drawn one after another; their feeds are built from the engine
 contract (``runtime.contract``). Picture k of a run has seed ``seed + k`` and draws all its noise from streams of
-that seed (``runtime.noise``), so it is the same picture whether drawn alone or k-th. ``Pipeline`` is safe to call
-from several threads: it holds no per-call state (the unconditional-embedding cache, the last UNCOND_CACHE_SIZE
-negative prompts, is locked), ONNX Runtime sessions run concurrently, and the TensorRT backend serialises its calls
-on its own lock.
+that seed (``runtime.noise``), so it is the same picture whether drawn alone or k-th.
+
+One value per call: a ``Stopwatch`` (the twin of the C++ one) goes down the stages of a call with its progress
+callback; each stage runs in ``with watch.stage(name):``, which shows the stage to the progress as it starts and adds
+its wall time to the stage's total as it ends; the denoising steps, the UNet calls and their time are counted on it,
+and it comes back as the result's ``timings``. An entry point given none makes one without progress. ``Pipeline`` is
+safe to call from several threads: the per-call state is the stopwatch, it holds none itself (the
+unconditional-embedding cache, the last UNCOND_CACHE_SIZE negative prompts, is locked), ONNX Runtime sessions run
+concurrently, and the TensorRT backend serialises its calls on its own lock.
 
 Bounds and numbers: the options are checked before any work (``GenerationOptions.check``: prompts of at most
 MAX_PROMPT_BYTES, finite guidance in 1..MAX_GUIDANCE (``runtime.bundle``'s, the recipe's bound too), ...;
@@ -40,7 +45,8 @@ import shlex
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -350,16 +356,50 @@ def mix_weights(weights: Sequence[float]) -> np.ndarray:
 
 
 @dataclass
-class Timings:
-    """Wall time per stage in milliseconds, summed over repeats; ``unet`` (inside ``denoise``) counts the engine
-    calls alone, ``unet_calls`` of them over ``steps`` denoising steps (several calls per step for regions)."""
+class Stopwatch:
+    """One call's progress and what it reports: wall time per stage in milliseconds (summed over repeats), the UNet
+    calls and the denoising steps. Every entry point (``draw``, ``draw_edit``, ``draw_compose``) takes one, or makes
+    one without progress, passes it down its stages and returns it as the result's ``timings``.
 
+    It is the Python twin of the C++ ``Stopwatch`` (runtime/cpp/src/pipeline.cpp), hence the name: where C++ opens a
+    scope with ``Stopwatch watch(stage_ms, "decode_latents");``, Python writes ``with watch.stage("decode_latents"):``,
+    and either adds the scope's wall time to the stage's total as it ends, also when it ends by an exception. Python's
+    also shows the stage to ``progress`` as it starts (the denoising steps as they finish, ``step``). ``unet`` (inside
+    ``denoise``, timed alone and not shown) counts the engine calls, ``unet_calls`` of them over ``steps`` denoising
+    steps (several calls per step for regions). A stopwatch belongs to one call: two threads must not share one."""
+
+    progress: Progress | None = field(default=None, repr=False, compare=False)  # (stage, done, total)
     stages: dict[str, float] = field(default_factory=dict)
     unet_calls: int = 0
     steps: int = 0
 
-    def add(self, stage: str, started: float) -> None:
-        self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+    @contextmanager
+    def stage(self, name: str, total: int = 1) -> Iterator[None]:
+        """Stage ``name`` of the call: ``progress`` sees (name, 0, total) as it starts, and its wall time is added to
+        ``stages[name]`` as it ends."""
+        self.report(name, 0, total)
+        with self.timed(name):
+            yield
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """The body's wall time added to ``stages[name]`` as it ends, also when it raises; nothing is shown (a part of
+        a stage, as the UNet calls of ``denoise``). ``stages`` lists the stages in the order they first started."""
+        self.stages.setdefault(name, 0.0)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+    def step(self, done: int, total: int) -> None:
+        """Denoising step ``done`` of ``total`` finished: counted, and shown as ("denoise", done, total)."""
+        self.steps += 1
+        self.report("denoise", done, total)
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
 
 @dataclass
@@ -370,7 +410,7 @@ class Generation:
     seeds: list[int]
     prompt: str
     options: GenerationOptions
-    timings: Timings
+    timings: Stopwatch
     sounds: str = ""  # sound_label: the clip, or the mix with its weights
     edited: dict[str, object] = field(default_factory=dict)  # an edit's source picture, strength and mask
 
@@ -575,16 +615,15 @@ class Pipeline:
         embeddings: np.ndarray,
         seed: int,
         options: GenerationOptions,
-        progress: Progress | None = None,
-        timings: Timings | None = None,
+        watch: Stopwatch,
         source: EditSource | None = None,
         weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Denoising of the seed's initial noise, classifier-free guided when ``self.guided(options)``
-        (``embeddings`` [1 + C, 77, D]: the unconditional row, then the conditional ones; [C, 77, D] at guidance 1
-        on a bundle holding batch 1) -> latents [1, 4, h, w]. With C > 1 conditional rows (regions), their noise
-        predictions are blended under ``weights`` [C, 1, h, w] (summing to one) before guidance, the unconditional
-        prediction shared (MultiDiffusion-style; ``runtime.regions``).
+        """Stage 4, timed: denoising of the seed's initial noise, classifier-free guided when
+        ``self.guided(options)`` (``embeddings`` [1 + C, 77, D]: the unconditional row, then the conditional ones;
+        [C, 77, D] at guidance 1 on a bundle holding batch 1) -> latents [1, 4, h, w]. With C > 1 conditional rows
+        (regions), their noise predictions are blended under ``weights`` [C, 1, h, w] (summing to one) before
+        guidance, the unconditional prediction shared (MultiDiffusion-style; ``runtime.regions``).
 
         With a ``source`` (an edit), below strength 1 the loop starts from the source's latents noised (by the same
         initial noise) to the first remaining step; with a mask, after every step the kept region takes the source's
@@ -593,51 +632,48 @@ class Pipeline:
         m = self.bundle.manifest
         strength = 1.0 if source is None else source.strength
         scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps, strength)
-        noise = initial_noise(seed, self.latent_shape)  # [1, 4, h, w]
-        if strength < 1.0:
-            latents = scheduler.add_noise(source.latents, noise, 0)  # [1, 4, h, w]
-        else:
-            latents = noise * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
-        history = None
-        step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
-        guided = self.guided(options)
         total = len(scheduler.timesteps)
-        for i, t in enumerate(scheduler.timesteps):
-            model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
-            noise_pred = self.predict(model_input, t, embeddings, timings)  # [1 + C or C, 4, h, w]
-            conds = noise_pred[1:] if guided else noise_pred  # [C, 4, h, w]
-            cond = conds[-1:]  # [1, 4, h, w]; the blend below is exact when every region predicts the same
-            for region in range(len(conds) - 1):
-                cond = cond + weights[region] * (conds[region : region + 1] - conds[-1:])  # [1, 4, h, w]
-            if guided:
-                uncond = noise_pred[:1]  # [1, 4, h, w]
-                cond = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
-            latents, history = scheduler.step(cond, i, latents, history, rng=step_noise)
-            if timings is not None:
-                timings.steps += 1
-            if source is not None and source.mask is not None:
-                kept = scheduler.add_noise(source.latents, noise, i + 1) if i + 1 < total else source.latents
-                latents = (1 - source.mask) * kept + source.mask * latents  # [1, 4, h, w]
-            self.require_finite(latents, "denoise", f"the latents after step {i + 1} of {total}")
-            if progress:
-                progress("denoise", i + 1, total)
+        with watch.stage("denoise", total):
+            noise = initial_noise(seed, self.latent_shape)  # [1, 4, h, w]
+            if strength < 1.0:
+                latents = scheduler.add_noise(source.latents, noise, 0)  # [1, 4, h, w]
+            else:
+                latents = noise * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
+            history = None
+            step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
+            guided = self.guided(options)
+            for i, t in enumerate(scheduler.timesteps):
+                model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]
+                noise_pred = self.predict(model_input, t, embeddings, watch)  # [1 + C or C, 4, h, w]
+                conds = noise_pred[1:] if guided else noise_pred  # [C, 4, h, w]
+                cond = conds[-1:]  # [1, 4, h, w]; the blend below is exact when every region predicts the same
+                for region in range(len(conds) - 1):
+                    cond = cond + weights[region] * (conds[region : region + 1] - conds[-1:])  # [1, 4, h, w]
+                if guided:
+                    uncond = noise_pred[:1]  # [1, 4, h, w]
+                    cond = uncond + np.float32(options.guidance) * (cond - uncond)  # [1, 4, h, w]
+                latents, history = scheduler.step(cond, i, latents, history, rng=step_noise)
+                if source is not None and source.mask is not None:
+                    kept = scheduler.add_noise(source.latents, noise, i + 1) if i + 1 < total else source.latents
+                    latents = (1 - source.mask) * kept + source.mask * latents  # [1, 4, h, w]
+                self.require_finite(latents, "denoise", f"the latents after step {i + 1} of {total}")
+                watch.step(i + 1, total)
         return latents
 
-    def predict(self, model_input: np.ndarray, t, embeddings: np.ndarray, timings: Timings | None) -> np.ndarray:
+    def predict(self, model_input: np.ndarray, t, embeddings: np.ndarray, watch: Stopwatch) -> np.ndarray:
         """The UNet's noise prediction for each row of ``embeddings`` [N, 77, D] at ``model_input`` [1, 4, h, w]:
         -> [N, 4, h, w], in as few calls as the batches the bundle holds allow (the last call padded by repeating
-        its last row where the bundle lacks a smaller batch)."""
+        its last row where the bundle lacks a smaller batch); each call timed and counted on ``watch``."""
         held = self.bundle.manifest.recipe.unet_batches
         predictions = []
         for first in range(0, len(embeddings), max(held)):
             rows = embeddings[first : first + max(held)]  # [n, 77, D]
             batch = min((b for b in held if b >= len(rows)), default=max(held))
             padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows), axis=0)])  # [batch, 77, D]
-            started = time.perf_counter()
-            noise = self.run("unet", np.repeat(model_input, batch, axis=0), np.array([t]), padded)  # [batch, 4, h, w]
-            if timings is not None:
-                timings.add("unet", started)
-                timings.unet_calls += 1
+            batched = np.repeat(model_input, batch, axis=0)  # [batch, 4, h, w]
+            with watch.timed("unet"):
+                noise = self.run("unet", batched, np.array([t]), padded)  # [batch, 4, h, w]
+            watch.unet_calls += 1
             predictions.append(noise[: len(rows)])
         return np.concatenate(predictions)  # [N, 4, h, w]
 
@@ -654,39 +690,24 @@ class Pipeline:
         latents = self.run("vae_encoder", image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
         return self.require_finite(latents, "encode_picture", "the picture's latents")
 
-    def listen(
-        self, sounds: Sounds, options: GenerationOptions, sample_rate: int, report: Progress, timings: Timings
-    ) -> np.ndarray:
-        """A sound, or a mix of (sound, weight) pairs, -> audio token [1, D]: a mix is the weighted mean of its
-        sounds' tokens (weights normalised to sum 1)."""
+    def listen(self, sounds: Sounds, options: GenerationOptions, sample_rate: int, watch: Stopwatch) -> np.ndarray:
+        """Stages 1-2: a sound, or a mix of (sound, weight) pairs, -> audio token [1, D]: a mix is the weighted mean
+        of its sounds' tokens (weights normalised to sum 1)."""
         pairs = list(sounds) if is_mix(sounds) else [(sounds, 1.0)]
         weights = mix_weights([weight for _, weight in pairs])  # [K]
         tokens = []
         for sound, _ in pairs:
-            waveform = self.hear(sound, options.downmix, options.start, sample_rate, report, timings)  # [160000]
-            tokens.append(self.timed_token(waveform, report, timings))  # [1, D]
+            waveform = self.hear(sound, options.downmix, options.start, sample_rate, watch)  # [160000]
+            with watch.stage("encode_audio"):
+                tokens.append(self.encode_audio(waveform))  # [1, D]
         return np.tensordot(weights.astype(np.float32), np.stack(tokens), axes=1)  # [1, D]
 
-    def hear(
-        self, sound: Sound, downmix: str, start: float, sample_rate: int, report: Progress, timings: Timings
-    ) -> np.ndarray:
+    def hear(self, sound: Sound, downmix: str, start: float, sample_rate: int, watch: Stopwatch) -> np.ndarray:
         """Stage 1, timed: a clip file, or samples at ``sample_rate``, -> waveform [160000]."""
-        report("load_audio", 0, 1)
-        started = time.perf_counter()
-        if isinstance(sound, np.ndarray):
-            waveform = prepare_waveform(sound, sample_rate, downmix=downmix, start=start)  # [160000]
-        else:
-            waveform = load_audio(sound, downmix=downmix, start=start)  # [160000]
-        timings.add("load_audio", started)
-        return waveform
-
-    def timed_token(self, waveform: np.ndarray, report: Progress, timings: Timings) -> np.ndarray:
-        """Stage 2, timed: waveform [160000] -> audio token [1, D]."""
-        report("encode_audio", 0, 1)
-        started = time.perf_counter()
-        token = self.encode_audio(waveform)  # [1, D]
-        timings.add("encode_audio", started)
-        return token
+        with watch.stage("load_audio"):
+            if isinstance(sound, np.ndarray):
+                return prepare_waveform(sound, sample_rate, downmix=downmix, start=start)  # [160000]
+            return load_audio(sound, downmix=downmix, start=start)  # [160000]
 
     def generate(
         self,
@@ -705,17 +726,17 @@ class Pipeline:
         options: GenerationOptions = GenerationOptions(),
         *,
         sample_rate: int = SAMPLE_RATE,
-        progress: Progress | None = None,
+        watch: Stopwatch | None = None,
     ) -> Generation:
         """``generate`` with what reproduces it: the seeds, the prompt, the options as completed from the bundle's
-        recipe, stage timings; ``progress`` sees each stage."""
+        recipe, and the call's ``watch`` (its progress sees each stage; a fresh one, without progress, if None)
+        holding the stage timings."""
         options, prompt = self.prepare(options)
-        report = progress or (lambda stage, done, total: None)
+        watch = Stopwatch() if watch is None else watch
         if options.stereo:
-            return self.draw_stereo(sounds, options, prompt, sample_rate, report)
-        timings = Timings()
-        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
-        return self.draw_seeds(embeddings, options, prompt, timings, report, sound_label(sounds))
+            return self.draw_stereo(sounds, options, prompt, sample_rate, watch)
+        embeddings = self.conditioning(sounds, options, prompt, sample_rate, watch)  # [2 or 1, 77, D]
+        return self.draw_seeds(embeddings, options, prompt, watch, sound_label(sounds))
 
     def edit(
         self,
@@ -738,7 +759,7 @@ class Pipeline:
         *,
         mask: PictureSource | Mask | None = None,
         sample_rate: int = SAMPLE_RATE,
-        progress: Progress | None = None,
+        watch: Stopwatch | None = None,
     ) -> Generation:
         """``edit`` with what reproduces it (as ``draw``), the source picture, strength and mask recorded.
 
@@ -749,8 +770,7 @@ class Pipeline:
         source = picture if isinstance(picture, SourcePicture) else load_picture(picture)
         if mask is not None and not isinstance(mask, Mask):
             mask = load_mask(mask, source.size)
-        report = progress or (lambda stage, done, total: None)
-        timings = Timings()
+        watch = Stopwatch() if watch is None else watch
         edited: dict[str, object] = {
             "source": source.name,
             "source_sha256": source.sha256,
@@ -758,29 +778,27 @@ class Pipeline:
             **({"mask": mask.name, "mask_sha256": mask.sha256, "feather": options.feather} if mask else {}),
         }
         seeds = self.seeds(options)
-        embeddings = self.conditioning(sounds, options, prompt, sample_rate, report, timings)  # [2 or 1, 77, D]
+        embeddings = self.conditioning(sounds, options, prompt, sample_rate, watch)  # [2 or 1, 77, D]
         if options.strength == 0:  # nothing may move: the picture itself, exactly (its sounds checked all the same)
             kept = composite(source.rgb, source)
-            return Generation(
-                [kept.copy() for _ in seeds], seeds, prompt, options, timings, sound_label(sounds), edited
-            )
+            return Generation([kept.copy() for _ in seeds], seeds, prompt, options, watch, sound_label(sounds), edited)
         height, width = self.latent_shape[2:]
         framing = Framing.fit(source.size, (width * self.vae_factor, height * self.vae_factor))
-        report("encode_picture", 0, 1)
-        started = time.perf_counter()
-        start = EditSource(
-            self.encode_picture(to_engine_image(framing.to_engine(source.rgb))),  # [1, 4, h, w]
-            latent_mask(framing.mask_to_engine(mask.may_change), (height, width)) if mask else None,  # [1, 1, h, w]
-            options.strength,
-        )
-        timings.add("encode_picture", started)
+        with watch.stage("encode_picture"):
+            start = EditSource(
+                self.encode_picture(to_engine_image(framing.to_engine(source.rgb))),  # [1, 4, h, w]
+                latent_mask(framing.mask_to_engine(mask.may_change), (height, width)) if mask else None,  # [1, 1, h, w]
+                options.strength,
+            )
         pictures = []
         for seed in seeds:
-            latents = self.timed_denoise(embeddings, seed, options, report, timings, start)  # [1, 4, h, w]
-            (drawn,) = to_pictures(self.timed_decode(latents, report, timings))
+            latents = self.denoise(embeddings, seed, options, watch, start)  # [1, 4, h, w]
+            with watch.stage("decode_latents"):
+                image = self.decode_latents(latents)  # [1, 3, H, W]
+            (drawn,) = to_pictures(image)
             back = framing.from_engine(np.asarray(drawn))  # [H, W, 3] uint8 at the picture's size
             pictures.append(composite(back, source, mask.may_change if mask else None, options.feather))
-        return Generation(pictures, seeds, prompt, options, timings, sound_label(sounds), edited)
+        return Generation(pictures, seeds, prompt, options, watch, sound_label(sounds), edited)
 
     def compose(
         self, sounds: Sequence[Sounds], options: ComposeOptions = ComposeOptions(), *, sample_rate: int = SAMPLE_RATE
@@ -795,23 +813,23 @@ class Pipeline:
         options: ComposeOptions = ComposeOptions(),
         *,
         sample_rate: int = SAMPLE_RATE,
-        progress: Progress | None = None,
+        watch: Stopwatch | None = None,
     ) -> Generation:
         """``compose`` with what reproduces it (as ``draw``); the metadata names every sound and region."""
         sounds = list(sounds)
         if not sounds:
             raise ConfigError("compose needs at least one sound", hint="name the clips, one per placeholder or region")
         options, prompt = self.prepare_compose(options, len(sounds))
-        report = progress or (lambda stage, done, total: None)
-        timings = Timings()
-        tokens = np.concatenate([self.listen(sound, options, sample_rate, report, timings) for sound in sounds])
+        watch = Stopwatch() if watch is None else watch
+        tokens = np.concatenate([self.listen(sound, options, sample_rate, watch) for sound in sounds])  # [K, D]
         label = " | ".join(sound_label(sound) for sound in sounds)
         if options.layout is None:
-            embeddings = self.timed_prompt(tokens, prompt, options, report, timings)  # [2 or 1, 77, D]
-            return self.draw_seeds(embeddings, options, prompt, timings, report, label)
+            with watch.stage("encode_prompt"):
+                embeddings = self.encode_prompt(tokens, prompt, options.negative_prompt, self.guided(options))
+            return self.draw_seeds(embeddings, options, prompt, watch, label)  # embeddings [2 or 1, 77, D]
         boxes = parse_layout(options.layout)
         return self.draw_regions(
-            tokens, boxes, prompt, options, timings, report, label, background=options.background, blend=options.blend
+            tokens, boxes, prompt, options, watch, label, background=options.background, blend=options.blend
         )
 
     def draw_regions(
@@ -820,8 +838,7 @@ class Pipeline:
         boxes: tuple[Box, ...],
         prompt: str,
         options: GenerationOptions,
-        timings: Timings,
-        report: Progress,
+        watch: Stopwatch,
         label: str,
         extra: dict[str, object] | None = None,
         *,
@@ -832,29 +849,26 @@ class Pipeline:
         the regions' edges softened over ``blend`` of the picture's side."""
         h, w = self.latent_shape[2:]
         weights = region_weights(boxes, (h, w), background=background is not None, blend=blend)  # [C, 1, h, w]
-        report("encode_prompt", 0, 1)
-        started = time.perf_counter()
-        rows = [self.embed(prompt, token[None], require_placeholder=True) for token in tokens]  # K x [1, 77, D]
-        if background is not None:
-            rows.append(self.embed(background, np.zeros_like(tokens[:1]), require_placeholder=False))
-        if self.guided(options):
-            rows.insert(0, self.unconditional(options.negative_prompt, tokens))
-        embeddings = np.concatenate(rows).astype(np.float32)  # [1 + C or C, 77, D]
-        timings.add("encode_prompt", started)
+        with watch.stage("encode_prompt"):
+            rows = [self.embed(prompt, token[None], require_placeholder=True) for token in tokens]  # K x [1, 77, D]
+            if background is not None:
+                rows.append(self.embed(background, np.zeros_like(tokens[:1]), require_placeholder=False))
+            if self.guided(options):
+                rows.insert(0, self.unconditional(options.negative_prompt, tokens))
+            embeddings = np.concatenate(rows).astype(np.float32)  # [1 + C or C, 77, D]
         regions = {
             "layout": "; ".join(f"{box.describe()}" for box in boxes),
             **({"background": background} if background is not None else {}),
             **(extra or {}),
         }
-        return self.draw_seeds(embeddings, options, prompt, timings, report, label, regions, weights)
+        return self.draw_seeds(embeddings, options, prompt, watch, label, regions, weights)
 
     def draw_seeds(
         self,
         embeddings: np.ndarray,
         options: GenerationOptions,
         prompt: str,
-        timings: Timings,
-        report: Progress,
+        watch: Stopwatch,
         label: str,
         recorded: dict[str, object] | None = None,
         weights: np.ndarray | None = None,
@@ -863,31 +877,31 @@ class Pipeline:
         seeds = self.seeds(options)
         pictures = []
         for seed in seeds:
-            latents = self.timed_denoise(embeddings, seed, options, report, timings, weights=weights)  # [1, 4, h, w]
-            pictures += to_pictures(self.timed_decode(latents, report, timings))
-        return Generation(pictures, seeds, prompt, options, timings, label, recorded or {})
+            latents = self.denoise(embeddings, seed, options, watch, weights=weights)  # [1, 4, h, w]
+            with watch.stage("decode_latents"):
+                image = self.decode_latents(latents)  # [1, 3, H, W]
+            pictures += to_pictures(image)
+        return Generation(pictures, seeds, prompt, options, watch, label, recorded or {})
 
     def draw_stereo(
-        self, sound: Sound, options: GenerationOptions, prompt: str, sample_rate: int, report: Progress
+        self, sound: Sound, options: GenerationOptions, prompt: str, sample_rate: int, watch: Stopwatch
     ) -> Generation:
         """``generate --stereo``: the left and right channels' tokens, each in its side's region (the split where
         the channels' energies balance); equal channels (or a mono clip) give the plain one-sound picture."""
         if is_mix(sound):
             raise ConfigError("--stereo places one clip's two channels; it does not take a mix")
-        timings = Timings()
         sides = [
-            self.hear(sound, channel, options.start, sample_rate, report, timings) for channel in ("first", "second")
+            self.hear(sound, channel, options.start, sample_rate, watch) for channel in ("first", "second")
         ]  # 2 x [160000]
         plain = replace(options, stereo=False)
         if np.array_equal(*sides):
-            return self.draw(sound, plain, sample_rate=sample_rate, progress=report)
-        tokens = [self.timed_token(wave, report, timings) for wave in sides]  # 2 x [1, D]
+            return self.draw(sound, plain, sample_rate=sample_rate, watch=watch)
+        with watch.stage("encode_audio"):
+            tokens = [self.encode_audio(wave) for wave in sides]  # 2 x [1, D]
         left, right = (float(np.mean(np.square(wave, dtype=np.float64))) for wave in sides)
         boxes = stereo_boxes(left, right)
         balance = {"stereo": f"left {left / (left + right):.3f} of the energy"}
-        return self.draw_regions(
-            np.concatenate(tokens), boxes, prompt, plain, timings, report, sound_label(sound), balance
-        )
+        return self.draw_regions(np.concatenate(tokens), boxes, prompt, plain, watch, sound_label(sound), balance)
 
     @property
     def vae_factor(self) -> int:
@@ -895,52 +909,15 @@ class Pipeline:
         return self.contracts["vae_decoder"].outputs[0].shape[2] // self.latent_shape[2]
 
     def conditioning(
-        self,
-        sounds: Sounds,
-        options: GenerationOptions,
-        prompt: str,
-        sample_rate: int,
-        report: Progress,
-        timings: Timings,
+        self, sounds: Sounds, options: GenerationOptions, prompt: str, sample_rate: int, watch: Stopwatch
     ) -> np.ndarray:
         """Stages 1-3: sounds -> token -> prompt embeddings [2 or 1, 77, D]."""
-        token = self.listen(sounds, options, sample_rate, report, timings)  # [1, D]
-        return self.timed_prompt(token, prompt, options, report, timings)
-
-    def timed_prompt(
-        self, tokens: np.ndarray, prompt: str, options: GenerationOptions, report: Progress, timings: Timings
-    ) -> np.ndarray:
-        """Stage 3, timed: tokens [K, D] and the prompt -> embeddings [2 or 1, 77, D]."""
-        report("encode_prompt", 0, 1)
-        started = time.perf_counter()
-        embeddings = self.encode_prompt(tokens, prompt, options.negative_prompt, self.guided(options))
-        timings.add("encode_prompt", started)
-        return embeddings
+        token = self.listen(sounds, options, sample_rate, watch)  # [1, D]
+        with watch.stage("encode_prompt"):
+            return self.encode_prompt(token, prompt, options.negative_prompt, self.guided(options))
 
     @staticmethod
     def seeds(options: GenerationOptions) -> list[int]:
         """Picture k's seed: the first seed + k."""
         first = options.first_seed()
         return [first + k for k in range(options.num_images)]
-
-    def timed_denoise(
-        self,
-        embeddings: np.ndarray,
-        seed: int,
-        options: GenerationOptions,
-        report: Progress,
-        timings: Timings,
-        source: EditSource | None = None,
-        weights: np.ndarray | None = None,
-    ) -> np.ndarray:
-        started = time.perf_counter()
-        latents = self.denoise(embeddings, seed, options, report, timings, source, weights)  # [1, 4, h, w]
-        timings.add("denoise", started)
-        return latents
-
-    def timed_decode(self, latents: np.ndarray, report: Progress, timings: Timings) -> np.ndarray:
-        report("decode_latents", 0, 1)
-        started = time.perf_counter()
-        image = self.decode_latents(latents)  # [1, 3, H, W]
-        timings.add("decode_latents", started)
-        return image

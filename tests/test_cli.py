@@ -73,6 +73,19 @@ def test_a_batch_keeps_going_and_says_what_it_wrote(generate, clips, tmp_path):
     )
 
 
+def test_verbose_prints_each_clips_stage_timings_in_the_order_they_ran(generate, clips):
+    code, output = generate("--verbose", "--seed", 2, *clips)
+    assert code == 0, output
+    assert re.findall(r"^(.+): stage timings$", output, re.MULTILINE) == [str(clip) for clip in clips]
+    row = re.compile(r"^\s*([a-z_]+(?: \(per call\))?)\s*\u2502\s*(\d+\.\d)\s*$", re.MULTILINE)  # stage │ ms
+    stages = ["load_audio", "encode_audio", "encode_prompt", "denoise", "unet", "decode_latents", "unet (per call)"]
+    for table in output.split(": stage timings")[1:]:
+        timed = {stage: float(ms) for stage, ms in row.findall(table)}
+        assert list(timed) == stages
+        assert timed["unet"] <= timed["denoise"]
+        assert timed["unet (per call)"] == pytest.approx(timed["unet"] / 2, abs=0.08)  # 2 steps, a call each
+
+
 def test_existing_pictures_are_refused_before_any_work(generate, clips, monkeypatch):
     generate("--seed", 1, clips[0])
     picture = generate.out / f"{clips[0].stem}.png"

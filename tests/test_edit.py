@@ -29,7 +29,7 @@ from runtime.audio import load_audio
 from runtime.errors import ConfigError
 from runtime.noise import STEP_NOISE, NoiseStream, initial_noise
 from runtime.picture import read_png_metadata, save_png
-from runtime.pipeline import EditOptions, EditSource, GenerationOptions, Pipeline
+from runtime.pipeline import EditOptions, EditSource, GenerationOptions, Pipeline, Stopwatch
 from runtime.schedulers import make_scheduler
 from runtime.source_picture import latent_mask, load_mask, to_engine_image
 from tests.support import psnr
@@ -213,7 +213,7 @@ def test_masked_edit_is_diffusers_inpainting(
     embeddings = pipeline.encode_prompt(
         pipeline.encode_audio(load_audio(clips[0])), pipeline.bundle.manifest.template, ""
     )
-    latents = pipeline.denoise(embeddings, seed, options, source=EditSource(source, mask, strength))
+    latents = pipeline.denoise(embeddings, seed, options, Stopwatch(), EditSource(source, mask, strength))
 
     # ... and diffusers: its 4-channel branch blends in the source latents noised to the next step after each step;
     # the runtime's VAE encoder engine gives the posterior's mean, so diffusers takes its mode (= mean) too.

@@ -682,6 +682,12 @@ def test_compare_scores_each_picture_against_its_own_clip_in_any_order(stand_ins
     assert code == 1 and "is not a folder" in output and "PSNR" not in output
 
 
+def test_compare_refuses_labels_or_frames_without_the_models_before_any_drawing(clips, tmp_path):
+    for flag in ("--labels", "--frames"):  # no bundle exists at tmp_path/none: the check comes first
+        code, output = invoke("compare", tmp_path / "none", tmp_path / "none", clips[0], flag, tmp_path)
+        assert code == 1 and output.startswith("error: --labels and --frames feed the metrics"), output
+
+
 BLOCK_TORCH = """
 import importlib.abc, sys
 class Blocker(importlib.abc.MetaPathFinder):

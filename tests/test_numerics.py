@@ -37,6 +37,7 @@ from runtime.pipeline import (
     EditOptions,
     GenerationOptions,
     Pipeline,
+    Stopwatch,
 )
 from runtime.schedulers import SCHEDULER_NAMES, max_steps
 
@@ -134,7 +135,9 @@ def test_nan_latents_stop_the_loop_at_the_step_that_made_them(poisoned, clips):
     pipeline = Pipeline.open(poisoned("unet"))
     seen: list[str] = []
     with pytest.raises(NumericsError, match=r"^denoise: 256 of 256 values of the latents after step 1 of 5 are"):
-        pipeline.draw(clips[0], GenerationOptions(steps=5, seed=1), progress=lambda stage, *_: seen.append(stage))
+        pipeline.draw(
+            clips[0], GenerationOptions(steps=5, seed=1), watch=Stopwatch(lambda stage, *_: seen.append(stage))
+        )
     assert "decode_latents" not in seen  # stopped at step 1: no further UNet call, nothing decoded
 
 

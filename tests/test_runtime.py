@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,9 +16,9 @@ from typer.testing import CliRunner
 
 from audiotoken_rt.cli import app
 from runtime.backends import OnnxRuntimeBackend
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, NumericsError
 from runtime.picture import read_png_metadata, save_png
-from runtime.pipeline import GenerationOptions, Pipeline
+from runtime.pipeline import GenerationOptions, Pipeline, Stopwatch
 from runtime.tokenizer import PromptTokenizer
 from tests.support import psnr
 
@@ -111,6 +113,47 @@ def test_the_kth_picture_is_the_one_its_seed_draws_alone(pipeline, clips, schedu
     for drawn, single in zip(result.pictures, alone, strict=True):
         assert np.array_equal(np.asarray(drawn), np.asarray(single))
     assert not np.array_equal(np.asarray(result.pictures[0]), np.asarray(result.pictures[1]))
+
+
+def test_a_stage_adds_its_time_as_it_ends_also_by_an_exception_and_repeats_add_up(monkeypatch):
+    clock = [0.0]  # seconds, moved by hand: the stopwatch reads this clock
+    monkeypatch.setattr("runtime.pipeline.time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    seen: list[tuple[str, int, int]] = []
+    watch = Stopwatch(lambda *event: seen.append(event))
+    with watch.stage("denoise", 3):
+        clock[0] += 0.5
+        with watch.timed("unet"):  # a part of the stage: timed inside it, not shown
+            clock[0] += 0.25
+        with watch.timed("unet"):
+            clock[0] += 0.125
+    with pytest.raises(NumericsError), watch.stage("decode_latents"):
+        clock[0] += 0.0625
+        raise NumericsError("decode_latents: NaN")
+    with watch.stage("denoise", 3):  # a second picture's loop adds to the first's
+        clock[0] += 1.0
+    assert watch.stages == {"denoise": 1875.0, "unet": 375.0, "decode_latents": 62.5}  # ms
+    assert seen == [("denoise", 0, 3), ("decode_latents", 0, 1), ("denoise", 0, 3)]
+    unseen = Stopwatch()  # no progress: timed all the same
+    with unseen.stage("load_audio"):
+        clock[0] += 0.001
+    assert unseen.stages["load_audio"] == pytest.approx(1.0)
+
+
+def test_a_drawing_shows_its_stages_in_order_and_their_times_fit_in_its_wall_time(pipeline, clips):
+    seen: list[tuple[str, int, int]] = []
+    watch = Stopwatch(lambda *event: seen.append(event))
+    options = GenerationOptions(steps=STEPS, scheduler="ddim", seed=3, num_images=2)
+    started = time.perf_counter()
+    result = pipeline.draw(clips[0], options, watch=watch)
+    wall_ms = (time.perf_counter() - started) * 1000
+    assert result.timings is watch
+    picture = [("denoise", done, STEPS) for done in range(STEPS + 1)] + [("decode_latents", 0, 1)]
+    assert seen == [("load_audio", 0, 1), ("encode_audio", 0, 1), ("encode_prompt", 0, 1), *picture, *picture]
+    assert watch.steps == 2 * STEPS and watch.unet_calls == 2 * STEPS  # guided: both halves in one batch-2 call
+    drawn = ("load_audio", "encode_audio", "encode_prompt", "denoise", "decode_latents")
+    assert set(watch.stages) == {*drawn, "unet"}
+    assert 0 < sum(watch.stages[stage] for stage in drawn) <= wall_ms  # the stages follow one another
+    assert 0 < watch.stages["unet"] <= watch.stages["denoise"]  # the UNet calls run inside the loop
 
 
 def test_save_png_is_atomic_and_never_overwrites_silently(tmp_path):

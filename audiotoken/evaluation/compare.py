@@ -15,6 +15,7 @@ import typer
 
 from audiotoken.evaluation.evaluate import (
     EVAL_DEVICES,
+    EvaluationInputs,
     check_outputs_of,
     evaluation_options,
     metric_option,
@@ -39,7 +40,7 @@ from audiotoken.evaluation.report import (
 )
 from audiotoken.evaluation.scoring import PERCENT, EvaluationOptions, Evaluator, metrics_to_compute
 from runtime.backends import DEVICES, backend_names
-from runtime.commands.cli import choice, default_of, reports_errors
+from runtime.commands.cli import choice, default_of, option, options_from, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -78,6 +79,7 @@ def draw_pairs(
     of ``clips``). -> the pictures per side as (the clip's index in ``clip_set``, found by name: the set may be
     sorted, ``clips`` in any order; k; picture), the pairs as dicts, and the clips that failed."""
     from runtime.picture import save_png
+    from runtime.pipeline import Stopwatch
 
     index = {name: c for c, name in enumerate(clip_set.names)}
     drawn: dict[str, list] = {name: [] for name in sides}
@@ -87,10 +89,9 @@ def draw_pairs(
             generations = {}
             try:
                 for name in sides:
-                    stage = f"{clip.stem} {name.upper()}"
-                    generations[name] = pipelines[name].draw(
-                        clip, sides[name], progress=lambda s, d, t, stage=stage: progress(f"{stage}: {s}", d, t)
-                    )
+                    side = f"{clip.stem} {name.upper()}"
+                    watch = Stopwatch(lambda stage, done, total, side=side: progress(f"{side}: {stage}", done, total))
+                    generations[name] = pipelines[name].draw(clip, sides[name], watch=watch)
             except AudioTokenError as exc:
                 failed.append(clip.name)
                 console.print(f"error: {clip.name}: {exc}")
@@ -178,23 +179,14 @@ def compare_command(
         None, "--out", help="Keep the pictures: OUT/a/ and OUT/b/ (<clip>.png, -<k> for several).", show_default=False
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist in OUT."),
-    models: Path | None = typer.Option(
-        None, "--models", help="Evaluation models: also compare AIS, IIS, AIC and FID.", show_default=False
-    ),
-    labels: Path | None = typer.Option(None, "--labels", help="labels.csv, for AIC.", show_default=False),
-    frames: Path | None = typer.Option(
-        None, "--frames", help="Ground-truth frames, for IIS and FID.", show_default=False
-    ),
+    models: Path | None = option(EvaluationInputs, "models", "--models", show_default=False),
+    labels: Path | None = option(EvaluationInputs, "labels", "--labels", show_default=False),
+    frames: Path | None = option(EvaluationInputs, "frames", "--frames", show_default=False),
     metrics: str | None = metric_option("metrics", "--metrics", default=None, show_default=False),
     bootstrap: int = metric_option("bootstrap", "--bootstrap"),
     fid_bootstrap: int = metric_option("fid_bootstrap", "--fid-bootstrap"),
     wav2clip_rate: int = wav2clip_rate_option(),
-    eval_device: str = typer.Option(
-        default_of(EvaluationOptions, "device"),
-        "--eval-device",
-        **choice(EVAL_DEVICES),
-        help="Where the evaluation models run.",
-    ),
+    eval_device: str = metric_option("device", "--eval-device", **choice(EVAL_DEVICES)),
     json_path: Path | None = typer.Option(
         None, "--json", help="Also write PSNRs and metrics as JSON.", show_default=False
     ),
@@ -216,8 +208,7 @@ def compare_command(
     missing = [str(clip) for clip in clips if not clip.is_file()]
     if missing:
         raise ConfigError(f"no such clip: {shown(missing)}", hint="name existing sound files")
-    if models is None and (labels is not None or frames is not None):
-        raise ConfigError("--labels and --frames feed the metrics", hint="pass --models DIR too, or leave them out")
+    options_from(EvaluationInputs, locals()).check()
     stems = [clip.stem for clip in clips]
     if len(set(stems)) != len(stems):
         raise ConfigError("two clips share a name, and pictures are named after their clips", hint="rename one")

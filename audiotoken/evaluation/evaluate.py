@@ -8,6 +8,7 @@ lists the command and answers with one line naming the extra to install.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -32,6 +33,39 @@ from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.errors import ConfigError, needs_pytorch_side
 
 EVAL_DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """What the metrics read besides the pictures and clips. The ``help`` of each field is the ``evaluate`` and
+    ``compare`` option's help (``runtime.commands.cli.option``); ``evaluate`` requires the models and labels."""
+
+    models: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the evaluation models, for the metrics (docs/evaluation.md lists them; make-random "
+            "--eval writes stand-ins)."
+        },
+    )
+    labels: Path | None = field(
+        default=None,
+        metadata={
+            "help": "The training dataset's labels.csv (name,label,split): the clips' labels and the class names, "
+            "for AIC."
+        },
+    )
+    frames: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Ground-truth frames, for IIS and FID: <clip>.png/.jpg or <clip>.mp4 (also in images/ or "
+            "video/: a training dataset's folder)."
+        },
+    )
+
+    def check(self) -> None:
+        """Labels and frames feed the metrics: refused without the models (``compare``, where all are optional)."""
+        if self.models is None and (self.labels is not None or self.frames is not None):
+            raise ConfigError("--labels and --frames feed the metrics", hint="pass --models DIR too, or leave them out")
 
 
 def metric_option(name: str, flag: str, **settings):
@@ -92,25 +126,9 @@ def evaluate_command(
     clips: Path = typer.Option(
         ..., "--clips", help="The clips (a folder, or a training dataset with audio/).", show_default=False
     ),
-    labels: Path = typer.Option(
-        ...,
-        "--labels",
-        help="The training dataset's labels.csv (name,label,split): labels and the class names.",
-        show_default=False,
-    ),
-    frames: Path | None = typer.Option(
-        None,
-        "--frames",
-        help="Ground-truth frames for IIS and FID: <clip>.png/.jpg or <clip>.mp4 (also in images/ "
-        "or video/: a training dataset's folder).",
-        show_default=False,
-    ),
-    models: Path = typer.Option(
-        ...,
-        "--models",
-        help="Folder of the evaluation models (docs/evaluation.md lists them; make-random --eval writes stand-ins).",
-        show_default=False,
-    ),
+    labels: Path = option(EvaluationInputs, "labels", "--labels", default=..., show_default=False),
+    frames: Path | None = option(EvaluationInputs, "frames", "--frames", show_default=False),
+    models: Path = option(EvaluationInputs, "models", "--models", default=..., show_default=False),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON.", show_default=False),
     report: Path | None = typer.Option(
         None, "--report", help="Write sheet.png (the pictures) and index.html (the table) here.", show_default=False

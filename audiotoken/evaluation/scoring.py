@@ -49,7 +49,7 @@ MAX_BATCH = 1024  # pictures or clips per model call
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """How to evaluate; the ``help`` of each field is the ``audiotoken-rt evaluate`` option's help."""
+    """How to evaluate; the ``help`` of each field is the ``audiotoken-rt evaluate`` (and ``compare``) option's help."""
 
     metrics: tuple[str, ...] = field(
         default=(),
@@ -67,7 +67,7 @@ class EvaluationOptions:
     seed: int = field(
         default=0, metadata={"help": "Seed of the intervals' replicates (not of the pictures, nor of the frames)."}
     )
-    device: str = field(default="cpu", metadata={"help": "Where the models run: cpu, or cuda."})
+    device: str = field(default="cpu", metadata={"help": "Where the evaluation models run: cpu, or cuda."})
     batch_size: int = field(default=16, metadata={"help": "Pictures (or clips) per model call."})
     wav2clip_rate: int = field(
         default=WAV2CLIP_RATE,

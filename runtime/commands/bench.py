@@ -48,7 +48,7 @@ import typer
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names, backend_ready
 from runtime.commands.cli import choice, option, reports_errors
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
+from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline, Stopwatch
 from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "encode_picture", "denoise", "decode_latents")
@@ -117,31 +117,26 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
     (picture,) = pipeline.draw(clip, GenerationOptions(**{**drawing, "num_images": 1})).pictures
     editing = isinstance(options, EditOptions)
 
-    def draw(options: GenerationOptions):
+    def draw(options: GenerationOptions, watch: Stopwatch | None = None):
         if editing:
-            return pipeline.draw_edit(picture, clip, options)
+            return pipeline.draw_edit(picture, clip, options, watch=watch)
         if isinstance(options, ComposeOptions):
-            return pipeline.draw_compose([clip, clip], options)
-        return pipeline.draw(clip, options)
+            return pipeline.draw_compose([clip, clip], options, watch=watch)
+        return pipeline.draw(clip, options, watch=watch)
 
     if editing or isinstance(options, ComposeOptions):
         draw(warm_up)
-    stages: dict[str, float] = {}
-    unet_ms, unet_steps, total_ms = 0.0, 0, 0.0
+    watch = Stopwatch()  # every repeat's stages, summed (encode_picture only when editing)
+    total_ms = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        result = draw(options)
+        result = draw(options, watch)
         total_ms += (time.perf_counter() - started) * 1000
-        for stage in STAGES:
-            if stage in result.timings.stages:  # encode_picture only when editing
-                stages[stage] = stages.get(stage, 0.0) + result.timings.stages[stage]
-        unet_ms += result.timings.stages.get("unet", 0.0)
-        unet_steps += result.timings.steps
     drawn = result.options
     return {
-        "stages": {stage: ms / repeats for stage, ms in stages.items()},
+        "stages": {stage: watch.stages[stage] / repeats for stage in STAGES if stage in watch.stages},
         "total_ms": total_ms / repeats,
-        "unet_step_ms": unet_ms / unet_steps,  # per denoising step (two regions: all their calls)
+        "unet_step_ms": watch.stages["unet"] / watch.steps,  # per denoising step (two regions: all their calls)
         "open_ms": open_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "recipe": {

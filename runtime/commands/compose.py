@@ -18,10 +18,10 @@ import typer
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import SKIP_EXISTING_HELP, Job, check_outputs, picture_line, picture_paths, run_jobs
+from runtime.commands.jobs import SKIP_EXISTING_HELP, Batch, Job, picture_line, picture_paths
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
-from runtime.pipeline import ComposeOptions, Generation
+from runtime.pipeline import ComposeOptions, Generation, Stopwatch
 from runtime.schedulers import SCHEDULER_NAMES
 
 COMPOSE_CLIPS_HELP = (
@@ -101,27 +101,19 @@ def compose_command(
     job = Job(tuple(clips), "+".join(clip.stem for clip in clips), " | ".join(map(str, clips)))
     # --preview-layout writes its own file, and only that one is checked: the composed picture is not drawn.
     targets = {job: [out / f"{job.stem}.layout.png"]} if preview_layout else picture_paths([job], out, num_images)
-    existing = check_outputs(targets, out, overwrite, skip_existing)
-    if preview_layout and existing is not None and existing.kept:
-        console.print(existing.summary())
+    batch = Batch.check(targets, out, overwrite, skip_existing)
+    if preview_layout and batch.existing is not None and batch.existing.kept:
+        console.print(batch.existing.summary())
         return
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare_compose(options, len(clips))  # before any sound is read: placeholders, slots, regions
     if preview_layout:
-        write_layout_preview(pipeline, options, targets[job][0], overwrite or bool(existing and existing.unreadable))
+        (path,) = targets[job]
+        write_layout_preview(pipeline, options, path, batch.replaces(path))
         return
 
-    def draw(job: Job, report) -> Generation:
-        return pipeline.draw_compose(list(job.sounds), options, progress=report)
+    def draw(job: Job, watch: Stopwatch) -> Generation:
+        return pipeline.draw_compose(list(job.sounds), options, watch=watch)
 
-    run_jobs(
-        targets,
-        draw,
-        pipeline.bundle.manifest.bundle_id,
-        out,
-        overwrite=overwrite,
-        verbose=verbose,
-        console=console,
-        existing=existing,
-    )
+    batch.run(draw, pipeline.bundle.manifest.bundle_id, console, verbose)

@@ -5,7 +5,7 @@ Place in the data flow: picture (+ mask) -> ``runtime.source_picture`` (read, fi
 the sound's prompt, keep the mask's black region on the picture's own trajectory) -> the result at the picture's
 size and framing, composited under the mask -> ``runtime.picture.save_png`` -> ``OUT/<picture stem>-<clip stem>.png``.
 The picture and mask are read and every output path checked before any work; then a batch of clips keeps going
-past a clip that cannot be read and stops at a failure that is not a sound's (``runtime.commands.jobs.run_jobs``; each
+past a clip that cannot be read and stops at a failure that is not a sound's (``runtime.commands.jobs.Batch``; each
 picture one line on stdout). The PNG records the source picture (name, sha256), strength and mask.
 """
 
@@ -18,17 +18,8 @@ import typer
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import (
-    CLIPS_HELP,
-    MIX_HELP,
-    SKIP_EXISTING_HELP,
-    Job,
-    check_outputs,
-    jobs_for,
-    picture_paths,
-    run_jobs,
-)
-from runtime.pipeline import EditOptions, Generation
+from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
+from runtime.pipeline import EditOptions, Generation, Stopwatch
 from runtime.schedulers import SCHEDULER_NAMES
 
 PICTURE_HELP = (
@@ -92,7 +83,7 @@ def edit_command(
     options = options_from(EditOptions, locals())
     options.check()
     targets = picture_paths(jobs_for(clips or [], mix), out, num_images, prefix=f"{picture.stem}-")
-    existing = check_outputs(targets, out, overwrite, skip_existing)
+    batch = Batch.check(targets, out, overwrite, skip_existing)
     source = load_picture(picture)
     keep = load_mask(mask, source.size) if mask is not None else None
     if keep is not None and keep.note:
@@ -101,16 +92,7 @@ def edit_command(
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
 
-    def draw(job: Job, report) -> Generation:
-        return pipeline.draw_edit(source, job.sounds, options, mask=keep, progress=report)
+    def draw(job: Job, watch: Stopwatch) -> Generation:
+        return pipeline.draw_edit(source, job.sounds, options, mask=keep, watch=watch)
 
-    run_jobs(
-        targets,
-        draw,
-        pipeline.bundle.manifest.bundle_id,
-        out,
-        overwrite=overwrite,
-        verbose=verbose,
-        console=console,
-        existing=existing,
-    )
+    batch.run(draw, pipeline.bundle.manifest.bundle_id, console, verbose)

@@ -15,17 +15,8 @@ import typer
 from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import (
-    CLIPS_HELP,
-    MIX_HELP,
-    SKIP_EXISTING_HELP,
-    Job,
-    check_outputs,
-    jobs_for,
-    picture_paths,
-    run_jobs,
-)
-from runtime.pipeline import Generation, GenerationOptions
+from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
+from runtime.pipeline import Generation, GenerationOptions, Stopwatch
 from runtime.schedulers import SCHEDULER_NAMES
 
 
@@ -75,22 +66,12 @@ def generate_command(
     console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # paths shown as they are
     options = options_from(GenerationOptions, locals())
     options.check()
-    targets = picture_paths(jobs_for(clips or [], mix), out, num_images)
-    existing = check_outputs(targets, out, overwrite, skip_existing)
+    batch = Batch.check(picture_paths(jobs_for(clips or [], mix), out, num_images), out, overwrite, skip_existing)
     with console.status(f"opening {engines} ({backend}, {device})"):
         pipeline = Pipeline.open(engines, backend=backend, device=device)
     pipeline.prepare(options)  # once, up front: a bad prompt or a recipe the bundle lacks is not a bad clip
 
-    def draw(job: Job, report) -> Generation:
-        return pipeline.draw(job.sounds, options, progress=report)
+    def draw(job: Job, watch: Stopwatch) -> Generation:
+        return pipeline.draw(job.sounds, options, watch=watch)
 
-    run_jobs(
-        targets,
-        draw,
-        pipeline.bundle.manifest.bundle_id,
-        out,
-        overwrite=overwrite,
-        verbose=verbose,
-        console=console,
-        existing=existing,
-    )
+    batch.run(draw, pipeline.bundle.manifest.bundle_id, console, verbose)

@@ -2,12 +2,13 @@
 clip, a mix, or several clips composed), the pictures each will write and the checks of them before any work, the
 loop that draws every job with a progress bar and writes its pictures, and the stage timing table of ``--verbose``.
 
-Place in the data flow: a command's clips -> ``jobs_for`` -> ``picture_paths`` -> ``check_outputs`` (before any engine
-opens) -> ``run_jobs`` (``runtime.pipeline.Pipeline`` draws, ``runtime.picture.save_png`` writes) -> one line per
-picture on stdout (``PATH<TAB>seed N``), progress, errors and the closing count on stderr. A batch keeps going past a
-clip that cannot be read, and stops at a failure that is not a sound's (an engine, NaN from a network), which would
-fail every later clip alike. A picture that exists is refused, replaced (``--overwrite``) or, to finish an
-interrupted batch, kept when it reads back as a whole PNG (``--skip-existing``).
+Place in the data flow: a command's clips -> ``jobs_for`` -> ``picture_paths`` -> ``Batch.check`` (``check_outputs``,
+before any engine opens) -> ``Batch.run`` (``runtime.pipeline.Pipeline`` draws each job on a ``Stopwatch`` whose
+progress is the job's bar, ``runtime.picture.save_png`` writes) -> one line per picture on stdout
+(``PATH<TAB>seed N``), progress, errors and the closing count on stderr. A batch keeps going past a clip that cannot
+be read, and stops at a failure that is not a sound's (an engine, NaN from a network), which would fail every later
+clip alike. A picture that exists is refused, replaced (``--overwrite``) or, to finish an interrupted batch, kept when
+it reads back as a whole PNG (``--skip-existing``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import typer
 
 from runtime.errors import AudioLoadError, AudioTokenError, ConfigError
-from runtime.pipeline import Generation, mix_weights
+from runtime.pipeline import Generation, Stopwatch, mix_weights
 
 MIX_HELP = (
     "A mix of clips drawn as one more sound: CLIP:WEIGHT items, comma-separated (dog.wav:0.7,rain.wav:0.3); its "
@@ -179,93 +180,103 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
-def run_jobs(
-    targets: dict[Job, list[Path]],
-    draw: Callable[[Job, Callable], Generation],
-    bundle_id: str,
-    out: Path,
-    *,
-    overwrite: bool,
-    verbose: bool,
-    console,
-    existing: Existing | None = None,
-) -> None:
-    """Draw every job with a progress bar per job (its stage names) on ``console`` (stderr), write its pictures
-    (each one ``picture_line`` on stdout), and close with a count; exit status 1 if any job failed.
+@dataclass(frozen=True)
+class Batch:
+    """The pictures a command writes (``targets``: each job's paths, in OUT) and how: built by ``check`` before any
+    work, then drawn by ``run``."""
 
-    A sound that cannot be read (``AudioLoadError``) fails its job alone and the batch goes on. Any other failure
-    (an engine that does not load or run, NaN from a network, a file that cannot be written) is not about that
-    sound and would fail every later job the same way: it stops the batch, reported once with its hint, and the
-    count says how many sounds were not drawn. With ``existing`` (``--skip-existing``), a job whose pictures are all
-    kept is not drawn, and the kept pictures of the others are not written."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    targets: dict[Job, list[Path]]
+    out: Path
+    overwrite: bool = False
+    existing: Existing | None = None  # --skip-existing: the pictures that exist, sorted
 
-    from runtime.picture import save_png
+    @classmethod
+    def check(cls, targets: dict[Job, list[Path]], out: Path, overwrite: bool, skip_existing: bool = False) -> Batch:
+        """The batch writing ``targets`` into ``out``, its outputs checked first (``check_outputs``)."""
+        return cls(targets, out, overwrite, check_outputs(targets, out, overwrite, skip_existing))
 
-    kept = existing.kept if existing is not None else frozenset()
-    replaced = existing.unreadable if existing is not None else frozenset()
-    if existing is not None:
-        console.print(existing.summary())
-    targets = {job: paths for job, paths in targets.items() if not kept.issuperset(paths)}
-    failed: list[str] = []
-    stopped: AudioTokenError | None = None
-    written = finished = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    # The bar lives on stderr, and only where that is a terminal (a log gets no bar, and no blank line for it). Where
-    # stdout is a terminal too, rich prints stdout's lines above the bar; where it is a pipe or a file, they must go
-    # there untouched (rich would otherwise send them to the bar's stream).
-    with Progress(
-        *columns,
-        console=console,
-        transient=True,
-        redirect_stdout=sys.stdout.isatty(),
-        disable=not console.is_terminal,
-    ) as bar:
-        overall = bar.add_task("sounds", total=len(targets))
-        for job, paths in targets.items():
-            task = bar.add_task(f"{job.stem}: start", total=1)
+    def replaces(self, path: Path) -> bool:
+        """Whether writing ``path`` may replace a file there (``--overwrite``, or a cut-short PNG of ours)."""
+        return self.overwrite or (self.existing is not None and path in self.existing.unreadable)
 
-            def report(stage: str, done: int, total: int, task=task, job=job) -> None:
-                bar.update(task, description=f"{job.stem}: {stage}", completed=done, total=total)
+    def run(self, draw: Callable[[Job, Stopwatch], Generation], bundle_id: str, console, verbose: bool) -> None:
+        """Draw every job (``draw(job, watch)``, the watch's progress showing its stages) with a progress bar per job
+        on ``console`` (stderr), write its pictures (each one ``picture_line`` on stdout), and close with a count;
+        exit status 1 if any job failed.
 
-            try:
-                result = draw(job, report)
-                for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
-                    if path in kept:
-                        continue
-                    metadata = {**result.metadata(k), "bundle": bundle_id}
-                    save_png(picture, path, metadata, overwrite=overwrite or path in replaced)
-                    picture_line(path, result.seeds[k])
-                    written += 1
-                if verbose:
-                    console.print(timing_table(job.label, result.timings))
-            except AudioLoadError as exc:
-                failed.append(job.label)
-                console.print(f"error: {exc}")
-            except AudioTokenError as exc:
-                stopped = exc
-                break
-            finally:
-                bar.remove_task(task)
-            finished += 1
-            bar.advance(overall)
-    summary = f"wrote {plural(written, 'picture')} to {out}"
-    if failed:
-        summary += f" ({plural(len(failed), 'sound')} failed)"
-    if stopped is not None:
-        console.print(f"error: {stopped}")
-        if stopped.hint:
-            console.print(f"hint: {stopped.hint}")
-        summary += (
-            f"; stopped with {plural(len(targets) - finished, 'sound')} not drawn (that failure is not a sound's)"
-        )
-    console.print(summary)
-    if failed or stopped is not None:
-        raise typer.Exit(1)
+        A sound that cannot be read (``AudioLoadError``) fails its job alone and the batch goes on. Any other failure
+        (an engine that does not load or run, NaN from a network, a file that cannot be written) is not about that
+        sound and would fail every later job the same way: it stops the batch, reported once with its hint, and the
+        count says how many sounds were not drawn. With ``existing`` (``--skip-existing``), a job whose pictures are
+        all kept is not drawn, and the kept pictures of the others are not written; ``verbose`` prints each job's
+        stage timing table."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from runtime.picture import save_png
+
+        kept = self.existing.kept if self.existing is not None else frozenset()
+        if self.existing is not None:
+            console.print(self.existing.summary())
+        targets = {job: paths for job, paths in self.targets.items() if not kept.issuperset(paths)}
+        failed: list[str] = []
+        stopped: AudioTokenError | None = None
+        written = finished = 0
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        # The bar lives on stderr, and only where that is a terminal (a log gets no bar, and no blank line for it).
+        # Where stdout is a terminal too, rich prints stdout's lines above the bar; where it is a pipe or a file, they
+        # must go there untouched (rich would otherwise send them to the bar's stream).
+        with Progress(
+            *columns,
+            console=console,
+            transient=True,
+            redirect_stdout=sys.stdout.isatty(),
+            disable=not console.is_terminal,
+        ) as bar:
+            overall = bar.add_task("sounds", total=len(targets))
+            for job, paths in targets.items():
+                task = bar.add_task(f"{job.stem}: start", total=1)
+
+                def report(stage: str, done: int, total: int, task=task, job=job) -> None:
+                    bar.update(task, description=f"{job.stem}: {stage}", completed=done, total=total)
+
+                try:
+                    result = draw(job, Stopwatch(report))
+                    for k, (picture, path) in enumerate(zip(result.pictures, paths, strict=True)):
+                        if path in kept:
+                            continue
+                        metadata = {**result.metadata(k), "bundle": bundle_id}
+                        save_png(picture, path, metadata, overwrite=self.replaces(path))
+                        picture_line(path, result.seeds[k])
+                        written += 1
+                    if verbose:
+                        console.print(timing_table(job.label, result.timings))
+                except AudioLoadError as exc:
+                    failed.append(job.label)
+                    console.print(f"error: {exc}")
+                except AudioTokenError as exc:
+                    stopped = exc
+                    break
+                finally:
+                    bar.remove_task(task)
+                finished += 1
+                bar.advance(overall)
+        summary = f"wrote {plural(written, 'picture')} to {self.out}"
+        if failed:
+            summary += f" ({plural(len(failed), 'sound')} failed)"
+        if stopped is not None:
+            console.print(f"error: {stopped}")
+            if stopped.hint:
+                console.print(f"hint: {stopped.hint}")
+            summary += (
+                f"; stopped with {plural(len(targets) - finished, 'sound')} not drawn (that failure is not a sound's)"
+            )
+        console.print(summary)
+        if failed or stopped is not None:
+            raise typer.Exit(1)
 
 
-def timing_table(title: str, timings):
-    """A rich table of stage wall times (ms), with the mean UNet step."""
+def timing_table(title: str, timings: Stopwatch):
+    """A rich table of a call's stage wall times (ms), with the mean UNet call."""
     from rich.table import Table
 
     table = Table(title=f"{title}: stage timings", show_edge=False)
