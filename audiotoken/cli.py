@@ -19,7 +19,9 @@ from runtime.errors import needs_pytorch_side
 @reports_errors
 def make_random_command(
     out: Path = typer.Argument(
-        ..., help="Folder to write sd/, beats.pt, embedder.bin, lcm-lora/ and taesd/ into.", show_default=False
+        ...,
+        help="Folder to write sd/, beats.pt, embedder.bin, lcm-lora/, taesd/ and bk-sdm-tiny/ into.",
+        show_default=False,
     ),
     arch: str = typer.Option(
         "tiny", "--arch", help="tiny: seconds, a few MB; sd15: the real SD 1.5 + BEATs iter3 sizes (~4.5 GB)."
@@ -44,7 +46,7 @@ def make_random_command(
         folder = make_random(out, arch=arch, seed=seed, force=force, evaluation=evaluation)
     console.print(
         f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin, "
-        f"{folder}/lcm-lora (LCM-LoRA), {folder}/taesd (tiny autoencoder)"
+        f"{folder}/lcm-lora (LCM-LoRA), {folder}/taesd (tiny autoencoder), {folder}/bk-sdm-tiny (small UNet)"
         + (f", {folder}/eval (CLIP ViT-B/32 and ViT-L/14, Wav2CLIP, FID Inception)" if evaluation else "")
     )
 

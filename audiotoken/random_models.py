@@ -12,6 +12,9 @@ writes, laid out exactly like the real ones:
   ``.lora_up.weight`` and a scalar ``.alpha``, fp16, on every layer LCM-LoRA adapts: ``LCM_LORA_TARGETS``);
 - ``DIR/taesd/``: a diffusers ``AutoencoderTiny`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
   the architecture of ``madebyollin/taesd`` for ``sd15``: 4 latent channels, 8x spatial factor like the SD VAE.
+- ``DIR/bk-sdm-tiny/unet/``: a diffusers UNet folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)
+  with BK-SDM-Tiny's blocks removed from ``sd/``'s UNet (``bk_sdm_tiny_config``): for ``sd15`` the configuration of
+  ``nota-ai/bk-sdm-tiny``'s UNet (0.32 B parameters), the stand-in of ``export --unet``.
 - ``DIR/eval/`` (``evaluation=True``, ``make-random --eval``): the evaluation's models in their published formats
   (``audiotoken.evaluation.stand_ins``: OpenAI CLIP ViT-B/32 and ViT-L/14 as transformers folders with the
   tokenizer above, Wav2CLIP, pytorch-fid's FID Inception).
@@ -159,6 +162,7 @@ LCM_LORA_TARGETS = (
 )
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights looks for
 LORA_RELATIVE_CHANGE = 0.1  # each adapted weight moves by ~this fraction of its spread: the UNet output by ~30%
+SMALL_UNET_DIR = "bk-sdm-tiny"  # laid out like the hub repo nota-ai/bk-sdm-tiny: the UNet in unet/
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = 49152 - 256 - 2  # the CLIP vocabulary: 256 bytes, 256 word-final bytes, 48 894 merges, BOS, EOS = 49 408
@@ -264,6 +268,30 @@ def build_stable_diffusion(arch: Architecture, tokenizer_dir: Path):
     )
 
 
+def bk_sdm_tiny_config(config: dict) -> dict:
+    """BK-SDM-Tiny's UNet made from SD 1.x's UNet ``config``, as BK-SDM removes blocks (its
+    src/unet_config/bk_tiny/config.json, the config of nota-ai/bk-sdm-tiny's UNet, for SD 1.4's): no mid block, one
+    residual/attention pair fewer per stage (at least one kept), and the innermost stage gone (the last down stage
+    and the first up stage, the two without attention). diffusers' private keys are left out (its
+    ``_use_default_values`` would put the mid block back)."""
+    stages = len(config["block_out_channels"]) - 1
+    return {
+        **{key: value for key, value in config.items() if not key.startswith("_")},
+        "block_out_channels": tuple(config["block_out_channels"][:stages]),
+        "down_block_types": tuple(config["down_block_types"][:stages]),
+        "up_block_types": tuple(config["up_block_types"][1:]),
+        "layers_per_block": max(1, config["layers_per_block"] - 1),
+        "mid_block_type": None,
+    }
+
+
+def build_small_unet(sd_unet_config: dict):
+    """A diffusers ``UNet2DConditionModel`` of BK-SDM-Tiny's architecture made from SD's UNet's (random weights)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_config(bk_sdm_tiny_config(sd_unet_config))
+
+
 def lora_targets(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The UNet's layers that LCM-LoRA adapts (``LCM_LORA_TARGETS``), in module order, as (name, layer)."""
     return [
@@ -344,8 +372,8 @@ def beats_checkpoint(config: BEATsConfig, n_classes: int = 527) -> dict:
 def make_random(
     out: str | Path, arch: str = "tiny", seed: int = 0, force: bool = False, evaluation: bool = False
 ) -> Path:
-    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/``, ``taesd/`` (and with ``evaluation``, ``eval/``)
-    under ``out``, atomically (built aside, then renamed)."""
+    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/``, ``taesd/``, ``bk-sdm-tiny/`` (and with
+    ``evaluation``, ``eval/``) under ``out``, atomically (built aside, then renamed)."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
@@ -366,6 +394,7 @@ def make_random(
             staging / "lcm-lora" / LORA_WEIGHTS_NAME,
             metadata={"format": "pt"},
         )
+        unet_config = dict(pipe.unet.config)
         del pipe
         # keep the hub's SD 1.x tokenizer layout (vocab.json + merges.txt) rather than transformers' re-save
         shutil.rmtree(staging / "sd" / "tokenizer")
@@ -375,6 +404,8 @@ def make_random(
         torch.save(embedder.state_dict(), staging / "embedder.bin")
         torch.manual_seed(seed)  # the tiny autoencoder comes last, from the seed again
         build_taesd(spec).save_pretrained(staging / "taesd")
+        torch.manual_seed(seed)  # and the small UNet after it
+        build_small_unet(unet_config).save_pretrained(staging / SMALL_UNET_DIR / "unet")
         if evaluation:
             from audiotoken.evaluation.stand_ins import write_random_eval_models
 

@@ -1,5 +1,6 @@
 """The one Stable Diffusion loader: a hub id or a local diffusers folder -> its frozen components (and the tiny
-autoencoder TAESD, which stands in for its VAE in fast bundles).
+autoencoder TAESD, which stands in for its VAE in fast bundles, and a distilled UNet, such as BK-SDM's, which stands in
+for its UNet).
 
 Used by every part that needs Stable Diffusion: the reference pipeline (``audiotoken.pipeline``), training
 (``audiotoken.training``) and export (``export.sources``, which also hashes the files). A hub id
@@ -32,6 +33,8 @@ HUB_PATTERNS = [
     "vae/diffusion_pytorch_model.safetensors",
 ]
 TINY_AUTOENCODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # a diffusers AutoencoderTiny folder
+UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # a diffusers UNet folder (fp32 safetensors)
+UNET_EXAMPLE = "nota-ai/bk-sdm-tiny"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 
 
@@ -85,6 +88,35 @@ def resolve_tiny_autoencoder(ref: str | Path) -> Path:
     )
 
 
+def resolve_unet(ref: str | Path) -> Path:
+    """The folder of a UNet given in place of Stable Diffusion's own (``export --unet``): a diffusers UNet folder
+    (``config.json`` + ``diffusion_pytorch_model.safetensors``), a diffusers model folder holding one in ``unet/``, or
+    a hub id's snapshot of either (``nota-ai/bk-sdm-tiny``: its ``unet/`` files only). Errors name ``--unet``."""
+    hint = f"pass a diffusers UNet folder, a model folder holding unet/, or a hub id such as {UNET_EXAMPLE}"
+    try:
+        root = resolve_folder(ref, "UNet", (), [*UNET_FILES, *(f"unet/{name}" for name in UNET_FILES)], UNET_EXAMPLE)
+    except CheckpointError as exc:  # neither a folder nor a hub id, or the hub could not give it
+        raise CheckpointError(f"--unet {exc}", hint=exc.hint) from exc
+    folder = root / "unet" if (root / "unet" / "config.json").is_file() else root
+    missing = [name for name in UNET_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"--unet {ref}: no {', '.join(missing)} in {folder}", hint=hint)
+    return folder
+
+
+def unet_at(folder: Path, ref: str):
+    """The diffusers ``UNet2DConditionModel`` in the UNet folder ``folder`` (fp32, eval mode); ``ref`` as given."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        return UNet2DConditionModel.from_pretrained(folder).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"--unet {ref}: cannot load a UNet2DConditionModel from {folder} ({type(exc).__name__}: {first_line(exc)})",
+            hint=f"pass a diffusers UNet folder or a hub id such as {UNET_EXAMPLE}",
+        ) from exc
+
+
 def tiny_autoencoder(folder: Path):
     """The diffusers ``AutoencoderTiny`` in ``folder`` (fp32, eval mode); a broken folder is a CheckpointError."""
     from diffusers import AutoencoderTiny
@@ -98,7 +130,7 @@ def tiny_autoencoder(folder: Path):
         ) from exc
 
 
-def full_config(model_class, folder: Path, subfolder: str) -> dict:
+def full_config(model_class, folder: Path, subfolder: str | None = None) -> dict:
     """A diffusers ``config.json`` completed with the class's defaults (old SD 1.4 files lack e.g. scaling_factor)."""
     defaults = {
         name: p.default

@@ -1,8 +1,9 @@
 """Build an engine bundle: every network exported and validated in data order, idempotently and atomically.
 
 Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engines/<name>/`` -> the runtime.
-1. resolve and hash the sources (``export.sources``); the bundle key is a sha256 over the schema version, the
-   sources' file hashes, the options that shape the engines (size, precision, template, opset), the package
+1. resolve and hash the sources (``export.sources``; a small UNet must take the SD's conditioning and a LoRA must
+   fit the bundle's UNet, both checked before any export work); the bundle key is a sha256 over the schema version,
+   the sources' file hashes, the options that shape the engines (size, precision, template, opset), the package
    versions and the source of the exporter and the models it traces (``code_digest``), so a bundle exported by
    other code is not taken as up to date;
 2. a bundle already at ``--out`` with the same key is verified and reused (``--tensorrt`` adds the plans this
@@ -370,9 +371,22 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
     with Stages(console) as stage:
         with stage("hash sources"):
             sources = resolve_sources(
-                options.sd, options.beats, options.embedder, options.lcm_lora, options.lora_scale, options.tiny_vae
+                options.sd,
+                options.beats,
+                options.embedder,
+                options.lcm_lora,
+                options.lora_scale,
+                options.tiny_vae,
+                options.unet,
             )
             dims = read_dims(sources, options.height, options.width, batches)
+            placement = sources.place_lora()
+        if placement is not None and placement.skipped:
+            console.print(
+                f"LoRA {placement.file}: {placement.skipped} of its {len(placement.layers)} layers are in blocks the "
+                f"--unet UNet lacks, left out; the other {len(placement.targets)} are fused",
+                highlight=False,
+            )
         key = bundle_key(sources, dims, options.precision, template)
         networks = describe_networks(sources, dims, template, options.sample_clip)
         manifest = reusable_manifest(options.out, key, options.force, options.update)

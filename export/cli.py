@@ -28,6 +28,7 @@ def export_command(
     lcm_lora: str | None = option(ExportOptions, "lcm_lora", "--lcm-lora", show_default=False),
     lora_scale: float = option(ExportOptions, "lora_scale", "--lora-scale"),
     tiny_vae: str | None = option(ExportOptions, "tiny_vae", "--tiny-vae", show_default=False),
+    unet: str | None = option(ExportOptions, "unet", "--unet", show_default=False),
     unet_batch: str | None = option(ExportOptions, "unet_batch", "--unet-batch", show_default=False),
     sample_clip: Path | None = option(ExportOptions, "sample_clip", "--sample-clip", show_default=False),
     tensorrt: bool = option(ExportOptions, "tensorrt", "--tensorrt"),

@@ -19,13 +19,19 @@ another architecture is a one-line ``CheckpointError``; and handing peft each la
 (diffusers 0.42 keys a kohya file's attention alphas so that peft ignores them when alphas differ between layers).
 Before merging, the adapters peft built are checked against the file (one per layer, its rank, its alpha).
 Fuse into the fp32 UNet, before any cast to fp16.
+
+Into a small UNet distilled from the SD's (``export --unet``, ``export.small_unet``), ``place_layers`` puts a LoRA made
+for the SD's UNet where the distillation kept each of its layers (``distilled_from``: BK-SDM-Tiny's up stage 0 is the
+SD's up stage 1); its layers in blocks the small UNet lacks are left out (``Placement.skipped``, which the export
+reports), and a kept layer whose shapes disagree is refused. A LoRA each of whose layers names a layer of the small
+UNet is taken as made for it, by name.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from audiotoken.stable_diffusion import HUB_ID
@@ -50,6 +56,7 @@ class LoraInfo:
     ranks: tuple[int, ...]  # the distinct ranks of its layers, ascending
     alphas: tuple[float, ...]  # the distinct alphas (alpha = rank where the file stores none)
     layers: int  # how many UNet layers were changed
+    skipped: int = 0  # layers of the LoRA in blocks the (distilled) UNet lacks, left out
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,24 @@ class LoraLayer:
     @property
     def rank(self) -> int:
         return self.down[0]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a LoRA's layers go in a UNet: the UNet layer each fused one changes (by its name in the file)."""
+
+    file: Path
+    layers: tuple[LoraLayer, ...]  # every UNet layer of the LoRA, named as in the file
+    targets: dict[str, str]  # LoRA layer -> the UNet layer it changes; layers in blocks the UNet lacks are absent
+
+    @property
+    def skipped(self) -> int:
+        return len(self.layers) - len(self.targets)
+
+    @property
+    def renamed(self) -> bool:
+        """Whether the LoRA goes elsewhere than its own names say (placed onto a distilled UNet)."""
+        return any(module != target for module, target in self.targets.items()) or self.skipped > 0
 
 
 def lora_weights_file(source: str | Path) -> Path:
@@ -164,9 +189,24 @@ def lora_layers(state: dict, alphas: dict | None, file: Path) -> tuple[list[Lora
     return layers, module_alphas
 
 
-def check_fits(unet, layers: list[LoraLayer], file: Path) -> None:
-    """Every LoRA layer names a Linear or Conv2d of ``unet`` and has shapes that multiply to its weight's shape."""
+def check_fits(unet, layers: list[LoraLayer], file: Path, origin: dict[str, str] | None = None) -> None:
+    """Every LoRA layer names a Linear or Conv2d of ``unet`` and has shapes that multiply to its weight's shape;
+    ``origin`` gives the LoRA's own name of a layer placed elsewhere (for the messages)."""
     import torch
+
+    origin = origin or {}
+
+    def named(layer: LoraLayer) -> str:
+        own = origin.get(layer.module, layer.module)
+        return layer.module if own == layer.module else f"{own} (placed on the --unet UNet's {layer.module})"
+
+    def why(layer: LoraLayer) -> tuple[str, str]:
+        if origin.get(layer.module, layer.module) == layer.module:
+            return "a LoRA for another architecture?", HINT
+        return (
+            "the --unet UNet's layer has another shape than Stable Diffusion's in its place",
+            "fuse this LoRA into Stable Diffusion's own UNet (export without --unet)",
+        )
 
     modules = dict(unet.named_modules())
     unknown = [layer.module for layer in layers if layer.module not in modules]
@@ -185,21 +225,90 @@ def check_fits(unet, layers: list[LoraLayer], file: Path) -> None:
             up = (target.out_channels, layer.rank, 1, 1)
         else:
             raise CheckpointError(
-                f"{file}: layer {layer.module} is a {type(target).__name__} in the UNet, "
+                f"{file}: layer {named(layer)} is a {type(target).__name__} in the UNet, "
                 "not a Linear or Conv2d a LoRA can adapt",
                 hint=HINT,
             )
         if layer.down != down or layer.up != up:
+            reason, hint = why(layer)
             raise CheckpointError(
-                f"{file}: layer {layer.module} does not fit the UNet: LoRA down {list(layer.down)}, "
+                f"{file}: layer {named(layer)} does not fit the UNet: LoRA down {list(layer.down)}, "
                 f"up {list(layer.up)}; its weight {list(target.weight.shape)} needs down {list(down)}, "
-                f"up {list(up)}: a LoRA for another architecture?",
-                hint=HINT,
+                f"up {list(up)}: {reason}",
+                hint=hint,
             )
 
 
-def fuse_lora(unet, source: str | Path, scale: float = 1.0) -> LoraInfo:
-    """Fuse the LoRA at ``source`` into the diffusers ``UNet2DConditionModel`` ``unet``, in place.
+def meta_unet(config: dict):
+    """A diffusers UNet of ``config`` on the meta device: its layers and shapes, no weights. diffusers' private keys
+    are left out (its ``_use_default_values`` would override the values of the keys it names)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        return UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def place_lora(unet, source: str | Path, made_for: dict | None = None) -> Placement:
+    """Where the LoRA at ``source`` goes in ``unet`` (``place_layers``), its file read as ``fuse_lora`` reads it;
+    ``unet`` may be on the meta device (only names and shapes are read): the export's check before any work."""
+    file = lora_weights_file(source)
+    state, alphas, metadata = read_lora(file)
+    layers, _ = lora_layers(state, alphas, file)
+    return Placement(file, tuple(layers), place_layers(unet, layers, metadata, file, made_for))
+
+
+def place_layers(unet, layers: list[LoraLayer], metadata: dict | None, file: Path, made_for: dict | None):
+    """The UNet layer of ``unet`` each LoRA layer goes to (``Placement.targets``).
+
+    By its own name when each of the LoRA's layers names a layer of ``unet``, or when ``made_for`` is None; else,
+    ``unet`` being distilled from the UNet of config ``made_for`` (Stable Diffusion's, under ``export --unet``), the
+    LoRA must fit that UNet, and each of its layers goes to the layer of ``unet`` distilled from it
+    (``distilled_from``), those of blocks ``unet`` lacks nowhere. A layer that does not fit where it goes is a
+    one-line CheckpointError.
+    """
+    from export.small_unet import distilled_from
+
+    modules = dict(unet.named_modules())
+    if made_for is None or all(layer.module in modules for layer in layers):
+        check_fits(unet, layers, file)
+        return {layer.module: layer.module for layer in layers}
+    check_fits(meta_unet(made_for), layers, file)  # a LoRA for Stable Diffusion's UNet
+    kept = {distilled_from(name, dict(unet.config), made_for): name for name in modules}  # SD layer -> small UNet's
+    targets = {layer.module: kept[layer.module] for layer in layers if layer.module in kept}
+    if not targets:
+        raise CheckpointError(f"{file}: none of its {len(layers)} layers is in a block the --unet UNet kept", hint=HINT)
+    if metadata is not None and any(module != target for module, target in targets.items()):
+        raise CheckpointError(
+            f"{file}: its peft metadata names Stable Diffusion's UNet layers, which the --unet UNet holds under other "
+            "names; such a LoRA is not placed on it",
+            hint="fuse it into Stable Diffusion's own UNet (export without --unet), or pass a LoRA without metadata",
+        )
+    placed = [replace(layer, module=targets[layer.module]) for layer in layers if layer.module in targets]
+    check_fits(unet, placed, file, origin={target: module for module, target in targets.items()})
+    return targets
+
+
+def placed_state(state: dict, alphas: dict[str, float], targets: dict[str, str]) -> tuple[dict, dict]:
+    """The LoRA's UNet tensors in peft's layout (``unet.<layer>.lora_A.weight``...) and its alphas
+    (``unet.<layer>.alpha``), each under the UNet layer it goes to; those of layers going nowhere left out."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    peft_state = convert_unet_state_dict_to_peft(
+        {key.removeprefix("unet."): value for key, value in state.items() if key.startswith("unet.")}
+    )
+    tensors = {}
+    for key, value in peft_state.items():
+        module, _, part = key.partition(".lora_")  # <layer>.lora_A.weight, <layer>.lora_B.weight
+        if module in targets:
+            tensors[f"unet.{targets[module]}.lora_{part}"] = value
+    return tensors, {f"unet.{targets[module]}.alpha": alpha for module, alpha in alphas.items() if module in targets}
+
+
+def fuse_lora(unet, source: str | Path, scale: float = 1.0, made_for: dict | None = None) -> LoraInfo:
+    """Fuse the LoRA at ``source`` into the diffusers ``UNet2DConditionModel`` ``unet``, in place; ``made_for``: the
+    config of the UNet ``unet`` was distilled from, when it is a small UNet (``place_layers`` says where each layer
+    goes, and which are left out).
 
     ``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (diffusers + peft compute it). Nothing is
     changed when the LoRA does not fit: errors are one-line ``CheckpointError``s naming the file.
@@ -212,13 +321,20 @@ def fuse_lora(unet, source: str | Path, scale: float = 1.0) -> LoraInfo:
     file = lora_weights_file(source)
     state, alphas, metadata = read_lora(file)
     layers, module_alphas = lora_layers(state, alphas, file)
-    check_fits(unet, layers, file)
-
-    alphas = {f"unet.{module}.alpha": alpha for module, alpha in module_alphas.items()} or None
+    placement = Placement(file, tuple(layers), place_layers(unet, layers, metadata, file, made_for))
+    if placement.renamed:
+        state, alphas = placed_state(state, module_alphas, placement.targets)
+    else:
+        alphas = {f"unet.{module}.alpha": alpha for module, alpha in module_alphas.items()}
+    fused = [
+        replace(layer, module=placement.targets[layer.module]) for layer in layers if layer.module in placement.targets
+    ]
     try:
-        StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name=ADAPTER, metadata=metadata)
+        StableDiffusionPipeline.load_lora_into_unet(
+            state, alphas or None, unet=unet, adapter_name=ADAPTER, metadata=metadata
+        )
         ranks, fused_alphas = set(), set()
-        for layer in layers:  # what peft is about to merge: one adapter per LoRA layer, with the file's rank and alpha
+        for layer in fused:  # what peft is about to merge: one adapter per LoRA layer, with the file's rank and alpha
             module = unet.get_submodule(layer.module)
             if not isinstance(module, BaseTunerLayer) or ADAPTER not in module.r:
                 raise CheckpointError(
@@ -250,5 +366,6 @@ def fuse_lora(unet, source: str | Path, scale: float = 1.0) -> LoraInfo:
         scale=float(scale),
         ranks=tuple(sorted(ranks)),
         alphas=tuple(sorted(fused_alphas)),
-        layers=len(layers),
+        layers=len(fused),
+        skipped=placement.skipped,
     )

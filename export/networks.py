@@ -154,7 +154,7 @@ def autoencoder_factor(config: dict) -> int:
 
 def read_dims(sources: Sources, height: int | None, width: int | None, unet_batches: tuple[int, ...] = (2,)) -> Dims:
     """Dimensions from the model configs; the default image size is ``unet.sample_size * vae_scale_factor``."""
-    unet = sources.sd.unet_config()
+    unet = sources.unet_config()
     autoencoders = [(sources.sd.ref, sources.sd.vae_config())]
     if sources.tiny_vae is not None:
         autoencoders.append((sources.tiny_vae, sources.autoencoder_config()))

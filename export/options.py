@@ -73,6 +73,13 @@ class ExportOptions:
             "diffusers AutoencoderTiny folder) instead of Stable Diffusion's."
         },
     )
+    unet: str | None = field(
+        default=None,
+        metadata={
+            "help": "Take the UNet from this one distilled from Stable Diffusion's (BK-SDM: nota-ai/bk-sdm-tiny, a "
+            "local diffusers folder holding unet/, or a UNet folder) instead of Stable Diffusion's own."
+        },
+    )
     unet_batch: str | None = field(
         default=None,
         metadata={

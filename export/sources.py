@@ -1,10 +1,11 @@
 """The export's inputs: Stable Diffusion (hub id or diffusers folder), the BEATs ``.pt``, the embedder ``.bin``, and
-for fast bundles a LoRA fused into the UNet (LCM-LoRA) and a tiny autoencoder (TAESD) in place of the SD VAE.
+for fast bundles a LoRA fused into the UNet (LCM-LoRA), a tiny autoencoder (TAESD) in place of the SD VAE and a
+distilled small UNet (BK-SDM) in place of the SD's.
 
 Place in the data flow: ``resolve_sources`` finds the files (``audiotoken.stable_diffusion`` resolves a hub id to its
-snapshot) and hashes each one -> ``Sources`` gives the hashes to the bundle key and manifest, the dimensions to
-``export.networks``, and loads each PyTorch network on demand, one at a time, so the export holds one network in
-memory at a time.
+snapshot), checks that a small UNet takes the SD's conditioning (``export.small_unet``) and hashes each file ->
+``Sources`` gives the hashes to the bundle key and manifest, the dimensions to ``export.networks``, and loads each
+PyTorch network on demand, one at a time, so the export holds one network in memory at a time.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiotoken.stable_diffusion import COMPONENTS, StableDiffusion, resolve_tiny_autoencoder, tiny_autoencoder
-from runtime.bundle import Lora, Source, file_sha256
-from runtime.errors import CheckpointError
+from audiotoken.stable_diffusion import (
+    COMPONENTS,
+    UNET_FILES,
+    StableDiffusion,
+    full_config,
+    resolve_tiny_autoencoder,
+    resolve_unet,
+    tiny_autoencoder,
+    unet_at,
+)
+from runtime.bundle import UNET_SOURCE, Lora, Source, file_sha256
+from runtime.errors import CheckpointError, first_line
 
 
 @dataclass(frozen=True)
@@ -25,18 +35,42 @@ class Sources:
     sd: StableDiffusion
     beats: Path
     embedder: Path
-    entries: tuple[Source, ...]  # sd, beats, embedder (and lcm_lora, tiny_vae) with their files' sha256
+    entries: tuple[Source, ...]  # sd, beats, embedder (and lcm_lora, tiny_vae, unet) with their files' sha256
     lora: Lora | None = None  # fused into the UNet
     tiny_vae: Path | None = None  # an AutoencoderTiny folder, the decoder and encoder in place of the SD VAE
+    small_unet: Path | None = None  # a diffusers UNet folder, the UNet in place of the SD's (distilled from it)
+
+    @property
+    def small_unet_ref(self) -> str:
+        """``--unet`` as given (hub id or path)."""
+        return next(s.ref for s in self.entries if s.role == UNET_SOURCE)
 
     def unet(self):
-        """Stable Diffusion's UNet, with the LoRA fused into its weights when there is one."""
-        unet = self.sd.unet()
+        """The bundle's UNet (the small one when given, else Stable Diffusion's), with the LoRA fused into its weights
+        when there is one (onto a small UNet where its distillation kept each layer: ``export.lora.place_layers``)."""
+        unet = unet_at(self.small_unet, self.small_unet_ref) if self.small_unet else self.sd.unet()
         if self.lora is not None:
             from export.lora import fuse_lora
 
-            fuse_lora(unet, self.lora.source, self.lora.scale)
+            fuse_lora(unet, self.lora.source, self.lora.scale, made_for=self.lora_made_for())
         return unet
+
+    def unet_config(self) -> dict:
+        """The bundle's UNet's config (the small one's when given), completed with diffusers' defaults."""
+        return small_unet_config(self.small_unet, self.small_unet_ref) if self.small_unet else self.sd.unet_config()
+
+    def lora_made_for(self) -> dict | None:
+        """The config of the UNet a LoRA is made for when the bundle's UNet is not it: Stable Diffusion's own."""
+        return self.sd.unet_config() if self.small_unet else None
+
+    def place_lora(self):
+        """Where the LoRA's layers go in the bundle's UNet, read off a weightless copy of it (``export.lora.Placement``;
+        None without a LoRA): a LoRA that does not fit is refused before any export work."""
+        if self.lora is None:
+            return None
+        from export.lora import meta_unet, place_lora
+
+        return place_lora(meta_unet(self.unet_config()), self.lora.source, self.lora_made_for())
 
     def autoencoder(self):
         """The autoencoder whose decoder and encoder the bundle gets: the tiny one when given, else the SD VAE."""
@@ -64,6 +98,19 @@ class Sources:
         return Embedder.from_file(self.embedder).token_dim
 
 
+def small_unet_config(folder: Path, ref: str) -> dict:
+    """The config of the UNet folder ``folder`` (``--unet ref``), completed with diffusers' defaults."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        return full_config(UNet2DConditionModel, folder)
+    except (OSError, ValueError) as exc:  # unreadable, or not JSON
+        raise CheckpointError(
+            f"--unet {ref}: cannot read {folder / 'config.json'} ({first_line(exc)})",
+            hint="pass a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors)",
+        ) from exc
+
+
 def hash_folder(folder: Path) -> dict[str, str]:
     """sha256 of model_index.json and every file of the components, by path relative to ``folder``."""
     files = [folder / "model_index.json"] + [
@@ -79,9 +126,17 @@ def resolve_sources(
     lcm_lora: str | None = None,
     lora_scale: float = 1.0,
     tiny_vae: str | None = None,
+    unet: str | None = None,
 ) -> Sources:
-    """Find and hash the inputs; errors name the one that is missing."""
+    """Find and hash the inputs; errors name the one that is missing (or the small UNet that cannot stand in)."""
     stable_diffusion = StableDiffusion.open(sd)
+    small_unet = None
+    if unet is not None:
+        from export.small_unet import check_conditioning
+
+        small_unet = resolve_unet(unet)
+        config = small_unet_config(small_unet, unet)
+        check_conditioning(unet, config, stable_diffusion.unet_config(), stable_diffusion.text_width())
     for path, what, hint in (
         (Path(beats), "BEATs checkpoint", "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"),
         (Path(embedder), "embedder weights", "embedder_learned_embeds.bin"),
@@ -105,4 +160,6 @@ def resolve_sources(
         tiny_folder = resolve_tiny_autoencoder(tiny_vae)
         files = sorted(p for p in tiny_folder.iterdir() if p.is_file())
         entries.append(Source("tiny_vae", str(tiny_vae), {p.name: file_sha256(p) for p in files}))
-    return Sources(stable_diffusion, Path(beats), Path(embedder), tuple(entries), lora, tiny_folder)
+    if small_unet is not None:
+        entries.append(Source(UNET_SOURCE, str(unet), {name: file_sha256(small_unet / name) for name in UNET_FILES}))
+    return Sources(stable_diffusion, Path(beats), Path(embedder), tuple(entries), lora, tiny_folder, small_unet)

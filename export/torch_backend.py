@@ -5,7 +5,7 @@ entry-point group (pyproject.toml), so ``runtime.backends.open_backend("torch")`
 importing anything of the PyTorch side -> ``TorchBackend.run(engine, feeds)``, the same protocol as ONNX Runtime
 and TensorRT, so the runtime pipeline (tokenizer, numpy schedulers, guidance) is shared
 and only the networks differ. The networks are ``export.networks``' wrapper modules, built from the sources the
-manifest names (Stable Diffusion, BEATs, embedder), which must still exist and hash as they did at export.
+manifest names (Stable Diffusion, BEATs, embedder; a LoRA, TAESD, a small UNet), which must still exist and hash as they did at export.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from audiotoken.stable_diffusion import quiet_libraries
 from export.networks import describe_networks, read_dims
 from export.sources import resolve_sources
-from runtime.bundle import Bundle
+from runtime.bundle import UNET_SOURCE, Bundle
 from runtime.errors import BundleError, ConfigError
 
 
@@ -41,6 +41,7 @@ class TorchBackend:
             lcm_lora=lora.source if lora else None,
             lora_scale=lora.scale if lora else 1.0,
             tiny_vae=refs["tiny_vae"].ref if "tiny_vae" in refs else None,
+            unet=refs[UNET_SOURCE].ref if UNET_SOURCE in refs else None,
         )
         for entry in sources.entries:
             if entry.files != refs[entry.role].files:

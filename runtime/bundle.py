@@ -73,6 +73,7 @@ REBUILD_HINT = "rebuild the bundle with audiotoken-rt export --force"
 # What the manifest's fields may hold (the C++ runtime's manifest.hpp mirrors the two bounds)
 PRECISIONS = ("fp32", "fp16", "int8")  # of the bundle and of each engine (an int8 bundle keeps some engines fp32)
 DECODERS = ("sd-vae", "taesd")  # Stable Diffusion's autoencoder, the tiny one (TAESD)
+UNET_SOURCE = "unet"  # the source role of a UNet given in place of the SD's own (export --unet)
 MAX_PICTURE_SIDE = 4096  # pixels: a bundle's height and width (SD 1.x draws 512, SD 2.x 768)
 MAX_TOKEN_DIM = 8192  # D: CLIP ViT-L is 768, OpenCLIP ViT-H 1024, ViT-bigG 1280
 MAX_GUIDANCE = 50.0  # classifier-free guidance, the recipe's and --guidance's; 7.5 is usual, beyond ~20 it burns
@@ -413,7 +414,8 @@ class Engine:
 
 @dataclass(frozen=True)
 class Source:
-    """An input of the export: ``role`` (sd, beats, embedder), ``ref`` as given (hub id or path), file hashes."""
+    """An input of the export: ``role`` (sd, beats, embedder; lcm_lora, tiny_vae, unet: a UNet in place of the SD's),
+    ``ref`` as given (hub id or path), file hashes."""
 
     role: str
     ref: str
@@ -544,6 +546,8 @@ class Manifest:
             words += ["--lcm-lora", refs["lcm_lora"], "--lora-scale", f"{self.recipe.lora.scale:g}"]
         if "tiny_vae" in refs:
             words += ["--tiny-vae", refs["tiny_vae"]]
+        if UNET_SOURCE in refs:
+            words += ["--unet", refs[UNET_SOURCE]]
         return shlex.join([*words, "--force"])
 
     def to_json(self) -> str:

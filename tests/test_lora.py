@@ -1,6 +1,8 @@
 """export.lora on the tiny random models: the fused UNet equals diffusers' own load_lora_weights + fuse_lora, its
 weights follow W' = W + scale * alpha / rank * up @ down (recomputed here in float64 from the file's tensors), the
-output moves visibly, and files that are not a LoRA for this UNet are one-line CheckpointErrors that change nothing."""
+output moves visibly, and files that are not a LoRA for this UNet are one-line CheckpointErrors that change nothing.
+Into a small UNet distilled from the SD's (BK-SDM), a LoRA for the SD's UNet goes where BK-SDM's copy rule put each of
+its layers, and those of removed blocks are left out; a LoRA made for the small UNet goes by its own names."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from audiotoken.random_models import LORA_WEIGHTS_NAME, kohya_name, random_lora
+from audiotoken.random_models import LORA_WEIGHTS_NAME, kohya_name, lora_targets, random_lora
 from export.lora import fuse_lora
 from runtime.errors import CheckpointError
 
@@ -230,3 +232,117 @@ def test_refusals_are_one_line_and_change_nothing(tiny_models, unet, tmp_path, c
     after = unet.state_dict()
     assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
     assert not hasattr(unet, "peft_config")
+
+
+# A LoRA made for Stable Diffusion's UNet, fused into a small UNet distilled from it (export --unet). The miniature SD
+# UNet below has SD 1.x's layout (two attention stages, then an innermost stage without attention as wide as the one
+# above it, two pairs a stage); its small UNet is BK-SDM-Tiny's removal of blocks (audiotoken.random_models). Where
+# each small-UNet layer comes from is BK-SDM's copy rule (copy_weight_from_teacher in its kd_train_text_to_image.py:
+# a prefix table, the same name otherwise), written out here for this miniature: its up stage i is the SD's i + 1,
+# whose third pair becomes its second.
+MINIATURE_SD = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64, 64),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+)
+MINIATURE_COPIED_FROM = {
+    "up_blocks.0.resnets.0.": "up_blocks.1.resnets.0.",
+    "up_blocks.0.attentions.0.": "up_blocks.1.attentions.0.",
+    "up_blocks.0.resnets.1.": "up_blocks.1.resnets.2.",
+    "up_blocks.0.attentions.1.": "up_blocks.1.attentions.2.",
+    "up_blocks.0.upsamplers.": "up_blocks.1.upsamplers.",
+    "up_blocks.1.resnets.0.": "up_blocks.2.resnets.0.",
+    "up_blocks.1.attentions.0.": "up_blocks.2.attentions.0.",
+    "up_blocks.1.resnets.1.": "up_blocks.2.resnets.2.",
+    "up_blocks.1.attentions.1.": "up_blocks.2.attentions.2.",
+}
+
+
+def copied_from(name: str) -> str:
+    """The miniature SD layer a small-UNet layer starts from, by BK-SDM's rule."""
+    prefix = next((p for p in MINIATURE_COPIED_FROM if f"{name}.".startswith(p)), None)
+    return name if prefix is None else MINIATURE_COPIED_FROM[prefix] + f"{name}.".removeprefix(prefix)[:-1]
+
+
+@pytest.fixture
+def miniature():
+    """The miniature SD UNet and its small UNet (random weights, seeded)."""
+    from diffusers import UNet2DConditionModel
+
+    from audiotoken.random_models import bk_sdm_tiny_config
+
+    torch.manual_seed(3)
+    sd = UNet2DConditionModel(**MINIATURE_SD).eval()
+    small = UNet2DConditionModel.from_config(bk_sdm_tiny_config(dict(sd.config))).eval()
+    assert small.mid_block is None and len(small.up_blocks) == 2 and len(small.up_blocks[0].resnets) == 2
+    return sd, small
+
+
+def test_a_lora_for_sd_fuses_into_the_small_unet_where_its_layers_were_kept(miniature, tmp_path):
+    sd, small = miniature
+    tensors = random_lora(sd, rank=4, alpha=2.0)
+    file = write(tmp_path, "sd.safetensors", tensors)
+    fused = copy.deepcopy(small)
+    info = fuse_lora(fused, file, scale=0.7, made_for=dict(sd.config))
+
+    kept = {kohya_name(copied_from(name)): name for name, _ in small.named_modules() if name}  # SD layer -> small's
+    expected, skipped = {}, []
+    for key in tensors:
+        if not key.endswith(".alpha"):
+            continue
+        layer = key.removesuffix(".alpha")
+        if layer not in kept:
+            skipped.append(layer)
+            continue
+        down = tensors[f"{layer}.lora_down.weight"].double()  # [r, in] or [r, in, kh, kw]
+        up = tensors[f"{layer}.lora_up.weight"].double()  # [out, r] or [out, r, 1, 1]
+        weight = small.get_submodule(kept[layer]).weight.detach().double()  # [out, in] or [out, in, kh, kw]
+        delta = (up.flatten(1) @ down.flatten(1)).reshape(weight.shape)
+        expected[f"{kept[layer]}.weight"] = weight + 0.7 * tensors[key].double().item() / down.shape[0] * delta
+    before, after = small.state_dict(), fused.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == set(expected)
+    errors = {name: (after[name].double() - value).abs().max().item() for name, value in expected.items()}
+    assert max(errors.values()) < 1e-6, max(errors.items(), key=lambda item: item[1])
+    assert (info.layers, info.skipped) == (len(expected), len(skipped))
+    assert {
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k",  # the mid block is gone
+        "lora_unet_down_blocks_0_resnets_1_conv1",  # a down stage keeps its first pair
+        "lora_unet_up_blocks_1_resnets_1_conv1",  # an up stage its first and last
+        "lora_unet_up_blocks_0_resnets_0_conv1",  # the innermost stage is gone
+        "lora_unet_down_blocks_1_downsamplers_0_conv",  # and with it the downsampling into it
+    } <= set(skipped)
+    assert "up_blocks.0.resnets.1.conv1.weight" in changed  # from the SD's up_blocks.1.resnets.2: one stage out
+    assert "up_blocks.0.upsamplers.0.conv.weight" in changed
+
+
+def test_a_lora_made_for_the_small_unet_fuses_by_its_own_names(miniature, tmp_path):
+    sd, small = miniature
+    tensors = random_lora(small, rank=4, alpha=2.0)
+    fused = copy.deepcopy(small)
+    info = fuse_lora(fused, write(tmp_path, "small.safetensors", tensors), scale=0.5, made_for=dict(sd.config))
+    check_formula(small, tensors, fused.state_dict(), 0.5)
+    assert info.skipped == 0 and info.layers == len(lora_targets(small))
+
+
+def test_a_lora_whose_kept_layers_do_not_fit_the_small_unet_is_refused(tiny_models, lora):
+    """The tiny random SD's innermost stage is twice as wide as the one above it (SD 1.x's are as wide), so its small
+    UNet's first up stage reads narrower skips than the SD stage it comes from: the LoRA's layer there cannot fit."""
+    from diffusers import UNet2DConditionModel
+
+    small = UNet2DConditionModel.from_pretrained(tiny_models / "bk-sdm-tiny", subfolder="unet").eval()
+    made_for = dict(UNet2DConditionModel.load_config(tiny_models / "sd", subfolder="unet"))
+    before = snapshot(small)
+    with pytest.raises(CheckpointError) as raised:
+        fuse_lora(small, lora, made_for=made_for)
+    message = str(raised.value)
+    assert "\n" not in message and "placed on the --unet UNet's up_blocks.0.resnets." in message, message
+    assert raised.value.hint and "without --unet" in raised.value.hint
+    after = small.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not hasattr(small, "peft_config")

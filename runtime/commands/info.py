@@ -2,9 +2,9 @@
 
 What a user asks of a bundle first: its recipe (the scheduler, steps and guidance ``generate`` uses unless told
 otherwise, and whether ``--fast`` works), the LoRA fused into its UNet, its decoder, the UNet batches it holds (2 for
-guidance above 1, 1 for guidance 1) and its token slots (sounds one ``compose`` prompt holds); then each engine's
-size, parity with PyTorch, tensors and TensorRT plans. Every table reads at 80 columns (long values fold, nothing
-is cut off).
+guidance above 1, 1 for guidance 1) and its token slots (sounds one ``compose`` prompt holds), whose UNet it is (a
+small one given in place of Stable Diffusion's, ``export --unet``); then each engine's size, parity with PyTorch,
+tensors and TensorRT plans. Every table reads at 80 columns (long values fold, nothing is cut off).
 
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
 (``runtime.commands.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from runtime.bundle import VERIFY_MODES
+from runtime.bundle import UNET_SOURCE, VERIFY_MODES
 from runtime.commands.cli import choice, reports_errors
 from runtime.contract import GUIDED_BATCH, SINGLE_BATCH
 
@@ -45,6 +45,16 @@ def recipe_rows(manifest) -> list[tuple[str, str]]:
     ]
 
 
+def unet_row(manifest) -> tuple[str, str]:
+    """Whose UNet the bundle holds: Stable Diffusion's own, or one given in its place (``export --unet``), with the
+    sha256 of its weights."""
+    source = next((s for s in manifest.sources if s.role == UNET_SOURCE), None)
+    if source is None:
+        return ("UNet", "Stable Diffusion's own")
+    weights = [digest for name, digest in source.files.items() if name != "config.json"]
+    return ("UNet", f"{source.ref} in place of Stable Diffusion's" + (f", sha256 {weights[0][:16]}" if weights else ""))
+
+
 def manifest_tables(manifest) -> list:
     """The manifest as rich tables that read at 80 columns: the bundle's facts and recipe, then one row per engine
     (sizes and parity), its tensors, and its TensorRT plans where it has some."""
@@ -59,6 +69,7 @@ def manifest_tables(manifest) -> list:
         ("text", f"D={manifest.token_dim}, {manifest.placeholder} = id {manifest.placeholder_id}"),
         ("template", repr(manifest.template)),
         *recipe_rows(manifest),
+        unet_row(manifest),
         ("scheduler config", f"{manifest.scheduler_config.get('_class_name', '?')}, {manifest.prediction_type}"),
         ("precision", f"{manifest.precision}, ONNX opset {manifest.opset}"),
         *((f"source {s.role}", f"{s.ref} ({len(s.files)} files)") for s in manifest.sources),

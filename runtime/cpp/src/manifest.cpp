@@ -233,6 +233,7 @@ std::string Manifest::rebuild_command(const std::string& folder) const {
     words.insert(words.end(), {"--lcm-lora", ref("lcm_lora"), "--lora-scale", scale});
   }
   if (source_refs.count("tiny_vae")) words.insert(words.end(), {"--tiny-vae", ref("tiny_vae")});
+  if (source_refs.count("unet")) words.insert(words.end(), {"--unet", ref("unet")});  // bundle.py's UNET_SOURCE
   words.push_back("--force");
   std::string command;
   for (std::size_t i = 0; i < words.size(); ++i) command += (i ? " " : "") + shell_quoted(words[i]);
