@@ -1,8 +1,8 @@
 """A distilled small UNet in place of Stable Diffusion's own (``export --unet``): the check that it takes the same
 conditioning, and which layer of the SD's UNet each of its layers was distilled from.
 
-BK-SDM (nota-ai/bk-sdm-base, -small, -tiny, distilled from SD 1.4; github.com/Nota-NetsPresso/BK-SDM) and Segmind's
-small-sd and tiny-sd (github.com/segmind/distill-sd) remove blocks from SD 1.x's UNet and train what is left to
+BK-SDM (nota-ai/bk-sdm-base, -small, -tiny, distilled from SD 1.4; their BK-SDM code) and Segmind's
+small-sd and tiny-sd (their distill-sd code) remove blocks from SD 1.x's UNet and train what is left to
 imitate it, each kept layer starting from the SD layer in its place:
 - every stage keeps fewer residual/attention pairs (``layers_per_block``): a down stage its first ones; an up stage,
   which holds one pair more, its first ones and its last (the one reading the skip of the stage above, whose width

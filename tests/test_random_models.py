@@ -182,7 +182,7 @@ def test_taesd_loads_and_decodes_8x(tiny_models):
 
 
 def test_sd15_taesd_has_the_real_architecture():
-    """The fields of madebyollin/taesd's config.json (https://huggingface.co/madebyollin/taesd/blob/main/config.json)."""
+    """The fields of madebyollin/taesd's config.json (on the hub)."""
     with torch.device("meta"):
         taesd = build_taesd(ARCHITECTURES["sd15"])
     real = {

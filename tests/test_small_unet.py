@@ -38,7 +38,7 @@ from runtime.bundle import read_manifest, verify
 from runtime.errors import CheckpointError
 from tests.support import relative_error, run_onnx
 
-# nota-ai/bk-sdm-tiny's UNet: BK-SDM's src/unet_config/bk_tiny/config.json (github.com/Nota-NetsPresso/BK-SDM), every
+# nota-ai/bk-sdm-tiny's UNet: BK-SDM's src/unet_config/bk_tiny/config.json (the BK-SDM code), every
 # key but _class_name and _diffusers_version
 BK_SDM_TINY = {
     "act_fn": "silu",
@@ -186,7 +186,7 @@ def test_distilled_from_gives_bk_sdm_copy_table(sd15_unet_config, variant):
 
 @pytest.mark.parametrize("level", ["sd_small", "sd_tiny"])
 def test_distilled_from_gives_the_layers_segmind_keeps(sd15_unet_config, level):
-    """Segmind's ``prepare_unet`` (github.com/segmind/distill-sd, distill_training.py) removes blocks from SD's UNet
+    """Segmind's ``prepare_unet`` (distill-sd, distill_training.py) removes blocks from SD's UNet
     in place; done here on a weightless SD UNet, each weight left is the SD weight ``distilled_from`` names."""
     unet = meta_unet(sd15_unet_config)
     before = dict(unet.named_parameters())
