@@ -47,6 +47,7 @@ import typer
 
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names, backend_ready
 from runtime.commands.cli import choice, option, reports_errors
+from runtime.contract import UNET
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
 from runtime.schedulers import SCHEDULER_NAMES
@@ -135,7 +136,7 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
         for stage in STAGES:
             if stage in result.timings.stages:  # encode_picture only when editing
                 stages[stage] = stages.get(stage, 0.0) + result.timings.stages[stage]
-        unet_ms += result.timings.stages.get("unet", 0.0)
+        unet_ms += result.timings.stages.get(UNET, 0.0)
         unet_steps += result.timings.steps
     drawn = result.options
     return {
