@@ -4,6 +4,7 @@ Every other layer reads these instead of writing its own copy:
 - ``export.networks`` declares each network's inputs and outputs from ``engine_contracts``;
 - the runtime builds its feeds with ``EngineContract.feeds`` and reads results with ``EngineContract.output``;
 - ``runtime.bundle`` checks each bundle's manifest against ``contract_problems`` before anything runs;
+- the C++ library reads ``runtime/cpp/src/contract.hpp``, written from here by ``runtime/cpp/tools/contract_header.py``;
 - the tests read the expected names, dtypes and shapes from here.
 
 The contract (docs/architecture.md, "The engine I/O contract"), static shapes, batch 1 per picture:
