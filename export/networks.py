@@ -38,7 +38,7 @@ from runtime.contract import (
 )
 from runtime.errors import CheckpointError, ConfigError
 
-FIRST_TIMESTEP = 981.0  # the first UNet call of the official PNDM-50 schedule (spec 5.4)
+FIRST_TIMESTEP = 981.0  # the first UNet call of the official PNDM-50 schedule (docs/method.md#the-official-recipe)
 SEED = 0
 
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Audio (spec 1.1, 1.2): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
+# Audio (docs/method.md#audio): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
 SAMPLE_RATE = 16_000  # Hz
 CLIP_SECONDS = 10  # the official inference window: input_length = 10 s
 N_SAMPLES = CLIP_SECONDS * SAMPLE_RATE  # 160_000 samples: the waveform input of the audio_encoder engine
 
-# Text (spec 5.3, 5.4, 6.2): CLIP's context is BOS + 75 tokens + EOS.
+# Text (docs/method.md#the-token-and-the-prompt): CLIP's context is BOS + 75 tokens + EOS.
 TEXT_LENGTH = 77
 PLACEHOLDER = "<*>"  # the token the audio token replaces (the one-sound form; slot 1 of a multi-sound prompt)
 TOKEN_SLOTS = 4  # sounds one prompt may hold: <1> (written <*> in the vocabulary), <2>, <3>, <4>
