@@ -2,9 +2,10 @@
 
 Data flow: normalised fbank [B, T, 128] (``audiotoken.fbank``) -> 16x16 patches -> 12 post-LN DeepNorm
 transformer layers with a gated relative-position bias -> the hidden states after layers 4, 8 and 12,
-concatenated to [B, N, 3 * 768] (spec section 3), which the embedder pools into one token.
+concatenated to [B, N, 3 * 768] (docs/method.md#the-features-the-embedder-reads), which the embedder pools into
+one token.
 
-The module follows SPEC_AUDIOTOKEN.md section 2 and keeps the official ``state_dict`` key names, so
+The module follows docs/method.md#beats and keeps the official ``state_dict`` key names, so
 ``BEATs.from_checkpoint(path)`` reads the upstream ``{cfg, model}`` file directly:
 - the architecture comes from the checkpoint's ``cfg`` (never from defaults; ``deep_norm`` matters);
 - the positional convolution's weight norm (``weight_g``/``weight_v``, or the newer parametrization keys)
@@ -34,7 +35,8 @@ FEATURE_LAYERS = (4, 8, 12)
 
 @dataclass(frozen=True)
 class BEATsConfig:
-    """The architecture fields of upstream ``BEATsConfig`` that shape the forward pass (spec 2.1).
+    """The architecture fields of upstream ``BEATsConfig`` that shape the forward pass
+    (docs/method.md#the-checkpoint).
 
     Defaults are the upstream class defaults; real checkpoints override them through their ``cfg``.
     Training-only fields (dropouts, layerdrop, gradient decay) are accepted and ignored.
@@ -80,7 +82,8 @@ class BEATsConfig:
         return asdict(self)
 
 
-# BEATs iter3 / iter3+ (the AudioToken checkpoint `BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt`), spec 2.1.
+# BEATs iter3 / iter3+ (the AudioToken checkpoint `BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt`),
+# docs/method.md#the-checkpoint.
 ITER3_CONFIG = BEATsConfig(
     deep_norm=True,
     relative_position_embedding=True,
@@ -90,7 +93,7 @@ ITER3_CONFIG = BEATsConfig(
 
 
 def relative_position_buckets(n_tokens: int, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """Bucket index [N, N] of the bidirectional log-spaced relative position j - i (spec 2.3).
+    """Bucket index [N, N] of the bidirectional log-spaced relative position j - i (docs/method.md#the-forward-pass).
 
     Half the buckets are for keys after the query; within a half, distances below half of it are exact,
     the rest log-spaced up to ``max_distance``. Computed once, offline, so the graph holds no ``log(0)``.
@@ -108,7 +111,7 @@ def relative_position_buckets(n_tokens: int, num_buckets: int, max_distance: int
 
 
 class GatedRelativeAttention(nn.Module):
-    """Multi-head self-attention with BEATs' gated relative-position bias (spec 2.3)."""
+    """Multi-head self-attention with BEATs' gated relative-position bias (docs/method.md#the-forward-pass)."""
 
     def __init__(self, dim: int, heads: int, gated: bool):
         super().__init__()
@@ -136,13 +139,15 @@ class GatedRelativeAttention(nn.Module):
                 g = torch.sigmoid(self.grep_linear(q).view(b, self.heads, n, 2, 4).sum(-1))  # [B, H, N, 2]
                 gate = g[..., :1] * (g[..., 1:] * self.grep_a - 1.0) + 2.0  # [B, H, N, 1]
                 bias = gate * bias  # [B, H, N, N]
-        # standard softmax(q.k / sqrt(d) + bias); the official max-subtract x32 trick only guards fp16 (Q13)
+        # standard softmax(q.k / sqrt(d) + bias); the official max-subtract x32 trick only guards fp16
+        # (docs/method.md#quirks, Q13)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, H, N, d]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, dim))  # [B, N, C]
 
 
 class EncoderLayer(nn.Module):
-    """One post-LN transformer layer; DeepNorm scales the residual branch by ``alpha`` (spec 2.3 step 5)."""
+    """One post-LN transformer layer; DeepNorm scales the residual branch by ``alpha``
+    (docs/method.md#the-forward-pass, step 4)."""
 
     def __init__(self, config: BEATsConfig, alpha: float):
         super().__init__()
@@ -181,7 +186,7 @@ class Encoder(nn.Module):
         self.config = config
 
     def position_bias(self, n_tokens: int) -> torch.Tensor | None:
-        """The raw relative bias [H, N, N] that every layer gates on its own (spec Q14)."""
+        """The raw relative bias [H, N, N] that every layer gates on its own (docs/method.md#quirks, Q14)."""
         if self.relative_attention_bias is None:
             return None
         buckets = relative_position_buckets(n_tokens, self.config.num_buckets, self.config.max_distance)  # [N, N]

@@ -1,20 +1,21 @@
 """Paired training data: a folder of sound clips and their pictures -> (audio window, picture) samples.
 
-Place in the data flow (spec 6.2): ``DATA/`` -> ``scan_dataset`` (pairing, filters, the report of what is
-left out) -> ``PairedClips`` (one sample per position of a seeded stream) -> ``audiotoken.training`` (frozen
-BEATs features and Stable Diffusion loss for the trainable embedder).
+Place in the data flow (docs/method.md#training): ``DATA/`` -> ``scan_dataset`` (pairing, filters, the report of
+what is left out) -> ``PairedClips`` (one sample per position of a seeded stream) -> ``audiotoken.training``
+(frozen BEATs features and Stable Diffusion loss for the trainable embedder).
 
 Layout of ``DATA/``:
 - ``audio/<name>.<wav|flac|ogg|mp3>``: the clips, decoded by ``runtime.audio.load_audio`` (16 kHz mono,
-  loop-tiled to 10 s), then a random L-second window with an integer start in {0 .. 10 - L - 1} (spec 1.1);
+  loop-tiled to 10 s), then a random L-second window with an integer start in {0 .. 10 - L - 1}
+  (docs/method.md#audio);
 - ``images/<name>.<png|jpg|jpeg>`` or ``video/<name>.mp4``: the picture. From a video, one frame is drawn
   uniformly inside the audio window, frames [(total // 10) * start, (total // 10) * (start + L)], clamped to
-  the last frame (spec 6.2, Q11). An image wins over a video of the same name;
+  the last frame (docs/method.md#training, quirk Q11). An image wins over a video of the same name;
 - ``labels.csv`` with columns ``name,label,split``: only ``split == train`` rows are used; the label feeds
   the optional cosine loss. Exclude lists (one name per line) drop clips, e.g. VGGSound's unmatched or
   low-quality lists; an entry matches a name or, for VGGSound names ``<id>_<start>_<end>``, its id.
-Pictures are resized to the training size (512 wide x 320 high by default, bicubic, spec Q3) and mapped to
-[-1, 1] (x / 127.5 - 1).
+Pictures are resized to the training size (512 wide x 320 high by default, bicubic, docs/method.md#quirks, Q3)
+and mapped to [-1, 1] (x / 127.5 - 1).
 
 Determinism: the sample at stream position p is a pure function of (seed, p). Epoch p // n visits the clips
 in a permutation seeded by (seed, epoch); the window start and the video frame come from a generator seeded
@@ -206,7 +207,8 @@ def load_window(path: Path, start: int, seconds: int) -> np.ndarray:
 
 
 def frame_window(total: int, start: int, seconds: int) -> tuple[int, int]:
-    """Inclusive frame range of the audio window, assuming a 10 s video; clamped to the last frame (Q11)."""
+    """Inclusive frame range of the audio window, assuming a 10 s video; clamped to the last frame
+    (docs/method.md#quirks, Q11)."""
     per_second = total // CLIP_SECONDS
     return min(per_second * start, total - 1), min(per_second * (start + seconds), total - 1)
 
@@ -308,7 +310,7 @@ class PairedClips(Dataset):
         )
 
     def load(self, clip: Clip, rng: np.random.Generator) -> dict:
-        start = int(rng.integers(0, CLIP_SECONDS - self.seconds))  # {0 .. 10 - L - 1}, spec 1.1
+        start = int(rng.integers(0, CLIP_SECONDS - self.seconds))  # {0 .. 10 - L - 1}, docs/method.md#audio
         if clip.is_video:
             image = read_video_frame(clip.picture, start, self.seconds, rng)
         else:

@@ -1,16 +1,16 @@
 """The AudioToken embedder: BEATs features [B, N, 3C] -> one token [B, D] in CLIP's text-embedding space.
 
 Data flow: ``BEATs`` features -> two linear layers with GELU (per patch) -> factor-graph attention pooling over
-the N time x frequency patches -> the token that replaces ``<*>`` in the prompt (spec section 4).
+the N time x frequency patches -> the token that replaces ``<*>`` in the prompt (docs/method.md#the-embedder).
 
 The parameter names are those of the official ``embedder_learned_embeds.bin`` (``fc1``, ``fc2``,
 ``fga.un_models.0``, ``fga.pp_models.0``, ``fga.reduce_potentials.0``); the kernel-1 Conv1d's of the official
 FGA module are kept as Conv1d so the file loads as is. D comes from ``fc2.weight``, never from a model name.
 
-Official quirk Q1: the official unary branch applies ``F.dropout(p=0.5)`` even in eval mode, so the official
-inference is stochastic. Here the dropout is off by default (identity, which is the expectation of the
-official output since the branch is linear after it); ``stochastic=True`` restores the official behaviour
-for the PyTorch reference only. Exported engines are always deterministic.
+Official quirk Q1 (docs/method.md#quirks): the official unary branch applies ``F.dropout(p=0.5)`` even in eval mode,
+so the official inference is stochastic. Here the dropout is off by default (identity, which is the expectation of
+the official output since the branch is linear after it); ``stochastic=True`` restores the official behaviour for the
+PyTorch reference only. Exported engines are always deterministic.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class AudioEncoder(nn.Module):
 
     @classmethod
     def from_checkpoints(cls, beats: str | Path, embedder: str | Path, stochastic: bool = False) -> AudioEncoder:
-        """Load the official BEATs ``.pt`` and ``embedder_learned_embeds.bin``; ``stochastic`` = official dropout (Q1)."""
+        """Load the official BEATs ``.pt`` and ``embedder_learned_embeds.bin``; ``stochastic`` = official dropout
+        (docs/method.md#quirks, Q1)."""
         return cls(BEATs.from_checkpoint(beats), Embedder.from_file(embedder, stochastic=stochastic)).eval()
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:

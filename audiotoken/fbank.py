@@ -3,11 +3,11 @@
 Place in the data flow:
     waveform [B, 160000] (16 kHz, float32 in [-1, 1))
       -> Fbank (this file) -> features [B, 998, 128], normalised
-      -> BEATs patch embedding (16x16 patches, see SPEC 1.3) -> ...
+      -> BEATs patch embedding (16x16 patches, see docs/method.md#the-forward-pass) -> ...
 
 It reproduces, to < 1e-3 on the log scale, what BEATs' ``preprocess`` computes with
-``torchaudio.compliance.kaldi.fbank`` (SPEC 1.2), but with plain ops so that it lives inside the
-``audio_encoder`` ONNX/TensorRT graph (SPEC 9): every per-frame linear step (DC removal, pre-emphasis,
+``torchaudio.compliance.kaldi.fbank`` (docs/method.md#fbank), but with plain ops so that it lives inside the
+``audio_encoder`` ONNX/TensorRT graph: every per-frame linear step (DC removal, pre-emphasis,
 Povey window, 512-point real DFT) is folded offline into one fixed [514, 400] matrix, applied as a strided
 Conv1d; then power, a [257, 128] mel matmul, log with a floor, and the affine normalisation.
 Everything stays float32: at int16 amplitude scale the frame power reaches ~1e13, far past fp16's 65504.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from runtime.contract import SAMPLE_RATE  # 16 kHz: BEATs hard-codes it
 from runtime.errors import AudioLoadError
 
-# ---- constants (SPEC 1.2) -------------------------------------------------------------------------------
+# ---- constants (docs/method.md#fbank) -------------------------------------------------------------------
 FRAME_LENGTH = SAMPLE_RATE * 25 // 1000  # 400 samples = 25 ms window
 FRAME_SHIFT = SAMPLE_RATE * 10 // 1000  # 160 samples = 10 ms hop
 N_FFT = 1 << (FRAME_LENGTH - 1).bit_length()  # 512: next power of two >= 400 (zero-pad 400 -> 512)

@@ -1,7 +1,7 @@
 """The PyTorch reference pipeline: sound clips -> pictures through diffusers' Stable Diffusion.
 
-This is the faithful AudioToken inference (spec 5.4) that every exported engine and the lean runtime are
-compared against. Data flow, as in the runtime:
+This is the faithful AudioToken inference (docs/method.md#the-official-recipe) that every exported engine and the
+lean runtime are compared against. Data flow, as in the runtime:
 1. ``load_audio``: any clip -> 10 s of 16 kHz mono (runtime.audio);
 2. ``encode_audio``: ``AudioEncoder`` -> token [B, D];
 3. ``encode_prompt``: template ids with ``<*>`` spliced -> [B, 77, D], and the negative prompt likewise;
@@ -56,7 +56,8 @@ class AudioTokenPipeline:
     ) -> AudioTokenPipeline:
         """Load Stable Diffusion (hub id or local diffusers folder), BEATs ``.pt`` and ``embedder_learned_embeds.bin``.
 
-        ``stochastic=True`` reproduces the official always-on embedder dropout (spec Q1); off by default.
+        ``stochastic=True`` reproduces the official always-on embedder dropout (docs/method.md#quirks, Q1); off by
+        default.
         The audio encoder always runs in fp32 (its fbank needs it); ``dtype`` applies to Stable Diffusion.
         The fast recipe's parts, the diffusers way: ``lcm_lora`` (hub id, folder or file) is loaded with
         ``load_lora_weights`` and fused at ``lora_scale``; ``tiny_vae`` (TAESD) replaces the VAE. Draw with it with

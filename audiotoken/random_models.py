@@ -42,7 +42,8 @@ from audiotoken.embedder import Embedder
 from runtime.atomic import building_folder
 from runtime.errors import ConfigError
 
-# The upstream cfg of BEATs iter3 checkpoints also carries these training-only fields (spec 2.1); the loader ignores them.
+# The upstream cfg of BEATs iter3 checkpoints also carries these training-only fields
+# (docs/method.md#the-checkpoint); the loader ignores them.
 TRAINING_ONLY_CFG = {
     "layer_wise_gradient_decay_ratio": 0.6,
     "dropout": 0.0,
@@ -55,7 +56,8 @@ TRAINING_ONLY_CFG = {
     "predictor_class": 527,
 }
 
-# PNDM with the SD 1.x schedule, as in CompVis/stable-diffusion-v1-4's scheduler_config.json (spec 5.4)
+# PNDM with the SD 1.x schedule, as in CompVis/stable-diffusion-v1-4's scheduler_config.json
+# (docs/method.md#the-official-recipe)
 SD1_SCHEDULER = {
     "beta_start": 0.00085,
     "beta_end": 0.012,

@@ -6,9 +6,10 @@ final LayerNorm) -> ``encoder_hidden_states`` of the UNet. This is the graph of 
 Several sounds in one prompt: tokens [B, S, D], token s written wherever the id is slot s's placeholder
 (``<*>``, ``<2>``, ``<3>``, ``<4>``: ``runtime.contract.SLOT_PLACEHOLDERS``).
 
-Unlike the official patched CLIP (spec Q8) nothing is hard-coded or mutated: the placeholder id comes from
-the tokenizer, the caller's ids are left untouched, and each batch row may carry its own token. The result
-equals the stock CLIP whose resized embedding table holds the token at the placeholder row (spec 5.3).
+Unlike the official patched CLIP (docs/method.md#quirks, Q8) nothing is hard-coded or mutated: the placeholder id
+comes from the tokenizer, the caller's ids are left untouched, and each batch row may carry its own token. The
+result equals the stock CLIP whose resized embedding table holds the token at the placeholder row
+(docs/method.md#the-token-and-the-prompt).
 """
 
 from __future__ import annotations

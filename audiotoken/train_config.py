@@ -2,7 +2,7 @@
 
 Place in the data flow: the command line (``audiotoken.cli``) or a Python caller fills ``TrainConfig`` ->
 ``audiotoken.training.train``. Kept apart from the training code so the command's help and defaults need no torch.
-Defaults are the official ones (spec 6.4).
+Defaults are the official ones (docs/method.md#training).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every option of ``audiotoken-rt train``; defaults are the official ones (spec 6.4)."""
+    """Every option of ``audiotoken-rt train``; defaults are the official ones (docs/method.md#training)."""
 
     sd: str = field(
         metadata={"help": "Stable Diffusion: a hub id (CompVis/stable-diffusion-v1-4) or a local diffusers folder."}

@@ -1,20 +1,21 @@
-"""Training the embedder (spec section 6): paired clips and pictures -> ``embedder.bin`` in the official layout.
+"""Training the embedder (docs/method.md#training): paired clips and pictures -> ``embedder.bin`` in the official
+layout.
 
 Data flow: ``audiotoken.dataset`` samples -> frozen Fbank + BEATs -> features [B, N, 3C] -> the trainable
 ``Embedder`` -> token [B, D] -> ``TextConditioner`` ("a photo of <*>") -> the frozen UNet, which predicts the
 noise (or v) added to the frozen VAE's latent of the picture. Only the embedder learns. ``OUT/embedder.bin``
 has the official key layout, so ``AudioEncoder`` and ``audiotoken-rt export`` take it like the released file.
 
-Loss per micro-batch (spec 6.3): mean (UNet(z_t, t, c) - target)^2 + lambda_l1 mean|e|, plus, with
+Loss per micro-batch: mean (UNet(z_t, t, c) - target)^2 + lambda_l1 mean|e|, plus, with
 ``cosine_loss``, lambda_c (1 - mean_b cos(e_b, tau_b))^2, where tau_b is the mean of the frozen CLIP input
 embeddings of the label's BPE tokens (no BOS/EOS). z0 = (mean + std n) x scaling factor, a VAE posterior
 sample; t ~ U{0 .. T-1}; z_t and v from a DDPMScheduler built from the model's scheduler config, whose
-``prediction_type`` picks the target. Optimiser (spec 6.4): AdamW (0.9, 0.999, eps 1e-8, wd 1e-2) at a
+``prediction_type`` picks the target. Optimiser: AdamW (0.9, 0.999, eps 1e-8, wd 1e-2) at a
 constant lr; ``scale_lr`` (on by default, as the official code) multiplies the base lr by grad_accum x batch
-x processes, and the effective lr is printed and recorded (Q7).
+x processes, and the effective lr is printed and recorded (docs/method.md#quirks, Q7).
 
-Official bugs fixed: Q4 (the cosine loss works, single token), Q5 (checkpoints hold the embedder; the
-official one saved an absent LoRA and crashed at step 1000), Q6 (real boolean options, see the CLI).
+Official bugs fixed (docs/method.md#quirks): Q4 (the cosine loss works, single token), Q5 (checkpoints hold the
+embedder; the official one saved an absent LoRA and crashed at step 1000), Q6 (real boolean options, see the CLI).
 
 Exact resume: every random draw is a pure function of (seed, micro-step, process): the data order, windows
 and frames (``audiotoken.dataset``) and, here, the posterior sample, noise and timesteps (one generator per
@@ -95,7 +96,7 @@ TRAJECTORY = (
 
 @dataclass
 class FrozenModels:
-    """Stable Diffusion and BEATs, frozen: eval mode, no gradients (spec 6.1)."""
+    """Stable Diffusion and BEATs, frozen: eval mode, no gradients (docs/method.md#training)."""
 
     fbank: Fbank
     beats: BEATs
@@ -148,7 +149,7 @@ def stream_seed(*keys: int) -> int:
 
 
 class Objective:
-    """The loss of one micro-batch (spec 6.3), with the prompt ids and cosine targets built once."""
+    """The loss of one micro-batch (docs/method.md#training), with the prompt ids and cosine targets built once."""
 
     def __init__(self, frozen: FrozenModels, config: TrainConfig, labels: list[str], device, autocast):
         self.frozen, self.config, self.device, self.autocast = frozen, config, device, autocast
@@ -233,14 +234,15 @@ def initial_embedder(config: TrainConfig, feature_dim: int, token_dim: int) -> E
 
 
 def effective_lr(config: TrainConfig, processes: int) -> float:
-    """Spec 6.4 / Q7: with ``scale_lr`` the base lr is multiplied by grad_accum x batch x processes."""
+    """With ``scale_lr`` the base lr is multiplied by grad_accum x batch x processes (docs/method.md#training,
+    quirk Q7)."""
     return config.lr * config.grad_accum * config.batch_size * processes if config.scale_lr else config.lr
 
 
 def write_embedder(folder: Path, embedder: Embedder, record: dict) -> None:
-    """``embedder.bin`` (a bare state_dict with the official keys, spec 4.2), ``embedder.safetensors``, ``config.json``,
-    each replaced whole (``write_atomically``), ``config.json`` last: a ``config.json`` naming step s has step s's
-    weights beside it."""
+    """``embedder.bin`` (a bare state_dict with the official keys, docs/method.md#the-embedder),
+    ``embedder.safetensors``, ``config.json``, each replaced whole (``write_atomically``), ``config.json`` last: a
+    ``config.json`` naming step s has step s's weights beside it."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in embedder.state_dict().items()}
     pickled = io.BytesIO()
     torch.save(state, pickled)

@@ -20,11 +20,16 @@ from audiotoken.text import TextConditioner, slot_ids, tokenize
 from export.sources import Sources
 from runtime.audio import load_audio
 from runtime.contract import (
+    AUDIO_ENCODER,
     DYNAMIC,
     LATENT_CHANNELS,
     N_SAMPLES,
     SLOT_PLACEHOLDERS,
+    TEXT_ENCODER,
     TOKEN_SLOTS,
+    UNET,
+    VAE_DECODER,
+    VAE_ENCODER,
     VAE_FACTOR,
     Dims,
     EngineContract,
@@ -33,7 +38,7 @@ from runtime.contract import (
 )
 from runtime.errors import CheckpointError, ConfigError
 
-FIRST_TIMESTEP = 981.0  # the first UNet call of the official PNDM-50 schedule (spec 5.4)
+FIRST_TIMESTEP = 981.0  # the first UNet call of the official PNDM-50 schedule (docs/method.md#the-official-recipe)
 SEED = 0
 
 
@@ -227,7 +232,7 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
 
     return [
         Network(
-            contracts["audio_encoder"],
+            contracts[AUDIO_ENCODER],
             build=sources.audio_encoder,
             sample=lambda: (audio_sample(clip),),
             sample_note=f"clip {clip.name}" if clip else f"noise seed {SEED}",
@@ -239,14 +244,14 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             int8_fp32_scopes=("/fbank/", "/beats/patch_embedding/", "/embedder/"),
         ),
         Network(
-            contracts["text_encoder"],
+            contracts[TEXT_ENCODER],
             build=text_conditioner,
             sample=text_sample,
             sample_note=f"prompt {sample_prompt!r}, token seed {SEED}",
             fp32_ops=("LayerNormalization", "Softmax"),
         ),
         Network(
-            contracts["unet"],
+            contracts[UNET],
             build=lambda: UNetEngine(sources.unet()),
             sample=unet_sample,
             sample_note=f"noise seed {SEED}, timestep {FIRST_TIMESTEP:g}",
@@ -260,13 +265,13 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             traced_form=split_geglus,
         ),
         Network(
-            contracts["vae_decoder"],
+            contracts[VAE_DECODER],
             build=lambda: VaeDecoderEngine(sources.autoencoder()),
             sample=lambda: (torch.randn(shape["latent"], generator=seeded()) / scaling_factor,),
             sample_note=f"noise seed {SEED} / scaling factor",
         ),
         Network(
-            contracts["vae_encoder"],
+            contracts[VAE_ENCODER],
             build=lambda: VaeEncoderEngine(sources.autoencoder()),
             sample=lambda: (torch.rand(shape["image"], generator=seeded()) * 2 - 1,),
             sample_note=f"uniform [-1, 1) seed {SEED}",

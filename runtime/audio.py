@@ -3,7 +3,7 @@
 Place in the data flow (docs/architecture.md, "The data flow of one picture"):
 **load_audio** -> encode_audio -> encode_prompt -> denoise -> decode_latents -> save_png.
 
-The reading recipe (SPEC_AUDIOTOKEN.md 1.1, plus the resampling the official code lacks, Q9, and a chosen window):
+The reading recipe (docs/method.md#audio, plus the resampling the official code lacks, quirk Q9, and a chosen window):
 1. decode with libsndfile (WAV, FLAC, OGG/Vorbis or Opus, MP3, ...) to float32, full scale [-1, 1): the 10 s
    window that begins `start` seconds into the clip (`start=0`, the default, is the first 10 s, as the official
    inference reads it), plus a short margin for the resampler. Only that window is decoded (libsndfile seeks
@@ -211,7 +211,7 @@ def _to_clip(x: np.ndarray, sample_rate: float, name: str) -> np.ndarray:
             raise AudioLoadError(f"{name}: {n_in} samples at {sample_rate} Hz are too few to resample to 16 kHz")
     x = np.clip(x, -1.0, _MAX_BELOW_ONE).astype(np.float32, copy=False)  # resampling may overshoot full scale
 
-    repeats = -(-N_SAMPLES // len(x))  # ceil: enough copies to cover 10 s (spec 1.1 tiles, never zero-pads)
+    repeats = -(-N_SAMPLES // len(x))  # ceil: enough copies to cover 10 s (docs/method.md#audio: tiled, not padded)
     return np.ascontiguousarray(np.tile(x, repeats)[:N_SAMPLES])  # [160_000]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.bundle import Bundle, user_cache_dir
+from runtime.contract import UNET, VAE_DECODER, VAE_ENCODER
 from runtime.errors import BundleError, ConfigError, first_line, needs_pytorch_side
 
 BUILTIN_BACKENDS = ("onnxruntime", "tensorrt")
@@ -47,7 +48,7 @@ INSTALL_HINTS = {
     ),
     "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
 }
-BF16_ENGINES = ("unet", "vae_decoder", "vae_encoder")  # on OpenVINO; the audio and text encoders, run once, stay fp32
+BF16_ENGINES = (UNET, VAE_DECODER, VAE_ENCODER)  # on OpenVINO; the audio and text encoders, run once, stay fp32
 # The shared libraries each GPU provider of onnxruntime-gpu (CUDA 12 builds, Linux) loads; when a provider cannot
 # start, ONNX Runtime falls back to the next one with only a log line, so the backend names the ones missing.
 PROVIDER_LIBRARIES = {
@@ -167,7 +168,7 @@ class OnnxRuntimeBackend:
         """
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = engine == "unet"
+        options.enable_cpu_mem_arena = engine == UNET
         if self.threads:
             options.intra_op_num_threads = self.threads
         return options

@@ -4,6 +4,7 @@ Every other layer reads these instead of writing its own copy:
 - ``export.networks`` declares each network's inputs and outputs from ``engine_contracts``;
 - the runtime builds its feeds with ``EngineContract.feeds`` and reads results with ``EngineContract.output``;
 - ``runtime.bundle`` checks each bundle's manifest against ``contract_problems`` before anything runs;
+- the C++ library reads ``runtime/cpp/src/contract.hpp``, written from here by ``runtime/cpp/tools/contract_header.py``;
 - the tests read the expected names, dtypes and shapes from here.
 
 The contract (docs/architecture.md, "The engine I/O contract"), static shapes, batch 1 per picture:
@@ -27,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Audio (spec 1.1, 1.2): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
+# Audio (docs/method.md#audio): BEATs' Kaldi fbank hard-codes 16 kHz; the official inference feeds the first 10 s.
 SAMPLE_RATE = 16_000  # Hz
 CLIP_SECONDS = 10  # the official inference window: input_length = 10 s
 N_SAMPLES = CLIP_SECONDS * SAMPLE_RATE  # 160_000 samples: the waveform input of the audio_encoder engine
 
-# Text (spec 5.3, 5.4, 6.2): CLIP's context is BOS + 75 tokens + EOS.
+# Text (docs/method.md#the-token-and-the-prompt): CLIP's context is BOS + 75 tokens + EOS.
 TEXT_LENGTH = 77
 PLACEHOLDER = "<*>"  # the token the audio token replaces (the one-sound form; slot 1 of a multi-sound prompt)
 TOKEN_SLOTS = 4  # sounds one prompt may hold: <1> (written <*> in the vocabulary), <2>, <3>, <4>
@@ -48,7 +49,25 @@ SINGLE_BATCH = 1  # the UNet's batch at guidance 1: the conditional half alone
 UNET_BATCHES = (SINGLE_BATCH, GUIDED_BATCH)
 DYNAMIC = -1  # an open dimension in a TensorSpec's shape
 
-ENGINE_NAMES = ("audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder")
+# The engines, by the names a bundle's manifest, the backends and the C++ library give them; in data order.
+AUDIO_ENCODER = "audio_encoder"
+TEXT_ENCODER = "text_encoder"
+UNET = "unet"
+VAE_DECODER = "vae_decoder"
+VAE_ENCODER = "vae_encoder"
+ENGINE_NAMES = (AUDIO_ENCODER, TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER)
+
+# The sizes of a bundle (its Dims) that the contract's shapes name by a symbol, beside plain numbers.
+SIZES = {
+    "D": "the token width (CLIP's hidden size)",
+    "S": "the token slots of the text engine",
+    "N": "the UNet's batch (DYNAMIC when the bundle holds both)",
+    "h": "the latent height (the picture's over VAE_FACTOR)",
+    "w": "the latent width (the picture's over VAE_FACTOR)",
+    "H": "the picture's height",
+    "W": "the picture's width",
+}
+SLOTS = "S"  # the one axis a bundle of one token slot leaves out (audio_token [1, D]: from before multi-sound prompts)
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,20 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class SymbolicSpec:
+    """An engine input or output as the contract writes it: numbers and SIZES' symbols in its shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def at(self, sizes: dict[str, int]) -> TensorSpec:
+        """The spec at a bundle's ``sizes`` (by symbol); the SLOTS axis is left out where the bundle has one slot."""
+        kept = (d for d in self.shape if not (d == SLOTS and sizes[SLOTS] == 1))
+        return TensorSpec(self.name, self.dtype, tuple(sizes[d] if isinstance(d, str) else d for d in kept))
+
+
+@dataclass(frozen=True)
 class Dims:
     """The sizes a bundle's shapes are made of: D (CLIP width), the picture's height and width, the UNet's batches,
     and the token slots of the text engine (1: a bundle from before multi-sound prompts, audio_token [1, D])."""
@@ -91,6 +124,13 @@ class Dims:
     def latent_size(self) -> tuple[int, int]:
         """(h, w) of the latents: the picture's size over the VAE factor."""
         return self.height // VAE_FACTOR, self.width // VAE_FACTOR
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The sizes the contract's shapes name, by their symbols (SIZES)."""
+        h, w = self.latent_size
+        sizes = {"D": self.token_dim, "S": self.token_slots, "N": self.unet_batch, "h": h, "w": w}
+        return sizes | {"H": self.height, "W": self.width}
 
 
 @dataclass(frozen=True)
@@ -123,38 +163,39 @@ class EngineContract:
         return results[spec.name]
 
 
-def float_spec(name: str, *shape: int) -> TensorSpec:
-    return TensorSpec(name, "float32", tuple(shape))
+def float_spec(name: str, *shape: int | str) -> SymbolicSpec:
+    return SymbolicSpec(name, "float32", tuple(shape))
+
+
+# Each engine's (inputs, outputs) in data order, shapes in numbers and SIZES' symbols: the table above. The text
+# engine takes one token per slot (slot s replaces SLOT_PLACEHOLDERS[s]). The C++ library's constants and engine
+# table are generated from here (runtime/cpp/tools/contract_header.py writes runtime/cpp/src/contract.hpp).
+CONTRACT: dict[str, tuple[tuple[SymbolicSpec, ...], tuple[SymbolicSpec, ...]]] = {
+    AUDIO_ENCODER: ((float_spec("waveform", 1, N_SAMPLES),), (float_spec("audio_token", 1, "D"),)),
+    TEXT_ENCODER: (
+        (SymbolicSpec("input_ids", "int64", (1, TEXT_LENGTH)), float_spec("audio_token", 1, SLOTS, "D")),
+        (float_spec("text_embeddings", 1, TEXT_LENGTH, "D"),),
+    ),
+    UNET: (
+        (
+            float_spec("sample", "N", LATENT_CHANNELS, "h", "w"),
+            float_spec("timestep", 1),
+            float_spec("encoder_hidden_states", "N", TEXT_LENGTH, "D"),
+        ),
+        (float_spec("noise_pred", "N", LATENT_CHANNELS, "h", "w"),),
+    ),
+    VAE_DECODER: ((float_spec("latent", 1, LATENT_CHANNELS, "h", "w"),), (float_spec("image", 1, 3, "H", "W"),)),
+    VAE_ENCODER: ((float_spec("image", 1, 3, "H", "W"),), (float_spec("latent", 1, LATENT_CHANNELS, "h", "w"),)),
+}
 
 
 def engine_contracts(dims: Dims) -> dict[str, EngineContract]:
     """The five engines' I/O at ``dims``, in data order."""
-    D, (h, w), c, n = dims.token_dim, dims.latent_size, LATENT_CHANNELS, dims.unet_batch
-    audio_token = float_spec("audio_token", 1, D)
-    # the text engine takes one token per slot ([1, S, D]; slot s replaces SLOT_PLACEHOLDERS[s]), or one ([1, D])
-    slot_tokens = audio_token if dims.token_slots == 1 else float_spec("audio_token", 1, dims.token_slots, D)
-    image = float_spec("image", 1, 3, dims.height, dims.width)
-    latent = float_spec("latent", 1, c, h, w)
-    contracts = [
-        EngineContract("audio_encoder", (float_spec("waveform", 1, N_SAMPLES),), (audio_token,)),
-        EngineContract(
-            "text_encoder",
-            (TensorSpec("input_ids", "int64", (1, TEXT_LENGTH)), slot_tokens),
-            (float_spec("text_embeddings", 1, TEXT_LENGTH, D),),
-        ),
-        EngineContract(
-            "unet",
-            (
-                float_spec("sample", n, c, h, w),
-                float_spec("timestep", 1),
-                float_spec("encoder_hidden_states", n, TEXT_LENGTH, D),
-            ),
-            (float_spec("noise_pred", n, c, h, w),),
-        ),
-        EngineContract("vae_decoder", (latent,), (image,)),
-        EngineContract("vae_encoder", (image,), (latent,)),
-    ]
-    return {contract.name: contract for contract in contracts}
+    sizes = dims.sizes
+    return {
+        name: EngineContract(name, tuple(s.at(sizes) for s in inputs), tuple(s.at(sizes) for s in outputs))
+        for name, (inputs, outputs) in CONTRACT.items()
+    }
 
 
 def contract_problems(

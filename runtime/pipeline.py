@@ -55,7 +55,18 @@ import numpy as np
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, backend_ready, open_backend
 from runtime.bundle import MAX_GUIDANCE, Bundle, Recipe
-from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SAMPLE_RATE, SINGLE_BATCH, engine_contracts
+from runtime.contract import (
+    AUDIO_ENCODER,
+    GUIDED_BATCH,
+    PLACEHOLDER,
+    SAMPLE_RATE,
+    SINGLE_BATCH,
+    TEXT_ENCODER,
+    UNET,
+    VAE_DECODER,
+    VAE_ENCODER,
+    engine_contracts,
+)
 from runtime.errors import ConfigError, NumericsError, shown
 from runtime.noise import MAX_SEED, RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
@@ -482,7 +493,7 @@ class Pipeline:
     @property
     def latent_shape(self) -> tuple[int, ...]:
         """[1, 4, h, w]: the VAE decoder's input in the contract at the bundle's size."""
-        return self.contracts["vae_decoder"].inputs[0].shape
+        return self.contracts[VAE_DECODER].inputs[0].shape
 
     def resolve(self, options: GenerationOptions) -> GenerationOptions:
         """``options`` completed from the bundle's recipe and checked against what the bundle holds."""
@@ -560,9 +571,7 @@ class Pipeline:
     # 2. audio -> token
     def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
         """Waveform [160000] -> audio token [1, D]."""
-        return self.require_finite(
-            self.run("audio_encoder", waveform[None]), "encode_audio", "the audio token"
-        )  # [1, D]
+        return self.require_finite(self.run(AUDIO_ENCODER, waveform[None]), "encode_audio", "the audio token")  # [1, D]
 
     # 3. prompt -> embeddings
     def slot_feed(self, tokens: np.ndarray) -> np.ndarray:
@@ -580,7 +589,7 @@ class Pipeline:
     def embed(self, prompt: str, tokens: np.ndarray, require_placeholder: bool) -> np.ndarray:
         """A prompt with its sounds' tokens [K, D] at <1>..<K> (``<*>`` is <1>) -> embeddings [1, 77, D]."""
         ids = self.tokenizer.encode(prompt, require_placeholder=require_placeholder)[None]  # [1, 77]
-        embeddings = self.run("text_encoder", ids, self.slot_feed(tokens))  # [1, 77, D]
+        embeddings = self.run(TEXT_ENCODER, ids, self.slot_feed(tokens))  # [1, 77, D]
         return self.require_finite(embeddings, "encode_prompt", "the text embeddings")
 
     def unconditional(self, negative_prompt: str, tokens: np.ndarray) -> np.ndarray:
@@ -671,8 +680,8 @@ class Pipeline:
             batch = min((b for b in held if b >= len(rows)), default=max(held))
             padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows), axis=0)])  # [batch, 77, D]
             batched = np.repeat(model_input, batch, axis=0)  # [batch, 4, h, w]
-            with watch.timed("unet"):
-                noise = self.run("unet", batched, np.array([t]), padded)  # [batch, 4, h, w]
+            with watch.timed(UNET):
+                noise = self.run(UNET, batched, np.array([t]), padded)  # [batch, 4, h, w]
             watch.unet_calls += 1
             predictions.append(noise[: len(rows)])
         return np.concatenate(predictions)  # [N, 4, h, w]
@@ -680,14 +689,14 @@ class Pipeline:
     # 5. latents -> image
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         """Latents [1, 4, h, w] -> image [1, 3, 8h, 8w] in [-1, 1]."""
-        image = self.run("vae_decoder", latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
+        image = self.run(VAE_DECODER, latents / np.float32(self.bundle.manifest.vae_scaling_factor))  # [1, 3, H, W]
         return self.require_finite(image, "decode_latents", "the picture")
 
     # edit: picture -> latents
     def encode_picture(self, image: np.ndarray) -> np.ndarray:
         """Image [1, 3, 8h, 8w] in [-1, 1] -> latents [1, 4, h, w], times the scaling factor (the VAE's posterior
         mean, or the tiny autoencoder's latents), as diffusers' img2img starts from."""
-        latents = self.run("vae_encoder", image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
+        latents = self.run(VAE_ENCODER, image) * np.float32(self.bundle.manifest.vae_scaling_factor)  # [1, 4, h, w]
         return self.require_finite(latents, "encode_picture", "the picture's latents")
 
     def listen(self, sounds: Sounds, options: GenerationOptions, sample_rate: int, watch: Stopwatch) -> np.ndarray:
@@ -906,7 +915,7 @@ class Pipeline:
     @property
     def vae_factor(self) -> int:
         """Picture pixels per latent pixel: the VAE decoder's output over its input."""
-        return self.contracts["vae_decoder"].outputs[0].shape[2] // self.latent_shape[2]
+        return self.contracts[VAE_DECODER].outputs[0].shape[2] // self.latent_shape[2]
 
     def conditioning(
         self, sounds: Sounds, options: GenerationOptions, prompt: str, sample_rate: int, watch: Stopwatch

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from runtime.bundle import Bundle, Plan
+from runtime.contract import UNET
 from runtime.errors import BundleError, ConfigError
 
 MIN_TENSORRT = (10, 0)  # strongly typed networks, the tensor-name I/O API (set_tensor_address, execute_async_v3)
@@ -298,7 +299,7 @@ class TensorRTBackend:
             if engine not in self.engines:
                 name, plan = manifest_plan(self.bundle, engine, *self.suffix)
                 path = self.bundle.file_path(f"{name}.file", plan.file)
-                self.engines[engine] = Engine(path, use_cuda_graph=self.use_cuda_graph and engine == "unet")
+                self.engines[engine] = Engine(path, use_cuda_graph=self.use_cuda_graph and engine == UNET)
             return self.engines[engine].infer(feeds)
 
     def close(self) -> None:

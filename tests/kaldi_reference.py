@@ -7,7 +7,7 @@ or in the folder named by ``AUDIOTOKEN_ORACLES``. That one file needs the ``torc
 ``create_dct``, so it is loaded straight from its file while a bare stub stands in for ``torchaudio`` in
 ``sys.modules``. torchaudio itself is never imported.
 
-Data flow: test waveform -> ``kaldi_fbank`` (BEATs preprocess, SPEC 1.2) -> reference [T, 128] features,
+Data flow: test waveform -> ``kaldi_fbank`` (BEATs preprocess, docs/method.md#fbank) -> reference [T, 128] features,
 compared against ``audiotoken.fbank``.
 """
 

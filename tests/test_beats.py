@@ -1,5 +1,5 @@
-"""BEATs: checkpoint layout and shapes from the spec, loading variants, and the forward pass against an
-independent float64 re-derivation of the spec's formulas (explicit per-head loops, math.log buckets)."""
+"""BEATs: checkpoint layout and shapes from docs/method.md#beats, loading variants, and the forward pass against an
+independent float64 re-derivation of its formulas (explicit per-head loops, math.log buckets)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from runtime.errors import CheckpointError
 
 TINY = ARCHITECTURES["tiny"].beats
 
-# spec 2.2: the iter3 state_dict (i = layer), without the predictor head
+# docs/method.md#the-checkpoint: the iter3 state_dict (i = layer), without the predictor head
 SPEC_SHAPES = {
     "patch_embedding.weight": (512, 1, 16, 16),
     "layer_norm.weight": (512,),
@@ -55,7 +55,7 @@ def test_iter3_layout_matches_the_spec_key_for_key():
     state = model.to_checkpoint()["model"]
     assert {k: tuple(v.shape) for k, v in state.items()} == SPEC_SHAPES
     aliases = 11 * 320 * 12  # layers 1-11 repeat layer 0's relative-position table
-    assert sum(v.numel() for v in state.values()) - aliases == 90_311_792  # spec 2.2, without the head
+    assert sum(v.numel() for v in state.values()) - aliases == 90_311_792  # docs/method.md#the-checkpoint, no head
     # folding weight norm leaves the 128 magnitudes (weight_g) out of the module's own parameters
     assert sum(p.numel() for p in model.parameters()) == 90_311_792 - 128
 
@@ -85,7 +85,8 @@ def test_weight_norm_fold_equals_torch_weight_norm_dim2():
 
 
 def spec_reference_features(checkpoint: dict, fbank: torch.Tensor) -> torch.Tensor:
-    """Layers 4, 8, 12 concatenated, [N, 3C], for one fbank [T, 128], re-derived from spec 2.3 in float64."""
+    """Layers 4, 8, 12 concatenated, [N, 3C], for one fbank [T, 128], re-derived in float64 from
+    docs/method.md#the-forward-pass."""
     cfg = checkpoint["cfg"]
     w = {k: v.double() for k, v in checkpoint["model"].items()}
     p, heads, n_layers = cfg["input_patch_size"], cfg["encoder_attention_heads"], cfg["encoder_layers"]

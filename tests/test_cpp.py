@@ -5,12 +5,13 @@ The library is built once per session with CMake into ``.cache/cpp-build/test``,
 binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, caches, bad input through the C API) and the
 example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10 against Random123's
 known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within 1e-5; pictures of the
-C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and schedulers); the
-input bounds equal to the Python runtime's; bad input answered by a status and a one-line message, never a crash or
-a read past a caller's buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading external data
-the manifest does not hash, or NaN weights refused in one line, naming the field, the file or the stage; the
-external-data reader against the Python one, on models and broken bytes; the unconditional cache bounded; the
-install tree and its CMake package. Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
+C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and schedulers); the input
+bounds equal to the Python runtime's; src/contract.hpp equal to what runtime/contract.py writes, and the engine table
+at a bundle's sizes equal to the Python contract's; bad input answered by a status and a one-line message, never a
+crash or a read past a caller's buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading
+external data the manifest does not hash, or NaN weights refused in one line, naming the field, the file or the
+stage; the external-data reader against the Python one, on models and broken bytes; the unconditional cache bounded;
+the install tree and its CMake package. Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
 ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with the reason, only where the toolchain is missing
 (`.ci/setup` installs it).
 """
@@ -303,6 +304,35 @@ def test_bundle_bounds_are_the_python_runtimes():
     python = {"kMaxPictureSide": bundle.MAX_PICTURE_SIDE, "kMaxTokenDim": bundle.MAX_TOKEN_DIM,
               "kMaxPathBytes": bundle.MAX_PATH_BYTES, "kMaxPartBytes": bundle.MAX_PART_BYTES}  # fmt: skip
     assert {name: int(constants[name]) for name in python} == python
+
+
+def test_the_contract_header_is_what_runtime_contract_writes():
+    """src/contract.hpp (the library's constants, engine names and engine table) is, byte for byte, what its generator
+    writes from runtime/contract.py now: a contract change that leaves the C++ behind fails here, naming the command."""
+    from runtime.cpp.tools import contract_header
+
+    header = contract_header.HEADER
+    assert header.read_text() == contract_header.render(), (
+        f"{header.relative_to(REPO)} is not runtime/contract.py's contract: run `{contract_header.COMMAND}`"
+    )
+
+
+@pytest.mark.parametrize(
+    "token_dim, height, width, slots, batches",
+    [(768, 512, 512, 1, (2,)), (32, 64, 96, 4, (1,)), (1024, 768, 512, 4, (1, 2)), (16, 8, 16, 1, (1, 2))],
+)
+def test_the_engine_contracts_are_the_python_runtimes(cpp, token_dim, height, width, slots, batches):
+    """Manifest::contracts (the generated engine table with a bundle's sizes put in) is runtime/contract.py's
+    engine_contracts at the same dims: one token slot or four, UNet batch 2, 1 or both, several picture sizes."""
+    from runtime.contract import Dims, engine_contracts
+
+    sizes = (token_dim, height, width, slots, ",".join(map(str, batches)))
+    found = json.loads(run(cpp / "audiotoken-rt-cpp-check", "contracts", *sizes).stdout)
+    python = engine_contracts(Dims(token_dim, height, width, batches, slots))
+    assert found == {
+        name: [[[s.name, s.dtype, list(s.shape)] for s in side] for side in (c.inputs, c.outputs)]
+        for name, c in python.items()
+    }
 
 
 def test_every_c_entry_point_is_noexcept():

@@ -1,5 +1,5 @@
-"""The embedder: the official key layout and counts (spec 4.2), D read from fc2, and the pooling against a
-float64 re-derivation of spec 4.1 with the explicit [N, N] cosine matrix."""
+"""The embedder: the official key layout and counts (docs/method.md#the-embedder), D read from fc2, and the pooling
+against a float64 re-derivation of its pooling with the explicit [N, N] cosine matrix."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def test_official_layout_and_parameter_count(d, count):
 
 
 def spec_patches(state: dict, features: torch.Tensor) -> torch.Tensor:
-    """Spec 4.1's per-patch vectors h = fc2(GELU(fc1(u))) for one clip, features [N, 3C] -> [N, D], float64."""
+    """The per-patch vectors h = fc2(GELU(fc1(u))) (docs/method.md#the-embedder) for one clip, features [N, 3C] ->
+    [N, D], float64."""
     w = {k: v.double() for k, v in state.items()}
     return F.gelu(features.double() @ w["fc1.weight"].T + w["fc1.bias"]) @ w["fc2.weight"].T + w["fc2.bias"]  # [N, D]
 
@@ -47,8 +48,8 @@ def spec_patches(state: dict, features: torch.Tensor) -> torch.Tensor:
 def spec_unary_terms(state: dict, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The unary potential u_n = w_r . r_n + b_r without dropout, and the per-unit terms w_r * r_n, for h [N, D] (float64).
 
-    Under the official dropout (p = 0.5, kept units x2, Q1) u_n becomes sum_d w_d r_nd (2 m_nd) + b_r with
-    independent m ~ Bernoulli(1/2): its mean is u_n and its variance sum_d (w_d r_nd)^2, since (2m - 1)^2 = 1.
+    Under the official dropout (p = 0.5, kept units x2, docs/method.md#quirks, Q1) u_n becomes sum_d w_d r_nd (2 m_nd) +
+    b_r with independent m ~ Bernoulli(1/2): its mean is u_n and its variance sum_d (w_d r_nd)^2, since (2m - 1)^2 = 1.
     """
     w = {k: v.double() for k, v in state.items()}
     r = torch.relu(h @ w["fga.un_models.0.embed.weight"][:, :, 0].T + w["fga.un_models.0.embed.bias"])  # [N, D]
@@ -57,8 +58,8 @@ def spec_unary_terms(state: dict, h: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def spec_reference_token(state: dict, features: torch.Tensor, unary: torch.Tensor | None = None) -> torch.Tensor:
-    """Spec 4.1 for one clip, features [N, 3C] -> token [D], float64; without the official dropout, or with the
-    unary potential ``unary`` [N] that one dropout draw gave."""
+    """The embedder (docs/method.md#the-embedder) for one clip, features [N, 3C] -> token [D], float64; without the
+    official dropout, or with the unary potential ``unary`` [N] that one dropout draw gave."""
     w = {k: v.double() for k, v in state.items()}
     h = spec_patches(state, features)  # [N, D]
     if unary is None:
@@ -107,13 +108,15 @@ def test_eval_is_deterministic_and_official_dropout_is_opt_in(embedder_file):
     torch.manual_seed(0)
     draws = torch.stack([official(features)[0] for _ in range(4)])  # [4, D]
     expected = deterministic(features)[0]
-    assert not torch.allclose(draws[0], draws[1])  # the official unary dropout stays on in eval (spec Q1)
+    # the official unary dropout stays on in eval (docs/method.md#quirks, Q1)
+    assert not torch.allclose(draws[0], draws[1])
     assert all(not torch.allclose(draw, expected, atol=1e-3) for draw in draws)
 
 
 def test_official_dropout_is_unbiased_with_the_variance_of_p_one_half(embedder_file):
-    """Spec Q1: p = 0.5 with kept units x2 leaves the unary potential's mean at the deterministic value (identity is
-    its expectation) and gives it the variance sum_d (w_d r_nd)^2; measured over K draws, within CLT bounds."""
+    """docs/method.md#quirks, Q1: p = 0.5 with kept units x2 leaves the unary potential's mean at the deterministic
+    value (identity is its expectation) and gives it the variance sum_d (w_d r_nd)^2; measured over K draws, within CLT
+    bounds."""
     state = torch.load(embedder_file, weights_only=True)
     official = Embedder.from_file(embedder_file, stochastic=True)
     features = torch.randn(1, 248, 96, generator=torch.Generator().manual_seed(1))
@@ -131,7 +134,7 @@ def test_official_dropout_is_unbiased_with_the_variance_of_p_one_half(embedder_f
     # so 5 of them is 11 %; p = 0.1 would give 1/9 of it, no x2 scaling 1/4 (and half the mean)
     ratio = draws.var(dim=0) / variance  # [N]
     assert (ratio - 1).abs().max() < 5 * (2 / K) ** 0.5, ratio
-    # and each draw is spec 4.1's pooling of that draw's unary potential (the generator replays the same masks)
+    # and each draw is the embedder's pooling of that draw's unary potential (the generator replays the same masks)
     for seed in range(3):
         torch.manual_seed(seed)
         token = official(features)[0]

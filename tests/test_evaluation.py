@@ -1,7 +1,7 @@
-"""The evaluation (SPEC 7): hidden-answer invariants of AIS, IIS, AIC, FID and the bootstrap on embeddings; the
-feature extractors against known answers recorded from the field's libraries; the models' loaders, the sha256
-records and the evaluate and compare commands on ``make-random --eval`` stand-ins (random weights, in the published
-file formats); one-line errors for bad input.
+"""The evaluation (docs/method.md#evaluation-metrics): hidden-answer invariants of AIS, IIS, AIC, FID and the bootstrap
+on embeddings; the feature extractors against known answers recorded from the field's libraries; the models' loaders,
+the sha256 records and the evaluate and compare commands on ``make-random --eval`` stand-ins (random weights, in the
+published file formats); one-line errors for bad input.
 """
 
 from __future__ import annotations

@@ -72,10 +72,11 @@ SEEDS = {"text_encoder": 5, "unet": 7, "vae_decoder": 8, "vae_encoder": 9}  # th
 
 
 class SourceModels:
-    """PyTorch references built from the export's sources: the audio encoder from its two checkpoints, the stock
-    CLIP text model with the audio token written into a resized token table (spec 5.3; tests/test_text.py checks that
-    this equals the splice), the stock diffusers UNet and VAE. A model is loaded when its reference is first asked
-    for and dropped after it; the reference outputs are kept, since every bundle of the same models shares them."""
+    """PyTorch references built from the export's sources: the audio encoder from its two checkpoints, the stock CLIP
+    text model with the audio token written into a resized token table (docs/method.md#the-token-and-the-prompt;
+    tests/test_text.py checks that this equals the splice), the stock diffusers UNet and VAE. A model is loaded when its
+    reference is first asked for and dropped after it; the reference outputs are kept, since every bundle of the same
+    models shares them."""
 
     def __init__(self, models: Path, waveform: np.ndarray | None = None):
         self.models, self.sd, self.waveform = models, models / "sd", waveform  # waveform [160000], for audio_encoder

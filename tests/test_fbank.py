@@ -37,7 +37,7 @@ from runtime.errors import AudioLoadError
 from tests.kaldi_reference import INSTALL_HINT, kaldi_available, kaldi_fbank, kaldi_module
 from tests.support import CLIPS as VGGSOUND
 
-TOL = 1e-3  # SPEC 9: max abs error on the normalised log scale
+TOL = 1e-3  # max abs error on the normalised log scale (docs/method.md#fbank)
 CLIPS = sorted(VGGSOUND.glob("*.wav"))  # the real 10 s clips
 FLOOR_VALUE = (np.log(np.float32(LOG_FLOOR)) - FBANK_MEAN) / FBANK_SCALE  # about -2.3917
 

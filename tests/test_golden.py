@@ -1,8 +1,9 @@
 """Opt-in checks on the real official checkpoints (``-m golden`` with AUDIOTOKEN_GOLDEN_DIR holding
 ``BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt`` and ``embedder_learned_embeds.bin``).
 
-No reference outputs of the official code are available to this project, so these tests check what the spec
-states of the real files (cfg values, key layout, counts, D) and that a real clip goes through to a finite token.
+No reference outputs of the official code are available to this project, so these tests check what
+docs/method.md#the-checkpoint and docs/method.md#the-embedder state of the real files (cfg values, key layout,
+counts, D) and that a real clip goes through to a finite token.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
 - nothing below the app imports the app (``audiotoken_rt/``);
 - inside ``runtime/``, the engine core (the modules directly in it) imports neither the commands
   (``runtime/commands/``) nor the services (``runtime/serving/``) built on it;
+- the engines are named by ``runtime/contract.py``'s constants: no string in our packages spells an engine's name;
 - and a runtime-only install (no torch) runs ``generate``, ``info`` and ``bench --backends onnxruntime``, while the
   commands that need the PyTorch side say in one line which extra to install.
 """
@@ -105,6 +106,46 @@ def test_the_walker_sees_imports_inside_functions_and_dynamic_ones():
         "import os\ndef f():\n    from export.builder import x\n    import importlib\n    importlib.import_module('audiotoken.cli')\n"
     )
     assert [name for _, name in imported_modules(tree)] == ["os", "export", "importlib", "audiotoken"]
+
+
+# Strings that are an engine's name but another thing's name here: the components of a diffusers Stable Diffusion
+# folder (and the PyTorch modules loaded from them), and the prefix of a LoRA file's text-encoder weights.
+NOT_ENGINES = {
+    "audiotoken/stable_diffusion.py": {"text_encoder", "unet"},
+    "audiotoken/training.py": {"text_encoder", "unet"},
+    "export/lora.py": {"text_encoder"},
+}
+
+
+def engine_name_strings(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, name) of every string constant in the tree that is an engine's name (docstrings are whole sentences)."""
+    names = {"audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder"}
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+    ]
+
+
+def test_engine_names_are_the_contracts_constants():
+    """runtime/contract.py owns the engines' names (AUDIO_ENCODER... UNET...); every other module says them by
+    those constants, so no module can name an engine the contract does not know."""
+    problems = []
+    for package in sorted(ALLOWED):
+        for path in sorted((REPO / package).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if name == "runtime/contract.py":
+                continue
+            found = engine_name_strings(ast.parse(path.read_text(), name))
+            problems += [
+                f"{name}:{line} spells {value!r}" for line, value in found if value not in NOT_ENGINES.get(name, ())
+            ]
+    assert not problems
+
+
+def test_the_engine_name_walker_sees_strings_and_not_sentences():
+    tree = ast.parse('"""The unet runs."""\nrun("unet")\nx = {"vae_decoder": 1}\ny = f"{a}text_encoder"\n')
+    assert engine_name_strings(tree) == [(2, "unet"), (3, "vae_decoder"), (4, "text_encoder")]
 
 
 BLOCKER = """

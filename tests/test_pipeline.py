@@ -38,9 +38,10 @@ def test_official_defaults(pipe):
 
 
 def stock_diffusers_picture(models: Path, clip: Path, latents: np.ndarray):
-    """The official recipe (spec 5.4: PNDM, guidance 7.5, the template, an empty negative prompt) assembled from stock
-    parts: diffusers' StableDiffusionPipeline, the audio encoder from its checkpoints, and the stock CLIP whose resized
-    token table holds the audio token at the placeholder's row (spec 5.3) for the prompt embeddings."""
+    """The official recipe (docs/method.md#the-official-recipe: PNDM, guidance 7.5, the template, an empty negative
+    prompt) assembled from stock parts: diffusers' StableDiffusionPipeline, the audio encoder from its checkpoints, and
+    the stock CLIP whose resized token table holds the audio token at the placeholder's row
+    (docs/method.md#the-token-and-the-prompt) for the prompt embeddings."""
     from diffusers import StableDiffusionPipeline
 
     from audiotoken.encoder import AudioEncoder
@@ -142,7 +143,8 @@ def test_audio_encoder_from_checkpoints(tiny_models, clips):
     features = encoder.features(waveform)
     assert features.shape == (2, 496, 3 * 32)  # layers 4, 8, 12 of the tiny BEATs side by side
     final, _ = encoder.beats.encoder(encoder.beats.patches(encoder.fbank(waveform)))  # [2, 496, 32]
-    assert torch.equal(features[..., 64:], final)  # the last block is the BEATs output itself (spec 3)
+    # the last block is the BEATs output itself (docs/method.md#the-features-the-embedder-reads)
+    assert torch.equal(features[..., 64:], final)
     tokens = encoder(waveform)
     assert tokens.shape == (2, 32) and encoder.token_dim == 32
     assert torch.allclose(tokens, encoder.embedder(features), atol=1e-6)

@@ -221,7 +221,7 @@ def test_config_variants_match_diffusers(name, overrides):
 
 def test_pndm_50_steps_repeats_second_timestep():
     ts = make_scheduler("pndm", SD1_CONFIG, 50).timesteps
-    assert len(ts) == 51  # 51 UNet evaluations for 50 steps (spec 5.4)
+    assert len(ts) == 51  # 51 UNet evaluations for 50 steps (docs/method.md#the-official-recipe)
     assert ts[:4].tolist() == [981, 961, 961, 941]
     assert ts[-2:].tolist() == [21, 1]
 

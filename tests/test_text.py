@@ -1,5 +1,5 @@
-"""Text conditioning: the real CLIP vocabulary gives the spec's ids, and the splice equals the stock CLIP whose
-resized embedding table holds the audio token at the placeholder row (spec 5.3)."""
+"""Text conditioning: the real CLIP vocabulary gives the ids of docs/method.md#the-token-and-the-prompt, and the splice
+equals the stock CLIP whose resized embedding table holds the audio token at the placeholder row."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_splice_equals_stock_clip_with_the_token_in_a_resized_table(clip):
     tokens = torch.randn(2, text_encoder.config.hidden_size)
     spliced = TextConditioner(text_encoder, placeholder)(ids, tokens)
     assert spliced.shape == (2, 77, text_encoder.config.hidden_size)
-    assert torch.equal(ids, original)  # the caller's ids are never mutated (unlike the official patch, Q8)
+    assert torch.equal(ids, original)  # the caller's ids stay (unlike the official patch, docs/method.md#quirks, Q8)
     for b in range(2):
         stock = copy.deepcopy(text_encoder)  # resizing mutates the model and its config
         stock.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -205,7 +205,8 @@ def test_dataset_errors_name_the_problem(tmp_path):
 
 def test_video_frames_come_from_the_audio_window(tmp_path):
     assert frame_window(250, 4, 5) == (100, 225)
-    assert frame_window(250, 5, 5) == (125, 249)  # the official window ends one past the last frame (Q11)
+    # the official window ends one past the last frame (docs/method.md#quirks, Q11)
+    assert frame_window(250, 5, 5) == (125, 249)
     path = tmp_path / "ramp.mp4"
     write_video(path, [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(20)])  # 10 s at 2 fps, grey = 10 x index
     rng = np.random.default_rng(0)

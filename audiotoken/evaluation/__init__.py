@@ -1,5 +1,5 @@
-"""The evaluation: the AudioToken paper's metrics (AIS, IIS, AIC, FID; SPEC section 7) of pictures drawn from
-sound clips, and ``compare``, which draws two bundles side by side.
+"""The evaluation: the AudioToken paper's metrics (AIS, IIS, AIC, FID; docs/method.md#evaluation-metrics) of pictures
+drawn from sound clips, and ``compare``, which draws two bundles side by side.
 
 The data flow, one module per step (each imports only the ones before it; none imports torch at import time but
 ``models``, ``networks`` and ``stand_ins``, which only ``Evaluator`` and ``make-random --eval`` load):

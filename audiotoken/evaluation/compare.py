@@ -41,6 +41,7 @@ from audiotoken.evaluation.report import (
 from audiotoken.evaluation.scoring import PERCENT, EvaluationOptions, Evaluator, metrics_to_compute
 from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, default_of, option, options_from, reports_errors
+from runtime.contract import VAE_DECODER
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.schedulers import SCHEDULER_NAMES
 
@@ -59,7 +60,7 @@ def preset_options(preset: str, overrides: dict):
 
 
 def picture_size(pipeline) -> tuple[int, int]:
-    return tuple(pipeline.contracts["vae_decoder"].outputs[0].shape[2:])
+    return tuple(pipeline.contracts[VAE_DECODER].outputs[0].shape[2:])
 
 
 def psnr_summary(values: list[float]) -> dict:

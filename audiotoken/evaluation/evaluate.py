@@ -144,8 +144,8 @@ def evaluate_command(
         SHEET_CLIPS, "--sheet-clips", help="Clips shown on the --report sheet (the first)."
     ),
 ) -> None:
-    """The paper's AIS, IIS, AIC and FID of pictures drawn from clips, each with its count and a bootstrap 95%
-    interval (SPEC 7: the closest public definitions; the paper's own protocol was never released)."""
+    """The paper's AIS, IIS, AIC and FID of pictures drawn from clips, each with its count and a bootstrap 95% interval
+    (docs/method.md#evaluation-metrics: the closest public definitions; the paper's own protocol was never released)."""
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -25,9 +25,9 @@ PictureSource = Path | Image.Image
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FRAME_SEED = 0  # with the clip's name, which frame of a ground-truth video is read (independent of the options' seed)
-WAV2CLIP_RATE = 44_100  # Hz: how SonicDiffusion's script feeds Wav2CLIP (librosa.load(sr=44100), SPEC 7): the default
+WAV2CLIP_RATE = 44_100  # Hz, the default: how SonicDiffusion's script feeds Wav2CLIP (librosa.load(sr=44100))
 WAV2CLIP_SAMPLES = {  # Hz -> Wav2CLIP's fixed input length at that rate, zero-padded (or cut) to it
-    44_100: 442_763,  # SonicDiffusion's (SPEC 7): 10.04 s
+    44_100: 442_763,  # SonicDiffusion's (docs/method.md#evaluation-metrics): 10.04 s
     16_000: 160_000,  # Wav2CLIP's own training input: 10 s at 16 kHz (wav2clip's pre_training dataset)
 }
 
@@ -176,9 +176,9 @@ def read_frame(path: Path, name: str) -> Image.Image:
 
 
 def wav2clip_audio(path: Path, rate: int = WAV2CLIP_RATE) -> np.ndarray:
-    """A clip as Wav2CLIP hears it: by default as SonicDiffusion's script feeds it (SPEC 7), librosa at 44.1 kHz
-    mono, zero-padded (or cut) to 442,763 samples; at ``rate`` 16000, Wav2CLIP's own training input, 160,000 samples
-    (10 s) -> [T] float32."""
+    """A clip as Wav2CLIP hears it: by default as SonicDiffusion's script feeds it (docs/method.md#evaluation-metrics),
+    librosa at 44.1 kHz mono, zero-padded (or cut) to 442,763 samples; at ``rate`` 16000, Wav2CLIP's own training input,
+    160,000 samples (10 s) -> [T] float32."""
     import librosa
 
     samples = WAV2CLIP_SAMPLES[rate]

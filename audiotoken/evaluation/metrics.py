@@ -1,10 +1,10 @@
-"""The paper's metrics on embeddings (SPEC section 7), with their 95% intervals; numpy only.
+"""The paper's metrics on embeddings (docs/method.md#evaluation-metrics), with their 95% intervals; numpy only.
 
 Place in the data flow: ``evaluation.scoring`` embeds pictures, clips and frames with the models -> these functions
 turn the embeddings into AIS, IIS, AIC and FID and their intervals -> ``scoring.Scores``.
 
-The official evaluation code was never released; the definitions are the closest public ones (SPEC 7, after the
-SonicDiffusion authors' script):
+The official evaluation code was never released; the definitions are the closest public ones
+(docs/method.md#evaluation-metrics, after the SonicDiffusion authors' script):
 - AIS, IIS: win rates. For picture i of clip c, the share of the other evaluated clips r whose target (AIS: its
   Wav2CLIP audio; IIS: its ground-truth frame) is less similar to the picture than c's own:
   mean_r 1[cos(img_i, t_c) > cos(img_i, t_r)] (``win_rates``);

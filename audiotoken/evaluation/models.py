@@ -253,7 +253,8 @@ class ClipModel:
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Bare class names (one template, "{}", as the zero-shot classifier of SPEC 7) -> [C, E]."""
+        """Bare class names (one template, "{}", as the zero-shot classifier of docs/method.md#evaluation-metrics)
+        -> [C, E]."""
         tokens = self.tokenizer(
             texts, padding="max_length", max_length=self.context, truncation=True, return_tensors="pt"
         ).to(self.device)

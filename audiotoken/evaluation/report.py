@@ -157,7 +157,8 @@ def protocol_notes(options: EvaluationOptions) -> list[str]:
     return [f"{name}: {text}" for name, text in PROTOCOL.items()] + [
         f"this run: Wav2CLIP heard the clips at {options.wav2clip_rate} Hz",
         f"intervals: {intervals_note(options)}",
-        "The paper's exact protocol was not released: these are the closest public definitions (SPEC section 7).",
+        "The paper's exact protocol was not released: these are the closest public definitions "
+        "(docs/method.md#evaluation-metrics).",
     ]
 
 

@@ -1,4 +1,4 @@
-"""The paper's evaluation (SPEC section 7): AIS, IIS, AIC and FID of pictures drawn from sound clips.
+"""The paper's evaluation (docs/method.md#evaluation-metrics): AIS, IIS, AIC and FID of pictures drawn from sound clips.
 
 Place in the data flow: ``inputs.gather`` pairs pictures with their clips, labels and frames -> ``Evaluator`` loads
 the models its metrics need once (``models``: the files checked and hashed first), embeds the clip side once
@@ -40,7 +40,8 @@ from runtime.errors import ConfigError, first_line
 
 METRICS = ("AIS", "IIS", "AIC", "FID")
 PERCENT = ("AIS", "IIS", "AIC")  # win rates and accuracy, reported x100 as in the paper
-PAPER = {"AIS": 68.23, "IIS": 76.66, "AIC": 45.48, "FID": 56.65}  # AudioToken on VGGSound (SPEC 7)
+# AudioToken on VGGSound, the paper's table (docs/method.md#evaluation-metrics)
+PAPER = {"AIS": 68.23, "IIS": 76.66, "AIC": 45.48, "FID": 56.65}
 NEEDS_FRAMES = ("IIS", "FID")
 NEEDS_LABELS = ("AIC",)
 MAX_REPLICATES = 100_000  # of an interval: beyond, the run takes hours and the percentiles move no more
@@ -72,7 +73,7 @@ class EvaluationOptions:
     wav2clip_rate: int = field(
         default=WAV2CLIP_RATE,
         metadata={
-            "help": "Rate Wav2CLIP hears the clips at (AIS): 44100, 442,763 samples, as SPEC 7 (SonicDiffusion); "
+            "help": "Rate Wav2CLIP hears the clips at (AIS): 44100, 442,763 samples, as SonicDiffusion's script; "
             "or 16000, 160,000 samples, the rate Wav2CLIP was trained at."
         },
     )
@@ -151,8 +152,8 @@ def unverified_models(records: list) -> list[str]:
 
 PROTOCOL = {
     "AIS": "win rate of the picture's own clip over every other evaluated clip: cosine of Wav2CLIP audio and CLIP "
-    "ViT-B/32 picture embeddings; the clip read mono at 44.1 kHz, zero-padded or cut to 442,763 samples, as SPEC 7 "
-    "(after SonicDiffusion's script) says, although Wav2CLIP was trained on 10 s clips at 16 kHz; "
+    "ViT-B/32 picture embeddings; the clip read mono at 44.1 kHz, zero-padded or cut to 442,763 samples, as "
+    "SonicDiffusion's script does, although Wav2CLIP was trained on 10 s clips at 16 kHz; "
     "--wav2clip-rate 16000 feeds it that (160,000 samples); protocol.wav2clip_rate says which a run used",
     "IIS": "win rate of the clip's ground-truth frame over every other clip's frame, CLIP ViT-L/14 image embeddings",
     "AIC": "zero-shot CLIP ViT-L/14 top-1 over every class name of labels.csv (bare label text) == the clip's label",

@@ -47,6 +47,7 @@ import typer
 
 from runtime.backends import DEVICES, GPU_DEVICES, backend_names, backend_ready
 from runtime.commands.cli import choice, option, reports_errors
+from runtime.contract import UNET
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline, Stopwatch
 from runtime.schedulers import SCHEDULER_NAMES
@@ -136,7 +137,7 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
     return {
         "stages": {stage: watch.stages[stage] / repeats for stage in STAGES if stage in watch.stages},
         "total_ms": total_ms / repeats,
-        "unet_step_ms": watch.stages["unet"] / watch.steps,  # per denoising step (two regions: all their calls)
+        "unet_step_ms": watch.stages[UNET] / watch.steps,  # per denoising step (two regions: all their calls)
         "open_ms": open_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "recipe": {

@@ -29,7 +29,7 @@ import numpy as np
 
 from runtime.backends import backend_ready, open_backend
 from runtime.bundle import Bundle, OutputError
-from runtime.contract import N_SAMPLES, SAMPLE_RATE
+from runtime.contract import AUDIO_ENCODER, N_SAMPLES, SAMPLE_RATE, TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER
 from runtime.errors import AudioTokenError, first_line
 from runtime.pipeline import GenerationOptions, Pipeline
 
@@ -114,17 +114,17 @@ def engine_samples(pipeline: Pipeline) -> dict[str, tuple[np.ndarray, ...]]:
     contracts = pipeline.contracts
     ids = pipeline.tokenizer.encode(pipeline.bundle.manifest.template)[None]  # [1, 77]
     batch = max(pipeline.bundle.manifest.recipe.unet_batches)
-    sample, _, states = (spec.at_batch(batch) for spec in contracts["unet"].inputs)  # shapes
+    sample, _, states = (spec.at_batch(batch) for spec in contracts[UNET].inputs)  # shapes
     return {
-        "audio_encoder": (rng.standard_normal((1, N_SAMPLES), dtype=np.float32) * 0.1,),  # [1, 160000]
-        "text_encoder": (ids, rng.standard_normal(contracts["text_encoder"].inputs[1].shape, dtype=np.float32)),
-        "unet": (
+        AUDIO_ENCODER: (rng.standard_normal((1, N_SAMPLES), dtype=np.float32) * 0.1,),  # [1, 160000]
+        TEXT_ENCODER: (ids, rng.standard_normal(contracts[TEXT_ENCODER].inputs[1].shape, dtype=np.float32)),
+        UNET: (
             rng.standard_normal(sample, dtype=np.float32),  # [N, 4, h, w]
             np.array([999.0], dtype=np.float32),  # [1]
             rng.standard_normal(states, dtype=np.float32),  # [N, 77, D]
         ),
-        "vae_decoder": (rng.standard_normal(contracts["vae_decoder"].inputs[0].shape, dtype=np.float32),),
-        "vae_encoder": (rng.uniform(-1, 1, contracts["vae_encoder"].inputs[0].shape).astype(np.float32),),
+        VAE_DECODER: (rng.standard_normal(contracts[VAE_DECODER].inputs[0].shape, dtype=np.float32),),
+        VAE_ENCODER: (rng.uniform(-1, 1, contracts[VAE_ENCODER].inputs[0].shape).astype(np.float32),),
     }
 
 
@@ -177,11 +177,11 @@ def compare_pictures(target: Pipeline, reference: Pipeline) -> Check:
 
 
 def unet_call_ms(pipeline: Pipeline) -> float:
-    inputs = engine_samples(pipeline)["unet"]
-    pipeline.run("unet", *inputs)  # warm-up: lazy set-up, kernel choice, CUDA graphs
+    inputs = engine_samples(pipeline)[UNET]
+    pipeline.run(UNET, *inputs)  # warm-up: lazy set-up, kernel choice, CUDA graphs
     started = time.perf_counter()
     for _ in range(SPEED_CALLS):
-        pipeline.run("unet", *inputs)
+        pipeline.run(UNET, *inputs)
     return (time.perf_counter() - started) / SPEED_CALLS * 1000
 
 

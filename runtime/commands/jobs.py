@@ -21,6 +21,7 @@ from pathlib import Path
 
 import typer
 
+from runtime.contract import UNET
 from runtime.errors import AudioLoadError, AudioTokenError, ConfigError
 from runtime.pipeline import Generation, Stopwatch, mix_weights
 
@@ -285,5 +286,5 @@ def timing_table(title: str, timings: Stopwatch):
     for stage, ms in timings.stages.items():
         table.add_row(stage, f"{ms:.1f}")
     if timings.unet_calls:
-        table.add_row("unet (per call)", f"{timings.stages['unet'] / timings.unet_calls:.1f}")
+        table.add_row("unet (per call)", f"{timings.stages[UNET] / timings.unet_calls:.1f}")
     return table

@@ -13,6 +13,8 @@
 #include "pipeline.hpp"
 #include "waveform.hpp"
 
+static_assert(ATRT_TEXT_LENGTH == atrt::kTextLength, "audiotoken_rt.h's ATRT_TEXT_LENGTH is not runtime/contract.py's");
+
 // Built whole by its constructor: if any part throws, the parts already built are destroyed and `new` frees the
 // memory, so a failed atrt_open leaks nothing.
 struct atrt_context {
@@ -154,7 +156,7 @@ void atrt_audio_init(atrt_audio* audio) noexcept {
   std::memset(audio, 0, sizeof *audio);
   audio->struct_size = sizeof *audio;
   audio->channels = 1;
-  audio->sample_rate = 16000.0;
+  audio->sample_rate = atrt::kSampleRate;
   audio->downmix = ATRT_DOWNMIX_FIRST;
 }
 

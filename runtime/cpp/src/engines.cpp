@@ -11,6 +11,7 @@
 
 #include <onnxruntime_cxx_api.h>
 
+#include "contract.hpp"
 #include "errors.hpp"
 
 namespace atrt {
@@ -145,7 +146,7 @@ void Engines::open_session(const std::string& engine) {
   Ort::SessionOptions options;
   try {
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
-    if (engine != "unet") options.DisableCpuMemArena();  // a once-per-picture engine keeps no arena
+    if (engine != unet::kName) options.DisableCpuMemArena();  // a once-per-picture engine keeps no arena
     if (threads_ > 0) options.SetIntraOpNumThreads(threads_);
   } catch (const Ort::Exception& e) {
     fail(ATRT_RUNTIME_ERROR, std::string("ONNX Runtime session options: ") + e.what());

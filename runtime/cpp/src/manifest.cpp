@@ -27,8 +27,6 @@ using nlohmann::json;
 
 namespace atrt {
 
-const char* const kEngineNames[5] = {"audio_encoder", "text_encoder", "unet", "vae_decoder", "vae_encoder"};
-
 namespace {
 
 const char* const kRebuildHint = "rebuild the bundle with audiotoken-rt export --force";
@@ -253,24 +251,38 @@ std::vector<const FileEntry*> Manifest::entries() const {
 }
 
 std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> Manifest::contracts() const {
-  const std::int64_t d = token_dim, h = height / kVaeFactor, w = width / kVaeFactor, c = kLatentChannels;
   const std::int64_t n = recipe.unet_batches.size() == 1 ? recipe.unet_batches[0] : kDynamic;
-  const TensorSpec token{"audio_token", "float32", {1, d}};
-  const TensorSpec slots = token_slots == 1 ? token : TensorSpec{"audio_token", "float32", {1, token_slots, d}};
-  const TensorSpec image{"image", "float32", {1, 3, height, width}};
-  const TensorSpec latent{"latent", "float32", {1, c, h, w}};
-  return {
-      {"audio_encoder", {{{"waveform", "float32", {1, kSamples}}}, {token}}},
-      {"text_encoder",
-       {{{"input_ids", "int64", {1, kTextLength}}, slots}, {{"text_embeddings", "float32", {1, kTextLength, d}}}}},
-      {"unet",
-       {{{"sample", "float32", {n, c, h, w}},
-         {"timestep", "float32", {1}},
-         {"encoder_hidden_states", "float32", {n, kTextLength, d}}},
-        {{"noise_pred", "float32", {n, c, h, w}}}}},
-      {"vae_decoder", {{latent}, {image}}},
-      {"vae_encoder", {{image}, {latent}}},
+  const auto size = [&](const ContractDim& dim) -> std::int64_t {
+    switch (dim.symbol) {
+      case SizeSymbol::none: return dim.number;
+      case SizeSymbol::D: return token_dim;
+      case SizeSymbol::S: return token_slots;
+      case SizeSymbol::N: return n;
+      case SizeSymbol::h: return height / kVaeFactor;
+      case SizeSymbol::w: return width / kVaeFactor;
+      case SizeSymbol::H: return height;
+      case SizeSymbol::W: return width;
+    }
+    return 0;  // not reached: -Wswitch (an error) names a symbol the contract gained and this switch lacks
   };
+  const auto specs = [&](const ContractTensor* const* tensors, std::size_t count) {
+    std::vector<TensorSpec> found;
+    for (std::size_t i = 0; i < count; ++i) {
+      TensorSpec spec{tensors[i]->name, tensors[i]->dtype, {}};
+      for (std::size_t k = 0; k < tensors[i]->rank; ++k) {
+        const ContractDim& dim = tensors[i]->shape[k];
+        if (dim.symbol == kSlotsSymbol && token_slots == 1) continue;  // one slot: audio_token [1, D]
+        spec.shape.push_back(size(dim));
+      }
+      found.push_back(spec);
+    }
+    return found;
+  };
+  std::map<std::string, std::pair<std::vector<TensorSpec>, std::vector<TensorSpec>>> contracts;
+  for (const EngineContract& engine : kEngineContracts) {
+    contracts[engine.name] = {specs(engine.inputs, engine.input_count), specs(engine.outputs, engine.output_count)};
+  }
+  return contracts;
 }
 
 Manifest parse_manifest(const std::string& text, const std::string& source) {
@@ -343,10 +355,11 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
   bound("token_dim", m.token_dim, 1, kMaxTokenDim, 1);
   bound("height", m.height, kVaeFactor, kMaxPictureSide, kVaeFactor);
   bound("width", m.width, kVaeFactor, kMaxPictureSide, kVaeFactor);
-  bound("token_slots", m.token_slots, 1, kMaxTokenSlots, 1);
+  bound("token_slots", m.token_slots, 1, kTokenSlots, 1);
   const std::vector<int>& batches = m.recipe.unet_batches;
   const bool batches_ok = !batches.empty() && batches.size() <= 2 &&
-                          std::all_of(batches.begin(), batches.end(), [](int b) { return b == 1 || b == 2; }) &&
+                          std::all_of(batches.begin(), batches.end(),
+                                      [](int b) { return b == kSingleBatch || b == kGuidedBatch; }) &&
                           !(batches.size() == 2 && batches[0] == batches[1]);
   if (!batches_ok) {
     std::string listed;
@@ -418,8 +431,10 @@ Manifest verify_bundle(const std::string& folder_name) {
     }
   }
   std::vector<std::string> missing;
-  for (const char* name : kEngineNames) {
-    if (!m.engines.count(name)) missing.push_back(name);
+  std::string engine_names;
+  for (const EngineContract& engine : kEngineContracts) {
+    if (!m.engines.count(engine.name)) missing.push_back(engine.name);
+    engine_names += (engine_names.empty() ? "" : ", ") + std::string(engine.name);
   }
   if (!missing.empty()) {
     std::string names;
@@ -430,8 +445,7 @@ Manifest verify_bundle(const std::string& folder_name) {
   for (const auto& [name, engine] : m.engines) {
     auto expected = contracts.find(name);
     if (expected == contracts.end()) {
-      problems.push_back("engine '" + name +
-                         "' is not one of audio_encoder, text_encoder, unet, vae_decoder, vae_encoder");
+      problems.push_back("engine '" + name + "' is not one of " + engine_names);
       continue;
     }
     const std::pair<const char*, std::pair<const std::vector<TensorSpec>*, const std::vector<TensorSpec>*>> kinds[] = {

@@ -23,15 +23,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "contract.hpp"
+
 namespace atrt {
 
 constexpr int kSchemaVersion = 3;
-constexpr std::int64_t kDynamic = -1;  // an open dimension in a recorded shape
-constexpr int kTextLength = 77;
-constexpr int kLatentChannels = 4;
-constexpr int kVaeFactor = 8;
-constexpr std::int64_t kSamples = 160000;  // 10 s at 16 kHz: the audio_encoder's waveform
-extern const char* const kEngineNames[5];
 
 struct TensorSpec {
   std::string name;
@@ -45,7 +41,6 @@ struct TensorSpec {
 
 constexpr int kMaxPictureSide = 4096;  // pixels: height and width of a bundle's pictures (runtime/bundle.py's)
 constexpr int kMaxTokenDim = 8192;     // D: CLIP ViT-L is 768, OpenCLIP ViT-bigG 1280 (runtime/bundle.py's)
-constexpr int kMaxTokenSlots = 4;      // <*>, <2>, <3>, <4>
 constexpr std::size_t kMaxPathBytes = 4095;  // a manifest path (Linux's PATH_MAX less the NUL), runtime/bundle.py's
 constexpr std::size_t kMaxPartBytes = 255;   // one part of it (NAME_MAX)
 

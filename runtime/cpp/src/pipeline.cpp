@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <random>
 
+#include "contract.hpp"
 #include "errors.hpp"
 #include "noise.hpp"
 #include "schedulers.hpp"
@@ -83,7 +84,8 @@ void Pipeline::require_finite(const std::vector<float>& values, const char* stag
 std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform) {
   Stopwatch watch(stage_ms, "encode_audio");
   std::vector<std::int64_t> shape;
-  std::vector<float> token = engines_->run("audio_encoder", {{"waveform", waveform.data(), false, {1, kSamples}}}, &shape);
+  std::vector<float> token = engines_->run(
+      audio_encoder::kName, {{audio_encoder::kWaveform.name, waveform.data(), false, {1, kNSamples}}}, &shape);
   if (token.size() != static_cast<std::size_t>(manifest_.token_dim)) {
     fail(ATRT_BUNDLE_ERROR, root_ + ": audio_encoder returned " + std::to_string(token.size()) + " values, expected D = " +
                                 std::to_string(manifest_.token_dim), "re-export the bundle");
@@ -155,9 +157,10 @@ std::vector<float> Pipeline::embed(const std::string& prompt, const std::vector<
     feed_shape = {1, manifest_.token_slots, d};
   }
   std::vector<std::int64_t> shape;
-  std::vector<float> embedding = engines_->run(
-      "text_encoder", {{"input_ids", ids.data(), true, {1, kTextLength}}, {"audio_token", feed.data(), false, feed_shape}},
-      &shape);  // [1, 77, D]
+  std::vector<float> embedding = engines_->run(text_encoder::kName,
+                                               {{text_encoder::kInputIds.name, ids.data(), true, {1, kTextLength}},
+                                                {text_encoder::kAudioToken.name, feed.data(), false, feed_shape}},
+                                               &shape);  // [1, 77, D]
   if (embedding.size() != static_cast<std::size_t>(kTextLength * d)) {
     fail(ATRT_BUNDLE_ERROR, root_ + ": text_encoder returned " + std::to_string(embedding.size()) + " values",
          "re-export the bundle");
@@ -199,11 +202,12 @@ std::vector<float> Pipeline::predict(const std::vector<float>& model_input, doub
     std::vector<std::int64_t> shape;
     std::vector<float> noise;
     {
-      Stopwatch watch(stage_ms, "unet");
-      noise = engines_->run("unet",
-                            {{"sample", sample.data(), false, {n, kLatentChannels, latent_h_, latent_w_}},
-                             {"timestep", &t, false, {1}},
-                             {"encoder_hidden_states", hidden.data(), false, {n, kTextLength, manifest_.token_dim}}},
+      Stopwatch watch(stage_ms, unet::kName);
+      const std::int64_t d = manifest_.token_dim;
+      noise = engines_->run(unet::kName,
+                            {{unet::kSample.name, sample.data(), false, {n, kLatentChannels, latent_h_, latent_w_}},
+                             {unet::kTimestep.name, &t, false, {1}},
+                             {unet::kEncoderHiddenStates.name, hidden.data(), false, {n, kTextLength, d}}},
                             &shape);  // [batch, 4, h, w]
     }
     if (noise.size() != batch * latent) {
@@ -276,7 +280,9 @@ void Pipeline::draw(const std::vector<float>& token, const DrawOptions& given, s
     for (float& value : latents) value = value / scaling;
     std::vector<std::int64_t> shape;
     const std::vector<float> image =
-        engines_->run("vae_decoder", {{"latent", latents.data(), false, {1, kLatentChannels, latent_h_, latent_w_}}}, &shape);
+        engines_->run(vae_decoder::kName,
+                      {{vae_decoder::kLatent.name, latents.data(), false, {1, kLatentChannels, latent_h_, latent_w_}}},
+                      &shape);
     if (image.size() != picture_bytes()) {
       fail(ATRT_BUNDLE_ERROR, root_ + ": vae_decoder returned " + std::to_string(image.size()) + " values, expected " +
                                   std::to_string(picture_bytes()), "re-export the bundle");

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "contract.hpp"
 #include "errors.hpp"
 #include "json_integer.hpp"
 
@@ -221,12 +222,12 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
     fail(ATRT_BUNDLE_ERROR, folder + "/tokenizer.json: lacks or mistypes a field (" + e.what() + ")",
          "re-export the bundle");
   }
-  auto placeholder = t.vocab_.find("<*>");
+  auto placeholder = t.vocab_.find(kPlaceholder);
   if (placeholder == t.vocab_.end()) {
     fail(ATRT_BUNDLE_ERROR, folder + ": the tokenizer has no <*> token", "re-export the bundle");
   }
   t.placeholder_id_ = placeholder->second;
-  for (const char* slot : {"<*>", "<2>", "<3>", "<4>"}) {
+  for (const char* slot : kSlotPlaceholders) {
     if (!t.vocab_.count(slot)) break;
     ++t.slot_count_;
   }
@@ -344,14 +345,17 @@ std::vector<std::int64_t> Tokenizer::encode(const std::string& prompt, bool requ
   }
   if (require_placeholder) check_template(prompt);
   std::string numbered = prompt;  // <1> is the same token as <*>
-  for (std::size_t at = 0; (at = numbered.find("<1>", at)) != std::string::npos; at += 3) numbered.replace(at, 3, "<*>");
+  for (std::size_t at = 0; (at = numbered.find("<1>", at)) != std::string::npos; at += 3) {
+    numbered.replace(at, 3, kPlaceholder);
+  }
   std::vector<std::int64_t> ids = raw_ids(numbered);
-  if (ids.size() > static_cast<std::size_t>(77)) {
+  if (ids.size() > static_cast<std::size_t>(kTextLength)) {
     fail(ATRT_CONFIG_ERROR,
-         "prompt " + quoted(prompt) + " is " + std::to_string(ids.size()) + " tokens long; CLIP takes at most 77",
+         "prompt " + quoted(prompt) + " is " + std::to_string(ids.size()) + " tokens long; CLIP takes at most " +
+             std::to_string(kTextLength),
          "shorten the prompt");
   }
-  ids.resize(77, pad_id_);
+  ids.resize(static_cast<std::size_t>(kTextLength), pad_id_);
   return ids;
 }
 

@@ -12,8 +12,8 @@
 namespace atrt {
 namespace {
 
-constexpr std::size_t kWaveformSamples = 160000;  // 10 s at 16 kHz
-constexpr std::uint32_t kMaxChannels = 1024;      // libsndfile's own limit
+constexpr std::uint32_t kMaxChannels = 1024;  // libsndfile's own limit
+static_assert(ATRT_CLIP_SECONDS == kClipSeconds, "audiotoken_rt.h's ATRT_CLIP_SECONDS is not runtime/contract.py's");
 const float kMaxBelowOne = std::nextafter(1.0f, 0.0f);  // 1 - 2^-24: the top of [-1, 1) in float
 
 std::string seconds_text(double value) {
@@ -121,8 +121,8 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
     }
   }
   for (float& value : mono) value = std::min(std::max(value, -1.0f), kMaxBelowOne);
-  std::vector<float> waveform(kWaveformSamples);
-  for (std::size_t i = 0; i < kWaveformSamples; ++i) waveform[i] = mono[i % mono.size()];  // loop-tiled
+  std::vector<float> waveform(static_cast<std::size_t>(kNSamples));
+  for (std::size_t i = 0; i < waveform.size(); ++i) waveform[i] = mono[i % mono.size()];  // loop-tiled
   return waveform;
 }
 

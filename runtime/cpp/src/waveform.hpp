@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "audiotoken_rt.h"
+#include "contract.hpp"
 
 namespace atrt {
 
-constexpr double kSampleRate = 16000.0;  // BEATs' Kaldi fbank hard-codes 16 kHz
 constexpr double kMinSampleRate = ATRT_MIN_SAMPLE_RATE;  // Hz (the public header's, runtime/audio.py's)
 constexpr double kMaxSampleRate = ATRT_MAX_SAMPLE_RATE;
 // input frames of the window at `sample_rate`: ceil((10 s + 0.1 s) * rate), as runtime/audio.py _window_samples

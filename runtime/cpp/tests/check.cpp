@@ -16,6 +16,8 @@
 //                                        drawings (1 step) with as many different negative prompts
 //   external-locations FILE...           per FILE one line: the external-data locations it names as a JSON array
 //                                        of strings (invalid UTF-8 replaced), or {"malformed": message}
+//   contracts D HEIGHT WIDTH SLOTS BATCHES   Manifest::contracts of a bundle of these sizes (BATCHES: 2, 1 or 1,2)
+//                                        as JSON: {engine: [inputs, outputs]}, each [name, dtype, shape]
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +33,7 @@
 #include "errors.hpp"
 #include "external_data.hpp"
 #include "lru_cache.hpp"
+#include "manifest.hpp"
 #include "noise.hpp"
 #include "pipeline.hpp"
 #include "schedulers.hpp"
@@ -165,6 +168,27 @@ int print_external_locations(const std::vector<std::string>& paths) {
   return 0;
 }
 
+int contracts(const std::vector<std::string>& sizes) {
+  atrt::Manifest manifest;
+  manifest.token_dim = std::stoi(sizes[0]);
+  manifest.height = std::stoi(sizes[1]);
+  manifest.width = std::stoi(sizes[2]);
+  manifest.token_slots = std::stoi(sizes[3]);
+  manifest.recipe.unet_batches.clear();
+  std::istringstream batches(sizes[4]);
+  for (std::string batch; std::getline(batches, batch, ',');) manifest.recipe.unet_batches.push_back(std::stoi(batch));
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [engine, specs] : manifest.contracts()) {
+    for (const auto* side : {&specs.first, &specs.second}) {
+      nlohmann::json listed = nlohmann::json::array();
+      for (const atrt::TensorSpec& spec : *side) listed.push_back({spec.name, spec.dtype, spec.shape});
+      out[engine].push_back(listed);
+    }
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,6 +208,7 @@ int main(int argc, char** argv) {
     if (args.size() >= 2 && args[0] == "external-locations") {
       return print_external_locations({args.begin() + 1, args.end()});
     }
+    if (args.size() == 6 && args[0] == "contracts") return contracts({args.begin() + 1, args.end()});
   } catch (const atrt::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
@@ -191,7 +216,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input|philox-kat|lru|uncond-cache|"
-               "external-locations ... "
+               "external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;
 }
