@@ -26,7 +26,7 @@ from runtime.commands.jobs import (
     run_jobs,
 )
 from runtime.pipeline import Generation, GenerationOptions
-from runtime.schedulers import SCHEDULER_NAMES
+from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 
 @reports_errors
@@ -45,6 +45,10 @@ def generate_command(
     seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
     scheduler: str | None = option(
         GenerationOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    eta: float | None = option(GenerationOptions, "eta", "--eta", show_default=False),
+    timestep_spacing: str | None = option(
+        GenerationOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
     ),
     prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
     negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),
