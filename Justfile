@@ -4,17 +4,16 @@ sd := "CompVis/stable-diffusion-v1-4"
 beats := "checkpoints/BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"
 embedder := "checkpoints/embedder_learned_embeds.bin"
 bundle := "engines/sd14"
-lcm_lora := "latent-consistency/lcm-lora-sdv1-5"  # fused into the fast bundle's UNet (hub id, folder or .safetensors)
-tiny_vae := "madebyollin/taesd"  # the fast bundle's decoder and encoder (hub id or AutoencoderTiny folder)
 sample_clip := "../shared/data/vggsound/-_gaZzFfzDQ_517000_527000.wav"  # audio_encoder is validated on it when present
 
 # Export the default bundle (ONNX, each engine checked against PyTorch); extra flags pass through, e.g. `just export --precision fp16 --tensorrt`
 export *flags:
     audiotoken-rt export --sd {{sd}} --beats {{beats}} --embedder {{embedder}} --out {{bundle}} {{ if path_exists(sample_clip) == "true" { "--sample-clip " + sample_clip } else { "" } }} {{flags}}
 
-# Export the fast bundle (engines/sd14-fast): LCM-LoRA fused, a UNet of batch 1, TAESD; `generate --fast` draws with it
+# Export the fast bundle (engines/sd14-fast): LCM-LoRA fused, a UNet of batch 1, TAESD, from the fast preset's sources
+# (export --fast; override one with e.g. `just export-fast --lcm-lora DIR`); `generate --fast` draws with it
 export-fast *flags:
-    just export --out {{bundle}}-fast --lcm-lora {{lcm_lora}} --tiny-vae {{tiny_vae}} {{flags}}
+    just export --out {{bundle}}-fast --fast {{flags}}
 
 # Set up .venv on a CPU machine: torch==2.13.0 (CPU wheel), the [dev] extras, the test oracles
 setup:
@@ -124,7 +123,7 @@ bench-openvino steps="10" size="256":
 # int8 bundles: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
 bench-fast size="512" precision="int8" rounds="3":
     just bench-bundle {{size}} {{precision}}
-    just bench-bundle {{size}} {{precision}} -fast "--lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
+    just bench-bundle {{size}} {{precision}} -fast "--fast --lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
     audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-{{precision}} --fast-engines .cache/bench/engines-{{size}}-{{precision}}-fast --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json
 
 # The benchmark's models (make-random --arch sd15) and its bundle of one size and precision (kept while up to date)

@@ -64,6 +64,7 @@ from runtime.bundle import (
 )
 from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SINGLE_BATCH, Dims
 from runtime.errors import BundleError, ConfigError
+from runtime.sampling import DEFAULT, FAST
 from runtime.tokenizer import check_template
 
 TRACED_CODE = (Path(__file__).parent, Path(audiotoken.__file__).parent)  # the exporter and the models it traces
@@ -152,14 +153,15 @@ def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> s
 
 
 def bundle_recipe(sources: Sources, dims: Dims) -> Recipe:
-    """What the bundle holds and how it is meant to draw: LCM's 4 steps at guidance 1 with LCM-LoRA fused (1.5 if
-    its UNet holds batch 2 only), else DPM-Solver++ 25 steps at 7.5 (1 if its UNet holds batch 1 only)."""
+    """What the bundle holds and how it is meant to draw: the fast preset's sampling (LCM, 4 steps, guidance 1) with
+    a LoRA fused (guidance 1.5 if its UNet holds batch 2 only), else the default's (DPM-Solver++ 25 steps at 7.5;
+    guidance 1 if its UNet holds batch 1 only)."""
     batches = dims.unet_batches
     if sources.lora is not None:
-        sampling = ("lcm", 4, 1.0 if SINGLE_BATCH in batches else 1.5)
+        sampling = FAST.sampling if SINGLE_BATCH in batches else replace(FAST.sampling, guidance=1.5)
     else:
-        sampling = ("dpm++2m", 25, 7.5 if GUIDED_BATCH in batches else 1.0)
-    return Recipe(batches, sources.decoder, sources.lora, *sampling)
+        sampling = DEFAULT if GUIDED_BATCH in batches else replace(DEFAULT, guidance=1.0)
+    return Recipe(batches, sources.decoder, sources.lora, sampling)
 
 
 def reusable_manifest(out: Path, key: str, force: bool, update: bool) -> Manifest | None:
@@ -350,7 +352,9 @@ def build_bundle(
 
 
 def export_bundle(options: ExportOptions, console: Console | None = None) -> Exported:
-    """Export (or reuse) the bundle ``options`` describe; see the module docstring for the steps."""
+    """Export (or reuse) the bundle ``options`` describe (``--fast`` filled in from the fast preset); see the module
+    docstring for the steps."""
+    options = options.with_preset()
     if options.precision not in PRECISIONS:
         raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not math.isfinite(options.lora_scale):  # the manifest records it, and its reader takes finite numbers only

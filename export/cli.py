@@ -25,6 +25,7 @@ def export_command(
     width: int | None = option(ExportOptions, "width", "--width", show_default=False),
     precision: str = option(ExportOptions, "precision", "--precision", **choice(PRECISIONS)),
     template: str = option(ExportOptions, "template", "--template"),
+    fast: bool = option(ExportOptions, "fast", "--fast"),
     lcm_lora: str | None = option(ExportOptions, "lcm_lora", "--lcm-lora", show_default=False),
     lora_scale: float = option(ExportOptions, "lora_scale", "--lora-scale"),
     tiny_vae: str | None = option(ExportOptions, "tiny_vae", "--tiny-vae", show_default=False),

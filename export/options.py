@@ -2,15 +2,18 @@
 
 Place in the data flow: the command line (``export.cli``) or a Python caller fills ``ExportOptions`` ->
 ``export.builder.export_bundle``. Kept apart from the builder so the command's help and defaults need no torch.
+``--fast`` fills the LoRA, the tiny autoencoder and the UNet batch from ``runtime.sampling.FAST``, the preset
+``generate --fast`` draws with (``ExportOptions.with_preset``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runtime.contract import DEFAULT_TEMPLATE, GUIDED_BATCH, SINGLE_BATCH, UNET_BATCHES
 from runtime.errors import ConfigError
+from runtime.sampling import FAST
 
 
 def parse_unet_batches(text: str | None, lcm_lora: str | None) -> tuple[int, ...]:
@@ -58,11 +61,19 @@ class ExportOptions:
     template: str = field(
         default=DEFAULT_TEMPLATE, metadata={"help": "The bundle's prompt template, holding <*> once."}
     )
+    fast: bool = field(
+        default=False,
+        metadata={
+            "help": f"The bundle `generate {FAST.flag}` draws with ({FAST.sampling.describe()}): --lcm-lora "
+            f"{FAST.lora}, --tiny-vae {FAST.tiny_vae} and --unet-batch "
+            f"{','.join(map(str, FAST.unet_batches))} where not given."
+        },
+    )
     lcm_lora: str | None = field(
         default=None,
         metadata={
-            "help": "Fuse this LoRA into the UNet: LCM-LoRA (latent-consistency/lcm-lora-sdv1-5, a local folder or "
-            ".safetensors file) for the fast recipe, 4 steps at guidance 1."
+            "help": f"Fuse this LoRA into the UNet: LCM-LoRA ({FAST.lora}, a local folder or .safetensors file) for "
+            f"the fast recipe, {FAST.sampling.describe()}."
         },
     )
     lora_scale: float = field(default=1.0, metadata={"help": "The scale the LoRA is fused at."})
@@ -105,3 +116,15 @@ class ExportOptions:
         default=False,
         metadata={"help": "Keep an engine that differs from PyTorch beyond tolerance (recorded in the manifest)."},
     )
+
+    def with_preset(self) -> ExportOptions:
+        """With ``fast``: the fast preset's LoRA, tiny autoencoder and UNet batches where these options leave them
+        unset; else these options as they are."""
+        if not self.fast:
+            return self
+        return replace(
+            self,
+            lcm_lora=self.lcm_lora or FAST.lora,
+            tiny_vae=self.tiny_vae or FAST.tiny_vae,
+            unet_batch=self.unet_batch or ",".join(map(str, FAST.unet_batches)),
+        )

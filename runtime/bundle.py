@@ -13,11 +13,12 @@ finite, strings without control characters); every path in it must pass ``bundle
 no '..', and inside the bundle once symlinks are resolved), every sha256 and the key must be 64 lowercase hex
 digits; anything else is refused in one line naming the field path and the value. The scheduler config is
 diffusers' own, typed by ``runtime.schedulers.resolve_config`` for the recipe's scheduler (a key it reads off its
-type or range is refused, as ``scheduler_config.<key>``); the recipe's steps must be within that scheduler's most
-and its guidance within MAX_GUIDANCE (the options' bound), and ``prediction_type`` must be the config's. The sha256
-check finds corruption, not tampering (whoever writes a file can write its manifest line too), and ``Bundle.open``
-trusts a file whose size and mtime are those it last hashed, unless asked to hash everything
-(``AUDIOTOKEN_RT_VERIFY=full``, ``audiotoken-rt info --verify full``).
+type or range is refused, as ``scheduler_config.<key>``); the recipe's sampling (``runtime.sampling.Sampling``, read
+by its own ``from_json``) must hold the options' bounds, its steps within that scheduler's most at the recipe's
+timestep spacing, and ``prediction_type`` must be the config's. The sha256 check finds corruption, not tampering
+(whoever writes a file can write its manifest line too), and ``Bundle.open`` trusts a file whose size and mtime are
+those it last hashed, unless asked to hash everything (``AUDIOTOKEN_RT_VERIFY=full``,
+``audiotoken-rt info --verify full``).
 
 The manifest is the single description of a bundle: schema version, the export key, sources with the sha256
 of each file, D, the placeholder and its id, the prompt template, image size, VAE scaling factor, prediction
@@ -56,10 +57,15 @@ from runtime.contract import (
 )
 from runtime.errors import BundleError, ConfigError, first_line, shown
 from runtime.external_data import MalformedProtobuf, external_locations
-from runtime.schedulers import PREDICTION_TYPES, SCHEDULER_NAMES, max_steps, resolve_config
+from runtime.sampling import DEFAULT, Preset, Sampling
+from runtime.schedulers import PREDICTION_TYPES, resolve_config
 
-SCHEMA_VERSION = 3  # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots
-READABLE_VERSIONS = (1, 2, 3)  # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot
+# 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots; 4 recipe.eta and
+# recipe.timestep_spacing
+SCHEMA_VERSION = 4
+# version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot; 1-3 with eta 0 and the config's
+# timestep spacing
+READABLE_VERSIONS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is some tens of kB; a bigger file is not read
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
@@ -76,7 +82,6 @@ DECODERS = ("sd-vae", "taesd")  # Stable Diffusion's autoencoder, the tiny one (
 UNET_SOURCE = "unet"  # the source role of a UNet given in place of the SD's own (export --unet)
 MAX_PICTURE_SIDE = 4096  # pixels: a bundle's height and width (SD 1.x draws 512, SD 2.x 768)
 MAX_TOKEN_DIM = 8192  # D: CLIP ViT-L is 768, OpenCLIP ViT-H 1024, ViT-bigG 1280
-MAX_GUIDANCE = 50.0  # classifier-free guidance, the recipe's and --guidance's; 7.5 is usual, beyond ~20 it burns
 FLOAT32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))  # vae_scaling_factor's range
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # controls, line breaks, surrogates
 
@@ -442,22 +447,29 @@ class Lora:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a bundle holds for drawing, and how it is meant to draw (what ``generate`` does unless told otherwise)."""
+    """What a bundle holds for drawing, and how it is meant to draw (``sampling``: what ``generate`` does unless
+    told otherwise). Its JSON (the manifest's ``recipe``) holds the sampling's fields beside the others."""
 
     unet_batches: tuple[int, ...] = (GUIDED_BATCH,)  # 2: guidance > 1; 1: guidance 1 only; (1, 2): both
     decoder: str = "sd-vae"  # sd-vae (Stable Diffusion's autoencoder) or taesd (the tiny one)
     lora: Lora | None = None
-    scheduler: str = "dpm++2m"
-    steps: int = 25
-    guidance: float = 7.5
+    sampling: Sampling = DEFAULT
 
-    @property
-    def fast(self) -> bool:
-        """Whether the bundle holds the fast recipe: LCM-LoRA fused, the tiny decoder, a UNet of batch 1."""
-        return self.lora is not None and self.decoder == "taesd" and 1 in self.unet_batches
+    def holds(self, preset: Preset) -> bool:
+        """Whether the bundle holds what ``preset`` draws with: a LoRA fused, the tiny decoder where the preset has
+        one, its UNet batches."""
+        tiny = preset.tiny_vae is None or self.decoder == "taesd"
+        return self.lora is not None and tiny and set(preset.unet_batches) <= set(self.unet_batches)
+
+    def to_json(self) -> dict:
+        """The manifest's ``recipe`` object: these fields, the sampling's among them (not nested)."""
+        recipe = asdict(self)
+        del recipe["sampling"]
+        return {**recipe, **self.sampling.to_json()}
 
     @classmethod
-    def from_json(cls, d: Field) -> Recipe:
+    def from_json(cls, d: Field, version: int) -> Recipe:
+        """The recipe at manifest field ``d`` of a manifest of schema ``version`` (2 or later)."""
         batches = tuple(batch.whole(min(UNET_BATCHES), max(UNET_BATCHES)) for batch in d["unet_batches"].items())
         if not batches or len(set(batches)) < len(batches):
             d["unet_batches"].refuse(", ".join(f"[{batch}]" for batch in UNET_BATCHES) + f" or {list(UNET_BATCHES)}")
@@ -466,9 +478,7 @@ class Recipe:
             unet_batches=batches,
             decoder=d["decoder"].text(DECODERS),
             lora=Lora.from_json(lora) if lora is not None else None,
-            scheduler=d["scheduler"].text(SCHEDULER_NAMES),
-            steps=d["steps"].whole(1),
-            guidance=d["guidance"].number(1, MAX_GUIDANCE),
+            sampling=Sampling.from_json(d, with_eta_and_spacing=version >= 4),
         )
 
 
@@ -551,15 +561,16 @@ class Manifest:
         return shlex.join([*words, "--force"])
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        return json.dumps({**asdict(self), "recipe": self.recipe.to_json()}, indent=2) + "\n"
 
     def check_schedule(self) -> None:
-        """The recipe's scheduler built on ``scheduler_config`` (``runtime.schedulers``, the one place it is typed):
-        a config it cannot read, recipe steps beyond its most, or a ``prediction_type`` other than the one the
-        scheduler uses is one BundleError line naming the field."""
+        """The recipe's scheduler built on ``scheduler_config`` (``runtime.schedulers``, the one place it is typed) at
+        the recipe's timestep spacing: a config it cannot read, recipe steps beyond its most, or a
+        ``prediction_type`` other than the one the scheduler uses is one BundleError line naming the field."""
+        sampling = self.recipe.sampling
         try:
-            config = resolve_config(self.recipe.scheduler, self.scheduler_config)
-            most = max_steps(self.recipe.scheduler, self.scheduler_config)
+            config = resolve_config(sampling.scheduler, sampling.scheduler_config(self.scheduler_config))
+            most = sampling.max_steps(self.scheduler_config)
         except ConfigError as exc:
             raise BundleError(str(exc), hint=REBUILD_HINT) from None
         if config["prediction_type"] != self.prediction_type:
@@ -568,10 +579,11 @@ class Manifest:
                 f"{shown(config['prediction_type'])} (what the schedulers use): expected the same",
                 hint=REBUILD_HINT,
             )
-        if self.recipe.steps > most:
+        if sampling.steps > most:
+            spacing = f" at {sampling.timestep_spacing} spacing" if sampling.timestep_spacing is not None else ""
             raise BundleError(
-                f"recipe.steps is {self.recipe.steps}: expected a whole number from 1 to {most} (the most "
-                f"{self.recipe.scheduler} takes on scheduler_config)",
+                f"recipe.steps is {sampling.steps}: expected a whole number from 1 to {most} (the most "
+                f"{sampling.scheduler} takes on scheduler_config{spacing})",
                 hint=REBUILD_HINT,
             )
 
@@ -609,7 +621,7 @@ class Manifest:
                 files=tuple(FileEntry.from_json(f) for f in d["files"].items()),
                 engines={key: Engine.from_json(e, key) for key, e in d["engines"].members().items()},
                 created_with={package: v.text() for package, v in d["created_with"].members().items()},
-                recipe=Recipe.from_json(d["recipe"]) if version >= 2 else Recipe(),
+                recipe=Recipe.from_json(d["recipe"], version) if version >= 2 else Recipe(),
                 token_slots=d["token_slots"].whole(1, TOKEN_SLOTS) if version >= 3 else 1,
             )
             manifest.check_schedule()

@@ -2,7 +2,8 @@
 
 Every layer (runtime, audiotoken, export) raises these, so host apps and the CLI catch a single type.
 A message names the input, what was expected and what was found; ``hint`` says what to do next.
-The CLI prints ``error: <message>`` and ``hint: <hint>`` on one line each, without a traceback.
+The CLI prints ``error: <message>`` and ``hint: <hint>`` on one line each, without a traceback. ``shown`` quotes a
+received value in such a message; ``is_whole`` and ``is_real`` are what the options' bound checks ask of a number.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def shown(value: object) -> str:
     anything else by its repr (so that '25' shows it came as text), cut to 80 characters."""
     text = str(value) if isinstance(value, numbers.Number) and not isinstance(value, bool) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_whole(value, low: int, high: int | None) -> bool:
+    """Whether ``value`` is an integer (not a bool) in low..high (``high`` None: no upper bound)."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return whole and low <= value and (high is None or value <= high)
+
+
+def is_real(value, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in [low, high]; NaN is not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
 
 
 def first_line(error: BaseException) -> str:

@@ -28,33 +28,36 @@ safe to call from several threads: the per-call state is the stopwatch, it holds
 unconditional-embedding cache, the last UNCOND_CACHE_SIZE negative prompts, is locked), ONNX Runtime sessions run
 concurrently, and the TensorRT backend serialises its calls on its own lock.
 
+Recipe: the options' scheduler, steps, guidance, eta and timestep spacing are laid over the bundle's recipe (or the
+fast preset's with ``fast``) as one ``runtime.sampling.Sampling`` (``GenerationOptions.sampling``); ``denoise``
+builds its scheduler from it.
+
 Bounds and numbers: the options are checked before any work (``GenerationOptions.check``: prompts of at most
-MAX_PROMPT_BYTES, finite guidance in 1..MAX_GUIDANCE (``runtime.bundle``'s, the recipe's bound too), ...;
-``Pipeline.resolve`` builds the schedule up front, so steps beyond the scheduler's most,
-``runtime.schedulers.max_steps``, or a strength that leaves no step are refused before any work; ``denoise`` builds
-it again for the loop, which costs little: the bound is cached per config). Every stage's output is checked for NaN
-and Inf (``Pipeline.require_finite``: the token, the text embeddings, an edit's picture latents, the latents after
-every denoising step, the decoded picture); one is a NumericsError naming the stage, so a bundle whose weights went
-bad behind an unchanged file date never gives a black picture.
+MAX_PROMPT_BYTES, the recipe's values within ``runtime.sampling``'s bounds, ...; ``Pipeline.resolve`` builds the
+schedule up front, so steps beyond the scheduler's most, ``runtime.schedulers.max_steps``, or a strength that leaves
+no step are refused before any work; ``denoise`` builds it again for the loop, which costs little: the bound is
+cached per config). Every stage's output is checked for NaN and Inf (``Pipeline.require_finite``: the token, the
+text embeddings, an edit's picture latents, the latents after every denoising step, the decoded picture); one is a
+NumericsError naming the stage, so a bundle whose weights went bad behind an unchanged file date never gives a
+black picture.
 """
 
 from __future__ import annotations
 
-import numbers
 import shlex
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.backends import Backend, backend_ready, open_backend
-from runtime.bundle import MAX_GUIDANCE, Bundle, Recipe
+from runtime.bundle import Bundle, Recipe
 from runtime.contract import (
     AUDIO_ENCODER,
     GUIDED_BATCH,
@@ -67,11 +70,12 @@ from runtime.contract import (
     VAE_ENCODER,
     engine_contracts,
 )
-from runtime.errors import ConfigError, NumericsError, shown
+from runtime.errors import ConfigError, NumericsError, is_real, is_whole, shown
 from runtime.noise import MAX_SEED, RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.regions import DEFAULT_BLEND, LAYOUT_HELP, Box, parse_layout, region_weights, stereo_boxes
-from runtime.schedulers import SCHEDULER_NAMES, make_scheduler
+from runtime.sampling import FAST, MAX_GUIDANCE, OFFICIAL, Sampling
+from runtime.schedulers import ETA_SCHEDULERS, MAX_ETA, SCHEDULER_NAMES, SPACED_SCHEDULERS
 from runtime.source_picture import (
     Framing,
     Mask,
@@ -90,9 +94,6 @@ Sound = str | Path | np.ndarray  # a clip file, or samples (at the call's sample
 Sounds = Sound | Sequence[tuple[Sound, float]]  # one sound, or a mix: (sound, weight) pairs
 
 
-FAST_RECIPE = {"scheduler": "lcm", "steps": 4, "guidance": 1.0}  # LCM-LoRA's: 4 steps, no classifier-free guidance
-FAST_EXPORT_FLAGS = "--lcm-lora latent-consistency/lcm-lora-sdv1-5 --tiny-vae madebyollin/taesd --unet-batch 1"
-
 # Bounds on the options, checked before any work (the steps' bound is the scheduler's: runtime.schedulers.max_steps).
 MAX_PROMPT_BYTES = 1_000  # UTF-8 bytes of a prompt, before tokenizing; CLIP reads 77 tokens, ~300-400 bytes of English
 MAX_NUM_IMAGES = 100  # pictures per sound: they are all held in memory until written
@@ -102,9 +103,10 @@ UNCOND_CACHE_SIZE = 64  # negative prompts whose embeddings [1, 77, D] are kept 
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to draw. Steps, guidance and scheduler left unset come from the bundle's recipe (DPM-Solver++ 2M,
-    25 steps, guidance 7.5 for a plain bundle; LCM, 4 steps, guidance 1 for a fast one), or from the fast recipe
-    with ``fast``; ``official()`` gives the paper's inference.
+    """How to draw. The recipe's fields (scheduler, steps, guidance, eta, timestep spacing: those of
+    ``runtime.sampling.Sampling``, by name) left unset come from the bundle's recipe (DPM-Solver++ 2M, 25 steps,
+    guidance 7.5 for a plain bundle; LCM, 4 steps, guidance 1 for a fast one), or from the fast preset's with
+    ``fast`` (``sampling``); ``official()`` gives the paper's inference.
 
     The ``help`` of each field is also the ``audiotoken-rt generate`` option's help.
     """
@@ -139,6 +141,22 @@ class GenerationOptions:
             "lcm (1-8 steps, for bundles with LCM-LoRA fused). Default: the bundle's recipe."
         },
     )
+    eta: float | None = field(
+        default=None,
+        metadata={
+            "help": f"{' and '.join(ETA_SCHEDULERS)} only: fresh noise per step, 0 (deterministic) to {MAX_ETA:g} "
+            "(DDPM's). Default: the recipe's when drawing with its scheduler, else 0."
+        },
+    )
+    timestep_spacing: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the steps fall among the training timesteps: leading, trailing (the first at the last "
+            "one: for few steps) or linspace; not for "
+            f"{', '.join(name for name in SCHEDULER_NAMES if name not in SPACED_SCHEDULERS)}. Default: the recipe's "
+            "when drawing with its scheduler, else the bundle's scheduler config's."
+        },
+    )
     seed: int | None = field(
         default=None,
         metadata={
@@ -160,8 +178,8 @@ class GenerationOptions:
     fast: bool = field(
         default=False,
         metadata={
-            "help": "The fast recipe: LCM, 4 steps, guidance 1, the tiny decoder. It needs a bundle exported for it: "
-            f"audiotoken-rt export ... {FAST_EXPORT_FLAGS}"
+            "help": f"The fast preset: {FAST.sampling.describe()}, the tiny decoder. It needs a bundle exported for "
+            f"it: audiotoken-rt export ... {FAST.flag}"
         },
     )
     stereo: bool = field(
@@ -175,38 +193,29 @@ class GenerationOptions:
 
     @classmethod
     def official(cls, **overrides) -> GenerationOptions:
-        """The official AudioToken inference: PNDM, 50 steps, guidance 7.5."""
-        return replace(cls(scheduler="pndm", steps=50, guidance=7.5), **overrides)
+        """The official AudioToken inference: PNDM, 50 steps, guidance 7.5 (``runtime.sampling.OFFICIAL``)."""
+        return replace(cls(**asdict(OFFICIAL)), **overrides)
+
+    def sampling(self, recipe: Recipe) -> Sampling:
+        """The recipe these options draw with: the values they set laid over the fast preset's (``fast``) or
+        ``recipe``'s sampling (``Sampling.over``)."""
+        return (FAST.sampling if self.fast else recipe.sampling).over(self)
 
     def resolved(self, recipe: Recipe) -> GenerationOptions:
-        """These options, with steps, guidance and scheduler left unset taken from the fast recipe or ``recipe``."""
-        defaults = (
-            FAST_RECIPE
-            if self.fast
-            else {"scheduler": recipe.scheduler, "steps": recipe.steps, "guidance": recipe.guidance}
-        )
-        return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
+        """These options with every field of the recipe they draw with set (``sampling``; the timestep spacing None
+        where it is the bundle's scheduler config's)."""
+        return replace(self, **asdict(self.sampling(recipe)))
 
     def check(self) -> None:
         """Refuse impossible options before any work, each by its option's name with the value received (unset ones
-        pass). The most steps depend on the scheduler and the bundle: ``Pipeline.resolve`` checks them."""
-        if self.scheduler is not None and self.scheduler not in SCHEDULER_NAMES:
-            raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+        pass): the recipe's by ``Sampling.check_given``. The most steps depend on the scheduler and the bundle:
+        ``Pipeline.resolve`` checks them."""
+        Sampling.check_given(self)
         check_text("--prompt", self.prompt)
         check_text("--negative-prompt", self.negative_prompt)
-        if self.steps is not None and not is_whole(self.steps, 1, None):
-            raise ConfigError(
-                f"--steps is {shown(self.steps)}; it must be a whole number, 1 or more",
-                hint="25 is usual for dpm++2m, 50 for pndm, 4 for lcm",
-            )
         if not is_whole(self.num_images, 1, MAX_NUM_IMAGES):
             raise ConfigError(
                 f"--num-images is {shown(self.num_images)}; it must be a whole number from 1 to {MAX_NUM_IMAGES}"
-            )
-        if self.guidance is not None and not is_real(self.guidance, 1.0, MAX_GUIDANCE):
-            raise ConfigError(
-                f"--guidance is {shown(self.guidance)}; it must be a finite number from 1 to {MAX_GUIDANCE:g}",
-                hint="7.5 is usual; 1 turns classifier-free guidance off",
             )
         if self.seed is not None and self.seed != RANDOM_SEED:
             check_seed(self.seed)
@@ -295,17 +304,6 @@ class ComposeOptions(GenerationOptions):
             raise ConfigError("--background needs --layout (the regions it surrounds)")
         if self.layout is not None:
             parse_layout(self.layout)
-
-
-def is_whole(value, low: int, high: int | None) -> bool:
-    """Whether ``value`` is an integer (not a bool) in low..high (``high`` None: no upper bound)."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    return whole and low <= value and (high is None or value <= high)
-
-
-def is_real(value, low: float, high: float) -> bool:
-    """Whether ``value`` is a real number (not a bool) in [low, high]; NaN is not."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
 
 
 def check_text(flag: str, text: str | None) -> None:
@@ -436,6 +434,8 @@ class Generation:
             "steps": o.steps,
             "scheduler": o.scheduler,
             "guidance": o.guidance,
+            "eta": o.eta,
+            **({"timestep_spacing": o.timestep_spacing} if o.timestep_spacing is not None else {}),
             "start": o.start,
             "downmix": o.downmix,
             **self.edited,
@@ -498,12 +498,12 @@ class Pipeline:
     def resolve(self, options: GenerationOptions) -> GenerationOptions:
         """``options`` completed from the bundle's recipe and checked against what the bundle holds."""
         recipe, root = self.bundle.manifest.recipe, self.bundle.root
-        if options.fast and not recipe.fast:
+        if options.fast and not recipe.holds(FAST):
             raise ConfigError(
-                f"{root}: --fast needs a bundle with LCM-LoRA fused, the tiny decoder and a UNet of batch 1; this one has "
-                f"{'LCM-LoRA' if recipe.lora else 'no LoRA'}, the {recipe.decoder} decoder, "
+                f"{root}: {FAST.flag} needs a bundle with {FAST.needs()}; this one has "
+                f"{'a LoRA' if recipe.lora else 'no LoRA'}, the {recipe.decoder} decoder, "
                 f"UNet batch {','.join(map(str, recipe.unet_batches))}",
-                hint=f"export one with: audiotoken-rt export ... {FAST_EXPORT_FLAGS} (or: just export-fast)",
+                hint=f"export one with: audiotoken-rt export ... {FAST.flag} (or: just export-fast)",
             )
         options = options.resolved(recipe)
         options.check()
@@ -515,9 +515,7 @@ class Pipeline:
             )
         # Built here first, so steps beyond the scheduler's most or a strength that leaves no step fail before any work
         # (strength 0 runs no scheduler: the picture comes back as it is).
-        make_scheduler(
-            options.scheduler, self.bundle.manifest.scheduler_config, options.steps, options.schedule_strength()
-        )
+        options.sampling(recipe).make_scheduler(self.bundle.manifest.scheduler_config, options.schedule_strength())
         self.check_prompt("--negative-prompt", options.negative_prompt)
         return options
 
@@ -640,7 +638,7 @@ class Pipeline:
         plain UNet (blended latent diffusion). Latents holding NaN or Inf after a step are a NumericsError."""
         m = self.bundle.manifest
         strength = 1.0 if source is None else source.strength
-        scheduler = make_scheduler(options.scheduler, m.scheduler_config, options.steps, strength)
+        scheduler = options.sampling(m.recipe).make_scheduler(m.scheduler_config, strength)
         total = len(scheduler.timesteps)
         with watch.stage("denoise", total):
             noise = initial_noise(seed, self.latent_shape)  # [1, 4, h, w]
@@ -649,7 +647,7 @@ class Pipeline:
             else:
                 latents = noise * np.float32(scheduler.init_noise_sigma)  # [1, 4, h, w]
             history = None
-            step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm)
+            step_noise = NoiseStream(seed, STEP_NOISE)  # the fresh noise of stochastic steps (euler-a, lcm, ddim's eta)
             guided = self.guided(options)
             for i, t in enumerate(scheduler.timesteps):
                 model_input = scheduler.scale_model_input(latents, i)  # [1, 4, h, w]

@@ -29,8 +29,12 @@ Design:
 - Every scheduler predicts the clean sample from a variance-preserving (VP) view of the latents,
   ``x = a*x0 + s*eps`` with ``a = sqrt(alpha_bar)``, ``s = sqrt(1 - alpha_bar)``; the Euler family keeps its latents
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
-- Stochastic schedulers (euler-a, lcm) take their fresh noise from ``step(..., rng=)`` (the picture's
-  ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- Stochastic schedulers (euler-a, lcm, and ddim with eta > 0) take their fresh noise from ``step(..., rng=)`` (the
+  picture's ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- eta: DDIM's stochasticity (``make_scheduler(..., eta=)``, 0 to MAX_ETA; diffusers' ``DDIMScheduler.step(eta=)``), the
+  only scheduler here that takes one (``ETA_SCHEDULERS``); the others refuse a nonzero eta. The timestep spacing is
+  the config's ``timestep_spacing`` (``runtime.sampling`` lays a recipe's over it); every scheduler but LCM, whose
+  timesteps are its distillation schedule's, reads it (``SPACED_SCHEDULERS``).
 - Config: ``resolve_config`` is the one place a scheduler_config.json is typed. Every key a scheduler reads must
   hold its type and range (betas and trained_betas numbers in (0, 1), num_train_timesteps of the latter; finite
   positive scales; names from their sets; true/false flags), else a one-line ConfigError names
@@ -74,6 +78,7 @@ SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts; every scheduler here takes both
 MAX_TRAIN_TIMESTEPS = 10_000  # a config's num_train_timesteps (Stable Diffusion: 1000); its tables are this long
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+MAX_ETA = 1.0  # DDIM's eta: 1 is DDPM's variance; past it the eps coefficient sqrt(1 - ab_prev - sigma^2) soon is NaN
 CONFIG_HINT = "check the model's scheduler/scheduler_config.json"
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
@@ -132,6 +137,8 @@ class Scheduler:
 
     name: str  # as SCHEDULER_NAMES writes it
     defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
+    takes_eta = False  # whether ``make_scheduler(..., eta=)`` may be nonzero (DDIM's stochasticity)
+    spaced = True  # whether the config's timestep_spacing places the timesteps (LCM: its distillation schedule does)
     init_noise_sigma: float = 1.0
     timesteps: np.ndarray
     steps_hint = "use e.g. 25 steps for dpm++2m or 50 for pndm"
@@ -477,19 +484,27 @@ class _AlphaBarPairs:
 
 
 class DDIM(Scheduler):
-    """DDIM with eta = 0 (deterministic): x_prev = a_prev * x0 + s_prev * eps."""
+    """DDIM (Song et al. 2020, eq. 12): x_prev = a_prev * x0 + sqrt(1 - a_prev^2 - sigma^2) * eps + sigma * z, with
+    sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev) and z fresh N(0, 1) noise (drawn at
+    every step when eta > 0, as diffusers does); eta = 0 is deterministic DDIM, eta = 1 DDPM's variance."""
 
     name = "ddim"
     defaults = {"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True, "clip_sample_range": 1.0}
+    takes_eta = True
 
-    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0, eta: float = 0.0):
         super().__init__(config, num_inference_steps, strength)
+        if not (isinstance(eta, numbers.Real) and 0.0 <= eta <= MAX_ETA):  # NaN fails; runtime.sampling says so first
+            raise ValueError(f"DDIM eta: expected a number from 0 to {MAX_ETA:g}, got {eta!r}")
+        self.eta = float(eta)
         full = self._full_timesteps(self.config, self.num_inference_steps, self.alphas_cumprod)  # [n]
         self.timesteps = full[self._first_remaining_step() :]  # [m] the steps that remain
         stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
-        self.coef = _AlphaBarPairs(
+        c = self.coef = _AlphaBarPairs(
             self.alphas_cumprod, self.timesteps, self.timesteps - stride, bool(self.config["set_alpha_to_one"])
         )
+        self.sigma = self.eta * (c.s_prev / c.s) * np.sqrt(1.0 - (c.a / c.a_prev) ** 2)  # [m]
+        self.direction = np.sqrt(c.s_prev**2 - self.sigma**2)  # [m] the eps coefficient: s_prev exactly at eta 0
 
     def _step(self, m, i, x, history, rng, noise):
         c = self.coef
@@ -497,7 +512,10 @@ class DDIM(Scheduler):
         if self.config["clip_sample"]:
             limit = float(self.config["clip_sample_range"])
             x0 = np.clip(x0, -limit, limit)
-        return c.a_prev[i] * x0 + c.s_prev[i] * eps, history
+        prev = c.a_prev[i] * x0 + self.direction[i] * eps  # [B,4,h,w]
+        if self.eta > 0:
+            prev = prev + self.sigma[i] * _fresh_noise("ddim", x.shape, rng, noise)
+        return prev, history
 
     @classmethod
     def _full_timesteps(cls, cfg: dict, n: int, alphas_cumprod: np.ndarray) -> np.ndarray:
@@ -727,6 +745,7 @@ class LCM(Scheduler):
         "clip_sample_range": 1.0,
     }
     steps_hint = "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet"
+    spaced = False
     SIGMA_DATA = 0.5
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
@@ -782,17 +801,25 @@ _SCHEDULERS = {
     "euler-a": EulerAncestral,
     "lcm": LCM,
 }
+ETA_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.takes_eta)  # ("ddim",)
+SPACED_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.spaced)  # all but lcm
 
 
-def make_scheduler(name: str, config: dict, num_inference_steps: int, strength: float = 1.0) -> Scheduler:
+def make_scheduler(
+    name: str, config: dict, num_inference_steps: int, strength: float = 1.0, *, eta: float = 0.0
+) -> Scheduler:
     """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict.
 
     strength: img2img, in (0, 1] (1 = from pure noise, the default): ``timesteps`` then hold only the steps that
     remain (diffusers' StableDiffusionImg2ImgPipeline; LCM: its LCM img2img) and the loop starts from
     ``add_noise(source_latents, noise, 0)``. A strength that leaves no step (int(steps * strength) = 0) is refused,
-    as are steps outside 1..``max_steps(name, config)``.
+    as are steps outside 1..``max_steps(name, config)``. eta: 0 to 1, nonzero for ETA_SCHEDULERS only (a ValueError
+    otherwise: ``runtime.sampling`` refuses a user's first, naming --eta).
     """
-    return _scheduler_class(name)(config, num_inference_steps, strength)
+    scheduler = _scheduler_class(name)
+    if eta != 0 and not scheduler.takes_eta:
+        raise ValueError(f"{name} takes no eta (only {', '.join(ETA_SCHEDULERS)} does), got {eta!r}")
+    return scheduler(config, num_inference_steps, strength, **({"eta": eta} if eta != 0 else {}))
 
 
 def resolve_config(name: str, config: dict) -> dict:

@@ -54,11 +54,13 @@ def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fast_bundle(tiny_models, tmp_path_factory) -> Path:
-    """A fast bundle of the tiny models: LCM-LoRA fused, the tiny autoencoder, the UNet at batch 1."""
+    """A fast bundle of the tiny models (``export --fast``, the tiny models' LCM-LoRA and tiny autoencoder in place of
+    the preset's hub sources): LCM-LoRA fused, the tiny autoencoder, the UNet at batch 1."""
     from tests.support import export_tiny
 
     out = tmp_path_factory.mktemp("fast") / "bundle"
-    return export_tiny(tiny_models, out, lcm_lora=str(tiny_models / "lcm-lora"), tiny_vae=str(tiny_models / "taesd"))
+    lcm_lora, tiny_vae = str(tiny_models / "lcm-lora"), str(tiny_models / "taesd")
+    return export_tiny(tiny_models, out, fast=True, lcm_lora=lcm_lora, tiny_vae=tiny_vae)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from runtime.bundle import (
 )
 from runtime.errors import BundleError, ConfigError
 from runtime.external_data import MalformedProtobuf, external_locations
+from runtime.sampling import Sampling
 
 
 @pytest.fixture
@@ -203,6 +204,15 @@ FLOAT32_SCALE = "expected a finite number from 1.17549e-38 to 3.40282e+38"  # fl
             "v_prediction",
             "prediction_type is 'epsilon', scheduler_config.prediction_type 'v_prediction' (what the schedulers use)",
         ),
+        (("recipe", "eta"), 1.5, "recipe.eta is 1.5: expected a finite number from 0 to 1"),
+        (("recipe", "eta"), "0", "recipe.eta is '0': expected a finite number from 0 to 1"),
+        (("recipe", "eta"), 0.5, "recipe.eta is 0.5: expected 0 (dpm++2m has no eta; only ddim takes one)"),
+        (
+            ("recipe", "timestep_spacing"),
+            "sideways",
+            "recipe.timestep_spacing is 'sideways': expected one of leading, trailing, linspace",
+        ),
+        (("recipe", "timestep_spacing"), 0, "recipe.timestep_spacing is 0: expected one of leading, trailing"),
         (("recipe", "unet_batches"), [2, 2], "recipe.unet_batches is [2, 2]: expected [1], [2] or [1, 2]"),
         (("recipe", "unet_batches"), [], "recipe.unet_batches is []: expected [1], [2] or [1, 2]"),
         (("recipe", "unet_batches"), [3], "recipe.unet_batches[0] is 3: expected a whole number from 1 to 2"),
@@ -229,6 +239,36 @@ FLOAT32_SCALE = "expected a finite number from 1.17549e-38 to 3.40282e+38"  # fl
 def test_a_manifest_field_off_its_type_or_range_is_refused_in_one_line_naming_it(bundle, path, value, expected):
     edit_manifest(bundle, lambda manifest: set_field(manifest, path, value))
     assert refusal(bundle, "manifest.json: " + re.escape(expected)).startswith(str(bundle / "manifest.json"))
+
+
+def test_the_recipes_spacing_sets_the_step_bound_a_manifest_is_held_to(bundle):
+    """1000 dpm++2m steps put two steps on one timestep at the config's "leading" spacing, not at "trailing"."""
+    edit_manifest(bundle, lambda manifest: manifest["recipe"].update(steps=1000, timestep_spacing="trailing"))
+    assert Bundle.open(bundle).manifest.recipe.sampling.steps == 1000
+    edit_manifest(bundle, lambda manifest: manifest["recipe"].update(timestep_spacing=None))
+    refusal(bundle, re.escape("recipe.steps is 1000: expected a whole number from 1 to 998 (the most dpm++2m"))
+
+
+def test_a_schema_3_manifest_reads_as_eta_0_and_the_configs_spacing(bundle):
+    def to_schema_3(manifest):
+        manifest["schema_version"] = 3
+        for key in ("eta", "timestep_spacing"):
+            del manifest["recipe"][key]
+        manifest["recipe"].update(scheduler="ddim", steps=30)
+
+    edit_manifest(bundle, to_schema_3)
+    assert Bundle.open(bundle).manifest.recipe.sampling == Sampling("ddim", 30, 7.5, 0.0, None)
+    edit_manifest(bundle, lambda manifest: manifest.update(schema_version=4))  # 4 must say them
+    refusal(bundle, re.escape("manifest.json: recipe.eta is missing"))
+
+
+def test_a_recipe_with_eta_and_spacing_is_written_and_read_back(bundle):
+    recipe = Sampling("ddim", 40, 6.0, 0.25, "linspace")
+    manifest = read_manifest(bundle)
+    write_manifest(bundle, replace(manifest, recipe=replace(manifest.recipe, sampling=recipe)))
+    written = json.loads((bundle / "manifest.json").read_text())["recipe"]
+    assert {key: written[key] for key in recipe.to_json()} == recipe.to_json()  # flat beside the batches and decoder
+    assert Bundle.open(bundle).manifest.recipe.sampling == recipe
 
 
 @pytest.mark.parametrize("where", ["engines", "sources"])

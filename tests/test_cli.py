@@ -136,6 +136,10 @@ def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
         (["--steps", 5000], "error: --steps is 5000; dpm++2m takes 1 to 998 steps with this model's schedule"),
         (["--scheduler", "lcm", "--steps", 60], "error: --steps is 60; lcm takes 1 to 50 steps"),
         (["--negative-prompt", "blurry " * 80], "error: --negative-prompt: prompt 'blurry blurry"),
+        (["--eta", 2], "error: --eta is 2.0; it must be a finite number from 0 to 1"),
+        (["--eta", 0.5], "error: --eta 0.5: dpm++2m has no eta; only ddim takes one"),  # the bundle's scheduler
+        (["--spacing", "sideways"], "error: Invalid value for '--spacing': 'sideways' is not one of leading"),
+        (["--scheduler", "lcm", "--spacing", "trailing"], "error: --spacing 'trailing': lcm spaces no timesteps"),
     ],
 )
 def test_bad_options_are_one_line_errors(generate, clips, args, message):
@@ -568,9 +572,9 @@ def test_paths_are_shown_as_they_are_even_with_brackets(generate, tmp_path):
 
 
 def test_fast_help_and_refusal_give_the_export_command_a_pip_user_runs(generate, clips):
-    from runtime.pipeline import FAST_EXPORT_FLAGS
+    from runtime.sampling import FAST
 
-    command = f"audiotoken-rt export ... {FAST_EXPORT_FLAGS}"
+    command = f"audiotoken-rt export ... {FAST.flag}"
     help_text = subprocess.run(
         [sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO
     ).stdout

@@ -2,16 +2,18 @@
 
 The library is built once per session with CMake into ``.cache/cpp-build/test``, with AddressSanitizer and UBSan
 (the test build: any memory error, leak or undefined behaviour in a run fails it), and driven through its
-binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, caches, bad input through the C API) and the
-example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10 against Random123's
-known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within 1e-5; pictures of the
-C++ example against the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and schedulers); the input
-bounds equal to the Python runtime's; src/contract.hpp equal to what runtime/contract.py writes, and the engine table
-at a bundle's sizes equal to the Python contract's; bad input answered by a status and a one-line message, never a
-crash or a read past a caller's buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading
-external data the manifest does not hash, or NaN weights refused in one line, naming the field, the file or the
-stage; the external-data reader against the Python one, on models and broken bytes; the unconditional cache bounded;
-the install tree and its CMake package. Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
+binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, the sampling recipe, caches, bad input through
+the C API) and the example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10
+against Random123's known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within
+1e-5, DDIM at an eta and every scheduler at a recipe's timestep spacing too; pictures of the C++ example against
+the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and recipes); the input bounds, the sampling
+presets and what each scheduler takes equal to the Python runtime's; a schema 3 manifest read as before;
+src/contract.hpp equal to what runtime/contract.py writes, and the engine table at a bundle's sizes equal to the
+Python contract's; bad input answered by a status and a one-line message, never a crash or a read past a caller's
+buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading external data the manifest does not
+hash, or NaN weights refused in one line, naming the field, the file or the stage; the external-data reader against
+the Python one, on models and broken bytes; the unconditional cache bounded; the install tree and its CMake package.
+Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
 ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with the reason, only where the toolchain is missing
 (`.ci/setup` installs it).
 """
@@ -38,7 +40,7 @@ from typer.testing import CliRunner
 from runtime.external_data import MalformedProtobuf, external_locations
 from runtime.noise import INITIAL_NOISE, STEP_NOISE, NoiseStream
 from runtime.picture import read_png_metadata
-from runtime.schedulers import make_scheduler
+from runtime.sampling import Sampling
 from tests.support import REPO, psnr
 
 SOURCE = REPO / "runtime" / "cpp"
@@ -187,9 +189,24 @@ def test_scheduler_loops_are_the_numpy_loops(cpp, tmp_path, name, steps, overrid
     assert_loop_is_numpys(cpp, tmp_path, name, steps, {**SD_CONFIG, **overrides})
 
 
-def assert_loop_is_numpys(cpp: Path, folder: Path, name: str, steps: int, config: dict) -> None:
-    """Scheduler ``name``'s loop of ``steps`` on ``config`` in C++ is runtime.schedulers' within 1e-5, timesteps equal."""
-    scheduler = make_scheduler(name, config, steps)
+@pytest.mark.parametrize(
+    "name, steps, eta, spacing",
+    [("ddim", 20, 0.5, None), ("ddim", 8, 1.0, "trailing"), ("ddim", 1, 0.3, "trailing"), ("ddim", 12, 0.8, "linspace"),
+     ("dpm++2m", 6, 0.0, "trailing"), ("euler", 1, 0.0, "trailing"), ("euler-a", 5, 0.0, "leading"),
+     ("pndm", 4, 0.0, "linspace")],
+)  # fmt: skip
+def test_a_recipes_eta_and_spacing_loop_as_numpys(cpp, tmp_path, name, steps, eta, spacing):
+    """DDIM's eta (its fresh noise from the picture's step stream) and a spacing laid over the config's ("leading"
+    for DDIM and PNDM, "linspace" for the others: SD_CONFIG names none) as the recipe does it in both languages."""
+    assert_loop_is_numpys(cpp, tmp_path, name, steps, SD_CONFIG, eta=eta, spacing=spacing)
+
+
+def assert_loop_is_numpys(
+    cpp: Path, folder: Path, name: str, steps: int, config: dict, eta: float = 0.0, spacing: str | None = None
+) -> None:
+    """Scheduler ``name``'s loop of ``steps`` on ``config`` (at a recipe's ``eta`` and ``spacing``) in C++ is
+    runtime.schedulers' within 1e-5, timesteps equal."""
+    scheduler = Sampling(name, steps, eta=eta, timestep_spacing=spacing).make_scheduler(config)
     rng = np.random.default_rng(steps)
     shape = (1, 4, 8, 8)
     noise = rng.standard_normal(shape).astype(np.float32)
@@ -203,7 +220,7 @@ def assert_loop_is_numpys(cpp: Path, folder: Path, name: str, steps: int, config
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "in.bin").write_bytes(noise.tobytes() + offsets.tobytes())
     run(cpp / "audiotoken-rt-cpp-check", "schedule", name, steps, seed, folder / "config.json",
-        folder / "in.bin", folder / "out.bin")  # fmt: skip
+        folder / "in.bin", folder / "out.bin", repr(eta), spacing or "-")  # fmt: skip
     out = (folder / "out.bin").read_bytes()
     count = len(scheduler.timesteps)
     timesteps = np.frombuffer(out[: 8 * count], np.float64)
@@ -248,7 +265,8 @@ def clip_set(clips, tmp_path_factory) -> dict[str, Path]:
     "clip, scheduler, steps, extra",
     [("clip0", "dpm++2m", 8, []), ("clip1", "euler-a", 6, ["--prompt", "a watercolor of <*> at dusk"]),
      ("stereo44k", "ddim", 5, ["--negative-prompt", "blurry, dark", "--guidance", "5"]),
-     ("clip0", "lcm", 4, ["--guidance", "1", "--prompt", "<*>"]), ("stereo44k", "pndm", 4, ["--downmix", "mean"])],
+     ("clip0", "lcm", 4, ["--guidance", "1", "--prompt", "<*>"]), ("stereo44k", "pndm", 4, ["--downmix", "mean"]),
+     ("clip1", "ddim", 4, ["--eta", "0.5", "--spacing", "trailing"])],
 )  # fmt: skip
 def test_cpp_pictures_are_the_python_cli_pictures(cpp, tiny_bundle, clip_set, tmp_path, clip, scheduler, steps, extra):
     from audiotoken_rt.cli import app
@@ -262,7 +280,12 @@ def test_cpp_pictures_are_the_python_cli_pictures(cpp, tiny_bundle, clip_set, tm
     for k in range(2):
         ours = Image.open(tmp_path / f"cpp-{k}.png")
         theirs = Image.open(tmp_path / "py" / f"{path.stem}-{k}.png")
-        assert read_png_metadata(tmp_path / f"cpp-{k}.png")["seed"] == str(7 + k)
+        ours_text = read_png_metadata(tmp_path / f"cpp-{k}.png")
+        theirs_text = read_png_metadata(tmp_path / "py" / f"{path.stem}-{k}.png")
+        recorded = ("seed", "steps", "scheduler", "timestep_spacing")  # what the library completed from the recipe
+        assert {key: ours_text.get(key) for key in recorded} == {key: theirs_text.get(key) for key in recorded}
+        assert float(ours_text["eta"]) == float(theirs_text["eta"])
+        assert ours_text["seed"] == str(7 + k)
         assert psnr(ours, theirs) >= 40, f"{clip} {scheduler} picture {k}: {psnr(ours, theirs):.1f} dB"
     assert psnr(Image.open(tmp_path / "cpp-0.png"), Image.open(tmp_path / "cpp-1.png")) < 40  # seeds differ
 
@@ -279,8 +302,9 @@ def header_defines() -> dict[str, str]:
 def test_input_bounds_are_the_python_runtimes():
     """The bounds audiotoken_rt.h publishes (and the library and the example use) are the Python runtime's numbers:
     sample rates and the audio window (runtime/audio.py), prompt bytes, guidance and pictures per call
-    (runtime/pipeline.py). A change on one side fails here until the other side follows."""
-    from runtime import audio, contract, pipeline
+    (runtime/pipeline.py), guidance (runtime/sampling.py) and eta (runtime/schedulers.py). A change on one side fails
+    here until the other side follows."""
+    from runtime import audio, contract, pipeline, sampling, schedulers
 
     python = {
         "ATRT_MIN_SAMPLE_RATE": audio.MIN_SAMPLE_RATE,
@@ -288,7 +312,8 @@ def test_input_bounds_are_the_python_runtimes():
         "ATRT_CLIP_SECONDS": contract.CLIP_SECONDS,
         "ATRT_RESAMPLE_MARGIN_SECONDS": audio.RESAMPLE_MARGIN_SECONDS,
         "ATRT_MAX_PROMPT_BYTES": pipeline.MAX_PROMPT_BYTES,
-        "ATRT_MAX_GUIDANCE": pipeline.MAX_GUIDANCE,
+        "ATRT_MAX_GUIDANCE": sampling.MAX_GUIDANCE,
+        "ATRT_MAX_ETA": schedulers.MAX_ETA,
         "ATRT_MAX_NUM_IMAGES": pipeline.MAX_NUM_IMAGES,
     }
     defines = header_defines()
@@ -333,6 +358,46 @@ def test_the_engine_contracts_are_the_python_runtimes(cpp, token_dim, height, wi
         name: [[[s.name, s.dtype, list(s.shape)] for s in side] for side in (c.inputs, c.outputs)]
         for name, c in python.items()
     }
+
+
+def test_the_sampling_presets_and_what_each_scheduler_takes_are_the_python_runtimes(cpp):
+    """src/sampling.hpp's recipes (a plain bundle's, the fast preset with what a bundle needs for it), eta's bound, the
+    spacings, which scheduler takes an eta or a spacing, and the recipe fields atrt_draw_options_init leaves unset,
+    printed by the C++ side, are runtime/sampling.py's and runtime/schedulers.py's."""
+    from runtime import sampling, schedulers
+
+    got = json.loads(run(cpp / "audiotoken-rt-cpp-check", "sampling").stdout)
+    fast = sampling.FAST
+    assert got["default"] == sampling.DEFAULT.to_json()
+    assert got["fast"] == {
+        "sampling": fast.sampling.to_json(),
+        "unet_batch": fast.unet_batches[0],
+        "tiny_decoder": fast.tiny_vae is not None,
+        "flag": fast.flag,
+        "needs": fast.needs(),
+    }
+    assert len(fast.unet_batches) == 1  # the C++ preset holds one batch
+    assert got["max_eta"] == schedulers.MAX_ETA and tuple(got["spacings"]) == schedulers.TIMESTEP_SPACINGS
+    assert got["schedulers"] == {
+        name: {"eta": name in schedulers.ETA_SCHEDULERS, "spacing": name in schedulers.SPACED_SCHEDULERS}
+        for name in schedulers.SCHEDULER_NAMES
+    }
+    recipe_eta = float(header_defines()["ATRT_RECIPE_ETA"].strip("()"))  # each field left to the recipe (None)
+    assert got["unset"] == {"scheduler": True, "steps": 0, "guidance": 0.0, "eta": recipe_eta, "timestep_spacing": True}
+
+
+def test_a_schema_3_manifest_draws_as_its_schema_4_twin(cpp, tiny_bundle, tmp_path):
+    """A bundle exported before eta and the spacing (schema 3) opens in C++ and draws the same picture."""
+    old = Path(shutil.copytree(tiny_bundle, tmp_path / "schema3"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["schema_version"] = 3
+    del manifest["recipe"]["eta"], manifest["recipe"]["timestep_spacing"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    clip = REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav"
+    for bundle, out in ((tiny_bundle, "new.png"), (old, "old.png")):
+        run(cpp / "audiotoken-rt-cpp", "generate", clip, "--engines", bundle, "--out", tmp_path / out, "--seed", 2,
+            "--steps", 3)  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "new.png")), np.asarray(Image.open(tmp_path / "old.png")))
 
 
 def test_every_c_entry_point_is_noexcept():
@@ -383,6 +448,10 @@ EXPECTED = {  # case -> atrt_status (0 ok, 1 invalid argument, 2 config, 3 audio
     "draw-seed-past-the-last": 2,
     "draw-no-images": 2, "draw-template-without-placeholder": 2, "draw-template-over-77-tokens": 2,
     "draw-negative-over-77-tokens": 2, "draw-fast-on-plain-bundle": 2, "draw-uninitialised-options": 1,
+    "info-before-eta": 0, "draw-eta-without-ddim": 2, "draw-unknown-spacing": 2, "draw-eta-over-the-bound": 2,
+    "draw-nan-eta": 2, "draw-negative-eta": 2, "draw-ddim-eta-trailing": 0, "draw-spacing-for-lcm": 2,
+    "draw-options-before-eta": 0, "resolve-null-resolved": 1, "resolve-fast-on-plain-bundle": 2, "resolve": 0,
+    "resolve-ddim": 0,
     "draw": 0, "generate-nan-samples": 3, "generate": 0,
 }  # fmt: skip
 
@@ -392,13 +461,17 @@ def test_bad_input_through_the_c_api_is_a_status_and_a_message(cpp, tiny_bundle)
     cases = {}
     for line in out:
         name, status, *message = line.split(" ", 2)
-        if name in ("seeds", "stage-ms-unet", "stage-ms-null"):
-            cases[name] = status
+        if name in ("seeds", "stage-ms-unet", "stage-ms-null", "info-before-eta-kept", "resolved", "resolved-ddim"):
+            cases[name] = " ".join([status, *message])
             continue
         cases[name] = int(status)
         assert (int(status) == 0) == (not (message and message[0])), line  # a message exactly on failure
     assert {name: cases.get(name) for name in EXPECTED} == EXPECTED
-    assert cases["seeds"] == "1" and cases["stage-ms-unet"] == "positive" and cases["stage-ms-null"] == "0"
+    assert cases["seeds"] == "1 2" and cases["stage-ms-unet"] == "positive" and cases["stage-ms-null"] == "0"
+    assert cases["info-before-eta-kept"] == "9"  # an older caller's struct: nothing written past its size
+    # the options as the library completes them: the tiny bundle's recipe (the default) under the caller's steps
+    assert cases["resolved"] == "dpm++2m 2 7.5 0 - template"
+    assert cases["resolved-ddim"] == "ddim 2 7.5 0.25 trailing"
 
 
 def tamper(bundle: Path, folder: Path, how: str) -> Path:
@@ -449,6 +522,8 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
             manifest["engines"]["unet"]["variants"] = [{"file": entry, "devices": ["cuda"]}]
         else:
             manifest["engines"]["unet"]["file"] = entry  # a crafted bundle hashes what it crafted
+    elif how == "recipe-eta-without-ddim":
+        manifest["recipe"]["eta"] = 0.5  # the recipe's scheduler, dpm++2m, has none
     elif how == "unet-batch-zero":
         manifest["recipe"]["unet_batches"] = [0]  # batch 0 would loop forever in the UNet's batching
         manifest["engines"]["unet"]["inputs"][0]["shape"][0] = 0
@@ -465,6 +540,7 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
      ("path-absolute", "files[0].path \"/"), ("symlink-out", "files[0].path \"linked.json\" resolves outside the bundle"),
      ("tokenizer-symlink-out", "tokenizer \"tokenizer/tokenizer.json\" resolves outside the bundle"),
      ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]"),
+     ("recipe-eta-without-ddim", "recipe: eta 0.5: dpm++2m has no eta; only ddim takes one"),
      ("external-outside",
       "unet.onnx reads external data from \"../secret\"; an engine's ONNX files may read its data file unet.onnx.data"),
      ("external-variant", "unet.variant.onnx reads external data from \"../secret\""),

@@ -638,6 +638,10 @@ def test_compare_draws_both_sides_with_the_same_seeds(tiny_bundle, clips, tmp_pa
     assert code == 0, output
     official = json.loads((tmp_path / "official.json").read_text())  # PNDM against DPM-Solver++: other pictures
     assert official["psnr"]["identical"] == 0 and 5 < official["psnr"]["min_db"] < 80
+    from runtime.sampling import DEFAULT, OFFICIAL
+
+    recipes = [official[side]["recipe"] for side in ("a", "b")]  # what each side drew with, --steps over both
+    assert recipes == [{**DEFAULT.to_json(), "steps": 2}, {**OFFICIAL.to_json(), "steps": 2}]
 
 
 def test_compare_reports_the_metric_deltas(stand_ins, tiny_bundle, clips, tmp_path):

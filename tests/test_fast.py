@@ -15,6 +15,7 @@ import torch
 from runtime.errors import ConfigError
 from runtime.noise import STEP_NOISE, NoiseStream
 from runtime.pipeline import GenerationOptions, Pipeline
+from runtime.sampling import FAST
 from tests.support import export_tiny, psnr
 
 
@@ -34,6 +35,7 @@ def test_the_manifest_records_the_recipe(fast_bundle, tiny_models):
         4,
         1.0,
     )
+    assert (recipe["eta"], recipe["timestep_spacing"]) == (0.0, None)
     taesd_config = json.loads((tiny_models / "taesd" / "config.json").read_text())
     assert manifest["vae_scaling_factor"] == taesd_config["scaling_factor"] == 1.0
     unet = {spec["name"]: spec["shape"] for spec in manifest["engines"]["unet"]["inputs"]}
@@ -78,7 +80,7 @@ def test_the_bundle_recipe_is_the_default_and_runs_the_unet_at_batch_1(fast_bund
 def test_what_a_bundle_lacks_is_one_error_naming_the_export_flag(fast_bundle, tiny_bundle, clips):
     with pytest.raises(ConfigError, match="--fast needs a bundle with LCM-LoRA fused") as caught:
         Pipeline.open(tiny_bundle).draw(clips[0], GenerationOptions(fast=True))
-    assert "--lcm-lora" in caught.value.hint and "--tiny-vae" in caught.value.hint
+    assert f"audiotoken-rt export ... {FAST.flag}" in caught.value.hint  # the flag that fills in the preset's sources
     with pytest.raises(ConfigError, match="guidance 7.5 needs the UNet at batch 2") as caught:
         Pipeline.open(fast_bundle).draw(clips[0], GenerationOptions(guidance=7.5))
     assert "--unet-batch 1,2" in caught.value.hint
@@ -128,13 +130,23 @@ def test_bench_fast_end_to_end(tiny_bundle, fast_bundle, clips, tmp_path):
         "scheduler": "dpm++2m",
         "steps": 25,
         "guidance": 7.5,
+        "eta": 0.0,
+        "timestep_spacing": None,
         "unet_batch": 2,
         "decoder": "sd-vae",
     }
     assert (
         recipes["fast"]
         == recipes["torch-fast"]
-        == {"scheduler": "lcm", "steps": 4, "guidance": 1.0, "unet_batch": 1, "decoder": "taesd"}
+        == {
+            "scheduler": "lcm",
+            "steps": 4,
+            "guidance": 1.0,
+            "eta": 0.0,
+            "timestep_spacing": None,
+            "unet_batch": 1,
+            "decoder": "taesd",
+        }
     )
     for config in figures["configs"].values():
         assert {"total_ms", "unet_step_ms", "stages", "peak_rss_mb"} <= set(config)

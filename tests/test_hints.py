@@ -4,7 +4,8 @@ runtime/, export/ and audiotoken/ write is an option of the command the text nam
 Justfile. A hint is a new user's next command, so one naming a renamed or never-made option sends them nowhere.
 
 The texts are read from the source (``ast``): string constants, f-strings with their constant parts, and module
-constants they name (``hint=TRT_HINT``, ``INSTALL_HINTS[device]``); a flag after ``pip`` in its clause is pip's.
+constants they name (``hint=TRT_HINT``, ``INSTALL_HINTS[device]``, ``FAST.flag``); a flag after ``pip`` in its clause
+is pip's.
 A module that imports only where it runs (Triton's stub) has its texts checked without its constants filled in."""
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def renderings(node: ast.AST, module) -> list[str]:
         return renderings(node.body, module) + renderings(node.orelse, module)
     if isinstance(node, ast.Subscript):
         return renderings(node.value, module)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):  # a module constant's attribute
+        value = getattr(getattr(module, node.value.id, None), node.attr, None)
+        return [value] if isinstance(value, str) else [UNKNOWN]
     if isinstance(node, ast.Name):
         value = getattr(module, node.id, None)
         if isinstance(value, str):
@@ -103,7 +107,8 @@ def test_the_collector_sees_the_hints_it_must_check():
     texts = [text for _, text in message_texts()]
     assert any("--overwrite to replace" in t for t in texts)  # a plain hint
     assert any("audiotoken-rt[trt]" in t for t in texts)  # a module constant (TRT_HINT)
-    assert any("--lcm-lora latent-consistency/lcm-lora-sdv1-5" in t for t in texts)  # an f-string's constant
+    assert any("audiotoken-rt[trt]" in t and "or export without --tensorrt" in t for t in texts)  # an f-string's
+    assert any("audiotoken-rt export ... --fast" in t for t in texts)  # a module constant's attribute (FAST.flag)
     assert any("onnxruntime-gpu" in t for t in texts)  # a dict constant's values (INSTALL_HINTS[device])
 
 

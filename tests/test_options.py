@@ -1,6 +1,7 @@
 """The bounds on what anyone may ask of a drawing (runtime/pipeline.py: ``GenerationOptions.check`` and those of
 ``EditOptions`` and ``ComposeOptions``): every value outside them is one ConfigError naming the option as the
-command line writes it (``--steps``, ``--guidance``), with the value received; every value on a bound is accepted.
+command line writes it (``--steps``, ``--guidance``, ``--eta``, ``--spacing``), with the value received, and so is
+an eta or a spacing for a scheduler that takes none; every value on a bound is accepted.
 No bundle is needed: these checks run before any file is opened (the steps' upper bound depends on the bundle's
 scheduler config and is tested in tests/test_numerics.py)."""
 
@@ -15,13 +16,14 @@ from runtime.errors import ConfigError
 from runtime.noise import MAX_SEED
 from runtime.pipeline import (
     MAX_FEATHER,
-    MAX_GUIDANCE,
     MAX_NUM_IMAGES,
     MAX_PROMPT_BYTES,
     ComposeOptions,
     EditOptions,
     GenerationOptions,
 )
+from runtime.sampling import MAX_GUIDANCE
+from runtime.schedulers import MAX_ETA
 
 LONG = "a photo of <*> " + "x" * (MAX_PROMPT_BYTES - 15 + 1)  # one byte over
 SURROGATE = "a photo of <*> \udcff"  # what Python makes of the byte 0xFF in a command-line argument
@@ -50,6 +52,18 @@ BAD = [
     (GenerationOptions, {"prompt": 5}, "--prompt is int; it must be text"),
     (GenerationOptions, {"negative_prompt": "é" * 501}, "--negative-prompt is 1002 bytes long"),
     (GenerationOptions, {"seed": MAX_SEED, "num_images": 2}, f"--seed {MAX_SEED} with --num-images 2"),
+    (GenerationOptions, {"eta": MAX_ETA + 0.5}, f"--eta is 1.5; it must be a finite number from 0 to {MAX_ETA:g}"),
+    (GenerationOptions, {"eta": -0.1}, "--eta is -0.1"),
+    (GenerationOptions, {"eta": float("nan")}, "--eta is nan"),
+    (GenerationOptions, {"eta": "0.5"}, "--eta is '0.5'"),
+    (GenerationOptions, {"timestep_spacing": "sideways"}, "--spacing is 'sideways'; choose one of leading, trailing"),
+    (GenerationOptions, {"timestep_spacing": 1}, "--spacing is 1"),
+    (
+        GenerationOptions,
+        {"scheduler": "dpm++2m", "eta": 0.5},
+        re.escape("--eta 0.5: dpm++2m has no eta; only ddim takes"),
+    ),
+    (GenerationOptions, {"scheduler": "lcm", "timestep_spacing": "trailing"}, "--spacing 'trailing': lcm spaces no"),
     (EditOptions, {"strength": -0.1}, "--strength is -0.1; it must be between 0"),
     (EditOptions, {"strength": 1.5}, "--strength is 1.5"),
     (EditOptions, {"strength": float("nan")}, "--strength is nan"),
@@ -78,6 +92,10 @@ GOOD = [
     (GenerationOptions, {"guidance": np.float32(7.5), "seed": MAX_SEED, "start": 0.0}),
     (GenerationOptions, {"prompt": "a photo of <*> " + "é" * ((MAX_PROMPT_BYTES - 15) // 2)}),  # 999 bytes
     (GenerationOptions, {"negative_prompt": "x" * MAX_PROMPT_BYTES}),
+    (GenerationOptions, {"scheduler": "ddim", "eta": MAX_ETA, "timestep_spacing": "trailing"}),
+    (GenerationOptions, {"scheduler": "ddim", "eta": 0, "timestep_spacing": "linspace"}),
+    (GenerationOptions, {"eta": 0.5}),  # the bundle's recipe decides whether its scheduler takes one
+    (GenerationOptions, {"scheduler": "euler", "eta": 0.0, "timestep_spacing": "leading"}),
     (EditOptions, {"strength": 0.0, "feather": 0}),
     (EditOptions, {"strength": 1.0, "feather": MAX_FEATHER}),
     (ComposeOptions, {"blend": 1.0, "layout": "left,right", "background": "x" * MAX_PROMPT_BYTES}),

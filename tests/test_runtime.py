@@ -229,6 +229,8 @@ def test_bench_reports_every_backend_with_ratios(tiny_bundle, clips, tmp_path):
             "scheduler": "dpm++2m",
             "steps": 2,
             "guidance": 7.5,
+            "eta": 0.0,
+            "timestep_spacing": None,
             "unet_batch": 2,
             "decoder": "sd-vae",
         }
@@ -340,7 +342,15 @@ def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
             "unet_step_ms": float(rng.uniform(100, 99999)),
             "peak_rss_mb": float(rng.uniform(100, 99999)),
             "round_totals_ms": [float(rng.uniform(10000, 999999)) for _ in range(3)],
-            "recipe": {"scheduler": "dpm++2m", "steps": 25, "guidance": 7.5, "unet_batch": 2, "decoder": "sd-vae"},
+            "recipe": {
+                "scheduler": "dpm++2m",
+                "steps": 25,
+                "guidance": 7.5,
+                "eta": 0.0,
+                "timestep_spacing": None,
+                "unet_batch": 2,
+                "decoder": "sd-vae",
+            },
         }
     relative = bench.ratios(results, pairs)
     assert len(results) == 9 and len(relative) == 12

@@ -10,6 +10,12 @@ latents (PNDM at 2 "linspace" steps ends near 50), the tolerance is TOL times th
 
 Every scheduler is run at 1 and 2 steps and at its most, ``max_steps``, in every timestep spacing; where that most is
 below the 1000 training timesteps, diffusers is shown to fail (IndexError) or to give NaN one step beyond it.
+
+A recipe's eta and timestep spacing (``runtime.sampling.Sampling``): DDIM with eta > 0 against diffusers'
+DDIMScheduler given the same per-step noise (its ``variance_noise``), text-to-image and img2img, within TOL as the
+others (measured: at most 3.4e-6, as eta 0 gives at most 1.9e-6 on the same loops: diffusers' float32 rounding); a
+spacing laid over a config holding another one against diffusers built with that spacing, and the step bound taken
+at that spacing.
 """
 
 from __future__ import annotations
@@ -31,7 +37,15 @@ from diffusers import (
 from diffusers.schedulers import scheduling_euler_ancestral_discrete, scheduling_lcm
 
 from runtime.errors import ConfigError
-from runtime.schedulers import MAX_TRAIN_TIMESTEPS, SCHEDULER_NAMES, History, make_scheduler, max_steps
+from runtime.sampling import Sampling
+from runtime.schedulers import (
+    MAX_TRAIN_TIMESTEPS,
+    SCHEDULER_NAMES,
+    SPACED_SCHEDULERS,
+    History,
+    make_scheduler,
+    max_steps,
+)
 
 # scheduler/scheduler_config.json of CompVis/stable-diffusion-v1-4 (SD 1.x)
 SD1_CONFIG = {
@@ -142,8 +156,11 @@ def assert_noised_close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=NOISED_RTOL * np.abs(want).max())
 
 
-def run_ours(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
-    sched = make_scheduler(name, config, steps, strength=strength)
+def run_ours(
+    name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None, sched=None
+):
+    """Our loop, on ``sched`` if given (else the scheduler ``name`` on ``config``)."""
+    sched = sched or make_scheduler(name, config, steps, strength=strength)
     if source is None:
         latents = (noise * sched.init_noise_sigma).astype(np.float32)  # [1,4,8,8]
     else:
@@ -656,3 +673,113 @@ def test_a_strength_too_small_for_any_step_count_says_the_least_strength(name, s
     with pytest.raises(ConfigError, match=rf"^strength: {strength!r} leaves int\(4 \* {strength!r}\) = 0") as info:
         make_scheduler(name, SD1_CONFIG, 4, strength=strength)
     assert info.value.hint == "use a strength of at least 0.25 for 4 steps"
+
+
+# ---- a recipe's eta (DDIM's) and timestep spacing ---------------------------------------------------------------------
+
+
+def ddim_eta_loops(config: dict, steps: int, eta: float, seed: int, strength: float = 1.0):
+    """DDIM with ``eta`` in both implementations, each fed the same fresh noise at every step (diffusers' as
+    ``variance_noise``): -> (ours, diffusers') final latents [1,4,8,8], the timesteps checked equal."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
+    source = rng.standard_normal(SHAPE).astype(np.float32) if strength < 1 else None  # [1,4,8,8] "picture"
+    ours = Sampling("ddim", steps, eta=eta).make_scheduler(config, strength)
+    step_noises = [rng.standard_normal(SHAPE).astype(np.float32) for _ in ours.timesteps]
+    sched, timesteps = reference_scheduler("ddim", config, steps, strength, img2img=source is not None)
+    np.testing.assert_array_equal(ours.timesteps, timesteps.numpy())
+    if source is None:
+        theirs = torch.from_numpy(noise) * sched.init_noise_sigma
+        got = (noise * ours.init_noise_sigma).astype(np.float32)
+    else:
+        theirs = sched.add_noise(torch.from_numpy(source), torch.from_numpy(noise), timesteps[:1])
+        got = ours.add_noise(source, noise, 0)
+    history = History()
+    for i, t in enumerate(timesteps):
+        out = torch.from_numpy(fake_unet(sched.scale_model_input(theirs, t).numpy(), t.item(), config))
+        theirs = sched.step(out, t, theirs, eta=eta, variance_noise=torch.from_numpy(step_noises[i])).prev_sample
+        got, history = ours.step(fake_unet(got, ours.timesteps[i], config), i, got, history, noise=step_noises[i])
+    return got, theirs.numpy()
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize(
+    "eta, steps, overrides",
+    [(1.0, 50, {}), (0.5, 25, {}), (0.3, 10, {"timestep_spacing": "trailing"}), (1.0, 4, {"set_alpha_to_one": True}),
+     (0.7, 1, {}), (0.5, 20, {"clip_sample": True})],
+)  # fmt: skip
+def test_ddim_eta_matches_diffusers(eta, steps, overrides, prediction_type):
+    config = {**SD1_CONFIG, "prediction_type": prediction_type, **overrides}
+    got, want = ddim_eta_loops(config, steps, eta, seed=steps)
+    assert np.isfinite(got).all()
+    error = float(np.abs(got.astype(np.float64) - want).max())
+    assert error <= TOL * max(1.0, float(np.abs(want).max())), f"eta {eta}, {steps} steps: {error:.3g}"
+    deterministic = ddim_eta_loops(config, steps, 0.0, seed=steps)[0]
+    assert float(np.abs(got - deterministic).max()) > 1e-2  # the fresh noise moved the picture
+
+
+@pytest.mark.parametrize("strength", [0.6, 0.3])
+def test_ddim_eta_img2img_matches_diffusers(strength):
+    got, want = ddim_eta_loops(SD1_CONFIG, 30, 0.8, seed=3, strength=strength)
+    assert float(np.abs(got.astype(np.float64) - want).max()) <= TOL * max(1.0, float(np.abs(want).max()))
+
+
+def test_ddim_eta_draws_its_noise_from_the_rng_at_every_step():
+    sched = make_scheduler("ddim", SD1_CONFIG, 5, eta=0.5)
+    x = np.ones(SHAPE, dtype=np.float32)  # [1,4,8,8]
+    rng, drawn = np.random.default_rng(7), np.random.default_rng(7)
+    from_rng, from_noise = x, x
+    for i, t in enumerate(sched.timesteps):
+        from_rng, _ = sched.step(fake_unet(from_rng, t, SD1_CONFIG), i, from_rng, rng=rng)
+        from_noise, _ = sched.step(
+            fake_unet(from_noise, t, SD1_CONFIG), i, from_noise, noise=drawn.standard_normal(SHAPE)
+        )
+    np.testing.assert_array_equal(from_rng, from_noise)
+    with pytest.raises(ConfigError, match="rng"):
+        sched.step(fake_unet(x, sched.timesteps[0], SD1_CONFIG), 0, x)
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "ddim"])
+def test_only_ddim_takes_an_eta(name):
+    with pytest.raises(ValueError, match="takes no eta"):
+        make_scheduler(name, SD1_CONFIG, 4, eta=0.5)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("name", SPACED_SCHEDULERS)
+def test_a_recipes_spacing_draws_as_diffusers_built_with_it(name, spacing):
+    """The bundle's config holds another spacing; the recipe's is the one drawn with, as diffusers built with it."""
+    bundle_config = {**SD1_CONFIG, "timestep_spacing": next(s for s in SPACINGS if s != spacing)}
+    with_spacing = {**SD1_CONFIG, "timestep_spacing": spacing}
+    rng = np.random.default_rng(21)
+    noise = rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
+    ours = Sampling(name, 10, timestep_spacing=spacing).make_scheduler(bundle_config)
+    step_noises = (
+        [rng.standard_normal(SHAPE).astype(np.float32) for _ in ours.timesteps] if name in STOCHASTIC else None
+    )
+    want, want_ts, want_sigma, _ = run_diffusers(name, with_spacing, 10, noise, step_noises)
+    got, got_ts, got_sigma, _ = run_ours(name, bundle_config, 10, noise, step_noises, sched=ours)
+    np.testing.assert_array_equal(got_ts, want_ts)
+    assert got_sigma == pytest.approx(want_sigma, rel=1e-6)
+    assert float(np.abs(got.astype(np.float64) - want).max()) <= TOL * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("name", SPACED_SCHEDULERS)
+def test_the_step_bound_is_taken_at_the_recipes_spacing(name, spacing):
+    bundle_config = {**SD1_CONFIG, "timestep_spacing": next(s for s in SPACINGS if s != spacing)}
+    recipe = Sampling(name, 1, timestep_spacing=spacing)
+    most = recipe.max_steps(bundle_config)
+    assert most == bound(name, spacing)
+    Sampling(name, most, timestep_spacing=spacing).make_scheduler(bundle_config)
+    with pytest.raises(ConfigError, match=rf"^--steps is {most + 1}; .* timestep_spacing '{spacing}'"):
+        Sampling(name, most + 1, timestep_spacing=spacing).make_scheduler(bundle_config)
+
+
+def test_trailing_spacing_lets_ddim_take_every_training_timestep():
+    """DDIM at 1000 "leading" steps indexes timestep 1000 (past the table): refused on SD's config; at the recipe's
+    "trailing" spacing the same config takes 1000 steps, the first at timestep 999, as diffusers draws them."""
+    with pytest.raises(ConfigError, match="^--steps is 1000; ddim takes 1 to 999 steps"):
+        Sampling("ddim", 1000).make_scheduler(SD1_CONFIG)
+    scheduler = Sampling("ddim", 1000, timestep_spacing="trailing").make_scheduler(SD1_CONFIG)
+    assert scheduler.timesteps[0] == 999 and len(scheduler.timesteps) == 1000

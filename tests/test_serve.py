@@ -163,6 +163,22 @@ def test_the_served_picture_is_the_cli_picture_over_http_and_grpc(server, tiny_b
         assert np.array_equal(np.asarray(picture), cli) and picture.text["audiotoken:seed"] == "11"
 
 
+def test_the_recipes_eta_and_spacing_are_served_as_the_cli_draws_them(server, tiny_bundle, clips, tmp_path):
+    from audiotoken_rt.cli import app
+
+    recipe = ["--scheduler", "ddim", "--eta", "0.5", "--spacing", "trailing", "--steps", str(STEPS)]
+    args = ["generate", str(clips[0]), "--engines", str(tiny_bundle), "--out", str(tmp_path), "--seed", "11", *recipe]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    cli = np.asarray(Image.open(tmp_path / f"{clips[0].stem}.png"))
+    inputs = {"SCHEDULER": text(b"ddim"), "ETA": np.array([[0.5]], np.float32), "SPACING": text(b"trailing")}
+    for protocol in ("http", "grpc"):
+        answer = server.client(protocol).infer("audiotoken", request(clips[0], protocol, **inputs))
+        assert np.array_equal(answer.as_numpy("IMAGE")[0], cli), protocol
+    png = server.client().infer("audiotoken_png", request(clips[0], **inputs)).as_numpy("PNG")[0][0]
+    with Image.open(io.BytesIO(png)) as picture:
+        assert (picture.text["audiotoken:eta"], picture.text["audiotoken:timestep_spacing"]) == ("0.5", "trailing")
+
+
 def test_edit_is_served_at_the_pictures_own_size(server, clips):
     source = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(source, "PNG")
@@ -297,6 +313,11 @@ BAD_REQUESTS = [  # (change to a good request, what the one line must say)
     ({"GUIDANCE": np.array([[1e6]], np.float32)}, "guidance is 1"),
     ({"SEED": np.array([[-2]], np.int64)}, "seed -2: expected an integer from 0"),
     ({"FAST": np.array([[True]], np.bool_)}, "--fast needs a bundle with LCM-LoRA fused"),
+    ({"ETA": np.array([[0.5]], np.float32)}, "--eta 0.5: dpm++2m has no eta"),  # the bundle's scheduler takes none
+    ({"SCHEDULER": text(b"ddim"), "ETA": np.array([[1.5]], np.float32)}, "--eta is 1.5"),
+    ({"ETA": np.array([[np.inf]], np.float32)}, "ETA inf: expected a finite number"),
+    ({"SPACING": text(b"sideways")}, "--spacing is 'sideways'"),
+    ({"SPACING": text(b"s" * 1000)}, "SPACING: 1000 bytes"),
 ]
 
 

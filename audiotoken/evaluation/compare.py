@@ -1,6 +1,10 @@
 """``audiotoken-rt compare``: two bundles (or recipes) drawn side by side with the same seeds, the PSNR of every
 picture pair and, with ``--models``, both sides' metrics and their differences.
 
+Each side draws with a preset's recipe (``runtime.sampling``: the bundle's own, the fast preset, the official
+inference), ``--steps``/``--scheduler``/``--guidance``/``--eta``/``--spacing`` laid over both; the JSON records the
+recipe each side drew with (``Sampling.to_json``).
+
 Place in the data flow: clips -> ``runtime.pipeline`` (bundle A, bundle B) -> pictures -> PSNR, and
 ``scoring.Evaluator`` (one for both sides: the clip side embedded once) -> tables on stdout, ``--json`` and
 ``--report DIR`` (``report``). Importing this module needs no torch.
@@ -43,7 +47,7 @@ from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, default_of, option, options_from, reports_errors
 from runtime.contract import VAE_DECODER
 from runtime.errors import AudioTokenError, ConfigError
-from runtime.schedulers import SCHEDULER_NAMES
+from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 PRESETS = ("bundle", "fast", "official")  # the bundle's own recipe; LCM 4 steps guidance 1; PNDM 50 steps 7.5
 
@@ -171,6 +175,16 @@ def compare_command(
     guidance: float | None = typer.Option(
         None, "--guidance", help="Guidance on both sides (default: each preset's).", show_default=False
     ),
+    eta: float | None = typer.Option(
+        None, "--eta", help="DDIM's eta on both sides (default: each preset's).", show_default=False
+    ),
+    spacing: str | None = typer.Option(
+        None,
+        "--spacing",
+        **choice(TIMESTEP_SPACINGS),
+        help="Timestep spacing on both sides (default: each preset's).",
+        show_default=False,
+    ),
     prompt: str | None = typer.Option(
         None, "--prompt", help="Prompt template holding <*> (default: each bundle's).", show_default=False
     ),
@@ -214,6 +228,7 @@ def compare_command(
     if len(set(stems)) != len(stems):
         raise ConfigError("two clips share a name, and pictures are named after their clips", hint="rename one")
     given = {"seed": seed, "num_images": num_images, "steps": steps, "scheduler": scheduler, "guidance": guidance}
+    given |= {"eta": eta, "timestep_spacing": spacing}
     sides = {
         "a": preset_options(preset_a, {**given, "prompt": prompt}),
         "b": preset_options(preset_b, {**given, "prompt": prompt}),
@@ -250,8 +265,9 @@ def compare_command(
             "a": Pipeline.open(bundle_a, backend=backend, device=device),
             "b": Pipeline.open(bundle_b, backend=backend, device=device),
         }
+    recipes = {}  # a recipe the bundle lacks is refused here, not once per clip
     for name, pipeline in pipelines.items():
-        pipeline.prepare(sides[name])  # a recipe the bundle lacks is refused here, not once per clip
+        recipes[name] = pipeline.prepare(sides[name])[0].sampling(pipeline.bundle.manifest.recipe)
     sizes = {name: picture_size(pipeline) for name, pipeline in pipelines.items()}
     if sizes["a"] != sizes["b"]:
         raise ConfigError(
@@ -265,8 +281,8 @@ def compare_command(
     stdout.print(rich_table("PSNR of B against A, dB", PSNR_HEADER, psnr_rows))
     summary = psnr_summary([p["psnr_db"] for p in pairs])
     result: dict = {
-        "a": {"bundle": str(bundle_a), "preset": preset_a},
-        "b": {"bundle": str(bundle_b), "preset": preset_b},
+        "a": {"bundle": str(bundle_a), "preset": preset_a, "recipe": recipes["a"].to_json()},
+        "b": {"bundle": str(bundle_b), "preset": preset_b, "recipe": recipes["b"].to_json()},
         "pictures": [{**p, "psnr_db": None if math.isinf(p["psnr_db"]) else p["psnr_db"]} for p in pairs],
         "psnr": summary,
         "failed": failed,
@@ -298,7 +314,9 @@ def compare_command(
             ]
             return cells
 
-        notes = [f"A: {bundle_a} ({preset_a}); B: {bundle_b} ({preset_b}); seeds from {seed}; PSNR in dB"]
+        bundles = {"a": bundle_a, "b": bundle_b}
+        drew = "; ".join(f"{name.upper()}: {bundles[name]} ({recipes[name].describe()})" for name in sides)
+        notes = [f"{drew}; seeds from {seed}; PSNR in dB"]
         title = report_title("compare", model_files)
         rows = clip_rows(clip_set, pictures_of, sheet_clips)
         write_report(report, title, tables, rows, notes + model_notes(model_files))

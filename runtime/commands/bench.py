@@ -26,7 +26,8 @@ Before any worker runs, each configuration's backend is asked whether it can sta
 (``runtime.backends.backend_ready``). It prints tables that read at 100 columns, one row per configuration (what
 it drew, its UNet step, total and peak memory; its milliseconds per stage; each round's total) and one per ratio,
 and optionally writes ``--json``: ``{"configs": {name: {"stages": {stage: ms}, "total_ms": ...,
-"unet_step_ms": ..., "peak_rss_mb": ..., "round_totals_ms": [...]}}, "ratios": {"a / b": {..., "total_by_round":
+"unet_step_ms": ..., "peak_rss_mb": ..., "round_totals_ms": [...], "recipe": {the drawn
+``runtime.sampling.Sampling``'s fields, "unet_batch", "decoder"}}}, "ratios": {"a / b": {..., "total_by_round":
 [...]}}, ...}``. The ``torch`` backend is the
 PyTorch side's plug-in (``runtime.backends``); the worker finds it like any backend.
 """
@@ -141,9 +142,7 @@ def measure(bundle: str, backend: str, device: str, clip: str, repeats: int, opt
         "open_ms": open_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         "recipe": {
-            "scheduler": drawn.scheduler,
-            "steps": drawn.steps,
-            "guidance": drawn.guidance,
+            **drawn.sampling(pipeline.bundle.manifest.recipe).to_json(),
             "unet_batch": 2 if pipeline.guided(drawn) else 1,
             "decoder": pipeline.bundle.manifest.recipe.decoder,
         },
@@ -275,6 +274,17 @@ def bench_configs(
     return configs + beside, pairs
 
 
+def recipe_text(recipe: dict) -> str:
+    """A configuration's recipe as its row shows it: 'ddim 50, guidance 7.5, eta 0.5, trailing, batch 2, sd-vae'
+    (eta 0 and the scheduler config's spacing left unsaid)."""
+    eta = f", eta {recipe['eta']:g}" if recipe["eta"] != 0 else ""
+    spacing = f", {recipe['timestep_spacing']}" if recipe["timestep_spacing"] is not None else ""
+    return (
+        f"{recipe['scheduler']} {recipe['steps']}, guidance {recipe['guidance']:g}{eta}{spacing}, "
+        f"batch {recipe['unet_batch']}, {recipe['decoder']}"
+    )
+
+
 def bench_tables(title: str, results: dict[str, dict], relative: dict[str, dict]) -> list:
     """The figures as tables that read at 100 columns, one row per configuration (and per ratio): what each drew
     with its headline figures, its milliseconds per stage, each round's total (the spread is the machine's drift),
@@ -291,7 +301,7 @@ def bench_tables(title: str, results: dict[str, dict], relative: dict[str, dict]
     summary = table(title, "configuration", "recipe", "UNet step\nms", "total\nms", "peak RSS\nMB")
     summary.columns[1].justify = "left"
     for name, figures in results.items():
-        recipe = "{scheduler} {steps}, guidance {guidance:g}, batch {unet_batch}, {decoder}".format(**figures["recipe"])
+        recipe = recipe_text(figures["recipe"])
         headline = (figures["unet_step_ms"], figures["total_ms"], figures["peak_rss_mb"])
         summary.add_row(name, recipe, *(f"{value:.1f}" for value in headline))
     measured = [stage for stage in STAGES if any(stage in figures["stages"] for figures in results.values())]

@@ -22,7 +22,7 @@ from runtime.commands.jobs import SKIP_EXISTING_HELP, Batch, Job, picture_line, 
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
 from runtime.pipeline import ComposeOptions, Generation, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES
+from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 COMPOSE_CLIPS_HELP = (
     f"The sounds, 1 to {TOKEN_SLOTS}: clip k goes to <k> of the prompt, or to region k of --layout. Read as in "
@@ -67,6 +67,10 @@ def compose_command(
     seed: int | None = option(ComposeOptions, "seed", "--seed", show_default=False),
     scheduler: str | None = option(
         ComposeOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    eta: float | None = option(ComposeOptions, "eta", "--eta", show_default=False),
+    timestep_spacing: str | None = option(
+        ComposeOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
     ),
     negative_prompt: str = option(ComposeOptions, "negative_prompt", "--negative-prompt"),
     num_images: int = option(ComposeOptions, "num_images", "--num-images"),

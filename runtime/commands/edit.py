@@ -20,7 +20,7 @@ from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
 from runtime.pipeline import EditOptions, Generation, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES
+from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 PICTURE_HELP = (
     "The picture to edit: PNG, JPEG, WebP (any mode, any size; transparency kept). It is scaled to fit the "
@@ -54,6 +54,10 @@ def edit_command(
     seed: int | None = option(EditOptions, "seed", "--seed", show_default=False),
     scheduler: str | None = option(
         EditOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    eta: float | None = option(EditOptions, "eta", "--eta", show_default=False),
+    timestep_spacing: str | None = option(
+        EditOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
     ),
     prompt: str | None = option(EditOptions, "prompt", "--prompt", show_default="the bundle's"),
     negative_prompt: str = option(EditOptions, "negative_prompt", "--negative-prompt"),

@@ -17,7 +17,7 @@ from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
 from runtime.pipeline import Generation, GenerationOptions, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES
+from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 
 @reports_errors
@@ -36,6 +36,10 @@ def generate_command(
     seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
     scheduler: str | None = option(
         GenerationOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
+    ),
+    eta: float | None = option(GenerationOptions, "eta", "--eta", show_default=False),
+    timestep_spacing: str | None = option(
+        GenerationOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
     ),
     prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
     negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),

@@ -8,8 +8,10 @@ request's tensors against ``RequestLimits`` and read them into ``GenerationOptio
 
 Models (inputs with Triton's batch dimension of 1 in front; optional ones may be left out):
 - ``audiotoken``: AUDIO float32 [N, C] samples (mono: [N, 1]), SAMPLE_RATE int32 [1]; optional PROMPT,
-  NEGATIVE_PROMPT, SCHEDULER bytes [1], SEED int64 [1], STEPS int32 [1], GUIDANCE float32 [1], FAST bool [1]
-  -> IMAGE uint8 [H, W, 3], SEED_USED int64 [1];
+  NEGATIVE_PROMPT, SCHEDULER bytes [1], SEED int64 [1], STEPS int32 [1], GUIDANCE float32 [1], ETA float32 [1],
+  SPACING bytes [1], FAST bool [1] -> IMAGE uint8 [H, W, 3], SEED_USED int64 [1]; SCHEDULER, STEPS, GUIDANCE, ETA
+  and SPACING are the recipe's fields (``runtime.sampling.Sampling``: --scheduler, --steps, --guidance, --eta,
+  --spacing), laid over the bundle's recipe as the command line's are;
 - ``audiotoken_png``: the same -> PNG bytes [1] (the picture with its PNG text chunks), SEED_USED;
 - ``audiotoken_edit``: the same plus PICTURE bytes [1] (a PNG, JPEG or WebP file's bytes), optional MASK bytes [1]
   and STRENGTH float32 [1] -> PNG bytes [1] at the picture's size, SEED_USED.
@@ -23,7 +25,8 @@ logging, trace, shared memory, statistics) stay behind PyTriton's access token (
 Bounds, all checked before any work: AUDIO at most ``--max-samples`` values, SAMPLE_RATE in
 ``runtime.audio``'s MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, STEPS 1..``--max-steps`` (the recipe's steps too, when
 STEPS is left out), PROMPT and NEGATIVE_PROMPT at most ``runtime.pipeline``'s MAX_PROMPT_BYTES before they are
-decoded or tokenized, GUIDANCE and STRENGTH finite (their ranges are the options' own ``check``). Each model runs
+decoded or tokenized, SCHEDULER and SPACING at most NAME_BYTES, GUIDANCE, ETA and STRENGTH finite (their ranges are
+the options' own ``check``, which names them as the command line does). Each model runs
 ``--instances`` copies (Triton model instances) over one shared, thread-safe ``Pipeline``; requests beyond them
 wait in Triton's queue, at most ``--max-queue`` of them (one more is refused at once: "exceeds maximum queue size")
 and at most ``--timeout`` seconds each (then refused: "request timeout expired").
@@ -82,7 +85,7 @@ SERVE_HINT = (
 HANDSHAKE_RACE = "get_config_from_handshake_server"
 START_ATTEMPTS = 3
 MODEL, PNG_MODEL, EDIT_MODEL = "audiotoken", "audiotoken_png", "audiotoken_edit"
-NAME_BYTES = 64  # SCHEDULER: a scheduler's name
+NAME_BYTES = 64  # SCHEDULER and SPACING: a scheduler's or a timestep spacing's name
 ONE_LINE_PROXY = Path(__file__).with_name("stub.py")  # each served model's model.py (see the docstring)
 LOG = logging.getLogger("audiotoken_rt.serve")
 
@@ -257,6 +260,8 @@ class Models:
             "seed": scalar(request, "SEED", int),
             "steps": scalar(request, "STEPS", int),
             "guidance": scalar(request, "GUIDANCE", float),
+            "eta": scalar(request, "ETA", float),
+            "timestep_spacing": scalar(request, "SPACING", str, max_bytes=NAME_BYTES),
             "fast": scalar(request, "FAST", bool, False),
         }
         if "STRENGTH" in request:
@@ -357,6 +362,8 @@ INPUTS = (
     ("SEED", np.int64, "TYPE_INT64", (1,), True),
     ("STEPS", np.int32, "TYPE_INT32", (1,), True),
     ("GUIDANCE", np.float32, "TYPE_FP32", (1,), True),
+    ("ETA", np.float32, "TYPE_FP32", (1,), True),
+    ("SPACING", bytes, "TYPE_STRING", (1,), True),
     ("FAST", np.bool_, "TYPE_BOOL", (1,), True),
 )
 EDIT_INPUTS = (

@@ -101,6 +101,18 @@ def good_requests(clips: list[Path], folder: Path) -> list[Good]:
             {"SEED": i64(3), "STEPS": i32(4), "SCHEDULER": text(b"euler-a")},
         ),
         Good("384 kHz stereo", wide, ("--seed", "4", "--steps", "2"), {"SEED": i64(4), "STEPS": i32(2)}),
+        Good(
+            "ddim, eta 0.5, trailing",
+            clips[0],
+            ("--seed", "5", "--steps", "3", "--scheduler", "ddim", "--eta", "0.5", "--spacing", "trailing"),
+            {
+                "SEED": i64(5),
+                "STEPS": i32(3),
+                "SCHEDULER": text(b"ddim"),
+                "ETA": np.array([[0.5]], np.float32),
+                "SPACING": text(b"trailing"),
+            },
+        ),
     ]
 
 
@@ -130,6 +142,9 @@ HOSTILE = [
     Hostile("SEED -2", {"SEED": i64(-2)}, "seed -2"),
     Hostile("SCHEDULER unknown", {"SCHEDULER": text(b"magic")}, "unknown scheduler"),
     Hostile("SCHEDULER too long", {"SCHEDULER": text(b"m" * 10_000)}, "SCHEDULER: 10000 bytes"),
+    Hostile("ETA 2", {"SCHEDULER": text(b"ddim"), "ETA": np.array([[2.0]], np.float32)}, "--eta is 2.0"),
+    Hostile("ETA without ddim", {"ETA": np.array([[0.5]], np.float32)}, "has no eta"),
+    Hostile("SPACING unknown", {"SPACING": text(b"sideways")}, "--spacing is 'sideways'"),
     Hostile("FAST without the fast bundle", {"FAST": np.array([[True]])}, "--fast needs"),
     Hostile("PICTURE not a picture", {"PICTURE": text(b"GIF89a" + b"\0" * 64)}, "PICTURE", "audiotoken_edit"),
     Hostile("STRENGTH nan", {"STRENGTH": np.array([[np.nan]], np.float32)}, "STRENGTH nan", "audiotoken_edit"),

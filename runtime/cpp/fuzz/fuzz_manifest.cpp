@@ -2,8 +2,9 @@
 // first: the JSON read, the schema, the key, every path checked and resolved against a bundle folder that holds a
 // file, the tokenizer folder, a symlink out of the bundle and a symlink loop, the files hashed, the engine contract
 // at the manifest's dims, the rebuild command; then every scheduler built from the manifest's scheduler_config
-// (schedulers.cpp), as atrt_draw does. A BUNDLE or CONFIG error is the answer to bad bytes; any other exception, a
-// crash, a leak or undefined behaviour is a finding (tests/test_cpp.py, `just fuzz`).
+// (schedulers.cpp), and the recipe's (its spacing laid over the config's: sampling.cpp), as atrt_draw does. A
+// BUNDLE or CONFIG error is the answer to bad bytes; any other exception, a crash, a leak or undefined behaviour is
+// a finding (tests/test_cpp.py, `just fuzz`).
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "errors.hpp"
 #include "manifest.hpp"
+#include "sampling.hpp"
 #include "schedulers.hpp"
 
 namespace fs = std::filesystem;
@@ -59,6 +61,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         } catch (const atrt::Error&) {
         }
       }
+    }
+    try {
+      atrt::make_scheduler(manifest.recipe.sampling, manifest.scheduler_config);
+    } catch (const atrt::Error&) {
     }
   } catch (const atrt::Error&) {
   }

@@ -53,12 +53,15 @@ extern "C" {
 #define ATRT_MAX_SAMPLE_RATE 384000
 #define ATRT_CLIP_SECONDS 10.0
 #define ATRT_RESAMPLE_MARGIN_SECONDS 0.1
-/* Bounds on a drawing's options, checked before any work (runtime/pipeline.py MAX_PROMPT_BYTES, MAX_GUIDANCE and
- * MAX_NUM_IMAGES): a prompt or negative prompt of at most ATRT_MAX_PROMPT_BYTES UTF-8 bytes, a finite guidance in
- * 1..ATRT_MAX_GUIDANCE, 1..ATRT_MAX_NUM_IMAGES pictures per call. */
+/* Bounds on a drawing's options, checked before any work (runtime/pipeline.py MAX_PROMPT_BYTES and MAX_NUM_IMAGES,
+ * runtime/sampling.py MAX_GUIDANCE, runtime/schedulers.py MAX_ETA): a prompt or negative prompt of at most
+ * ATRT_MAX_PROMPT_BYTES UTF-8 bytes, a finite guidance in 1..ATRT_MAX_GUIDANCE, an eta in 0..ATRT_MAX_ETA (ddim's
+ * only), 1..ATRT_MAX_NUM_IMAGES pictures per call. */
 #define ATRT_MAX_PROMPT_BYTES 1000
 #define ATRT_MAX_GUIDANCE 50.0
+#define ATRT_MAX_ETA 1.0
 #define ATRT_MAX_NUM_IMAGES 100
+#define ATRT_RECIPE_ETA (-1.0) /* atrt_draw_options.eta left to the recipe (what atrt_draw_options_init sets) */
 
 typedef enum atrt_status {
   ATRT_OK = 0,
@@ -99,9 +102,12 @@ typedef struct atrt_audio {
   int32_t downmix;       /* an atrt_downmix */
 } atrt_audio;
 
-/* How to draw. Fields left at their *_init value come from the bundle's recipe (or from the fast preset). */
+/* How to draw. Fields left at their *_init value come from the bundle's recipe (or from the fast preset); a
+ * recipe's eta and timestep spacing go with its scheduler: options naming another scheduler leave them behind (eta
+ * 0, the scheduler config's spacing) unless they set them too. */
 typedef struct atrt_draw_options {
-  uint32_t struct_size;        /* sizeof(atrt_draw_options), set by atrt_draw_options_init */
+  uint32_t struct_size;        /* sizeof(atrt_draw_options), set by atrt_draw_options_init; the size before eta
+                                * and timestep_spacing (an older caller's) reads them as the recipe's */
   const char* prompt;          /* template holding <*> once; NULL: the bundle's template */
   const char* negative_prompt; /* the unconditional branch; NULL: "" */
   const char* scheduler;       /* "dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"; NULL: the recipe's */
@@ -110,6 +116,11 @@ typedef struct atrt_draw_options {
   int64_t seed;                /* first picture's seed, 0 .. 2^63-1; picture k gets seed + k; ATRT_RANDOM_SEED */
   int32_t num_images;          /* pictures to draw, 1..ATRT_MAX_NUM_IMAGES */
   int32_t fast;                /* nonzero: the fast preset (LCM, 4 steps, guidance 1) for unset fields */
+  float eta;                   /* ddim's fresh noise per step, 0 (deterministic) to ATRT_MAX_ETA; ATRT_RECIPE_ETA:
+                                * the recipe's */
+  const char* timestep_spacing; /* "leading", "trailing" (the first step at the last training timestep: for few
+                                 * steps) or "linspace", not for lcm; NULL: the recipe's (else the bundle's
+                                 * scheduler config's) */
 } atrt_draw_options;
 
 /* What a bundle draws: picture size, token width, template and recipe. Strings live as long as the context. */
@@ -124,6 +135,8 @@ typedef struct atrt_bundle_info {
   int32_t fast;             /* nonzero: LCM-LoRA fused, tiny decoder, a UNet of batch 1 */
   const char* device;       /* the execution provider the engines run on, e.g. "CPUExecutionProvider" */
   const char* bundle_id;    /* short id of the bundle's content */
+  float eta;                /* the recipe's */
+  const char* timestep_spacing; /* the recipe's; NULL: the bundle's scheduler config's */
 } atrt_bundle_info;
 
 ATRT_API uint32_t atrt_abi_version(void) ATRT_NOEXCEPT;
@@ -159,6 +172,13 @@ ATRT_API atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* 
 ATRT_API atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_size,
                                const atrt_draw_options* options, uint8_t* pixels_out, size_t pixels_capacity,
                                int64_t* seeds_out) ATRT_NOEXCEPT;
+
+/* The options a drawing with `options` (may be NULL: the *_init values) uses, into *resolved: every recipe field set
+ * from the bundle's recipe or the fast preset (timestep_spacing NULL where it is the bundle's scheduler config's),
+ * the prompt the bundle's template where NULL, and checked as atrt_draw checks them (ATRT_CONFIG_ERROR otherwise).
+ * Its strings are the caller's own or the library's, valid as long as the context and the caller's strings. */
+ATRT_API atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_options* options,
+                                               atrt_draw_options* resolved) ATRT_NOEXCEPT;
 
 /* atrt_encode_audio then atrt_draw. */
 ATRT_API atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const atrt_draw_options* options,

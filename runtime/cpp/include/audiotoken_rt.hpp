@@ -73,7 +73,8 @@ struct Audio {
   }
 };
 
-// How to draw; unset fields (empty, 0) come from the bundle's recipe, or the fast preset with `fast`.
+// How to draw; unset fields (empty, 0, ATRT_RECIPE_ETA) come from the bundle's recipe, or the fast preset with
+// `fast` (see atrt_draw_options).
 struct DrawOptions {
   std::string prompt;           // template holding <*> once; empty: the bundle's
   std::string negative_prompt;
@@ -83,6 +84,8 @@ struct DrawOptions {
   std::int64_t seed = ATRT_RANDOM_SEED;  // picture k gets seed + k
   int num_images = 1;
   bool fast = false;
+  float eta = static_cast<float>(ATRT_RECIPE_ETA);  // ddim's, 0..ATRT_MAX_ETA
+  std::string timestep_spacing;  // leading, trailing, linspace; empty: the recipe's (else the scheduler config's)
 
   atrt_draw_options c() const {
     atrt_draw_options options;
@@ -95,6 +98,24 @@ struct DrawOptions {
     options.seed = seed;
     options.num_images = num_images;
     options.fast = fast ? 1 : 0;
+    options.eta = eta;
+    options.timestep_spacing = timestep_spacing.empty() ? nullptr : timestep_spacing.c_str();
+    return options;
+  }
+
+  // The options as atrt_resolve_draw_options gives them back (strings copied).
+  static DrawOptions of(const atrt_draw_options& c) {
+    DrawOptions options;
+    options.prompt = c.prompt ? c.prompt : "";
+    options.negative_prompt = c.negative_prompt ? c.negative_prompt : "";
+    options.scheduler = c.scheduler ? c.scheduler : "";
+    options.steps = c.steps;
+    options.guidance = c.guidance;
+    options.seed = c.seed;
+    options.num_images = c.num_images;
+    options.fast = c.fast != 0;
+    options.eta = c.eta;
+    options.timestep_spacing = c.timestep_spacing ? c.timestep_spacing : "";
     return options;
   }
 };
@@ -157,6 +178,16 @@ class Context {
     return pictures(options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
       return atrt_generate(context_, &clip, o, pixels, size, seeds);
     });
+  }
+
+  // `options` as a drawing completes them: every recipe field from the bundle's recipe (or the fast preset), the
+  // prompt the bundle's template where empty; checked (an Error otherwise).
+  DrawOptions resolve(const DrawOptions& options) const {
+    const atrt_draw_options given = options.c();
+    atrt_draw_options resolved;
+    atrt_draw_options_init(&resolved);
+    check(atrt_resolve_draw_options(context_, &given, &resolved));
+    return DrawOptions::of(resolved);
   }
 
   double stage_ms(const char* stage) const { return atrt_stage_ms(context_, stage); }

@@ -2,8 +2,11 @@
 // struct_size, and the boundary where every exception becomes an atrt_status plus the thread's last error. Every
 // entry point is noexcept: those that can fail run their body in `guarded`, which catches everything; the others
 // allocate nothing (atrt_stage_ms catches anyway). A caller's buffer is read only after its size was checked.
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <vector>
@@ -21,11 +24,13 @@ struct atrt_context {
   atrt_context(const std::string& folder, const std::string& device_name, int threads)
       : pipeline(folder, device_name, threads),
         template_prompt(pipeline.manifest().template_prompt),
-        scheduler(pipeline.manifest().recipe.scheduler),
+        scheduler(pipeline.manifest().recipe.sampling.scheduler),
+        timestep_spacing(pipeline.manifest().recipe.sampling.timestep_spacing),
         device(pipeline.provider()),
         bundle_id(pipeline.manifest().bundle_id()) {}
   atrt::Pipeline pipeline;
-  const std::string template_prompt, scheduler, device, bundle_id;  // kept alive for atrt_bundle_info
+  // kept alive for atrt_bundle_info and atrt_resolve_draw_options
+  const std::string template_prompt, scheduler, timestep_spacing, device, bundle_id;
 };
 
 namespace {
@@ -70,18 +75,32 @@ void need(const void* pointer, const char* what) {
   if (pointer == nullptr) atrt::fail(ATRT_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
-// A struct filled by its *_init: its struct_size must be one this library knows (the first field of every version).
-void check_size(std::uint32_t size, std::size_t minimum, std::size_t current, const char* what) {
-  if (size < minimum || size > current) {
+// A struct filled by its *_init: its struct_size must be one this library knows (the first field of every version),
+// the size of one of its versions, the current one last.
+void check_size(std::uint32_t size, std::initializer_list<std::size_t> versions, const char* what) {
+  if (std::find(versions.begin(), versions.end(), size) == versions.end()) {
     atrt::fail(ATRT_INVALID_ARGUMENT, std::string(what) + ".struct_size is " + std::to_string(size) + "; expected " +
-                                         std::to_string(current),
+                                         std::to_string(*(versions.end() - 1)),
                std::string("call ") + what + "_init on it first");
   }
 }
 
+// The sizes of the option structs before eta and timestep_spacing were added at their ends.
+constexpr std::size_t kDrawOptionsBeforeEta = offsetof(atrt_draw_options, eta);
+constexpr std::size_t kBundleInfoBeforeEta = offsetof(atrt_bundle_info, eta);
+
+// The name in `names` equal to `value` (a string of the library's, alive as long as it is), or NULL when empty.
+template <std::size_t N>
+const char* library_name(const std::string& value, const char* const (&names)[N]) {
+  for (const char* name : names) {
+    if (value == name) return name;
+  }
+  return nullptr;
+}
+
 std::vector<float> waveform_of(const atrt_audio* audio) {
   need(audio, "audio");
-  check_size(audio->struct_size, sizeof(atrt_audio), sizeof(atrt_audio), "atrt_audio");
+  check_size(audio->struct_size, {sizeof(atrt_audio)}, "atrt_audio");
   if (audio->frames > 0) need(audio->samples, "audio->samples");
   return atrt::prepare_waveform(audio->samples, audio->frames, audio->channels, audio->sample_rate,
                                 audio->start_seconds, audio->downmix, "samples");
@@ -91,16 +110,20 @@ atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
   atrt_draw_options defaults;
   atrt_draw_options_init(&defaults);
   if (options == nullptr) options = &defaults;
-  check_size(options->struct_size, sizeof(atrt_draw_options), sizeof(atrt_draw_options), "atrt_draw_options");
+  check_size(options->struct_size, {kDrawOptionsBeforeEta, sizeof(atrt_draw_options)}, "atrt_draw_options");
   atrt::DrawOptions o;
   o.prompt = options->prompt ? options->prompt : "";
   o.negative_prompt = options->negative_prompt ? options->negative_prompt : "";
-  o.scheduler = options->scheduler ? options->scheduler : "";
-  o.steps = options->steps;
+  o.sampling.scheduler = options->scheduler ? options->scheduler : "";
+  o.sampling.steps = options->steps;
   if (std::isnan(options->guidance)) {
     atrt::fail(ATRT_CONFIG_ERROR, "guidance is NaN; classifier-free guidance needs >= 1 (7.5 is usual)");
   }
-  o.guidance = static_cast<double>(options->guidance);
+  o.sampling.guidance = static_cast<double>(options->guidance);
+  if (options->struct_size > kDrawOptionsBeforeEta) {  // an older caller's struct leaves both to the recipe
+    o.sampling.eta = static_cast<double>(options->eta);
+    o.sampling.timestep_spacing = options->timestep_spacing ? options->timestep_spacing : "";
+  }
   o.seed = options->seed;
   o.num_images = options->num_images;
   o.fast = options->fast != 0;
@@ -166,6 +189,7 @@ void atrt_draw_options_init(atrt_draw_options* options) noexcept {
   options->struct_size = sizeof *options;
   options->seed = ATRT_RANDOM_SEED;
   options->num_images = 1;
+  options->eta = static_cast<float>(ATRT_RECIPE_ETA);
 }
 
 void atrt_bundle_info_init(atrt_bundle_info* info) noexcept {
@@ -182,7 +206,7 @@ atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt
     std::string device = "cpu";
     int threads = 0;
     if (options != nullptr) {
-      check_size(options->struct_size, sizeof(atrt_open_options), sizeof(atrt_open_options), "atrt_open_options");
+      check_size(options->struct_size, {sizeof(atrt_open_options)}, "atrt_open_options");
       if (options->device != nullptr) device = options->device;
       if (options->threads < 0) {
         atrt::fail(ATRT_CONFIG_ERROR, "threads is " + std::to_string(options->threads) + "; use 0 (ONNX Runtime's default) or more");
@@ -199,18 +223,22 @@ atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) 
   return guarded([&] {
     need(context, "context");
     need(info, "info");
-    check_size(info->struct_size, sizeof(atrt_bundle_info), sizeof(atrt_bundle_info), "atrt_bundle_info");
+    check_size(info->struct_size, {kBundleInfoBeforeEta, sizeof(atrt_bundle_info)}, "atrt_bundle_info");
     const atrt::Manifest& m = context->pipeline.manifest();
     info->width = m.width;
     info->height = m.height;
     info->token_dim = m.token_dim;
     info->template_prompt = context->template_prompt.c_str();
     info->scheduler = context->scheduler.c_str();
-    info->steps = m.recipe.steps;
-    info->guidance = static_cast<float>(m.recipe.guidance);
-    info->fast = m.recipe.fast() ? 1 : 0;
+    info->steps = m.recipe.sampling.steps;
+    info->guidance = static_cast<float>(m.recipe.sampling.guidance);
+    info->fast = m.recipe.holds(atrt::kFastPreset) ? 1 : 0;
     info->device = context->device.c_str();
     info->bundle_id = context->bundle_id.c_str();
+    if (info->struct_size > kBundleInfoBeforeEta) {
+      info->eta = static_cast<float>(m.recipe.sampling.eta);
+      info->timestep_spacing = context->timestep_spacing.empty() ? nullptr : context->timestep_spacing.c_str();
+    }
   });
 }
 
@@ -246,6 +274,30 @@ atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_si
     need(context, "context");
     const std::vector<float> copied = token_of(context, token, token_size);
     draw_into(context, copied, draw_options_of(options), pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_options* options,
+                                      atrt_draw_options* resolved) noexcept {
+  return guarded([&] {
+    need(context, "context");
+    need(resolved, "resolved");
+    check_size(resolved->struct_size, {sizeof(atrt_draw_options)}, "atrt_draw_options");
+    const atrt::DrawOptions o = context->pipeline.resolve(draw_options_of(options));
+    atrt_draw_options out;
+    atrt_draw_options_init(&out);
+    const bool prompted = options != nullptr && options->prompt != nullptr && *options->prompt != '\0';
+    out.prompt = prompted ? options->prompt : context->template_prompt.c_str();
+    out.negative_prompt = options != nullptr && options->negative_prompt != nullptr ? options->negative_prompt : "";
+    out.scheduler = library_name(o.sampling.scheduler, atrt::kSchedulerNames);  // resolve checked it is one
+    out.steps = o.sampling.steps;
+    out.guidance = static_cast<float>(o.sampling.guidance);
+    out.eta = static_cast<float>(o.sampling.eta);
+    out.timestep_spacing = library_name(o.sampling.timestep_spacing, atrt::kTimestepSpacings);
+    out.seed = o.seed;
+    out.num_images = o.num_images;
+    out.fast = o.fast ? 1 : 0;
+    *resolved = out;
   });
 }
 

@@ -210,7 +210,9 @@ bool Recipe::holds(int batch) const {
   return std::find(unet_batches.begin(), unet_batches.end(), batch) != unet_batches.end();
 }
 
-bool Recipe::fast() const { return lora && decoder == "taesd" && holds(1); }
+bool Recipe::holds(const Preset& preset) const {
+  return lora && (!preset.tiny_decoder || decoder == "taesd") && holds(preset.unet_batch);
+}
 
 std::string Manifest::rebuild_command(const std::string& folder) const {
   auto ref = [&](const char* role) {
@@ -300,7 +302,7 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
   if (version < 1 || version > kSchemaVersion) {
     fail(ATRT_BUNDLE_ERROR,
          source + ": manifest schema version " + (version ? std::to_string(version) : std::string("None")) +
-             ", this audiotoken-rt reads versions 1, 2, 3",
+             ", this audiotoken-rt reads versions 1, 2, 3, 4",
          "rebuild the bundle with this version's audiotoken-rt export --force");
   }
   Manifest m;
@@ -336,9 +338,14 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
       m.recipe.decoder = r.at("decoder").get<std::string>();
       m.recipe.lora = !r.at("lora").is_null();
       if (m.recipe.lora) m.recipe.lora_scale = r.at("lora").at("scale").get<double>();
-      m.recipe.scheduler = r.at("scheduler").get<std::string>();
-      m.recipe.steps = json_integer<int>(r.at("steps"));
-      m.recipe.guidance = r.at("guidance").get<double>();
+      m.recipe.sampling.scheduler = r.at("scheduler").get<std::string>();
+      m.recipe.sampling.steps = json_integer<int>(r.at("steps"));
+      m.recipe.sampling.guidance = r.at("guidance").get<double>();
+      if (version >= 4) {
+        m.recipe.sampling.eta = r.at("eta").get<double>();
+        const json& spacing = r.at("timestep_spacing");
+        m.recipe.sampling.timestep_spacing = spacing.is_null() ? "" : spacing.get<std::string>();
+      }
     }
     m.token_slots = version >= 3 ? json_integer<int>(d.at("token_slots")) : 1;
   } catch (const json::exception& e) {
@@ -366,6 +373,8 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
     for (int b : batches) listed += (listed.empty() ? "" : ", ") + std::to_string(b);
     fail(ATRT_BUNDLE_ERROR, source + ": recipe.unet_batches [" + listed + "] is not [1], [2] or [1, 2]", kRebuildHint);
   }
+  const std::string recipe_problem = sampling_problem(m.recipe.sampling);
+  if (!recipe_problem.empty()) fail(ATRT_BUNDLE_ERROR, source + ": recipe: " + recipe_problem, kRebuildHint);
   if (!(m.vae_scaling_factor > 0 && std::isfinite(m.vae_scaling_factor))) {
     fail(ATRT_BUNDLE_ERROR, source + ": vae_scaling_factor is not a positive number", kRebuildHint);
   }

@@ -1,4 +1,4 @@
-// The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-3, every
+// The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-4, every
 // file's existence and sha256, every engine present and its recorded I/O equal to the engine contract
 // (runtime/contract.py) at the bundle's dims. A mismatch is one BUNDLE error naming each problem and the export
 // command that rebuilds the bundle. Then every engine graph (and variant) may read external data only from its
@@ -7,8 +7,9 @@
 //
 // A bundle may come from anyone, so nothing in it is used as given: every path is relative POSIX, without '..',
 // '.', empty parts, backslashes or NUL, and resolves (symlinks followed) inside the bundle folder; the key and every
-// sha256 are 64 lowercase hex digits; dims, UNet batches and token slots lie in their ranges. Anything else is one
-// BUNDLE error naming the field and its value.
+// sha256 are 64 lowercase hex digits; dims, UNet batches and token slots lie in their ranges; the recipe's sampling
+// (sampling.hpp; eta and timestep_spacing from schema 4, before it eta 0 and the scheduler config's spacing) holds
+// its bounds. Anything else is one BUNDLE error naming the field and its value.
 //
 // Place in the data flow: atrt_open -> read_manifest + verify_bundle -> the pipeline reads the dims, the recipe,
 // the scheduler config, the tokenizer folder and each engine's ONNX file (per device) from here.
@@ -24,10 +25,11 @@
 #include <nlohmann/json.hpp>
 
 #include "contract.hpp"
+#include "sampling.hpp"
 
 namespace atrt {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 struct TensorSpec {
   std::string name;
@@ -73,10 +75,8 @@ struct Recipe {
   std::string decoder = "sd-vae";
   bool lora = false;
   double lora_scale = 1.0;
-  std::string scheduler = "dpm++2m";
-  int steps = 25;
-  double guidance = 7.5;
-  bool fast() const;  // LCM-LoRA fused, the tiny decoder, a UNet of batch 1
+  Sampling sampling = kDefaultSampling;
+  bool holds(const Preset& preset) const;  // a LoRA fused, the tiny decoder where it needs one, its UNet batch
   bool holds(int batch) const;
 };
 

@@ -95,48 +95,39 @@ std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform) {
 }
 
 bool Pipeline::guided(const DrawOptions& options) const {
-  return !(options.guidance == 1.0 && manifest_.recipe.holds(1));
+  return !(options.sampling.guidance == 1.0 && manifest_.recipe.holds(1));
 }
 
 DrawOptions Pipeline::resolve(const DrawOptions& given) const {
   const Recipe& recipe = manifest_.recipe;
-  if (given.fast && !recipe.fast()) {
+  if (given.fast && !recipe.holds(kFastPreset)) {
     std::string batches;
     for (int b : recipe.unet_batches) batches += (batches.empty() ? "" : ",") + std::to_string(b);
     fail(ATRT_CONFIG_ERROR,
-         root_ + ": the fast preset needs a bundle with LCM-LoRA fused, the tiny decoder and a UNet of batch 1; this one has " +
-             (recipe.lora ? "LCM-LoRA" : "no LoRA") + ", the " + recipe.decoder + " decoder, UNet batch " + batches,
-         "export one with: audiotoken-rt export ... --lcm-lora latent-consistency/lcm-lora-sdv1-5 --tiny-vae "
-         "madebyollin/taesd --unet-batch 1 (or: just export-fast)");
+         root_ + ": the fast preset needs a bundle with " + kFastPreset.needs + "; this one has " +
+             (recipe.lora ? "a LoRA" : "no LoRA") + ", the " + recipe.decoder + " decoder, UNet batch " + batches,
+         std::string("export one with: audiotoken-rt export ... ") + kFastPreset.flag + " (or: just export-fast)");
   }
   DrawOptions o = given;
-  if (o.scheduler.empty()) o.scheduler = o.fast ? "lcm" : recipe.scheduler;
-  if (o.steps == 0) o.steps = o.fast ? 4 : recipe.steps;
-  if (o.guidance == 0) o.guidance = o.fast ? 1.0 : recipe.guidance;
-  if (std::find(std::begin(kSchedulerNames), std::end(kSchedulerNames), o.scheduler) == std::end(kSchedulerNames)) {
-    fail(ATRT_CONFIG_ERROR, "unknown scheduler '" + o.scheduler + "'; choose one of dpm++2m, pndm, ddim, euler, euler-a, lcm");
-  }
-  if (o.steps < 1) fail(ATRT_CONFIG_ERROR, "steps is " + std::to_string(o.steps) + "; it must be at least 1");
+  o.sampling = over(o.fast ? kFastPreset.sampling : recipe.sampling, given.sampling);
+  const std::string problem = sampling_problem(o.sampling);
+  if (!problem.empty()) fail(ATRT_CONFIG_ERROR, problem);
   if (o.num_images < 1 || o.num_images > ATRT_MAX_NUM_IMAGES) {
     fail(ATRT_CONFIG_ERROR, "num_images is " + std::to_string(o.num_images) + "; it must be 1 to " +
                                 std::to_string(ATRT_MAX_NUM_IMAGES));
-  }
-  if (!(o.guidance >= 1.0 && o.guidance <= ATRT_MAX_GUIDANCE)) {  // NaN fails too
-    fail(ATRT_CONFIG_ERROR, "guidance " + number_g(o.guidance) + " is outside 1.." + number_g(ATRT_MAX_GUIDANCE) +
-                                "; classifier-free guidance needs a finite scale (7.5 is usual)");
   }
   if (o.seed != -1 && (o.seed < 0 || o.seed > kMaxSeed - (o.num_images - 1))) {
     fail(ATRT_CONFIG_ERROR, "seed " + std::to_string(o.seed) + ": expected an integer from 0 to " +
                                 std::to_string(kMaxSeed - (o.num_images - 1)) + " (for " +
                                 std::to_string(o.num_images) + " pictures), or -1 for a random one");
   }
-  if (o.guidance > 1 && !recipe.holds(2)) {
+  if (o.sampling.guidance > 1 && !recipe.holds(2)) {
     fail(ATRT_CONFIG_ERROR,
-         root_ + ": guidance " + number_g(o.guidance) +
+         root_ + ": guidance " + number_g(o.sampling.guidance) +
              " needs the UNet at batch 2 (unconditional and conditional); this bundle holds batch 1 only",
          "use guidance 1 (the fast recipe), or export the bundle with --unet-batch 1,2");
   }
-  make_scheduler(o.scheduler, manifest_.scheduler_config, o.steps);  // steps in range, config implemented
+  make_scheduler(o.sampling, manifest_.scheduler_config);  // steps in range, config implemented
   tokenizer_.encode(o.negative_prompt, false);
   if (o.prompt.empty()) o.prompt = manifest_.template_prompt;
   tokenizer_.encode(o.prompt, true);
@@ -221,7 +212,7 @@ std::vector<float> Pipeline::predict(const std::vector<float>& model_input, doub
 std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::size_t rows, std::int64_t seed,
                                      const DrawOptions& options, bool is_guided) {
   Stopwatch watch(stage_ms, "denoise");
-  const std::unique_ptr<Scheduler> scheduler = make_scheduler(options.scheduler, manifest_.scheduler_config, options.steps);
+  const std::unique_ptr<Scheduler> scheduler = make_scheduler(options.sampling, manifest_.scheduler_config);
   const auto size = static_cast<std::size_t>(kLatentChannels * latent_h_ * latent_w_);
   std::vector<float> latents = NoiseStream(static_cast<std::uint64_t>(seed), kInitialNoise).standard_normal(size);
   const auto sigma = static_cast<float>(scheduler->init_noise_sigma());
@@ -229,7 +220,7 @@ std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::
   NoiseStream step_noise(static_cast<std::uint64_t>(seed), kStepNoise);
   History history;
   std::vector<float> model_input(size), cond(size);
-  const auto guidance = static_cast<float>(options.guidance);
+  const auto guidance = static_cast<float>(options.sampling.guidance);
   for (std::size_t i = 0; i < scheduler->timesteps().size(); ++i) {
     scheduler->scale_model_input(latents.data(), model_input.data(), size, i);
     const std::vector<float> noise_pred = predict(model_input, scheduler->timesteps()[i], embeddings, rows);

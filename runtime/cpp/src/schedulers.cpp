@@ -154,13 +154,14 @@ std::vector<double> fresh_noise(const char* name, std::size_t size, NoiseStream*
   return std::vector<double>(drawn.begin(), drawn.end());
 }
 
-// --- DDIM (eta = 0): x_prev = a_prev x0 + s_prev eps --------------------------------------------------------
+// --- DDIM: x_prev = a_prev x0 + sqrt(s_prev^2 - sigma^2) eps + sigma z, sigma = eta (s_prev / s) sqrt(1 - (a / a_prev)^2)
 class Ddim final : public Scheduler {
  public:
-  Ddim(const json& config, int steps)
+  Ddim(const json& config, int steps, double eta)
       : Scheduler(config, steps,
                   {{"timestep_spacing", "leading"}, {"set_alpha_to_one", true}, {"clip_sample", true},
-                   {"clip_sample_range", 1.0}}) {
+                   {"clip_sample_range", 1.0}}),
+        eta_(eta) {
     std::vector<std::int64_t> cur, prev;
     const std::int64_t stride = config_.at("num_train_timesteps").get<std::int64_t>() / steps_;
     for (double t : spaced_timesteps(config_, steps_)) {
@@ -169,21 +170,31 @@ class Ddim final : public Scheduler {
       timesteps_.push_back(static_cast<double>(cur.back()));
     }
     coef_ = AlphaBarPairs(alphas_cumprod_, cur, prev, config_.at("set_alpha_to_one").get<bool>());
+    for (std::size_t i = 0; i < cur.size(); ++i) {
+      const double ratio = coef_.a[i] / coef_.a_prev[i];
+      sigma_.push_back(eta_ * (coef_.s_prev[i] / coef_.s[i]) * std::sqrt(1.0 - ratio * ratio));
+      direction_.push_back(std::sqrt(coef_.s_prev[i] * coef_.s_prev[i] - sigma_[i] * sigma_[i]));  // s_prev at eta 0
+    }
   }
 
  private:
   void step_values(const std::vector<double>& m, std::size_t i, std::vector<double>& x, History&,
-                   NoiseStream*) const override {
+                   NoiseStream* noise) const override {
     std::vector<double> x0, eps;
     split(m, x, coef_.a[i], coef_.s[i], &x0, &eps);
     const bool clip = config_.at("clip_sample").get<bool>();
     const double limit = config_.at("clip_sample_range").get<double>();
+    std::vector<double> fresh;
+    if (eta_ > 0) fresh = fresh_noise("ddim", x.size(), noise);  // every step, as diffusers draws it
     for (std::size_t k = 0; k < x.size(); ++k) {
       const double clean = clip ? std::min(std::max(x0[k], -limit), limit) : x0[k];
-      x[k] = coef_.a_prev[i] * clean + coef_.s_prev[i] * eps[k];
+      const double moved = coef_.a_prev[i] * clean + direction_[i] * eps[k];
+      x[k] = eta_ > 0 ? moved + sigma_[i] * fresh[k] : moved;
     }
   }
+  double eta_;
   AlphaBarPairs coef_;
+  std::vector<double> sigma_, direction_;
 };
 
 // --- PNDM with skip_prk_steps (PLMS): linear multistep on epsilon, warm-up redoing step 0 --------------------
@@ -549,11 +560,18 @@ void Scheduler::step(const float* model_output, std::size_t i, float* sample, st
   for (std::size_t k = 0; k < size; ++k) sample[k] = static_cast<float>(x[k]);
 }
 
-std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& config, int steps) {
+bool takes_eta(const std::string& name) { return name == "ddim"; }
+
+bool spaces_timesteps(const std::string& name) { return name != "lcm"; }
+
+std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& config, int steps, double eta) {
+  if (!(eta >= 0.0 && eta <= kMaxEta) || (eta != 0 && !takes_eta(name))) {
+    fail(ATRT_INTERNAL_ERROR, "scheduler " + name + ": eta " + std::to_string(eta) + " is not one it takes");
+  }
   try {
     if (name == "dpm++2m") return std::make_unique<DpmSolver>(config, steps);
     if (name == "pndm") return std::make_unique<Pndm>(config, steps);
-    if (name == "ddim") return std::make_unique<Ddim>(config, steps);
+    if (name == "ddim") return std::make_unique<Ddim>(config, steps, eta);
     if (name == "euler") return std::make_unique<Euler>(config, steps, false);
     if (name == "euler-a") return std::make_unique<Euler>(config, steps, true);
     if (name == "lcm") return std::make_unique<Lcm>(config, steps);

@@ -2,6 +2,7 @@
  * "<case> <status> <message>" for tests/test_cpp.py, which checks every status; built with AddressSanitizer and
  * UBSan in the test build, so a crash, a leak or undefined behaviour fails the run. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,14 @@ int run_bad_input(const char* bundle) {
   atrt_bundle_info_init(&info);
   show("info-null-context", atrt_bundle_info_get(NULL, &info));
   show("info", atrt_bundle_info_get(context, &info));
+  {
+    atrt_bundle_info older; /* a caller built before eta and timestep_spacing: they are not written */
+    atrt_bundle_info_init(&older);
+    older.struct_size = (uint32_t)offsetof(atrt_bundle_info, eta);
+    older.eta = 9.0f;
+    show("info-before-eta", atrt_bundle_info_get(context, &older));
+    printf("info-before-eta-kept %g\n", older.eta);
+  }
   const size_t dim = (size_t)info.token_dim;
   const size_t picture = (size_t)info.width * (size_t)info.height * 3;
 
@@ -164,6 +173,48 @@ int run_bad_input(const char* bundle) {
   DRAW_CASE("draw-negative-over-77-tokens", negative_prompt, long_prompt);
   DRAW_CASE("draw-fast-on-plain-bundle", fast, 1);
   DRAW_CASE("draw-uninitialised-options", struct_size, 1);
+  DRAW_CASE("draw-eta-without-ddim", eta, 0.5f); /* the recipe's scheduler, dpm++2m, has none */
+  DRAW_CASE("draw-unknown-spacing", timestep_spacing, "sideways");
+  {
+    atrt_draw_options o = options;
+    o.scheduler = "ddim";
+    o.eta = (float)ATRT_MAX_ETA + 0.5f;
+    show("draw-eta-over-the-bound", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+    o.eta = NAN;
+    show("draw-nan-eta", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+    o.eta = -0.5f;
+    show("draw-negative-eta", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+    o.eta = 0.5f;
+    o.timestep_spacing = "trailing";
+    show("draw-ddim-eta-trailing", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+    o.scheduler = "lcm";
+    o.eta = 0.0f;
+    show("draw-spacing-for-lcm", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+    o = options; /* a caller built before eta and timestep_spacing: what lies past its struct is not read */
+    o.struct_size = (uint32_t)offsetof(atrt_draw_options, eta);
+    o.eta = NAN;
+    o.timestep_spacing = "sideways";
+    show("draw-options-before-eta", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
+  }
+  {
+    atrt_draw_options resolved;
+    atrt_draw_options_init(&resolved);
+    show("resolve-null-resolved", atrt_resolve_draw_options(context, &options, NULL));
+    atrt_draw_options o = options;
+    o.fast = 1;
+    show("resolve-fast-on-plain-bundle", atrt_resolve_draw_options(context, &o, &resolved));
+    show("resolve", atrt_resolve_draw_options(context, &options, &resolved));
+    printf("resolved %s %d %g %g %s %s\n", resolved.scheduler, (int)resolved.steps, (double)resolved.guidance,
+           (double)resolved.eta, resolved.timestep_spacing ? resolved.timestep_spacing : "-",
+           strcmp(resolved.prompt, info.template_prompt) == 0 ? "template" : resolved.prompt);
+    o = options;
+    o.scheduler = "ddim";
+    o.eta = 0.25f;
+    o.timestep_spacing = "trailing";
+    show("resolve-ddim", atrt_resolve_draw_options(context, &o, &resolved));
+    printf("resolved-ddim %s %d %g %g %s\n", resolved.scheduler, (int)resolved.steps, (double)resolved.guidance,
+           (double)resolved.eta, resolved.timestep_spacing ? resolved.timestep_spacing : "-");
+  }
   atrt_draw_options two = options;
   two.num_images = 2;
   two.seed = INT64_MAX;  /* the second picture's seed would not fit */

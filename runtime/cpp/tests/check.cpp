@@ -3,10 +3,13 @@
 //   noise SEED USE COUNT                 the float32 bit patterns of NoiseStream(SEED, USE), hex, one per line
 //   tokenize TOKENIZER_DIR               stdin: one JSON string per line -> the raw ids (BOS ... EOS) as a JSON
 //                                        array per line, or {"error": message}
-//   schedule NAME STEPS SEED CONFIG IN OUT   a full scheduler loop on a stand-in model (eps = 0.9 * input +
-//                                        offset_i): IN holds the initial noise [n] then offsets [T, n] (float32);
-//                                        OUT gets the timesteps [T] (float64) then the latents after each step
-//                                        [T, n] (float32)
+//   schedule NAME STEPS SEED CONFIG IN OUT [ETA SPACING]   a full scheduler loop on a stand-in model (eps =
+//                                        0.9 * input + offset_i), built as a recipe's (sampling.hpp: ETA, default
+//                                        0; SPACING laid over CONFIG's, "-" for none): IN holds the initial noise
+//                                        [n] then offsets [T, n] (float32); OUT gets the timesteps [T] (float64)
+//                                        then the latents after each step [T, n] (float32)
+//   sampling                             the presets, bounds and what each scheduler takes (sampling.hpp), and the
+//                                        recipe fields atrt_draw_options_init leaves unset, as one JSON object
 //   bad-input BUNDLE                     bad input through the C API (bad_input.c): one line per case
 //   philox-kat FILE                      each known-answer line of FILE (Random123's kat_vectors format) again, its
 //                                        output words computed by philox4x64_10 from its counter and key
@@ -36,6 +39,7 @@
 #include "manifest.hpp"
 #include "noise.hpp"
 #include "pipeline.hpp"
+#include "sampling.hpp"
 #include "schedulers.hpp"
 #include "tokenizer.hpp"
 
@@ -68,10 +72,10 @@ int tokenize(const std::string& folder) {
 }
 
 int schedule(const std::string& name, int steps, std::uint64_t seed, const std::string& config_path,
-             const std::string& in_path, const std::string& out_path) {
+             const std::string& in_path, const std::string& out_path, double eta, const std::string& spacing) {
   std::ifstream config_file(config_path);
   const nlohmann::json config = nlohmann::json::parse(config_file);
-  const auto scheduler = atrt::make_scheduler(name, config, steps);
+  const auto scheduler = atrt::make_scheduler(atrt::Sampling{name, steps, 1.0, eta, spacing}, config);
   const std::size_t count = scheduler->timesteps().size();
   std::ifstream in(in_path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -96,6 +100,40 @@ int schedule(const std::string& name, int steps, std::uint64_t seed, const std::
             static_cast<std::streamsize>(count * sizeof(double)));
   out.write(reinterpret_cast<const char*>(trajectory.data()),
             static_cast<std::streamsize>(trajectory.size() * sizeof(float)));
+  return 0;
+}
+
+nlohmann::json sampling_json(const atrt::Sampling& s) {
+  return {{"scheduler", s.scheduler},
+          {"steps", s.steps},
+          {"guidance", s.guidance},
+          {"eta", s.eta},
+          {"timestep_spacing", s.timestep_spacing.empty() ? nlohmann::json() : nlohmann::json(s.timestep_spacing)}};
+}
+
+int sampling() {
+  nlohmann::json schedulers = nlohmann::json::object();
+  for (const char* name : atrt::kSchedulerNames) {
+    schedulers[name] = {{"eta", atrt::takes_eta(name)}, {"spacing", atrt::spaces_timesteps(name)}};
+  }
+  atrt_draw_options unset;
+  atrt_draw_options_init(&unset);
+  const atrt::Preset& fast = atrt::kFastPreset;
+  const nlohmann::json out = {
+      {"default", sampling_json(atrt::kDefaultSampling)},
+      {"fast",
+       {{"sampling", sampling_json(fast.sampling)},
+        {"unet_batch", fast.unet_batch},
+        {"tiny_decoder", fast.tiny_decoder},
+        {"flag", fast.flag},
+        {"needs", fast.needs}}},
+      {"max_eta", atrt::kMaxEta},
+      {"spacings", std::vector<std::string>(std::begin(atrt::kTimestepSpacings), std::end(atrt::kTimestepSpacings))},
+      {"schedulers", schedulers},
+      {"unset", {{"scheduler", unset.scheduler == nullptr}, {"steps", unset.steps}, {"guidance", unset.guidance},
+                 {"eta", unset.eta}, {"timestep_spacing", unset.timestep_spacing == nullptr}}},
+  };
+  std::cout << out.dump() << "\n";
   return 0;
 }
 
@@ -144,9 +182,9 @@ int uncond_cache(const std::string& bundle) {
   std::vector<std::uint8_t> pixels(pipeline.picture_bytes());
   std::vector<std::int64_t> seeds;
   atrt::DrawOptions options;
-  options.steps = 1;
+  options.sampling.steps = 1;
   options.seed = 0;
-  options.guidance = 2.0;  // guided: the unconditional branch is drawn
+  options.sampling.guidance = 2.0;  // guided: the unconditional branch is drawn
   for (std::size_t k = 0; k < atrt::kUnconditionalCacheSize + 2; ++k) {
     options.negative_prompt = "blurry " + std::to_string(k);
     pipeline.draw(token, options, pixels.data(), seeds);
@@ -198,8 +236,13 @@ int main(int argc, char** argv) {
       return noise(std::stoull(args[1]), std::stoull(args[2]), std::stoull(args[3]));
     }
     if (args.size() == 2 && args[0] == "tokenize") return tokenize(args[1]);
-    if (args.size() == 7 && args[0] == "schedule") {
-      return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6]);
+    if ((args.size() == 7 || args.size() == 9) && args[0] == "schedule") {
+      const double eta = args.size() == 9 ? std::stod(args[7]) : 0.0;
+      const std::string spacing = args.size() == 9 && args[8] != "-" ? args[8] : "";
+      return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6], eta, spacing);
+    }
+    if (args.size() == 1 && args[0] == "sampling") {
+      return sampling();
     }
     if (args.size() == 2 && args[0] == "bad-input") return run_bad_input(args[1].c_str());
     if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
@@ -215,7 +258,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr,
-               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|bad-input|philox-kat|lru|uncond-cache|"
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|sampling|bad-input|philox-kat|lru|uncond-cache|"
                "external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;

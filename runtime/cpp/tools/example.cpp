@@ -2,13 +2,15 @@
 // and of `audiotoken-rt bench` for one configuration.
 //
 //   audiotoken-rt-cpp generate clip.wav --engines DIR --out picture.png [--seed N] [--prompt T]
-//       [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--num-images N] [--fast]
-//       [--start SECONDS] [--downmix first|mean|second] [--device cpu|cuda|tensorrt] [--threads N] [--overwrite]
+//       [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--eta E] [--spacing S] [--num-images N]
+//       [--fast] [--start SECONDS] [--downmix first|mean|second] [--device cpu|cuda|tensorrt] [--threads N]
+//       [--overwrite]
 //   audiotoken-rt-cpp bench clip.wav --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]
 //
 // Data flow: clip file -> libsndfile (the 10 s window, clip_file.cpp) -> the library (downmix, soxr to 16 kHz,
 // audio token, prompt, denoise, VAE, RGB8: audiotoken_rt.hpp) -> libpng (png_file.cpp). Several pictures are
-// written as STEM-0.png, STEM-1.png, ... beside --out. Errors: one line `error: ...` (and `hint: ...`), exit 1.
+// written as STEM-0.png, STEM-1.png, ... beside --out, each with the options it was drawn with as the library
+// completes them (Context::resolve) in its PNG text. Errors: one line `error: ...` (and `hint: ...`), exit 1.
 #include <sys/resource.h>
 
 #include <cfloat>
@@ -32,8 +34,9 @@ namespace {
 
 const char* const kUsage =
     "usage: audiotoken-rt-cpp generate CLIP --engines DIR --out PICTURE.png [--seed N] [--prompt T]\n"
-    "           [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--num-images N] [--fast]\n"
-    "           [--start SECONDS] [--downmix first|mean|second] [--device D] [--threads N] [--overwrite]\n"
+    "           [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--eta E] [--spacing S]\n"
+    "           [--num-images N] [--fast] [--start SECONDS] [--downmix first|mean|second] [--device D]\n"
+    "           [--threads N] [--overwrite]\n"
     "       audiotoken-rt-cpp bench CLIP --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]\n";
 
 struct Arguments {
@@ -100,6 +103,9 @@ audiotoken_rt::DrawOptions draw_options(const Arguments& args) {
   options.steps = static_cast<int>(integer(args, "--steps", 0));
   const double guidance = real(args, "--guidance", 0.0);  // beyond float's range: infinity, which the library refuses
   options.guidance = std::abs(guidance) <= static_cast<double>(FLT_MAX) ? static_cast<float>(guidance) : HUGE_VALF;
+  const double eta = real(args, "--eta", ATRT_RECIPE_ETA);
+  options.eta = std::abs(eta) <= static_cast<double>(FLT_MAX) ? static_cast<float>(eta) : HUGE_VALF;
+  options.timestep_spacing = args.get("--spacing");
   options.seed = integer(args, "--seed", ATRT_RANDOM_SEED);
   options.num_images = static_cast<int>(integer(args, "--num-images", 1));
   options.fast = args.has("--fast");
@@ -145,21 +151,25 @@ int generate(const Arguments& args) {
                                  static_cast<int>(integer(args, "--threads", 0)));
   const ClipWindow clip = read_clip_window(args.clip, real(args, "--start", 0.0));
   const std::vector<audiotoken_rt::Picture> pictures = context.generate(audio_of(clip, args), options);
+  const audiotoken_rt::DrawOptions drawn = context.resolve(options);
   const atrt_bundle_info info = context.info();
   for (std::size_t k = 0; k < pictures.size(); ++k) {
     const audiotoken_rt::Picture& picture = pictures[k];
-    std::ostringstream guidance;
-    guidance << (options.guidance > 0 ? options.guidance : (options.fast ? 1.0f : info.guidance));
-    const std::vector<std::pair<std::string, std::string>> text = {
+    std::ostringstream guidance, eta;
+    guidance << drawn.guidance;
+    eta << drawn.eta;
+    std::vector<std::pair<std::string, std::string>> text = {
         {"audiotoken:clip", std::filesystem::path(args.clip).filename().string()},
-        {"audiotoken:prompt", options.prompt.empty() ? info.template_prompt : options.prompt},
-        {"audiotoken:negative_prompt", options.negative_prompt},
+        {"audiotoken:prompt", drawn.prompt},
+        {"audiotoken:negative_prompt", drawn.negative_prompt},
         {"audiotoken:seed", std::to_string(picture.seed)},
-        {"audiotoken:steps", std::to_string(options.steps > 0 ? options.steps : (options.fast ? 4 : info.steps))},
-        {"audiotoken:scheduler", !options.scheduler.empty() ? options.scheduler : (options.fast ? "lcm" : info.scheduler)},
+        {"audiotoken:steps", std::to_string(drawn.steps)},
+        {"audiotoken:scheduler", drawn.scheduler},
         {"audiotoken:guidance", guidance.str()},
+        {"audiotoken:eta", eta.str()},
         {"audiotoken:bundle", info.bundle_id},
         {"audiotoken:runtime", "audiotoken-rt-cpp"}};
+    if (!drawn.timestep_spacing.empty()) text.emplace_back("audiotoken:timestep_spacing", drawn.timestep_spacing);
     std::filesystem::path parent = std::filesystem::path(paths[k]).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
     write_png(paths[k], picture.rgb.data(), picture.width, picture.height, text);
@@ -190,7 +200,8 @@ int bench(const Arguments& args) {
     context.generate(audio_of(clip, args), warm_up);
   }
   const atrt_bundle_info info = context.info();
-  const int steps = options.steps > 0 ? options.steps : info.steps;
+  const audiotoken_rt::DrawOptions drawn = context.resolve(options);
+  const int steps = drawn.steps;
   static const char* const kStages[] = {"encode_audio", "encode_prompt", "denoise", "unet", "decode_latents"};
   double best_total = 1e300;
   std::map<std::string, double> best_stages;
@@ -211,7 +222,7 @@ int bench(const Arguments& args) {
   getrusage(RUSAGE_SELF, &usage);
   const double peak_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
   std::printf("audiotoken-rt-cpp bench: %s, %d steps of %s, %dx%d, %s\n", args.get("--engines").c_str(), steps,
-              options.scheduler.empty() ? info.scheduler : options.scheduler.c_str(), info.width, info.height,
+              drawn.scheduler.c_str(), info.width, info.height,
               info.device);
   for (const auto& [stage, ms] : best_stages) std::printf("  %-15s %10.1f ms\n", stage.c_str(), ms);
   std::printf("  %-15s %10.1f ms per picture (best of %d)\n", "total", best_total, rounds);

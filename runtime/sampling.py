@@ -1,0 +1,235 @@
+"""The sampling recipe as one value: the scheduler, its steps, the classifier-free guidance scale, eta and the
+timestep spacing (``Sampling``), with its bounds, its manifest JSON, and the named presets.
+
+Place in the data flow (docs/architecture.md): a bundle's manifest holds the recipe it is meant to draw with
+(``runtime.bundle.Recipe.sampling``, read and written here through the manifest's typed ``Field`` reader); the
+options of generate, edit and compose (``runtime.pipeline.GenerationOptions``, one flat optional field per command-line
+option, named as the fields here) and serve's SCHEDULER, STEPS, GUIDANCE, ETA and SPACING inputs are laid over it,
+or over a preset's (``--fast``), by ``Sampling.over``; the pipeline builds its scheduler with
+``Sampling.make_scheduler`` (``runtime.schedulers`` on the bundle's scheduler_config, the recipe's timestep spacing
+laid over the config's). ``bench`` and ``compare`` record ``to_json``, ``info`` prints ``describe``, ``export`` writes
+a preset's recipe into the manifest. The C++ library's ``Sampling`` (runtime/cpp/src/sampling.hpp) mirrors the
+value, its bounds and the presets it uses; tests/test_cpp.py compares them with these.
+
+- eta: DDIM's stochasticity, 0 (deterministic) to ``runtime.schedulers.MAX_ETA`` (DDPM's variance); only the
+  schedulers of ``runtime.schedulers.ETA_SCHEDULERS`` take a nonzero one.
+- timestep_spacing: "leading", "trailing" (the first step at the last training timestep: what few-step recipes
+  want) or "linspace", over the bundle's scheduler_config's own (None: that one) for every scheduler that spaces its
+  timesteps (all but lcm, whose timesteps are its distillation schedule's).
+- A recipe's eta and spacing belong to its scheduler: options that pick another scheduler leave them behind.
+
+Presets: DEFAULT (DPM-Solver++(2M), 25 steps, guidance 7.5: a plain bundle's recipe), OFFICIAL (PNDM, 50 steps,
+guidance 7.5: AudioToken's published inference) and FAST, a ``Preset``: a recipe (LCM, 4 steps, guidance 1) with what
+a bundle must hold to draw it (LCM-LoRA fused into the UNet, the tiny decoder, a UNet of batch 1) and the sources
+``export --fast`` takes those from; ``generate --fast`` draws with the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+from runtime.contract import SINGLE_BATCH
+from runtime.errors import ConfigError, is_real, is_whole, shown
+from runtime.schedulers import (
+    ETA_SCHEDULERS,
+    MAX_ETA,
+    SCHEDULER_NAMES,
+    SPACED_SCHEDULERS,
+    TIMESTEP_SPACINGS,
+    Scheduler,
+    make_scheduler,
+    max_steps,
+)
+
+if TYPE_CHECKING:
+    from runtime.bundle import Field
+
+MAX_GUIDANCE = 50.0  # classifier-free guidance, the recipe's and --guidance's; 7.5 is usual, beyond ~20 it burns
+OPTIONS = {  # each field as the command line names it (messages name the option, not the field)
+    "scheduler": "--scheduler",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "eta": "--eta",
+    "timestep_spacing": "--spacing",
+}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a picture is drawn from noise. ``timestep_spacing`` None: the bundle's scheduler_config's."""
+
+    scheduler: str = "dpm++2m"
+    steps: int = 25
+    guidance: float = 7.5
+    eta: float = 0.0
+    timestep_spacing: str | None = None
+
+    def over(self, given) -> Sampling:
+        """This recipe with the values ``given`` sets laid over it: ``given`` is anything holding the fields of
+        ``Sampling`` by name (an options object), None where unset. Where it picks another scheduler, this recipe's
+        eta and timestep spacing are left behind (eta 0, the config's spacing) unless it sets them too."""
+        chosen = {spec.name: value for spec in fields(self) if (value := getattr(given, spec.name)) is not None}
+        base = self
+        if chosen.get("scheduler", self.scheduler) != self.scheduler:
+            base = replace(self, eta=DEFAULT.eta, timestep_spacing=DEFAULT.timestep_spacing)
+        return replace(base, **chosen)
+
+    @classmethod
+    def check_given(cls, given) -> None:
+        """The recipe's values ``given`` sets (as in ``over``; unset ones pass) within their bounds, and, when it sets
+        the scheduler, an eta and a spacing only where that scheduler takes them: else one ConfigError line naming
+        the option (``--steps``, ``--eta``...) and the value received."""
+        for spec in fields(cls):
+            value = getattr(given, spec.name)
+            if value is not None:
+                _CHECKS[spec.name](value)
+        if given.scheduler is not None:
+            unfit = DEFAULT.over(given).unfit()
+            if unfit is not None:
+                name, why = unfit
+                other = f", or use --scheduler {' or '.join(ETA_SCHEDULERS)}" if name == "eta" else ""
+                raise ConfigError(
+                    f"{OPTIONS[name]} {shown(getattr(given, name))}: {why}", hint=f"leave {OPTIONS[name]} out{other}"
+                )
+
+    def check(self) -> None:
+        """Every value within its bounds, and the eta and spacing ones its scheduler takes (``check_given``). The most
+        steps depend on the bundle's scheduler config: ``make_scheduler`` checks them."""
+        self.check_given(self)
+
+    def unfit(self) -> tuple[str, str] | None:
+        """What of this recipe its scheduler cannot take, as (field, why), or None: a nonzero eta for a scheduler
+        without one, a timestep spacing for one whose timesteps are not spaced (lcm)."""
+        if self.eta != 0 and self.scheduler not in ETA_SCHEDULERS:
+            return "eta", f"{self.scheduler} has no eta; only {', '.join(ETA_SCHEDULERS)} takes one"
+        if self.timestep_spacing is not None and self.scheduler not in SPACED_SCHEDULERS:
+            return "timestep_spacing", f"{self.scheduler} spaces no timesteps; they are its distillation schedule's"
+        return None
+
+    def scheduler_config(self, config: dict) -> dict:
+        """A bundle's diffusers scheduler_config with this recipe's timestep spacing laid over its own (if any)."""
+        return config if self.timestep_spacing is None else {**config, "timestep_spacing": self.timestep_spacing}
+
+    def make_scheduler(self, config: dict, strength: float = 1.0) -> Scheduler:
+        """This recipe's scheduler on a bundle's scheduler_config (``runtime.schedulers.make_scheduler``: steps beyond
+        its most, or a strength leaving no step, are one ConfigError line naming the option)."""
+        return make_scheduler(self.scheduler, self.scheduler_config(config), self.steps, strength, eta=self.eta)
+
+    def max_steps(self, config: dict) -> int:
+        """The most steps this recipe's scheduler takes on a bundle's scheduler_config, at this recipe's spacing."""
+        return max_steps(self.scheduler, self.scheduler_config(config))
+
+    def describe(self) -> str:
+        """One line for people: 'ddim, 50 steps, guidance 7.5, eta 0.5, trailing spacing' (eta 0 and the config's
+        spacing left unsaid)."""
+        words = f"{self.scheduler}, {self.steps} steps, guidance {self.guidance:g}"
+        words += f", eta {self.eta:g}" if self.eta != 0 else ""
+        return words + (f", {self.timestep_spacing} spacing" if self.timestep_spacing is not None else "")
+
+    def to_json(self) -> dict:
+        """The recipe's fields as the manifest's ``recipe`` object, bench's and compare's JSON write them."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Field, with_eta_and_spacing: bool = True) -> Sampling:
+        """The recipe's fields of the manifest object at ``d`` (``recipe``), each held to its type and bound by the
+        manifest's ``Field`` reader (one BundleError line naming ``recipe.<field>``); without
+        ``with_eta_and_spacing`` (manifests before schema 4) eta and spacing are the defaults'."""
+        scheduler = d["scheduler"].text(SCHEDULER_NAMES)
+        steps = d["steps"].whole(1)
+        guidance = d["guidance"].number(1, MAX_GUIDANCE)
+        eta, spacing = DEFAULT.eta, DEFAULT.timestep_spacing
+        if with_eta_and_spacing:
+            eta = d["eta"].number(0, MAX_ETA)
+            given = d["timestep_spacing"].optional()
+            spacing = given.text(TIMESTEP_SPACINGS) if given is not None else None
+        sampling = cls(scheduler, steps, guidance, eta, spacing)
+        unfit = sampling.unfit()
+        if unfit is not None:
+            name, why = unfit
+            d[name].refuse(f"{'0' if name == 'eta' else 'null'} ({why})")
+        return sampling
+
+
+def check_scheduler(name) -> None:
+    if name not in SCHEDULER_NAMES:
+        raise ConfigError(f"unknown scheduler {shown(name)}; choose one of {', '.join(SCHEDULER_NAMES)}")
+
+
+def check_steps(steps) -> None:
+    if not is_whole(steps, 1, None):
+        raise ConfigError(
+            f"--steps is {shown(steps)}; it must be a whole number, 1 or more",
+            hint="25 is usual for dpm++2m, 50 for pndm, 4 for lcm",
+        )
+
+
+def check_guidance(guidance) -> None:
+    if not is_real(guidance, 1.0, MAX_GUIDANCE):
+        raise ConfigError(
+            f"--guidance is {shown(guidance)}; it must be a finite number from 1 to {MAX_GUIDANCE:g}",
+            hint="7.5 is usual; 1 turns classifier-free guidance off",
+        )
+
+
+def check_eta(eta) -> None:
+    if not is_real(eta, 0.0, MAX_ETA):
+        raise ConfigError(
+            f"--eta is {shown(eta)}; it must be a finite number from 0 to {MAX_ETA:g}",
+            hint="0 is deterministic DDIM; 1 adds DDPM's noise at every step",
+        )
+
+
+def check_spacing(spacing) -> None:
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ConfigError(
+            f"--spacing is {shown(spacing)}; choose one of {', '.join(TIMESTEP_SPACINGS)}",
+            hint="trailing starts at the last training timestep, for a few steps",
+        )
+
+
+_CHECKS = {
+    "scheduler": check_scheduler,
+    "steps": check_steps,
+    "guidance": check_guidance,
+    "eta": check_eta,
+    "timestep_spacing": check_spacing,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe with what a bundle must hold to draw it: a LoRA fused into the UNet (``lora``, named
+    ``lora_name`` for people), the tiny decoder (``tiny_vae``: its source; None: Stable Diffusion's own will do) and
+    the UNet ``unet_batches``. ``export --NAME`` fuses and takes them from these sources (each overridable by its own
+    option); ``generate --NAME`` draws with ``sampling``, the values the options leave unset."""
+
+    name: str
+    sampling: Sampling
+    lora: str  # hub id, folder or .safetensors file
+    lora_name: str
+    tiny_vae: str | None  # hub id or diffusers AutoencoderTiny folder
+    unet_batches: tuple[int, ...]
+
+    @property
+    def flag(self) -> str:
+        """The option of ``generate`` and of ``export`` that asks for this preset."""
+        return f"--{self.name}"
+
+    def needs(self) -> str:
+        """What a bundle must hold for it, for messages: 'LCM-LoRA fused, the tiny decoder and a UNet of batch 1'."""
+        decoder = ", the tiny decoder" if self.tiny_vae is not None else ""
+        return f"{self.lora_name} fused{decoder} and a UNet of batch {','.join(map(str, self.unet_batches))}"
+
+
+DEFAULT = Sampling()
+OFFICIAL = Sampling("pndm", 50, 7.5)
+FAST = Preset(
+    "fast",
+    Sampling("lcm", 4, 1.0),  # LCM-LoRA's: 4 steps, no classifier-free guidance
+    lora="latent-consistency/lcm-lora-sdv1-5",
+    lora_name="LCM-LoRA",
+    tiny_vae="madebyollin/taesd",
+    unet_batches=(SINGLE_BATCH,),  # guidance 1: the conditional half alone, half the work per step
+)
