@@ -1,20 +1,20 @@
 """The ``audiotoken-rt`` app: it assembles the commands, each written beside the layer it drives.
 
-| command     | code                      | needs                               |
-|-------------|---------------------------|-------------------------------------|
-| generate    | runtime/commands/generate.py       | the runtime (numpy, ONNX Runtime)   |
-| edit        | runtime/commands/edit.py           | the runtime                         |
-| compose     | runtime/commands/compose.py        | the runtime                         |
-| triton-repo | runtime/serving/triton_repo.py    | the runtime                         |
-| serve       | runtime/serving/serve.py          | the ``serve`` extra (PyTriton; numpy < 2, its own environment) |
-| info        | runtime/commands/info.py           | the runtime                         |
-| bench       | runtime/commands/bench.py          | the runtime (+ torch for its torch) |
-| export      | export/cli.py             | the ``export`` extra (torch)        |
-| doctor      | export/doctor.py          | the runtime (+ torch for its bundle)|
-| train       | audiotoken/cli.py         | the ``train`` extra (torch)         |
-| evaluate    | audiotoken/evaluation/evaluate.py | the ``eval`` extra (torch, transformers, librosa) |
-| compare     | audiotoken/evaluation/compare.py  | the runtime (+ the ``eval`` extra for --models) |
-| make-random | audiotoken/cli.py         | the ``export`` extra (torch)        |
+| command     | code                                          | needs                                               |
+|-------------|-----------------------------------------------|-----------------------------------------------------|
+| generate    | runtime/commands/generate.py                  | the runtime (numpy, ONNX Runtime)                   |
+| edit        | runtime/commands/edit.py                      | the runtime                                         |
+| compose     | runtime/commands/compose.py                   | the runtime                                         |
+| triton-repo | runtime/serving/triton_repo.py                | the runtime                                         |
+| serve       | runtime/serving/serve.py                      | the ``serve`` extra (PyTriton, numpy < 2: own venv) |
+| info        | runtime/commands/info.py                      | the runtime                                         |
+| bench       | runtime/commands/bench.py                     | the runtime (+ torch for its torch)                 |
+| export      | export/cli.py                                 | the ``export`` extra (torch)                        |
+| doctor      | export/doctor.py (runtime/commands/doctor.py) | the runtime (+ torch for its bundle)                |
+| train       | audiotoken/cli.py                             | the ``train`` extra (torch)                         |
+| evaluate    | audiotoken/evaluation/evaluate.py             | the ``eval`` extra (torch, transformers, librosa)   |
+| compare     | audiotoken/evaluation/compare.py              | the runtime (+ ``eval`` for --models)               |
+| make-random | audiotoken/cli.py                             | the ``export`` extra (torch)                        |
 
 Importing any of these modules needs no torch: a runtime-only install lists every command, runs the runtime
 ones, and answers the others with one line naming the extra to install.

@@ -74,7 +74,7 @@ from runtime.errors import ConfigError, NumericsError, is_real, is_whole, shown
 from runtime.noise import MAX_SEED, RANDOM_SEED, STEP_NOISE, NoiseStream, check_seed, draw_seed, initial_noise
 from runtime.picture import to_pictures
 from runtime.regions import DEFAULT_BLEND, LAYOUT_HELP, Box, parse_layout, region_weights, stereo_boxes
-from runtime.sampling import FAST, MAX_GUIDANCE, OFFICIAL, Sampling
+from runtime.sampling import DEFAULT, FAST, MAX_GUIDANCE, OFFICIAL, Sampling
 from runtime.schedulers import ETA_SCHEDULERS, MAX_ETA, SCHEDULER_NAMES, SPACED_SCHEDULERS
 from runtime.source_picture import (
     Framing,
@@ -124,14 +124,16 @@ class GenerationOptions:
     steps: int | None = field(
         default=None,
         metadata={
-            "help": "Denoising steps (default: the bundle's recipe, 25; 4 for a fast bundle): at most one per "
-            "training timestep (1000; one or two fewer on some schedules, and the error says so; lcm: 50)."
+            "help": f"Denoising steps (default: the bundle's recipe, {DEFAULT.steps}; {FAST.sampling.steps} for a fast "
+            "bundle): at most one per training timestep (1000; one or two fewer on some schedules, and the error says "
+            "so; lcm: 50)."
         },
     )
     guidance: float | None = field(
         default=None,
         metadata={
-            "help": f"Classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} (default: the bundle's, 7.5; 1 for a fast one)."
+            "help": f"Classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} (default: the bundle's, {DEFAULT.guidance:g}; "
+            f"{FAST.sampling.guidance:g} for a fast one)."
         },
     )
     scheduler: str | None = field(

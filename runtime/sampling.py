@@ -93,11 +93,6 @@ class Sampling:
                     f"{OPTIONS[name]} {shown(getattr(given, name))}: {why}", hint=f"leave {OPTIONS[name]} out{other}"
                 )
 
-    def check(self) -> None:
-        """Every value within its bounds, and the eta and spacing ones its scheduler takes (``check_given``). The most
-        steps depend on the bundle's scheduler config: ``make_scheduler`` checks them."""
-        self.check_given(self)
-
     def unfit(self) -> tuple[str, str] | None:
         """What of this recipe its scheduler cannot take, as (field, why), or None: a nonzero eta for a scheduler
         without one, a timestep spacing for one whose timesteps are not spaced (lcm)."""
@@ -154,7 +149,7 @@ class Sampling:
 
 def check_scheduler(name) -> None:
     if name not in SCHEDULER_NAMES:
-        raise ConfigError(f"unknown scheduler {shown(name)}; choose one of {', '.join(SCHEDULER_NAMES)}")
+        raise ConfigError(f"--scheduler is {shown(name)}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 
 def check_steps(steps) -> None:

@@ -183,11 +183,20 @@ class Scheduler:
         """``steps`` as an int, or the ConfigError naming ``--steps`` and the steps this scheduler takes on ``cfg``."""
         most = cls.max_steps(cfg)
         whole = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
-        if not (whole and 1 <= steps <= most and cls._fits(cfg, int(steps), _alphas_cumprod(cfg))):
+        if not (whole and 1 <= steps <= most):
             raise ConfigError(
                 f"--steps is {shown(steps)}; {cls.name} takes 1 to {most} steps with this model's schedule "
                 f"({cls._schedule_terms(cfg)})",
                 hint=cls.steps_hint,
+            )
+        alphas_cumprod = _alphas_cumprod(cfg)  # [n_train]
+        if not cls._fits(cfg, int(steps), alphas_cumprod):  # a gap below the most: trailing's rounding, e.g. 61
+            near = [n for k in range(1, most) for n in (steps - k, steps + k) if 1 <= n <= most]
+            fitting = [n for n in near[:40] if cls._fits(cfg, n, alphas_cumprod)][:2]
+            raise ConfigError(
+                f"--steps is {steps}; at this spacing {cls.name}'s {steps} timesteps would fall past the last training"
+                f" timestep or two on one (the schedule's rounding: {cls._schedule_terms(cfg)})",
+                hint=f"use {' or '.join(map(str, sorted(fitting)))} steps" if fitting else cls.steps_hint,
             )
         return int(steps)
 
@@ -200,7 +209,7 @@ class Scheduler:
     def _schedule_terms(cls, cfg: dict) -> str:
         """The config keys that set the step bound, for its message."""
         return (
-            f"num_train_timesteps {cfg['num_train_timesteps']}, timestep_spacing {cfg['timestep_spacing']!r}, "
+            f"num_train_timesteps {cfg['num_train_timesteps']}, {cfg['timestep_spacing']!r} spacing, "
             f"steps_offset {cfg['steps_offset']}"
         )
 

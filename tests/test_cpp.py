@@ -327,8 +327,13 @@ def test_bundle_bounds_are_the_python_runtimes():
     source = (SOURCE / "src" / "manifest.hpp").read_text()
     constants = dict(re.findall(r"^constexpr [\w:]+ (k\w+) = (\d+);", source, flags=re.M))
     python = {"kMaxPictureSide": bundle.MAX_PICTURE_SIDE, "kMaxTokenDim": bundle.MAX_TOKEN_DIM,
-              "kMaxPathBytes": bundle.MAX_PATH_BYTES, "kMaxPartBytes": bundle.MAX_PART_BYTES}  # fmt: skip
+              "kMaxPathBytes": bundle.MAX_PATH_BYTES, "kMaxPartBytes": bundle.MAX_PART_BYTES,
+              "kSchemaVersion": bundle.SCHEMA_VERSION}  # fmt: skip
     assert {name: int(constants[name]) for name in python} == python
+    assert bundle.READABLE_VERSIONS == tuple(range(1, bundle.SCHEMA_VERSION + 1))  # what C++ reads: 1..kSchemaVersion
+    reader = source + (SOURCE / "src" / "manifest.cpp").read_text()
+    decoders = set(re.findall(r'decoder ?(?:==|=) ?"([^"]+)"', reader))
+    assert decoders and decoders <= set(bundle.DECODERS), decoders  # the decoders C++ names are the manifest's
 
 
 def test_the_contract_header_is_what_runtime_contract_writes():
@@ -398,6 +403,25 @@ def test_a_schema_3_manifest_draws_as_its_schema_4_twin(cpp, tiny_bundle, tmp_pa
         run(cpp / "audiotoken-rt-cpp", "generate", clip, "--engines", bundle, "--out", tmp_path / out, "--seed", 2,
             "--steps", 3)  # fmt: skip
     assert np.array_equal(np.asarray(Image.open(tmp_path / "new.png")), np.asarray(Image.open(tmp_path / "old.png")))
+
+
+def test_a_schema_4_recipes_eta_and_spacing_are_drawn_as_options_giving_them(cpp, tiny_bundle, tmp_path):
+    """C++ reads a schema 4 recipe's eta and timestep spacing: a bundle whose recipe is DDIM with eta 0.5 at trailing
+    spacing draws, with no options, the picture the plain bundle draws when the options give that recipe."""
+    ddim = Path(shutil.copytree(tiny_bundle, tmp_path / "ddim"))
+    manifest = json.loads((ddim / "manifest.json").read_text())
+    manifest["recipe"].update(scheduler="ddim", steps=3, eta=0.5, timestep_spacing="trailing")
+    (ddim / "manifest.json").write_text(json.dumps(manifest))
+    clip = REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav"
+    run(cpp / "audiotoken-rt-cpp", "generate", clip, "--engines", ddim, "--out", tmp_path / "recipe.png", "--seed", 2)
+    run(cpp / "audiotoken-rt-cpp", "generate", clip, "--engines", tiny_bundle, "--out", tmp_path / "options.png",
+        "--seed", 2, "--scheduler", "ddim", "--steps", 3, "--eta", 0.5, "--spacing", "trailing")  # fmt: skip
+    recipe, options = (np.asarray(Image.open(tmp_path / name)) for name in ("recipe.png", "options.png"))
+    assert np.array_equal(recipe, options)
+    plain = tmp_path / "plain.png"  # and eta and spacing change the picture (else the test above proves nothing)
+    run(cpp / "audiotoken-rt-cpp", "generate", clip, "--engines", tiny_bundle, "--out", plain, "--seed", 2,
+        "--scheduler", "ddim", "--steps", 3)  # fmt: skip
+    assert not np.array_equal(recipe, np.asarray(Image.open(plain)))
 
 
 def test_every_c_entry_point_is_noexcept():

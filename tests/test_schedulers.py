@@ -529,6 +529,33 @@ def test_max_steps_on_sd_config(name, spacing):
         make_scheduler(name, config, most + 1)
 
 
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("name", ["ddim", "dpm++2m", "pndm"])
+def test_a_step_count_below_the_most_that_the_schedule_cannot_take_names_its_neighbours(name, spacing):
+    """Every count from 1 to the most either builds, or is one the schedule's own rounding breaks ("trailing" at 61
+    steps: arange(1000, 0, -1000/61) overshoots to 0, so diffusers' timesteps end at -1, indexing alpha_bar from the
+    end): refused in one line that says so and names counts near it that build, never "takes 1 to 1000"."""
+    from diffusers import DDIMScheduler
+
+    config = {**SD1_CONFIG, "timestep_spacing": spacing}
+    reference = DDIMScheduler.from_config(config)
+    refused = []
+    for steps in range(1, max_steps(name, config) + 1):
+        try:
+            make_scheduler(name, config, steps)
+        except ConfigError as exc:
+            refused.append(steps)
+            assert str(exc).startswith(f"--steps is {steps}; at this spacing") and "takes 1 to" not in str(exc)
+            neighbours = [int(n) for n in re.findall(r"\d+", exc.hint or "")]
+            assert len(neighbours) == 2 and all(abs(n - steps) <= 20 for n in neighbours), exc.hint
+            for n in neighbours:
+                make_scheduler(name, config, n)
+            reference.set_timesteps(steps)  # diffusers' own schedule at that count is broken the same way
+            timesteps = reference.timesteps.numpy()
+            assert timesteps.min() < 0 or len(set(timesteps.tolist())) < len(timesteps) or len(timesteps) != steps
+    assert bool(refused) == (spacing == "trailing"), refused[:5]
+
+
 @pytest.mark.parametrize("steps", [1, 2, "max"])
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
@@ -772,7 +799,7 @@ def test_the_step_bound_is_taken_at_the_recipes_spacing(name, spacing):
     most = recipe.max_steps(bundle_config)
     assert most == bound(name, spacing)
     Sampling(name, most, timestep_spacing=spacing).make_scheduler(bundle_config)
-    with pytest.raises(ConfigError, match=rf"^--steps is {most + 1}; .* timestep_spacing '{spacing}'"):
+    with pytest.raises(ConfigError, match=rf"^--steps is {most + 1}; .* '{spacing}' spacing"):
         Sampling(name, most + 1, timestep_spacing=spacing).make_scheduler(bundle_config)
 
 

@@ -305,7 +305,7 @@ BAD_REQUESTS = [  # (change to a good request, what the one line must say)
     ({"NEGATIVE_PROMPT": text(b"x" * 5000)}, "NEGATIVE_PROMPT: 5000 bytes, more than the 1000 it may hold"),
     ({"PROMPT": text(b"a photo of <*>\xff")}, "PROMPT: not UTF-8 text"),
     ({"PROMPT": text(b"a photo\nof a dog")}, "holds <*> 0 times"),  # a line break quoted in the message
-    ({"SCHEDULER": text(b"magic")}, "unknown scheduler 'magic'"),
+    ({"SCHEDULER": text(b"magic")}, "--scheduler is 'magic'"),
     ({"SCHEDULER": text(b"m" * 1000)}, "SCHEDULER: 1000 bytes"),
     ({"GUIDANCE": np.array([[np.inf]], np.float32)}, "GUIDANCE inf: expected a finite number"),
     ({"GUIDANCE": np.array([[np.nan]], np.float32)}, "GUIDANCE nan: expected a finite number"),

@@ -140,7 +140,7 @@ HOSTILE = [
     Hostile("GUIDANCE nan", {"GUIDANCE": np.array([[np.nan]], np.float32)}, "GUIDANCE nan: expected a finite"),
     Hostile("GUIDANCE 1e6", {"GUIDANCE": np.array([[1e6]], np.float32)}, "guidance"),
     Hostile("SEED -2", {"SEED": i64(-2)}, "seed -2"),
-    Hostile("SCHEDULER unknown", {"SCHEDULER": text(b"magic")}, "unknown scheduler"),
+    Hostile("SCHEDULER unknown", {"SCHEDULER": text(b"magic")}, "--scheduler is 'magic'"),
     Hostile("SCHEDULER too long", {"SCHEDULER": text(b"m" * 10_000)}, "SCHEDULER: 10000 bytes"),
     Hostile("ETA 2", {"SCHEDULER": text(b"ddim"), "ETA": np.array([[2.0]], np.float32)}, "--eta is 2.0"),
     Hostile("ETA without ddim", {"ETA": np.array([[0.5]], np.float32)}, "has no eta"),

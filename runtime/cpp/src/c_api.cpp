@@ -17,6 +17,7 @@
 #include "waveform.hpp"
 
 static_assert(ATRT_TEXT_LENGTH == atrt::kTextLength, "audiotoken_rt.h's ATRT_TEXT_LENGTH is not runtime/contract.py's");
+static_assert(ATRT_MAX_ETA == atrt::kMaxEta, "audiotoken_rt.h's ATRT_MAX_ETA is not schedulers.hpp's kMaxEta");
 
 // Built whole by its constructor: if any part throws, the parts already built are destroyed and `new` frees the
 // memory, so a failed atrt_open leaks nothing.

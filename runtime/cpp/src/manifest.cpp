@@ -175,6 +175,14 @@ std::string external_data_problem(const fs::path& folder, const EngineEntry& eng
   return "";
 }
 
+// "1, 2, 3, 4": the schema versions this library reads (every one up to its own, as runtime/bundle.py's
+// READABLE_VERSIONS; tests/test_cpp.py compares the two).
+std::string readable_versions() {
+  std::string text = "1";
+  for (int version = 2; version <= kSchemaVersion; ++version) text += ", " + std::to_string(version);
+  return text;
+}
+
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
@@ -302,7 +310,7 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
   if (version < 1 || version > kSchemaVersion) {
     fail(ATRT_BUNDLE_ERROR,
          source + ": manifest schema version " + (version ? std::to_string(version) : std::string("None")) +
-             ", this audiotoken-rt reads versions 1, 2, 3, 4",
+             ", this audiotoken-rt reads versions " + readable_versions(),
          "rebuild the bundle with this version's audiotoken-rt export --force");
   }
   Manifest m;

@@ -122,7 +122,9 @@ std::vector<double> spaced_timesteps(const json& cfg, int steps) {
 void check_timestep(std::int64_t t, std::size_t n_train) {
   if (t < 0 || static_cast<std::size_t>(t) >= n_train) {
     fail(ATRT_CONFIG_ERROR, "scheduler: timestep " + std::to_string(t) + " is outside the " + std::to_string(n_train) +
-                                " training timesteps", "use fewer steps or check steps_offset in scheduler_config.json");
+                                " training timesteps (the schedule's rounding at this step count and spacing)",
+         "use one step more or fewer (at trailing spacing some counts, e.g. 61, round a step to timestep -1), or check "
+         "steps_offset in scheduler_config.json");
   }
 }
 

@@ -9,6 +9,35 @@
 
 #include "audiotoken_rt.h"
 
+/* The option structs as ABI 1 first shipped them, before eta and timestep_spacing were added at their ends: a caller
+ * built then passes these sizes. Frozen here, apart from the header, so that a field inserted before eta (which would
+ * move where the library believes an older caller's struct ends) fails to compile. */
+typedef struct {
+  uint32_t struct_size;
+  const char* prompt;
+  const char* negative_prompt;
+  const char* scheduler;
+  int32_t steps;
+  float guidance;
+  int64_t seed;
+  int32_t num_images;
+  int32_t fast;
+} draw_options_v1;
+typedef struct {
+  uint32_t struct_size;
+  int32_t width, height;
+  int32_t token_dim;
+  const char* template_prompt;
+  const char* scheduler;
+  int32_t steps;
+  float guidance;
+  int32_t fast;
+  const char* device;
+  const char* bundle_id;
+} bundle_info_v1;
+_Static_assert(sizeof(draw_options_v1) == offsetof(atrt_draw_options, eta), "atrt_draw_options changed before eta");
+_Static_assert(sizeof(bundle_info_v1) == offsetof(atrt_bundle_info, eta), "atrt_bundle_info changed before eta");
+
 static void show(const char* name, atrt_status status) {
   printf("%s %d %s\n", name, (int)status, status == ATRT_OK ? "" : atrt_last_error());
 }
@@ -44,7 +73,7 @@ int run_bad_input(const char* bundle) {
   {
     atrt_bundle_info older; /* a caller built before eta and timestep_spacing: they are not written */
     atrt_bundle_info_init(&older);
-    older.struct_size = (uint32_t)offsetof(atrt_bundle_info, eta);
+    older.struct_size = (uint32_t)sizeof(bundle_info_v1);
     older.eta = 9.0f;
     show("info-before-eta", atrt_bundle_info_get(context, &older));
     printf("info-before-eta-kept %g\n", older.eta);
@@ -191,7 +220,7 @@ int run_bad_input(const char* bundle) {
     o.eta = 0.0f;
     show("draw-spacing-for-lcm", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
     o = options; /* a caller built before eta and timestep_spacing: what lies past its struct is not read */
-    o.struct_size = (uint32_t)offsetof(atrt_draw_options, eta);
+    o.struct_size = (uint32_t)sizeof(draw_options_v1);
     o.eta = NAN;
     o.timestep_spacing = "sideways";
     show("draw-options-before-eta", atrt_draw(context, token, dim, &o, pixels, picture * 2, NULL));
