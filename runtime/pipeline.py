@@ -125,7 +125,7 @@ class GenerationOptions:
         default=None,
         metadata={
             "help": "Denoising steps (default: the bundle's recipe, 25; 4 for a fast bundle): at most one per "
-            "training timestep (1000; one or two fewer on some schedules, and the error says so; lcm: 50)."
+            "training timestep (1000; one or two fewer on some schedules, and the error says so; lcm, tcd: 50)."
         },
     )
     guidance: float | None = field(
@@ -138,14 +138,16 @@ class GenerationOptions:
         default=None,
         metadata={
             "help": "dpm++2m; pndm (the official inference, with 50 steps); ddim; euler; euler-a; "
-            "lcm (1-8 steps, for bundles with LCM-LoRA fused). Default: the bundle's recipe."
+            "lcm (1-8 steps, for bundles with LCM-LoRA fused); tcd (1-8 steps, --eta its gamma, for bundles with "
+            "a TCD or Hyper-SD LoRA fused). Default: the bundle's recipe."
         },
     )
     eta: float | None = field(
         default=None,
         metadata={
             "help": f"{' and '.join(ETA_SCHEDULERS)} only: fresh noise per step, 0 (deterministic) to {MAX_ETA:g} "
-            "(DDPM's). Default: the recipe's when drawing with its scheduler, else 0."
+            "(DDIM: DDPM's variance; TCD: its gamma, 0.3 usual). Default: the recipe's when drawing with its "
+            "scheduler, else 0."
         },
     )
     timestep_spacing: str | None = field(

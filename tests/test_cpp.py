@@ -540,7 +540,7 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
      ("path-absolute", "files[0].path \"/"), ("symlink-out", "files[0].path \"linked.json\" resolves outside the bundle"),
      ("tokenizer-symlink-out", "tokenizer \"tokenizer/tokenizer.json\" resolves outside the bundle"),
      ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]"),
-     ("recipe-eta-without-ddim", "recipe: eta 0.5: dpm++2m has no eta; only ddim takes one"),
+     ("recipe-eta-without-ddim", "recipe: eta 0.5: dpm++2m has no eta; only ddim and tcd take one"),
      ("external-outside",
       "unet.onnx reads external data from \"../secret\"; an engine's ONNX files may read its data file unet.onnx.data"),
      ("external-variant", "unet.variant.onnx reads external data from \"../secret\""),
