@@ -337,7 +337,7 @@ def _fresh_noise(name: str, shape: tuple[int, ...], rng, noise) -> np.ndarray:
     return noise
 
 
-def _check_eta(name: str, eta) -> float:
+def _check_eta(name: str, eta: float) -> float:
     """A scheduler's eta as a float in [0, MAX_ETA] (NaN fails), else a ValueError: ``runtime.sampling`` refuses a
     user's first, naming --eta."""
     if not (isinstance(eta, numbers.Real) and 0.0 <= eta <= MAX_ETA):

@@ -5,9 +5,10 @@ Both sides run a full sampling loop on the same [1,4,8,8] latents with a fake de
 (img2img: from the same source latents noised by their own add_noise, diffusers set up as its img2img pipelines do).
 The stochastic schedulers (euler-a, lcm, tcd with eta > 0) get the same pre-drawn per-step noise on both sides:
 diffusers' randn_tensor is replaced by a queue of it. Each diffusers scheduler whose ``step`` takes an ``eta`` (ddim,
-tcd) is given the recipe's, 0 unless a test sets one, as diffusers' pipelines pass theirs. The latents stay O(1) (unit noise, unit source, the fake UNet's x0 is O(1)), so the
-absolute tolerance TOL = 1e-5 is about 1e-5 relative to the sample scale; where a degenerate schedule leaves larger
-latents (PNDM at 2 "linspace" steps ends near 50), the tolerance is TOL times their largest magnitude.
+tcd) is given the recipe's, 0 unless a test sets one, as diffusers' pipelines pass theirs. The latents stay O(1)
+(unit noise, unit source, the fake UNet's x0 is O(1)), so the absolute tolerance TOL = 1e-5 is about 1e-5 relative to
+the sample scale; where a degenerate schedule leaves larger latents (PNDM at 2 "linspace" steps ends near 50), the
+tolerance is TOL times their largest magnitude.
 
 Every scheduler is run at 1 and 2 steps and at its most, ``max_steps``, in every timestep spacing; where that most is
 below the 1000 training timesteps, diffusers is shown to fail (IndexError) or to give NaN one step beyond it.
@@ -51,6 +52,7 @@ from runtime.schedulers import (
     MAX_TRAIN_TIMESTEPS,
     SCHEDULER_NAMES,
     SPACED_SCHEDULERS,
+    TCD,
     Euler,
     History,
     make_scheduler,
@@ -433,9 +435,12 @@ def test_tcd_with_an_eta_at_its_most_steps_and_other_configs_matches_diffusers(s
 @pytest.mark.parametrize("eta, float32_s, float64_s", [(5 / 11, 414, 413), (9 / 23, 461, 462)])
 def test_tcd_floors_its_intermediate_timestep_in_float32_as_diffusers(eta, float32_s, float64_s, prediction_type):
     """4 steps: the first lands on t' = 759 through s = floor((1 - eta) * 759), which diffusers computes in torch
-    float32 (float32_s); at these etas float64 floors to the neighbouring timestep, a difference the loop parity sees."""
+    float32 (float32_s); at these etas float64 floors to the neighbouring timestep, a difference the loop parity
+    sees."""
     assert math.floor((1.0 - eta) * 759) == float64_s
-    assert make_scheduler("tcd", SD1_CONFIG, 4).timesteps[1] == 759
+    sched = make_scheduler("tcd", SD1_CONFIG, 4, eta=eta)
+    assert isinstance(sched, TCD)
+    assert sched.timesteps[1] == 759 and sched.a_s[0] == np.sqrt(sched.alphas_cumprod[float32_s])
     compare("tcd", {**SD1_CONFIG, "prediction_type": prediction_type}, 4, seed=42, eta=eta)
 
 
