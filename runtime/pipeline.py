@@ -246,7 +246,8 @@ class EditOptions(GenerationOptions):
 
     ``strength`` 0 gives the picture back unchanged, 1 draws from pure noise (as ``generate``); in between the
     scheduler starts that fraction of the way into its schedule from the picture's noised latents (diffusers'
-    img2img; LCM and TCD keep their step count and start lower). The ``help`` of each field is the ``edit`` option's help.
+    img2img; LCM and TCD keep their step count and start lower). The ``help`` of each field is the ``edit``
+    option's help.
     """
 
     strength: float = field(

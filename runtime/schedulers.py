@@ -22,8 +22,9 @@ Design:
   changes, so one instance can serve concurrent requests and a step can be replayed.
 - The schedules follow the diffusers 0.42 schedulers of the same name when built from a model's
   ``scheduler_config.json`` (PNDM "leading" spacing + steps_offset, Euler's interpolated float32 timesteps, DPM++
-  final-step handling; tcd is ``TCDScheduler``); tests/test_schedulers.py checks the parity. Arithmetic runs in float64 on the float32
-  alpha-bar table the model was trained with, and the result is cast back to the sample's dtype.
+  final-step handling; tcd is ``TCDScheduler``); tests/test_schedulers.py checks the parity. Arithmetic runs in
+  float64 on the float32 alpha-bar table the model was trained with, and the result is cast back to the sample's
+  dtype.
 - ``timesteps`` holds what the UNet is called with: int64 training timesteps, except float32 for the Euler family
   (its "linspace" spacing gives fractional ones, e.g. 957.375).
 - Every scheduler predicts the clean sample from a variance-preserving (VP) view of the latents,
@@ -48,8 +49,8 @@ Design:
   ``scheduler_config.<key>`` and the value; the manifest reader runs it on the recipe's scheduler, so a bundle with
   a bad config is refused when it is opened, not at every request.
 - Steps: a scheduler takes 1 to ``max_steps(name, config)`` steps: one per training timestep (LCM, TCD: per step of
-  their distillation schedule), fewer where the config's spacing would put a timestep past the last training one or two
-  on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
+  their distillation schedule), fewer where the config's spacing would put a timestep past the last training one or
+  two on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
   "leading" steps does too, at 1000 it puts every step on timestep 1, and at 1000 "linspace" steps it rounds two
   onto one: diffusers fails with an IndexError or gives NaN latents there). ``--steps`` beyond it is a ConfigError.
   The bound is computed once per (scheduler, resolved config) and remembered (a small LRU cache).
