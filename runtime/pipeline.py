@@ -126,7 +126,7 @@ class GenerationOptions:
         metadata={
             "help": f"Denoising steps (default: the bundle's recipe, {DEFAULT.steps}; {FAST.sampling.steps} for a fast "
             "bundle): at most one per training timestep (1000; one or two fewer on some schedules, and the error says "
-            "so; lcm: 50)."
+            "so; lcm, tcd: 50)."
         },
     )
     guidance: float | None = field(
@@ -140,14 +140,16 @@ class GenerationOptions:
         default=None,
         metadata={
             "help": "dpm++2m; pndm (the official inference, with 50 steps); ddim; euler; euler-a; "
-            "lcm (1-8 steps, for bundles with LCM-LoRA fused). Default: the bundle's recipe."
+            "lcm (1-8 steps, for bundles with LCM-LoRA fused); tcd (1-8 steps, --eta its gamma, for bundles with "
+            "a TCD or Hyper-SD LoRA fused). Default: the bundle's recipe."
         },
     )
     eta: float | None = field(
         default=None,
         metadata={
             "help": f"{' and '.join(ETA_SCHEDULERS)} only: fresh noise per step, 0 (deterministic) to {MAX_ETA:g} "
-            "(DDPM's). Default: the recipe's when drawing with its scheduler, else 0."
+            "(DDIM: DDPM's variance; TCD: its gamma, 0.3 usual). Default: the recipe's when drawing with its "
+            "scheduler, else 0."
         },
     )
     timestep_spacing: str | None = field(
@@ -246,7 +248,8 @@ class EditOptions(GenerationOptions):
 
     ``strength`` 0 gives the picture back unchanged, 1 draws from pure noise (as ``generate``); in between the
     scheduler starts that fraction of the way into its schedule from the picture's noised latents (diffusers'
-    img2img; LCM keeps its step count and starts lower). The ``help`` of each field is the ``edit`` option's help.
+    img2img; LCM and TCD keep their step count and start lower). The ``help`` of each field is the ``edit``
+    option's help.
     """
 
     strength: float = field(

@@ -11,11 +11,13 @@ laid over the config's). ``bench`` and ``compare`` record ``to_json``, ``info`` 
 a preset's recipe into the manifest. The C++ library's ``Sampling`` (runtime/cpp/src/sampling.hpp) mirrors the
 value, its bounds and the presets it uses; tests/test_cpp.py compares them with these.
 
-- eta: DDIM's stochasticity, 0 (deterministic) to ``runtime.schedulers.MAX_ETA`` (DDPM's variance); only the
-  schedulers of ``runtime.schedulers.ETA_SCHEDULERS`` take a nonzero one.
+- eta: DDIM's stochasticity or TCD's gamma, 0 (deterministic) to ``runtime.schedulers.MAX_ETA`` (DDPM's variance;
+  TCD's fullest re-noising); only the schedulers of ``runtime.schedulers.ETA_SCHEDULERS`` (ddim, tcd) take a
+  nonzero one.
 - timestep_spacing: "leading", "trailing" (the first step at the last training timestep: what few-step recipes
-  want) or "linspace", over the bundle's scheduler_config's own (None: that one) for every scheduler that spaces its
-  timesteps (all but lcm, whose timesteps are its distillation schedule's).
+  want of ddim and euler) or "linspace", over the bundle's scheduler_config's own (None: that one) for every
+  scheduler that spaces its timesteps (all but lcm and tcd, whose timesteps are their distillation schedule's and
+  already start at the last training timestep, one step included; a spacing given them is refused).
 - A recipe's eta and spacing belong to its scheduler: options that pick another scheduler leave them behind.
 
 Presets: DEFAULT (DPM-Solver++(2M), 25 steps, guidance 7.5: a plain bundle's recipe), OFFICIAL (PNDM, 50 steps,
@@ -95,11 +97,14 @@ class Sampling:
 
     def unfit(self) -> tuple[str, str] | None:
         """What of this recipe its scheduler cannot take, as (field, why), or None: a nonzero eta for a scheduler
-        without one, a timestep spacing for one whose timesteps are not spaced (lcm)."""
+        without one, a timestep spacing for one whose timesteps are not spaced (lcm, tcd)."""
         if self.eta != 0 and self.scheduler not in ETA_SCHEDULERS:
-            return "eta", f"{self.scheduler} has no eta; only {', '.join(ETA_SCHEDULERS)} takes one"
+            return "eta", f"{self.scheduler} has no eta; only {' and '.join(ETA_SCHEDULERS)} take one"
         if self.timestep_spacing is not None and self.scheduler not in SPACED_SCHEDULERS:
-            return "timestep_spacing", f"{self.scheduler} spaces no timesteps; they are its distillation schedule's"
+            return "timestep_spacing", (
+                f"{self.scheduler} spaces no timesteps; they are its distillation schedule's, which already starts "
+                "at the last training timestep, even for one step"
+            )
         return None
 
     def scheduler_config(self, config: dict) -> dict:
@@ -172,7 +177,7 @@ def check_eta(eta) -> None:
     if not is_real(eta, 0.0, MAX_ETA):
         raise ConfigError(
             f"--eta is {shown(eta)}; it must be a finite number from 0 to {MAX_ETA:g}",
-            hint="0 is deterministic DDIM; 1 adds DDPM's noise at every step",
+            hint="0 is deterministic; 1 adds DDPM's noise at every DDIM step (TCD-LoRA's recipe: tcd, eta 0.3)",
         )
 
 

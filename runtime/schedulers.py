@@ -22,44 +22,54 @@ Design:
   changes, so one instance can serve concurrent requests and a step can be replayed.
 - The schedules follow the diffusers 0.42 schedulers of the same name when built from a model's
   ``scheduler_config.json`` (PNDM "leading" spacing + steps_offset, Euler's interpolated float32 timesteps, DPM++
-  final-step handling); tests/test_schedulers.py checks the parity. Arithmetic runs in float64 on the float32
-  alpha-bar table the model was trained with, and the result is cast back to the sample's dtype.
+  final-step handling; tcd is ``TCDScheduler``); tests/test_schedulers.py checks the parity. Arithmetic runs in
+  float64 on the float32 alpha-bar table the model was trained with, and the result is cast back to the sample's
+  dtype.
 - ``timesteps`` holds what the UNet is called with: int64 training timesteps, except float32 for the Euler family
   (its "linspace" spacing gives fractional ones, e.g. 957.375).
 - Every scheduler predicts the clean sample from a variance-preserving (VP) view of the latents,
   ``x = a*x0 + s*eps`` with ``a = sqrt(alpha_bar)``, ``s = sqrt(1 - alpha_bar)``; the Euler family keeps its latents
   in the variance-exploding scale ``x / a`` (noise level ``sigma = s / a``) and converts when it predicts.
-- Stochastic schedulers (euler-a, lcm, and ddim with eta > 0) take their fresh noise from ``step(..., rng=)`` (the
-  picture's ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
-- eta: DDIM's stochasticity (``make_scheduler(..., eta=)``, 0 to MAX_ETA; diffusers' ``DDIMScheduler.step(eta=)``), the
-  only scheduler here that takes one (``ETA_SCHEDULERS``); the others refuse a nonzero eta. The timestep spacing is
-  the config's ``timestep_spacing`` (``runtime.sampling`` lays a recipe's over it); every scheduler but LCM, whose
-  timesteps are its distillation schedule's, reads it (``SPACED_SCHEDULERS``).
+- Stochastic schedulers (euler-a, lcm, and ddim and tcd with eta > 0) take their fresh noise from ``step(...,
+  rng=)`` (the picture's ``runtime.noise.NoiseStream``) or ``noise=``, so that a seed fixes the whole picture.
+- eta (``make_scheduler(..., eta=)``, 0 to MAX_ETA, passed to ``step`` as diffusers' pipelines pass their ``eta``):
+  DDIM's stochasticity (``DDIMScheduler.step(eta=)``) and TCD's gamma (``TCDScheduler.step(eta=)``; 0 like the
+  diffusers pipelines' default, not the 0.3 of that method's signature), the schedulers that take one
+  (``ETA_SCHEDULERS``); the others refuse a nonzero eta.
+- Timestep spacing: the config's ``timestep_spacing`` (``runtime.sampling`` lays a recipe's over it), read by every
+  scheduler but LCM and TCD, whose timesteps are their distillation schedule's (``SPACED_SCHEDULERS``; diffusers'
+  LCMScheduler and TCDScheduler store the key and never read it). "trailing" is what few-step recipes ask of DDIM
+  and Euler: the first step at the last training timestep (one step: DDIM at [999], Euler at sigma 14.6146; 4 steps:
+  999, 749, 499, 249), as diffusers draws them, DDIM's target timestep included: t - n_train // n, which leaves the
+  schedule where n does not divide n_train (3 steps: 666 -> 333 while the next timestep is 332). LCM and TCD need
+  none: their schedule already starts at 999 (one step: [999]; 4 steps: 999, 759, 499, 259).
 - Config: ``resolve_config`` is the one place a scheduler_config.json is typed. Every key a scheduler reads must
   hold its type and range (betas and trained_betas numbers in (0, 1), num_train_timesteps of the latter; finite
   positive scales; names from their sets; true/false flags), else a one-line ConfigError names
   ``scheduler_config.<key>`` and the value; the manifest reader runs it on the recipe's scheduler, so a bundle with
   a bad config is refused when it is opened, not at every request.
-- Steps: a scheduler takes 1 to ``max_steps(name, config)`` steps: one per training timestep (LCM: per step of its
-  distillation schedule), fewer where the config's spacing would put a timestep past the last training one or two
-  on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
+- Steps: a scheduler takes 1 to ``max_steps(name, config)`` steps: one per training timestep (LCM, TCD: per step of
+  their distillation schedule), fewer where the config's spacing would put a timestep past the last training one or
+  two on the same one (DDIM and PNDM at 1000 "leading" steps with steps_offset 1 index timestep 1000; DPM++ at 999
   "leading" steps does too, at 1000 it puts every step on timestep 1, and at 1000 "linspace" steps it rounds two
   onto one: diffusers fails with an IndexError or gives NaN latents there). ``--steps`` beyond it is a ConfigError.
   The bound is computed once per (scheduler, resolved config) and remembered (a small LRU cache).
 - img2img: ``make_scheduler(..., strength=s)`` (s in (0, 1]; 1 = from pure noise, the default) builds a scheduler
   whose ``timesteps`` hold only the steps that remain, so the loop above is unchanged; it starts from the source
   latents noised to the first of them, ``add_noise(source_latents, noise, 0)`` (in the scale the loop's latents live
-  in: VE for the Euler family). Every scheduler but LCM follows diffusers' StableDiffusionImg2ImgPipeline: of the N
-  steps asked for, the last int(N * s) remain (Python float product truncated, int(25 * 0.6) = 15), i.e. the first
-  N - int(N * s) entries of the full schedule are dropped (for PNDM: of its N + 1 timesteps); int(N * s) = 0 is
-  refused. Tables that depend on the full schedule (sigmas, DPM++'s final-step rule, DDIM/PNDM's stride) come from
-  it, while multistep state (DPM++'s first-order start, PLMS's warm-up) starts afresh at the first remaining step,
-  as diffusers' with ``set_begin_index``. LCM instead truncates its distillation schedule and keeps N steps
-  (diffusers' LCM img2img). ``len(timesteps)`` is the number of UNet evaluations left; ``strength`` is read-only.
+  in: VE for the Euler family). Every scheduler but LCM and TCD follows diffusers' StableDiffusionImg2ImgPipeline:
+  of the N steps asked for, the last int(N * s) remain (Python float product truncated, int(25 * 0.6) = 15), i.e.
+  the first N - int(N * s) entries of the full schedule are dropped (for PNDM: of its N + 1 timesteps);
+  int(N * s) = 0 is refused. Tables that depend on the full schedule (sigmas, DPM++'s final-step rule, DDIM/PNDM's
+  stride) come from it, while multistep state (DPM++'s first-order start, PLMS's warm-up) starts afresh at the first
+  remaining step, as diffusers' with ``set_begin_index``. LCM and TCD instead truncate their distillation schedule
+  and keep N steps (diffusers' LCM img2img; ``TCDScheduler.set_timesteps(strength=)``, the same rule).
+  ``len(timesteps)`` is the number of UNet evaluations left; ``strength`` is read-only.
 
 Sources for the formulas: DDIM (Song et al. 2020, eq. 12), PNDM/PLMS (Liu et al. 2022, eq. 9 and 12),
 DPM-Solver++ (Lu et al. 2022, multistep 2M), Euler / Euler ancestral (Karras et al. 2022; k-diffusion),
-LCM (Luo et al. 2023, Algorithm 1; the multistep consistency sampling of Song et al. 2023, Algorithm 1).
+LCM (Luo et al. 2023, Algorithm 1; the multistep consistency sampling of Song et al. 2023, Algorithm 1),
+TCD (Zheng et al. 2024, Trajectory Consistency Distillation: its strategic stochastic sampling).
 """
 
 from __future__ import annotations
@@ -74,11 +84,12 @@ import numpy as np
 
 from runtime.errors import ConfigError, shown
 
-SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm")
+SCHEDULER_NAMES = ("dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm", "tcd")
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet predicts; every scheduler here takes both
 MAX_TRAIN_TIMESTEPS = 10_000  # a config's num_train_timesteps (Stable Diffusion: 1000); its tables are this long
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-MAX_ETA = 1.0  # DDIM's eta: 1 is DDPM's variance; past it the eps coefficient sqrt(1 - ab_prev - sigma^2) soon is NaN
+MAX_ETA = 1.0  # DDIM's eta: 1 is DDPM's variance, past it the eps coefficient sqrt(1 - ab_prev - sigma^2) soon is NaN;
+# TCD's gamma: 1 re-noises from the x0 estimate itself (diffusers asserts 0 <= eta <= 1)
 CONFIG_HINT = "check the model's scheduler/scheduler_config.json"
 
 # Config keys shared by every scheduler, with the diffusers defaults a config may omit.
@@ -137,8 +148,8 @@ class Scheduler:
 
     name: str  # as SCHEDULER_NAMES writes it
     defaults: dict = {}  # scheduler-specific config defaults (as in diffusers), over _BASE_DEFAULTS
-    takes_eta = False  # whether ``make_scheduler(..., eta=)`` may be nonzero (DDIM's stochasticity)
-    spaced = True  # whether the config's timestep_spacing places the timesteps (LCM: its distillation schedule does)
+    takes_eta = False  # whether ``make_scheduler(..., eta=)`` may be nonzero (DDIM's stochasticity, TCD's gamma)
+    spaced = True  # whether the config's timestep_spacing places the timesteps (LCM, TCD: their distillation schedule)
     init_noise_sigma: float = 1.0
     timesteps: np.ndarray
     steps_hint = "use e.g. 25 steps for dpm++2m or 50 for pndm"
@@ -300,8 +311,8 @@ class Scheduler:
 
         model_output, sample: [B,4,h,w]; the result has the sample's dtype. ``rng`` (anything with
         ``standard_normal(shape)``: the picture's ``runtime.noise.NoiseStream``, or a numpy Generator) or ``noise``
-        ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a; lcm except at its last step) and
-        ignored by the others.
+        ([B,4,h,w], N(0,1)) is needed only by stochastic schedulers (euler-a; ddim with eta > 0; lcm, and tcd with
+        eta > 0, except at their last step) and ignored by the others.
         """
         self._check_step_index(step_index)
         history = History() if history is None else history
@@ -334,6 +345,14 @@ def _fresh_noise(name: str, shape: tuple[int, ...], rng, noise) -> np.ndarray:
     if noise.shape != tuple(shape):
         raise ValueError(f"{name} step: expected noise of shape {tuple(shape)} (the sample's), got {noise.shape}")
     return noise
+
+
+def _check_eta(name: str, eta: float) -> float:
+    """A scheduler's eta as a float in [0, MAX_ETA] (NaN fails), else a ValueError: ``runtime.sampling`` refuses a
+    user's first, naming --eta."""
+    if not (isinstance(eta, numbers.Real) and 0.0 <= eta <= MAX_ETA):
+        raise ValueError(f"{name} eta: expected a number from 0 to {MAX_ETA:g}, got {eta!r}")
+    return float(eta)
 
 
 def _check_strength(strength) -> float:
@@ -503,9 +522,7 @@ class DDIM(Scheduler):
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0, eta: float = 0.0):
         super().__init__(config, num_inference_steps, strength)
-        if not (isinstance(eta, numbers.Real) and 0.0 <= eta <= MAX_ETA):  # NaN fails; runtime.sampling says so first
-            raise ValueError(f"DDIM eta: expected a number from 0 to {MAX_ETA:g}, got {eta!r}")
-        self.eta = float(eta)
+        self.eta = _check_eta("DDIM", eta)
         full = self._full_timesteps(self.config, self.num_inference_steps, self.alphas_cumprod)  # [n]
         self.timesteps = full[self._first_remaining_step() :]  # [m] the steps that remain
         stride = int(self.config["num_train_timesteps"]) // self.num_inference_steps
@@ -724,38 +741,27 @@ class EulerAncestral(Euler):
     ancestral = True
 
 
-class LCM(Scheduler):
-    """Latent Consistency Model sampling (multistep consistency sampling), for 1-8 steps of an LCM-distilled UNet.
+class _DistillationSchedule(Scheduler):
+    """The timesteps of a consistency-distilled UNet (LCM, TCD), as diffusers' LCMScheduler and TCDScheduler place them.
 
-    Step i evaluates the consistency function at timestep t_i, i.e. the clean-sample estimate with the boundary
-    condition f(x, 0) = x built in (sd = sigma_data = 0.5, k = ``timestep_scaling``, x0 from the model output):
-        f = c_skip * x + c_out * x0,   c_skip = sd^2 / ((k*t)^2 + sd^2),   c_out = k*t / sqrt((k*t)^2 + sd^2)
-    and, except at the last step, noises f forward to the next timestep with fresh noise z ~ N(0, 1):
-        x_next = a_next * f + s_next * z.
-    The last step returns f itself. There is no solver state (the History stays empty).
-
-    Timesteps: the distillation schedule of ``original_inference_steps`` (stride = n_train // orig; its timesteps
-    stride*j - 1 for j = 1..orig, i.e. 19, 39, ..., 999 for SD), truncated to its first int(orig * strength) entries
-    for img2img, and num_inference_steps of those taken at evenly spaced indices from the noisiest one down
-    (4 steps: 999, 759, 499, 259). ``timestep_spacing`` and ``steps_offset`` play no part (as in diffusers).
-    A strength below 1 keeps the number of steps and starts them lower (4 steps at strength 0.5: 499, 379, 259, 139).
+    The distillation schedule of ``original_inference_steps`` (stride = n_train // orig; its timesteps stride*j - 1
+    for j = 1..orig, i.e. 19, 39, ..., 999 for SD), truncated to its first int(orig * strength) entries for img2img,
+    and num_inference_steps of those taken at evenly spaced indices from the noisiest one down (1 step: 999;
+    2 steps: 999, 499; 4 steps: 999, 759, 499, 259). ``timestep_spacing`` and ``steps_offset`` play no part (as in
+    diffusers): one step already starts at the last training timestep. A strength below 1 keeps the number of steps
+    and starts them lower (4 steps at strength 0.5: 499, 379, 259, 139).
     """
 
-    name = "lcm"
     defaults = {
-        # diffusers' LCMScheduler defaults (its betas are SD's, unlike the DDPM defaults in _BASE_DEFAULTS)
+        # diffusers' LCMScheduler and TCDScheduler defaults (their betas are SD's, unlike the DDPM defaults in
+        # _BASE_DEFAULTS)
         "beta_start": 0.00085,
         "beta_end": 0.012,
         "beta_schedule": "scaled_linear",
         "original_inference_steps": 50,
         "timestep_spacing": "leading",  # accepted for config compatibility; unused
-        "timestep_scaling": 10.0,
-        "clip_sample": False,
-        "clip_sample_range": 1.0,
     }
-    steps_hint = "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet"
     spaced = False
-    SIGMA_DATA = 0.5
 
     def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
         super().__init__(config, num_inference_steps, strength)
@@ -765,8 +771,8 @@ class LCM(Scheduler):
         n_origin = int(orig * self.strength)
         if n_origin < n:
             raise ConfigError(
-                f"strength: {self.strength!r} leaves int({orig} * {self.strength!r}) = {n_origin} of the {orig} LCM timesteps, "
-                f"fewer than num_inference_steps = {n}",
+                f"strength: {self.strength!r} leaves int({orig} * {self.strength!r}) = {n_origin} of the {orig} "
+                f"{self.name} timesteps, fewer than num_inference_steps = {n}",
                 hint=f"use at most {n_origin} steps, or a strength of at least {n / orig:g}",
             )
         stride = int(cfg["num_train_timesteps"]) // orig
@@ -775,12 +781,6 @@ class LCM(Scheduler):
         self.timesteps = origin[picks].astype(np.int64)  # [n]
         ab = self.alphas_cumprod[self.timesteps]  # [n]
         self.a, self.s = np.sqrt(ab), np.sqrt(1.0 - ab)  # [n] each
-        # Target of the re-noising: the next step's timestep; the last step stops at f (a = 1, s = 0, unused).
-        self.a_next = np.append(self.a[1:], 1.0)  # [n]
-        self.s_next = np.append(self.s[1:], 0.0)  # [n]
-        scaled = self.timesteps.astype(np.float64) * float(cfg["timestep_scaling"])  # [n]
-        self.c_skip = self.SIGMA_DATA**2 / (scaled**2 + self.SIGMA_DATA**2)  # [n]
-        self.c_out = scaled / np.sqrt(scaled**2 + self.SIGMA_DATA**2)  # [n]
 
     @classmethod
     def _step_limit(cls, cfg: dict) -> int:
@@ -789,6 +789,38 @@ class LCM(Scheduler):
     @classmethod
     def _schedule_terms(cls, cfg: dict) -> str:
         return f"original_inference_steps {cfg['original_inference_steps']}"
+
+
+class LCM(_DistillationSchedule):
+    """Latent Consistency Model sampling (multistep consistency sampling), for 1-8 steps of an LCM-distilled UNet.
+
+    Step i evaluates the consistency function at timestep t_i, i.e. the clean-sample estimate with the boundary
+    condition f(x, 0) = x built in (sd = sigma_data = 0.5, k = ``timestep_scaling``, x0 from the model output):
+        f = c_skip * x + c_out * x0,   c_skip = sd^2 / ((k*t)^2 + sd^2),   c_out = k*t / sqrt((k*t)^2 + sd^2)
+    and, except at the last step, noises f forward to the next timestep with fresh noise z ~ N(0, 1):
+        x_next = a_next * f + s_next * z.
+    The last step returns f itself. There is no solver state (the History stays empty). Timesteps: the distillation
+    schedule (``_DistillationSchedule``).
+    """
+
+    name = "lcm"
+    defaults = {
+        **_DistillationSchedule.defaults,
+        "timestep_scaling": 10.0,
+        "clip_sample": False,
+        "clip_sample_range": 1.0,
+    }
+    steps_hint = "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet"
+    SIGMA_DATA = 0.5
+
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0):
+        super().__init__(config, num_inference_steps, strength)
+        # Target of the re-noising: the next step's timestep; the last step stops at f (a = 1, s = 0, unused).
+        self.a_next = np.append(self.a[1:], 1.0)  # [n]
+        self.s_next = np.append(self.s[1:], 0.0)  # [n]
+        scaled = self.timesteps.astype(np.float64) * float(self.config["timestep_scaling"])  # [n]
+        self.c_skip = self.SIGMA_DATA**2 / (scaled**2 + self.SIGMA_DATA**2)  # [n]
+        self.c_out = scaled / np.sqrt(scaled**2 + self.SIGMA_DATA**2)  # [n]
 
     def _step(self, m, i, x, history, rng, noise):
         x0, _ = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w]
@@ -802,6 +834,44 @@ class LCM(Scheduler):
         return self.a_next[i] * denoised + self.s_next[i] * z, History()
 
 
+class TCD(_DistillationSchedule):
+    """Trajectory Consistency Distillation's sampling (diffusers' TCDScheduler), for 1-8 steps of a TCD- or
+    Hyper-SD-distilled UNet; gamma is the recipe's eta.
+
+    Step i goes from t = t_i to the next timestep t' (0 after the last step) through an intermediate timestep
+    s = floor((1 - eta) * t'), computed in float32 as diffusers does in torch (float64 floors differently on some
+    products, e.g. eta 0.3 at t' = 90: 63 in float32, 62 in float64). From the x0 and eps the model output gives at t:
+        x_s = a_s * x0 + s_s * eps                                   (DDIM's deterministic move to s)
+        x_t' = sqrt(ab_t' / ab_s) * x_s + sqrt(1 - ab_t' / ab_s) * z   (forward noising from s back up to t')
+    with z fresh N(0, 1) noise, drawn only when eta > 0 and not at the last step. At eta 0, s = t' and the step is
+    deterministic DDIM; the last step (t' = 0, so s = 0) returns x0 re-noised to timestep 0, sqrt(ab_0) * x0 +
+    sqrt(1 - ab_0) * eps, not x0 itself; one step therefore draws no noise at any eta. Timesteps: the distillation
+    schedule (``_DistillationSchedule``). There is no solver state.
+    """
+
+    name = "tcd"
+    takes_eta = True
+    steps_hint = "TCD is meant for 1-8 steps (4 is typical, eta 0.3) with a TCD- or Hyper-SD-distilled UNet"
+
+    def __init__(self, config: dict, num_inference_steps: int, strength: float = 1.0, eta: float = 0.0):
+        super().__init__(config, num_inference_steps, strength)
+        self.eta = _check_eta("TCD", eta)
+        ab = self.alphas_cumprod  # [n_train]
+        t_next = np.append(self.timesteps[1:], 0)  # [n] the timestep each step lands on
+        t_s = np.floor(np.float32(1.0 - self.eta) * t_next.astype(np.float32)).astype(np.int64)  # [n] float32 floor
+        self.a_s, self.s_s = np.sqrt(ab[t_s]), np.sqrt(1.0 - ab[t_s])  # [n] each
+        ratio = ab[t_next] / ab[t_s]  # [n] <= 1: s is at or below t'
+        self.keep, self.fresh = np.sqrt(ratio), np.sqrt(1.0 - ratio)  # [n] each
+
+    def _step(self, m, i, x, history, rng, noise):
+        x0, eps = _x0_and_eps(m, x, self.a[i], self.s[i], self.prediction_type)  # [B,4,h,w] each
+        x_s = self.a_s[i] * x0 + self.s_s[i] * eps  # [B,4,h,w]
+        if self.eta == 0 or i == len(self.timesteps) - 1:
+            return x_s, History()
+        z = _fresh_noise("tcd", x.shape, rng, noise)  # [B,4,h,w]
+        return self.keep[i] * x_s + self.fresh[i] * z, History()
+
+
 _SCHEDULERS = {
     "dpm++2m": DPMSolverMultistep,
     "pndm": PNDM,
@@ -809,9 +879,10 @@ _SCHEDULERS = {
     "euler": Euler,
     "euler-a": EulerAncestral,
     "lcm": LCM,
+    "tcd": TCD,
 }
-ETA_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.takes_eta)  # ("ddim",)
-SPACED_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.spaced)  # all but lcm
+ETA_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.takes_eta)  # ("ddim", "tcd")
+SPACED_SCHEDULERS = tuple(name for name, scheduler in _SCHEDULERS.items() if scheduler.spaced)  # all but lcm, tcd
 
 
 def make_scheduler(
@@ -820,7 +891,7 @@ def make_scheduler(
     """The scheduler ``name`` (one of SCHEDULER_NAMES) built from a diffusers scheduler_config.json dict.
 
     strength: img2img, in (0, 1] (1 = from pure noise, the default): ``timesteps`` then hold only the steps that
-    remain (diffusers' StableDiffusionImg2ImgPipeline; LCM: its LCM img2img) and the loop starts from
+    remain (diffusers' StableDiffusionImg2ImgPipeline; LCM, TCD: their own set_timesteps) and the loop starts from
     ``add_noise(source_latents, noise, 0)``. A strength that leaves no step (int(steps * strength) = 0) is refused,
     as are steps outside 1..``max_steps(name, config)``. eta: 0 to 1, nonzero for ETA_SCHEDULERS only (a ValueError
     otherwise: ``runtime.sampling`` refuses a user's first, naming --eta).
@@ -839,7 +910,7 @@ def resolve_config(name: str, config: dict) -> dict:
 
 def max_steps(name: str, config: dict) -> int:
     """The most inference steps scheduler ``name`` takes on a diffusers scheduler_config.json dict (see the module
-    docstring: 1000 for Stable Diffusion's, fewer for some spacings; LCM: original_inference_steps)."""
+    docstring: 1000 for Stable Diffusion's, fewer for some spacings; LCM, TCD: original_inference_steps)."""
     return _scheduler_class(name).max_steps(resolve_config(name, config))
 
 

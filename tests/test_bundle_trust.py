@@ -206,7 +206,7 @@ FLOAT32_SCALE = "expected a finite number from 1.17549e-38 to 3.40282e+38"  # fl
         ),
         (("recipe", "eta"), 1.5, "recipe.eta is 1.5: expected a finite number from 0 to 1"),
         (("recipe", "eta"), "0", "recipe.eta is '0': expected a finite number from 0 to 1"),
-        (("recipe", "eta"), 0.5, "recipe.eta is 0.5: expected 0 (dpm++2m has no eta; only ddim takes one)"),
+        (("recipe", "eta"), 0.5, "recipe.eta is 0.5: expected 0 (dpm++2m has no eta; only ddim and tcd take one)"),
         (
             ("recipe", "timestep_spacing"),
             "sideways",

@@ -137,9 +137,15 @@ def test_seed_minus_one_draws_a_random_seed_that_replays(generate, clips):
         (["--scheduler", "lcm", "--steps", 60], "error: --steps is 60; lcm takes 1 to 50 steps"),
         (["--negative-prompt", "blurry " * 80], "error: --negative-prompt: prompt 'blurry blurry"),
         (["--eta", 2], "error: --eta is 2.0; it must be a finite number from 0 to 1"),
-        (["--eta", 0.5], "error: --eta 0.5: dpm++2m has no eta; only ddim takes one"),  # the bundle's scheduler
+        (["--eta", 0.5], "error: --eta 0.5: dpm++2m has no eta; only ddim and tcd take one"),  # the bundle's scheduler
         (["--spacing", "sideways"], "error: Invalid value for '--spacing': 'sideways' is not one of leading"),
-        (["--scheduler", "lcm", "--spacing", "trailing"], "error: --spacing 'trailing': lcm spaces no timesteps"),
+        (
+            ["--scheduler", "lcm", "--spacing", "trailing"],
+            "error: --spacing 'trailing': lcm spaces no timesteps; they are its distillation schedule's, which already "
+            "starts at the last training timestep, even for one step",
+        ),
+        (["--scheduler", "tcd", "--spacing", "trailing"], "error: --spacing 'trailing': tcd spaces no timesteps"),
+        (["--scheduler", "tcd", "--steps", 51], "error: --steps is 51; tcd takes 1 to 50 steps"),
     ],
 )
 def test_bad_options_are_one_line_errors(generate, clips, args, message):

@@ -5,7 +5,7 @@ The library is built once per session with CMake into ``.cache/cpp-build/test``,
 binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, the sampling recipe, caches, bad input through
 the C API) and the example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10
 against Random123's known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within
-1e-5, DDIM at an eta and every scheduler at a recipe's timestep spacing too; pictures of the C++ example against
+1e-5, DDIM and TCD at an eta and every scheduler at a recipe's timestep spacing too; pictures of the C++ example against
 the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and recipes); the input bounds, the sampling
 presets and what each scheduler takes equal to the Python runtime's; a schema 3 manifest read as before;
 src/contract.hpp equal to what runtime/contract.py writes, and the engine table at a bundle's sizes equal to the
@@ -182,7 +182,8 @@ SD_CONFIG = {"beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 
      ("euler", 25, {}), ("euler", 7, {"timestep_spacing": "trailing"}), ("euler-a", 20, {}),
      ("ddim", 50, {}), ("ddim", 12, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}),
      ("lcm", 4, {}), ("lcm", 1, {}), ("lcm", 8, {}), ("pndm", 50, {}), ("pndm", 3, {}),
-     ("euler", 1, {}), ("ddim", 1, {"timestep_spacing": "linspace"}), ("dpm++2m", 1, {})],  # 1 step: linspace of one
+     ("euler", 1, {}), ("ddim", 1, {"timestep_spacing": "linspace"}), ("dpm++2m", 1, {}),  # 1 step: linspace of one
+     ("tcd", 4, {}), ("tcd", 1, {}), ("tcd", 8, {"prediction_type": "v_prediction"})],
 )  # fmt: skip
 def test_scheduler_loops_are_the_numpy_loops(cpp, tmp_path, name, steps, overrides):
     """A full loop on a stand-in model (eps = 0.9 * input + a fixed offset per step) in both languages."""
@@ -193,11 +194,14 @@ def test_scheduler_loops_are_the_numpy_loops(cpp, tmp_path, name, steps, overrid
     "name, steps, eta, spacing",
     [("ddim", 20, 0.5, None), ("ddim", 8, 1.0, "trailing"), ("ddim", 1, 0.3, "trailing"), ("ddim", 12, 0.8, "linspace"),
      ("dpm++2m", 6, 0.0, "trailing"), ("euler", 1, 0.0, "trailing"), ("euler-a", 5, 0.0, "leading"),
-     ("pndm", 4, 0.0, "linspace")],
+     ("pndm", 4, 0.0, "linspace"), ("ddim", 4, 0.0, "trailing"),
+     ("tcd", 4, 0.3, None), ("tcd", 8, 1.0, None), ("tcd", 1, 1.0, None), ("tcd", 2, 0.6, None),
+     ("tcd", 4, 5 / 11, None), ("tcd", 4, 9 / 23, None)],  # (1 - eta) * 759 floors to 414, 461 (float64: 413, 462)
 )  # fmt: skip
 def test_a_recipes_eta_and_spacing_loop_as_numpys(cpp, tmp_path, name, steps, eta, spacing):
-    """DDIM's eta (its fresh noise from the picture's step stream) and a spacing laid over the config's ("leading"
-    for DDIM and PNDM, "linspace" for the others: SD_CONFIG names none) as the recipe does it in both languages."""
+    """DDIM's eta and TCD's (their fresh noise from the picture's step stream; TCD's intermediate timestep floored in
+    float32) and a spacing laid over the config's ("leading" for DDIM and PNDM, "linspace" for the others: SD_CONFIG
+    names none) as the recipe does it in both languages."""
     assert_loop_is_numpys(cpp, tmp_path, name, steps, SD_CONFIG, eta=eta, spacing=spacing)
 
 
@@ -230,7 +234,7 @@ def assert_loop_is_numpys(
     assert error <= 1e-5, f"{name}: max |C++ - numpy| = {error:.3g} over {count} steps"
 
 
-@pytest.mark.parametrize("name", ["dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"])
+@pytest.mark.parametrize("name", ["dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm", "tcd"])
 def test_the_steps_bound_is_the_python_runtimes(cpp, tmp_path, name):
     """On Stable Diffusion's schedule ("leading", steps_offset 1): at the most steps the Python runtime takes, the
     C++ loop is numpy's; one more is refused as a config error, as in Python (dpm++2m at 1000 steps put every step on
@@ -266,7 +270,7 @@ def clip_set(clips, tmp_path_factory) -> dict[str, Path]:
     [("clip0", "dpm++2m", 8, []), ("clip1", "euler-a", 6, ["--prompt", "a watercolor of <*> at dusk"]),
      ("stereo44k", "ddim", 5, ["--negative-prompt", "blurry, dark", "--guidance", "5"]),
      ("clip0", "lcm", 4, ["--guidance", "1", "--prompt", "<*>"]), ("stereo44k", "pndm", 4, ["--downmix", "mean"]),
-     ("clip1", "ddim", 4, ["--eta", "0.5", "--spacing", "trailing"])],
+     ("clip1", "ddim", 4, ["--eta", "0.5", "--spacing", "trailing"]), ("clip0", "tcd", 4, ["--eta", "0.3"])],
 )  # fmt: skip
 def test_cpp_pictures_are_the_python_cli_pictures(cpp, tiny_bundle, clip_set, tmp_path, clip, scheduler, steps, extra):
     from audiotoken_rt.cli import app
@@ -564,7 +568,7 @@ def tamper(bundle: Path, folder: Path, how: str) -> Path:
      ("path-absolute", "files[0].path \"/"), ("symlink-out", "files[0].path \"linked.json\" resolves outside the bundle"),
      ("tokenizer-symlink-out", "tokenizer \"tokenizer/tokenizer.json\" resolves outside the bundle"),
      ("key-not-hex", "key \"../../../"), ("unet-batch-zero", "recipe.unet_batches [0] is not [1], [2] or [1, 2]"),
-     ("recipe-eta-without-ddim", "recipe: eta 0.5: dpm++2m has no eta; only ddim takes one"),
+     ("recipe-eta-without-ddim", "recipe: eta 0.5: dpm++2m has no eta; only ddim and tcd take one"),
      ("external-outside",
       "unet.onnx reads external data from \"../secret\"; an engine's ONNX files may read its data file unet.onnx.data"),
      ("external-variant", "unet.variant.onnx reads external data from \"../secret\""),

@@ -167,6 +167,7 @@ def test_the_tiny_bundle_takes_the_steps_its_schedule_allows(pipeline):
         "euler": 1000,
         "euler-a": 1000,
         "lcm": 50,
+        "tcd": 50,
     }
 
 

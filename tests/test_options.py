@@ -61,7 +61,7 @@ BAD = [
     (
         GenerationOptions,
         {"scheduler": "dpm++2m", "eta": 0.5},
-        re.escape("--eta 0.5: dpm++2m has no eta; only ddim takes"),
+        re.escape("--eta 0.5: dpm++2m has no eta; only ddim and tcd take"),
     ),
     (GenerationOptions, {"scheduler": "lcm", "timestep_spacing": "trailing"}, "--spacing 'trailing': lcm spaces no"),
     (EditOptions, {"strength": -0.1}, "--strength is -0.1; it must be between 0"),

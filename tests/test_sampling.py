@@ -1,13 +1,15 @@
 """The sampling recipe as one value (runtime/sampling.py): how options are laid over a bundle's recipe, the presets
 the commands and the export share, and a recipe with eta and a timestep spacing drawn end to end on the tiny bundle:
-from its manifest, from the options, from serve's ETA and SPACING inputs, and as ``info`` shows it. The schedulers'
-parity with diffusers at an eta and a spacing is in tests/test_schedulers.py; the bounds in tests/test_options.py."""
+from its manifest, from the options, from serve's ETA and SPACING inputs, and as ``info`` shows it; TCD at an eta
+through ``generate``. The schedulers' parity with diffusers at an eta and a spacing is in tests/test_schedulers.py;
+the bounds in tests/test_options.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +101,36 @@ def test_the_step_bound_is_the_recipes_spacings(tiny_bundle):
 
 
 def test_an_eta_for_the_recipes_scheduler_that_has_none_is_one_line_before_any_work(tiny_bundle, clips):
-    with pytest.raises(ConfigError, match="^--eta 0.5: dpm\\+\\+2m has no eta; only ddim takes one$"):
+    with pytest.raises(ConfigError, match="^--eta 0.5: dpm\\+\\+2m has no eta; only ddim and tcd take one$"):
         Pipeline.open(tiny_bundle).prepare(GenerationOptions(eta=0.5))
+
+
+def test_generate_draws_tcd_with_an_eta_on_the_tiny_bundle(tiny_bundle, clips, tmp_path):
+    """``generate --scheduler tcd --eta 0.3`` end to end: the PNG records the recipe and is the picture the pipeline
+    draws with the same options; eta's fresh noise moves it, except at one step (Hyper-SD's 1-step recipe, eta 1),
+    where TCD draws none (diffusers' TCDScheduler: no noise at the last step)."""
+    from typer.testing import CliRunner
+
+    from audiotoken_rt.cli import app
+    from runtime.picture import read_png_metadata
+
+    out = tmp_path / "out"
+    args = ["generate", clips[0], "--engines", tiny_bundle, "--out", out, "--scheduler", "tcd", "--eta", 0.3,
+            "--steps", 4, "--seed", 11]  # fmt: skip
+    result = CliRunner().invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    (png,) = out.glob("*.png")
+    metadata = read_png_metadata(png)
+    assert (metadata["scheduler"], metadata["eta"], metadata["steps"]) == ("tcd", "0.3", "4")
+    pipeline = Pipeline.open(tiny_bundle)
+    options = GenerationOptions(seed=11, steps=4, scheduler="tcd", eta=0.3)
+    drawn = pipeline.draw(clips[0], options)
+    assert drawn.timings.unet_calls == 4
+    assert np.array_equal(np.asarray(Image.open(png)), pixels(drawn)[0])
+    deterministic = pipeline.draw(clips[0], replace(options, eta=0.0))
+    assert not np.array_equal(pixels(drawn)[0], pixels(deterministic)[0])
+    one_step = [pixels(pipeline.draw(clips[0], replace(options, steps=1, eta=eta)))[0] for eta in (1.0, 0.0)]
+    assert np.array_equal(*one_step)
 
 
 def test_info_shows_the_recipes_eta_and_spacing(ddim_bundle):

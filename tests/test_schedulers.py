@@ -3,10 +3,12 @@
 Both sides run a full sampling loop on the same [1,4,8,8] latents with a fake deterministic "UNet"
 (a smooth function of its input and timestep), starting from the same unit noise times their own init_noise_sigma
 (img2img: from the same source latents noised by their own add_noise, diffusers set up as its img2img pipelines do).
-The stochastic schedulers (euler-a, lcm) get the same pre-drawn per-step noise on both sides: diffusers' randn_tensor
-is replaced by a queue of it. The latents stay O(1) (unit noise, unit source, the fake UNet's x0 is O(1)), so the
-absolute tolerance TOL = 1e-5 is about 1e-5 relative to the sample scale; where a degenerate schedule leaves larger
-latents (PNDM at 2 "linspace" steps ends near 50), the tolerance is TOL times their largest magnitude.
+The stochastic schedulers (euler-a, lcm, tcd with eta > 0) get the same pre-drawn per-step noise on both sides:
+diffusers' randn_tensor is replaced by a queue of it. Each diffusers scheduler whose ``step`` takes an ``eta`` (ddim,
+tcd) is given the recipe's, 0 unless a test sets one, as diffusers' pipelines pass theirs. The latents stay O(1)
+(unit noise, unit source, the fake UNet's x0 is O(1)), so the absolute tolerance TOL = 1e-5 is about 1e-5 relative to
+the sample scale; where a degenerate schedule leaves larger latents (PNDM at 2 "linspace" steps ends near 50), the
+tolerance is TOL times their largest magnitude.
 
 Every scheduler is run at 1 and 2 steps and at its most, ``max_steps``, in every timestep spacing; where that most is
 below the 1000 training timesteps, diffusers is shown to fail (IndexError) or to give NaN one step beyond it.
@@ -15,11 +17,17 @@ A recipe's eta and timestep spacing (``runtime.sampling.Sampling``): DDIM with e
 DDIMScheduler given the same per-step noise (its ``variance_noise``), text-to-image and img2img, within TOL as the
 others (measured: at most 3.4e-6, as eta 0 gives at most 1.9e-6 on the same loops: diffusers' float32 rounding); a
 spacing laid over a config holding another one against diffusers built with that spacing, and the step bound taken
-at that spacing.
+at that spacing. "trailing" for few-step recipes: DDIM and Euler at 1 step start at timestep 999, and at 2 to 12 steps
+follow diffusers' trailing schedules, DDIM's target timestep t - 1000 // n included.
+
+TCD (diffusers' TCDScheduler) at 1, 2, 4, 8 and its most (50) steps, etas 0 to 1 (gamma), both prediction types and
+img2img strengths; the intermediate timestep floor((1 - eta) * t') is taken in float32 as diffusers does in torch,
+shown where float64 floors elsewhere (measured: at most 1.9e-6 over these loops).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -33,15 +41,19 @@ from diffusers import (
     EulerDiscreteScheduler,
     LCMScheduler,
     PNDMScheduler,
+    TCDScheduler,
 )
-from diffusers.schedulers import scheduling_euler_ancestral_discrete, scheduling_lcm
+from diffusers.schedulers import scheduling_euler_ancestral_discrete, scheduling_lcm, scheduling_tcd
 
 from runtime.errors import ConfigError
 from runtime.sampling import Sampling
 from runtime.schedulers import (
+    ETA_SCHEDULERS,
     MAX_TRAIN_TIMESTEPS,
     SCHEDULER_NAMES,
     SPACED_SCHEDULERS,
+    TCD,
+    Euler,
     History,
     make_scheduler,
     max_steps,
@@ -69,13 +81,18 @@ DIFFUSERS = {
     "euler": EulerDiscreteScheduler,
     "euler-a": EulerAncestralDiscreteScheduler,
     "lcm": LCMScheduler,
+    "tcd": TCDScheduler,
 }
 # Stochastic schedulers: the diffusers module whose randn_tensor draws the per-step noise, and how many draws a loop
-# of n UNet evaluations makes (LCM adds none after its last step).
+# of n UNet evaluations makes at an eta (LCM adds none after its last step; TCD none at eta 0 nor after its last).
 STOCHASTIC = {
-    "euler-a": (scheduling_euler_ancestral_discrete, lambda n: n),
-    "lcm": (scheduling_lcm, lambda n: n - 1),
+    "euler-a": (scheduling_euler_ancestral_discrete, lambda n, eta: n),
+    "lcm": (scheduling_lcm, lambda n, eta: n - 1),
+    "tcd": (scheduling_tcd, lambda n, eta: n - 1 if eta > 0 else 0),
 }
+# Timesteps on their distillation schedule: no spacing, and img2img keeps the N steps (their own set_timesteps).
+DISTILLED = ("lcm", "tcd")
+NOT_DISTILLED = [name for name in SCHEDULER_NAMES if name not in DISTILLED]
 SHAPE = (1, 4, 8, 8)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers' np.array(tensor) calls
 TOL = 1e-5
@@ -108,12 +125,12 @@ def fake_unet(x: np.ndarray, t: float, config: dict) -> np.ndarray:
 def reference_scheduler(name: str, config: dict, steps: int, strength: float = 1.0, img2img: bool = False):
     """A diffusers scheduler set up as its pipeline does, and the timesteps that pipeline's loop runs.
 
-    Text-to-image: set_timesteps(steps). img2img: LCM as LatentConsistencyModelImg2ImgPipeline (set_timesteps with
-    strength=), the others as StableDiffusionImg2ImgPipeline.get_timesteps: skip the first t_start * order timesteps
-    and set_begin_index where the scheduler has one (DDIM and PNDM have none).
+    Text-to-image: set_timesteps(steps). img2img: LCM and TCD as LatentConsistencyModelImg2ImgPipeline
+    (set_timesteps with strength=), the others as StableDiffusionImg2ImgPipeline.get_timesteps: skip the first
+    t_start * order timesteps and set_begin_index where the scheduler has one (DDIM and PNDM have none).
     """
     sched = DIFFUSERS[name].from_config(config)
-    if name == "lcm":
+    if name in DISTILLED:
         sched.set_timesteps(steps, strength=strength)
         return sched, sched.timesteps
     sched.set_timesteps(steps)
@@ -126,8 +143,12 @@ def reference_scheduler(name: str, config: dict, steps: int, strength: float = 1
     return sched, sched.timesteps[t_start * sched.order :]
 
 
-def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None):
+def run_diffusers(
+    name: str, config: dict, steps: int, noise: np.ndarray, step_noises=None, strength=1.0, source=None, eta=0.0
+):
     sched, timesteps = reference_scheduler(name, config, steps, strength, img2img=source is not None)
+    # As the pipelines' prepare_extra_step_kwargs: eta to a step that takes one (TCD's own default, 0.3, never used).
+    extra = {"eta": eta} if "eta" in inspect.signature(sched.step).parameters else {}
     if source is None:
         latents = torch.from_numpy(noise) * sched.init_noise_sigma  # [1,4,8,8]
     else:  # img2img: the source noised to the first remaining timestep
@@ -142,7 +163,7 @@ def run_diffusers(name: str, config: dict, steps: int, noise: np.ndarray, step_n
         for t in timesteps:
             model_in = sched.scale_model_input(latents, t)
             out = torch.from_numpy(fake_unet(model_in.numpy(), t.item(), config))
-            latents = sched.step(out, t, latents).prev_sample
+            latents = sched.step(out, t, latents, **extra).prev_sample
         assert step_noises is None or not queue  # every pre-drawn noise used, none missing
     finally:
         if step_noises is not None:
@@ -176,19 +197,28 @@ def run_ours(
     return latents, sched.timesteps, sched.init_noise_sigma, start
 
 
-def compare(name: str, config: dict, steps: int, seed: int = 0, strength: float = 1.0, img2img: bool = False) -> float:
-    """Max abs difference of the final latents (asserted <= TOL); with img2img or strength < 1 an img2img loop."""
+def compare(
+    name: str,
+    config: dict,
+    steps: int,
+    seed: int = 0,
+    strength: float = 1.0,
+    img2img: bool = False,
+    eta: float = 0.0,
+) -> float:
+    """Max abs difference of the final latents (asserted <= TOL); with img2img or strength < 1 an img2img loop; eta:
+    TCD's (not DDIM's: ``ddim_eta_loops`` feeds DDIM its noise)."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
     img2img = img2img or strength < 1.0
     source = rng.standard_normal(SHAPE).astype(np.float32) if img2img else None  # [1,4,8,8] "picture"
-    n_evals = len(make_scheduler(name, config, steps, strength=strength).timesteps)
+    ours = make_scheduler(name, config, steps, strength=strength, eta=eta)
     step_noises = None
-    if name in STOCHASTIC:
-        count = STOCHASTIC[name][1](n_evals)
+    if name in STOCHASTIC:  # TCD at eta 0: an empty queue, so a draw on either side fails
+        count = STOCHASTIC[name][1](len(ours.timesteps), eta)
         step_noises = [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(count)]
-    ref, ref_ts, ref_sigma, ref_start = run_diffusers(name, config, steps, noise, step_noises, strength, source)
-    got, got_ts, got_sigma, got_start = run_ours(name, config, steps, noise, step_noises, strength, source)
+    ref, ref_ts, ref_sigma, ref_start = run_diffusers(name, config, steps, noise, step_noises, strength, source, eta)
+    got, got_ts, got_sigma, got_start = run_ours(name, config, steps, noise, step_noises, strength, source, ours)
     np.testing.assert_array_equal(got_ts, ref_ts)
     assert got_ts.dtype == ref_ts.dtype
     assert got_sigma == pytest.approx(ref_sigma, rel=1e-6)
@@ -230,6 +260,9 @@ def test_timestep_spacings_and_short_schedules(name, spacing):
         ("lcm", {"timestep_scaling": 1.0}),  # c_skip matters more at low timesteps
         ("lcm", {"original_inference_steps": 25, "prediction_type": "v_prediction"}),
         ("lcm", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}),
+        ("tcd", {"original_inference_steps": 25, "prediction_type": "v_prediction"}),
+        ("tcd", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}),
+        ("tcd", {"set_alpha_to_one": True, "clip_sample": True}),  # stored by TCDScheduler, never read
     ],
 )
 def test_config_variants_match_diffusers(name, overrides):
@@ -293,33 +326,39 @@ def test_lcm_img2img_matches_diffusers(steps, strength, prediction_type):
 
 @pytest.mark.parametrize("strength", [1.0, 0.8, 0.58, 0.5, 0.3, 0.1])
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 7, 8, 13, 25, 50])
-def test_lcm_timesteps_match_diffusers(steps, strength):
+@pytest.mark.parametrize("name", DISTILLED)
+def test_distilled_timesteps_match_diffusers(name, steps, strength):
     # Same timesteps, or refused on both sides when strength leaves fewer than `steps` (0.58: int(50*0.58) = 28).
-    ref = LCMScheduler.from_config(SD1_CONFIG)
+    ref = DIFFUSERS[name].from_config(SD1_CONFIG)
     try:
         ref.set_timesteps(steps, strength=strength)
     except ValueError:
         with pytest.raises(ConfigError, match="strength"):
-            make_scheduler("lcm", SD1_CONFIG, steps, strength=strength)
+            make_scheduler(name, SD1_CONFIG, steps, strength=strength)
         return
-    got = make_scheduler("lcm", SD1_CONFIG, steps, strength=strength).timesteps
+    got = make_scheduler(name, SD1_CONFIG, steps, strength=strength).timesteps
     np.testing.assert_array_equal(got, ref.timesteps.numpy())
     assert got.dtype == ref.timesteps.numpy().dtype == np.int64
 
 
-def test_lcm_schedule_ignores_steps_offset_and_spacing():
-    # SD's PNDM config carries steps_offset=1 (PNDM: 981, 961, ...); LCM's schedule ends its training grid at 999.
-    assert make_scheduler("lcm", SD1_CONFIG, 4).timesteps.tolist() == [999, 759, 499, 259]
-    assert make_scheduler("lcm", SD1_CONFIG, 4, strength=0.5).timesteps.tolist() == [499, 379, 259, 139]
-    trailing = make_scheduler("lcm", {**SD1_CONFIG, "timestep_spacing": "trailing", "steps_offset": 0}, 4)
+@pytest.mark.parametrize("name", DISTILLED)
+def test_distilled_schedule_ignores_steps_offset_and_spacing(name):
+    # SD's PNDM config carries steps_offset=1 (PNDM: 981, 961, ...); the distillation schedule ends its training grid
+    # at 999, so one step already starts at the last training timestep.
+    assert make_scheduler(name, SD1_CONFIG, 1).timesteps.tolist() == [999]
+    assert make_scheduler(name, SD1_CONFIG, 2).timesteps.tolist() == [999, 499]
+    assert make_scheduler(name, SD1_CONFIG, 4).timesteps.tolist() == [999, 759, 499, 259]
+    assert make_scheduler(name, SD1_CONFIG, 4, strength=0.5).timesteps.tolist() == [499, 379, 259, 139]
+    trailing = make_scheduler(name, {**SD1_CONFIG, "timestep_spacing": "trailing", "steps_offset": 0}, 4)
     assert trailing.timesteps.tolist() == [999, 759, 499, 259]
 
 
-def test_lcm_add_noise_matches_diffusers():
+@pytest.mark.parametrize("name", DISTILLED)
+def test_distilled_add_noise_matches_diffusers(name):
     rng = np.random.default_rng(8)
     source, noise = (rng.standard_normal(SHAPE).astype(np.float32) for _ in range(2))  # [1,4,8,8] each
-    ours = make_scheduler("lcm", SD1_CONFIG, 4, strength=0.6)
-    ref = LCMScheduler.from_config(SD1_CONFIG)
+    ours = make_scheduler(name, SD1_CONFIG, 4, strength=0.6)
+    ref = DIFFUSERS[name].from_config(SD1_CONFIG)
     ref.set_timesteps(4, strength=0.6)
     for i in range(4):
         want = ref.add_noise(torch.from_numpy(source), torch.from_numpy(noise), ref.timesteps[i : i + 1]).numpy()
@@ -364,6 +403,81 @@ def test_lcm_rng_equals_explicit_noise_and_last_step_adds_none():
     np.testing.assert_allclose(plain, c_skip * x + c_out * x0, rtol=0, atol=1e-6)
 
 
+# ---- TCD: its gamma (the recipe's eta) -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("eta", [0.0, 0.3, 0.6, 1.0])
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_tcd_full_loop_matches_diffusers(steps, eta, prediction_type):
+    # One step draws no noise at any eta; n steps draw n - 1 (eta > 0), each fed to diffusers' randn_tensor too.
+    compare("tcd", {**SD1_CONFIG, "prediction_type": prediction_type}, steps, seed=30 + steps, eta=eta)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("strength", [0.5, 0.8])
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_tcd_img2img_matches_diffusers(steps, strength, eta, prediction_type):
+    compare("tcd", {**SD1_CONFIG, "prediction_type": prediction_type}, steps, seed=40, strength=strength, eta=eta)
+
+
+@pytest.mark.parametrize(
+    "steps, eta, overrides",
+    [(50, 0.3, {}), (50, 1.0, {"prediction_type": "v_prediction"}), (25, 0.5, {"original_inference_steps": 25}),
+     (10, 0.7, {"timestep_spacing": "trailing", "steps_offset": 0})],
+)  # fmt: skip
+def test_tcd_with_an_eta_at_its_most_steps_and_other_configs_matches_diffusers(steps, eta, overrides):
+    compare("tcd", {**SD1_CONFIG, **overrides}, steps, seed=41, eta=eta)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("eta, float32_s, float64_s", [(5 / 11, 414, 413), (9 / 23, 461, 462)])
+def test_tcd_floors_its_intermediate_timestep_in_float32_as_diffusers(eta, float32_s, float64_s, prediction_type):
+    """4 steps: the first lands on t' = 759 through s = floor((1 - eta) * 759), which diffusers computes in torch
+    float32 (float32_s); at these etas float64 floors to the neighbouring timestep, a difference the loop parity
+    sees."""
+    assert math.floor((1.0 - eta) * 759) == float64_s
+    sched = make_scheduler("tcd", SD1_CONFIG, 4, eta=eta)
+    assert isinstance(sched, TCD)
+    assert sched.timesteps[1] == 759 and sched.a_s[0] == np.sqrt(sched.alphas_cumprod[float32_s])
+    compare("tcd", {**SD1_CONFIG, "prediction_type": prediction_type}, 4, seed=42, eta=eta)
+
+
+def test_tcd_draws_noise_with_an_eta_only_and_never_at_its_last_step():
+    sched = make_scheduler("tcd", SD1_CONFIG, 4, eta=0.3)
+    x = np.random.default_rng(9).standard_normal(SHAPE).astype(np.float32)  # [1,4,8,8]
+    out = fake_unet(x, sched.timesteps[0], SD1_CONFIG)
+    from_rng, history = sched.step(out, 0, x, rng=np.random.default_rng(7))
+    assert history == History()
+    from_noise, _ = sched.step(out, 0, x, noise=np.random.default_rng(7).standard_normal(SHAPE))
+    np.testing.assert_array_equal(from_rng, from_noise)
+    other, _ = sched.step(out, 0, x, rng=np.random.default_rng(8))
+    assert np.abs(other - from_rng).max() > 1e-2  # the noise does enter the non-final steps
+    with pytest.raises(ConfigError, match="rng"):
+        sched.step(out, 0, x)
+    plain, _ = make_scheduler("tcd", SD1_CONFIG, 4).step(out, 0, x)  # eta 0: deterministic, no rng needed
+    assert np.abs(plain - from_rng).max() > 1e-2
+
+    # The last step: x0 re-noised to timestep 0 (diffusers' step at timestep 259 of its 4), no noise drawn.
+    last = len(sched.timesteps) - 1
+    out = fake_unet(x, sched.timesteps[last], SD1_CONFIG)
+    rng = np.random.default_rng(7)
+    at_last, _ = sched.step(out, last, x, rng=rng)
+    with_noise, _ = sched.step(out, last, x, noise=np.full(SHAPE, 100.0))
+    np.testing.assert_array_equal(at_last, with_noise)
+    np.testing.assert_array_equal(rng.standard_normal(3), np.random.default_rng(7).standard_normal(3))
+    ref = TCDScheduler.from_config(SD1_CONFIG)
+    ref.set_timesteps(4)
+    module = scheduling_tcd.randn_tensor
+    scheduling_tcd.randn_tensor = None  # a draw would fail
+    try:
+        want = ref.step(torch.from_numpy(out), sched.timesteps[last], torch.from_numpy(x), eta=0.3).prev_sample
+    finally:
+        scheduling_tcd.randn_tensor = module
+    np.testing.assert_allclose(at_last, want.numpy(), rtol=0, atol=TOL)
+
+
 @pytest.mark.parametrize(
     "steps,strength,overrides,match",
     [
@@ -371,10 +485,10 @@ def test_lcm_rng_equals_explicit_noise_and_last_step_adds_none():
             0,
             1.0,
             {},
-            r"--steps is 0; lcm takes 1 to 50 steps with this model's schedule \(original_inference_steps 50\)",
+            r"--steps is 0; {name} takes 1 to 50 steps with this model's schedule \(original_inference_steps 50\)",
         ),
-        (51, 1.0, {}, "--steps is 51; lcm takes 1 to 50 steps"),
-        (9, 1.0, {"original_inference_steps": 8}, "--steps is 9; lcm takes 1 to 8 steps"),
+        (51, 1.0, {}, "--steps is 51; {name} takes 1 to 50 steps"),
+        (9, 1.0, {"original_inference_steps": 8}, "--steps is 9; {name} takes 1 to 8 steps"),
         (4, 1.0, {"original_inference_steps": 2000}, "original_inference_steps is 2000: expected an integer"),
         (4, 1.0, {"original_inference_steps": 0}, "original_inference_steps is 0: expected an integer"),
         (4, 0.0, {}, r"strength: expected a number in \(0, 1\], got 0.0"),
@@ -389,9 +503,10 @@ def test_lcm_rng_equals_explicit_noise_and_last_step_adds_none():
         (4, 1.0, {"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
     ],
 )
-def test_lcm_invalid_settings_are_config_errors(steps, strength, overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        make_scheduler("lcm", {**SD1_CONFIG, **overrides}, steps, strength=strength)
+@pytest.mark.parametrize("name", DISTILLED)
+def test_distilled_invalid_settings_are_config_errors(name, steps, strength, overrides, match):
+    with pytest.raises(ConfigError, match=match.replace("{name}", name)):
+        make_scheduler(name, {**SD1_CONFIG, **overrides}, steps, strength=strength)
 
 
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
@@ -400,9 +515,9 @@ def test_every_scheduler_takes_strength(name):
     assert sched.strength == 0.5 and make_scheduler(name, SD1_CONFIG, 10).strength == 1.0
     with pytest.raises(AttributeError):
         sched.strength = 1.0  # read-only: the tables were built for it
-    # UNet evaluations left: LCM keeps its 10 steps; PNDM the last int(10 * 0.5) + 1 = 6 of its 11 timesteps.
-    assert len(sched.timesteps) == {"lcm": 10, "pndm": 6}.get(name, 5)
-    if name != "lcm":  # the last entries of the full schedule
+    # UNet evaluations left: LCM and TCD keep their 10 steps; PNDM the last int(10 * 0.5) + 1 = 6 of its 11 timesteps.
+    assert len(sched.timesteps) == {"lcm": 10, "tcd": 10, "pndm": 6}.get(name, 5)
+    if name not in DISTILLED:  # the last entries of the full schedule
         full = make_scheduler(name, SD1_CONFIG, 10).timesteps
         np.testing.assert_array_equal(sched.timesteps, full[len(full) - len(sched.timesteps) :])
     with pytest.raises(ConfigError, match=r"expected a number in \(0, 1\]"):
@@ -431,7 +546,7 @@ def test_img2img_loop_matches_diffusers(name, steps, strength, prediction_type):
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+@pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_img2img_timestep_spacings_match_diffusers(name, spacing):
     compare(name, {**SD1_CONFIG, "timestep_spacing": spacing}, 10, seed=11, strength=0.6)
 
@@ -443,7 +558,7 @@ def test_dpm_img2img_final_order_follows_the_full_schedule(steps, strength):
     compare("dpm++2m", {**SD1_CONFIG, "final_sigmas_type": "sigma_min"}, steps, seed=12, strength=strength)
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+@pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_add_noise_at_every_remaining_step_matches_diffusers(name):
     rng = np.random.default_rng(13)
     source, noise = (rng.standard_normal(SHAPE).astype(np.float32) for _ in range(2))  # [1,4,8,8] each
@@ -460,7 +575,7 @@ def test_add_noise_at_every_remaining_step_matches_diffusers(name):
         ours.add_noise(source, noise[0], 0)
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+@pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_strength_leaving_no_step_is_refused(name):
     # diffusers' StableDiffusionImg2ImgPipeline would run nothing here (PNDM: only its last timestep).
     _, ref_timesteps = reference_scheduler(name, SD1_CONFIG, 3, strength=0.3, img2img=True)
@@ -515,7 +630,7 @@ BELOW_1000 = {
 
 
 def bound(name: str, spacing: str) -> int:
-    return 50 if name == "lcm" else BELOW_1000.get((name, spacing), 1000)
+    return 50 if name in DISTILLED else BELOW_1000.get((name, spacing), 1000)
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -565,7 +680,7 @@ def test_every_scheduler_at_1_2_and_its_most_steps_matches_diffusers(name, spaci
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+@pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_img2img_at_the_most_steps_matches_diffusers(name, spacing):
     config = {**SD1_CONFIG, "timestep_spacing": spacing}
     most = max_steps(name, config)
@@ -659,6 +774,9 @@ def test_a_schedule_out_of_bounds_is_a_config_error(name, overrides, match):
         ("lcm", "timestep_scaling", [10.0], "a finite number > 0"),
         ("lcm", "original_inference_steps", 50.0, r"an integer in 1\.\.1000"),
         ("lcm", "clip_sample", "false", "true or false"),
+        ("tcd", "original_inference_steps", 50.0, r"an integer in 1\.\.1000"),
+        ("tcd", "original_inference_steps", 0, r"an integer in 1\.\.1000"),
+        ("tcd", "timestep_spacing", "uniform", "one of leading, trailing, linspace"),
     ],
 )
 def test_a_config_key_off_its_type_is_one_config_error_naming_it(name, key, value, expected):
@@ -694,7 +812,7 @@ def test_max_steps_is_computed_once_per_config():
 
 
 @pytest.mark.parametrize("strength", [5e-324, 1e-4])  # the least float above 0 (its inverse is inf); 1e-4
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "lcm"])
+@pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_a_strength_too_small_for_any_step_count_says_the_least_strength(name, strength):
     # int(steps * strength) >= 1 needs more steps than the scheduler takes: the hint names the strength alone.
     with pytest.raises(ConfigError, match=rf"^strength: {strength!r} leaves int\(4 \* {strength!r}\) = 0") as info:
@@ -766,8 +884,9 @@ def test_ddim_eta_draws_its_noise_from_the_rng_at_every_step():
         sched.step(fake_unet(x, sched.timesteps[0], SD1_CONFIG), 0, x)
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n != "ddim"])
-def test_only_ddim_takes_an_eta(name):
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if n not in ETA_SCHEDULERS])
+def test_only_ddim_and_tcd_take_an_eta(name):
+    assert ETA_SCHEDULERS == ("ddim", "tcd")
     with pytest.raises(ValueError, match="takes no eta"):
         make_scheduler(name, SD1_CONFIG, 4, eta=0.5)
 
@@ -810,3 +929,44 @@ def test_trailing_spacing_lets_ddim_take_every_training_timestep():
         Sampling("ddim", 1000).make_scheduler(SD1_CONFIG)
     scheduler = Sampling("ddim", 1000, timestep_spacing="trailing").make_scheduler(SD1_CONFIG)
     assert scheduler.timesteps[0] == 999 and len(scheduler.timesteps) == 1000
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 8, 12])
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_trailing_few_step_recipes_start_at_the_last_timestep_as_diffusers(name, steps):
+    """Hyper-SD's and PCM's few-step recipes: DDIM (or Euler) "trailing", laid over SD's "leading" config, draws as
+    diffusers built with it; one step starts at timestep 999 (Euler: at its sigma, 14.6146)."""
+    trailing = {**SD1_CONFIG, "timestep_spacing": "trailing"}
+    ours = Sampling(name, steps, guidance=1.0, timestep_spacing="trailing").make_scheduler(SD1_CONFIG)
+    ref = DIFFUSERS[name].from_config(trailing)
+    ref.set_timesteps(steps)
+    np.testing.assert_array_equal(ours.timesteps, ref.timesteps.numpy())
+    assert ours.timesteps[0] == 999
+    expected = {1: [999], 2: [999, 499], 3: [999, 666, 332], 4: [999, 749, 499, 249]}
+    if steps in expected:
+        assert ours.timesteps.tolist() == expected[steps]
+    if name == "euler":
+        assert isinstance(ours, Euler)
+        np.testing.assert_allclose(ours.sigmas, ref.sigmas.numpy(), rtol=TOL)  # diffusers: float32 sigmas
+        assert ours.sigmas[0] == ours.init_noise_sigma == pytest.approx(14.6146, abs=1e-4)
+    compare(name, trailing, steps, seed=50 + steps)
+
+
+@pytest.mark.parametrize("steps, t, target, next_t", [(3, 666, 333, 332), (12, 916, 833, 832)])
+def test_trailing_ddim_steps_to_t_minus_the_stride_as_diffusers(steps, t, target, next_t):
+    """diffusers' DDIMScheduler.step targets t - 1000 // n whatever the spacing; where n does not divide 1000 that
+    is off the trailing schedule (the next timestep is next_t). A model output of 0 makes the step scale the latents
+    by sqrt(ab[target] / ab[t]), which shows the target."""
+    config = {**SD1_CONFIG, "timestep_spacing": "trailing"}
+    ours = make_scheduler("ddim", config, steps)
+    i = ours.timesteps.tolist().index(t)
+    assert ours.timesteps[i + 1] == next_t
+    ref = DDIMScheduler.from_config(config)
+    ref.set_timesteps(steps)
+    x, zero = np.ones(SHAPE, np.float32), np.zeros(SHAPE, np.float32)  # [1,4,8,8] each
+    want = ref.step(torch.from_numpy(zero), t, torch.from_numpy(x)).prev_sample.numpy()
+    got, _ = ours.step(zero, i, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    ab = ref.alphas_cumprod.numpy().astype(np.float64)  # [1000]
+    assert got[0, 0, 0, 0] == pytest.approx(np.sqrt(ab[target] / ab[t]), rel=1e-6)
+    assert got[0, 0, 0, 0] != pytest.approx(np.sqrt(ab[next_t] / ab[t]), rel=1e-4)

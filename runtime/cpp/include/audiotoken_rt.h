@@ -56,7 +56,7 @@ extern "C" {
 /* Bounds on a drawing's options, checked before any work (runtime/pipeline.py MAX_PROMPT_BYTES and MAX_NUM_IMAGES,
  * runtime/sampling.py MAX_GUIDANCE, runtime/schedulers.py MAX_ETA): a prompt or negative prompt of at most
  * ATRT_MAX_PROMPT_BYTES UTF-8 bytes, a finite guidance in 1..ATRT_MAX_GUIDANCE, an eta in 0..ATRT_MAX_ETA (ddim's
- * only), 1..ATRT_MAX_NUM_IMAGES pictures per call. */
+ * and tcd's only), 1..ATRT_MAX_NUM_IMAGES pictures per call. */
 #define ATRT_MAX_PROMPT_BYTES 1000
 #define ATRT_MAX_GUIDANCE 50.0
 #define ATRT_MAX_ETA 1.0
@@ -110,16 +110,17 @@ typedef struct atrt_draw_options {
                                 * and timestep_spacing (an older caller's) reads them as the recipe's */
   const char* prompt;          /* template holding <*> once; NULL: the bundle's template */
   const char* negative_prompt; /* the unconditional branch; NULL: "" */
-  const char* scheduler;       /* "dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"; NULL: the recipe's */
+  const char* scheduler;       /* "dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm", "tcd"; NULL: the
+                                * recipe's */
   int32_t steps;               /* denoising steps; 0: the recipe's */
   float guidance;              /* classifier-free guidance, 1..ATRT_MAX_GUIDANCE; 0: the recipe's */
   int64_t seed;                /* first picture's seed, 0 .. 2^63-1; picture k gets seed + k; ATRT_RANDOM_SEED */
   int32_t num_images;          /* pictures to draw, 1..ATRT_MAX_NUM_IMAGES */
   int32_t fast;                /* nonzero: the fast preset (LCM, 4 steps, guidance 1) for unset fields */
-  float eta;                   /* ddim's fresh noise per step, 0 (deterministic) to ATRT_MAX_ETA; ATRT_RECIPE_ETA:
-                                * the recipe's */
+  float eta;                   /* ddim's fresh noise per step or tcd's gamma, 0 (deterministic) to ATRT_MAX_ETA;
+                                * ATRT_RECIPE_ETA: the recipe's */
   const char* timestep_spacing; /* "leading", "trailing" (the first step at the last training timestep: for few
-                                 * steps) or "linspace", not for lcm; NULL: the recipe's (else the bundle's
+                                 * steps) or "linspace", not for lcm or tcd; NULL: the recipe's (else the bundle's
                                  * scheduler config's) */
 } atrt_draw_options;
 

@@ -78,13 +78,13 @@ struct Audio {
 struct DrawOptions {
   std::string prompt;           // template holding <*> once; empty: the bundle's
   std::string negative_prompt;
-  std::string scheduler;        // dpm++2m, pndm, ddim, euler, euler-a, lcm; empty: the recipe's
+  std::string scheduler;        // dpm++2m, pndm, ddim, euler, euler-a, lcm, tcd; empty: the recipe's
   int steps = 0;
   float guidance = 0.0f;
   std::int64_t seed = ATRT_RANDOM_SEED;  // picture k gets seed + k
   int num_images = 1;
   bool fast = false;
-  float eta = static_cast<float>(ATRT_RECIPE_ETA);  // ddim's, 0..ATRT_MAX_ETA
+  float eta = static_cast<float>(ATRT_RECIPE_ETA);  // ddim's or tcd's, 0..ATRT_MAX_ETA
   std::string timestep_spacing;  // leading, trailing, linspace; empty: the recipe's (else the scheduler config's)
 
   atrt_draw_options c() const {

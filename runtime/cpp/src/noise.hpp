@@ -2,8 +2,8 @@
 // from its own stream keyed (seed, use).
 //
 // Place in the data flow: a picture's seed -> NoiseStream(seed, kInitialNoise) -> N(0, 1) latents [1, 4, h, w]
-// (scaled by the scheduler's init_noise_sigma) -> denoise, where stochastic steps (euler-a, lcm) draw their fresh
-// noise from NoiseStream(seed, kStepNoise).
+// (scaled by the scheduler's init_noise_sigma) -> denoise, where stochastic steps (euler-a, lcm, ddim and tcd with an
+// eta) draw their fresh noise from NoiseStream(seed, kStepNoise).
 //
 // The recipe: Philox4x64-10 keyed (seed, use), counter from 0 and raised by one before each block of four uint64
 // words (numpy's Philox bit generator); each word u -> a uniform in (0, 1]: 1 - (u >> 11) * 2^-53; consecutive

@@ -28,7 +28,7 @@ std::string listed(const char* const (&names)[N]) {
 std::string eta_schedulers() {
   std::string text;
   for (const char* name : kSchedulerNames) {
-    if (takes_eta(name)) text += (text.empty() ? "" : ", ") + std::string(name);
+    if (takes_eta(name)) text += (text.empty() ? "" : " and ") + std::string(name);
   }
   return text;
 }
@@ -64,17 +64,18 @@ std::string sampling_problem(const Sampling& s) {
            "; classifier-free guidance needs a finite scale (7.5 is usual)";
   }
   if (!(s.eta >= 0.0 && s.eta <= kMaxEta)) {
-    return "eta " + number_g(s.eta) + " is outside 0.." + number_g(kMaxEta) + " (0 is deterministic DDIM)";
+    return "eta " + number_g(s.eta) + " is outside 0.." + number_g(kMaxEta) + " (0 is deterministic)";
   }
   if (!s.timestep_spacing.empty() && !among(s.timestep_spacing, kTimestepSpacings)) {
     return "timestep_spacing '" + s.timestep_spacing + "': choose one of " + listed(kTimestepSpacings);
   }
   if (s.eta != 0 && !takes_eta(s.scheduler)) {
-    return "eta " + number_g(s.eta) + ": " + s.scheduler + " has no eta; only " + eta_schedulers() + " takes one";
+    return "eta " + number_g(s.eta) + ": " + s.scheduler + " has no eta; only " + eta_schedulers() + " take one";
   }
   if (!s.timestep_spacing.empty() && !spaces_timesteps(s.scheduler)) {
     return "timestep_spacing '" + s.timestep_spacing + "': " + s.scheduler +
-           " spaces no timesteps; they are its distillation schedule's";
+           " spaces no timesteps; they are its distillation schedule's, which already starts at the last training "
+           "timestep, even for one step";
   }
   return "";
 }

@@ -26,7 +26,7 @@ struct Sampling {
   std::string scheduler;         // one of kSchedulerNames; empty: unset
   int steps = 0;                 // 1 or more; 0: unset
   double guidance = 0;           // 1..ATRT_MAX_GUIDANCE; 0: unset
-  double eta = kUnsetEta;        // 0..kMaxEta, nonzero for a scheduler that takes one (ddim); kUnsetEta: unset
+  double eta = kUnsetEta;        // 0..kMaxEta, nonzero for a scheduler that takes one (ddim, tcd); kUnsetEta: unset
   std::string timestep_spacing;  // one of kTimestepSpacings; empty: unset (in a recipe: the scheduler config's)
 };
 

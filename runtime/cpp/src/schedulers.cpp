@@ -1,6 +1,7 @@
-// The six schedulers of runtime/schedulers.py (DPM-Solver++(2M), PNDM/PLMS, DDIM, Euler, Euler ancestral, LCM),
-// formula for formula; see schedulers.hpp. Sources of the formulas: DDIM (Song et al. 2020, eq. 12), PLMS (Liu
-// et al. 2022), DPM-Solver++ (Lu et al. 2022, 2M), Euler (Karras et al. 2022), LCM (Luo et al. 2023).
+// The seven schedulers of runtime/schedulers.py (DPM-Solver++(2M), PNDM/PLMS, DDIM, Euler, Euler ancestral, LCM,
+// TCD), formula for formula; see schedulers.hpp. Sources of the formulas: DDIM (Song et al. 2020, eq. 12), PLMS
+// (Liu et al. 2022), DPM-Solver++ (Lu et al. 2022, 2M), Euler (Karras et al. 2022), LCM (Luo et al. 2023), TCD
+// (Zheng et al. 2024).
 #include "schedulers.hpp"
 
 #include <algorithm>
@@ -14,7 +15,7 @@ using nlohmann::json;
 
 namespace atrt {
 
-const char* const kSchedulerNames[6] = {"dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm"};
+const char* const kSchedulerNames[7] = {"dpm++2m", "pndm", "ddim", "euler", "euler-a", "lcm", "tcd"};
 
 namespace {
 
@@ -420,22 +421,43 @@ class Euler : public Scheduler {
   std::vector<double> sigmas_, a_, up_, down_;
 };
 
+// The config defaults of the distilled UNets' schedulers (LCM, TCD: SD's betas, the distillation schedule's length;
+// the spacing is accepted and unused)
+const json kDistillationDefaults = {{"beta_start", 0.00085},
+                                    {"beta_end", 0.012},
+                                    {"beta_schedule", "scaled_linear"},
+                                    {"original_inference_steps", 50},
+                                    {"timestep_spacing", "leading"}};
+
+json with_defaults(json defaults, const json& more) {
+  for (const auto& [key, value] : more.items()) defaults[key] = value;
+  return defaults;
+}
+
+// The timesteps of a distilled UNet (LCM, TCD): `steps` picked at evenly spaced indices, noisiest first, from the
+// distillation schedule stride * j - 1 (j = orig .. 1, stride = n_train / orig): 1 step 999, 4 steps 999, 759,
+// 499, 259 on SD's
+std::vector<double> distilled_timesteps(const json& cfg, int steps) {
+  const auto orig = cfg.at("original_inference_steps").get<std::int64_t>();
+  const std::int64_t stride = cfg.at("num_train_timesteps").get<std::int64_t>() / orig;
+  std::vector<std::int64_t> origin;  // descending: stride * j - 1 for j = orig .. 1
+  for (std::int64_t j = orig; j >= 1; --j) origin.push_back(j * stride - 1);
+  std::vector<double> timesteps;
+  for (double pick : linspace(0, static_cast<double>(orig), static_cast<std::size_t>(steps), false)) {
+    timesteps.push_back(static_cast<double>(origin[static_cast<std::size_t>(std::floor(pick))]));
+  }
+  return timesteps;
+}
+
 // --- LCM: the consistency function at t_i, then re-noised to t_{i+1} (none after the last step) -------------
 class Lcm final : public Scheduler {
  public:
   Lcm(const json& config, int steps)
       : Scheduler(config, steps,
-                  {{"beta_start", 0.00085}, {"beta_end", 0.012}, {"beta_schedule", "scaled_linear"},
-                   {"original_inference_steps", 50}, {"timestep_spacing", "leading"}, {"timestep_scaling", 10.0},
-                   {"clip_sample", false}, {"clip_sample_range", 1.0}},
+                  with_defaults(kDistillationDefaults,
+                                {{"timestep_scaling", 10.0}, {"clip_sample", false}, {"clip_sample_range", 1.0}}),
                   -1, "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet") {
-    const auto orig = config_.at("original_inference_steps").get<std::int64_t>();
-    const std::int64_t stride = config_.at("num_train_timesteps").get<std::int64_t>() / orig;
-    std::vector<std::int64_t> origin;  // descending: stride * j - 1 for j = orig .. 1
-    for (std::int64_t j = orig; j >= 1; --j) origin.push_back(j * stride - 1);
-    for (double pick : linspace(0, static_cast<double>(orig), static_cast<std::size_t>(steps_), false)) {
-      timesteps_.push_back(static_cast<double>(origin[static_cast<std::size_t>(std::floor(pick))]));
-    }
+    timesteps_ = distilled_timesteps(config_, steps_);
     const double scaling = config_.at("timestep_scaling").get<double>();
     constexpr double kSigmaData2 = 0.25;  // sigma_data = 0.5
     for (double t : timesteps_) {
@@ -466,6 +488,52 @@ class Lcm final : public Scheduler {
     }
   }
   std::vector<double> a_, s_, c_skip_, c_out_;
+};
+
+// --- TCD: DDIM's move from t_i to s = floor((1 - eta) t') (float32, as diffusers' torch), then forward noise from
+// s up to t' = t_{i+1} (0 after the last step, where no noise is drawn; none at eta 0 either) -----------------
+class Tcd final : public Scheduler {
+ public:
+  Tcd(const json& config, int steps, double eta)
+      : Scheduler(config, steps, kDistillationDefaults, -1,
+                  "TCD is meant for 1-8 steps (4 is typical, eta 0.3) with a TCD- or Hyper-SD-distilled UNet"),
+        eta_(eta) {
+    timesteps_ = distilled_timesteps(config_, steps_);
+    const std::vector<double>& ab = alphas_cumprod_;
+    const auto gamma_keep = static_cast<float>(1.0 - eta_);  // float32, as the torch product diffusers floors
+    for (std::size_t i = 0; i < timesteps_.size(); ++i) {
+      const auto t = static_cast<std::int64_t>(timesteps_[i]);
+      const std::int64_t next = i + 1 < timesteps_.size() ? static_cast<std::int64_t>(timesteps_[i + 1]) : 0;
+      const float product = gamma_keep * static_cast<float>(next);  // rounded to float before the floor
+      const auto s = static_cast<std::int64_t>(std::floor(product));
+      check_timestep(t, ab.size());
+      check_timestep(s, ab.size());
+      const double ab_t = ab[static_cast<std::size_t>(t)], ab_s = ab[static_cast<std::size_t>(s)];
+      const double ratio = ab[static_cast<std::size_t>(next)] / ab_s;  // <= 1: s is at or below t'
+      a_.push_back(std::sqrt(ab_t));
+      s_.push_back(std::sqrt(1.0 - ab_t));
+      a_s_.push_back(std::sqrt(ab_s));
+      s_s_.push_back(std::sqrt(1.0 - ab_s));
+      keep_.push_back(std::sqrt(ratio));
+      fresh_.push_back(std::sqrt(1.0 - ratio));
+    }
+  }
+
+ private:
+  void step_values(const std::vector<double>& m, std::size_t i, std::vector<double>& x, History&,
+                   NoiseStream* noise) const override {
+    std::vector<double> x0, eps;
+    split(m, x, a_[i], s_[i], &x0, &eps);
+    const bool renoise = eta_ > 0 && i + 1 < timesteps_.size();
+    std::vector<double> fresh;
+    if (renoise) fresh = fresh_noise("tcd", x.size(), noise);
+    for (std::size_t k = 0; k < x.size(); ++k) {
+      const double at_s = a_s_[i] * x0[k] + s_s_[i] * eps[k];
+      x[k] = renoise ? keep_[i] * at_s + fresh_[i] * fresh[k] : at_s;
+    }
+  }
+  double eta_;
+  std::vector<double> a_, s_, a_s_, s_s_, keep_, fresh_;
 };
 
 }  // namespace
@@ -502,7 +570,7 @@ Scheduler::Scheduler(const json& config, int steps, const json& defaults, int ma
                                   ", got " + std::to_string(offset),
            "check the model's scheduler/scheduler_config.json (Stable Diffusion's is 1)");
     }
-    if (max_steps_override < 0) {  // LCM: the distillation schedule's length
+    if (max_steps_override < 0) {  // LCM, TCD: the distillation schedule's length
       const json& orig = cfg.at("original_inference_steps");
       if (!orig.is_number_integer() || orig.get<long>() < 1 || orig.get<long>() > max_steps) {
         fail(ATRT_CONFIG_ERROR,
@@ -562,9 +630,9 @@ void Scheduler::step(const float* model_output, std::size_t i, float* sample, st
   for (std::size_t k = 0; k < size; ++k) sample[k] = static_cast<float>(x[k]);
 }
 
-bool takes_eta(const std::string& name) { return name == "ddim"; }
+bool takes_eta(const std::string& name) { return name == "ddim" || name == "tcd"; }
 
-bool spaces_timesteps(const std::string& name) { return name != "lcm"; }
+bool spaces_timesteps(const std::string& name) { return name != "lcm" && name != "tcd"; }
 
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& config, int steps, double eta) {
   if (!(eta >= 0.0 && eta <= kMaxEta) || (eta != 0 && !takes_eta(name))) {
@@ -577,12 +645,13 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& c
     if (name == "euler") return std::make_unique<Euler>(config, steps, false);
     if (name == "euler-a") return std::make_unique<Euler>(config, steps, true);
     if (name == "lcm") return std::make_unique<Lcm>(config, steps);
+    if (name == "tcd") return std::make_unique<Tcd>(config, steps, eta);
   } catch (const json::exception& e) {
     fail(ATRT_CONFIG_ERROR, std::string("scheduler config: a value has the wrong type (") + e.what() + ")",
          "check the model's scheduler/scheduler_config.json");
   }
   fail(ATRT_CONFIG_ERROR,
-       "scheduler: expected one of dpm++2m, pndm, ddim, euler, euler-a, lcm, got '" + name + "'",
+       "scheduler: expected one of dpm++2m, pndm, ddim, euler, euler-a, lcm, tcd, got '" + name + "'",
        "dpm++2m (25 steps) is the default; pndm (50 steps) reproduces the official AudioToken inference");
 }
 

@@ -8,9 +8,10 @@
 // As in the Python runtime: every table depending only on (config, steps) is computed once, in double, in the
 // constructor, on the float32-rounded alpha-bar table; step() takes the step index explicitly, computes in double
 // and rounds the latents back to float; multistep state travels in a History the caller keeps. Stochastic steps
-// (euler-a, lcm, and ddim with eta > 0) draw their fresh noise from the picture's NoiseStream(seed, kStepNoise).
-// eta is DDIM's (the only scheduler taking one, takes_eta); the timestep spacing is the config's
-// (sampling.hpp lays a recipe's over it), read by every scheduler but lcm (spaces_timesteps).
+// (euler-a, lcm, and ddim and tcd with eta > 0) draw their fresh noise from the picture's NoiseStream(seed,
+// kStepNoise). eta is DDIM's stochasticity or TCD's gamma (the schedulers taking one, takes_eta); the timestep
+// spacing is the config's (sampling.hpp lays a recipe's over it), read by every scheduler but lcm and tcd, whose
+// timesteps are their distillation schedule's (spaces_timesteps).
 // Text-to-image only (strength 1): the Python runtime's img2img strength is not carried over.
 #pragma once
 
@@ -25,8 +26,8 @@
 
 namespace atrt {
 
-extern const char* const kSchedulerNames[6];  // dpm++2m, pndm, ddim, euler, euler-a, lcm
-constexpr double kMaxEta = 1.0;  // runtime/schedulers.py MAX_ETA: DDIM's eta, 0 (deterministic) to 1 (DDPM's variance)
+extern const char* const kSchedulerNames[7];  // dpm++2m, pndm, ddim, euler, euler-a, lcm, tcd
+constexpr double kMaxEta = 1.0;  // runtime/schedulers.py MAX_ETA: DDIM's eta or TCD's gamma, 0 (deterministic) to 1
 
 struct History {
   std::vector<std::vector<double>> outputs;  // earlier model outputs (PLMS) or predicted x0 (DPM++), oldest first
@@ -67,8 +68,8 @@ class Scheduler {
 // `eta` must be 0 for a scheduler that takes none (sampling.hpp refuses a caller's first).
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const nlohmann::json& config, int steps,
                                           double eta = 0.0);
-// What a scheduler takes (runtime/schedulers.py ETA_SCHEDULERS and SPACED_SCHEDULERS): an eta (ddim); a timestep
-// spacing (all but lcm, whose timesteps are its distillation schedule's).
+// What a scheduler takes (runtime/schedulers.py ETA_SCHEDULERS and SPACED_SCHEDULERS): an eta (ddim, tcd); a
+// timestep spacing (all but lcm and tcd, whose timesteps are their distillation schedule's).
 bool takes_eta(const std::string& name);
 bool spaces_timesteps(const std::string& name);
 
