@@ -263,7 +263,7 @@ class Scheduler:
                 if min_steps <= most:
                     hint += f", or at least {min_steps} steps at strength {strength!r}"
             raise ConfigError(
-                f"strength: {strength!r} leaves int({n} * {strength!r}) = 0 of the {n} steps to run", hint=hint
+                f"--strength {strength!r} leaves int({n} * {strength!r}) = 0 of the {n} steps to run", hint=hint
             )
         return n - kept
 
@@ -365,7 +365,7 @@ def _check_strength(strength) -> float:
         numeric = isinstance(strength, (int, float, np.number)) and not isinstance(strength, bool)
         shown = value if numeric else strength
         raise ConfigError(
-            f"strength: expected a number in (0, 1], got {shown!r}",
+            f"--strength is {shown!r}; it must be a number in (0, 1]",
             hint="1 starts from pure noise (text-to-image); lower values keep more of the source picture",
         )
     return value
@@ -771,8 +771,8 @@ class _DistillationSchedule(Scheduler):
         n_origin = int(orig * self.strength)
         if n_origin < n:
             raise ConfigError(
-                f"strength: {self.strength!r} leaves int({orig} * {self.strength!r}) = {n_origin} of the {orig} "
-                f"{self.name} timesteps, fewer than num_inference_steps = {n}",
+                f"--strength {self.strength!r} leaves int({orig} * {self.strength!r}) = {n_origin} of {self.name}'s "
+                f"{orig} timesteps, fewer than --steps {n}",
                 hint=f"use at most {n_origin} steps, or a strength of at least {n / orig:g}",
             )
         stride = int(cfg["num_train_timesteps"]) // orig

@@ -202,7 +202,7 @@ def test_steps_past_the_most_are_one_line_before_any_work(
 @pytest.mark.parametrize(
     "steps, strength, match",
     [
-        (4, 1e-9, r"strength: 1e-09 leaves int\(4 \* 1e-09\) = 0 of the 4 steps"),
+        (4, 1e-9, r"--strength 1e-09 leaves int\(4 \* 1e-09\) = 0 of the 4 steps"),
         (4, 5e-324, r"leaves int\(4 \* 5e-324\) = 0"),  # the least float above 0
         (4, 0.2499, r"leaves int\(4 \* 0.2499\) = 0"),
         (49, 1 / 49, r"leaves int\(49 \* 0.02040816326530612\) = 0"),  # 49 * (1/49) = 0.9999999999999999 in floats
@@ -229,7 +229,7 @@ def test_the_fast_recipes_least_strength(fast_bundle, clips, photo, monkeypatch)
     # LCM keeps its 4 steps and needs int(50 * strength) >= 4 of its 50 distillation timesteps.
     fast = Pipeline.open(fast_bundle)
     calls = engine_calls(fast, monkeypatch)
-    with pytest.raises(ConfigError, match=r"leaves int\(50 \* 0.07\) = 3 of the 50 LCM timesteps"):
+    with pytest.raises(ConfigError, match=r"leaves int\(50 \* 0.07\) = 3 of lcm's 50 timesteps, fewer than --steps 4"):
         fast.draw_edit(photo, clips[0], EditOptions(fast=True, strength=0.07, seed=1))
     assert calls == []
     assert fast.draw_edit(photo, clips[0], EditOptions(fast=True, strength=0.08, seed=1)).timings.unet_calls == 4

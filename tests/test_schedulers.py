@@ -491,13 +491,13 @@ def test_tcd_draws_noise_with_an_eta_only_and_never_at_its_last_step():
         (9, 1.0, {"original_inference_steps": 8}, "--steps is 9; {name} takes 1 to 8 steps"),
         (4, 1.0, {"original_inference_steps": 2000}, "original_inference_steps is 2000: expected an integer"),
         (4, 1.0, {"original_inference_steps": 0}, "original_inference_steps is 0: expected an integer"),
-        (4, 0.0, {}, r"strength: expected a number in \(0, 1\], got 0.0"),
-        (4, 1.5, {}, "got 1.5"),
-        (4, -0.2, {}, "got -0.2"),
-        (4, float("nan"), {}, "got nan"),
-        (4, True, {}, "got True"),
-        (4, "half", {}, "got 'half'"),
-        (8, 0.1, {}, r"strength: 0.1 leaves int\(50 \* 0.1\) = 5 .* num_inference_steps = 8"),
+        (4, 0.0, {}, r"--strength is 0.0; it must be a number in \(0, 1\]"),
+        (4, 1.5, {}, "--strength is 1.5;"),
+        (4, -0.2, {}, "--strength is -0.2;"),
+        (4, float("nan"), {}, "--strength is nan;"),
+        (4, True, {}, "--strength is True;"),
+        (4, "half", {}, "--strength is 'half';"),
+        (8, 0.1, {}, r"--strength 0.1 leaves int\(50 \* 0.1\) = 5 .* --steps 8"),
         (4, 1.0, {"prediction_type": "sample"}, "prediction_type"),
         (4, 1.0, {"thresholding": True}, "thresholding"),
         (4, 1.0, {"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
@@ -520,7 +520,7 @@ def test_every_scheduler_takes_strength(name):
     if name not in DISTILLED:  # the last entries of the full schedule
         full = make_scheduler(name, SD1_CONFIG, 10).timesteps
         np.testing.assert_array_equal(sched.timesteps, full[len(full) - len(sched.timesteps) :])
-    with pytest.raises(ConfigError, match=r"expected a number in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"must be a number in \(0, 1\]"):
         make_scheduler(name, SD1_CONFIG, 10, strength=2.0)
 
 
@@ -580,7 +580,7 @@ def test_strength_leaving_no_step_is_refused(name):
     # diffusers' StableDiffusionImg2ImgPipeline would run nothing here (PNDM: only its last timestep).
     _, ref_timesteps = reference_scheduler(name, SD1_CONFIG, 3, strength=0.3, img2img=True)
     assert len(ref_timesteps) == (name == "pndm")
-    with pytest.raises(ConfigError, match=r"strength: 0.3 leaves int\(3 \* 0.3\) = 0 of the 3 steps to run") as info:
+    with pytest.raises(ConfigError, match=r"--strength 0.3 leaves int\(3 \* 0.3\) = 0 of the 3 steps to run") as info:
         make_scheduler(name, SD1_CONFIG, 3, strength=0.3)
     assert info.value.hint == "use a strength of at least 0.3334 for 3 steps, or at least 4 steps at strength 0.3"
     assert len(make_scheduler(name, SD1_CONFIG, 3, strength=0.3334).timesteps) >= 1
@@ -815,7 +815,7 @@ def test_max_steps_is_computed_once_per_config():
 @pytest.mark.parametrize("name", NOT_DISTILLED)
 def test_a_strength_too_small_for_any_step_count_says_the_least_strength(name, strength):
     # int(steps * strength) >= 1 needs more steps than the scheduler takes: the hint names the strength alone.
-    with pytest.raises(ConfigError, match=rf"^strength: {strength!r} leaves int\(4 \* {strength!r}\) = 0") as info:
+    with pytest.raises(ConfigError, match=rf"^--strength {strength!r} leaves int\(4 \* {strength!r}\) = 0") as info:
         make_scheduler(name, SD1_CONFIG, 4, strength=strength)
     assert info.value.hint == "use a strength of at least 0.25 for 4 steps"
 
