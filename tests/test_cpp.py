@@ -361,22 +361,28 @@ def test_the_engine_contracts_are_the_python_runtimes(cpp, token_dim, height, wi
 
 
 def test_the_sampling_presets_and_what_each_scheduler_takes_are_the_python_runtimes(cpp):
-    """src/sampling.hpp's recipes (a plain bundle's, the fast preset with what a bundle needs for it), eta's bound, the
-    spacings, which scheduler takes an eta or a spacing, and the recipe fields atrt_draw_options_init leaves unset,
-    printed by the C++ side, are runtime/sampling.py's and runtime/schedulers.py's."""
+    """src/sampling.hpp's recipe of a plain bundle and its distillation presets (in order, the default one first, with
+    what a bundle needs for each and the export flags that make one), eta's bound, the spacings, which scheduler takes
+    an eta or a spacing, and the recipe fields atrt_draw_options_init leaves unset, printed by the C++ side, are
+    runtime/sampling.py's and runtime/schedulers.py's."""
     from runtime import sampling, schedulers
 
     got = json.loads(run(cpp / "audiotoken-rt-cpp-check", "sampling").stdout)
-    fast = sampling.FAST
     assert got["default"] == sampling.DEFAULT.to_json()
-    assert got["fast"] == {
-        "sampling": fast.sampling.to_json(),
-        "unet_batch": fast.unet_batches[0],
-        "tiny_decoder": fast.tiny_vae is not None,
-        "flag": fast.flag,
-        "needs": fast.needs(),
-    }
-    assert len(fast.unet_batches) == 1  # the C++ preset holds one batch
+    assert next(iter(sampling.PRESETS)) == sampling.DEFAULT_PRESET  # the C++ table's first is the default
+    assert got["presets"] == [
+        {
+            "name": preset.name,
+            "lora_name": preset.lora_name,
+            "unet_batch": preset.unet_batches[0],
+            "tiny_decoder": preset.tiny_vae is not None,
+            "needs": preset.needs(),
+            "export_flags": preset.export_flags,
+            "found": True,
+        }
+        for preset in sampling.PRESETS.values()
+    ]
+    assert all(len(preset.unet_batches) == 1 for preset in sampling.PRESETS.values())  # a C++ preset holds one batch
     assert got["max_eta"] == schedulers.MAX_ETA and tuple(got["spacings"]) == schedulers.TIMESTEP_SPACINGS
     assert got["schedulers"] == {
         name: {"eta": name in schedulers.ETA_SCHEDULERS, "spacing": name in schedulers.SPACED_SCHEDULERS}
