@@ -324,3 +324,19 @@ def test_info_shows_the_preset(preset_bundle):
     rows = dict(recipe_rows(read_manifest(preset_bundle("pcm-4step"))))
     assert rows["preset"] == "pcm-4step: PCM 4-step LoRA, ddim, 4 steps, guidance 1, trailing spacing"
     assert rows["recipe"] == "ddim, 4 steps, guidance 1, trailing spacing (the defaults); --fast works"
+
+
+def test_the_bundle_key_holds_the_preset(tiny_models):
+    """The same LoRA file under two presets makes two bundles (their recipes differ), never one kept for the other."""
+    from export.builder import bundle_key
+    from export.networks import read_dims
+    from export.sources import resolve_sources
+    from runtime.contract import DEFAULT_TEMPLATE
+
+    file = str(lora_stand_in(tiny_models, "pcm-2step"))
+    keys = set()
+    for name in ("pcm-2step", "pcm-4step"):
+        sd, beats, embedder = str(tiny_models / "sd"), tiny_models / "beats.pt", tiny_models / "embedder.bin"
+        sources = resolve_sources(sd, beats, embedder, file, 1.0, preset=PRESETS[name])
+        keys.add(bundle_key(sources, read_dims(sources, None, None, (1,)), "fp32", DEFAULT_TEMPLATE))
+    assert len(keys) == 2
