@@ -10,10 +10,16 @@ sample_clip := "../shared/data/vggsound/-_gaZzFfzDQ_517000_527000.wav"  # audio_
 export *flags:
     audiotoken-rt export --sd {{sd}} --beats {{beats}} --embedder {{embedder}} --out {{bundle}} {{ if path_exists(sample_clip) == "true" { "--sample-clip " + sample_clip } else { "" } }} {{flags}}
 
-# Export the fast bundle (engines/sd14-fast): LCM-LoRA fused, a UNet of batch 1, TAESD, from the fast preset's sources
-# (export --fast; override one with e.g. `just export-fast --lcm-lora DIR`); `generate --fast` draws with it
+# Export the fast bundle (engines/sd14-fast): LCM-LoRA fused, a UNet of batch 1, TAESD, from the lcm preset's sources
+# (export --fast; override one with e.g. `just export-fast --lora DIR`, or pick another with --preset NAME);
+# `generate --fast` draws with it
 export-fast *flags:
     just export --out {{bundle}}-fast --fast {{flags}}
+
+# Export the one-step bundle (engines/sd14-turbo): Hyper-SD's 1-step LoRA fused (TCD, 1 step), a UNet of batch 1, TAESD
+# (export --fast --preset hyper-1step; e.g. `just export-turbo --precision int8 --lora DIR`)
+export-turbo *flags:
+    just export --out {{bundle}}-turbo --fast --preset hyper-1step {{flags}}
 
 # Set up .venv on a CPU machine: torch==2.13.0 (CPU wheel), the [dev] extras, the test oracles
 setup:

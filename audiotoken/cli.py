@@ -20,7 +20,8 @@ from runtime.errors import needs_pytorch_side
 def make_random_command(
     out: Path = typer.Argument(
         ...,
-        help="Folder to write sd/, beats.pt, embedder.bin, lcm-lora/, taesd/ and bk-sdm-tiny/ into.",
+        help="Folder to write sd/, beats.pt, embedder.bin, the distillation LoRAs (lcm-lora/, hyper-sd/, tcd-lora/, "
+        "pcm/), taesd/ and bk-sdm-tiny/ into.",
         show_default=False,
     ),
     arch: str = typer.Option(
@@ -38,15 +39,19 @@ def make_random_command(
     console = Console(stderr=True, highlight=False)
     with console.status(f"building random {arch} models"):
         try:
-            from audiotoken.random_models import make_random
+            from audiotoken.random_models import ARCHITECTURES, lora_stand_in, make_random
             from audiotoken.stable_diffusion import quiet_libraries
         except ImportError as exc:
             raise needs_pytorch_side("audiotoken-rt make-random", exc) from exc
         quiet_libraries()
         folder = make_random(out, arch=arch, seed=seed, force=force, evaluation=evaluation)
+    loras = sorted(
+        {str(lora_stand_in(folder, preset).relative_to(folder).parts[0]) for preset in ARCHITECTURES[arch].lora_presets}
+    )
     console.print(
         f"wrote {folder}/sd (diffusers Stable Diffusion), {folder}/beats.pt, {folder}/embedder.bin, "
-        f"{folder}/lcm-lora (LCM-LoRA), {folder}/taesd (tiny autoencoder), {folder}/bk-sdm-tiny (small UNet)"
+        f"the distillation LoRAs in {', '.join(f'{folder}/{name}' for name in loras)} (export --lora), "
+        f"{folder}/taesd (tiny autoencoder), {folder}/bk-sdm-tiny (small UNet)"
         + (f", {folder}/eval (CLIP ViT-B/32 and ViT-L/14, Wav2CLIP, FID Inception)" if evaluation else "")
     )
 

@@ -50,7 +50,7 @@ class AudioTokenPipeline:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         stochastic: bool = False,
-        lcm_lora: str | Path | None = None,
+        lora: str | Path | None = None,
         lora_scale: float = 1.0,
         tiny_vae: str | Path | None = None,
     ) -> AudioTokenPipeline:
@@ -59,15 +59,15 @@ class AudioTokenPipeline:
         ``stochastic=True`` reproduces the official always-on embedder dropout (docs/method.md#quirks, Q1); off by
         default.
         The audio encoder always runs in fp32 (its fbank needs it); ``dtype`` applies to Stable Diffusion.
-        The fast recipe's parts, the diffusers way: ``lcm_lora`` (hub id, folder or file) is loaded with
-        ``load_lora_weights`` and fused at ``lora_scale``; ``tiny_vae`` (TAESD) replaces the VAE. Draw with it with
-        ``scheduler="LCMScheduler"``, 4 steps and ``guidance_scale=1``.
+        The fast recipe's parts, the diffusers way: ``lora`` (a distillation LoRA: hub id, folder or file) is loaded
+        with ``load_lora_weights`` and fused at ``lora_scale``; ``tiny_vae`` (TAESD) replaces the VAE. Draw with its
+        model card's recipe, e.g. LCM-LoRA's ``scheduler="LCMScheduler"``, 4 steps and ``guidance_scale=1``.
         """
         pipe = StableDiffusion.open(sd).pipeline()  # its tokenizer knows <*>
-        if lcm_lora is not None:
-            path = Path(lcm_lora)
+        if lora is not None:
+            path = Path(lora)
             weights = {"weight_name": path.name} if path.is_file() else {}
-            pipe.load_lora_weights(path.parent if path.is_file() else lcm_lora, **weights)
+            pipe.load_lora_weights(path.parent if path.is_file() else lora, **weights)
             pipe.fuse_lora(lora_scale=lora_scale)
             pipe.unload_lora_weights()
         if tiny_vae is not None:
@@ -117,6 +117,7 @@ class AudioTokenPipeline:
         negative_prompt: str = "",
         num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
+        eta: float = 0.0,
         height: int | None = None,
         width: int | None = None,
         num_images_per_clip: int = 1,
@@ -130,7 +131,8 @@ class AudioTokenPipeline:
         ``latents`` [B * k, 4, H/8, W/8] are N(0, 1) noise (diffusers scales them by ``init_noise_sigma``);
         without them they come from ``runtime.noise.initial_noise(seed)``, as in the lean runtime.
         ``scheduler``: a diffusers scheduler instance or class name (e.g. ``"DPMSolverMultistepScheduler"``),
-        built from the model's scheduler config; the model's own (PNDM for SD 1.x) by default.
+        built from the model's scheduler config; the model's own (PNDM for SD 1.x) by default. ``eta``: the
+        scheduler's, where its ``step`` takes one (DDIM's, TCD's gamma); diffusers draws its noise.
         """
         from diffusers import StableDiffusionPipeline
 
@@ -166,6 +168,7 @@ class AudioTokenPipeline:
             width=width,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
+            eta=eta,
             output_type="pil",
         )
         return result.images

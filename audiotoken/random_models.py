@@ -10,6 +10,12 @@ writes, laid out exactly like the real ones:
 - ``DIR/lcm-lora/pytorch_lora_weights.safetensors``: a LoRA in the layout of ``latent-consistency/lcm-lora-sdv1-5``
   (kohya-style keys over diffusers module names: ``lora_unet_<module path, dots as _>.lora_down.weight``,
   ``.lora_up.weight`` and a scalar ``.alpha``, fp16, on every layer LCM-LoRA adapts: ``LCM_LORA_TARGETS``);
+- the other distillation LoRAs (``runtime.sampling.PRESETS``), each in a folder standing in for its hub repo, under
+  its published file name, on the same layers (``LORA_STAND_INS``): ``DIR/hyper-sd/Hyper-SD15-1step-lora.safetensors``
+  (and the 2-, 4- and 8-step files; kohya keys with alpha, fp32), ``DIR/tcd-lora/pytorch_lora_weights.safetensors``
+  (diffusers keys ``unet.<module path>.lora.down.weight`` / ``.lora.up.weight``, no alpha, fp16) and
+  ``DIR/pcm/sd15/pcm_sd15_smallcfg_{2,4,8,16}step_converted.safetensors`` (kohya keys with alpha, fp16); for ``sd15``
+  only the Hyper-SD 1-step one (the benchmarks' one-step recipe);
 - ``DIR/taesd/``: a diffusers ``AutoencoderTiny`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
   the architecture of ``madebyollin/taesd`` for ``sd15``: 4 latent channels, 8x spatial factor like the SD VAE.
 - ``DIR/bk-sdm-tiny/unet/``: a diffusers UNet folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)
@@ -41,6 +47,7 @@ from audiotoken.beats import FEATURE_LAYERS, ITER3_CONFIG, BEATs, BEATsConfig
 from audiotoken.embedder import Embedder
 from runtime.atomic import building_folder
 from runtime.errors import ConfigError
+from runtime.sampling import DEFAULT_PRESET, PRESETS
 
 # The upstream cfg of BEATs iter3 checkpoints also carries these training-only fields
 # (docs/method.md#the-checkpoint); the loader ignores them.
@@ -57,7 +64,8 @@ TRAINING_ONLY_CFG = {
 }
 
 # PNDM with the SD 1.x schedule, as in CompVis/stable-diffusion-v1-4's scheduler_config.json
-# (docs/method.md#the-official-recipe)
+# (docs/method.md#the-official-recipe); its clip_sample false is what a DDIM built from it (the Hyper-SD and PCM
+# recipes) reads: diffusers' DDIMScheduler clips x0 to [-1, 1] where the config does not say
 SD1_SCHEDULER = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -66,6 +74,7 @@ SD1_SCHEDULER = {
     "skip_prk_steps": True,
     "steps_offset": 1,
     "set_alpha_to_one": False,
+    "clip_sample": False,
 }
 VAE_SCALING_FACTOR = 0.18215
 
@@ -86,8 +95,9 @@ class Architecture:
     vae_layers: int
     vae_groups: int
     beats: BEATsConfig
-    lora_rank: int  # LCM-LoRA's rank (64 for SD 1.5) and alpha (the scale is alpha / rank)
+    lora_rank: int  # LCM-LoRA's rank (64 for SD 1.5) and alpha (the scale is alpha / rank), those of every stand-in
     lora_alpha: float
+    lora_presets: tuple[str, ...]  # the distillation presets whose LoRA gets a stand-in
     taesd_channels: int  # AutoencoderTiny: the width of every block, and the blocks per stage
     taesd_encoder_blocks: tuple[int, ...]
     taesd_decoder_blocks: tuple[int, ...]
@@ -117,6 +127,7 @@ ARCHITECTURES = {
         ),
         lora_rank=4,
         lora_alpha=2.0,
+        lora_presets=tuple(PRESETS),
         taesd_channels=8,
         taesd_encoder_blocks=(1, 1, 1, 1),
         taesd_decoder_blocks=(1, 1, 1, 1),
@@ -136,6 +147,7 @@ ARCHITECTURES = {
         beats=ITER3_CONFIG,
         lora_rank=64,
         lora_alpha=8.0,
+        lora_presets=(DEFAULT_PRESET, "hyper-1step"),  # 135 MB and 269 MB; the others would add 1.2 GB
         taesd_channels=64,
         taesd_encoder_blocks=(1, 3, 3, 3),
         taesd_decoder_blocks=(3, 3, 3, 1),
@@ -162,9 +174,40 @@ LCM_LORA_TARGETS = (
     "upsamplers.0.conv",
     "time_emb_proj",
 )
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights looks for
 LORA_RELATIVE_CHANGE = 0.1  # each adapted weight moves by ~this fraction of its spread: the UNet output by ~30%
 SMALL_UNET_DIR = "bk-sdm-tiny"  # laid out like the hub repo nota-ai/bk-sdm-tiny: the UNet in unet/
+
+
+@dataclass(frozen=True)
+class LoraStandIn:
+    """How the stand-ins of one hub repo's LoRAs are written: the folder standing in for the repo, the key layout
+    (``kohya``: ``lora_unet_<module>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``; ``diffusers``:
+    ``unet.<module>.lora.down.weight`` / ``.lora.up.weight``, no alpha) and the dtype."""
+
+    folder: str
+    keys: str
+    dtype: torch.dtype
+
+
+# Each distillation LoRA's repo (runtime.sampling.PRESETS' sources). LCM-LoRA's layout is its published file's; the
+# others' key layouts are unconfirmed (no header was read): their sizes give the dtypes (Hyper-SD15's 269 MB files
+# are LCM-LoRA's layers in fp32, TCD's 135 MB and PCM's in fp16), PCM's training code writes kohya keys with its
+# alpha for its "_converted" files, and TCD's stand-in takes the layout diffusers' training scripts save, so that
+# both layouts export.lora reads are exercised.
+LORA_STAND_INS = {
+    "latent-consistency/lcm-lora-sdv1-5": LoraStandIn("lcm-lora", "kohya", torch.float16),
+    "ByteDance/Hyper-SD": LoraStandIn("hyper-sd", "kohya", torch.float32),
+    "h1t/TCD-SD15-LoRA": LoraStandIn("tcd-lora", "diffusers", torch.float16),
+    "wangfuyun/PCM_Weights": LoraStandIn("pcm", "kohya", torch.float16),
+}
+
+
+def lora_stand_in(models: str | Path, preset: str) -> Path:
+    """Where ``make-random`` writes the stand-in of ``preset``'s LoRA under ``models``: its repo's folder (what
+    ``export --lora`` takes, finding the preset's file inside) and the file under its published name."""
+    source = PRESETS[preset]
+    return Path(models) / LORA_STAND_INS[source.lora].folder / source.lora_file
+
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = 49152 - 256 - 2  # the CLIP vocabulary: 256 bytes, 256 word-final bytes, 48 894 merges, BOS, EOS = 49 408
@@ -263,7 +306,7 @@ def build_stable_diffusion(arch: Architecture, tokenizer_dir: Path):
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
         unet=unet,
-        scheduler=PNDMScheduler(**SD1_SCHEDULER),
+        scheduler=PNDMScheduler.from_config(SD1_SCHEDULER),  # from_config keeps clip_sample, which PNDM does not read
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -308,13 +351,24 @@ def kohya_name(module_name: str) -> str:
     return "lora_unet_" + module_name.replace(".", "_")
 
 
-def random_lora(unet: torch.nn.Module, rank: int, alpha: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random LoRA over ``lora_targets(unet)`` in the lcm-lora-sdv1-5 layout (fp16; alpha a 0-d tensor).
+def random_lora(
+    unet: torch.nn.Module,
+    rank: int,
+    alpha: float,
+    seed: int = 0,
+    keys: str = "kohya",
+    dtype: torch.dtype = torch.float16,
+) -> dict[str, torch.Tensor]:
+    """A random LoRA over ``lora_targets(unet)``: by default in the lcm-lora-sdv1-5 layout (``kohya`` keys, fp16,
+    alpha a 0-d tensor); ``keys="diffusers"``: ``unet.<module>.lora.down.weight`` / ``.lora.up.weight`` and no alpha
+    (diffusers then fuses at alpha = rank, so ``alpha`` must be ``rank``).
 
     ``lora_down`` is [rank, in] for a Linear and [rank, in, kh, kw] for a Conv2d; ``lora_up`` is [out, rank] or
     [out, rank, 1, 1]. Each fused delta ``alpha / rank * up @ down`` has a spread of ``LORA_RELATIVE_CHANGE`` times
     the weight's own: a visible change of the UNet's output that keeps it finite.
     """
+    if keys not in ("kohya", "diffusers") or (keys == "diffusers" and alpha != rank):
+        raise ValueError(f"random_lora: keys {keys!r} with alpha {alpha} at rank {rank}")
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, layer in lora_targets(unet):
@@ -323,10 +377,14 @@ def random_lora(unet: torch.nn.Module, rank: int, alpha: float, seed: int = 0) -
         down = torch.randn(rank, *weight.shape[1:], generator=generator) / math.sqrt(fan_in)
         up_std = LORA_RELATIVE_CHANGE * weight.std().item() * math.sqrt(fan_in) / (alpha / rank * math.sqrt(rank))
         up = torch.randn(weight.shape[0], rank, *(1,) * (weight.ndim - 2), generator=generator) * up_std
-        key = kohya_name(name)
-        state[f"{key}.lora_down.weight"] = down.half()
-        state[f"{key}.lora_up.weight"] = up.half()
-        state[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
+        if keys == "kohya":
+            key = kohya_name(name)
+            state[f"{key}.lora_down.weight"] = down.to(dtype)
+            state[f"{key}.lora_up.weight"] = up.to(dtype)
+            state[f"{key}.alpha"] = torch.tensor(alpha, dtype=dtype)
+        else:
+            state[f"unet.{name}.lora.down.weight"] = down.to(dtype)
+            state[f"unet.{name}.lora.up.weight"] = up.to(dtype)
     return state
 
 
@@ -374,8 +432,9 @@ def beats_checkpoint(config: BEATsConfig, n_classes: int = 527) -> dict:
 def make_random(
     out: str | Path, arch: str = "tiny", seed: int = 0, force: bool = False, evaluation: bool = False
 ) -> Path:
-    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/``, ``taesd/``, ``bk-sdm-tiny/`` (and with
-    ``evaluation``, ``eval/``) under ``out``, atomically (built aside, then renamed)."""
+    """Write ``sd/``, ``beats.pt``, ``embedder.bin``, ``lcm-lora/`` and the other distillation LoRAs' folders,
+    ``taesd/``, ``bk-sdm-tiny/`` (and with ``evaluation``, ``eval/``) under ``out``, atomically (built aside, then
+    renamed)."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
@@ -389,13 +448,14 @@ def make_random(
         write_clip_tokenizer(staging / "clip_tokenizer")
         pipe = build_stable_diffusion(spec, staging / "clip_tokenizer")
         pipe.save_pretrained(staging / "sd")
-        # the LoRA draws from its own generator, so the global stream (and every file below) is as before
-        (staging / "lcm-lora").mkdir()
-        save_file(
-            random_lora(pipe.unet, spec.lora_rank, spec.lora_alpha, seed=seed),
-            staging / "lcm-lora" / LORA_WEIGHTS_NAME,
-            metadata={"format": "pt"},
-        )
+        # each LoRA draws from its own generator, so the global stream (and every file below) is as before
+        for index, preset in enumerate(spec.lora_presets):
+            layout = LORA_STAND_INS[PRESETS[preset].lora]
+            file = lora_stand_in(staging, preset)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            alpha = spec.lora_alpha if layout.keys == "kohya" else spec.lora_rank  # no alpha stored: the rank's
+            tensors = random_lora(pipe.unet, spec.lora_rank, alpha, seed + index, layout.keys, layout.dtype)
+            save_file(tensors, file, metadata={"format": "pt"})
         unet_config = dict(pipe.unet.config)
         del pipe
         # keep the hub's SD 1.x tokenizer layout (vocab.json + merges.txt) rather than transformers' re-save

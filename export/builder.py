@@ -2,7 +2,8 @@
 
 Place in the data flow: ``audiotoken-rt export`` -> ``export_bundle`` -> ``engines/<name>/`` -> the runtime.
 1. resolve and hash the sources (``export.sources``; a small UNet must take the SD's conditioning and a LoRA must
-   fit the bundle's UNet, both checked before any export work); the bundle key is a sha256 over the schema version,
+   fit the bundle's UNet, and a distillation preset's recipe must be one the runtime draws, all checked before any
+   export work); the bundle key is a sha256 over the schema version,
    the sources' file hashes, the options that shape the engines (size, precision, template, opset), the package
    versions and the source of the exporter and the models it traces (``code_digest``), so a bundle exported by
    other code is not taken as up to date;
@@ -62,9 +63,9 @@ from runtime.bundle import (
     verify,
     write_manifest,
 )
-from runtime.contract import GUIDED_BATCH, PLACEHOLDER, SINGLE_BATCH, Dims
+from runtime.contract import GUIDED_BATCH, PLACEHOLDER, Dims
 from runtime.errors import BundleError, ConfigError
-from runtime.sampling import DEFAULT, FAST
+from runtime.sampling import DEFAULT, Preset
 from runtime.tokenizer import check_template
 
 TRACED_CODE = (Path(__file__).parent, Path(audiotoken.__file__).parent)  # the exporter and the models it traces
@@ -148,20 +149,26 @@ def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> s
         "unet_batches": list(dims.unet_batches),
         "token_slots": dims.token_slots,
         "lora_scale": sources.lora.scale if sources.lora else None,
+        "preset": preset_key(sources.preset) if sources.preset else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def preset_key(preset: Preset) -> dict:
+    """What of a distillation preset shapes the bundle: its name and recipe (the manifest's) and the alpha a layer
+    without one is fused at (runtime/sampling.py is not among the code the key hashes)."""
+    return {"name": preset.name, "sampling": preset.sampling.to_json(), "lora_alpha": preset.lora_alpha}
+
+
 def bundle_recipe(sources: Sources, dims: Dims) -> Recipe:
-    """What the bundle holds and how it is meant to draw: the fast preset's sampling (LCM, 4 steps, guidance 1) with
-    a LoRA fused (guidance 1.5 if its UNet holds batch 2 only), else the default's (DPM-Solver++ 25 steps at 7.5;
-    guidance 1 if its UNet holds batch 1 only)."""
+    """What the bundle holds and how it is meant to draw: with a LoRA fused, its distillation preset's name and
+    recipe (lcm: LCM, 4 steps, guidance 1); else the default's (DPM-Solver++ 25 steps at 7.5; guidance 1 if its UNet
+    holds batch 1 only)."""
     batches = dims.unet_batches
-    if sources.lora is not None:
-        sampling = FAST.sampling if SINGLE_BATCH in batches else replace(FAST.sampling, guidance=1.5)
-    else:
-        sampling = DEFAULT if GUIDED_BATCH in batches else replace(DEFAULT, guidance=1.0)
-    return Recipe(batches, sources.decoder, sources.lora, sampling)
+    if sources.preset is not None:
+        return Recipe(batches, sources.decoder, sources.lora, sources.preset.sampling, sources.preset.name)
+    sampling = DEFAULT if GUIDED_BATCH in batches else replace(DEFAULT, guidance=1.0)
+    return Recipe(batches, sources.decoder, None, sampling)
 
 
 def reusable_manifest(out: Path, key: str, force: bool, update: bool) -> Manifest | None:
@@ -352,15 +359,22 @@ def build_bundle(
 
 
 def export_bundle(options: ExportOptions, console: Console | None = None) -> Exported:
-    """Export (or reuse) the bundle ``options`` describe (``--fast`` filled in from the fast preset); see the module
-    docstring for the steps."""
+    """Export (or reuse) the bundle ``options`` describe (a LoRA's recipe and ``--fast``'s sources filled in from the
+    distillation preset); see the module docstring for the steps."""
     options = options.with_preset()
     if options.precision not in PRECISIONS:
         raise ConfigError(f"--precision {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if not math.isfinite(options.lora_scale):  # the manifest records it, and its reader takes finite numbers only
-        raise ConfigError(f"--lora-scale is {options.lora_scale}; it must be a finite number")
+    preset = options.distillation() if options.lora is not None else None  # with_preset named it
+    lora_scale = options.lora_scale if options.lora_scale is not None else 1.0
+    if not math.isfinite(lora_scale):  # the manifest records it, and its reader takes finite numbers only
+        raise ConfigError(f"--lora-scale is {lora_scale}; it must be a finite number")
+    if preset is not None:
+        try:
+            preset.sampling.check()  # a recipe the manifest's reader and generate --fast take
+        except ConfigError as exc:
+            raise ConfigError(f"--preset {preset.name}: its recipe cannot be drawn here ({exc})") from None
     template = check_template(options.template)
-    batches = parse_unet_batches(options.unet_batch, options.lcm_lora)
+    batches = parse_unet_batches(options.unet_batch, options.lora)
     removed = remove_stale_builds(options.out)
     if options.tensorrt:
         if options.precision == "int8":
@@ -378,10 +392,11 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 options.sd,
                 options.beats,
                 options.embedder,
-                options.lcm_lora,
-                options.lora_scale,
+                options.lora,
+                lora_scale,
                 options.tiny_vae,
                 options.unet,
+                preset,
             )
             dims = read_dims(sources, options.height, options.width, batches)
             placement = sources.place_lora()

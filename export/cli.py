@@ -13,6 +13,7 @@ from export.options import ExportOptions
 from runtime.bundle import PRECISIONS
 from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.errors import needs_pytorch_side
+from runtime.sampling import PRESETS
 
 
 @reports_errors
@@ -26,8 +27,12 @@ def export_command(
     precision: str = option(ExportOptions, "precision", "--precision", **choice(PRECISIONS)),
     template: str = option(ExportOptions, "template", "--template"),
     fast: bool = option(ExportOptions, "fast", "--fast"),
+    preset: str | None = option(
+        ExportOptions, "preset", "--preset", show_default=False, **{**choice(PRESETS), "metavar": "NAME"}
+    ),  # the help lists the names: all of them in the metavar would not fit 80 columns
+    lora: str | None = option(ExportOptions, "lora", "--lora", show_default=False),
     lcm_lora: str | None = option(ExportOptions, "lcm_lora", "--lcm-lora", show_default=False),
-    lora_scale: float = option(ExportOptions, "lora_scale", "--lora-scale"),
+    lora_scale: float | None = option(ExportOptions, "lora_scale", "--lora-scale", show_default=False),
     tiny_vae: str | None = option(ExportOptions, "tiny_vae", "--tiny-vae", show_default=False),
     unet: str | None = option(ExportOptions, "unet", "--unet", show_default=False),
     unet_batch: str | None = option(ExportOptions, "unet_batch", "--unet-batch", show_default=False),

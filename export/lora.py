@@ -1,4 +1,5 @@
-"""LoRA fusion at export: a LoRA (LCM-LoRA for the 4-step fast path) baked into the UNet's weights before ONNX export.
+"""LoRA fusion at export: a distillation LoRA (LCM-LoRA, Hyper-SD, TCD, PCM: ``runtime.sampling.PRESETS``) baked into
+the UNet's weights before ONNX export.
 
 Place in the data flow: the export loads the UNet (``export.sources``) -> ``fuse_lora`` changes its weights in place,
 ``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (for a Conv2d, ``up @ down`` over the flattened
@@ -6,9 +7,12 @@ kernel, reshaped to the kernel's [out, in, kh, kw]) -> the UNet is exported as u
 the returned ``LoraInfo`` goes to the bundle manifest's recipe.
 
 The LoRA is read as diffusers' ``StableDiffusionPipeline.load_lora_weights`` reads it: a hub id
-(``latent-consistency/lcm-lora-sdv1-5``), a local folder holding ``pytorch_lora_weights.safetensors``, or a
-``.safetensors`` file, in any layout diffusers understands (the kohya-style ``lora_unet_*.lora_down.weight`` /
-``lora_up.weight`` / ``alpha`` of the LCM-LoRA files, or diffusers/peft ``unet.*.lora_A/lora_B``).
+(``latent-consistency/lcm-lora-sdv1-5``, ``ByteDance/Hyper-SD``) or a local folder, holding the preset's weights file
+(``Hyper-SD15-1step-lora.safetensors``) or ``pytorch_lora_weights.safetensors``, or a ``.safetensors`` file, in any
+layout diffusers understands (the kohya-style ``lora_unet_*.lora_down.weight`` / ``lora_up.weight`` / ``alpha`` of the
+LCM-LoRA files, diffusers' ``unet.*.lora.down.weight`` / ``lora.up.weight``, or peft's ``unet.*.lora_A/lora_B``). A
+layer whose file stores no alpha is fused at its rank (diffusers' reading), or at the alpha its preset was trained at
+(``default_alpha``: PCM's 8) when the file carries no peft metadata either.
 
 diffusers and peft do the fusion, on the bare UNet: ``StableDiffusionLoraLoaderMixin.lora_state_dict`` converts the
 file to diffusers' layout (with its alphas), ``load_lora_into_unet`` injects peft LoRA layers, ``unet.fuse_lora``
@@ -37,8 +41,8 @@ from pathlib import Path
 from audiotoken.stable_diffusion import HUB_ID
 from runtime.bundle import file_sha256
 from runtime.errors import CheckpointError, first_line
+from runtime.sampling import LORA_WEIGHTS_NAME
 
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what load_lora_weights looks for in a folder or hub repo
 ADAPTER = "fused_lora"
 HINT = (
     "pass a LoRA for this Stable Diffusion's UNet: a .safetensors file, a folder holding "
@@ -91,27 +95,37 @@ class Placement:
         return any(module != target for module, target in self.targets.items()) or self.skipped > 0
 
 
-def lora_weights_file(source: str | Path) -> Path:
-    """The LoRA's weights file: a ``.safetensors`` file, ``FOLDER/pytorch_lora_weights.safetensors``, or from the hub."""
+def lora_weights_file(source: str | Path, weights_name: str = LORA_WEIGHTS_NAME) -> Path:
+    """The LoRA's weights file: a ``.safetensors`` file, or ``weights_name`` (a preset's file, a path in its repo) else
+    ``pytorch_lora_weights.safetensors`` in a folder or from a hub repo."""
     path = Path(source)
     if path.is_file():
         return path
+    names = list(dict.fromkeys((weights_name, LORA_WEIGHTS_NAME)))  # the preset's first; once when the same
     if path.is_dir():
-        if not (path / LORA_WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"{source}: no {LORA_WEIGHTS_NAME} in this folder", hint=HINT)
-        return path / LORA_WEIGHTS_NAME
+        found = next((path / name for name in names if (path / name).is_file()), None)
+        if found is None:
+            raise CheckpointError(f"{source}: no {' or '.join(names)} in this folder", hint=HINT)
+        return found
     if path.suffix == ".safetensors" or path.is_absolute() or not HUB_ID.match(str(source)):
         raise CheckpointError(f"{source}: LoRA file not found", hint=HINT)
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
-    try:
-        return Path(hf_hub_download(repo_id=str(source), filename=LORA_WEIGHTS_NAME))
-    except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
-        raise CheckpointError(
-            f"{source}: cannot fetch its {LORA_WEIGHTS_NAME} from the model hub "
-            f"({type(exc).__name__}: {first_line(exc)})",
-            hint="check the id and the network, or pass a local LoRA file",
-        ) from exc
+    failure: Exception | None = None
+    for name in names:
+        try:
+            return Path(hf_hub_download(repo_id=str(source), filename=name))
+        except Exception as exc:  # the hub client raises many types (offline, not found, gated, HTTP)
+            failure = exc
+            if not isinstance(exc, EntryNotFoundError):  # only a file the repo lacks lets the next name be tried
+                break
+    assert failure is not None  # names is never empty
+    raise CheckpointError(
+        f"{source}: cannot fetch its {' or '.join(names)} from the model hub "
+        f"({type(failure).__name__}: {first_line(failure)})",
+        hint="check the id and the network, or pass a local LoRA file",
+    ) from failure
 
 
 def read_lora(file: Path) -> tuple[dict, dict | None, dict | None]:
@@ -152,8 +166,11 @@ def peft_module(diffusers_name: str) -> str | None:
     return key.removesuffix(".lora_A.weight") if key.endswith(".lora_A.weight") else None
 
 
-def lora_layers(state: dict, alphas: dict | None, file: Path) -> tuple[list[LoraLayer], dict[str, float]]:
-    """The LoRA's UNet layers, named as peft names them in the UNet, and its alphas by those module names.
+def lora_layers(
+    state: dict, alphas: dict | None, file: Path, default_alpha: float | None = None
+) -> tuple[list[LoraLayer], dict[str, float]]:
+    """The LoRA's UNet layers, named as peft names them in the UNet, and its alphas by those module names
+    (``default_alpha``, where given, for each layer the file stores none of).
 
     diffusers names the alphas of a kohya file's attention layers after their old attention-processor keys
     (``...attn1.processor.to_q_lora.down.weight.alpha``), which its peft config then cannot match: such a layer
@@ -183,6 +200,8 @@ def lora_layers(state: dict, alphas: dict | None, file: Path) -> tuple[list[Lora
         up = peft_state.get(f"{module}.lora_B.weight")
         if up is None:
             raise CheckpointError(f"{file}: layer {module} has lora_down but no lora_up", hint=HINT)
+        if default_alpha is not None:
+            module_alphas.setdefault(module, default_alpha)
         layers.append(LoraLayer(module, tuple(down.shape), tuple(up.shape), module_alphas.get(module)))
     if not layers:
         raise CheckpointError(f"{file}: holds no complete LoRA layer (lora_down with lora_up)", hint=HINT)
@@ -305,22 +324,31 @@ def placed_state(state: dict, alphas: dict[str, float], targets: dict[str, str])
     return tensors, {f"unet.{targets[module]}.alpha": alpha for module, alpha in alphas.items() if module in targets}
 
 
-def fuse_lora(unet, source: str | Path, scale: float = 1.0, made_for: dict | None = None) -> LoraInfo:
-    """Fuse the LoRA at ``source`` into the diffusers ``UNet2DConditionModel`` ``unet``, in place; ``made_for``: the
-    config of the UNet ``unet`` was distilled from, when it is a small UNet (``place_layers`` says where each layer
-    goes, and which are left out).
+def fuse_lora(
+    unet,
+    source: str | Path,
+    scale: float = 1.0,
+    made_for: dict | None = None,
+    *,
+    weights_name: str = LORA_WEIGHTS_NAME,
+    default_alpha: float | None = None,
+) -> LoraInfo:
+    """Fuse the LoRA at ``source`` (its ``weights_name`` in a folder or hub repo: ``lora_weights_file``) into the
+    diffusers ``UNet2DConditionModel`` ``unet``, in place; ``made_for``: the config of the UNet ``unet`` was distilled
+    from, when it is a small UNet (``place_layers`` says where each layer goes, and which are left out).
 
-    ``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (diffusers + peft compute it). Nothing is
-    changed when the LoRA does not fit: errors are one-line ``CheckpointError``s naming the file.
+    ``W' = W + scale * alpha / rank * up @ down`` on every adapted layer (diffusers + peft compute it); alpha is the
+    file's, else ``default_alpha`` where given and the file has no peft metadata, else the rank. Nothing is changed
+    when the LoRA does not fit: errors are one-line ``CheckpointError``s naming the file.
     """
     from diffusers import StableDiffusionPipeline
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     if not math.isfinite(scale):
         raise CheckpointError(f"{source}: LoRA scale {scale} is not a finite number", hint="pass e.g. 1.0")
-    file = lora_weights_file(source)
+    file = lora_weights_file(source, weights_name)
     state, alphas, metadata = read_lora(file)
-    layers, module_alphas = lora_layers(state, alphas, file)
+    layers, module_alphas = lora_layers(state, alphas, file, default_alpha if metadata is None else None)
     placement = Placement(file, tuple(layers), place_layers(unet, layers, metadata, file, made_for))
     if placement.renamed:
         state, alphas = placed_state(state, module_alphas, placement.targets)

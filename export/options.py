@@ -2,8 +2,10 @@
 
 Place in the data flow: the command line (``export.cli``) or a Python caller fills ``ExportOptions`` ->
 ``export.builder.export_bundle``. Kept apart from the builder so the command's help and defaults need no torch.
-``--fast`` fills the LoRA, the tiny autoencoder and the UNet batch from ``runtime.sampling.FAST``, the preset
-``generate --fast`` draws with (``ExportOptions.with_preset``).
+A LoRA (``--lora``) is fused with a distillation preset's recipe (``--preset``, ``runtime.sampling.PRESETS``; lcm by
+default), which the manifest records for ``generate --fast``; ``--fast`` fills the LoRA, the tiny autoencoder and the
+UNet batch from that preset where they are unset (``ExportOptions.with_preset``); ``--lcm-lora`` is ``--lora`` with
+the lcm preset, as before there were others.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 
 from runtime.contract import DEFAULT_TEMPLATE, GUIDED_BATCH, SINGLE_BATCH, UNET_BATCHES
 from runtime.errors import ConfigError
-from runtime.sampling import FAST
+from runtime.sampling import DEFAULT_PRESET, FAST, LORA_WEIGHTS_NAME, PRESETS, TAESD, Preset
 
 
-def parse_unet_batches(text: str | None, lcm_lora: str | None) -> tuple[int, ...]:
-    """``--unet-batch``: "1", "2" or "1,2" -> (1,), (2,) or (1, 2); by default 1 with LCM-LoRA (guidance 1), else 2."""
+def parse_unet_batches(text: str | None, lora: str | None) -> tuple[int, ...]:
+    """``--unet-batch``: "1", "2" or "1,2" -> (1,), (2,) or (1, 2); by default 1 with a distillation LoRA (guidance
+    1), else 2."""
     if text is None:
-        return (SINGLE_BATCH,) if lcm_lora else (GUIDED_BATCH,)
+        return (SINGLE_BATCH,) if lora else (GUIDED_BATCH,)
     try:
         batches = tuple(sorted({int(part) for part in text.split(",")}))
     except ValueError:
@@ -64,19 +67,35 @@ class ExportOptions:
     fast: bool = field(
         default=False,
         metadata={
-            "help": f"The bundle `generate {FAST.flag}` draws with ({FAST.sampling.describe()}): --lcm-lora "
-            f"{FAST.lora}, --tiny-vae {FAST.tiny_vae} and --unet-batch "
-            f"{','.join(map(str, FAST.unet_batches))} where not given."
+            "help": "The bundle `generate --fast` draws with: the --preset's LoRA (its hub repo and file), --tiny-vae "
+            f"{TAESD} and --unet-batch {','.join(map(str, FAST.unet_batches))} where not given."
+        },
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "The distillation preset of the fused LoRA: its recipe (which the manifest records and "
+            "`generate --fast` draws), its LoRA scale, and with --fast its LoRA: "
+            + ", ".join(
+                f"{preset.name} ({preset.lora_name}, {preset.sampling.describe()})" for preset in PRESETS.values()
+            )
+            + f"; docs/fast-path.md has their sources. Default: {DEFAULT_PRESET}."
+        },
+    )
+    lora: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fuse this LoRA into the UNet: a hub id, a local folder holding the preset's file or "
+            f"{LORA_WEIGHTS_NAME}, or a .safetensors file; the bundle draws with the --preset's recipe."
         },
     )
     lcm_lora: str | None = field(
         default=None,
-        metadata={
-            "help": f"Fuse this LoRA into the UNet: LCM-LoRA ({FAST.lora}, a local folder or .safetensors file) for "
-            f"the fast recipe, {FAST.sampling.describe()}."
-        },
+        metadata={"help": f"The same as --lora with --preset {DEFAULT_PRESET} (LCM-LoRA: {FAST.lora})."},
     )
-    lora_scale: float = field(default=1.0, metadata={"help": "The scale the LoRA is fused at."})
+    lora_scale: float | None = field(
+        default=None, metadata={"help": "The scale the LoRA is fused at (default: the preset's, 1 for each)."}
+    )
     tiny_vae: str | None = field(
         default=None,
         metadata={
@@ -95,7 +114,7 @@ class ExportOptions:
         default=None,
         metadata={
             "help": "The UNet's batch: 2 for guidance above 1, 1 for guidance 1 (half the work per step), 1,2 for "
-            "both (a dynamic batch axis). Default: 1 with --lcm-lora, else 2."
+            "both (a dynamic batch axis). Default: 1 with a LoRA, else 2."
         },
     )
     sample_clip: Path | None = field(
@@ -117,14 +136,41 @@ class ExportOptions:
         metadata={"help": "Keep an engine that differs from PyTorch beyond tolerance (recorded in the manifest)."},
     )
 
+    def distillation(self) -> Preset:
+        """The distillation preset a fused LoRA draws with: ``--preset``'s, lcm by default (``--lcm-lora``'s)."""
+        if self.lcm_lora is not None and self.lora is not None:
+            raise ConfigError("--lcm-lora and --lora both name a LoRA; one is fused", hint="pass --lora alone")
+        if self.lcm_lora is not None and self.preset not in (None, DEFAULT_PRESET):
+            raise ConfigError(
+                f"--lcm-lora is --lora with --preset {DEFAULT_PRESET}, not --preset {self.preset}",
+                hint=f"pass --lora {self.lcm_lora} --preset {self.preset}",
+            )
+        name = self.preset or DEFAULT_PRESET
+        if name not in PRESETS:
+            raise ConfigError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")
+        return PRESETS[name]
+
     def with_preset(self) -> ExportOptions:
-        """With ``fast``: the fast preset's LoRA, tiny autoencoder and UNet batches where these options leave them
-        unset; else these options as they are."""
-        if not self.fast:
+        """These options with the distillation preset's choices filled in: ``--lcm-lora`` read as ``--lora``; with
+        ``fast``, the preset's LoRA (its hub repo), tiny autoencoder and UNet batches where unset; with a LoRA, the
+        preset's scale where unset and its name in ``preset``. A ``--preset`` without a LoRA is refused."""
+        preset = self.distillation()
+        lora = self.lora or self.lcm_lora
+        if self.fast:
+            lora = lora or preset.lora
+        if lora is None:
+            if self.preset is not None:
+                raise ConfigError(
+                    f"--preset {self.preset}: names the recipe of a fused LoRA, and none is asked for",
+                    hint="add --fast (the preset's own LoRA) or --lora SOURCE",
+                )
             return self
         return replace(
             self,
-            lcm_lora=self.lcm_lora or FAST.lora,
-            tiny_vae=self.tiny_vae or FAST.tiny_vae,
-            unet_batch=self.unet_batch or ",".join(map(str, FAST.unet_batches)),
+            preset=preset.name,
+            lora=lora,
+            lcm_lora=None,
+            lora_scale=preset.lora_scale if self.lora_scale is None else self.lora_scale,
+            tiny_vae=self.tiny_vae or (preset.tiny_vae if self.fast else None),
+            unet_batch=self.unet_batch or (",".join(map(str, preset.unet_batches)) if self.fast else None),
         )

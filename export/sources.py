@@ -1,5 +1,6 @@
 """The export's inputs: Stable Diffusion (hub id or diffusers folder), the BEATs ``.pt``, the embedder ``.bin``, and
-for fast bundles a LoRA fused into the UNet (LCM-LoRA), a tiny autoencoder (TAESD) in place of the SD VAE and a
+for fast bundles a distillation LoRA fused into the UNet (LCM-LoRA, Hyper-SD, TCD, PCM: its preset names the file in
+a hub repo or folder, ``runtime.sampling.PRESETS``), a tiny autoencoder (TAESD) in place of the SD VAE and a
 distilled small UNet (BK-SDM) in place of the SD's.
 
 Place in the data flow: ``resolve_sources`` finds the files (``audiotoken.stable_diffusion`` resolves a hub id to its
@@ -24,8 +25,9 @@ from audiotoken.stable_diffusion import (
     tiny_autoencoder,
     unet_at,
 )
-from runtime.bundle import UNET_SOURCE, Lora, Source, file_sha256
+from runtime.bundle import LORA_SOURCE, UNET_SOURCE, Lora, Source, file_sha256
 from runtime.errors import CheckpointError, first_line
+from runtime.sampling import FAST, Preset
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,10 @@ class Sources:
     sd: StableDiffusion
     beats: Path
     embedder: Path
-    entries: tuple[Source, ...]  # sd, beats, embedder (and lcm_lora, tiny_vae, unet) with their files' sha256
+    entries: tuple[Source, ...]  # sd, beats, embedder (and lora, tiny_vae, unet) with their files' sha256
     lora: Lora | None = None  # fused into the UNet
+    lora_file: Path | None = None  # its weights file
+    preset: Preset | None = None  # the distillation preset it draws with (with a LoRA)
     tiny_vae: Path | None = None  # an AutoencoderTiny folder, the decoder and encoder in place of the SD VAE
     small_unet: Path | None = None  # a diffusers UNet folder, the UNet in place of the SD's (distilled from it)
 
@@ -49,10 +53,11 @@ class Sources:
         """The bundle's UNet (the small one when given, else Stable Diffusion's), with the LoRA fused into its weights
         when there is one (onto a small UNet where its distillation kept each layer: ``export.lora.place_layers``)."""
         unet = unet_at(self.small_unet, self.small_unet_ref) if self.small_unet else self.sd.unet()
-        if self.lora is not None:
+        if self.lora is not None and self.lora_file is not None:
             from export.lora import fuse_lora
 
-            fuse_lora(unet, self.lora.source, self.lora.scale, made_for=self.lora_made_for())
+            alpha = self.preset.lora_alpha if self.preset is not None else None
+            fuse_lora(unet, self.lora_file, self.lora.scale, made_for=self.lora_made_for(), default_alpha=alpha)
         return unet
 
     def unet_config(self) -> dict:
@@ -66,11 +71,11 @@ class Sources:
     def place_lora(self):
         """Where the LoRA's layers go in the bundle's UNet, read off a weightless copy of it (``export.lora.Placement``;
         None without a LoRA): a LoRA that does not fit is refused before any export work."""
-        if self.lora is None:
+        if self.lora_file is None:
             return None
         from export.lora import meta_unet, place_lora
 
-        return place_lora(meta_unet(self.unet_config()), self.lora.source, self.lora_made_for())
+        return place_lora(meta_unet(self.unet_config()), self.lora_file, self.lora_made_for())
 
     def autoencoder(self):
         """The autoencoder whose decoder and encoder the bundle gets: the tiny one when given, else the SD VAE."""
@@ -123,12 +128,15 @@ def resolve_sources(
     sd: str,
     beats: str | Path,
     embedder: str | Path,
-    lcm_lora: str | None = None,
+    lora: str | None = None,
     lora_scale: float = 1.0,
     tiny_vae: str | None = None,
     unet: str | None = None,
+    preset: Preset | None = None,
 ) -> Sources:
-    """Find and hash the inputs; errors name the one that is missing (or the small UNet that cannot stand in)."""
+    """Find and hash the inputs; errors name the one that is missing (or the small UNet that cannot stand in). A
+    ``lora`` is fused at ``lora_scale`` and drawn with the distillation ``preset`` (the default one where None), whose
+    file it is looked for in a hub repo or folder."""
     stable_diffusion = StableDiffusion.open(sd)
     small_unet = None
     if unet is not None:
@@ -148,13 +156,16 @@ def resolve_sources(
         Source("beats", str(beats), {Path(beats).name: file_sha256(beats)}),
         Source("embedder", str(embedder), {Path(embedder).name: file_sha256(embedder)}),
     ]
-    lora = None
-    if lcm_lora is not None:
+    fused, weights = None, None
+    if lora is not None:
         from export.lora import lora_weights_file
 
-        weights = lora_weights_file(lcm_lora)
-        lora = Lora(str(lcm_lora), file_sha256(weights), float(lora_scale))
-        entries.append(Source("lcm_lora", str(lcm_lora), {weights.name: lora.sha256}))
+        preset = preset or FAST
+        weights = lora_weights_file(lora, preset.lora_file)
+        fused = Lora(str(lora), file_sha256(weights), float(lora_scale))
+        entries.append(Source(LORA_SOURCE, str(lora), {weights.name: fused.sha256}))
+    else:
+        preset = None
     tiny_folder = None
     if tiny_vae is not None:
         tiny_folder = resolve_tiny_autoencoder(tiny_vae)
@@ -162,4 +173,14 @@ def resolve_sources(
         entries.append(Source("tiny_vae", str(tiny_vae), {p.name: file_sha256(p) for p in files}))
     if small_unet is not None:
         entries.append(Source(UNET_SOURCE, str(unet), {name: file_sha256(small_unet / name) for name in UNET_FILES}))
-    return Sources(stable_diffusion, Path(beats), Path(embedder), tuple(entries), lora, tiny_folder, small_unet)
+    return Sources(
+        stable_diffusion,
+        Path(beats),
+        Path(embedder),
+        tuple(entries),
+        lora=fused,
+        lora_file=weights,
+        preset=preset,
+        tiny_vae=tiny_folder,
+        small_unet=small_unet,
+    )

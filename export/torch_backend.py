@@ -38,10 +38,11 @@ class TorchBackend:
             refs["sd"].ref,
             refs["beats"].ref,
             refs["embedder"].ref,
-            lcm_lora=lora.source if lora else None,
+            lora=lora.source if lora else None,
             lora_scale=lora.scale if lora else 1.0,
             tiny_vae=refs["tiny_vae"].ref if "tiny_vae" in refs else None,
             unet=refs[UNET_SOURCE].ref if UNET_SOURCE in refs else None,
+            preset=m.recipe.distillation(),
         )
         for entry in sources.entries:
             if entry.files != refs[entry.role].files:

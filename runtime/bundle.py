@@ -57,15 +57,15 @@ from runtime.contract import (
 )
 from runtime.errors import BundleError, ConfigError, first_line, shown
 from runtime.external_data import MalformedProtobuf, external_locations
-from runtime.sampling import DEFAULT, Preset, Sampling
+from runtime.sampling import DEFAULT, DEFAULT_PRESET, FAST, PRESETS, Preset, Sampling
 from runtime.schedulers import PREDICTION_TYPES, resolve_config
 
 # 2 added the recipe (fused LoRA, decoder, UNet batches, recommended sampling); 3 token slots; 4 recipe.eta and
-# recipe.timestep_spacing
-SCHEMA_VERSION = 4
+# recipe.timestep_spacing; 5 recipe.preset (the distillation preset of the fused LoRA) and the LoRA's source role lora
+SCHEMA_VERSION = 5
 # version 1 reads as the recipe every bundle had then (Recipe()); 1-2 as one slot; 1-3 with eta 0 and the config's
-# timestep spacing
-READABLE_VERSIONS = (1, 2, 3, 4)
+# timestep spacing; 1-4 with a fused LoRA as the lcm preset's (the only one then), its source role lcm_lora as lora
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is some tens of kB; a bigger file is not read
 _CHUNK = 1 << 20  # 1 MiB reads keep hashing a 3.4 GB UNet at a flat memory cost
@@ -80,6 +80,8 @@ REBUILD_HINT = "rebuild the bundle with audiotoken-rt export --force"
 PRECISIONS = ("fp32", "fp16", "int8")  # of the bundle and of each engine (an int8 bundle keeps some engines fp32)
 DECODERS = ("sd-vae", "taesd")  # Stable Diffusion's autoencoder, the tiny one (TAESD)
 UNET_SOURCE = "unet"  # the source role of a UNet given in place of the SD's own (export --unet)
+LORA_SOURCE = "lora"  # the source role of the LoRA fused into the UNet (export --lora)
+OLD_LORA_SOURCE = "lcm_lora"  # its role before schema 5
 MAX_PICTURE_SIDE = 4096  # pixels: a bundle's height and width (SD 1.x draws 512, SD 2.x 768)
 MAX_TOKEN_DIM = 8192  # D: CLIP ViT-L is 768, OpenCLIP ViT-H 1024, ViT-bigG 1280
 FLOAT32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))  # vae_scaling_factor's range
@@ -419,7 +421,7 @@ class Engine:
 
 @dataclass(frozen=True)
 class Source:
-    """An input of the export: ``role`` (sd, beats, embedder; lcm_lora, tiny_vae, unet: a UNet in place of the SD's),
+    """An input of the export: ``role`` (sd, beats, embedder; lora, tiny_vae, unet: a UNet in place of the SD's),
     ``ref`` as given (hub id or path), file hashes."""
 
     role: str
@@ -427,9 +429,12 @@ class Source:
     files: dict[str, str]  # path relative to the source (or its file name) -> sha256
 
     @classmethod
-    def from_json(cls, d: Field) -> Source:
+    def from_json(cls, d: Field, version: int = SCHEMA_VERSION) -> Source:
+        """The source at manifest field ``d`` of a manifest of schema ``version`` (before 5 the LoRA's role is
+        lcm_lora, read as lora)."""
         files = {name: digest.sha256() for name, digest in d["files"].members().items()}
-        return cls(d["role"].text(), d["ref"].text(), files)
+        role = d["role"].text()
+        return cls(LORA_SOURCE if version < 5 and role == OLD_LORA_SOURCE else role, d["ref"].text(), files)
 
 
 @dataclass(frozen=True)
@@ -454,12 +459,45 @@ class Recipe:
     decoder: str = "sd-vae"  # sd-vae (Stable Diffusion's autoencoder) or taesd (the tiny one)
     lora: Lora | None = None
     sampling: Sampling = DEFAULT
+    preset: str | None = None  # the distillation preset of the fused LoRA (runtime.sampling.PRESETS); None without
+
+    def distillation(self) -> Preset | None:
+        """The distillation preset of the fused LoRA; None without one."""
+        return PRESETS[self.preset] if self.preset is not None else None
 
     def holds(self, preset: Preset) -> bool:
-        """Whether the bundle holds what ``preset`` draws with: a LoRA fused, the tiny decoder where the preset has
+        """Whether the bundle holds what ``preset`` draws with: its LoRA fused, the tiny decoder where the preset has
         one, its UNet batches."""
         tiny = preset.tiny_vae is None or self.decoder == "taesd"
-        return self.lora is not None and tiny and set(preset.unet_batches) <= set(self.unet_batches)
+        fused = self.lora is not None and self.preset == preset.name
+        return fused and tiny and set(preset.unet_batches) <= set(self.unet_batches)
+
+    def fast_preset(self) -> Preset | None:
+        """The distillation preset ``generate --fast`` draws this bundle with (its recipe being the bundle's): its
+        LoRA's, where the bundle holds all it needs; else None."""
+        preset = self.distillation()
+        return preset if preset is not None and self.holds(preset) else None
+
+    def require_fast(self, root: str | os.PathLike) -> Preset:
+        """The bundle's ``fast_preset``; else one ConfigError line saying what ``--fast`` needs and a hint naming the
+        export that makes it, its flags derived from the preset (the LoRA's, or the default one without a LoRA)."""
+        preset = self.fast_preset()
+        if preset is not None:
+            return preset
+        batches = ",".join(map(str, self.unet_batches))
+        has = f"{'a LoRA' if self.lora else 'no LoRA'}, the {self.decoder} decoder, UNet batch {batches}"
+        own = self.distillation()
+        if own is None:
+            raise ConfigError(
+                f"{root}: --fast needs a bundle with {FAST.needs()} (or another distillation preset's); this one has "
+                f"{has}",
+                hint=f"export one with: audiotoken-rt export ... {FAST.export_flags} (or: just export-fast); another "
+                "preset: add --preset NAME",
+            )
+        raise ConfigError(
+            f"{root}: --fast needs a bundle with {own.needs()}; this one has {has}",
+            hint=f"export one with: audiotoken-rt export ... {own.export_flags}",
+        )
 
     def to_json(self) -> dict:
         """The manifest's ``recipe`` object: these fields, the sampling's among them (not nested)."""
@@ -474,11 +512,18 @@ class Recipe:
         if not batches or len(set(batches)) < len(batches):
             d["unet_batches"].refuse(", ".join(f"[{batch}]" for batch in UNET_BATCHES) + f" or {list(UNET_BATCHES)}")
         lora = d["lora"].optional()
+        preset = DEFAULT_PRESET if lora is not None else None  # before schema 5, the lcm preset's LoRA
+        if version >= 5:
+            given = d["preset"].optional()
+            preset = given.text(tuple(PRESETS)) if given is not None else None
+            if (preset is None) != (lora is None):
+                d["preset"].refuse("a preset's name with a LoRA, null without one")
         return cls(
             unet_batches=batches,
             decoder=d["decoder"].text(DECODERS),
             lora=Lora.from_json(lora) if lora is not None else None,
             sampling=Sampling.from_json(d, with_eta_and_spacing=version >= 4),
+            preset=preset,
         )
 
 
@@ -552,8 +597,9 @@ class Manifest:
             "--unet-batch",
             ",".join(map(str, self.recipe.unet_batches)),
         ]
-        if "lcm_lora" in refs and self.recipe.lora:
-            words += ["--lcm-lora", refs["lcm_lora"], "--lora-scale", f"{self.recipe.lora.scale:g}"]
+        if LORA_SOURCE in refs and self.recipe.lora and self.recipe.preset:
+            words += ["--lora", refs[LORA_SOURCE], "--preset", self.recipe.preset]
+            words += ["--lora-scale", f"{self.recipe.lora.scale:g}"]
         if "tiny_vae" in refs:
             words += ["--tiny-vae", refs["tiny_vae"]]
         if UNET_SOURCE in refs:
@@ -605,7 +651,7 @@ class Manifest:
             manifest = cls(
                 schema_version=version,
                 key=d["key"].sha256(),
-                sources=tuple(Source.from_json(s) for s in d["sources"].items()),
+                sources=tuple(Source.from_json(s, version) for s in d["sources"].items()),
                 precision=d["precision"].text(PRECISIONS),
                 opset=d["opset"].whole(1),
                 token_dim=d["token_dim"].whole(1, MAX_TOKEN_DIM),

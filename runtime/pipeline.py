@@ -28,9 +28,9 @@ safe to call from several threads: the per-call state is the stopwatch, it holds
 unconditional-embedding cache, the last UNCOND_CACHE_SIZE negative prompts, is locked), ONNX Runtime sessions run
 concurrently, and the TensorRT backend serialises its calls on its own lock.
 
-Recipe: the options' scheduler, steps, guidance, eta and timestep spacing are laid over the bundle's recipe (or the
-fast preset's with ``fast``) as one ``runtime.sampling.Sampling`` (``GenerationOptions.sampling``); ``denoise``
-builds its scheduler from it.
+Recipe: the options' scheduler, steps, guidance, eta and timestep spacing are laid over the bundle's recipe (with
+``fast``, which only a bundle holding a distillation preset takes: ``Recipe.require_fast``, that preset's) as one
+``runtime.sampling.Sampling`` (``GenerationOptions.sampling``); ``denoise`` builds its scheduler from it.
 
 Bounds and numbers: the options are checked before any work (``GenerationOptions.check``: prompts of at most
 MAX_PROMPT_BYTES, the recipe's values within ``runtime.sampling``'s bounds, ...; ``Pipeline.resolve`` builds the
@@ -105,8 +105,8 @@ UNCOND_CACHE_SIZE = 64  # negative prompts whose embeddings [1, 77, D] are kept 
 class GenerationOptions:
     """How to draw. The recipe's fields (scheduler, steps, guidance, eta, timestep spacing: those of
     ``runtime.sampling.Sampling``, by name) left unset come from the bundle's recipe (DPM-Solver++ 2M, 25 steps,
-    guidance 7.5 for a plain bundle; LCM, 4 steps, guidance 1 for a fast one), or from the fast preset's with
-    ``fast`` (``sampling``); ``official()`` gives the paper's inference.
+    guidance 7.5 for a plain bundle; its distillation preset's for a fast one, e.g. LCM, 4 steps, guidance 1), which
+    ``fast`` asks to be a distillation preset's (``sampling``); ``official()`` gives the paper's inference.
 
     The ``help`` of each field is also the ``audiotoken-rt generate`` option's help.
     """
@@ -182,8 +182,9 @@ class GenerationOptions:
     fast: bool = field(
         default=False,
         metadata={
-            "help": f"The fast preset: {FAST.sampling.describe()}, the tiny decoder. It needs a bundle exported for "
-            f"it: audiotoken-rt export ... {FAST.flag}"
+            "help": "The bundle's distillation preset: the recipe of the LoRA fused into it (e.g. "
+            f"{FAST.sampling.describe()}), the tiny decoder. It needs a bundle exported for it: audiotoken-rt "
+            f"export ... {FAST.export_flags} [--preset NAME]"
         },
     )
     stereo: bool = field(
@@ -201,9 +202,10 @@ class GenerationOptions:
         return replace(cls(**asdict(OFFICIAL)), **overrides)
 
     def sampling(self, recipe: Recipe) -> Sampling:
-        """The recipe these options draw with: the values they set laid over the fast preset's (``fast``) or
-        ``recipe``'s sampling (``Sampling.over``)."""
-        return (FAST.sampling if self.fast else recipe.sampling).over(self)
+        """The recipe these options draw with: the values they set laid over ``recipe``'s sampling
+        (``Sampling.over``), which is its distillation preset's in a bundle ``fast`` draws (``Pipeline.resolve``
+        refuses ``fast`` for any other)."""
+        return recipe.sampling.over(self)
 
     def resolved(self, recipe: Recipe) -> GenerationOptions:
         """These options with every field of the recipe they draw with set (``sampling``; the timestep spacing None
@@ -503,13 +505,8 @@ class Pipeline:
     def resolve(self, options: GenerationOptions) -> GenerationOptions:
         """``options`` completed from the bundle's recipe and checked against what the bundle holds."""
         recipe, root = self.bundle.manifest.recipe, self.bundle.root
-        if options.fast and not recipe.holds(FAST):
-            raise ConfigError(
-                f"{root}: {FAST.flag} needs a bundle with {FAST.needs()}; this one has "
-                f"{'a LoRA' if recipe.lora else 'no LoRA'}, the {recipe.decoder} decoder, "
-                f"UNet batch {','.join(map(str, recipe.unet_batches))}",
-                hint=f"export one with: audiotoken-rt export ... {FAST.flag} (or: just export-fast)",
-            )
+        if options.fast:
+            recipe.require_fast(root)
         options = options.resolved(recipe)
         options.check()
         if options.guidance > 1 and GUIDED_BATCH not in recipe.unet_batches:

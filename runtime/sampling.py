@@ -21,9 +21,13 @@ value, its bounds and the presets it uses; tests/test_cpp.py compares them with 
 - A recipe's eta and spacing belong to its scheduler: options that pick another scheduler leave them behind.
 
 Presets: DEFAULT (DPM-Solver++(2M), 25 steps, guidance 7.5: a plain bundle's recipe), OFFICIAL (PNDM, 50 steps,
-guidance 7.5: AudioToken's published inference) and FAST, a ``Preset``: a recipe (LCM, 4 steps, guidance 1) with what
-a bundle must hold to draw it (LCM-LoRA fused into the UNet, the tiny decoder, a UNet of batch 1) and the sources
-``export --fast`` takes those from; ``generate --fast`` draws with the same object.
+guidance 7.5: AudioToken's published inference) and the distillation presets ``PRESETS``, each a ``Preset``: a LoRA
+distilled for few steps (its hub repo and weights file, the scale and alpha it is fused at) with the recipe its model
+card prescribes and what a bundle must hold to draw it (the LoRA fused into the UNet, the tiny decoder, a UNet of
+batch 1). ``export --fast --preset NAME`` takes its sources and writes its name and recipe into the manifest
+(``runtime.bundle.Recipe``); ``generate --fast`` draws a bundle's. FAST is the default one (``lcm``: LCM-LoRA, LCM,
+4 steps, guidance 1). The model cards' "guidance 0" (no classifier-free guidance in diffusers) is guidance 1 here,
+with the UNet at batch 1. docs/fast-path.md has the table and where each recipe comes from.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ if TYPE_CHECKING:
     from runtime.bundle import Field
 
 MAX_GUIDANCE = 50.0  # classifier-free guidance, the recipe's and --guidance's; 7.5 is usual, beyond ~20 it burns
+TAESD = "madebyollin/taesd"
+DEFAULT_PRESET = "lcm"  # the one `export --fast` makes without --preset
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' load_lora_weights looks for by default
 OPTIONS = {  # each field as the command line names it (messages name the option, not the field)
     "scheduler": "--scheduler",
     "steps": "--steps",
@@ -121,9 +128,9 @@ class Sampling:
         return max_steps(self.scheduler, self.scheduler_config(config))
 
     def describe(self) -> str:
-        """One line for people: 'ddim, 50 steps, guidance 7.5, eta 0.5, trailing spacing' (eta 0 and the config's
-        spacing left unsaid)."""
-        words = f"{self.scheduler}, {self.steps} steps, guidance {self.guidance:g}"
+        """One line for people: 'ddim, 50 steps, guidance 7.5, eta 0.5, trailing spacing' ('1 step'; eta 0 and the
+        config's spacing left unsaid)."""
+        words = f"{self.scheduler}, {self.steps} step{'s' if self.steps != 1 else ''}, guidance {self.guidance:g}"
         words += f", eta {self.eta:g}" if self.eta != 0 else ""
         return words + (f", {self.timestep_spacing} spacing" if self.timestep_spacing is not None else "")
 
@@ -200,22 +207,28 @@ _CHECKS = {
 
 @dataclass(frozen=True)
 class Preset:
-    """A named recipe with what a bundle must hold to draw it: a LoRA fused into the UNet (``lora``, named
-    ``lora_name`` for people), the tiny decoder (``tiny_vae``: its source; None: Stable Diffusion's own will do) and
-    the UNet ``unet_batches``. ``export --NAME`` fuses and takes them from these sources (each overridable by its own
-    option); ``generate --NAME`` draws with ``sampling``, the values the options leave unset."""
+    """A distillation LoRA with the recipe its model card prescribes and what a bundle must hold to draw it: the LoRA
+    fused into the UNet (by default ``lora_file`` of the hub repo ``lora``, named ``lora_name`` for people, at
+    ``lora_scale``), the tiny decoder (``tiny_vae``: its source; None: Stable Diffusion's own will do) and the UNet
+    ``unet_batches``. ``export --fast --preset NAME`` fuses and takes them from these sources (each overridable by its
+    own option: ``--lora``, ``--lora-scale``, ``--tiny-vae``, ``--unet-batch``) and records ``name`` and ``sampling``
+    in the manifest; ``generate --fast`` draws a bundle's."""
 
     name: str
     sampling: Sampling
-    lora: str  # hub id, folder or .safetensors file
+    lora: str  # hub id of the repo holding it
+    lora_file: str  # its weights file in that repo (a path in it), also looked for in a local folder
     lora_name: str
-    tiny_vae: str | None  # hub id or diffusers AutoencoderTiny folder
-    unet_batches: tuple[int, ...]
+    lora_scale: float = 1.0
+    # The alpha it was trained at, for a layer its file stores none of (None: the layer's rank, as diffusers reads it)
+    lora_alpha: float | None = None
+    tiny_vae: str | None = TAESD  # hub id or diffusers AutoencoderTiny folder
+    unet_batches: tuple[int, ...] = (SINGLE_BATCH,)  # guidance 1: the conditional half alone, half the work per step
 
     @property
-    def flag(self) -> str:
-        """The option of ``generate`` and of ``export`` that asks for this preset."""
-        return f"--{self.name}"
+    def export_flags(self) -> str:
+        """The options of ``export`` that make a bundle ``generate --fast`` draws with this preset."""
+        return "--fast" if self.name == DEFAULT_PRESET else f"--fast --preset {self.name}"
 
     def needs(self) -> str:
         """What a bundle must hold for it, for messages: 'LCM-LoRA fused, the tiny decoder and a UNet of batch 1'."""
@@ -225,11 +238,81 @@ class Preset:
 
 DEFAULT = Sampling()
 OFFICIAL = Sampling("pndm", 50, 7.5)
-FAST = Preset(
-    "fast",
-    Sampling("lcm", 4, 1.0),  # LCM-LoRA's: 4 steps, no classifier-free guidance
-    lora="latent-consistency/lcm-lora-sdv1-5",
-    lora_name="LCM-LoRA",
-    tiny_vae="madebyollin/taesd",
-    unet_batches=(SINGLE_BATCH,),  # guidance 1: the conditional half alone, half the work per step
-)
+HYPER_SD = "ByteDance/Hyper-SD"  # Hyper-SD's SD 1.5 LoRAs: its card, SD 1.5 code blocks; fused at scale 1
+PCM = "wangfuyun/PCM_Weights"  # PCM's SD 1.5 LoRAs in sd15/: the "small CFG" ones, drawn without guidance
+# PCM's LoRAs were trained at peft's default lora_alpha, 8, over rank 64 (train_pcm_lora_sd15.py): their converted
+# files store it; a copy without alphas is still fused at 8 / 64, not at its rank
+PCM_ALPHA = 8.0
+PRESETS = {
+    preset.name: preset
+    for preset in (
+        # latent-consistency/lcm-lora-sdv1-5's card: LCMScheduler, 4 steps (2 to 8), guidance off
+        Preset("lcm", Sampling("lcm", 4, 1.0), "latent-consistency/lcm-lora-sdv1-5", LORA_WEIGHTS_NAME, "LCM-LoRA"),
+        # The one-step "unified" LoRA: TCDScheduler, 1 step, guidance 0, eta 1.0 (no noise is drawn at one step)
+        Preset(
+            "hyper-1step",
+            Sampling("tcd", 1, 1.0, eta=1.0),
+            HYPER_SD,
+            "Hyper-SD15-1step-lora.safetensors",
+            "Hyper-SD 1-step LoRA",
+        ),
+        # The N-step LoRAs: DDIMScheduler with "trailing" timestep spacing, N steps, guidance 0
+        Preset(
+            "hyper-2step",
+            Sampling("ddim", 2, 1.0, timestep_spacing="trailing"),
+            HYPER_SD,
+            "Hyper-SD15-2steps-lora.safetensors",
+            "Hyper-SD 2-step LoRA",
+        ),
+        Preset(
+            "hyper-4step",
+            Sampling("ddim", 4, 1.0, timestep_spacing="trailing"),
+            HYPER_SD,
+            "Hyper-SD15-4steps-lora.safetensors",
+            "Hyper-SD 4-step LoRA",
+        ),
+        Preset(
+            "hyper-8step",
+            Sampling("ddim", 8, 1.0, timestep_spacing="trailing"),
+            HYPER_SD,
+            "Hyper-SD15-8steps-lora.safetensors",
+            "Hyper-SD 8-step LoRA",
+        ),
+        # h1t/TCD-SD15-LoRA's card: TCDScheduler, 4 steps, guidance 0, eta (TCD's gamma) 0.3
+        Preset("tcd", Sampling("tcd", 4, 1.0, eta=0.3), "h1t/TCD-SD15-LoRA", LORA_WEIGHTS_NAME, "TCD-LoRA"),
+        # PCM's validation (and its README's DDIM fix): DDIM, "trailing" spacing, eta 0, N steps; small CFG: guidance 0
+        Preset(
+            "pcm-2step",
+            Sampling("ddim", 2, 1.0, timestep_spacing="trailing"),
+            PCM,
+            "sd15/pcm_sd15_smallcfg_2step_converted.safetensors",
+            "PCM 2-step LoRA",
+            lora_alpha=PCM_ALPHA,
+        ),
+        Preset(
+            "pcm-4step",
+            Sampling("ddim", 4, 1.0, timestep_spacing="trailing"),
+            PCM,
+            "sd15/pcm_sd15_smallcfg_4step_converted.safetensors",
+            "PCM 4-step LoRA",
+            lora_alpha=PCM_ALPHA,
+        ),
+        Preset(
+            "pcm-8step",
+            Sampling("ddim", 8, 1.0, timestep_spacing="trailing"),
+            PCM,
+            "sd15/pcm_sd15_smallcfg_8step_converted.safetensors",
+            "PCM 8-step LoRA",
+            lora_alpha=PCM_ALPHA,
+        ),
+        Preset(
+            "pcm-16step",
+            Sampling("ddim", 16, 1.0, timestep_spacing="trailing"),
+            PCM,
+            "sd15/pcm_sd15_smallcfg_16step_converted.safetensors",
+            "PCM 16-step LoRA",
+            lora_alpha=PCM_ALPHA,
+        ),
+    )
+}
+FAST = PRESETS[DEFAULT_PRESET]

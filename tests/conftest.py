@@ -72,6 +72,6 @@ def fast_reference(tiny_models):
         tiny_models / "sd",
         tiny_models / "beats.pt",
         tiny_models / "embedder.bin",
-        lcm_lora=tiny_models / "lcm-lora",
+        lora=tiny_models / "lcm-lora",
         tiny_vae=tiny_models / "taesd",
     )

@@ -1,10 +1,12 @@
-"""The helpers the test modules share: where the repository and the real clips are, and the two error measures
-tests compare with (PSNR between pictures, an output's error relative to its reference's scale).
+"""The helpers the test modules share: where the repository and the real clips are, the two error measures tests
+compare with (PSNR between pictures, an output's error relative to its reference's scale), a UNet engine's seeded
+inputs with a diffusers UNet's output on them, and a LoRA fused by hand from its file in any of its key layouts.
 
 Fixtures stay in ``conftest.py``; this module holds plain values and functions, so a test module imports them from
 here (``from tests.support import CLIPS, psnr``) and never from another test module. The error measures are
 written here from their definitions, not imported from the code under test (``export.parity``), so a test that
-recomputes an engine's error does not share a bug with the exporter that recorded it.
+recomputes an engine's error does not share a bug with the exporter that recorded it; so is the LoRA formula
+(``export.lora`` leaves it to diffusers and peft).
 """
 
 from __future__ import annotations
@@ -57,3 +59,59 @@ def export_tiny(models: Path, out: Path, **options) -> Path:
     sources = {"sd": str(models / "sd"), "beats": models / "beats.pt", "embedder": models / "embedder.bin"}
     export_bundle(ExportOptions(**sources, out=out, **options), Console(file=io.StringIO()))
     return out
+
+
+def unet_feeds(manifest, seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs of a bundle's UNet engine at its shapes (a timestep off the export's sample)."""
+    shapes = {spec.name: tuple(spec.shape) for spec in manifest.engines["unet"].inputs}
+    rng = np.random.default_rng(seed)
+    return {
+        "sample": rng.standard_normal(shapes["sample"]).astype(np.float32),
+        "timestep": np.array([457.25], np.float32),  # not the export's sample (981)
+        "encoder_hidden_states": rng.standard_normal(shapes["encoder_hidden_states"]).astype(np.float32),
+    }
+
+
+def torch_unet(unet, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """A diffusers UNet's output on a UNet engine's ``feeds``."""
+    import torch
+
+    x = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    with torch.no_grad():
+        return unet(x["sample"], x["timestep"], x["encoder_hidden_states"]).sample.numpy()
+
+
+def lora_layers(tensors: dict, unet) -> dict[str, tuple]:
+    """A LoRA file's layers by UNet module name, read here from its key layout: (down, up, alpha or None)."""
+    from audiotoken.random_models import kohya_name  # the kohya naming rule: lora_unet_ + the module path, dots as _
+
+    kohya = {kohya_name(name): name for name, _ in unet.named_modules() if name}
+    layers = {}
+    for key in tensors:
+        if key.endswith(".lora_down.weight"):  # kohya: lora_unet_<module>.lora_down.weight, .lora_up.weight, .alpha
+            layer = key.removesuffix(".lora_down.weight")
+            alpha = tensors.get(f"{layer}.alpha")
+            up = tensors[f"{layer}.lora_up.weight"]
+            layers[kohya[layer]] = (tensors[key], up, None if alpha is None else alpha.item())
+        elif key.endswith(".lora.down.weight"):  # diffusers: unet.<module>.lora.down.weight, .lora.up.weight
+            module = key.removeprefix("unet.").removesuffix(".lora.down.weight")
+            layers[module] = (tensors[key], tensors[f"unet.{module}.lora.up.weight"], None)
+        elif key.endswith(".lora_A.weight"):  # peft: unet.<module>.lora_A.weight, .lora_B.weight
+            module = key.removeprefix("unet.").removesuffix(".lora_A.weight")
+            layers[module] = (tensors[key], tensors[f"unet.{module}.lora_B.weight"], None)
+    return layers
+
+
+def fused_by_hand(unet, tensors: dict, scale: float, default_alpha: float | None = None):
+    """A copy of ``unet`` with W + scale * alpha / rank * up @ down on every layer of the LoRA, in float64 (alpha: the
+    file's, else ``default_alpha``, else the rank)."""
+    import copy
+
+    fused = copy.deepcopy(unet)
+    for module, (down, up, alpha) in lora_layers(tensors, unet).items():
+        rank = down.shape[0]
+        alpha = alpha if alpha is not None else default_alpha if default_alpha is not None else rank
+        weight = fused.get_submodule(module).weight  # [out, in] or [out, in, kh, kw]
+        delta = (up.double().flatten(1) @ down.double().flatten(1)).reshape(weight.shape)  # [out, in * kh * kw]
+        weight.data = (weight.double() + scale * alpha / rank * delta).float()
+    return fused

@@ -580,7 +580,7 @@ def test_paths_are_shown_as_they_are_even_with_brackets(generate, tmp_path):
 def test_fast_help_and_refusal_give_the_export_command_a_pip_user_runs(generate, clips):
     from runtime.sampling import FAST
 
-    command = f"audiotoken-rt export ... {FAST.flag}"
+    command = f"audiotoken-rt export ... {FAST.export_flags}"
     help_text = subprocess.run(
         [sys.executable, "-m", "audiotoken_rt", "generate", "--help"], capture_output=True, text=True, cwd=REPO
     ).stdout

@@ -6,8 +6,9 @@ binaries: ``audiotoken-rt-cpp-check`` (noise, tokenizer, schedulers, the samplin
 the C API) and the example program ``audiotoken-rt-cpp``. Checked: the noise bit for bit, and its Philox4x64-10
 against Random123's known answers; the tokenizer's ids on a corpus of prompts; the schedulers' full loops within
 1e-5, DDIM and TCD at an eta and every scheduler at a recipe's timestep spacing too; pictures of the C++ example against
-the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and recipes); the input bounds, the sampling
-presets and what each scheduler takes equal to the Python runtime's; a schema 3 manifest read as before;
+the Python CLI (PSNR >= 40 dB, fp32 on the CPU, several clips, prompts and recipes, and fast on distillation
+presets' bundles); the input bounds, the sampling presets and what each scheduler takes equal to the Python runtime's;
+a schema 3 manifest read as before;
 src/contract.hpp equal to what runtime/contract.py writes, and the engine table at a bundle's sizes equal to the
 Python contract's; bad input answered by a status and a one-line message, never a crash or a read past a caller's
 buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading external data the manifest does not
@@ -294,6 +295,31 @@ def test_cpp_pictures_are_the_python_cli_pictures(cpp, tiny_bundle, clip_set, tm
     assert psnr(Image.open(tmp_path / "cpp-0.png"), Image.open(tmp_path / "cpp-1.png")) < 40  # seeds differ
 
 
+@pytest.mark.parametrize("name", ["hyper-2step", "hyper-1step"])
+def test_cpp_draws_a_distillation_presets_bundle_with_fast_as_python_does(cpp, tiny_models, clip_set, tmp_path, name):
+    """fast on a bundle of a preset (schema 5's recipe.preset; the LoRA fused, TAESD, batch 1) draws the preset's
+    recipe, the picture Python draws."""
+    from audiotoken.random_models import LORA_STAND_INS
+    from audiotoken_rt.cli import app
+    from runtime.sampling import PRESETS
+    from tests.support import export_tiny
+
+    preset, path = PRESETS[name], clip_set["clip1"]
+    lora, taesd = tiny_models / LORA_STAND_INS[preset.lora].folder, tiny_models / "taesd"
+    bundle = export_tiny(tiny_models, tmp_path / "bundle", fast=True, preset=name, lora=str(lora), tiny_vae=str(taesd))
+    common = ["--engines", bundle, "--seed", 3, "--fast"]
+    run(cpp / "audiotoken-rt-cpp", "generate", path, "--out", tmp_path / "cpp.png", *common)
+    result = CliRunner().invoke(app, ["generate", str(path), "--out", str(tmp_path / "py"), *map(str, common)])
+    assert result.exit_code == 0, result.output
+    ours, theirs = tmp_path / "cpp.png", tmp_path / "py" / f"{path.stem}.png"
+    recipe = preset.sampling
+    expected = {"scheduler": recipe.scheduler, "steps": str(recipe.steps), "timestep_spacing": recipe.timestep_spacing}
+    for picture in (ours, theirs):
+        text = read_png_metadata(picture)
+        assert {key: text.get(key) for key in expected} == expected and float(text["eta"]) == recipe.eta
+    assert psnr(Image.open(ours), Image.open(theirs)) >= 40
+
+
 # --- bounds shared with the Python runtime and the C boundary -----------------------------------------------
 
 
@@ -370,22 +396,28 @@ def test_the_engine_contracts_are_the_python_runtimes(cpp, token_dim, height, wi
 
 
 def test_the_sampling_presets_and_what_each_scheduler_takes_are_the_python_runtimes(cpp):
-    """src/sampling.hpp's recipes (a plain bundle's, the fast preset with what a bundle needs for it), eta's bound, the
-    spacings, which scheduler takes an eta or a spacing, and the recipe fields atrt_draw_options_init leaves unset,
-    printed by the C++ side, are runtime/sampling.py's and runtime/schedulers.py's."""
+    """src/sampling.hpp's recipe of a plain bundle and its distillation presets (in order, the default one first, with
+    what a bundle needs for each and the export flags that make one), eta's bound, the spacings, which scheduler takes
+    an eta or a spacing, and the recipe fields atrt_draw_options_init leaves unset, printed by the C++ side, are
+    runtime/sampling.py's and runtime/schedulers.py's."""
     from runtime import sampling, schedulers
 
     got = json.loads(run(cpp / "audiotoken-rt-cpp-check", "sampling").stdout)
-    fast = sampling.FAST
     assert got["default"] == sampling.DEFAULT.to_json()
-    assert got["fast"] == {
-        "sampling": fast.sampling.to_json(),
-        "unet_batch": fast.unet_batches[0],
-        "tiny_decoder": fast.tiny_vae is not None,
-        "flag": fast.flag,
-        "needs": fast.needs(),
-    }
-    assert len(fast.unet_batches) == 1  # the C++ preset holds one batch
+    assert next(iter(sampling.PRESETS)) == sampling.DEFAULT_PRESET  # the C++ table's first is the default
+    assert got["presets"] == [
+        {
+            "name": preset.name,
+            "lora_name": preset.lora_name,
+            "unet_batch": preset.unet_batches[0],
+            "tiny_decoder": preset.tiny_vae is not None,
+            "needs": preset.needs(),
+            "export_flags": preset.export_flags,
+            "found": True,
+        }
+        for preset in sampling.PRESETS.values()
+    ]
+    assert all(len(preset.unet_batches) == 1 for preset in sampling.PRESETS.values())  # a C++ preset holds one batch
     assert got["max_eta"] == schedulers.MAX_ETA and tuple(got["spacings"]) == schedulers.TIMESTEP_SPACINGS
     assert got["schedulers"] == {
         name: {"eta": name in schedulers.ETA_SCHEDULERS, "spacing": name in schedulers.SPACED_SCHEDULERS}

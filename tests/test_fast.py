@@ -40,7 +40,8 @@ def test_the_manifest_records_the_recipe(fast_bundle, tiny_models):
     assert manifest["vae_scaling_factor"] == taesd_config["scaling_factor"] == 1.0
     unet = {spec["name"]: spec["shape"] for spec in manifest["engines"]["unet"]["inputs"]}
     assert unet["sample"][0] == unet["encoder_hidden_states"][0] == 1  # no unconditional half
-    assert {s["role"] for s in manifest["sources"]} == {"sd", "beats", "embedder", "lcm_lora", "tiny_vae"}
+    assert {s["role"] for s in manifest["sources"]} == {"sd", "beats", "embedder", "lora", "tiny_vae"}
+    assert recipe["preset"] == "lcm"  # --fast alone, its LoRA given by the --lcm-lora alias
 
 
 @pytest.mark.parametrize("seed", [5, 6])
@@ -80,7 +81,7 @@ def test_the_bundle_recipe_is_the_default_and_runs_the_unet_at_batch_1(fast_bund
 def test_what_a_bundle_lacks_is_one_error_naming_the_export_flag(fast_bundle, tiny_bundle, clips):
     with pytest.raises(ConfigError, match="--fast needs a bundle with LCM-LoRA fused") as caught:
         Pipeline.open(tiny_bundle).draw(clips[0], GenerationOptions(fast=True))
-    assert f"audiotoken-rt export ... {FAST.flag}" in caught.value.hint  # the flag that fills in the preset's sources
+    assert f"audiotoken-rt export ... {FAST.export_flags}" in caught.value.hint  # the flags filling in its sources
     with pytest.raises(ConfigError, match="guidance 7.5 needs the UNet at batch 2") as caught:
         Pipeline.open(fast_bundle).draw(clips[0], GenerationOptions(guidance=7.5))
     assert "--unet-batch 1,2" in caught.value.hint

@@ -4,8 +4,8 @@ runtime/, export/ and audiotoken/ write is an option of the command the text nam
 Justfile. A hint is a new user's next command, so one naming a renamed or never-made option sends them nowhere.
 
 The texts are read from the source (``ast``): string constants, f-strings with their constant parts, and module
-constants they name (``hint=TRT_HINT``, ``INSTALL_HINTS[device]``, ``FAST.flag``); a flag after ``pip`` in its clause
-is pip's.
+constants they name (``hint=TRT_HINT``, ``INSTALL_HINTS[device]``, ``FAST.export_flags``); a flag after ``pip`` in
+its clause is pip's.
 A module that imports only where it runs (Triton's stub) has its texts checked without its constants filled in."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_the_collector_sees_the_hints_it_must_check():
     assert any("--overwrite to replace" in t for t in texts)  # a plain hint
     assert any("audiotoken-rt[trt]" in t for t in texts)  # a module constant (TRT_HINT)
     assert any("audiotoken-rt[trt]" in t and "or export without --tensorrt" in t for t in texts)  # an f-string's
-    assert any("audiotoken-rt export ... --fast" in t for t in texts)  # a module constant's attribute (FAST.flag)
+    assert any("audiotoken-rt export ... --fast" in t for t in texts)  # a constant's attribute (FAST.export_flags)
     assert any("onnxruntime-gpu" in t for t in texts)  # a dict constant's values (INSTALL_HINTS[device])
 
 

@@ -1,6 +1,9 @@
 """export.lora on the tiny random models: the fused UNet equals diffusers' own load_lora_weights + fuse_lora, its
 weights follow W' = W + scale * alpha / rank * up @ down (recomputed here in float64 from the file's tensors), the
 output moves visibly, and files that are not a LoRA for this UNet are one-line CheckpointErrors that change nothing.
+Every distillation LoRA's stand-in (make-random's, in its published layout: kohya keys with alpha, diffusers keys
+without; peft's lora_A/lora_B too) fuses so, found by its preset's file name in a folder or hub repo; a file without
+alphas is fused at the rank, or at the alpha its preset was trained at (PCM's).
 Into a small UNet distilled from the SD's (BK-SDM), a LoRA for the SD's UNet goes where BK-SDM's copy rule put each of
 its layers, and those of removed blocks are left out; a LoRA made for the small UNet goes by its own names."""
 
@@ -9,14 +12,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from audiotoken.random_models import LORA_WEIGHTS_NAME, kohya_name, lora_targets, random_lora
+from audiotoken.random_models import kohya_name, lora_stand_in, lora_targets, random_lora
 from export.lora import fuse_lora
 from runtime.errors import CheckpointError
+from runtime.sampling import LORA_WEIGHTS_NAME, PRESETS
+from tests.support import fused_by_hand
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -149,6 +155,103 @@ def test_a_hub_id_resolves_through_hf_hub_download(lora, unet, monkeypatch):
     info = fuse_lora(unet, "latent-consistency/lcm-lora-sdv1-5")
     assert asked == [("latent-consistency/lcm-lora-sdv1-5", LORA_WEIGHTS_NAME)]
     assert info.source == "latent-consistency/lcm-lora-sdv1-5" and info.layers == 79
+
+
+def assert_fused_as(fused, expected) -> None:
+    """Every weight of ``fused`` equals ``expected``'s (the LoRA applied by hand in float64) to float32 rounding."""
+    want = expected.state_dict()
+    errors = {
+        name: (value.double() - want[name].double()).abs().max().item() for name, value in fused.state_dict().items()
+    }
+    assert max(errors.values()) < 1e-6, max(errors.items(), key=lambda item: item[1])
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_each_distillation_loras_stand_in_fuses_as_diffusers_fuses_it(tiny_models, unet, name):
+    """Found by its preset's file name in the folder standing in for its repo; kohya keys with alpha (LCM-LoRA,
+    Hyper-SD, PCM) or diffusers keys without (TCD)."""
+    from diffusers import StableDiffusionPipeline
+
+    preset, file = PRESETS[name], lora_stand_in(tiny_models, name)
+    repo = file.parents[len(Path(preset.lora_file).parts) - 1]  # the folder standing in for the hub repo
+    pipe = StableDiffusionPipeline.from_pretrained(
+        tiny_models / "sd", safety_checker=None, requires_safety_checker=False
+    )
+    pipe.load_lora_weights(file.parent, weight_name=file.name)
+    pipe.fuse_lora(lora_scale=0.8)
+    fused = copy.deepcopy(unet)
+    info = fuse_lora(fused, repo, 0.8, weights_name=preset.lora_file, default_alpha=preset.lora_alpha)
+    assert info.sha256 == hashlib.sha256(file.read_bytes()).hexdigest() and info.layers == 79
+    assert_fused_as(fused, fused_by_hand(unet, load_file(file), 0.8))
+    error = (unet_output(fused) - unet_output(pipe.unet.eval())).abs().max().item()
+    assert error < 1e-5, error
+
+
+def test_peft_keys_fuse_at_their_rank(tiny_models, unet, tmp_path):
+    """peft's unet.<module>.lora_A/lora_B layout (no alpha): diffusers reads it at alpha = rank."""
+    tensors = {
+        key.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): value
+        for key, value in load_file(lora_stand_in(tiny_models, "tcd")).items()
+    }
+    assert all(key.endswith((".lora_A.weight", ".lora_B.weight")) for key in tensors)
+    fused = copy.deepcopy(unet)
+    info = fuse_lora(fused, write(tmp_path, "peft.safetensors", tensors), 1.5)
+    assert (info.layers, info.ranks, info.alphas) == (79, (4,), (4.0,))
+    assert_fused_as(fused, fused_by_hand(unet, tensors, 1.5))
+
+
+def test_a_pcm_file_without_alphas_is_fused_at_the_alpha_pcm_was_trained_at(tiny_models, unet, tmp_path):
+    pcm = PRESETS["pcm-4step"]
+    tensors = {k: v for k, v in load_file(lora_stand_in(tiny_models, "pcm-4step")).items() if not k.endswith(".alpha")}
+    bare = write(tmp_path, "bare.safetensors", tensors)
+    fused = copy.deepcopy(unet)
+    info = fuse_lora(fused, bare, default_alpha=pcm.lora_alpha)
+    assert pcm.lora_alpha == 8.0 and info.alphas == (8.0,)  # 8 / rank, not the rank's 1
+    assert_fused_as(fused, fused_by_hand(unet, tensors, 1.0, default_alpha=8.0))
+    at_rank = copy.deepcopy(unet)
+    assert fuse_lora(at_rank, bare).alphas == (4.0,)  # without a preset's alpha: diffusers' reading
+    assert_fused_as(at_rank, fused_by_hand(unet, tensors, 1.0))
+
+
+def test_a_presets_file_is_found_in_a_folder_or_hub_repo_before_diffusers_default(tiny_models, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from export.lora import lora_weights_file
+
+    pcm = PRESETS["pcm-8step"]
+    repo = lora_stand_in(tiny_models, "pcm-8step").parents[1]  # pcm/, holding sd15/<file>
+    assert lora_weights_file(repo, pcm.lora_file) == repo / pcm.lora_file
+    (tmp_path / "renamed").mkdir()
+    shutil.copy(repo / pcm.lora_file, tmp_path / "renamed" / LORA_WEIGHTS_NAME)  # a re-upload under diffusers' name
+    assert lora_weights_file(tmp_path / "renamed", pcm.lora_file) == tmp_path / "renamed" / LORA_WEIGHTS_NAME
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=f"no {pcm.lora_file} or {LORA_WEIGHTS_NAME} in this folder"):
+        lora_weights_file(tmp_path / "empty", pcm.lora_file)
+
+    asked, lacking = [], {pcm.lora_file}
+
+    def download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        if filename in lacking:
+            raise EntryNotFoundError(f"{filename} is not in {repo_id}")
+        if filename == "gated":
+            raise OSError("401 Client Error: gated repo")
+        return str(repo / pcm.lora_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    lacking = set()
+    lora_weights_file(pcm.lora, pcm.lora_file)
+    assert asked == [(pcm.lora, pcm.lora_file)]
+    asked.clear()
+    lacking = {pcm.lora_file}
+    lora_weights_file("someone/pcm-copy", pcm.lora_file)  # not there: diffusers' default name next
+    assert asked == [("someone/pcm-copy", pcm.lora_file), ("someone/pcm-copy", LORA_WEIGHTS_NAME)]
+    asked.clear()
+    with pytest.raises(CheckpointError) as raised:
+        lora_weights_file("someone/private", "gated")
+    assert asked == [("someone/private", "gated")]  # any other failure is not retried under another name
+    assert "OSError: 401 Client Error" in str(raised.value) and "\n" not in str(raised.value)
 
 
 def other_unet(**changes):

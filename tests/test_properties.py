@@ -45,6 +45,7 @@ from PIL import Image, features
 
 from runtime.audio import DOWNMIX_MODES, load_audio, prepare_waveform
 from runtime.bundle import (
+    SCHEMA_VERSION,
     Engine,
     FileEntry,
     Lora,
@@ -555,8 +556,8 @@ def test_load_picture_of_any_array(sandbox, pixels, max_pixels):
 
 @functools.cache
 def valid_manifest() -> dict:
-    """A manifest as export writes it (schema 3: a LoRA, a UNet with external data, a TensorRT plan and a variant),
-    as the dict json.loads gives."""
+    """A manifest as export writes it (the current schema: a LoRA with its distillation preset, a UNet with external
+    data, a TensorRT plan and a variant), as the dict json.loads gives."""
     dims = Dims(token_dim=32, height=64, width=64, unet_batches=(2,), token_slots=4)
 
     def entry(path: str, fill: str) -> FileEntry:
@@ -580,7 +581,7 @@ def valid_manifest() -> dict:
             variants=(Variant(entry("unet.mha.onnx", "c"), ("cpu", "cuda"), parity("noise_pred")),) if unet else (),
         )
     manifest = Manifest(
-        schema_version=3,
+        schema_version=SCHEMA_VERSION,
         key="d" * 64,
         sources=(Source("sd", "runwayml/stable-diffusion-v1-5", {"unet/model.safetensors": "e" * 64}),),
         precision="fp32",
@@ -598,7 +599,7 @@ def valid_manifest() -> dict:
         files=(entry("tokenizer/tokenizer.json", "f"), entry("scheduler_config.json", "f")),
         engines=engines,
         created_with={"audiotoken-rt": "0.1.0", "onnx": "1.17.0"},
-        recipe=Recipe(unet_batches=(2,), lora=Lora("latent-consistency/lcm-lora-sdv1-5", "f" * 64, 1.0)),
+        recipe=Recipe(unet_batches=(2,), lora=Lora("latent-consistency/lcm-lora-sdv1-5", "f" * 64, 1.0), preset="lcm"),
         token_slots=4,
     )
     return json.loads(manifest.to_json())

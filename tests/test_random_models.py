@@ -165,6 +165,17 @@ def test_sd15_lcm_lora_covers_the_real_layers_at_the_real_size(tmp_path):
     assert (len(layers), values, rank, ARCHITECTURES["sd15"].lora_alpha) == (278, 67_252_224, 64, 8.0)
 
 
+def test_sd15_writes_the_one_step_lora_at_its_published_size():
+    """sd15 writes LCM-LoRA's and Hyper-SD's one-step stand-ins only (the others would add 1.2 GB): the latter is
+    LCM-LoRA's 67.25 M values in fp32, the 269 MB of Hyper-SD15-1step-lora.safetensors on the hub."""
+    from audiotoken.random_models import LORA_STAND_INS
+    from runtime.sampling import PRESETS
+
+    assert ARCHITECTURES["sd15"].lora_presets == ("lcm", "hyper-1step")
+    dtype = LORA_STAND_INS[PRESETS["hyper-1step"].lora].dtype
+    assert 67_252_224 * dtype.itemsize == 269_008_896  # 269 MB
+
+
 def test_taesd_loads_and_decodes_8x(tiny_models):
     from diffusers import AutoencoderTiny
 

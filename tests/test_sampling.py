@@ -42,17 +42,17 @@ def test_the_presets_are_the_documented_recipes():
     assert OFFICIAL == Sampling("pndm", 50, 7.5, 0.0, None)
     assert FAST.sampling == Sampling("lcm", 4, 1.0, 0.0, None) and FAST.unet_batches == (1,)
     assert GenerationOptions.official().sampling(Recipe()) == OFFICIAL
-    assert GenerationOptions(fast=True).sampling(Recipe()) == FAST.sampling
+    assert GenerationOptions(fast=True).sampling(Recipe(sampling=FAST.sampling, preset=FAST.name)) == FAST.sampling
     assert GenerationOptions().sampling(Recipe()) == DEFAULT  # a plain bundle's recipe
 
 
 def test_export_fast_takes_the_sources_generate_fast_draws_with():
     options = ExportOptions(sd="sd", beats=Path("b.pt"), embedder=Path("e.bin"), out=Path("out"), fast=True)
     filled = options.with_preset()
-    assert (filled.lcm_lora, filled.tiny_vae, filled.unet_batch) == (FAST.lora, FAST.tiny_vae, "1")
+    assert (filled.lora, filled.tiny_vae, filled.unet_batch) == (FAST.lora, FAST.tiny_vae, "1")
     own = ExportOptions(**{**vars(options), "lcm_lora": "my-lora", "tiny_vae": "my-taesd"}).with_preset()
-    assert (own.lcm_lora, own.tiny_vae) == ("my-lora", "my-taesd")  # a source given is kept
-    assert ExportOptions(**{**vars(options), "fast": False}).with_preset().lcm_lora is None
+    assert (own.lora, own.tiny_vae) == ("my-lora", "my-taesd")  # a source given is kept
+    assert ExportOptions(**{**vars(options), "fast": False}).with_preset().lora is None
 
 
 @pytest.fixture

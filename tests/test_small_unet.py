@@ -24,7 +24,6 @@ from typer.testing import CliRunner
 
 from audiotoken.random_models import (
     ARCHITECTURES,
-    LORA_WEIGHTS_NAME,
     bk_sdm_tiny_config,
     build_stable_diffusion,
     kohya_name,
@@ -36,7 +35,8 @@ from export.options import ExportOptions
 from export.small_unet import distilled_from
 from runtime.bundle import read_manifest, verify
 from runtime.errors import CheckpointError
-from tests.support import relative_error, run_onnx
+from runtime.sampling import LORA_WEIGHTS_NAME
+from tests.support import relative_error, run_onnx, torch_unet, unet_feeds
 
 # nota-ai/bk-sdm-tiny's UNet: BK-SDM's src/unet_config/bk_tiny/config.json (the BK-SDM code), every
 # key but _class_name and _diffusers_version
@@ -251,22 +251,6 @@ def small_bundle(tiny_models, tmp_path_factory) -> Path:
     return out
 
 
-def unet_feeds(manifest, seed: int) -> dict[str, np.ndarray]:
-    shapes = {spec.name: tuple(spec.shape) for spec in manifest.engines["unet"].inputs}
-    rng = np.random.default_rng(seed)
-    return {
-        "sample": rng.standard_normal(shapes["sample"]).astype(np.float32),
-        "timestep": np.array([457.25], np.float32),  # not the export's sample (981)
-        "encoder_hidden_states": rng.standard_normal(shapes["encoder_hidden_states"]).astype(np.float32),
-    }
-
-
-@torch.no_grad()
-def torch_unet(unet, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    x = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    return unet(x["sample"], x["timestep"], x["encoder_hidden_states"]).sample.numpy()
-
-
 def test_the_unet_engine_is_the_small_unet(small_bundle, tiny_bundle, tiny_models):
     from diffusers import UNet2DConditionModel
 
@@ -441,7 +425,7 @@ def test_a_lora_for_sd_is_fused_into_the_small_unet_without_the_removed_blocks(t
     (output,) = run_onnx(result.folder / manifest.engines["unet"].file.path, feeds).values()
     assert relative_error(output, torch_unet(fused, feeds)) < 1e-4
     assert relative_error(output, torch_unet(small, feeds)) > 1e-2  # the LoRA changed it
-    assert manifest.recipe.lora is not None and {s.role for s in manifest.sources} >= {"unet", "lcm_lora"}
+    assert manifest.recipe.lora is not None and {s.role for s in manifest.sources} >= {"unet", "lora"}
 
 
 def test_a_lora_that_does_not_fit_the_small_unet_is_refused_before_any_work(tiny_models, tmp_path, monkeypatch):

@@ -1,9 +1,9 @@
 """``audiotoken-rt compare``: two bundles (or recipes) drawn side by side with the same seeds, the PSNR of every
 picture pair and, with ``--models``, both sides' metrics and their differences.
 
-Each side draws with a preset's recipe (``runtime.sampling``: the bundle's own, the fast preset, the official
-inference), ``--steps``/``--scheduler``/``--guidance``/``--eta``/``--spacing`` laid over both; the JSON records the
-recipe each side drew with (``Sampling.to_json``).
+Each side draws with a preset's recipe (``runtime.sampling``: the bundle's own, its distillation preset's, the
+official inference), ``--steps``/``--scheduler``/``--guidance``/``--eta``/``--spacing`` laid over both; the JSON
+records the recipe each side drew with (``Sampling.to_json``).
 
 Place in the data flow: clips -> ``runtime.pipeline`` (bundle A, bundle B) -> pictures -> PSNR, and
 ``scoring.Evaluator`` (one for both sides: the clip side embedded once) -> tables on stdout, ``--json`` and
@@ -49,12 +49,12 @@ from runtime.contract import VAE_DECODER
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
-PRESETS = ("bundle", "fast", "official")  # the bundle's own recipe; LCM 4 steps guidance 1; PNDM 50 steps 7.5
+PRESETS = ("bundle", "fast", "official")  # the bundle's own recipe; its distillation preset's; PNDM 50 steps 7.5
 
 
 def preset_options(preset: str, overrides: dict):
-    """GenerationOptions of a preset (the bundle's recipe, the fast one, the official inference), the options the
-    user set applied over it."""
+    """GenerationOptions of a preset (the bundle's recipe, its distillation preset's, the official inference), the
+    options the user set applied over it."""
     from runtime.pipeline import GenerationOptions
 
     given = {name: value for name, value in overrides.items() if value is not None}
@@ -157,7 +157,7 @@ def compare_command(
         "bundle",
         "--preset-a",
         **choice(PRESETS),
-        help="A's recipe: the bundle's own, fast (LCM), or official (PNDM 50).",
+        help="A's recipe: the bundle's own, fast (its distillation preset's: LCM, Hyper-SD...), or official (PNDM 50).",
     ),
     preset_b: str = typer.Option("bundle", "--preset-b", **choice(PRESETS), help="B's recipe."),
     seed: int = typer.Option(0, "--seed", help="Seed of each clip's first picture (picture k: SEED+k), both sides."),

@@ -32,7 +32,6 @@ from runtime.bundle import Bundle, OutputError
 from runtime.contract import AUDIO_ENCODER, N_SAMPLES, SAMPLE_RATE, TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER
 from runtime.errors import AudioTokenError, first_line
 from runtime.pipeline import GenerationOptions, Pipeline
-from runtime.sampling import FAST
 
 PICTURE_PSNR_DB = {"fp32": 40.0, "fp16": 30.0, "int8": 30.0}  # least PSNR of the target's picture vs the reference's
 SEED = 1234
@@ -167,7 +166,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def compare_pictures(target: Pipeline, reference: Pipeline) -> Check:
     """One picture from the same clip (seeded noise), seed and recipe with both; PSNR at least the precision's bar."""
     clip = np.random.default_rng(SEED).standard_normal(N_SAMPLES).astype(np.float32) * 0.1  # [160000]
-    options = GenerationOptions(seed=SEED, steps=2 if not target.bundle.manifest.recipe.holds(FAST) else None)
+    options = GenerationOptions(seed=SEED, steps=2 if target.bundle.manifest.recipe.fast_preset() is None else None)
     pictures = [
         np.asarray(p.draw(clip, options, sample_rate=SAMPLE_RATE).pictures[0]) for p in (target, reference)
     ]  # 2 x [H, W, 3] uint8

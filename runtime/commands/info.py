@@ -2,10 +2,10 @@
 
 What a user asks of a bundle first: its recipe (the scheduler, steps, guidance, eta and timestep spacing ``generate``
 uses unless told otherwise: ``runtime.sampling.Sampling.describe``; and whether ``--fast`` works), the LoRA fused into
-its UNet, its decoder, the UNet batches it holds (2 for guidance above 1, 1 for guidance 1) and its token slots
-(sounds one ``compose`` prompt holds), whose UNet it is (a small one given in place of Stable Diffusion's, ``export
---unet``); then each engine's size, parity with PyTorch, tensors and TensorRT plans. Every table reads at 80 columns
-(long values fold, nothing is cut off).
+its UNet and its distillation preset, its decoder, the UNet batches it holds (2 for guidance above 1, 1 for guidance
+1) and its token slots (sounds one ``compose`` prompt holds), whose UNet it is (a small one given in place of Stable
+Diffusion's, ``export --unet``); then each engine's size, parity with PyTorch, tensors and TensorRT plans. Every
+table reads at 80 columns (long values fold, nothing is cut off).
 
 Place: reads what ``export`` wrote (``runtime.bundle``) and what the runtime would run it with
 (``runtime.commands.doctor.machine_facts``); torch-free, so it runs on a runtime-only install. ``--verify full`` (the
@@ -22,22 +22,22 @@ import typer
 from runtime.bundle import UNET_SOURCE, VERIFY_MODES
 from runtime.commands.cli import choice, reports_errors
 from runtime.contract import GUIDED_BATCH, SINGLE_BATCH
-from runtime.sampling import FAST
 
 DECODERS = {"sd-vae": "Stable Diffusion's autoencoder", "taesd": "the tiny autoencoder, TAESD"}
 BATCH_USES = {SINGLE_BATCH: "guidance 1", GUIDED_BATCH: "guidance above 1"}
 
 
 def recipe_rows(manifest) -> list[tuple[str, str]]:
-    """What the bundle draws with and holds: the recipe, the fused LoRA, the decoder, the UNet batches, the token
-    slots."""
+    """What the bundle draws with and holds: the recipe, the fused LoRA and its distillation preset, the decoder, the
+    UNet batches, the token slots."""
     recipe = manifest.recipe
-    lora = recipe.lora
-    fast = f"; {FAST.flag} works" if recipe.holds(FAST) else ""
+    lora, preset = recipe.lora, recipe.distillation()
+    fast = "; --fast works" if recipe.fast_preset() else ""
     slots = manifest.token_slots
     return [
         ("recipe", f"{recipe.sampling.describe()} (the defaults){fast}"),
         ("fused LoRA", f"{lora.source}, scale {lora.scale:g}, sha256 {lora.sha256[:16]}" if lora else "none"),
+        ("preset", f"{preset.name}: {preset.lora_name}, {preset.sampling.describe()}" if preset else "none"),
         ("decoder", f"{recipe.decoder} ({DECODERS.get(recipe.decoder, 'unknown')})"),
         ("UNet batches", ", ".join(f"{b} ({BATCH_USES.get(b, '?')})" for b in recipe.unet_batches)),
         (

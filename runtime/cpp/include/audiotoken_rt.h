@@ -102,7 +102,7 @@ typedef struct atrt_audio {
   int32_t downmix;       /* an atrt_downmix */
 } atrt_audio;
 
-/* How to draw. Fields left at their *_init value come from the bundle's recipe (or from the fast preset); a
+/* How to draw. Fields left at their *_init value come from the bundle's recipe (its distillation preset's); a
  * recipe's eta and timestep spacing go with its scheduler: options naming another scheduler leave them behind (eta
  * 0, the scheduler config's spacing) unless they set them too. */
 typedef struct atrt_draw_options {
@@ -116,7 +116,8 @@ typedef struct atrt_draw_options {
   float guidance;              /* classifier-free guidance, 1..ATRT_MAX_GUIDANCE; 0: the recipe's */
   int64_t seed;                /* first picture's seed, 0 .. 2^63-1; picture k gets seed + k; ATRT_RANDOM_SEED */
   int32_t num_images;          /* pictures to draw, 1..ATRT_MAX_NUM_IMAGES */
-  int32_t fast;                /* nonzero: the fast preset (LCM, 4 steps, guidance 1) for unset fields */
+  int32_t fast;                /* nonzero: ask for the bundle's distillation preset (e.g. LCM, 4 steps, guidance 1)
+                                * for unset fields; ATRT_CONFIG_ERROR for a bundle without one */
   float eta;                   /* ddim's fresh noise per step or tcd's gamma, 0 (deterministic) to ATRT_MAX_ETA;
                                 * ATRT_RECIPE_ETA: the recipe's */
   const char* timestep_spacing; /* "leading", "trailing" (the first step at the last training timestep: for few
@@ -133,7 +134,7 @@ typedef struct atrt_bundle_info {
   const char* scheduler;    /* the recipe's */
   int32_t steps;
   float guidance;
-  int32_t fast;             /* nonzero: LCM-LoRA fused, tiny decoder, a UNet of batch 1 */
+  int32_t fast;             /* nonzero: a distillation preset's LoRA fused, tiny decoder, a UNet of batch 1 */
   const char* device;       /* the execution provider the engines run on, e.g. "CPUExecutionProvider" */
   const char* bundle_id;    /* short id of the bundle's content */
   float eta;                /* the recipe's */
@@ -175,7 +176,7 @@ ATRT_API atrt_status atrt_draw(atrt_context* context, const float* token, size_t
                                int64_t* seeds_out) ATRT_NOEXCEPT;
 
 /* The options a drawing with `options` (may be NULL: the *_init values) uses, into *resolved: every recipe field set
- * from the bundle's recipe or the fast preset (timestep_spacing NULL where it is the bundle's scheduler config's),
+ * from the bundle's recipe (timestep_spacing NULL where it is the bundle's scheduler config's),
  * the prompt the bundle's template where NULL, and checked as atrt_draw checks them (ATRT_CONFIG_ERROR otherwise).
  * Its strings are the caller's own or the library's, valid as long as the context and the caller's strings. */
 ATRT_API atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_options* options,

@@ -73,8 +73,8 @@ struct Audio {
   }
 };
 
-// How to draw; unset fields (empty, 0, ATRT_RECIPE_ETA) come from the bundle's recipe, or the fast preset with
-// `fast` (see atrt_draw_options).
+// How to draw; unset fields (empty, 0, ATRT_RECIPE_ETA) come from the bundle's recipe, which `fast` asks to be a
+// distillation preset's (see atrt_draw_options).
 struct DrawOptions {
   std::string prompt;           // template holding <*> once; empty: the bundle's
   std::string negative_prompt;
@@ -180,8 +180,8 @@ class Context {
     });
   }
 
-  // `options` as a drawing completes them: every recipe field from the bundle's recipe (or the fast preset), the
-  // prompt the bundle's template where empty; checked (an Error otherwise).
+  // `options` as a drawing completes them: every recipe field from the bundle's recipe, the prompt the bundle's
+  // template where empty; checked (an Error otherwise).
   DrawOptions resolve(const DrawOptions& options) const {
     const atrt_draw_options given = options.c();
     atrt_draw_options resolved;

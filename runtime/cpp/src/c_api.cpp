@@ -233,7 +233,7 @@ atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) 
     info->scheduler = context->scheduler.c_str();
     info->steps = m.recipe.sampling.steps;
     info->guidance = static_cast<float>(m.recipe.sampling.guidance);
-    info->fast = m.recipe.holds(atrt::kFastPreset) ? 1 : 0;
+    info->fast = m.recipe.fast_preset() != nullptr ? 1 : 0;
     info->device = context->device.c_str();
     info->bundle_id = context->bundle_id.c_str();
     if (info->struct_size > kBundleInfoBeforeEta) {

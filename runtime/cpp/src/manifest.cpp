@@ -218,8 +218,13 @@ bool Recipe::holds(int batch) const {
   return std::find(unet_batches.begin(), unet_batches.end(), batch) != unet_batches.end();
 }
 
-bool Recipe::holds(const Preset& preset) const {
-  return lora && (!preset.tiny_decoder || decoder == "taesd") && holds(preset.unet_batch);
+bool Recipe::holds(const Preset& wanted) const {
+  return lora && preset == wanted.name && (!wanted.tiny_decoder || decoder == "taesd") && holds(wanted.unet_batch);
+}
+
+const Preset* Recipe::fast_preset() const {
+  const Preset* own = find_preset(preset);
+  return own != nullptr && holds(*own) ? own : nullptr;
 }
 
 std::string Manifest::rebuild_command(const std::string& folder) const {
@@ -235,10 +240,10 @@ std::string Manifest::rebuild_command(const std::string& folder) const {
                                     "--embedder", ref("embedder"), "--out", folder, "--height",
                                     std::to_string(height), "--width", std::to_string(width), "--precision",
                                     precision, "--template", template_prompt, "--unet-batch", batches};
-  if (source_refs.count("lcm_lora") && recipe.lora) {
+  if (source_refs.count("lora") && recipe.lora && !recipe.preset.empty()) {  // bundle.py's LORA_SOURCE
     char scale[32];
     std::snprintf(scale, sizeof scale, "%g", recipe.lora_scale);
-    words.insert(words.end(), {"--lcm-lora", ref("lcm_lora"), "--lora-scale", scale});
+    words.insert(words.end(), {"--lora", ref("lora"), "--preset", recipe.preset, "--lora-scale", scale});
   }
   if (source_refs.count("tiny_vae")) words.insert(words.end(), {"--tiny-vae", ref("tiny_vae")});
   if (source_refs.count("unet")) words.insert(words.end(), {"--unet", ref("unet")});  // bundle.py's UNET_SOURCE
@@ -334,7 +339,9 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
     check_relative_path(source, "tokenizer", m.tokenizer);
     d.at("created_with");
     for (const auto& source_item : d.at("sources")) {
-      m.source_refs[source_item.at("role").get<std::string>()] = source_item.at("ref").get<std::string>();
+      std::string role = source_item.at("role").get<std::string>();
+      if (version < 5 && role == "lcm_lora") role = "lora";  // the LoRA's role before schema 5
+      m.source_refs[role] = source_item.at("ref").get<std::string>();
     }
     for (const auto& file : d.at("files")) {
       m.files.push_back(file_entry(file, "files[" + std::to_string(m.files.size()) + "]", source));
@@ -346,6 +353,11 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
       m.recipe.decoder = r.at("decoder").get<std::string>();
       m.recipe.lora = !r.at("lora").is_null();
       if (m.recipe.lora) m.recipe.lora_scale = r.at("lora").at("scale").get<double>();
+      m.recipe.preset = m.recipe.lora ? kPresets[0].name : "";  // before schema 5: the one preset there was
+      if (version >= 5) {
+        const json& preset = r.at("preset");
+        m.recipe.preset = preset.is_null() ? "" : preset.get<std::string>();
+      }
       m.recipe.sampling.scheduler = r.at("scheduler").get<std::string>();
       m.recipe.sampling.steps = json_integer<int>(r.at("steps"));
       m.recipe.sampling.guidance = r.at("guidance").get<double>();

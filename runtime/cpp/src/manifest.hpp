@@ -1,4 +1,4 @@
-// The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-4, every
+// The bundle manifest (manifest.json), read and checked as runtime/bundle.py does: schema versions 1-5, every
 // file's existence and sha256, every engine present and its recorded I/O equal to the engine contract
 // (runtime/contract.py) at the bundle's dims. A mismatch is one BUNDLE error naming each problem and the export
 // command that rebuilds the bundle. Then every engine graph (and variant) may read external data only from its
@@ -9,7 +9,8 @@
 // '.', empty parts, backslashes or NUL, and resolves (symlinks followed) inside the bundle folder; the key and every
 // sha256 are 64 lowercase hex digits; dims, UNet batches and token slots lie in their ranges; the recipe's sampling
 // (sampling.hpp; eta and timestep_spacing from schema 4, before it eta 0 and the scheduler config's spacing) holds
-// its bounds. Anything else is one BUNDLE error naming the field and its value.
+// its bounds; the distillation preset is named from schema 5 (before it a fused LoRA is the lcm preset's, and the
+// LoRA's source role lcm_lora is read as lora). Anything else is one BUNDLE error naming the field and its value.
 //
 // Place in the data flow: atrt_open -> read_manifest + verify_bundle -> the pipeline reads the dims, the recipe,
 // the scheduler config, the tokenizer folder and each engine's ONNX file (per device) from here.
@@ -29,7 +30,7 @@
 
 namespace atrt {
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 struct TensorSpec {
   std::string name;
@@ -76,8 +77,11 @@ struct Recipe {
   bool lora = false;
   double lora_scale = 1.0;
   Sampling sampling = kDefaultSampling;
-  bool holds(const Preset& preset) const;  // a LoRA fused, the tiny decoder where it needs one, its UNet batch
+  std::string preset;  // the distillation preset of the fused LoRA (a kPresets name); empty without one
+  bool holds(const Preset& wanted) const;  // its LoRA fused, the tiny decoder where it needs one, its UNet batch
   bool holds(int batch) const;
+  // The distillation preset `fast` draws with: the fused LoRA's, where the bundle holds all it needs; else nullptr.
+  const Preset* fast_preset() const;
 };
 
 struct Manifest {

@@ -100,16 +100,20 @@ bool Pipeline::guided(const DrawOptions& options) const {
 
 DrawOptions Pipeline::resolve(const DrawOptions& given) const {
   const Recipe& recipe = manifest_.recipe;
-  if (given.fast && !recipe.holds(kFastPreset)) {
+  if (given.fast && recipe.fast_preset() == nullptr) {  // runtime/bundle.py Recipe.require_fast
     std::string batches;
     for (int b : recipe.unet_batches) batches += (batches.empty() ? "" : ",") + std::to_string(b);
+    const Preset* own = find_preset(recipe.preset);
+    const Preset& preset = own != nullptr ? *own : kPresets[0];
     fail(ATRT_CONFIG_ERROR,
-         root_ + ": the fast preset needs a bundle with " + kFastPreset.needs + "; this one has " +
+         root_ + ": the fast preset needs a bundle with " + needs(preset) +
+             (own != nullptr ? "" : " (or another distillation preset's)") + "; this one has " +
              (recipe.lora ? "a LoRA" : "no LoRA") + ", the " + recipe.decoder + " decoder, UNet batch " + batches,
-         std::string("export one with: audiotoken-rt export ... ") + kFastPreset.flag + " (or: just export-fast)");
+         "export one with: audiotoken-rt export ... " + export_flags(preset) +
+             (own != nullptr ? "" : " (or: just export-fast); another preset: add --preset NAME"));
   }
   DrawOptions o = given;
-  o.sampling = over(o.fast ? kFastPreset.sampling : recipe.sampling, given.sampling);
+  o.sampling = over(recipe.sampling, given.sampling);  // with `fast`, the distillation preset's
   const std::string problem = sampling_problem(o.sampling);
   if (!problem.empty()) fail(ATRT_CONFIG_ERROR, problem);
   if (o.num_images < 1 || o.num_images > ATRT_MAX_NUM_IMAGES) {

@@ -37,7 +37,7 @@ constexpr std::size_t kUnconditionalCacheSize = 64;
 struct DrawOptions {
   std::string prompt;            // empty: the bundle's template
   std::string negative_prompt;
-  Sampling sampling;             // fields left unset: the recipe's, or the fast preset's with `fast` (sampling.hpp)
+  Sampling sampling;             // fields left unset: the recipe's (a distillation preset's with `fast`: sampling.hpp)
   std::int64_t seed = -1;        // -1: random
   int num_images = 1;
   bool fast = false;
@@ -59,8 +59,8 @@ class Pipeline {
 
   std::vector<float> encode_audio(const std::vector<float>& waveform);  // [160000] -> [D]
   std::size_t cached_negative_prompts() const { return uncond_cache_.size(); }
-  // options completed from the fast preset or the recipe (every field of `sampling` set; its spacing empty where it
-  // is the scheduler config's), and checked (CONFIG error naming the value)
+  // options completed from the recipe (every field of `sampling` set; its spacing empty where it is the scheduler
+  // config's), and checked (CONFIG error naming the value; `fast` on a bundle holding no distillation preset)
   DrawOptions resolve(const DrawOptions& options) const;
   // num_images pictures of `token` [D], RGB8 one after another; their seeds in `seeds`
   void draw(const std::vector<float>& token, const DrawOptions& options, std::uint8_t* pixels,

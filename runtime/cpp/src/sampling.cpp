@@ -40,6 +40,22 @@ bool among(const std::string& value, const char* const (&names)[N]) {
 
 }  // namespace
 
+const Preset* find_preset(const std::string& name) {
+  for (const Preset& preset : kPresets) {
+    if (name == preset.name) return &preset;
+  }
+  return nullptr;
+}
+
+std::string needs(const Preset& preset) {
+  return std::string(preset.lora_name) + " fused" + (preset.tiny_decoder ? ", the tiny decoder" : "") +
+         " and a UNet of batch " + std::to_string(preset.unet_batch);
+}
+
+std::string export_flags(const Preset& preset) {
+  return &preset == &kPresets[0] ? std::string("--fast") : std::string("--fast --preset ") + preset.name;
+}
+
 Sampling over(const Sampling& base, const Sampling& given) {
   Sampling chosen = base;
   if (!given.scheduler.empty() && given.scheduler != base.scheduler) {

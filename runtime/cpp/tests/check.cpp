@@ -118,15 +118,19 @@ int sampling() {
   }
   atrt_draw_options unset;
   atrt_draw_options_init(&unset);
-  const atrt::Preset& fast = atrt::kFastPreset;
+  nlohmann::json presets = nlohmann::json::array();
+  for (const atrt::Preset& preset : atrt::kPresets) {
+    presets.push_back({{"name", preset.name},
+                       {"lora_name", preset.lora_name},
+                       {"unet_batch", preset.unet_batch},
+                       {"tiny_decoder", preset.tiny_decoder},
+                       {"needs", atrt::needs(preset)},
+                       {"export_flags", atrt::export_flags(preset)},
+                       {"found", atrt::find_preset(preset.name) == &preset}});
+  }
   const nlohmann::json out = {
       {"default", sampling_json(atrt::kDefaultSampling)},
-      {"fast",
-       {{"sampling", sampling_json(fast.sampling)},
-        {"unet_batch", fast.unet_batch},
-        {"tiny_decoder", fast.tiny_decoder},
-        {"flag", fast.flag},
-        {"needs", fast.needs}}},
+      {"presets", presets},
       {"max_eta", atrt::kMaxEta},
       {"spacings", std::vector<std::string>(std::begin(atrt::kTimestepSpacings), std::end(atrt::kTimestepSpacings))},
       {"schedulers", schedulers},
