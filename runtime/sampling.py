@@ -102,6 +102,12 @@ class Sampling:
                     f"{OPTIONS[name]} {shown(getattr(given, name))}: {why}", hint=f"leave {OPTIONS[name]} out{other}"
                 )
 
+    def check(self) -> None:
+        """Every value within its bounds, and the eta and spacing ones its scheduler takes (``check_given``): what a
+        preset's recipe must pass (export checks one before any work). The most steps depend on a bundle's scheduler
+        config: ``make_scheduler`` checks them."""
+        self.check_given(self)
+
     def unfit(self) -> tuple[str, str] | None:
         """What of this recipe its scheduler cannot take, as (field, why), or None: a nonzero eta for a scheduler
         without one, a timestep spacing for one whose timesteps are not spaced (lcm, tcd)."""
