@@ -1,12 +1,12 @@
 """``audiotoken-rt doctor``: prove a device in one command, the first thing to run after installing (a Jetson, a
 GPU box) and the first thing this project runs whenever a GPU is lent.
 
-Place: prints ``runtime.commands.doctor.machine_facts``; checks that the backend and device can start; takes the bundle of
-``--engines``, or (the PyTorch side installed) writes tiny random models (``audiotoken.random_models``) and exports
-them to a bundle (``export.builder``: fp16 for a GPU device, fp32 on the CPU; TensorRT plans for
-``--backend tensorrt``); then ``runtime.commands.doctor.check_bundle`` compares each engine and a picture with the CPU and
-gives a speed figure. One line per check; the exit status is 1 when any check fails. This command lives beside the
-export because building that bundle is an export; importing it needs no torch.
+Place: prints ``runtime.commands.doctor.machine_facts``; checks that the backend and device can start; takes the bundle
+of ``--engines``, or (the PyTorch side installed) writes tiny random models (``audiotoken.random_models``) and exports
+them to a bundle (``export.builder``: fp16 for a GPU device, fp32 on the CPU; TensorRT plans for ``--backend
+tensorrt``); then ``runtime.commands.doctor.check_bundle`` compares each engine and a picture with the CPU and gives a
+speed figure. One line per check; the exit status is 1 when any check fails. This command lives beside the export
+because building that bundle is an export; importing it needs no torch.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def check_conditioning(ref: str, config: dict, sd_unet: dict, text_width: int) -
 
 
 def up_stage_pairs(config: dict, stage: int) -> int:
-    """Residual/attention pairs of up stage ``stage`` (diffusers: the mirrored down stage's ``layers_per_block`` + 1)."""
+    """Residual/attention pairs of up stage ``stage`` (diffusers: the mirrored down stage's ``layers_per_block``
+    + 1)."""
     per_block = config["layers_per_block"]
     return (per_block if isinstance(per_block, int) else list(reversed(per_block))[stage]) + 1
 

@@ -1,11 +1,11 @@
 """The ``torch`` backend: a bundle's engines run as the PyTorch networks they were exported from, for A/B checks.
 
-Place in the data flow: registered as the ``torch`` backend under the runtime's ``audiotoken_rt.backends``
-entry-point group (pyproject.toml), so ``runtime.backends.open_backend("torch")`` finds it without the runtime
-importing anything of the PyTorch side -> ``TorchBackend.run(engine, feeds)``, the same protocol as ONNX Runtime
-and TensorRT, so the runtime pipeline (tokenizer, numpy schedulers, guidance) is shared
-and only the networks differ. The networks are ``export.networks``' wrapper modules, built from the sources the
-manifest names (Stable Diffusion, BEATs, embedder; a LoRA, TAESD, a small UNet), which must still exist and hash as they did at export.
+Place in the data flow: registered as the ``torch`` backend under the runtime's ``audiotoken_rt.backends`` entry-point
+group (pyproject.toml), so ``runtime.backends.open_backend("torch")`` finds it without the runtime importing anything of
+the PyTorch side -> ``TorchBackend.run(engine, feeds)``, the same protocol as ONNX Runtime and TensorRT, so the runtime
+pipeline (tokenizer, numpy schedulers, guidance) is shared and only the networks differ. The networks are
+``export.networks``' wrapper modules, built from the sources the manifest names (Stable Diffusion, BEATs, embedder; a
+LoRA, TAESD, a small UNet), which must still exist and hash as they did at export.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """``just serve-demo`` stopped with Ctrl-C ends without a recipe error, and a real failure still fails.
 
-The recipe's own attributes (read from the Justfile) run with a stand-in for ``audiotoken-rt serve`` that behaves
-as serve does on Ctrl-C (``runtime.serving.serve.Stopping``: the first SIGINT drains, prints ``stopped`` and returns, exit
-status 0), under the ``just`` of the dev extra. Ctrl-C reaches every process of the terminal's foreground group,
-just included, and just then calls the recipe failed whatever its command returned, unless the recipe says
-otherwise; serving the real demo needs PyTriton's environment and minutes, so the stand-in takes its place."""
+The recipe's own attributes (read from the Justfile) run with a stand-in for ``audiotoken-rt serve`` that behaves as
+serve does on Ctrl-C (``runtime.serving.serve.Stopping``: the first SIGINT drains, prints ``stopped`` and returns, exit
+status 0), under the ``just`` of the dev extra. Ctrl-C reaches every process of the terminal's foreground group, just
+included, and just then calls the recipe failed whatever its command returned, unless the recipe says otherwise; serving
+the real demo needs PyTriton's environment and minutes, so the stand-in takes its place."""
 
 from __future__ import annotations
 

@@ -351,8 +351,8 @@ def png_answer(result, bundle_id: str) -> dict:
 
 
 # The requests' inputs, one table for every place that names them (PyTriton here; the standalone repository's
-# config.pbtxt and its BLS model in runtime.serving.triton_repo / runtime.serving.triton_model): name, numpy dtype, Triton data
-# type, dims without the batch dimension, optional.
+# config.pbtxt and its BLS model in runtime.serving.triton_repo / runtime.serving.triton_model): name, numpy dtype,
+# Triton data type, dims without the batch dimension, optional.
 INPUTS = (
     ("AUDIO", np.float32, "TYPE_FP32", (-1, -1), False),
     ("SAMPLE_RATE", np.int32, "TYPE_INT32", (1,), False),
@@ -423,9 +423,9 @@ def with_start_retries(start: Callable[[], None], console) -> None:
 @contextlib.contextmanager
 def one_line_proxy():
     """While open, PyTriton ships ``ONE_LINE_PROXY`` as each model's ``model.py``, with its own proxy model beside
-    it as ``pytriton_model.py`` (which ``runtime.serving.stub`` extends). PyTriton 0.7 has no option for this: its ``Model``
-    class, which ``Triton.bind`` makes, is swapped for a subclass that renames one file; a PyTriton without that
-    file is refused in one line rather than served with tracebacks."""
+    it as ``pytriton_model.py`` (which ``runtime.serving.stub`` extends). PyTriton 0.7 has no option for this: its
+    ``Model`` class, which ``Triton.bind`` makes, is swapped for a subclass that renames one file; a PyTriton without
+    that file is refused in one line rather than served with tracebacks."""
     import pytriton
     import pytriton.triton
     from pytriton.models.model import Model

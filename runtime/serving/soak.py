@@ -1,5 +1,5 @@
-"""``python -m runtime.serving.soak``: a soak test of ``audiotoken-rt serve`` (``just soak``; ``tests/test_serve_soak.py``
-runs a short one, marked slow).
+"""``python -m runtime.serving.soak``: a soak test of ``audiotoken-rt serve`` (``just soak``;
+``tests/test_serve_soak.py`` runs a short one, marked slow).
 
 It starts the server on loopback ports with its default limits (``runtime.serving.bench.start``, from .venv-serve,
 where PyTriton lives), has the CLI draw the reference picture of each good request (``audiotoken-rt generate`` on

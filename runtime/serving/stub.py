@@ -1,14 +1,14 @@
 """The Python-backend model file (``model.py``) of each model ``audiotoken-rt serve`` binds: PyTriton's proxy model,
 with a failed request answered by an error response of one line instead of a traceback.
 
-Place in the data flow: Triton's Python stub process (one per model instance) runs this file, which PyTriton ships
-with its own proxy model beside it as ``pytriton_model.py`` (``runtime.serving.serve.one_line_proxy``). The proxy forwards
+Place in the data flow: Triton's Python stub process (one per model instance) runs this file, which PyTriton ships with
+its own proxy model beside it as ``pytriton_model.py`` (``runtime.serving.serve.one_line_proxy``). The proxy forwards
 each request to the ``serve`` process, where ``runtime.serving.serve.Models`` answers it or raises a ``RequestError`` or
-``ServerError``, which PyTriton 0.7 sends back formatted as ``<module>.<class>: <line>`` (they carry no traceback).
-The proxy then raises it from ``execute`` wrapped in its own traceback, and Triton would send all of that to the
-client. Here that failure becomes, for each request of the batch, an error response holding the line alone, with
-Triton's code for a bad request (HTTP 400, gRPC INVALID_ARGUMENT) after a ``RequestError`` and for a server fault
-(500, INTERNAL) after anything else, a failure of PyTriton's own included (the last line of its traceback).
+``ServerError``, which PyTriton 0.7 sends back formatted as ``<module>.<class>: <line>`` (they carry no traceback). The
+proxy then raises it from ``execute`` wrapped in its own traceback, and Triton would send all of that to the client.
+Here that failure becomes, for each request of the batch, an error response holding the line alone, with Triton's code
+for a bad request (HTTP 400, gRPC INVALID_ARGUMENT) after a ``RequestError`` and for a server fault (500, INTERNAL)
+after anything else, a failure of PyTriton's own included (the last line of its traceback).
 
 Memory: the proxy leaves each request's tensors in reference cycles, which hold their part of the instance's shared
 memory region (Triton's Python backend grows it on demand and never shrinks it) until Python's cyclic collector

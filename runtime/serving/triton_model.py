@@ -3,14 +3,14 @@ backend runs this file as ``audiotoken/1/model.py``, a BLS (business logic scrip
 
 Place in the data flow: a request (AUDIO [N, C], SAMPLE_RATE [1], the optional inputs of ``runtime.serving.serve``) ->
 ``TritonPythonModel.execute`` -> ``runtime.pipeline.Pipeline`` over ``TritonEngines``, the runtime's backend protocol
-answered by BLS calls to the repository's engine models (``audio_encoder``, ``text_encoder``, ``unet``,
-``vae_decoder``, ``vae_encoder``: ONNX Runtime or TensorRT models beside this one) -> IMAGE [H, W, 3] uint8 and
-SEED_USED [1]. The tokenizer, schedulers, guidance and noise are the runtime's own, so Triton's container needs the
-``audiotoken-rt`` package installed (``pip install audiotoken-rt`` in its Python environment). The bundle's
-manifest and tokenizer travel in ``audiotoken/1/bundle``; the request limits (``runtime.serving.serve.RequestLimits``) in
-the model configuration's parameters, as ``triton-repo`` wrote them. A bad request gets an error response of one
-line naming its input (Triton's code for a bad request), a failure on the server's side one line too (an internal
-error, its traceback in Triton's log); the model keeps serving.
+answered by BLS calls to the repository's engine models (``audio_encoder``, ``text_encoder``, ``unet``, ``vae_decoder``,
+``vae_encoder``: ONNX Runtime or TensorRT models beside this one) -> IMAGE [H, W, 3] uint8 and SEED_USED [1]. The
+tokenizer, schedulers, guidance and noise are the runtime's own, so Triton's container needs the ``audiotoken-rt``
+package installed (``pip install audiotoken-rt`` in its Python environment). The bundle's manifest and tokenizer travel
+in ``audiotoken/1/bundle``; the request limits (``runtime.serving.serve.RequestLimits``) in the model configuration's
+parameters, as ``triton-repo`` wrote them. A bad request gets an error response of one line naming its input (Triton's
+code for a bad request), a failure on the server's side one line too (an internal error, its traceback in Triton's log);
+the model keeps serving.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ Triton's own container (Kubernetes replicas behind a load balancer) rather than 
 
 Place in the data flow: a bundle (``runtime.bundle``) -> OUT/ with one model per engine (``onnxruntime_onnx``, the
 bundle's ONNX file and its external data; ``tensorrt_plan`` with ``--tensorrt``, the plan built for this GPU and
-TensorRT) and the ``audiotoken`` model: Triton's Python backend running ``runtime.serving.triton_model`` as a BLS model that
-chains them (tokenizer, numpy schedulers, guidance and noise from the runtime, so Triton's Python environment needs
+TensorRT) and the ``audiotoken`` model: Triton's Python backend running ``runtime.serving.triton_model`` as a BLS model
+that chains them (tokenizer, numpy schedulers, guidance and noise from the runtime, so Triton's Python environment needs
 ``pip install audiotoken-rt``), with the bundle's manifest and tokenizer in ``audiotoken/1/bundle``. Its
 ``config.pbtxt`` files are Triton's model configuration in protobuf text format; the ``audiotoken`` model's holds
 ``serve``'s request queue (``--max-queue`` waiting at most ``--timeout`` s, then refused) and request limits
@@ -39,7 +39,8 @@ from runtime.serving.serve import INPUTS, RequestLimits, ServeOptions
 from runtime.tensorrt import manifest_plan
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
-# The audiotoken model's I/O: runtime.serving.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0 here).
+# The audiotoken model's I/O: runtime.serving.serve's (INPUTS), without Triton's batch dimension (max_batch_size 0
+# here).
 BLS_OUTPUTS = (("IMAGE", "TYPE_UINT8", (-1, -1, 3)), ("SEED_USED", "TYPE_INT64", (1,)))
 
 
