@@ -161,14 +161,20 @@ class OnnxRuntimeBackend:
         )
 
     def session_options(self, engine: str) -> ort.SessionOptions:
-        """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs.
+        """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs; on the host, no
+        memory pattern.
 
         An arena holds on to the largest activations it ever served; for the engines that run once per
         picture (the VAE decoder's are hundreds of MB) that memory would only raise the process's peak.
+        A memory pattern (ONNX Runtime plans one block for all of a run's activations from the first run, and
+        takes it from the arena from the second on) added 275-300 MB to the peak of a one-step 512x512 picture
+        (SD 1.5 or BK-SDM-Tiny UNet in int8, TAESD) on the CPU and saved no measurable time; without the UNet's
+        arena the peak drops by another 200 MB, but its step takes 10% longer (docs/performance.md).
         """
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = engine == UNET
+        options.enable_mem_pattern = self.device in GPU_DEVICES
         if self.threads:
             options.intra_op_num_threads = self.threads
         return options
