@@ -61,7 +61,8 @@ STAGES = ("load_audio", "encode_audio", "encode_prompt", "encode_picture", "deno
 WARM_UP_STEPS = 2
 EDIT_STRENGTH = 0.6
 # The one-step recipe of a bundle with a one-step LoRA fused (Hyper-SD's 1-step LoRA draws with TCD at eta 1, which
-# at one step is this DDIM step: t=999, the same output map); a UNet of batch 1, no classifier-free guidance
+# at one step is this DDIM step: t=999, the same output map); a UNet of batch 1, no classifier-free guidance. Where a
+# preset holds that recipe (hyper-1step), TURBO is that preset's options, as RECIPES' fast is --fast's.
 TURBO = GenerationOptions(scheduler="ddim", steps=1, guidance=1.0, timestep_spacing="trailing")
 RECIPES = {"default": GenerationOptions(), "fast": GenerationOptions(fast=True), "turbo": TURBO}  # unset: the bundle's
 TORCH = "torch"  # the reference backend, the PyTorch networks a bundle was exported from
