@@ -125,17 +125,29 @@ bench-openvino steps="10" size="256":
     just bench-bundle {{size}} fp32
     .venv-openvino/bin/audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-fp32 --backends onnxruntime,torch --device openvino --steps {{steps}} --json .cache/bench/bench-{{size}}-openvino.json
 
+# The one-step bundles' export flags: the hyper-1step preset (Hyper-SD's one-step LoRA stand-in fused into the UNet,
+# TAESD, a UNet of batch 1; bench's turbo draws that preset's recipe)
+bench_turbo := "--fast --preset hyper-1step --lora .cache/bench/models/hyper-sd --tiny-vae .cache/bench/models/taesd"
+
 # The fast path against the default recipe and the PyTorch reference, SD 1.5 + BEATs (random weights) at 512x512 with
-# int8 bundles: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD) and torch-fast
+# int8 bundles: default (DPM++ 25 steps, guidance 7.5, full VAE), fast (LCM 4 steps, guidance 1, TAESD), torch-fast,
+# and the one-step recipe (bench's turbo: 1 step, guidance 1, TAESD) as turbo, torch-turbo and turbo-small (on the
+# BK-SDM-Tiny stand-in)
 bench-fast size="512" precision="int8" rounds="3":
     just bench-bundle {{size}} {{precision}}
     just bench-bundle {{size}} {{precision}} -fast "--fast --lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
-    audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-{{precision}} --fast-engines .cache/bench/engines-{{size}}-{{precision}}-fast --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json
+    just bench-bundle {{size}} {{precision}} -turbo "{{bench_turbo}}"
+    just bench-bundle {{size}} {{precision}} -turbo-small "{{bench_turbo}} --unet .cache/bench/models/bk-sdm-tiny"
+    audiotoken-rt bench tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/bench/engines-{{size}}-{{precision}} \
+        --fast-engines .cache/bench/engines-{{size}}-{{precision}}-fast --engines turbo=.cache/bench/engines-{{size}}-{{precision}}-turbo \
+        --engines torch-turbo=.cache/bench/engines-{{size}}-{{precision}}-turbo --engines turbo-small=.cache/bench/engines-{{size}}-{{precision}}-turbo-small \
+        --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json
 
-# The benchmark's models (make-random --arch sd15) and its bundle of one size and precision (kept while up to date)
+# The benchmark's models (make-random --arch sd15, made again when a stand-in is missing) and its bundle of one size
+# and precision (kept while up to date)
 [private]
 bench-bundle size precision suffix="" flags="":
-    test -f .cache/bench/models/taesd/config.json || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
+    test -f .cache/bench/models/taesd/config.json && test -f .cache/bench/models/bk-sdm-tiny/unet/config.json && test -f .cache/bench/models/hyper-sd/Hyper-SD15-1step-lora.safetensors || audiotoken-rt make-random .cache/bench/models --arch sd15 --force
     audiotoken-rt export --sd .cache/bench/models/sd --beats .cache/bench/models/beats.pt --embedder .cache/bench/models/embedder.bin --out .cache/bench/engines-{{size}}-{{precision}}{{suffix}} --height {{size}} --width {{size}} --precision {{precision}} --update {{flags}}
 
 # Lint and format check with ruff (configured in pyproject.toml), as CI runs them; `just fix` applies both

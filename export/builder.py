@@ -48,6 +48,7 @@ from export.options import ExportOptions, parse_unet_batches
 from export.parity import check_parity, measure_parity
 from export.sources import Sources, resolve_sources
 from export.tensorrt import build_plan, plan_file, require_tensorrt
+from export.token_merging import check_merging, merge_tokens
 from export.tokenizer import TOKENIZER_DIR, write_tokenizer
 from runtime.atomic import building_folder, remove_stale_builds
 from runtime.bundle import (
@@ -63,8 +64,8 @@ from runtime.bundle import (
     verify,
     write_manifest,
 )
-from runtime.contract import GUIDED_BATCH, PLACEHOLDER, Dims
-from runtime.errors import BundleError, ConfigError
+from runtime.contract import GUIDED_BATCH, PLACEHOLDER, UNET, VAE_FACTOR, Dims
+from runtime.errors import BundleError, ConfigError, ExportError
 from runtime.sampling import DEFAULT, Preset
 from runtime.tokenizer import check_template
 
@@ -134,7 +135,7 @@ def code_digest(packages: tuple[Path, ...]) -> str:
     return digest.hexdigest()
 
 
-def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> str:
+def bundle_key(sources: Sources, dims: Dims, precision: str, template: str, token_merging: float | None = None) -> str:
     """sha256 over what decides a bundle's content; the same inputs always give the same key."""
     payload = {
         "schema_version": SCHEMA_VERSION,
@@ -150,6 +151,7 @@ def bundle_key(sources: Sources, dims: Dims, precision: str, template: str) -> s
         "token_slots": dims.token_slots,
         "lora_scale": sources.lora.scale if sources.lora else None,
         "preset": preset_key(sources.preset) if sources.preset else None,
+        "token_merging": token_merging,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -214,6 +216,7 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         del module, args
         gc.collect()  # one network in memory at a time: the UNet alone is 3.4 GB in fp32
     precision = engine_precision(network, options.precision)
+    ratio, note = merged_tokens(network, options), ""
     if precision == "fp16":
         with stage(f"fp16 {network.name}"):
             to_fp16(model, network.fp32_scopes, network.fp32_ops)
@@ -221,12 +224,17 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         if network.fused_attention:  # an int8 graph runs on ONNX Runtime's CPU provider only: fuse it outright
             with stage(f"fuse attention {network.name}"):
                 fuse_attention(model)
+        if ratio is not None:
+            with stage(f"merge tokens {network.name}"):
+                note = merge_unet_tokens(model, network, ratio)
         with stage(f"int8 {network.name}"):
             model = to_int8(model, network.int8_fp32_scopes, folder / f".{network.name}.int8")
     file, data = save_onnx(model, folder, network.name)
     del model
     with stage(f"validate {network.name} (onnxruntime cpu)"):
         parity = measure_parity(folder / file, network, *sample, precision)
+    if note:
+        parity = replace(parity, sample=f"{parity.sample}; {note}")
     stage.report(parity)
     check_parity(network, parity, options.allow_parity_error)
     variants = ()
@@ -243,6 +251,26 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
         variants=variants,
     )
     return engine, sample
+
+
+def merged_tokens(network: Network, options: ExportOptions) -> float | None:
+    """The share of tokens ``network``'s engine merges (--token-merging: the UNet of an int8 bundle), or None."""
+    return options.token_merging if network.name == UNET and options.precision == "int8" else None
+
+
+def merge_unet_tokens(model: onnx.ModelProto, network: Network, ratio: float) -> str:
+    """Merge ``ratio`` of the tokens before the UNet's self-attentions at its highest resolution (the latent's, from
+    its sample input [N, 4, h, w]); return what was done, for the parity record."""
+    h, w = network.inputs[0].shape[2:]
+    merged = merge_tokens(model, ratio, (h, w))
+    if not merged:
+        raise ExportError(
+            f"{network.name}: --token-merging found no fused self-attention over the {h}x{w} latent to merge",
+            hint="leave --token-merging out for this UNet",
+        )
+    return (
+        f"tokens merged at {ratio:g} (ToMe) in its {merged} self-attentions at {h}x{w}, compared with the unmerged UNet"
+    )
 
 
 def fused_variant(
@@ -265,10 +293,12 @@ def fused_variant(
 
 def engine_stages(network: Network, options: ExportOptions) -> int:
     """How many progress stages ``export_engine`` (and ``add_plans``) go through for ``network``: export and validate;
-    fp16 or int8 conversion; fusing the attention (int8: in the graph; fp32: a variant, validated too); a plan."""
+    fp16 or int8 conversion; fusing the attention (int8: in the graph; fp32: a variant, validated too); merging
+    tokens; a plan."""
     precision = engine_precision(network, options.precision)
     fused = network.fused_attention and precision in ("int8", "fp32")
-    return 2 + (precision != "fp32") + fused + (fused and precision == "fp32") + options.tensorrt
+    merged = merged_tokens(network, options) is not None
+    return 2 + (precision != "fp32") + fused + (fused and precision == "fp32") + merged + options.tensorrt
 
 
 def engine_precision(network: Network, precision: str) -> str:
@@ -375,6 +405,12 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
             raise ConfigError(f"--preset {preset.name}: its recipe cannot be drawn here ({exc})") from None
     template = check_template(options.template)
     batches = parse_unet_batches(options.unet_batch, options.lora)
+    if options.token_merging is not None and (options.precision != "int8" or len(batches) != 1):
+        raise ConfigError(
+            f"--token-merging is for int8 bundles of one UNet batch; this export is --precision {options.precision}, "
+            f"--unet-batch {','.join(map(str, batches))}",
+            hint="export --precision int8 with --unet-batch 1 (or 2), or leave --token-merging out",
+        )
     removed = remove_stale_builds(options.out)
     if options.tensorrt:
         if options.precision == "int8":
@@ -399,6 +435,8 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 preset,
             )
             dims = read_dims(sources, options.height, options.width, batches)
+            if options.token_merging is not None:  # before any export work, like every other option
+                check_merging(options.token_merging, (dims.height // VAE_FACTOR, dims.width // VAE_FACTOR))
             placement = sources.place_lora()
         if placement is not None and placement.skipped:
             console.print(
@@ -406,7 +444,7 @@ def export_bundle(options: ExportOptions, console: Console | None = None) -> Exp
                 f"--unet UNet lacks, left out; the other {len(placement.targets)} are fused",
                 highlight=False,
             )
-        key = bundle_key(sources, dims, options.precision, template)
+        key = bundle_key(sources, dims, options.precision, template, options.token_merging)
         networks = describe_networks(sources, dims, template, options.sample_clip)
         manifest = reusable_manifest(options.out, key, options.force, options.update)
         if manifest is not None:

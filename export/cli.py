@@ -36,6 +36,7 @@ def export_command(
     tiny_vae: str | None = option(ExportOptions, "tiny_vae", "--tiny-vae", show_default=False),
     unet: str | None = option(ExportOptions, "unet", "--unet", show_default=False),
     unet_batch: str | None = option(ExportOptions, "unet_batch", "--unet-batch", show_default=False),
+    token_merging: float | None = option(ExportOptions, "token_merging", "--token-merging", show_default=False),
     sample_clip: Path | None = option(ExportOptions, "sample_clip", "--sample-clip", show_default=False),
     tensorrt: bool = option(ExportOptions, "tensorrt", "--tensorrt"),
     force: bool = option(ExportOptions, "force", "--force"),

@@ -117,6 +117,14 @@ class ExportOptions:
             "both (a dynamic batch axis). Default: 1 with a LoRA, else 2."
         },
     )
+    token_merging: float | None = field(
+        default=None,
+        metadata={
+            "help": "int8 bundles: merge this share of the tokens (ToMe, 0.5 usual, at most 0.75) before each "
+            "self-attention at the UNet's highest resolution, which then runs on the rest (an approximation: the "
+            "UNet is checked against the unmerged one at int8's tolerance). Default: none."
+        },
+    )
     sample_clip: Path | None = field(
         default=None, metadata={"help": "A real clip to validate audio_encoder on (default: seeded noise)."}
     )

@@ -6,7 +6,10 @@ same data flow runs on:
   (``--device cpu|cuda|tensorrt``), with IO binding on the GPU, or on OpenVINO (``--device openvino``, Intel's
   CPU runtime, in the ``onnxruntime-openvino`` build of ONNX Runtime), which runs the UNet and the VAE in bfloat16
   where the CPU has AMX, like the TensorRT provider's fp16 (with AVX512-BF16 alone, bf16 was slower than f32: an
-  SD 1.5 UNet step at 256x256 took 2.1-2.4 s against 1.35-2.0 s on an Emerald Rapids VM without AMX);
+  SD 1.5 UNet step at 256x256 took 2.1-2.4 s against 1.35-2.0 s on an Emerald Rapids VM without AMX). An int8
+  bundle sends only its autoencoder there (``AUTOENCODER``), its other engines staying on ONNX Runtime's own CPU
+  kernels: OpenVINO ran the int8 SD 1.5 UNet 2.9x slower and the fp32 TAESD decoder 4.6x faster in bf16 (512x512, 2
+  cores with AMX), and its copy of the text encoder's weights added 450 MB to the peak for at most 0.07 s;
 - ``tensorrt``: the bundle's native fp16 plans (``runtime.tensorrt.Engine``, imported lazily);
 - plug-ins: other packages add backends under the ``audiotoken_rt.backends`` entry-point group (a name ->
   a factory ``(bundle, device) -> Backend``). The PyTorch side registers ``torch`` there (``export.torch_backend``,
@@ -49,6 +52,7 @@ INSTALL_HINTS = {
     "openvino": "swap ONNX Runtime for its OpenVINO build: pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
 }
 BF16_ENGINES = (UNET, VAE_DECODER, VAE_ENCODER)  # on OpenVINO; the audio and text encoders, run once, stay fp32
+AUTOENCODER = (VAE_DECODER, VAE_ENCODER)  # what of an int8 bundle runs on OpenVINO (with --device openvino)
 # The shared libraries each GPU provider of onnxruntime-gpu (CUDA 12 builds, Linux) loads; when a provider cannot
 # start, ONNX Runtime falls back to the next one with only a log line, so the backend names the ones missing.
 PROVIDER_LIBRARIES = {
@@ -83,16 +87,20 @@ class OnnxRuntimeBackend:
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None):
         int8 = [name for name, engine in bundle.manifest.engines.items() if engine.precision == "int8"]
-        if int8 and device != "cpu":  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
+        if (
+            int8 and device in GPU_DEVICES
+        ):  # built for ONNX Runtime's CPU kernels (MatMulInteger has no fast GPU kernel)
             raise ConfigError(  # first: no install makes this bundle run there
                 f"{bundle.root}: its int8 engines ({', '.join(int8)}) are for ONNX Runtime's CPU provider; "
                 f"they cannot run on --device {device}",
-                hint="use --device cpu with it; export --precision fp32 for --device openvino, fp16 for the GPU",
+                hint="use --device cpu (or openvino) with it; export --precision fp16 for the GPU",
             )
         backend_ready(self.name, device)
         self.bundle = bundle
         self.device = device
         self.bf16 = device == "openvino" and cpu_has_amx()
+        # on ONNX Runtime's CPU provider whatever the host device: an int8 bundle's engines but its autoencoder
+        self.cpu_engines = {name for name in bundle.manifest.engines if name not in AUTOENCODER} if int8 else set()
         self.threads = threads
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.lock = threading.Lock()
@@ -101,7 +109,7 @@ class OnnxRuntimeBackend:
         """Execution providers for ``engine`` in order of preference, each falling back to the next for unsupported nodes."""
         chain: list = ["CPUExecutionProvider"]
         device = self.device
-        if device == "openvino":
+        if device == "openvino" and engine not in self.cpu_engines:
             hint = "bf16" if self.bf16 and engine in BF16_ENGINES else "f32"
             chain.insert(
                 0,
@@ -149,7 +157,7 @@ class OnnxRuntimeBackend:
 
     def check_provider(self, session: ort.InferenceSession, engine: str) -> None:
         """Refuse a session on which ONNX Runtime silently fell back to another provider, naming what is missing."""
-        wanted = PROVIDERS[self.device]
+        wanted = PROVIDERS["cpu" if engine in self.cpu_engines else self.device]
         if wanted in session.get_providers():
             return
         missing = missing_libraries(self.device)
@@ -161,14 +169,20 @@ class OnnxRuntimeBackend:
         )
 
     def session_options(self, engine: str) -> ort.SessionOptions:
-        """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs.
+        """Full graph optimisation; only the UNet, run every step, keeps a memory arena between runs; on the host, no
+        memory pattern.
 
         An arena holds on to the largest activations it ever served; for the engines that run once per
         picture (the VAE decoder's are hundreds of MB) that memory would only raise the process's peak.
+        A memory pattern (ONNX Runtime plans one block for all of a run's activations from the first run, and
+        takes it from the arena from the second on) added 275-300 MB to the peak of a one-step 512x512 picture
+        (SD 1.5 or BK-SDM-Tiny UNet in int8, TAESD) on the CPU and saved no measurable time; without the UNet's
+        arena the peak drops by another 200 MB, but its step takes 10% longer (docs/performance.md).
         """
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = engine == UNET
+        options.enable_mem_pattern = self.device in GPU_DEVICES
         if self.threads:
             options.intra_op_num_threads = self.threads
         return options

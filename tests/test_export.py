@@ -628,3 +628,29 @@ def test_int8_is_refused_where_it_cannot_run(int8_bundle, tiny_models, tmp_path)
     with pytest.raises(ConfigError, match="--precision int8 is for CPUs"):
         export_quietly(options_for(tiny_models, tmp_path / "trt8", precision="int8", tensorrt=True))
     assert not (tmp_path / "trt8").exists()
+
+
+@pytest.mark.optional  # needs the onnxruntime-openvino build (just setup-openvino), which CI does not install
+def test_an_int8_bundle_on_openvino_keeps_its_int8_engines_on_the_cpu_provider(int8_bundle, clips):
+    """--device openvino with an int8 bundle: its autoencoder on OpenVINO, its int8 engines (as the manifest says) and
+    the text encoder on ONNX Runtime's CPU provider, and nearly the CPU's picture."""
+    from runtime.pipeline import GenerationOptions, Pipeline
+
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs the onnxruntime-openvino build of ONNX Runtime")
+    pipeline = Pipeline.open(int8_bundle, device="openvino")
+    options = GenerationOptions(steps=2, seed=5)
+    openvino = pipeline.generate(clips[0], options)[0]
+    precisions = {name: engine.precision for name, engine in read_manifest(int8_bundle).engines.items()}
+    assert {"unet": "int8", "audio_encoder": "int8", "text_encoder": "fp32", "vae_decoder": "fp32"}.items() <= (
+        precisions.items()
+    )
+    providers = {name: session.get_providers()[0] for name, session in pipeline.backend.sessions.items()}
+    assert providers == {
+        "audio_encoder": "CPUExecutionProvider",
+        "text_encoder": "CPUExecutionProvider",
+        "unet": "CPUExecutionProvider",
+        "vae_decoder": "OpenVINOExecutionProvider",
+    }
+    cpu = Pipeline.open(int8_bundle).generate(clips[0], options)[0]
+    assert psnr(openvino, cpu) >= 30

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,3 +166,57 @@ def test_bench_backends_draw_a_fast_bundle_with_its_own_recipe(fast_bundle, clip
     assert result.exit_code == 0, result.output
     recipe = json.loads(report.read_text())["configs"]["onnxruntime"]["recipe"]
     assert (recipe["scheduler"], recipe["steps"], recipe["guidance"], recipe["unet_batch"]) == ("lcm", 4, 1.0, 1)
+
+
+def test_bench_turbo_draws_one_unguided_step_from_the_last_timestep(fast_bundle, clips):
+    """bench's one-step recipe (the hyper-1step preset's) on a bundle of batch 1: one UNet call at batch 1, at the one
+    timestep diffusers' TCDScheduler gives for one step (the last training timestep), one text encoding."""
+    from diffusers import TCDScheduler
+
+    from runtime.commands.bench import TURBO
+
+    pipeline = Pipeline.open(fast_bundle)
+    calls = []
+    run = pipeline.backend.run
+    pipeline.backend.run = lambda engine, feeds: calls.append((engine, feeds)) or run(engine, feeds)
+    drawn = pipeline.draw(clips[0], replace(TURBO, seed=3))
+    assert (TURBO.scheduler, TURBO.steps, TURBO.guidance) == ("tcd", 1, 1.0)
+    reference = TCDScheduler.from_config(pipeline.bundle.manifest.scheduler_config)
+    reference.set_timesteps(1)
+    unet = [feeds for engine, feeds in calls if engine == "unet"]
+    assert [(len(feeds["sample"]), float(feeds["timestep"][0])) for feeds in unet] == [
+        (1, float(reference.timesteps[0]))
+    ]
+    assert float(reference.timesteps[0]) == 999.0
+    assert [engine for engine, _ in calls].count("text_encoder") == 1  # no unconditional embedding at guidance 1
+    assert np.isfinite(np.asarray(drawn.pictures[0], np.float32)).all()
+
+
+def test_bench_turbo_end_to_end(fast_bundle, clips, tmp_path):
+    """Named configurations (--engines NAME=DIR): each draws its recipe on its bundle with its backend, in its own
+    process, and the ratios pair each with its labelless and its torch form."""
+    from typer.testing import CliRunner
+
+    from audiotoken_rt.cli import app
+
+    report = tmp_path / "bench-turbo.json"
+    named = [f"--engines={name}={fast_bundle}" for name in ("turbo", "torch-turbo", "turbo-small")]
+    result = CliRunner().invoke(app, ["bench", str(clips[0]), *named, "--rounds", "1", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(report.read_text())
+    assert list(figures["configs"]) == ["turbo", "torch-turbo", "turbo-small"]
+    one_step = {
+        "scheduler": "tcd",
+        "steps": 1,
+        "guidance": 1.0,
+        "eta": 1.0,
+        "timestep_spacing": None,
+        "unet_batch": 1,
+        "decoder": "taesd",
+    }
+    for config in figures["configs"].values():
+        assert config["recipe"] == one_step
+        assert {"total_ms", "unet_step_ms", "stages", "peak_rss_mb"} <= set(config)
+        assert config["round_totals_ms"] == [config["total_ms"]]
+    assert set(figures["ratios"]) == {"turbo / torch-turbo", "turbo-small / turbo"}
+    assert figures["bundles"] == dict.fromkeys(figures["configs"], str(fast_bundle))

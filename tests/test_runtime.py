@@ -259,6 +259,57 @@ def test_bench_fast_measures_default_fast_and_torch_fast(monkeypatch):
     assert relative["fast / torch-fast"]["total"] == pytest.approx(1 / 3)
 
 
+def test_bench_named_configurations_draw_their_recipe_on_their_bundle_and_backend():
+    """``--engines NAME=DIR``: NAME is [BACKEND-]RECIPE[-LABEL]; what just bench-fast measures, in order, with the
+    ratios of each over its labelless form (else default) and over its torch form."""
+    import runtime.commands.bench as bench
+    from runtime.pipeline import GenerationOptions
+
+    plain, fast, turbo, small = Path("plain"), Path("fast"), Path("turbo"), Path("small")
+    one_step = GenerationOptions(scheduler="tcd", steps=1, guidance=1.0, eta=1.0)  # Hyper-SD's one-step card
+    named = [("turbo", turbo), ("torch-turbo", turbo), ("turbo-small", small)]
+    configs, pairs = bench.bench_configs(plain, fast, ["onnxruntime"], "cpu", bench.BenchOptions(), named)
+    assert [(c.name, c.bundle, c.backend, c.device, c.options) for c in configs] == [
+        ("default", plain, "onnxruntime", "cpu", GenerationOptions()),
+        ("fast", fast, "onnxruntime", "cpu", GenerationOptions(fast=True)),
+        ("torch-fast", fast, "torch", "cpu", GenerationOptions(fast=True)),
+        ("turbo", turbo, "onnxruntime", "cpu", one_step),
+        ("torch-turbo", turbo, "torch", "cpu", one_step),
+        ("turbo-small", small, "onnxruntime", "cpu", one_step),
+    ]
+    assert pairs == [
+        ("fast", "default"),
+        ("fast", "torch-fast"),
+        ("turbo", "default"),
+        ("turbo", "torch-turbo"),
+        ("turbo-small", "turbo"),
+    ]
+    assert bench.engines_given(["plain", "turbo=turbo", "torch-turbo-small=small"]) == (
+        plain,
+        [("turbo", turbo), ("torch-turbo-small", small)],
+    )
+    torch_on_cuda, _ = bench.bench_configs(None, None, [], "tensorrt", bench.BenchOptions(), [("torch-turbo", turbo)])
+    assert (torch_on_cuda[0].backend, torch_on_cuda[0].device) == ("torch", "cuda")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("--engines plain --engines fastest=fast", "--engines fastest=...: a configuration's name is [BACKEND-]RECIPE"),
+        ("--engines plain --engines cuda-turbo=turbo", "--engines cuda-turbo=...: a configuration's name"),
+        ("--engines plain --engines turbo=a --engines turbo=b", "--engines: configuration turbo given twice"),
+        ("--engines plain --engines other", "--engines: 2 plain bundle folders (plain, other); at most one"),
+        ("--engines turbo=turbo --fast-engines fast", "--engines: no plain bundle folder given"),
+    ],
+)
+def test_bench_refuses_what_names_no_configuration_in_one_line(args, message):
+    result = CliRunner().invoke(app, ["bench", "clip.wav", *args.split()])  # refused before any file is read
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith(f"error: {message}"), result.output
+    assert len(lines) <= 2 and all(line.startswith(("error: ", "hint: ")) for line in lines), result.output
+
+
 def test_open_rehashes_only_files_that_changed(tiny_bundle, tmp_path):
     import os
 
@@ -318,9 +369,10 @@ def test_bench_rounds_alternate_configs_and_keep_the_best(monkeypatch):
 
 
 def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
-    """The largest set bench measures (--fast-engines with --edit and --regions: 9 configurations, 12 ratios) with
-    SD 1.5-sized figures on a CPU, rendered at 100 columns: every line fits, each configuration and ratio is one row
-    on one line (nothing wraps) whose name and figures are whole, in order."""
+    """The largest set bench measures (just bench-fast's: --fast-engines and the turbo configurations, with --edit and
+    --regions: 18 configurations, 27 ratios) with SD 1.5-sized figures on a CPU, rendered at 100 columns: every line
+    fits, each configuration and ratio is one row on one line (nothing wraps) whose name and figures are whole, in
+    order."""
     import io
     import re
 
@@ -329,13 +381,21 @@ def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
 
     import runtime.commands.bench as bench
 
+    named = [("turbo", Path("turbo")), ("torch-turbo", Path("turbo")), ("turbo-small", Path("small"))]
     configs, pairs = bench.bench_configs(
-        Path("plain"), Path("fast"), ["onnxruntime"], "cpu", bench.BenchOptions(edit=True, regions=True)
+        Path("plain"), Path("fast"), ["onnxruntime"], "cpu", bench.BenchOptions(edit=True, regions=True), named
     )
+    recipes = {  # as each recipe draws on its bundle (default: a plain bundle's; fast and turbo: batch 1, TAESD)
+        "default": ("dpm++2m", 25, 7.5, None, 2, "sd-vae"),
+        "fast": ("lcm", 4, 1.0, None, 1, "taesd"),
+        "turbo": ("tcd", 1, 1.0, None, 1, "taesd"),
+    }
     rng = np.random.default_rng(0)
     results = {}
     for config in configs:
         stages = [s for s in bench.STAGES if s != "encode_picture" or config.name.endswith("-edit")]
+        recipe = next(recipe for recipe in recipes if recipe in config.name)
+        scheduler, steps, guidance, spacing, batch, decoder = recipes[recipe]
         results[config.name] = {
             "stages": {stage: float(rng.uniform(1, 99999)) for stage in stages},
             "total_ms": float(rng.uniform(10000, 999999)),
@@ -343,17 +403,17 @@ def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
             "peak_rss_mb": float(rng.uniform(100, 99999)),
             "round_totals_ms": [float(rng.uniform(10000, 999999)) for _ in range(3)],
             "recipe": {
-                "scheduler": "dpm++2m",
-                "steps": 25,
-                "guidance": 7.5,
-                "eta": 0.0,
-                "timestep_spacing": None,
-                "unet_batch": 2,
-                "decoder": "sd-vae",
+                "scheduler": scheduler,
+                "steps": steps,
+                "guidance": guidance,
+                "eta": 1.0 if scheduler == "tcd" else 0.0,  # the longest recipe text: 'tcd 1, eta 1, ...'
+                "timestep_spacing": spacing,
+                "unet_batch": batch,
+                "decoder": decoder,
             },
         }
     relative = bench.ratios(results, pairs)
-    assert len(results) == 9 and len(relative) == 12
+    assert len(results) == 18 and len(relative) == 27
     console = Console(file=io.StringIO(), width=100, color_system=None)
     for table in bench.bench_tables("plain: fp32, 512x512, cpu", results, relative):
         console.print(table)
@@ -369,7 +429,8 @@ def test_bench_tables_read_at_100_columns_with_a_row_per_configuration():
     for name, figures in results.items():
         summary, stages, rounds = cells(name)  # one row in each per-configuration table, on one line
         headline = (figures["unet_step_ms"], figures["total_ms"], figures["peak_rss_mb"])
-        assert summary == [f"{v:.1f}" for v in (7.5, *headline)], name  # guidance 7.5 in the recipe
+        guidance = [f"{figures['recipe']['guidance']:g}"] if figures["recipe"]["guidance"] == 7.5 else []
+        assert summary == [*guidance, *(f"{v:.1f}" for v in headline)], name  # the recipe's decimals, then these
         assert stages == [f"{figures['stages'][s]:.1f}" for s in bench.STAGES if s in figures["stages"]], name
         assert rounds == [f"{t / 1000:.1f}" for t in figures["round_totals_ms"]], name
     for pair, figures in relative.items():

@@ -4,10 +4,14 @@ A configuration is a bundle, a backend and a way to draw (``GenerationOptions``)
 - ``--backends onnxruntime,torch`` (the default): each backend on ``--engines``, ``--steps`` steps of
   ``--scheduler``, the bundle's recipe where unset (DPM-Solver++ at guidance 7.5 for a plain bundle); ratios
   against ``torch``, the PyTorch networks the bundle was exported from;
-- ``--fast-engines FAST``: ``default`` (``--engines``' own recipe, DPM-Solver++ 25 steps at guidance 7.5 with the
-  full VAE for a plain bundle), ``fast`` (``FAST`` with ``--fast``: LCM, 4 steps, guidance 1, the tiny decoder)
-  and ``torch-fast`` (the same fast recipe on the PyTorch networks, fp32); ratios fast / default and
-  fast / torch-fast;
+- named configurations, ``--engines NAME=DIR`` (repeatable): NAME is ``[BACKEND-]RECIPE[-LABEL]``, a recipe of
+  ``RECIPES`` drawn on bundle DIR by BACKEND (onnxruntime when left out), e.g. ``turbo``, ``torch-turbo``,
+  ``turbo-small``: ``default`` (the bundle's own recipe, DPM-Solver++ 25 steps at guidance 7.5 with the full VAE for
+  a plain bundle), ``fast`` (the ``--fast`` preset: LCM, 4 steps, guidance 1, the tiny decoder) and ``turbo`` (one
+  step from the last training timestep, no classifier-free guidance: ``TURBO``); ratios of each configuration over
+  its labelless form (turbo-small / turbo) or else over ``default``, and over its ``torch-`` form;
+- ``--fast-engines FAST``: short for ``--engines default=ENGINES --engines fast=FAST --engines torch-fast=FAST``
+  (``torch-fast``: the fast recipe on the PyTorch networks, fp32); ratios fast / default and fast / torch-fast;
 - ``--regions`` adds ``NAME-2regions``: the clip composed twice in two regions (left, right), whose UNet step
   (all of its calls) over the plain one is what a region costs;
 - ``--edit`` adds, beside each configuration, ``NAME-edit``: ``edit`` at strength 0.6 of the picture that
@@ -51,11 +55,17 @@ from runtime.commands.cli import choice, option, reports_errors
 from runtime.contract import UNET
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline, Stopwatch
+from runtime.sampling import PRESETS
 from runtime.schedulers import SCHEDULER_NAMES
 
 STAGES = ("load_audio", "encode_audio", "encode_prompt", "encode_picture", "denoise", "decode_latents")
 WARM_UP_STEPS = 2
 EDIT_STRENGTH = 0.6
+# The one-step recipe: the hyper-1step preset's (Hyper-SD's one-step LoRA: TCD, one step from t=999, no
+# classifier-free guidance, a UNet of batch 1), drawn on any bundle holding batch 1.
+TURBO = GenerationOptions(**PRESETS["hyper-1step"].sampling.to_json())
+RECIPES = {"default": GenerationOptions(), "fast": GenerationOptions(fast=True), "turbo": TURBO}  # unset: the bundle's
+TORCH = "torch"  # the reference backend, the PyTorch networks a bundle was exported from
 
 
 @dataclass(frozen=True)
@@ -246,22 +256,82 @@ def check_backends(names: list[str]) -> list[str]:
     return names
 
 
+def config_parts(name: str) -> tuple[str, str, str]:
+    """(backend, recipe, label) of a configuration named ``[BACKEND-]RECIPE[-LABEL]``: ``torch-turbo`` is (torch,
+    turbo, ''), ``turbo-small`` (onnxruntime, turbo, 'small'); one ConfigError line naming --engines when no word of
+    it is a recipe of ``RECIPES``, or the words before that one are no backend."""
+    words = name.split("-")
+    at = next((i for i, word in enumerate(words) if word in RECIPES), None)
+    backend = "-".join(words[:at]) if at else "onnxruntime"
+    if at is None or backend not in backend_names():
+        raise ConfigError(
+            f"--engines {name}=...: a configuration's name is [BACKEND-]RECIPE[-LABEL], RECIPE one of "
+            f"{', '.join(RECIPES)} and BACKEND one of {', '.join(backend_names())}",
+            hint="e.g. --engines turbo=DIR --engines torch-turbo=DIR --engines turbo-small=DIR2",
+        )
+    return backend, words[at], "-".join(words[at + 1 :])
+
+
+def engines_given(values: list[str]) -> tuple[Path | None, list[tuple[str, Path]]]:
+    """``--engines``' values: the bundle the backends (or ``default``) are measured on (DIR, at most one) and the named
+    configurations (NAME=DIR, in the order given)."""
+    plain, named = [], []
+    for value in values:
+        name, equals, folder = value.partition("=")
+        if equals and "/" not in name:
+            config_parts(name)  # a bad name is one line before any bundle is read
+            named.append((name, Path(folder)))
+        else:
+            plain.append(Path(value))
+    if len(plain) > 1:
+        raise ConfigError(
+            f"--engines: {len(plain)} plain bundle folders ({', '.join(map(str, plain))}); at most one",
+            hint="name the others: --engines NAME=DIR",
+        )
+    return (plain[0] if plain else None), named
+
+
+def recipe_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The ratios the named configurations show: each over its labelless form (turbo-small / turbo), else (a recipe
+    other than default) over default; and each but the torch ones over its torch form (turbo / torch-turbo)."""
+    pairs = []
+    for name in names:
+        backend, recipe, label = config_parts(name)
+        if backend == TORCH:
+            continue
+        base = name.removesuffix(f"-{label}") if label else ("default" if recipe != "default" else None)
+        reference = "-".join([TORCH, recipe, *([label] if label else [])])
+        pairs += [(name, other) for other in (base, reference) if other in names and other != name]
+    return pairs
+
+
 def bench_configs(
-    engines: Path, fast_engines: Path | None, backends: list[str], device: str, settings: BenchOptions
+    engines: Path | None,
+    fast_engines: Path | None,
+    backends: list[str],
+    device: str,
+    settings: BenchOptions,
+    named: list[tuple[str, Path]] | None = None,
 ) -> tuple[list[Config], list[tuple[str, str]]]:
-    """The configurations to measure, and the pairs whose ratios the table shows."""
+    """The configurations to measure, and the pairs whose ratios the table shows: ``backends`` on ``engines`` (unless
+    ``fast_engines`` makes that bundle ``default``), then the ``named`` configurations (NAME, bundle)."""
+    named = list(named or [])
+    configs, pairs = [], []
     if fast_engines is not None:
-        fast = GenerationOptions(fast=True)
-        configs = [
-            Config("default", engines, "onnxruntime", device, GenerationOptions()),
-            Config("fast", fast_engines, "onnxruntime", device, fast),
-            Config("torch-fast", fast_engines, "torch", worker_device("torch", device), fast),
-        ]
-        pairs = [("fast", "default"), ("fast", "torch-fast")]
-    else:
+        assert engines is not None, "--fast-engines measures default on the plain --engines"
+        named = [("default", engines), ("fast", fast_engines), ("torch-fast", fast_engines), *named]
+    elif engines is not None:
         options = GenerationOptions(steps=settings.steps, scheduler=settings.scheduler)  # unset: the bundle's recipe
         configs = [Config(name, engines, name, worker_device(name, device), options) for name in backends]
-        pairs = [(name, "torch") for name in backends if name != "torch"]
+        pairs = [(name, TORCH) for name in backends if name != TORCH]
+    for name, bundle in named:
+        backend, recipe, _ = config_parts(name)
+        configs.append(Config(name, bundle, backend, worker_device(backend, device), RECIPES[recipe]))
+    pairs += recipe_pairs([name for name, _ in named])
+    names = [config.name for config in configs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"--engines: configuration {', '.join(twice)} given twice", hint="give each name once")
     variants = {"edit": dict(strength=EDIT_STRENGTH)} if settings.edit else {}
     if settings.regions:
         variants["2regions"] = dict(layout="left,right")
@@ -275,12 +345,12 @@ def bench_configs(
 
 
 def recipe_text(recipe: dict) -> str:
-    """A configuration's recipe as its row shows it: 'ddim 50, guidance 7.5, eta 0.5, trailing, batch 2, sd-vae'
+    """A configuration's recipe as its row shows it: 'ddim 50 trailing, guidance 7.5, eta 0.5, batch 2, sd-vae'
     (eta 0 and the scheduler config's spacing left unsaid)."""
     eta = f", eta {recipe['eta']:g}" if recipe["eta"] != 0 else ""
-    spacing = f", {recipe['timestep_spacing']}" if recipe["timestep_spacing"] is not None else ""
+    spacing = f" {recipe['timestep_spacing']}" if recipe["timestep_spacing"] is not None else ""
     return (
-        f"{recipe['scheduler']} {recipe['steps']}, guidance {recipe['guidance']:g}{eta}{spacing}, "
+        f"{recipe['scheduler']} {recipe['steps']}{spacing}, guidance {recipe['guidance']:g}{eta}, "
         f"batch {recipe['unet_batch']}, {recipe['decoder']}"
     )
 
@@ -298,7 +368,7 @@ def bench_tables(title: str, results: dict[str, dict], relative: dict[str, dict]
             made.add_column(column, justify="right")
         return made
 
-    summary = table(title, "configuration", "recipe", "UNet step\nms", "total\nms", "peak RSS\nMB")
+    summary = table(title, "configuration", "recipe", "UNet\nstep ms", "total\nms", "peak RSS\nMB")
     summary.columns[1].justify = "left"
     for name, figures in results.items():
         recipe = recipe_text(figures["recipe"])
@@ -323,12 +393,19 @@ def bench_tables(title: str, results: dict[str, dict], relative: dict[str, dict]
 @reports_errors
 def bench_command(
     clip: Path = typer.Argument(..., help="The sound clip every configuration draws from.", show_default=False),
-    engines: Path = typer.Option(..., "--engines", help="Engine bundle folder.", show_default=False),
+    engines: list[str] = typer.Option(
+        ...,
+        "--engines",
+        show_default=False,
+        help="Engine bundle folder, measured by --backends; or NAME=DIR (repeatable): configuration NAME on bundle DIR, "
+        "NAME being [BACKEND-]RECIPE[-LABEL], RECIPE default, fast or turbo (one step, guidance 1), BACKEND "
+        "onnxruntime where left out: e.g. turbo=DIR, torch-turbo=DIR, turbo-small=DIR2.",
+    ),
     fast_engines: Path | None = typer.Option(
         None,
         "--fast-engines",
         show_default=False,
-        help="A fast bundle (export --lcm-lora --tiny-vae): measure default (--engines' recipe), fast and torch-fast.",
+        help="A fast bundle (export --fast): measure default (the plain --engines' recipe), fast and torch-fast.",
     ),
     backends: str = typer.Option(
         "onnxruntime,torch", "--backends", help="Comma-separated backends on --engines, each in its own process."
@@ -363,12 +440,18 @@ def bench_command(
     )
     settings.check()
     names = check_backends([b.strip() for b in backends.split(",") if b.strip()])
-    manifest = read_manifest(engines)
-    if fast_engines is not None:
-        read_manifest(fast_engines)
+    plain, named = engines_given(engines)
+    if plain is None and (fast_engines is not None or not named):
+        raise ConfigError(
+            "--engines: no plain bundle folder given; --fast-engines measures default on it, and without NAME=DIR "
+            "--backends do",
+            hint="--engines DIR (the plain bundle) beside --fast-engines FAST or --engines NAME=DIR",
+        )
+    configs, pairs = bench_configs(plain, fast_engines, names, device, settings, named)
+    manifests = {config.bundle: read_manifest(config.bundle) for config in configs}
+    manifest = manifests[configs[0].bundle]  # the plain bundle's, else the first named one's: the title, the JSON's
     if not clip.is_file():
         raise ConfigError(f"{clip}: clip not found")
-    configs, pairs = bench_configs(engines, fast_engines, names, device, settings)
     for backend, on in dict.fromkeys((config.backend, config.device) for config in configs):
         backend_ready(backend, on)  # a backend that cannot start here is one line before any worker runs
     console = Console(stderr=True, highlight=False, markup=False)
@@ -383,7 +466,7 @@ def bench_command(
 
         results = run_rounds(configs, clip, repeats, rounds, progress)
     relative = ratios(results, pairs)
-    title = f"{engines}: {manifest.precision}, {manifest.width}x{manifest.height}, {device}"
+    title = f"{configs[0].bundle}: {manifest.precision}, {manifest.width}x{manifest.height}, {device}"
     shown = Console(markup=False)  # paths shown as they are
     for table in bench_tables(title, results, relative):
         shown.print(table)

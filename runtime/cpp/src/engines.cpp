@@ -147,6 +147,7 @@ void Engines::open_session(const std::string& engine) {
   try {
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (engine != unet::kName) options.DisableCpuMemArena();  // a once-per-picture engine keeps no arena
+    if (device_ != "cuda" && device_ != "tensorrt") options.DisableMemPattern();  // on the host: 300 MB less peak
     if (threads_ > 0) options.SetIntraOpNumThreads(threads_);
   } catch (const Ort::Exception& e) {
     fail(ATRT_RUNTIME_ERROR, std::string("ONNX Runtime session options: ") + e.what());

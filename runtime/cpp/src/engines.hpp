@@ -1,8 +1,8 @@
 // The bundle's engines on ONNX Runtime (its C API, through the header-only C++ wrapper that ships with it): one
 // session per engine, created on first use, as runtime/backends.py `OnnxRuntimeBackend` does: full graph
-// optimisation, a memory arena for the UNet only, the device's execution provider (CPU; CUDA; TensorRT then CUDA),
-// and the same "provider really in use" refusal: a provider ONNX Runtime lacks or cannot start is an error naming
-// what is missing, never a silent fall-back to the CPU.
+// optimisation, a memory arena for the UNet only, no memory pattern on the host, the device's execution provider
+// (CPU; CUDA; TensorRT then CUDA), and the same "provider really in use" refusal: a provider ONNX Runtime lacks or
+// cannot start is an error naming what is missing, never a silent fall-back to the CPU.
 //
 // Place in the data flow: the pipeline calls run(engine, inputs) for audio_encoder, text_encoder, unet and
 // vae_decoder; ONNX Runtime errors become RUNTIME errors.
