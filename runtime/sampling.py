@@ -263,61 +263,29 @@ PRESETS = {
             "Hyper-SD 1-step LoRA",
         ),
         # The N-step LoRAs: DDIMScheduler with "trailing" timestep spacing, N steps, guidance 0
-        Preset(
-            "hyper-2step",
-            Sampling("ddim", 2, 1.0, timestep_spacing="trailing"),
-            HYPER_SD,
-            "Hyper-SD15-2steps-lora.safetensors",
-            "Hyper-SD 2-step LoRA",
-        ),
-        Preset(
-            "hyper-4step",
-            Sampling("ddim", 4, 1.0, timestep_spacing="trailing"),
-            HYPER_SD,
-            "Hyper-SD15-4steps-lora.safetensors",
-            "Hyper-SD 4-step LoRA",
-        ),
-        Preset(
-            "hyper-8step",
-            Sampling("ddim", 8, 1.0, timestep_spacing="trailing"),
-            HYPER_SD,
-            "Hyper-SD15-8steps-lora.safetensors",
-            "Hyper-SD 8-step LoRA",
+        *(
+            Preset(
+                f"hyper-{n}step",
+                Sampling("ddim", n, 1.0, timestep_spacing="trailing"),
+                HYPER_SD,
+                f"Hyper-SD15-{n}steps-lora.safetensors",
+                f"Hyper-SD {n}-step LoRA",
+            )
+            for n in (2, 4, 8)
         ),
         # h1t/TCD-SD15-LoRA's card: TCDScheduler, 4 steps, guidance 0, eta (TCD's gamma) 0.3
         Preset("tcd", Sampling("tcd", 4, 1.0, eta=0.3), "h1t/TCD-SD15-LoRA", LORA_WEIGHTS_NAME, "TCD-LoRA"),
         # PCM's validation (and its README's DDIM fix): DDIM, "trailing" spacing, eta 0, N steps; small CFG: guidance 0
-        Preset(
-            "pcm-2step",
-            Sampling("ddim", 2, 1.0, timestep_spacing="trailing"),
-            PCM,
-            "sd15/pcm_sd15_smallcfg_2step_converted.safetensors",
-            "PCM 2-step LoRA",
-            lora_alpha=PCM_ALPHA,
-        ),
-        Preset(
-            "pcm-4step",
-            Sampling("ddim", 4, 1.0, timestep_spacing="trailing"),
-            PCM,
-            "sd15/pcm_sd15_smallcfg_4step_converted.safetensors",
-            "PCM 4-step LoRA",
-            lora_alpha=PCM_ALPHA,
-        ),
-        Preset(
-            "pcm-8step",
-            Sampling("ddim", 8, 1.0, timestep_spacing="trailing"),
-            PCM,
-            "sd15/pcm_sd15_smallcfg_8step_converted.safetensors",
-            "PCM 8-step LoRA",
-            lora_alpha=PCM_ALPHA,
-        ),
-        Preset(
-            "pcm-16step",
-            Sampling("ddim", 16, 1.0, timestep_spacing="trailing"),
-            PCM,
-            "sd15/pcm_sd15_smallcfg_16step_converted.safetensors",
-            "PCM 16-step LoRA",
-            lora_alpha=PCM_ALPHA,
+        *(
+            Preset(
+                f"pcm-{n}step",
+                Sampling("ddim", n, 1.0, timestep_spacing="trailing"),
+                PCM,
+                f"sd15/pcm_sd15_smallcfg_{n}step_converted.safetensors",
+                f"PCM {n}-step LoRA",
+                lora_alpha=PCM_ALPHA,
+            )
+            for n in (2, 4, 8, 16)
         ),
     )
 }

@@ -143,7 +143,8 @@ HOSTILE = [
     Hostile("SCHEDULER unknown", {"SCHEDULER": text(b"magic")}, "--scheduler is 'magic'"),
     Hostile("SCHEDULER too long", {"SCHEDULER": text(b"m" * 10_000)}, "SCHEDULER: 10000 bytes"),
     Hostile("ETA 2", {"SCHEDULER": text(b"ddim"), "ETA": np.array([[2.0]], np.float32)}, "--eta is 2.0"),
-    Hostile("ETA without ddim", {"ETA": np.array([[0.5]], np.float32)}, "has no eta"),
+    # a scheduler without an eta named too: hostile changes are laid over a good request, which may name ddim
+    Hostile("ETA with euler", {"SCHEDULER": text(b"euler"), "ETA": np.array([[0.5]], np.float32)}, "has no eta"),
     Hostile("SPACING unknown", {"SPACING": text(b"sideways")}, "--spacing is 'sideways'"),
     Hostile("FAST without the fast bundle", {"FAST": np.array([[True]])}, "--fast needs"),
     Hostile("PICTURE not a picture", {"PICTURE": text(b"GIF89a" + b"\0" * 64)}, "PICTURE", "audiotoken_edit"),
