@@ -45,6 +45,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -180,14 +181,15 @@ def worker_device(backend: str, device: str) -> str:
 
 
 def run_rounds(
-    configs: list[Config], clip: Path, repeats: int, rounds: int, progress=lambda name, round_: None
+    configs: list[Config], clip: Path, repeats: int, rounds: int, progress: Callable[[str, int], None] | None = None
 ) -> dict[str, dict]:
     """Alternate the configurations for ``rounds`` rounds; keep the fastest round's times and the largest peak memory,
     and every round's total (``round_totals_ms``)."""
     best: dict[str, dict] = {}
     for round_ in range(rounds):
         for config in configs:
-            progress(config.name, round_)
+            if progress is not None:
+                progress(config.name, round_)
             figures = run_worker(config, clip, repeats)
             if config.name not in best:
                 best[config.name] = {**figures, "round_totals_ms": [figures["total_ms"]]}
