@@ -59,7 +59,7 @@ from runtime.errors import AudioLoadError, ConfigError, shown
 DOWNMIX_MODES = ("first", "mean", "second")
 MIN_SAMPLE_RATE = 4_000  # Hz: below telephone speech (8 kHz); 10 s from 1 Hz would resample 10 samples to 160_000
 MAX_SAMPLE_RATE = 384_000  # Hz: the highest rate audio interfaces record; 10 s of it is 3.84 M samples per channel
-_MAX_CHANNELS = 1024  # libsndfile's own limit; a wider [N, C] array is almost surely a [C, N] one
+MAX_CHANNELS = 1024  # libsndfile's own limit; a wider [N, C] array is almost surely a [C, N] one
 _MAX_BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))  # 1 - 2**-24: the top of [-1, 1) in float32
 # Input kept past the 10 s window, so that soxr's lookahead sees real audio at the cut. Measured on noise at 90 rates
 # in 4-384 kHz: cutting the input moves soxr HQ's output by more than 1e-6 only in its last 22 ms of output, and at
@@ -83,30 +83,12 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first", start: float 
     """
     path = Path(path)
     _check_options(downmix, start, str(path))
-    _check_file(path)
-    if path.suffix.lower() == ".raw":  # soundfile opens a .raw file as headerless samples, of a format it must be told
-        raise AudioLoadError(
-            f"{path}: headerless RAW audio is not supported (it does not say its rate, channels or sample format)",
-            hint="convert it to WAV or FLAC with its true format, e.g. `ffmpeg -f s16le -ar 16000 -ac 1 -i CLIP.raw clip.wav`",
-        )
-    cut_short = _truncation(path)
-    if cut_short:
-        raise AudioLoadError(f"{path}: file is truncated: {cut_short}", hint=_HINT_REEXPORT)
-
-    # libsndfile reads the path "-" as stdin, so hand it an absolute path (names starting with "-" are common).
-    try:
-        f = sf.SoundFile(str(path.absolute()))
-    except sf.SoundFileError as e:
-        raise AudioLoadError(
-            f"{path}: not a recognised audio file ({_reason(e)})",
-            hint="use WAV, FLAC, OGG/Vorbis or MP3, e.g. `ffmpeg -i CLIP -ac 1 -ar 16000 clip.wav`",
-        ) from e
+    f = open_clip(path)
     with f:
         sample_rate, total = f.samplerate, f.frames
         # libsndfile takes the frame count from the header (WAV, FLAC STREAMINFO, an MP3's Xing/Info frame), but
         # estimates an MP3's from its size when it has no such frame: a short read then proves nothing. For MPEG
         # audio (libsndfile's "MP3", layers I-III) the frame walk of `_truncation` is the check.
-        _check_rate(sample_rate, str(path))  # before anything is read: the rate sizes the window
         known, mp3 = total < _UNKNOWN_FRAMES, f.format == "MP3"
         first = _first_frame(start, sample_rate)
         if 0 < total and first >= min(total, _UNKNOWN_FRAMES):  # (a clip of no frames gets its own error below)
@@ -139,6 +121,37 @@ def load_audio(path: str | os.PathLike, *, downmix: str = "first", start: float 
     return _to_clip(mono, sample_rate, str(path))
 
 
+def open_clip(path: str | os.PathLike) -> sf.SoundFile:
+    """An audio file opened for reading (libsndfile), after the checks every reader of a clip makes: a readable,
+    non-empty file, not headerless RAW, not cut short (`_truncation`), recognised as audio, at a rate within
+    MIN_SAMPLE_RATE..MAX_SAMPLE_RATE. `load_audio` reads its window; `runtime.live` reads it as a stream, block by
+    block. Raises AudioLoadError naming the file; the caller closes what it gets."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".raw":  # soundfile opens a .raw file as headerless samples, of a format it must be told
+        raise AudioLoadError(
+            f"{path}: headerless RAW audio is not supported (it does not say its rate, channels or sample format)",
+            hint="convert it to WAV or FLAC with its true format, e.g. `ffmpeg -f s16le -ar 16000 -ac 1 -i CLIP.raw clip.wav`",
+        )
+    cut_short = _truncation(path)
+    if cut_short:
+        raise AudioLoadError(f"{path}: file is truncated: {cut_short}", hint=_HINT_REEXPORT)
+    # libsndfile reads the path "-" as stdin, so hand it an absolute path (names starting with "-" are common).
+    try:
+        f = sf.SoundFile(str(path.absolute()))
+    except sf.SoundFileError as e:
+        raise AudioLoadError(
+            f"{path}: not a recognised audio file ({_reason(e)})",
+            hint="use WAV, FLAC, OGG/Vorbis or MP3, e.g. `ffmpeg -i CLIP -ac 1 -ar 16000 clip.wav`",
+        ) from e
+    try:
+        _check_rate(f.samplerate, str(path))  # before anything is read: the rate sizes the window
+    except AudioLoadError:
+        f.close()
+        raise
+    return f
+
+
 def _read_mono(f: sf.SoundFile, frames: int, downmix: str) -> tuple[np.ndarray, int]:
     """Up to `frames` frames from `f`'s position, downmixed block by block: ([n] float32, non-finite samples seen
     in any channel). Only a block of all channels is held at a time, so memory is that of the mono window."""
@@ -149,7 +162,7 @@ def _read_mono(f: sf.SoundFile, frames: int, downmix: str) -> tuple[np.ndarray, 
         if len(samples) == 0:
             break
         non_finite += samples.size - int(np.count_nonzero(np.isfinite(samples)))
-        parts.append(_downmix(samples, downmix))  # [b]
+        parts.append(downmix_samples(samples, downmix))  # [b]
         left -= len(samples)
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), non_finite  # [n]
 
@@ -174,9 +187,9 @@ def prepare_waveform(
     _check_options(downmix, start, name)
     _check_rate(sample_rate, name)
     x = np.asarray(samples)
-    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] > _MAX_CHANNELS):
+    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] > MAX_CHANNELS):
         raise AudioLoadError(
-            f"{name}: expected samples shaped [N] or [N, C] with C <= {_MAX_CHANNELS}, got shape {x.shape}",
+            f"{name}: expected samples shaped [N] or [N, C] with C <= {MAX_CHANNELS}, got shape {x.shape}",
             hint="put time on axis 0 (transpose a [C, N] array)",
         )
     if x.size == 0:
@@ -197,7 +210,7 @@ def prepare_waveform(
     n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
     if n_bad:
         raise _not_finite(name, n_bad, x.size)
-    return _to_clip(_downmix(x, downmix), sample_rate, name)
+    return _to_clip(downmix_samples(x, downmix), sample_rate, name)
 
 
 def _to_clip(x: np.ndarray, sample_rate: float, name: str) -> np.ndarray:
@@ -215,7 +228,7 @@ def _to_clip(x: np.ndarray, sample_rate: float, name: str) -> np.ndarray:
     return np.ascontiguousarray(np.tile(x, repeats)[:N_SAMPLES])  # [160_000]
 
 
-def _downmix(x: np.ndarray, downmix: str) -> np.ndarray:
+def downmix_samples(x: np.ndarray, downmix: str) -> np.ndarray:
     """[n, C] -> [n] as `downmix` says ("mean": in float32); a 1-D [n] is mono already."""
     if x.ndim == 1:
         return x
