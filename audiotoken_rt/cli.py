@@ -5,6 +5,7 @@
 | generate    | runtime/commands/generate.py                  | the runtime (numpy, ONNX Runtime)                   |
 | edit        | runtime/commands/edit.py                      | the runtime                                         |
 | compose     | runtime/commands/compose.py                   | the runtime                                         |
+| live        | runtime/commands/live.py                      | the runtime (+ the ``live`` extra: mic, --video)    |
 | triton-repo | runtime/serving/triton_repo.py                | the runtime                                         |
 | serve       | runtime/serving/serve.py                      | the ``serve`` extra (PyTriton, numpy < 2: own venv) |
 | info        | runtime/commands/info.py                      | the runtime                                         |
@@ -38,6 +39,7 @@ from runtime.commands.compose import compose_command
 from runtime.commands.edit import edit_command
 from runtime.commands.generate import generate_command
 from runtime.commands.info import info_command
+from runtime.commands.live import live_command
 from runtime.serving.serve import serve_command
 from runtime.serving.triton_repo import triton_repo_command
 
@@ -98,6 +100,7 @@ def root(
 app.command("generate")(generate_command)
 app.command("edit")(edit_command)
 app.command("compose")(compose_command)
+app.command("live")(live_command)
 app.command("serve")(serve_command)
 app.command("triton-repo")(triton_repo_command)
 app.command("info")(info_command)
