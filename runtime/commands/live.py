@@ -282,6 +282,8 @@ def write_video(path: Path, pictures: list[Path], ends: list[float], every: floa
     encoded = io.BytesIO()
     with av.open(encoded, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4")
+        if stream.name == "libx264":
+            stream.options = {"crf": "18"}  # near-transparent for pictures (x264's default, 23, smears fine texture)
         with Image.open(pictures[0]) as first:
             stream.width, stream.height = first.size
         stream.pix_fmt = "yuv420p"
