@@ -143,6 +143,22 @@ bench-fast size="512" precision="int8" rounds="3":
         --engines torch-turbo=.cache/bench/engines-{{size}}-{{precision}}-turbo --engines turbo-small=.cache/bench/engines-{{size}}-{{precision}}-turbo-small \
         --rounds {{rounds}} --json .cache/bench/bench-{{size}}-fast.json
 
+# Live's figures on the fast and turbo bundles of bench-fast (512x512, int8): frames per minute and the latency from a
+# window's end to its picture (p50, p95), a `seconds`-long stream heard in real time, a window every second
+bench-live size="512" precision="int8" seconds="60":
+    just bench-bundle {{size}} {{precision}} -fast "--fast --lcm-lora .cache/bench/models/lcm-lora --tiny-vae .cache/bench/models/taesd"
+    just bench-bundle {{size}} {{precision}} -turbo "{{bench_turbo}}"
+    just live-figures .cache/bench/engines-{{size}}-{{precision}}-fast fast {{seconds}} --fast
+    just live-figures .cache/bench/engines-{{size}}-{{precision}}-turbo turbo {{seconds}} --fast
+
+# Live's figures on one bundle (e.g. `just live-figures .cache/demo/engines tiny 30 --steps 4`): the clip of tests/data
+# loop-tiled to `seconds`, frames in .cache/bench/live-NAME/, JSON in .cache/bench/live-NAME.json;
+# frames/min and latency p50/p95 of a stream heard in real time (live --realtime --every 1)
+live-figures engines name seconds="60" *flags:
+    mkdir -p .cache/bench
+    python -c "import sys, numpy as np, soundfile as sf; x, r = sf.read(sys.argv[1], dtype='float32'); n = int(sys.argv[3]) * r; sf.write(sys.argv[2], np.tile(x, -(-n // len(x)))[:n], r)" tests/data/3YOH4c9HXpo_290000_300000.wav .cache/bench/live-{{seconds}}s.wav {{seconds}}
+    audiotoken-rt live .cache/bench/live-{{seconds}}s.wav --engines {{engines}} --out .cache/bench/live-{{name}} --every 1 --realtime --seed 0 --overwrite --json .cache/bench/live-{{name}}.json {{flags}} > /dev/null
+
 # The benchmark's models (make-random --arch sd15, made again when a stand-in is missing) and its bundle of one size
 # and precision (kept while up to date)
 [private]

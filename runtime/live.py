@@ -271,14 +271,15 @@ class MicSource:
         self.closed = threading.Event()
         self.stream = sounddevice.InputStream(
             samplerate=rate, channels=channels, dtype="float32", callback=self.delivered
-        )
-        self.stream.start()
+        )  # started by the first read: nothing recorded before the stream is listened to
 
     def delivered(self, samples: np.ndarray, frames: int, when, status) -> None:
         """PortAudio's callback (its own thread): keep a copy of the block."""
         self.blocks.put(samples.copy())  # [frames, C]
 
     def read(self, frames: int) -> np.ndarray:
+        if not self.stream.active and not self.closed.is_set():
+            self.stream.start()
         while not self.closed.is_set():
             try:
                 return self.blocks.get(timeout=0.2)
@@ -477,6 +478,22 @@ class Live:
         self.skipped = 0
 
     @property
+    def realtime(self) -> bool:
+        """Whether the windows are drawn in real time (``realtime``, or a device that records regardless)."""
+        return self.options.realtime or self.source.device
+
+    def warm_up(self) -> None:
+        """Draw (and drop) one picture of a second of quiet noise, and with ``follow`` one edit of it, so that the
+        first window heard does not pay for the engines' first runs (ONNX Runtime sets a session up on its first
+        call: a second or more at 512x512). Worth it in real time, where the first picture's latency counts; the
+        command calls it there."""
+        rate = self.source.rate
+        quiet = (1e-3 * np.random.default_rng(0).standard_normal(rate)).astype(np.float32)  # [rate]
+        first = self.pipeline.draw(quiet, self.fresh, sample_rate=rate)
+        if self.options.follow > 0:
+            self.pipeline.draw_edit(first.pictures[0], quiet, self.edit, sample_rate=rate)
+
+    @property
     def windows(self) -> int:
         """Windows heard so far (drawn or skipped)."""
         return self.hearing.windows
@@ -521,7 +538,7 @@ class Live:
 
     def scheduled(self) -> Iterator[Window]:
         """The windows to draw, by the schedule the options and the source call for (module docstring)."""
-        if not (self.options.realtime or self.source.device):
+        if not self.realtime:
             return self.in_order()
         return self.newest_of_live() if self.source.live else self.newest_of_file()
 

@@ -134,7 +134,6 @@ def live_command(
     earlier = check_outputs(out, video, json_path, overwrite)
     if video is not None:
         require_pyav()
-    page = None
     if web is not None:
         from runtime.commands.live_page import check_port
 
@@ -145,17 +144,22 @@ def live_command(
             hint="pipe the sound in: CMD | audiotoken-rt live - ...",
         )
     source = open_source(input, rate, channels)
+    page = None
     try:
-        with console.status(f"opening {engines} ({backend}, {device})"):
-            pipeline = Pipeline.open(engines, backend=backend, device=device)
-        stream = Live(pipeline, source, live_options, drawing)
-        if web is not None:
+        if web is not None:  # listening first: a port in use is refused before the bundle is opened
             from runtime.commands.live_page import LivePage
 
             page = LivePage(out, web)
-            console.print(f"watch it at {page.url}")
+        with console.status(f"opening {engines} ({backend}, {device})"):
+            pipeline = Pipeline.open(engines, backend=backend, device=device)
+        stream = Live(pipeline, source, live_options, drawing)
+        if stream.realtime:
+            with console.status("warming up the engines"):
+                stream.warm_up()
     except BaseException:
         source.close()
+        if page is not None:
+            page.close()
         raise
     for path in earlier:
         path.unlink()
@@ -164,6 +168,8 @@ def live_command(
     frames: list[Frame] = []
     failure: AudioTokenError | None = None
     ending = "the stream ended"
+    if page is not None:
+        console.print(f"watch it at {page.url}")
     console.print(f"listening to {source.name}: a picture every {every:g} s of sound, from the last {window:g} s")
     started = time.monotonic()
     try:
