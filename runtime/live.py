@@ -440,8 +440,8 @@ class Drawing:
         return {
             **self.generation.metadata(0, clip=source),
             "window": window.index,
-            "window_start": f"{window.start:.6g}",
-            "window_end": f"{window.end:.6g}",
+            "window_start": round(window.start, 6),
+            "window_end": round(window.end, 6),
             "skipped_before": window.skipped,
             "latency_s": f"{self.latency:.3f}",
             **({"follows_window": self.follows} if self.follows is not None else {}),
