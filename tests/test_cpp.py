@@ -13,7 +13,8 @@ src/contract.hpp equal to what runtime/contract.py writes, and the engine table 
 Python contract's; bad input answered by a status and a one-line message, never a crash or a read past a caller's
 buffer; bundles with paths out of the bundle, a bad key, an ONNX file reading external data the manifest does not
 hash, or NaN weights refused in one line, naming the field, the file or the stage; the external-data reader against
-the Python one, on models and broken bytes; the unconditional cache bounded; the install tree and its CMake package.
+the Python one, on models and broken bytes; the unconditional cache bounded; four threads drawing at once from one
+context, a state each, drawing each the pictures it draws alone; the install tree and its CMake package.
 Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
 ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with the reason, only where the toolchain is missing
 (`.ci/setup` installs it).
@@ -775,6 +776,19 @@ def test_bench_reports_time_per_picture(cpp, tiny_bundle, tmp_path):
     assert figures["total_ms"] > 0 and figures["stages"]["unet"] > 0 and figures["steps"] == 2
 
 
+@pytest.mark.parametrize("contexts", ["shared", "own"])
+def test_bench_reports_pictures_per_minute_of_threads_at_once(cpp, tiny_bundle, tmp_path, contexts):
+    run(cpp / "audiotoken-rt-cpp", "bench", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav", "--engines", tiny_bundle,
+        "--steps", 2, "--callers", 2, "--contexts", contexts, "--pictures", 1, "--threads", 1,
+        "--json", tmp_path / "bench.json")  # fmt: skip
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["callers"] == 2 and figures["contexts"] == contexts and figures["pictures"] == 1
+    assert figures["pictures_per_minute"] > 0 and figures["peak_rss_mb"] > 0 and figures["steps"] == 2
+    done = run(cpp / "audiotoken-rt-cpp", "bench", "x.wav", "--engines", tiny_bundle, "--callers", 2,
+               "--contexts", "some", check=False)  # fmt: skip
+    assert done.returncode == 1 and "--contexts expects shared or own, got 'some'" in done.stderr
+
+
 # --- fuzzing -------------------------------------------------------------------------------------------------
 
 FUZZ_BUILD = REPO / ".cache" / "cpp-build" / "fuzz"
@@ -845,12 +859,14 @@ CONSUMER_MAIN = """
 #include <cstdio>
 int main(int argc, char** argv) {
   audiotoken_rt::Context context(argv[1]);
+  audiotoken_rt::State state(context);
   auto ids = context.tokenize("a photo of <*>");
   try {
     context.tokenize("no placeholder");
   } catch (const audiotoken_rt::Error& e) {
-    std::printf("abi %u ids %lld %lld status %d\\n", atrt_abi_version(), (long long)ids[0], (long long)ids[4], e.status());
+    std::printf("abi %u ids %lld %lld status %d", atrt_abi_version(), (long long)ids[0], (long long)ids[4], e.status());
   }
+  std::printf(" state %g\\n", state.stage_ms("unet"));
   return argc == 2 ? 0 : 1;
 }
 """
@@ -874,4 +890,4 @@ def test_install_gives_a_cmake_package(cpp, tiny_bundle, tmp_path):
         done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = run(tmp_path / "build" / "consumer", tiny_bundle).stdout
-    assert out.strip() == "abi 1 ids 49406 49408 status 2"
+    assert out.strip() == "abi 1 ids 49406 49408 status 2 state 0"
