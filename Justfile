@@ -178,7 +178,8 @@ fix:
 
 # The C and C++ host library (runtime/cpp): build it (Release) in .cache/cpp-build/release against the onnxruntime
 # wheel's libonnxruntime and Debian's ONNX Runtime headers (.ci/setup fetches them). `just cpp bench` then times a
-# picture in C++ and in Python on .cache/demo/engines (`just demo` builds it); `just cpp install` installs into
+# picture in C++ and in Python on .cache/demo/engines (`just demo` builds it), `just cpp bench-threads` the pictures
+# per minute and peak RSS of 1, 2 and 4 threads on one context against a context each; `just cpp install` installs into
 # .cache/cpp-install (CMake package: find_package(audiotoken_rt))
 cpp target="all":
     cmake -S runtime/cpp -B .cache/cpp-build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX={{justfile_directory()}}/.cache/cpp-install -DONNXRUNTIME_INCLUDE_DIR={{justfile_directory()}}/.cache/onnxruntime-dev/usr/include/onnxruntime -DONNXRUNTIME_LIBRARY="$(python -c 'import onnxruntime, pathlib; print(sorted((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))[0])')"

@@ -16,8 +16,22 @@
  * atrt_last_error_hint() describe it in one line each (the input, what was expected and received; what to do).
  * They are per thread and stay valid until the thread's next call into this library.
  *
- * Threads: one context may be used by one thread at a time (calls on a context are not synchronised; the caller
- * serialises them). Several contexts, on the same bundle or not, run in parallel on different threads.
+ * Threads: as whisper.cpp's whisper_context and whisper_state, a context is the loaded bundle (manifest, tokenizer,
+ * ONNX Runtime sessions, the cache of negative prompts' embeddings) and an atrt_state is one thread's calls on it
+ * (what a call changes: its stage times). So one context serves many threads, each drawing with its own state:
+ *   - atrt_bundle_info_get, atrt_tokenize, atrt_resolve_draw_options and atrt_state_new only read the context: any
+ *     thread, any time, alongside any other call on it but atrt_close.
+ *   - atrt_state_encode_audio, atrt_state_draw, atrt_state_generate, atrt_state_stage_ms and
+ *     atrt_state_reset_stage_times: one thread at a time per state; different states, of one context or of several,
+ *     run in parallel (the pictures are the same as drawn alone: nothing of one call reaches another's).
+ *   - atrt_encode_audio, atrt_draw, atrt_generate, atrt_stage_ms and atrt_reset_stage_times use the context's own
+ *     state: one thread at a time for these calls on one context (the caller serialises them), in parallel with
+ *     other threads' states.
+ *   - atrt_close once no call taking the context is running (its states' calls may go on); atrt_state_free once
+ *     none on the state is. A state keeps its context's bundle loaded, so it may be freed before or after the
+ *     context; the memory goes with the last of them. A state belongs to the context it was made from: the
+ *     atrt_state_* calls take no context, so no state can be used with another one.
+ * Several contexts, on the same bundle or not, also run in parallel, each loading its own copy.
  * Everything else (atrt_abi_version, atrt_last_error, the *_init functions) may be called from any thread.
  */
 #ifndef AUDIOTOKEN_RT_H
@@ -82,6 +96,7 @@ typedef enum atrt_downmix {
 } atrt_downmix;
 
 typedef struct atrt_context atrt_context;
+typedef struct atrt_state atrt_state; /* one thread's calls on a context (atrt_state_new) */
 
 /* How to open a bundle. */
 typedef struct atrt_open_options {
@@ -187,9 +202,28 @@ ATRT_API atrt_status atrt_generate(atrt_context* context, const atrt_audio* audi
                                    uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
 
 /* Milliseconds spent per stage since the context opened (or since the last reset): "encode_audio",
- * "encode_prompt", "denoise", "unet", "decode_latents"; 0 for an unknown stage. */
+ * "encode_prompt", "denoise", "unet", "decode_latents"; 0 for an unknown stage. They count the calls on the
+ * context's own state (atrt_encode_audio, atrt_draw, atrt_generate), not those of the states made from it. */
 ATRT_API double atrt_stage_ms(const atrt_context* context, const char* stage) ATRT_NOEXCEPT;
 ATRT_API void atrt_reset_stage_times(atrt_context* context) ATRT_NOEXCEPT;
+
+/* A new state for drawing from `context` on one thread at a time (see Threads above): *state is it, for
+ * atrt_state_free; NULL on failure. It is small (its stage times); the loaded bundle is the context's, shared. */
+ATRT_API atrt_status atrt_state_new(atrt_context* context, atrt_state** state) ATRT_NOEXCEPT;
+ATRT_API void atrt_state_free(atrt_state* state) ATRT_NOEXCEPT; /* NULL is fine */
+
+/* atrt_encode_audio, atrt_draw, atrt_generate, atrt_stage_ms and atrt_reset_stage_times on a state made from the
+ * context by atrt_state_new: the same checks, errors and pictures; the stage times are the state's. */
+ATRT_API atrt_status atrt_state_encode_audio(atrt_state* state, const atrt_audio* audio, float* token_out,
+                                             size_t token_capacity) ATRT_NOEXCEPT;
+ATRT_API atrt_status atrt_state_draw(atrt_state* state, const float* token, size_t token_size,
+                                     const atrt_draw_options* options, uint8_t* pixels_out, size_t pixels_capacity,
+                                     int64_t* seeds_out) ATRT_NOEXCEPT;
+ATRT_API atrt_status atrt_state_generate(atrt_state* state, const atrt_audio* audio,
+                                         const atrt_draw_options* options, uint8_t* pixels_out,
+                                         size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
+ATRT_API double atrt_state_stage_ms(const atrt_state* state, const char* stage) ATRT_NOEXCEPT;
+ATRT_API void atrt_state_reset_stage_times(atrt_state* state) ATRT_NOEXCEPT;
 
 #ifdef __cplusplus
 }

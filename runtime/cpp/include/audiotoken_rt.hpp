@@ -9,11 +9,22 @@
 //   auto pictures = context.generate(audiotoken_rt::Audio::interleaved(samples, frames, 2, 44100.0), options);
 //   // pictures[0].rgb: height x width x 3 bytes
 //
-// Threads, as in the C API: one Context is used by one thread at a time; several Contexts run in parallel.
+// Threads, as in the C API (audiotoken_rt.h): a Context is the loaded bundle, a State one thread's drawing from it.
+// Several threads draw from one Context at once, each with its own State (RAII over atrt_state):
+//
+//   audiotoken_rt::Context context("engines/sd14");
+//   // on each thread:
+//   audiotoken_rt::State state(context);
+//   auto pictures = state.generate(audio, options);
+//
+// Context::info, tokenize and resolve, and making States, may be called from any thread at any time; Context's own
+// encode_audio, draw, generate and stage times use the Context's own state, one thread at a time. A State keeps
+// the bundle loaded: it may outlive its Context.
 #ifndef AUDIOTOKEN_RT_HPP
 #define AUDIOTOKEN_RT_HPP
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -126,6 +137,30 @@ struct Picture {
   std::vector<std::uint8_t> rgb;  // height x width x 3
 };
 
+namespace detail {
+
+// num_images pictures of width x height drawn by `call` (an atrt_draw or atrt_generate, on a context or a state).
+template <typename Call>
+std::vector<Picture> pictures(int width, int height, const DrawOptions& options, Call call) {
+  const std::size_t each = static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * 3;
+  const std::size_t count = options.num_images > 0 ? static_cast<std::size_t>(options.num_images) : 1;
+  std::vector<std::uint8_t> pixels(each * count);
+  std::vector<std::int64_t> seeds(count);
+  const atrt_draw_options c_options = options.c();
+  check(call(&c_options, pixels.data(), pixels.size(), seeds.data()));
+  std::vector<Picture> drawn(count);
+  for (std::size_t k = 0; k < count; ++k) {
+    drawn[k].width = width;
+    drawn[k].height = height;
+    drawn[k].seed = seeds[k];
+    drawn[k].rgb.assign(pixels.begin() + static_cast<std::ptrdiff_t>(k * each),
+                        pixels.begin() + static_cast<std::ptrdiff_t>((k + 1) * each));
+  }
+  return drawn;
+}
+
+}  // namespace detail
+
 class Context {
  public:
   explicit Context(const std::string& bundle, const std::string& device = "cpu", int threads = 0) {
@@ -168,14 +203,16 @@ class Context {
   }
 
   std::vector<Picture> draw(const std::vector<float>& token, const DrawOptions& options) {
-    return pictures(options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+    const atrt_bundle_info bundle = info();
+    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
       return atrt_draw(context_, token.data(), token.size(), o, pixels, size, seeds);
     });
   }
 
   std::vector<Picture> generate(const Audio& audio, const DrawOptions& options) {
     const atrt_audio clip = audio.c();
-    return pictures(options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+    const atrt_bundle_info bundle = info();
+    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
       return atrt_generate(context_, &clip, o, pixels, size, seeds);
     });
   }
@@ -195,27 +232,66 @@ class Context {
   atrt_context* get() const noexcept { return context_; }
 
  private:
-  template <typename Call>
-  std::vector<Picture> pictures(const DrawOptions& options, Call call) {
-    const atrt_bundle_info bundle = info();
-    const std::size_t each = static_cast<std::size_t>(bundle.width) * static_cast<std::size_t>(bundle.height) * 3;
-    const std::size_t count = options.num_images > 0 ? static_cast<std::size_t>(options.num_images) : 1;
-    std::vector<std::uint8_t> pixels(each * count);
-    std::vector<std::int64_t> seeds(count);
-    const atrt_draw_options c_options = options.c();
-    check(call(&c_options, pixels.data(), pixels.size(), seeds.data()));
-    std::vector<Picture> drawn(count);
-    for (std::size_t k = 0; k < count; ++k) {
-      drawn[k].width = bundle.width;
-      drawn[k].height = bundle.height;
-      drawn[k].seed = seeds[k];
-      drawn[k].rgb.assign(pixels.begin() + static_cast<std::ptrdiff_t>(k * each),
-                          pixels.begin() + static_cast<std::ptrdiff_t>((k + 1) * each));
+  atrt_context* context_ = nullptr;
+};
+
+// One thread's drawing from a Context (atrt_state_new ... atrt_state_free): move-only; the same calls as the
+// Context's, on this State's own stage times. One thread at a time per State; States run in parallel.
+class State {
+ public:
+  explicit State(const Context& context) {
+    const atrt_bundle_info bundle = context.info();
+    width_ = bundle.width;
+    height_ = bundle.height;
+    token_dim_ = bundle.token_dim;
+    check(atrt_state_new(context.get(), &state_));
+  }
+  ~State() { atrt_state_free(state_); }
+  State(State&& other) noexcept
+      : state_(std::exchange(other.state_, nullptr)), width_(other.width_), height_(other.height_),
+        token_dim_(other.token_dim_) {}
+  State& operator=(State&& other) noexcept {
+    if (this != &other) {
+      atrt_state_free(state_);
+      state_ = std::exchange(other.state_, nullptr);
+      width_ = other.width_;
+      height_ = other.height_;
+      token_dim_ = other.token_dim_;
     }
-    return drawn;
+    return *this;
+  }
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+
+  std::vector<float> encode_audio(const Audio& audio) {
+    std::vector<float> token(static_cast<std::size_t>(token_dim_));
+    const atrt_audio clip = audio.c();
+    check(atrt_state_encode_audio(state_, &clip, token.data(), token.size()));
+    return token;
   }
 
-  atrt_context* context_ = nullptr;
+  std::vector<Picture> draw(const std::vector<float>& token, const DrawOptions& options) {
+    return detail::pictures(width_, height_, options,
+                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_state_draw(state_, token.data(), token.size(), o, pixels, size, seeds);
+    });
+  }
+
+  std::vector<Picture> generate(const Audio& audio, const DrawOptions& options) {
+    const atrt_audio clip = audio.c();
+    return detail::pictures(width_, height_, options,
+                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_state_generate(state_, &clip, o, pixels, size, seeds);
+    });
+  }
+
+  double stage_ms(const char* stage) const { return atrt_state_stage_ms(state_, stage); }
+  void reset_stage_times() { atrt_state_reset_stage_times(state_); }
+  atrt_state* get() const noexcept { return state_; }
+
+ private:
+  atrt_state* state_ = nullptr;
+  int width_ = 0, height_ = 0, token_dim_ = 0;
 };
 
 }  // namespace audiotoken_rt

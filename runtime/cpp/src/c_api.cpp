@@ -2,13 +2,21 @@
 // struct_size, and the boundary where every exception becomes an atrt_status plus the thread's last error. Every
 // entry point is noexcept: those that can fail run their body in `guarded`, which catches everything; the others
 // allocate nothing (atrt_stage_ms catches anyway). A caller's buffer is read only after its size was checked.
+//
+// A context owns the loaded Pipeline (shared, const, safe from several threads) and one state of its own, which
+// the calls taking a context (atrt_encode_audio, atrt_draw, ...) use; atrt_state_new makes more, one per thread
+// that draws at once, and the atrt_state_* calls are the same entry points on a caller's state. Each state shares
+// its context's Pipeline, so a state cannot be used with another context's bundle, and the bundle lives until the
+// context and all its states are freed, in any order.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "audiotoken_rt.h"
@@ -19,19 +27,28 @@
 static_assert(ATRT_TEXT_LENGTH == atrt::kTextLength, "audiotoken_rt.h's ATRT_TEXT_LENGTH is not runtime/contract.py's");
 static_assert(ATRT_MAX_ETA == atrt::kMaxEta, "audiotoken_rt.h's ATRT_MAX_ETA is not schedulers.hpp's kMaxEta");
 
+// One thread's calls on a loaded bundle: what they change (the stage times), and the Pipeline they run on.
+struct atrt_state {
+  explicit atrt_state(std::shared_ptr<const atrt::Pipeline> loaded) : pipeline(std::move(loaded)) {}
+  const std::shared_ptr<const atrt::Pipeline> pipeline;
+  atrt::PipelineState state;
+};
+
 // Built whole by its constructor: if any part throws, the parts already built are destroyed and `new` frees the
 // memory, so a failed atrt_open leaks nothing.
 struct atrt_context {
   atrt_context(const std::string& folder, const std::string& device_name, int threads)
-      : pipeline(folder, device_name, threads),
-        template_prompt(pipeline.manifest().template_prompt),
-        scheduler(pipeline.manifest().recipe.sampling.scheduler),
-        timestep_spacing(pipeline.manifest().recipe.sampling.timestep_spacing),
-        device(pipeline.provider()),
-        bundle_id(pipeline.manifest().bundle_id()) {}
-  atrt::Pipeline pipeline;
+      : pipeline(std::make_shared<const atrt::Pipeline>(folder, device_name, threads)),
+        template_prompt(pipeline->manifest().template_prompt),
+        scheduler(pipeline->manifest().recipe.sampling.scheduler),
+        timestep_spacing(pipeline->manifest().recipe.sampling.timestep_spacing),
+        device(pipeline->provider()),
+        bundle_id(pipeline->manifest().bundle_id()),
+        own_state(pipeline) {}
+  const std::shared_ptr<const atrt::Pipeline> pipeline;
   // kept alive for atrt_bundle_info and atrt_resolve_draw_options
   const std::string template_prompt, scheduler, timestep_spacing, device, bundle_id;
+  atrt_state own_state;  // the state of the calls that take the context: one thread at a time
 };
 
 namespace {
@@ -132,9 +149,9 @@ atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
 }
 
 // A caller's token, copied only once its size is the bundle's D (a wrong size is refused before any read).
-std::vector<float> token_of(const atrt_context* context, const float* token, std::size_t token_size) {
+std::vector<float> token_of(const atrt::Pipeline& pipeline, const float* token, std::size_t token_size) {
   need(token, "token");
-  const auto dim = static_cast<std::size_t>(context->pipeline.manifest().token_dim);
+  const auto dim = static_cast<std::size_t>(pipeline.manifest().token_dim);
   if (token_size != dim) {
     atrt::fail(ATRT_INVALID_ARGUMENT,
                "token_size is " + std::to_string(token_size) + "; this bundle's token has D = " + std::to_string(dim),
@@ -143,11 +160,11 @@ std::vector<float> token_of(const atrt_context* context, const float* token, std
   return std::vector<float>(token, token + dim);
 }
 
-void draw_into(atrt_context* context, const std::vector<float>& token, const atrt::DrawOptions& o,
-               std::uint8_t* pixels, std::size_t capacity, std::int64_t* seeds_out) {
+void draw_into(atrt_state& state, const std::vector<float>& token, const atrt::DrawOptions& o, std::uint8_t* pixels,
+               std::size_t capacity, std::int64_t* seeds_out) {
   need(pixels, "pixels_out");
   if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {  // else refused by resolve, naming num_images
-    const std::size_t wanted = context->pipeline.picture_bytes() * static_cast<std::size_t>(o.num_images);
+    const std::size_t wanted = state.pipeline->picture_bytes() * static_cast<std::size_t>(o.num_images);
     if (capacity < wanted) {
       atrt::fail(ATRT_INVALID_ARGUMENT, "pixels_out holds " + std::to_string(capacity) + " bytes; " +
                                             std::to_string(o.num_images) + " pictures need " + std::to_string(wanted),
@@ -155,8 +172,45 @@ void draw_into(atrt_context* context, const std::vector<float>& token, const atr
     }
   }
   std::vector<std::int64_t> seeds;
-  context->pipeline.draw(token, o, pixels, seeds);
+  state.pipeline->draw(token, o, pixels, seeds, state.state);
   if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
+}
+
+// The bodies of atrt_encode_audio, atrt_draw and atrt_generate, on the context's own state or a caller's.
+void encode_audio_with(atrt_state& state, const atrt_audio* audio, float* token_out, std::size_t token_capacity) {
+  need(token_out, "token_out");
+  const auto dim = static_cast<std::size_t>(state.pipeline->manifest().token_dim);
+  if (token_capacity < dim) {
+    atrt::fail(ATRT_INVALID_ARGUMENT, "token_out holds " + std::to_string(token_capacity) + " floats; this bundle's token has " +
+                                          std::to_string(dim), "allocate token_dim floats (atrt_bundle_info_get)");
+  }
+  const std::vector<float> token = state.pipeline->encode_audio(waveform_of(audio), state.state);
+  std::copy(token.begin(), token.end(), token_out);
+}
+
+void draw_with(atrt_state& state, const float* token, std::size_t token_size, const atrt_draw_options* options,
+               std::uint8_t* pixels_out, std::size_t pixels_capacity, std::int64_t* seeds_out) {
+  const std::vector<float> copied = token_of(*state.pipeline, token, token_size);
+  draw_into(state, copied, draw_options_of(options), pixels_out, pixels_capacity, seeds_out);
+}
+
+void generate_with(atrt_state& state, const atrt_audio* audio, const atrt_draw_options* options,
+                   std::uint8_t* pixels_out, std::size_t pixels_capacity, std::int64_t* seeds_out) {
+  const atrt::DrawOptions given = draw_options_of(options);
+  need(pixels_out, "pixels_out");
+  const std::vector<float> waveform = waveform_of(audio);
+  const atrt::DrawOptions resolved = state.pipeline->resolve(given);  // bad options refused before encoding
+  const std::vector<float> token = state.pipeline->encode_audio(waveform, state.state);
+  draw_into(state, token, resolved, pixels_out, pixels_capacity, seeds_out);
+}
+
+double stage_ms_of(const atrt_state& state, const char* stage) noexcept {
+  try {
+    const auto found = state.state.stage_ms.find(stage);  // a transparent lookup: no string is built
+    return found == state.state.stage_ms.end() ? 0.0 : found->second;
+  } catch (...) {  // nothing in the lookup throws today; a change that makes it throw still cannot cross here
+    return 0.0;
+  }
 }
 
 }  // namespace
@@ -225,7 +279,7 @@ atrt_status atrt_bundle_info_get(atrt_context* context, atrt_bundle_info* info) 
     need(context, "context");
     need(info, "info");
     check_size(info->struct_size, {kBundleInfoBeforeEta, sizeof(atrt_bundle_info)}, "atrt_bundle_info");
-    const atrt::Manifest& m = context->pipeline.manifest();
+    const atrt::Manifest& m = context->pipeline->manifest();
     info->width = m.width;
     info->height = m.height;
     info->token_dim = m.token_dim;
@@ -249,7 +303,7 @@ atrt_status atrt_tokenize(atrt_context* context, const char* prompt, int32_t req
     need(context, "context");
     need(prompt, "prompt");
     need(ids_out, "ids_out");
-    const std::vector<std::int64_t> ids = context->pipeline.tokenizer().encode(prompt, require_placeholder != 0);
+    const std::vector<std::int64_t> ids = context->pipeline->tokenizer().encode(prompt, require_placeholder != 0);
     std::copy(ids.begin(), ids.end(), ids_out);
   });
 }
@@ -258,14 +312,7 @@ atrt_status atrt_encode_audio(atrt_context* context, const atrt_audio* audio, fl
                               size_t token_capacity) noexcept {
   return guarded([&] {
     need(context, "context");
-    need(token_out, "token_out");
-    const auto dim = static_cast<std::size_t>(context->pipeline.manifest().token_dim);
-    if (token_capacity < dim) {
-      atrt::fail(ATRT_INVALID_ARGUMENT, "token_out holds " + std::to_string(token_capacity) + " floats; this bundle's token has " +
-                                            std::to_string(dim), "allocate token_dim floats (atrt_bundle_info_get)");
-    }
-    const std::vector<float> token = context->pipeline.encode_audio(waveform_of(audio));
-    std::copy(token.begin(), token.end(), token_out);
+    encode_audio_with(context->own_state, audio, token_out, token_capacity);
   });
 }
 
@@ -273,8 +320,7 @@ atrt_status atrt_draw(atrt_context* context, const float* token, size_t token_si
                       uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
-    const std::vector<float> copied = token_of(context, token, token_size);
-    draw_into(context, copied, draw_options_of(options), pixels_out, pixels_capacity, seeds_out);
+    draw_with(context->own_state, token, token_size, options, pixels_out, pixels_capacity, seeds_out);
   });
 }
 
@@ -284,7 +330,7 @@ atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_opt
     need(context, "context");
     need(resolved, "resolved");
     check_size(resolved->struct_size, {sizeof(atrt_draw_options)}, "atrt_draw_options");
-    const atrt::DrawOptions o = context->pipeline.resolve(draw_options_of(options));
+    const atrt::DrawOptions o = context->pipeline->resolve(draw_options_of(options));
     atrt_draw_options out;
     atrt_draw_options_init(&out);
     const bool prompted = options != nullptr && options->prompt != nullptr && *options->prompt != '\0';
@@ -306,27 +352,61 @@ atrt_status atrt_generate(atrt_context* context, const atrt_audio* audio, const 
                           uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
   return guarded([&] {
     need(context, "context");
-    const atrt::DrawOptions given = draw_options_of(options);
-    need(pixels_out, "pixels_out");
-    const std::vector<float> waveform = waveform_of(audio);
-    const atrt::DrawOptions resolved = context->pipeline.resolve(given);  // bad options refused before encoding
-    const std::vector<float> token = context->pipeline.encode_audio(waveform);
-    draw_into(context, token, resolved, pixels_out, pixels_capacity, seeds_out);
+    generate_with(context->own_state, audio, options, pixels_out, pixels_capacity, seeds_out);
   });
 }
 
 double atrt_stage_ms(const atrt_context* context, const char* stage) noexcept {
   if (context == nullptr || stage == nullptr) return 0.0;
-  try {
-    const auto found = context->pipeline.stage_ms.find(stage);  // a transparent lookup: no string is built
-    return found == context->pipeline.stage_ms.end() ? 0.0 : found->second;
-  } catch (...) {  // nothing in the lookup throws today; a change that makes it throw still cannot cross here
-    return 0.0;
-  }
+  return stage_ms_of(context->own_state, stage);
 }
 
 void atrt_reset_stage_times(atrt_context* context) noexcept {
-  if (context != nullptr) context->pipeline.stage_ms.clear();
+  if (context != nullptr) context->own_state.state.stage_ms.clear();
+}
+
+atrt_status atrt_state_new(atrt_context* context, atrt_state** state) noexcept {
+  if (state != nullptr) *state = nullptr;
+  return guarded([&] {
+    need(state, "state");
+    need(context, "context");
+    *state = new atrt_state(context->pipeline);
+  });
+}
+
+void atrt_state_free(atrt_state* state) noexcept { delete state; }
+
+atrt_status atrt_state_encode_audio(atrt_state* state, const atrt_audio* audio, float* token_out,
+                                    size_t token_capacity) noexcept {
+  return guarded([&] {
+    need(state, "state");
+    encode_audio_with(*state, audio, token_out, token_capacity);
+  });
+}
+
+atrt_status atrt_state_draw(atrt_state* state, const float* token, size_t token_size, const atrt_draw_options* options,
+                            uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(state, "state");
+    draw_with(*state, token, token_size, options, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+atrt_status atrt_state_generate(atrt_state* state, const atrt_audio* audio, const atrt_draw_options* options,
+                                uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(state, "state");
+    generate_with(*state, audio, options, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+double atrt_state_stage_ms(const atrt_state* state, const char* stage) noexcept {
+  if (state == nullptr || stage == nullptr) return 0.0;
+  return stage_ms_of(*state, stage);
+}
+
+void atrt_state_reset_stage_times(atrt_state* state) noexcept {
+  if (state != nullptr) state->state.stage_ms.clear();
 }
 
 }  // extern "C"

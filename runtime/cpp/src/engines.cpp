@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <type_traits>
 #include <utility>
 
@@ -84,7 +85,11 @@ void append_provider(Ort::SessionOptions& session, const std::vector<std::pair<s
 }  // namespace
 
 struct Engines::Sessions {
-  std::map<std::string, Ort::Session> by_engine;
+  struct Slot {
+    std::mutex creating;                     // held while the session is looked up or created, never while it runs
+    std::unique_ptr<Ort::Session> session;  // null until the engine's first run
+  };
+  std::map<std::string, Slot> by_engine;  // filled by the constructor, never changed after: read without a lock
 };
 
 std::string onnxruntime_version() { return OrtGetApiBase()->GetVersionString(); }
@@ -118,15 +123,23 @@ Engines::Engines(std::string root, const Manifest& manifest, std::string device,
     for (const auto& name : available) names += (names.empty() ? "" : ", ") + name;
     fail(ATRT_RUNTIME_ERROR, "ONNX Runtime here has no " + provider_ + " (available: " + names + ")", kGpuHint);
   }
+  for (const auto& entry : manifest_.engines) sessions_->by_engine[entry.first];
 }
 
 Engines::~Engines() = default;
 
-void Engines::open_session(const std::string& engine) {
-  auto entry = manifest_.engines.find(engine);
-  if (entry == manifest_.engines.end()) {
+Ort::Session& Engines::session(const std::string& engine) const {
+  const auto slot = sessions_->by_engine.find(engine);
+  if (slot == sessions_->by_engine.end()) {
     fail(ATRT_BUNDLE_ERROR, root_ + ": no engine '" + engine + "' in the manifest", "rebuild it: " + manifest_.rebuild_command(root_));
   }
+  const std::lock_guard<std::mutex> lock(slot->second.creating);
+  if (!slot->second.session) slot->second.session = open_session(engine);  // a failure leaves it null: tried again
+  return *slot->second.session;
+}
+
+std::unique_ptr<Ort::Session> Engines::open_session(const std::string& engine) const {
+  const auto entry = manifest_.engines.find(engine);  // there: session() found its slot
   const FileEntry& graph = entry->second.graph_for(device_);
   if (device_ == "tensorrt") {
     const std::uint64_t size = graph.size + (entry->second.data ? entry->second.data->size : 0);
@@ -180,16 +193,15 @@ void Engines::open_session(const std::string& engine) {
          missing.empty() ? "check the driver with nvidia-smi" : kGpuHint);
   }
   try {
-    sessions_->by_engine.emplace(engine, Ort::Session(environment(), path.c_str(), options));
+    return std::make_unique<Ort::Session>(environment(), path.c_str(), options);
   } catch (const Ort::Exception& e) {
     fail(ATRT_BUNDLE_ERROR, path + ": ONNX Runtime cannot load it (" + e.what() + ")", "re-export the bundle");
   }
 }
 
 std::vector<float> Engines::run(const std::string& engine, const std::vector<Input>& inputs,
-                                std::vector<std::int64_t>* shape) {
-  if (!sessions_->by_engine.count(engine)) open_session(engine);
-  Ort::Session& session = sessions_->by_engine.at(engine);
+                                std::vector<std::int64_t>* shape) const {
+  Ort::Session& session = this->session(engine);
   try {
     const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     std::vector<Ort::Value> values;

@@ -1,6 +1,6 @@
 // A bounded map that forgets its least recently used entry when a new one would pass its capacity: the pipeline's
 // cache of unconditional (negative prompt) embeddings, which anyone's negative prompts would otherwise grow
-// without end. Not synchronised: it lives in one Pipeline, which one thread uses at a time (pipeline.hpp).
+// without end. Not synchronised: the Pipeline holds its lock around every call (pipeline.hpp).
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,5 @@
-// The generation pipeline (see pipeline.hpp): stages 2-6 of runtime/pipeline.py for one sound and one prompt.
+// The generation pipeline (see pipeline.hpp): stages 2-6 of runtime/pipeline.py for one sound and one prompt. Every
+// method is const: what a call changes goes to the caller's PipelineState.
 #include "pipeline.hpp"
 
 #include <algorithm>
@@ -81,8 +82,8 @@ void Pipeline::require_finite(const std::vector<float>& values, const char* stag
        "if every file verifies, the numbers overflowed: try fewer steps or a lower guidance");
 }
 
-std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform) {
-  Stopwatch watch(stage_ms, "encode_audio");
+std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform, PipelineState& state) const {
+  Stopwatch watch(state.stage_ms, "encode_audio");
   std::vector<std::int64_t> shape;
   std::vector<float> token = engines_->run(
       audio_encoder::kName, {{audio_encoder::kWaveform.name, waveform.data(), false, {1, kNSamples}}}, &shape);
@@ -138,7 +139,8 @@ DrawOptions Pipeline::resolve(const DrawOptions& given) const {
   return o;
 }
 
-std::vector<float> Pipeline::embed(const std::string& prompt, const std::vector<float>& token, bool require_placeholder) {
+std::vector<float> Pipeline::embed(const std::string& prompt, const std::vector<float>& token,
+                                   bool require_placeholder) const {
   const std::vector<std::int64_t> ids = tokenizer_.encode(prompt, require_placeholder);  // [77]
   const auto d = static_cast<std::int64_t>(manifest_.token_dim);
   std::vector<float> feed;  // [1, S, D] with unused slots zero, or [1, D] for a bundle of one slot
@@ -164,16 +166,28 @@ std::vector<float> Pipeline::embed(const std::string& prompt, const std::vector<
   return embedding;
 }
 
-std::vector<float> Pipeline::unconditional(const std::string& negative_prompt, const std::vector<float>& token) {
+std::size_t Pipeline::cached_negative_prompts() const {
+  const std::lock_guard<std::mutex> lock(uncond_mutex_);
+  return uncond_cache_.size();
+}
+
+// Two threads missing the same negative prompt at once both embed it (the same values) and the later put wins: the
+// lock is never held across a text_encoder run, which would serialise every thread's prompts behind one.
+std::vector<float> Pipeline::unconditional(const std::string& negative_prompt, const std::vector<float>& token) const {
   if (holds_slot(negative_prompt)) return embed(negative_prompt, token, false);  // it hears the sound too: not cached
-  if (std::optional<std::vector<float>> cached = uncond_cache_.get(negative_prompt)) return *std::move(cached);
+  {
+    const std::lock_guard<std::mutex> lock(uncond_mutex_);
+    if (std::optional<std::vector<float>> cached = uncond_cache_.get(negative_prompt)) return *std::move(cached);
+  }
   std::vector<float> uncond = embed(negative_prompt, std::vector<float>(token.size(), 0.0f), false);
+  const std::lock_guard<std::mutex> lock(uncond_mutex_);
   uncond_cache_.put(negative_prompt, uncond);
   return uncond;
 }
 
 std::vector<float> Pipeline::predict(const std::vector<float>& model_input, double timestep,
-                                     const std::vector<float>& embeddings, std::size_t rows) {
+                                     const std::vector<float>& embeddings, std::size_t rows,
+                                     PipelineState& state) const {
   const std::vector<int>& held = manifest_.recipe.unet_batches;
   const auto largest = static_cast<std::size_t>(*std::max_element(held.begin(), held.end()));
   const std::size_t latent = model_input.size(), row = static_cast<std::size_t>(kTextLength * manifest_.token_dim);
@@ -197,7 +211,7 @@ std::vector<float> Pipeline::predict(const std::vector<float>& model_input, doub
     std::vector<std::int64_t> shape;
     std::vector<float> noise;
     {
-      Stopwatch watch(stage_ms, unet::kName);
+      Stopwatch watch(state.stage_ms, unet::kName);
       const std::int64_t d = manifest_.token_dim;
       noise = engines_->run(unet::kName,
                             {{unet::kSample.name, sample.data(), false, {n, kLatentChannels, latent_h_, latent_w_}},
@@ -214,8 +228,8 @@ std::vector<float> Pipeline::predict(const std::vector<float>& model_input, doub
 }
 
 std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::size_t rows, std::int64_t seed,
-                                     const DrawOptions& options, bool is_guided) {
-  Stopwatch watch(stage_ms, "denoise");
+                                     const DrawOptions& options, bool is_guided, PipelineState& state) const {
+  Stopwatch watch(state.stage_ms, "denoise");
   const std::unique_ptr<Scheduler> scheduler = make_scheduler(options.sampling, manifest_.scheduler_config);
   const auto size = static_cast<std::size_t>(kLatentChannels * latent_h_ * latent_w_);
   std::vector<float> latents = NoiseStream(static_cast<std::uint64_t>(seed), kInitialNoise).standard_normal(size);
@@ -227,7 +241,7 @@ std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::
   const auto guidance = static_cast<float>(options.sampling.guidance);
   for (std::size_t i = 0; i < scheduler->timesteps().size(); ++i) {
     scheduler->scale_model_input(latents.data(), model_input.data(), size, i);
-    const std::vector<float> noise_pred = predict(model_input, scheduler->timesteps()[i], embeddings, rows);
+    const std::vector<float> noise_pred = predict(model_input, scheduler->timesteps()[i], embeddings, rows, state);
     const float* conditional = noise_pred.data() + (rows - 1) * size;
     for (std::size_t k = 0; k < size; ++k) {
       if (is_guided) {
@@ -245,7 +259,7 @@ std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::
 }
 
 void Pipeline::draw(const std::vector<float>& token, const DrawOptions& given, std::uint8_t* pixels,
-                    std::vector<std::int64_t>& seeds) {
+                    std::vector<std::int64_t>& seeds, PipelineState& state) const {
   if (token.size() != static_cast<std::size_t>(manifest_.token_dim)) {
     fail(ATRT_INVALID_ARGUMENT, "token has " + std::to_string(token.size()) + " values; this bundle's D is " +
                                     std::to_string(manifest_.token_dim));
@@ -259,7 +273,7 @@ void Pipeline::draw(const std::vector<float>& token, const DrawOptions& given, s
   const bool is_guided = guided(options);
   std::vector<float> embeddings;  // [2, 77, D] (uncond, cond) or [1, 77, D]
   {
-    Stopwatch watch(stage_ms, "encode_prompt");
+    Stopwatch watch(state.stage_ms, "encode_prompt");
     if (is_guided) embeddings = unconditional(options.negative_prompt, token);
     const std::vector<float> cond = embed(options.prompt, token, true);
     embeddings.insert(embeddings.end(), cond.begin(), cond.end());
@@ -269,8 +283,8 @@ void Pipeline::draw(const std::vector<float>& token, const DrawOptions& given, s
   for (int k = 0; k < options.num_images; ++k) {
     const std::int64_t seed = first + k;
     seeds.push_back(seed);
-    std::vector<float> latents = denoise(embeddings, rows, seed, options, is_guided);  // [1, 4, h, w]
-    Stopwatch watch(stage_ms, "decode_latents");
+    std::vector<float> latents = denoise(embeddings, rows, seed, options, is_guided, state);  // [1, 4, h, w]
+    Stopwatch watch(state.stage_ms, "decode_latents");
     const auto scaling = static_cast<float>(manifest_.vae_scaling_factor);
     for (float& value : latents) value = value / scaling;
     std::vector<std::int64_t> shape;

@@ -12,13 +12,21 @@
 // Picture k of a call has seed + k and takes all its noise from that seed's streams (noise.hpp).
 // A stage whose output holds NaN or Inf (the token, the text embeddings, the latents, the picture) ends the call
 // with ATRT_NUMERIC_ERROR naming the stage: no picture is returned.
-// One Pipeline serves one thread at a time (it keeps the unconditional cache and stage times).
+//
+// Threads: as whisper.cpp splits whisper_context from whisper_state, a Pipeline is the loaded bundle (manifest,
+// tokenizer, engines, the unconditional cache) and a PipelineState is what one call changes (its stage times). A
+// Pipeline's methods are const and safe from several threads at once: ONNX Runtime runs one session's calls
+// concurrently, each engine's session is created once under its own lock (engines.hpp), and the unconditional
+// cache is shared under a lock (as runtime/pipeline.py's), so a negative prompt embedded by one thread serves all
+// and the cache stays one bounded size however many states there are. A PipelineState serves one thread at a
+// time; each thread drawing at once brings its own.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,8 +38,8 @@
 
 namespace atrt {
 
-// Negative prompts whose embeddings [1, 77, D] a Pipeline keeps, the least recently used forgotten first
-// (runtime/pipeline.py UNCOND_CACHE_SIZE): 64 x 77 x 768 floats, 15 MB for Stable Diffusion 1.x.
+// Negative prompts whose embeddings [1, 77, D] a Pipeline keeps for all its states, the least recently used
+// forgotten first (runtime/pipeline.py UNCOND_CACHE_SIZE): 64 x 77 x 768 floats, 15 MB for Stable Diffusion 1.x.
 constexpr std::size_t kUnconditionalCacheSize = 64;
 
 struct DrawOptions {
@@ -46,9 +54,17 @@ struct DrawOptions {
 // Wall time per stage in ms; std::less<> looks a C string up without building a std::string (atrt_stage_ms).
 using StageTimes = std::map<std::string, double, std::less<>>;
 
+// What a call into a Pipeline changes, owned by the caller (an atrt_state): one thread at a time. A later feature's
+// per-call things (scratch a call keeps between stages) belong here, not in the Pipeline.
+struct PipelineState {
+  StageTimes stage_ms;  // wall time per stage, summed over the calls made with this state
+};
+
 class Pipeline {
  public:
   Pipeline(const std::string& folder, const std::string& device, int threads);
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
 
   const Manifest& manifest() const { return manifest_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
@@ -57,24 +73,22 @@ class Pipeline {
     return static_cast<std::size_t>(manifest_.height) * static_cast<std::size_t>(manifest_.width) * 3;
   }
 
-  std::vector<float> encode_audio(const std::vector<float>& waveform);  // [160000] -> [D]
-  std::size_t cached_negative_prompts() const { return uncond_cache_.size(); }
+  std::vector<float> encode_audio(const std::vector<float>& waveform, PipelineState& state) const;  // [160000] -> [D]
+  std::size_t cached_negative_prompts() const;
   // options completed from the recipe (every field of `sampling` set; its spacing empty where it is the scheduler
   // config's), and checked (CONFIG error naming the value; `fast` on a bundle holding no distillation preset)
   DrawOptions resolve(const DrawOptions& options) const;
   // num_images pictures of `token` [D], RGB8 one after another; their seeds in `seeds`
   void draw(const std::vector<float>& token, const DrawOptions& options, std::uint8_t* pixels,
-            std::vector<std::int64_t>& seeds);
-
-  StageTimes stage_ms;  // wall time per stage, summed
+            std::vector<std::int64_t>& seeds, PipelineState& state) const;
 
  private:
-  std::vector<float> embed(const std::string& prompt, const std::vector<float>& token, bool require_placeholder);
-  std::vector<float> unconditional(const std::string& negative_prompt, const std::vector<float>& token);
+  std::vector<float> embed(const std::string& prompt, const std::vector<float>& token, bool require_placeholder) const;
+  std::vector<float> unconditional(const std::string& negative_prompt, const std::vector<float>& token) const;
   std::vector<float> denoise(const std::vector<float>& embeddings, std::size_t rows, std::int64_t seed,
-                             const DrawOptions& options, bool guided);
+                             const DrawOptions& options, bool guided, PipelineState& state) const;
   std::vector<float> predict(const std::vector<float>& model_input, double timestep,
-                             const std::vector<float>& embeddings, std::size_t rows);
+                             const std::vector<float>& embeddings, std::size_t rows, PipelineState& state) const;
   bool guided(const DrawOptions& options) const;
   // A stage's output must be finite: NaN or Inf is a NUMERIC error naming the stage (as runtime/pipeline.py).
   void require_finite(const std::vector<float>& values, const char* stage, const std::string& what) const;
@@ -83,7 +97,8 @@ class Pipeline {
   Manifest manifest_;
   Tokenizer tokenizer_;
   std::unique_ptr<Engines> engines_;
-  LruCache<std::string, std::vector<float>> uncond_cache_{kUnconditionalCacheSize};
+  mutable std::mutex uncond_mutex_;  // guards uncond_cache_ (held for a look-up or an insertion, never a run)
+  mutable LruCache<std::string, std::vector<float>> uncond_cache_{kUnconditionalCacheSize};
   std::int64_t latent_h_ = 0, latent_w_ = 0;
 };
 

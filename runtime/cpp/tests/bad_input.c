@@ -257,7 +257,60 @@ int run_bad_input(const char* bundle) {
   show("generate", atrt_generate(context, &audio, &options, pixels, picture, NULL));
   printf("stage-ms-unet %s\n", atrt_stage_ms(context, "unet") > 0 ? "positive" : "zero");
   printf("stage-ms-null %g\n", atrt_stage_ms(NULL, "unet"));
-  atrt_close(context);
+
+  /* a state: the same checks as the context's calls, its own stage times, and the bundle kept past atrt_close */
+  atrt_state* state = NULL;
+  show("state-new-null-context", atrt_state_new(NULL, &state));
+  printf("state-new-null-context-out %s\n", state == NULL ? "null" : "set");
+  show("state-new-null-state", atrt_state_new(context, NULL));
+  show("state-new", atrt_state_new(context, &state));
+  atrt_reset_stage_times(context);
+  show("state-encode-null-state", atrt_state_encode_audio(NULL, &audio, token, dim));
+  show("state-encode-null-audio", atrt_state_encode_audio(state, NULL, token, dim));
+  show("state-encode-small-token", atrt_state_encode_audio(state, &audio, token, dim - 1));
+  bad = clip(samples, frames);
+  bad.struct_size = 0;
+  show("state-encode-uninitialised-audio", atrt_state_encode_audio(state, &bad, token, dim));
+  show("state-encode", atrt_state_encode_audio(state, &audio, token, dim));
+  show("state-draw-null-state", atrt_state_draw(NULL, token, dim, &options, pixels, picture, NULL));
+  show("state-draw-short-token", atrt_state_draw(state, token, dim - 1, &options, pixels, picture, NULL));
+  show("state-draw-small-pixels", atrt_state_draw(state, token, dim, &options, pixels, picture - 1, NULL));
+  {
+    atrt_draw_options o = options;
+    o.struct_size = 1;
+    show("state-draw-uninitialised-options", atrt_state_draw(state, token, dim, &o, pixels, picture, NULL));
+    o = options;
+    o.struct_size = (uint32_t)sizeof(draw_options_v1);
+    o.eta = NAN;
+    show("state-draw-options-before-eta", atrt_state_draw(state, token, dim, &o, pixels, picture, NULL));
+    o = options;
+    o.guidance = NAN;
+    show("state-generate-nan-guidance", atrt_state_generate(state, &audio, &o, pixels, picture, NULL));
+  }
+  show("state-generate-null-state", atrt_state_generate(NULL, &audio, &options, pixels, picture, NULL));
+  show("state-generate-null-audio", atrt_state_generate(state, NULL, &options, pixels, picture, NULL));
+  show("state-generate", atrt_state_generate(state, &audio, &options, pixels, picture, NULL));
+  printf("state-stage-ms-unet %s\n", atrt_state_stage_ms(state, "unet") > 0 ? "positive" : "zero");
+  printf("state-stage-ms-null %g %g\n", atrt_state_stage_ms(NULL, "unet"), atrt_state_stage_ms(state, NULL));
+  printf("state-leaves-context-stage-ms %s\n", atrt_stage_ms(context, "unet") == 0 ? "zero" : "positive");
+  atrt_state_reset_stage_times(state);
+  printf("state-stage-ms-reset %g\n", atrt_state_stage_ms(state, "unet"));
+  atrt_state_reset_stage_times(NULL);
+  {
+    /* the same picture from the context's own state and from the state, then from the state after atrt_close */
+    const size_t bytes = picture;
+    uint8_t* own = calloc(bytes, 1);
+    atrt_generate(context, &audio, &options, own, bytes, NULL);
+    atrt_state_generate(state, &audio, &options, pixels, bytes, NULL);
+    printf("state-picture-is-the-contexts %s\n", memcmp(own, pixels, bytes) == 0 ? "same" : "differs");
+    atrt_close(context);
+    memset(pixels, 0, bytes);
+    show("state-generate-after-close", atrt_state_generate(state, &audio, &options, pixels, bytes, NULL));
+    printf("state-picture-after-close %s\n", memcmp(own, pixels, bytes) == 0 ? "same" : "differs");
+    free(own);
+  }
+  atrt_state_free(state);
+  atrt_state_free(NULL);
   atrt_close(NULL);
   free(huge_prompt);
   free(samples);

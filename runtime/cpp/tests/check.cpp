@@ -17,22 +17,35 @@
 //                                        b, c (or "-" when forgotten) and the size, one per line
 //   uncond-cache BUNDLE                  the unconditional cache's capacity C, then its size after each of C + 2
 //                                        drawings (1 step) with as many different negative prompts
+//   threads BUNDLE THREADS               THREADS jobs (each its own clip, prompt, negative prompt, scheduler and
+//                                        seed) drawn alone one after another on a Context, then all at once, twice
+//                                        each, from THREADS threads with a State each on the same Context: per job
+//                                        "job K same|differs" (its pictures at once against alone), then "distinct N"
+//                                        (how many different pictures the jobs drew alone), "state-stage-ms-unet
+//                                        positive|zero" (every State timed its own calls) and "context-stage-ms-unet
+//                                        zero|positive" (the Context's own stage times untouched by its States)
 //   external-locations FILE...           per FILE one line: the external-data locations it names as a JSON array
 //                                        of strings (invalid UTF-8 replaced), or {"malformed": message}
 //   contracts D HEIGHT WIDTH SLOTS BATCHES   Manifest::contracts of a bundle of these sizes (BATCHES: 2, 1 or 1,2)
 //                                        as JSON: {engine: [inputs, outputs]}, each [name, dtype, shape]
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "audiotoken_rt.hpp"
 #include "errors.hpp"
 #include "external_data.hpp"
 #include "lru_cache.hpp"
@@ -185,15 +198,106 @@ int uncond_cache(const std::string& bundle) {
   const std::vector<float> token(static_cast<std::size_t>(pipeline.manifest().token_dim), 0.1f);
   std::vector<std::uint8_t> pixels(pipeline.picture_bytes());
   std::vector<std::int64_t> seeds;
+  atrt::PipelineState state;
   atrt::DrawOptions options;
   options.sampling.steps = 1;
   options.seed = 0;
   options.sampling.guidance = 2.0;  // guided: the unconditional branch is drawn
   for (std::size_t k = 0; k < atrt::kUnconditionalCacheSize + 2; ++k) {
     options.negative_prompt = "blurry " + std::to_string(k);
-    pipeline.draw(token, options, pixels.data(), seeds);
+    pipeline.draw(token, options, pixels.data(), seeds, state);
     std::printf("size %zu\n", pipeline.cached_negative_prompts());
   }
+  return 0;
+}
+
+// One thread's job in `threads`: a clip (a tone of its own pitch) and the options it is drawn with.
+struct ThreadJob {
+  std::vector<float> samples;
+  audiotoken_rt::DrawOptions options;
+};
+
+std::vector<ThreadJob> thread_jobs(int count) {
+  static const char* const kPrompts[] = {"a photo of <*>", "a painting of <*>", "<*> at night, 4k", "a drawing of <*>"};
+  static const char* const kNegatives[] = {"blurry", "blurry", "", "low quality, dark"};  // jobs 0, 1 share one
+  static const char* const kSchedulers[] = {"dpm++2m", "ddim", "euler-a", "pndm"};
+  std::vector<ThreadJob> jobs(static_cast<std::size_t>(count));
+  for (std::size_t k = 0; k < jobs.size(); ++k) {
+    ThreadJob& job = jobs[k];
+    job.samples.resize(16000);
+    const double pitch = 220.0 * static_cast<double>(k + 1);
+    for (std::size_t i = 0; i < job.samples.size(); ++i) {
+      job.samples[i] = static_cast<float>(0.5 * std::sin(6.283185307179586 * pitch * static_cast<double>(i) / 16000.0));
+    }
+    job.options.prompt = kPrompts[k % 4];
+    job.options.negative_prompt = kNegatives[k % 4];
+    job.options.scheduler = kSchedulers[k % 4];
+    if (job.options.scheduler == "ddim") job.options.eta = 0.5f;  // fresh noise per step, from the picture's stream
+    job.options.steps = 8;
+    job.options.guidance = 3.0f;
+    job.options.seed = 100 + static_cast<std::int64_t>(k) * 7;
+    job.options.num_images = 1 + static_cast<int>(k % 2);
+  }
+  return jobs;
+}
+
+std::vector<std::uint8_t> joined(const std::vector<audiotoken_rt::Picture>& pictures) {
+  std::vector<std::uint8_t> bytes;
+  for (const audiotoken_rt::Picture& picture : pictures) bytes.insert(bytes.end(), picture.rgb.begin(), picture.rgb.end());
+  return bytes;
+}
+
+int threads(const std::string& bundle, int count) {
+  audiotoken_rt::Context context(bundle, "cpu", 1);
+  const std::vector<ThreadJob> jobs = thread_jobs(count);
+  std::vector<std::vector<std::uint8_t>> alone;
+  for (const ThreadJob& job : jobs) {  // on the Context's own state, one after another
+    alone.push_back(joined(context.generate(audiotoken_rt::Audio::mono(job.samples, 16000.0), job.options)));
+  }
+  context.reset_stage_times();
+  constexpr int kRounds = 3;
+  std::vector<std::vector<std::vector<std::uint8_t>>> together(jobs.size());
+  std::vector<std::string> failures(jobs.size());
+  std::vector<double> unet_ms(jobs.size());
+  std::mutex gate_mutex;
+  std::condition_variable gate;
+  bool open = false;
+  std::vector<std::thread> workers;
+  for (std::size_t k = 0; k < jobs.size(); ++k) {
+    workers.emplace_back([&, k] {
+      try {
+        audiotoken_rt::State state(context);
+        {
+          std::unique_lock<std::mutex> lock(gate_mutex);
+          gate.wait(lock, [&] { return open; });  // every thread starts drawing at once
+        }
+        for (int round = 0; round < kRounds; ++round) {
+          const ThreadJob& job = jobs[k];
+          together[k].push_back(joined(state.generate(audiotoken_rt::Audio::mono(job.samples, 16000.0), job.options)));
+        }
+        unet_ms[k] = state.stage_ms("unet");
+      } catch (const std::exception& e) {
+        failures[k] = e.what();
+      }
+    });
+  }
+  {
+    const std::lock_guard<std::mutex> lock(gate_mutex);
+    open = true;
+  }
+  gate.notify_all();
+  for (std::thread& worker : workers) worker.join();
+  for (std::size_t k = 0; k < jobs.size(); ++k) {
+    bool same = failures[k].empty() && together[k].size() == kRounds;
+    for (const std::vector<std::uint8_t>& drawn : together[k]) same = same && drawn == alone[k];
+    std::printf("job %zu %s%s\n", k, same ? "same" : "differs", failures[k].empty() ? "" : (" " + failures[k]).c_str());
+  }
+  std::vector<std::vector<std::uint8_t>> distinct = alone;
+  std::sort(distinct.begin(), distinct.end());
+  std::printf("distinct %zu\n", static_cast<std::size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin()));
+  const bool timed = std::all_of(unet_ms.begin(), unet_ms.end(), [](double ms) { return ms > 0; });
+  std::printf("state-stage-ms-unet %s\n", timed ? "positive" : "zero");
+  std::printf("context-stage-ms-unet %s\n", context.stage_ms("unet") == 0 ? "zero" : "positive");
   return 0;
 }
 
@@ -252,6 +356,7 @@ int main(int argc, char** argv) {
     if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
     if (args.size() == 1 && args[0] == "lru") return lru();
     if (args.size() == 2 && args[0] == "uncond-cache") return uncond_cache(args[1]);
+    if (args.size() == 3 && args[0] == "threads") return threads(args[1], std::stoi(args[2]));
     if (args.size() >= 2 && args[0] == "external-locations") {
       return print_external_locations({args.begin() + 1, args.end()});
     }
@@ -263,7 +368,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|sampling|bad-input|philox-kat|lru|uncond-cache|"
-               "external-locations|contracts ... "
+               "threads|external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;
 }

@@ -6,6 +6,12 @@
 //       [--fast] [--start SECONDS] [--downmix first|mean|second] [--device cpu|cuda|tensorrt] [--threads N]
 //       [--overwrite]
 //   audiotoken-rt-cpp bench clip.wav --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]
+//   audiotoken-rt-cpp bench clip.wav --engines DIR --callers N [--contexts shared|own] [--pictures K] [--steps N]
+//       [--scheduler S] [--threads N] [--json PATH]
+//
+// bench times one picture (the best of --rounds) by stage; with --callers, N threads draw K pictures each at once,
+// each with its own State, on one Context (shared) or on a Context each (own): pictures per minute and the peak
+// RSS of the process (tools/bench.sh runs each configuration in a process of its own).
 //
 // Data flow: clip file -> libsndfile (the 10 s window, clip_file.cpp) -> the library (downmix, soxr to 16 kHz,
 // audio token, prompt, denoise, VAE, RGB8: audiotoken_rt.hpp) -> libpng (png_file.cpp). Several pictures are
@@ -16,14 +22,18 @@
 #include <cfloat>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "audiotoken_rt.hpp"
@@ -37,7 +47,9 @@ const char* const kUsage =
     "           [--negative-prompt T] [--steps N] [--guidance G] [--scheduler S] [--eta E] [--spacing S]\n"
     "           [--num-images N] [--fast] [--start SECONDS] [--downmix first|mean|second] [--device D]\n"
     "           [--threads N] [--overwrite]\n"
-    "       audiotoken-rt-cpp bench CLIP --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]\n";
+    "       audiotoken-rt-cpp bench CLIP --engines DIR [--steps N] [--scheduler S] [--rounds N] [--json PATH]\n"
+    "       audiotoken-rt-cpp bench CLIP --engines DIR --callers N [--contexts shared|own] [--pictures K]\n"
+    "           [--steps N] [--scheduler S] [--threads N] [--json PATH]\n";
 
 struct Arguments {
   std::string command, clip;
@@ -182,7 +194,92 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
 
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// --callers N threads drawing --pictures K each at once, a State each, on one Context or on one Context each.
+int bench_callers(const Arguments& args) {
+  const long long callers = integer(args, "--callers", 1);
+  const long long pictures = integer(args, "--pictures", 4);
+  const std::string contexts_given = args.get("--contexts", "shared");
+  if (callers < 1 || callers > 64) throw std::invalid_argument("--callers must be 1 to 64");
+  if (pictures < 1) throw std::invalid_argument("--pictures must be at least 1");
+  if (contexts_given != "shared" && contexts_given != "own") {
+    throw std::invalid_argument("--contexts expects shared or own, got '" + contexts_given + "'");
+  }
+  const bool shared = contexts_given == "shared";
+  audiotoken_rt::DrawOptions options;
+  options.scheduler = args.get("--scheduler");
+  options.steps = static_cast<int>(integer(args, "--steps", 0));
+  audiotoken_rt::DrawOptions warm_up = options;
+  warm_up.steps = options.steps > 0 && options.steps < 2 ? options.steps : 2;  // sessions created, caches filled
+  warm_up.seed = 0;
+  const ClipWindow clip = read_clip_window(args.clip, 0.0);
+  const audiotoken_rt::Audio audio = audio_of(clip, args);
+  std::vector<audiotoken_rt::Context> contexts;
+  for (long long k = 0; k < (shared ? 1 : callers); ++k) {
+    contexts.emplace_back(args.get("--engines"), args.get("--device", "cpu"), static_cast<int>(integer(args, "--threads", 0)));
+  }
+  std::vector<audiotoken_rt::State> states;
+  for (long long k = 0; k < callers; ++k) {
+    states.emplace_back(contexts[shared ? 0 : static_cast<std::size_t>(k)]);
+    states.back().generate(audio, warm_up);  // before the clock starts, one caller after another
+  }
+  std::mutex gate_mutex;
+  std::condition_variable gate;
+  bool open = false;
+  std::vector<std::string> failures(states.size());
+  std::vector<std::thread> workers;
+  for (std::size_t k = 0; k < states.size(); ++k) {
+    workers.emplace_back([&, k] {
+      {
+        std::unique_lock<std::mutex> lock(gate_mutex);
+        gate.wait(lock, [&] { return open; });
+      }
+      try {
+        for (long long i = 0; i < pictures; ++i) {
+          audiotoken_rt::DrawOptions mine = options;
+          mine.seed = static_cast<std::int64_t>(k) * 1000 + i;
+          states[k].generate(audio, mine);
+        }
+      } catch (const std::exception& e) {
+        failures[k] = e.what();
+      }
+    });
+  }
+  const auto started = std::chrono::steady_clock::now();
+  {
+    const std::lock_guard<std::mutex> lock(gate_mutex);
+    open = true;
+  }
+  gate.notify_all();
+  for (std::thread& worker : workers) worker.join();
+  const double elapsed = elapsed_ms(started);
+  for (const std::string& failure : failures) {
+    if (!failure.empty()) throw std::runtime_error(failure);
+  }
+  const double per_minute = static_cast<double>(callers * pictures) / elapsed * 60000.0;
+  const double peak_mb = peak_rss_mb();
+  const audiotoken_rt::DrawOptions drawn = contexts[0].resolve(options);
+  std::printf("audiotoken-rt-cpp bench: %s, %lld callers on %s, %lld pictures each, %d steps of %s\n",
+              args.get("--engines").c_str(), callers, shared ? "one context" : "a context each", pictures, drawn.steps,
+              drawn.scheduler.c_str());
+  std::printf("  %-20s %10.1f\n  %-20s %10.1f ms\n  %-20s %10.1f MB\n", "pictures per minute", per_minute,
+              "wall time", elapsed, "peak rss", peak_mb);
+  if (args.has("--json")) {
+    std::ofstream json(args.get("--json"));
+    json << "{\"callers\": " << callers << ", \"contexts\": \"" << contexts_given << "\", \"pictures\": " << pictures
+         << ", \"steps\": " << drawn.steps << ", \"wall_ms\": " << elapsed << ", \"pictures_per_minute\": " << per_minute
+         << ", \"peak_rss_mb\": " << peak_mb << "}\n";
+  }
+  return 0;
+}
+
 int bench(const Arguments& args) {
+  if (args.has("--callers")) return bench_callers(args);
   const auto opened = std::chrono::steady_clock::now();
   audiotoken_rt::Context context(args.get("--engines"), args.get("--device", "cpu"),
                                  static_cast<int>(integer(args, "--threads", 0)));
@@ -218,9 +315,7 @@ int bench(const Arguments& args) {
       for (const char* stage : kStages) best_stages[stage] = context.stage_ms(stage);
     }
   }
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  const double peak_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+  const double peak_mb = peak_rss_mb();
   std::printf("audiotoken-rt-cpp bench: %s, %d steps of %s, %dx%d, %s\n", args.get("--engines").c_str(), steps,
               drawn.scheduler.c_str(), info.width, info.height,
               info.device);
