@@ -324,3 +324,178 @@ def test_a_strength_leaving_no_step_is_refused_in_pythons_words(cpp, tmp_path, n
                tmp_path / "in.bin", tmp_path / "out.bin", "0.0", "-", repr(strength), check=False)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"error: {refused.value}", f"hint: {refused.value.hint}"]
+
+
+# --- the edit's pictures -------------------------------------------------------------------------------------
+
+
+def picture(rng, width: int, height: int) -> np.ndarray:
+    """[H, W, 3] uint8: a gradient with noise and a few saturated pixels, so that the resampler's clipping runs."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(width, 1), y * 255 // max(height, 1), (x + y) % 256], axis=-1)
+    noisy = base + rng.integers(-40, 41, (height, width, 3))
+    noisy[rng.random((height, width)) < 0.05] = 255
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+PICTURE_SIZES = [(1, 1), (1, 7), (7, 1), (3, 5), (13, 17), (64, 64), (640, 480), (480, 640), (1000, 10), (10, 1000),
+                 (1, 300), (2000, 3), (65, 63)]  # fmt: skip
+ENGINE_SIZES = [(64, 64), (96, 64), (64, 96), (512, 512)]
+
+
+def test_framing_is_pythons_to_the_byte(cpp):
+    """Framing.fit, to_engine (Lanczos and mirrored margins), mask_to_engine and from_engine on pictures from one
+    pixel to extreme aspect ratios, in square and oblong frames."""
+    from runtime.source_picture import Framing
+
+    rng = np.random.default_rng(8)
+    cases, requests = [], []
+    for (width, height), engine in [(size, engine) for size in PICTURE_SIZES for engine in ENGINE_SIZES[:3]] + [
+        ((640, 480), (512, 512)),
+        ((333, 999), (512, 512)),
+    ]:
+        rgb = picture(rng, width, height)
+        mask = (rng.random((height, width)) < 0.5).astype(np.float32)
+        framing = Framing.fit((width, height), engine)
+        edited = picture(rng, *engine)
+        cases.append((framing, rgb, mask, edited))
+        common = {"picture": [width, height], "engine": list(engine)}
+        requests += [{"fn": "fit", **common}, {"fn": "to_engine", **common, "pixels": rgb.tobytes().hex()},
+                     {"fn": "mask_to_engine", **common, "pixels": mask.tobytes().hex()},
+                     {"fn": "from_engine", **common, "pixels": edited.tobytes().hex()}]  # fmt: skip
+    answers = iter(pieces(cpp, requests))
+    for framing, rgb, mask, edited in cases:
+        assert next(answers) == {"content": list(framing.content_size), "offset": list(framing.offset)}, framing
+        assert bytes.fromhex(next(answers)["pixels"]) == framing.to_engine(rgb).tobytes(), framing
+        assert bytes.fromhex(next(answers)["pixels"]) == framing.mask_to_engine(mask).tobytes(), framing
+        assert bytes.fromhex(next(answers)["pixels"]) == framing.from_engine(edited).tobytes(), framing
+
+
+def test_lanczos_is_pillows_to_the_byte(cpp):
+    """Pillow's resize(LANCZOS) of RGB and greyscale pictures: up, down (by up to 1000x), one axis only, the same size,
+    and either order of its two passes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(9)
+    cases = [((1, 1), (5, 3)), ((3, 2), (1000, 7)), ((1000, 3), (1, 1)), ((999, 999), (512, 512)), ((17, 13), (17, 40)),
+             ((17, 13), (40, 13)), ((20, 20), (20, 20)), ((512, 512), (640, 480)), ((7, 300), (3, 1))]  # fmt: skip
+    # about the boundary of Pillow 13's pass order (vertical first where the height loses more than twice the pixels
+    # the width does)
+    cases += [((40, height), (out_w, out_h)) for height in (40, 20) for out_w in range(16, 46, 3)
+              for out_h in range(1, height + 3, 3)]  # fmt: skip
+    requests, wants = [], []
+    for (width, height), out in cases:
+        rgb = picture(rng, width, height)
+        grey = rgb[..., 1].copy()
+        for pixels, mode in ((rgb, "RGB"), (grey, "L")):
+            wants.append(np.asarray(Image.fromarray(pixels, mode).resize(out, Image.Resampling.LANCZOS)).tobytes())
+            requests.append({"fn": "resize_lanczos", "size": [width, height], "channels": 3 if mode == "RGB" else 1,
+                             "out": list(out), "pixels": pixels.tobytes().hex()})  # fmt: skip
+    for want, got, request in zip(wants, pieces(cpp, requests), requests, strict=True):
+        assert bytes.fromhex(got["pixels"]) == want, (request["size"], request["out"], request["channels"])
+
+
+def test_engine_tensors_are_pythons(cpp):
+    """to_engine_image (diffusers' x / 255 * 2 - 1 in float32) and latent_mask (torch's nearest indices, float32
+    scale) at sizes where float32 and float64 pick different rows."""
+    from runtime.source_picture import latent_mask, to_engine_image
+
+    rng = np.random.default_rng(10)
+    requests, wants = [], []
+    for width, height in [(64, 64), (7, 5), (1, 1)]:
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        requests.append({"fn": "to_engine_image", "size": [width, height], "pixels": rgb.tobytes().hex()})
+        wants.append(("image", to_engine_image(rgb).tobytes()))
+    for (width, height), latent in [((64, 64), (8, 8)), ((512, 512), (64, 64)), ((8, 8), (16, 16)), ((7, 7), (7, 7)),
+                                    ((1000, 3), (77, 5)), ((96, 64), (12, 8)), ((5, 5), (3, 13)), ((3, 3), (1000, 1))]:  # fmt: skip
+        mask = rng.random((height, width)).astype(np.float32)
+        requests.append({"fn": "latent_mask", "size": [width, height], "latent": list(latent),
+                         "pixels": mask.tobytes().hex()})  # fmt: skip
+        wants.append(("mask", latent_mask(mask, latent[::-1]).tobytes()))
+    for (key, want), got in zip(wants, pieces(cpp, requests), strict=True):
+        assert bytes.fromhex(got[key]) == want
+
+
+def test_composite_is_pythons_to_the_byte(cpp):
+    """Feather 0, small, large and MAX_FEATHER, masks with islands, all white, one pixel, alpha kept or absent."""
+    from runtime.pipeline import MAX_FEATHER
+    from runtime.source_picture import composite, load_picture
+
+    rng = np.random.default_rng(11)
+    requests, wants = [], []
+    for (width, height), kind, feather in [((32, 24), "blobs", 0), ((32, 24), "blobs", 1), ((32, 24), "blobs", 2),
+                                           ((32, 24), "blobs", 5), ((40, 40), "square", 8), ((40, 40), "square", 30),
+                                           ((40, 40), "white", 4), ((40, 40), "white", MAX_FEATHER), ((1, 1), "white", 3),
+                                           ((1, 9), "blobs", 2), ((9, 1), "blobs", 3), ((50, 3), "square", MAX_FEATHER),
+                                           ((20, 20), "none", 0), ((20, 20), "dot", 6)]:  # fmt: skip
+        rgb, edited = picture(rng, width, height), picture(rng, width, height)
+        alpha = rng.integers(0, 256, (height, width), dtype=np.uint8) if feather % 2 else None
+        source = load_picture(rgb if alpha is None else np.dstack([rgb, alpha]))
+        mask = {"blobs": rng.random((height, width)) < 0.3, "white": np.ones((height, width), bool),
+                "square": np.pad(np.ones((height // 2, width // 2), bool), ((height // 4, height - height // 2 - height // 4),
+                                                                            (width // 4, width - width // 2 - width // 4))),
+                "dot": np.eye(height, width, dtype=bool) & (np.arange(width) == width // 2), "none": None}[kind]  # fmt: skip
+        may_change = None if mask is None else mask.astype(np.float32)
+        result = np.asarray(composite(edited, source, may_change, feather))
+        wants.append(result[..., :3].tobytes())
+        if alpha is not None:
+            assert np.array_equal(result[..., 3], alpha)
+        request = {"fn": "composite", "size": [width, height], "edited": edited.tobytes().hex(),
+                   "rgb": rgb.tobytes().hex(), "feather": feather}  # fmt: skip
+        if may_change is not None:
+            request["mask"] = may_change.tobytes().hex()
+        if alpha is not None:
+            request["alpha"] = alpha.tobytes().hex()
+        requests.append(request)
+    for want, got, request in zip(wants, pieces(cpp, requests), requests, strict=True):
+        assert bytes.fromhex(got["rgb"]) == want, (request["size"], request["feather"])
+
+
+def test_masks_are_binarised_and_stretched_as_python_does(cpp):
+    """load_mask on pixels: Pillow's grey, alpha as black, >= 50% grey, the nearest stretch and its note, and the
+    refusals of an all-black mask and of white parts that vanish in the stretch, in the same words."""
+    from runtime.source_picture import load_mask
+
+    rng = np.random.default_rng(12)
+    cases = []
+    for (width, height), picture_size, with_alpha in [((16, 16), (16, 16), False), ((16, 16), (16, 16), True),
+                                                      ((8, 4), (33, 17), False), ((33, 17), (8, 4), True),
+                                                      ((1, 1), (5, 5), False), ((100, 1), (3, 3), False)]:  # fmt: skip
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        rgb[rng.random((height, width)) < 0.3] = (128, 127, 129)  # about the 50% grey threshold
+        alpha = rng.integers(0, 256, (height, width), dtype=np.uint8) if with_alpha else None
+        cases.append((rgb, alpha, picture_size))
+    black = np.zeros((4, 4, 3), np.uint8)
+    speck = black.copy()
+    speck[0, 0] = 255
+    cases += [
+        (black, None, (4, 4)),
+        (speck, None, (2, 2)),
+        (np.full((4, 4, 3), 255, np.uint8), np.zeros((4, 4), np.uint8), (4, 4)),
+    ]
+    requests, wants = [], []
+    for rgb, alpha, picture_size in cases:
+        pixels = rgb if alpha is None else np.dstack([rgb, alpha])
+        try:
+            mask = load_mask(pixels, picture_size, name="mask.png")
+            wants.append({"mask": mask.may_change.tobytes().hex(), "note": mask.note or ""})
+        except ConfigError as e:
+            wants.append({"error": str(e), "hint": e.hint})
+        request = {"fn": "mask_from_pixels", "size": [rgb.shape[1], rgb.shape[0]], "rgb": rgb.tobytes().hex(),
+                   "picture": list(picture_size), "name": "mask.png", "label": "mask.png"}  # fmt: skip
+        if alpha is not None:
+            request["alpha"] = alpha.tobytes().hex()
+        requests.append(request)
+    assert sum("error" in want for want in wants) == 3
+    assert pieces(cpp, requests) == wants
+
+
+def test_picture_sizes_are_refused_in_pythons_words(cpp):
+    from runtime.source_picture import MAX_PIXELS, _check_size
+
+    cases = [((0, 5), MAX_PIXELS), ((5, 0), MAX_PIXELS), ((9248, 6936), MAX_PIXELS), ((9249, 7256), MAX_PIXELS),
+             ((2**31 - 1, 2**31 - 1), MAX_PIXELS), ((100, 100), 9999), ((1, 1), 1), ((65536, 1025), MAX_PIXELS)]  # fmt: skip
+    requests = [{"fn": "check_picture_size", "size": list(size), "label": "photo.jpg", "max_pixels": most}
+                for size, most in cases]  # fmt: skip
+    for (size, most), got in zip(cases, pieces(cpp, requests), strict=True):
+        assert got == (refusal(lambda s=size, m=most: _check_size(s, "photo.jpg", m)) or {}), size

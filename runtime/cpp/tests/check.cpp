@@ -37,6 +37,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -50,6 +52,7 @@
 #include "pipeline.hpp"
 #include "python_text.hpp"
 #include "regions.hpp"
+#include "source_picture.hpp"
 #include "sampling.hpp"
 #include "schedulers.hpp"
 #include "tokenizer.hpp"
@@ -179,6 +182,66 @@ std::string text_of(const nlohmann::json& request) {
 //   mean_square wave (float32 hex) -> energy (float64 hex)
 //   repr | lower text|text_hex -> text_hex;   float text|text_hex -> value (float64 hex) or null
 //   float_repr | format_g value (float64 hex) -> text
+//   the edit's pictures (source_picture.hpp; pixels uint8 hex, masks float32 hex; sizes [width, height]):
+//   fit picture, engine -> framing {content, offset};  to_engine | mask_to_engine | from_engine picture, engine,
+//   pixels -> pixels;  resize_lanczos size, channels, out, pixels -> pixels;  to_engine_image size, pixels ->
+//   image (float32);  latent_mask size, latent, pixels -> mask;  composite size, edited, rgb, [alpha], [mask],
+//   feather -> rgb;  mask_from_pixels size, rgb, [alpha], picture, name, label -> mask, note;
+//   check_picture_size size, label, max_pixels -> {} or the error
+nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& request) {
+  const auto size_of = [&](const char* key) { return request.at(key).get<std::pair<int, int>>(); };
+  const auto bytes_of = [&](const char* key) { return hex_values<std::uint8_t>(request.at(key)); };
+  const auto framing = [&] {
+    const auto [w, h] = size_of("picture");
+    const auto [ew, eh] = size_of("engine");
+    return atrt::Framing::fit(w, h, ew, eh);
+  };
+  if (fn == "fit") {
+    const atrt::Framing f = framing();
+    return {{"content", {f.content_w, f.content_h}}, {"offset", {f.left, f.top}}};
+  }
+  if (fn == "to_engine") return {{"pixels", values_hex(framing().to_engine(bytes_of("pixels")))}};
+  if (fn == "mask_to_engine") return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  if (fn == "from_engine") return {{"pixels", values_hex(framing().from_engine(bytes_of("pixels")))}};
+  if (fn == "resize_lanczos") {
+    const auto [w, h] = size_of("size");
+    const auto [ow, oh] = size_of("out");
+    return {{"pixels", values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
+  }
+  if (fn == "to_engine_image") {
+    const auto [w, h] = size_of("size");
+    return {{"image", values_hex(atrt::to_engine_image(bytes_of("pixels"), w, h))}};
+  }
+  if (fn == "latent_mask") {
+    const auto [w, h] = size_of("size");
+    const auto [lw, lh] = size_of("latent");
+    return {{"mask", values_hex(atrt::latent_mask(hex_values<float>(request.at("pixels")), w, h, lw, lh))}};
+  }
+  atrt::Pixels source;
+  std::tie(source.width, source.height) = size_of("size");
+  if (request.contains("rgb")) source.rgb = bytes_of("rgb");
+  if (request.contains("alpha")) source.alpha = bytes_of("alpha");
+  if (fn == "composite") {
+    std::vector<float> mask;
+    if (request.contains("mask")) mask = hex_values<float>(request.at("mask"));
+    const std::vector<std::uint8_t> rgb =
+        atrt::composite(bytes_of("edited"), source, request.contains("mask") ? &mask : nullptr,
+                        request.at("feather").get<int>());
+    return {{"rgb", values_hex(rgb)}};
+  }
+  if (fn == "mask_from_pixels") {
+    const auto [w, h] = size_of("picture");
+    const atrt::Mask mask = atrt::mask_from_pixels(source, w, h, request.at("name"), request.at("label"));
+    return {{"mask", values_hex(mask.may_change)}, {"note", mask.note}};
+  }
+  if (fn == "check_picture_size") {
+    const auto size = request.at("size").get<std::pair<std::int64_t, std::int64_t>>();
+    atrt::check_picture_size(size.first, size.second, request.at("label"), request.at("max_pixels").get<std::int64_t>());
+    return nlohmann::json::object();
+  }
+  return {{"unknown", fn}};
+}
+
 nlohmann::json piece(const nlohmann::json& request) {
   const std::string fn = request.at("fn").get<std::string>();
   if (fn == "parse_layout") return {{"boxes", boxes_json(atrt::parse_layout(text_of(request)))}};
@@ -219,7 +282,7 @@ nlohmann::json piece(const nlohmann::json& request) {
     const double value = hex_values<double>(request.at("value"))[0];
     return {{"text", fn == "float_repr" ? atrt::python::float_repr(value) : atrt::python::format_g(value)}};
   }
-  return {{"unknown", fn}};
+  return picture_piece(fn, request);
 }
 
 int pieces() {
