@@ -96,10 +96,10 @@ std::string sampling_problem(const Sampling& s) {
   return "";
 }
 
-std::unique_ptr<Scheduler> make_scheduler(const Sampling& sampling, const nlohmann::json& config) {
+std::unique_ptr<Scheduler> make_scheduler(const Sampling& sampling, const nlohmann::json& config, double strength) {
   nlohmann::json spaced = config;
   if (!sampling.timestep_spacing.empty() && spaced.is_object()) spaced["timestep_spacing"] = sampling.timestep_spacing;
-  return make_scheduler(sampling.scheduler, spaced, sampling.steps, sampling.eta);
+  return make_scheduler(sampling.scheduler, spaced, sampling.steps, sampling.eta, strength);
 }
 
 }  // namespace atrt

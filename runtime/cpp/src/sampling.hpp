@@ -70,7 +70,9 @@ Sampling over(const Sampling& base, const Sampling& given);
 // Why a complete recipe is off its bounds, or takes what its scheduler does not (an eta, a spacing), as one line
 // naming the field; "" when it is fine. The most steps depend on the scheduler config: make_scheduler checks them.
 std::string sampling_problem(const Sampling& sampling);
-// The scheduler of a complete recipe on a bundle's scheduler_config, the recipe's spacing laid over the config's.
-std::unique_ptr<Scheduler> make_scheduler(const Sampling& sampling, const nlohmann::json& config);
+// The scheduler of a complete recipe on a bundle's scheduler_config, the recipe's spacing laid over the config's;
+// `strength` below 1: an edit's (img2img), the steps that remain (schedulers.hpp).
+std::unique_ptr<Scheduler> make_scheduler(const Sampling& sampling, const nlohmann::json& config,
+                                          double strength = 1.0);
 
 }  // namespace atrt

@@ -10,6 +10,7 @@
 
 #include "errors.hpp"
 #include "json_integer.hpp"
+#include "python_text.hpp"
 
 using nlohmann::json;
 
@@ -160,15 +161,16 @@ std::vector<double> fresh_noise(const char* name, std::size_t size, NoiseStream*
 // --- DDIM: x_prev = a_prev x0 + sqrt(s_prev^2 - sigma^2) eps + sigma z, sigma = eta (s_prev / s) sqrt(1 - (a / a_prev)^2)
 class Ddim final : public Scheduler {
  public:
-  Ddim(const json& config, int steps, double eta)
-      : Scheduler(config, steps,
+  Ddim(const json& config, int steps, double strength, double eta)
+      : Scheduler(config, steps, strength,
                   {{"timestep_spacing", "leading"}, {"set_alpha_to_one", true}, {"clip_sample", true},
                    {"clip_sample_range", 1.0}}),
         eta_(eta) {
     std::vector<std::int64_t> cur, prev;
     const std::int64_t stride = config_.at("num_train_timesteps").get<std::int64_t>() / steps_;
-    for (double t : spaced_timesteps(config_, steps_)) {
-      cur.push_back(static_cast<std::int64_t>(round_even(t)));
+    const std::vector<double> full = spaced_timesteps(config_, steps_);
+    for (std::size_t i = first_remaining_step("ddim"); i < full.size(); ++i) {  // the steps that remain
+      cur.push_back(static_cast<std::int64_t>(round_even(full[i])));
       prev.push_back(cur.back() - stride);
       timesteps_.push_back(static_cast<double>(cur.back()));
     }
@@ -203,8 +205,9 @@ class Ddim final : public Scheduler {
 // --- PNDM with skip_prk_steps (PLMS): linear multistep on epsilon, warm-up redoing step 0 --------------------
 class Pndm final : public Scheduler {
  public:
-  Pndm(const json& config, int steps)
-      : Scheduler(config, steps, {{"timestep_spacing", "leading"}, {"set_alpha_to_one", false}, {"skip_prk_steps", false}}) {
+  Pndm(const json& config, int steps, double strength)
+      : Scheduler(config, steps, strength,
+                  {{"timestep_spacing", "leading"}, {"set_alpha_to_one", false}, {"skip_prk_steps", false}}) {
     if (!config_.at("skip_prk_steps").get<bool>()) {
       fail(ATRT_CONFIG_ERROR, "scheduler config: PNDM with Runge-Kutta warm-up (skip_prk_steps=false) is not supported",
            "set skip_prk_steps: true (Stable Diffusion's own setting) or use another scheduler");
@@ -216,6 +219,7 @@ class Pndm final : public Scheduler {
     if (base.size() >= 2) full.push_back(base[base.size() - 2]);
     full.push_back(base.back());
     std::reverse(full.begin(), full.end());
+    full.erase(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(first_remaining_step("pndm")));  // [m] remain
     const std::int64_t stride = config_.at("num_train_timesteps").get<std::int64_t>() / steps_;
     std::vector<std::int64_t> cur = full, prev;
     for (std::int64_t t : full) prev.push_back(t - stride);
@@ -264,11 +268,59 @@ class Pndm final : public Scheduler {
   AlphaBarPairs coef_;
 };
 
+// DPM-Solver++'s full schedule of n steps, descending training timesteps (as doubles), after dropping the noisiest
+// timesteps whose log-SNR is below lambda_min_clipped (none by default); `last` gets the timesteps left
+std::vector<double> dpm_timesteps(const json& cfg, int n, const std::vector<double>& ab, std::int64_t* last_out) {
+  const auto n_train = cfg.at("num_train_timesteps").get<std::int64_t>();
+  const double lambda_min = cfg.at("lambda_min_clipped").is_null() ? -std::numeric_limits<double>::infinity()
+                                                                     : cfg.at("lambda_min_clipped").get<double>();
+  std::int64_t clipped = 0;
+  for (std::size_t t = ab.size(); t-- > 0;) {
+    if (std::log(std::sqrt(ab[t]) / std::sqrt(1.0 - ab[t])) < lambda_min) ++clipped;
+  }
+  const std::int64_t last = n_train - clipped;
+  if (last_out != nullptr) *last_out = last;
+  const std::string spacing = cfg.at("timestep_spacing").get<std::string>();
+  std::vector<double> ts;
+  if (spacing == "linspace") {
+    std::vector<double> points = linspace(0, static_cast<double>(last - 1), static_cast<std::size_t>(n) + 1);
+    for (std::size_t i = points.size() - 1; i > 0; --i) ts.push_back(round_even(points[i]));
+  } else if (spacing == "leading") {
+    const std::int64_t stride = last / (n + 1);
+    for (std::int64_t i = n; i > 0; --i) ts.push_back(static_cast<double>(i * stride) + cfg.at("steps_offset").get<double>());
+  } else {
+    for (double t : arange(static_cast<double>(last), 0, -static_cast<double>(n_train) / n)) ts.push_back(round_even(t) - 1);
+  }
+  return ts;
+}
+
+// runtime/schedulers.py max_steps: the most inference steps scheduler `name` takes on its resolved config `cfg`,
+// the step limit (one per training timestep; lcm, tcd: per step of their distillation schedule) counted down until
+// the schedule indexes the alpha-bar table `ab` inside its bounds, one timestep per step (ddim, pndm, dpm++2m; the
+// others index no table by a rounded timestep)
+int max_steps(const std::string& name, const json& cfg, const std::vector<double>& ab) {
+  const bool distilled = name == "lcm" || name == "tcd";
+  const auto n_train = cfg.at("num_train_timesteps").get<std::int64_t>();
+  int n = static_cast<int>(distilled ? cfg.at("original_inference_steps").get<std::int64_t>() : n_train);
+  if (name != "ddim" && name != "pndm" && name != "dpm++2m") return n;
+  const auto fits = [&](int steps) {
+    std::vector<double> ts = name == "dpm++2m" ? dpm_timesteps(cfg, steps, ab, nullptr) : spaced_timesteps(cfg, steps);
+    if (ts.empty()) return false;
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      const auto t = static_cast<std::int64_t>(round_even(ts[i]));
+      if (t < 0 || t >= n_train || (i > 0 && !(t < static_cast<std::int64_t>(round_even(ts[i - 1]))))) return false;
+    }
+    return true;
+  };
+  while (n > 1 && !fits(n)) --n;
+  return n;
+}
+
 // --- DPM-Solver++(2M), midpoint: x_next = (s_next / s) x + a_next (1 - exp(-h)) (D0 + D1 / 2) ----------------
 class DpmSolver final : public Scheduler {
  public:
-  DpmSolver(const json& config, int steps)
-      : Scheduler(config, steps,
+  DpmSolver(const json& config, int steps, double strength)
+      : Scheduler(config, steps, strength,
                   {{"timestep_spacing", "linspace"}, {"solver_order", 2}, {"algorithm_type", "dpmsolver++"},
                    {"solver_type", "midpoint"}, {"lower_order_final", true}, {"euler_at_final", false},
                    {"final_sigmas_type", "zero"}, {"lambda_min_clipped", -std::numeric_limits<double>::infinity()}}) {
@@ -277,30 +329,13 @@ class DpmSolver final : public Scheduler {
     require(cfg, "solver_type", {"midpoint"});
     require(cfg, "solver_order", {1, 2});
     require(cfg, "final_sigmas_type", {"zero", "sigma_min"});
-    const auto n_train = cfg.at("num_train_timesteps").get<std::int64_t>();
     const std::vector<double>& ab = alphas_cumprod_;
     std::vector<double> train_sigmas;
     for (double value : ab) train_sigmas.push_back(std::sqrt((1.0 - value) / value));
-    // drop the noisiest timesteps whose log-SNR is below lambda_min_clipped (none by default)
-    const double lambda_min = cfg.at("lambda_min_clipped").is_null() ? -std::numeric_limits<double>::infinity()
-                                                                       : cfg.at("lambda_min_clipped").get<double>();
-    std::int64_t clipped = 0;
-    for (std::size_t t = ab.size(); t-- > 0;) {
-      if (std::log(std::sqrt(ab[t]) / std::sqrt(1.0 - ab[t])) < lambda_min) ++clipped;
-    }
-    const std::int64_t last = n_train - clipped;
     const std::string spacing = cfg.at("timestep_spacing").get<std::string>();
     const int n = steps_;
-    std::vector<double> ts;
-    if (spacing == "linspace") {
-      std::vector<double> points = linspace(0, static_cast<double>(last - 1), static_cast<std::size_t>(n) + 1);
-      for (std::size_t i = points.size() - 1; i > 0; --i) ts.push_back(round_even(points[i]));
-    } else if (spacing == "leading") {
-      const std::int64_t stride = last / (n + 1);
-      for (std::int64_t i = n; i > 0; --i) ts.push_back(static_cast<double>(i * stride) + cfg.at("steps_offset").get<double>());
-    } else {
-      for (double t : arange(static_cast<double>(last), 0, -static_cast<double>(n_train) / n)) ts.push_back(round_even(t) - 1);
-    }
+    std::int64_t last = 0;
+    std::vector<double> ts = dpm_timesteps(cfg, n, ab, &last);
     for (std::size_t i = 1; i < ts.size(); ++i) {  // two steps on one timestep: a zero log-SNR step, NaN latents
       if (!(ts[i] < ts[i - 1])) {
         fail(ATRT_CONFIG_ERROR,
@@ -310,10 +345,11 @@ class DpmSolver final : public Scheduler {
              "use fewer steps (25 is usual for dpm++2m)");
       }
     }
-    const std::size_t m = ts.size();
     const double sigma_last = cfg.at("final_sigmas_type") == "sigma_min" ? train_sigmas[0] : 0.0;
     bool first_order_final = cfg.at("euler_at_final").get<bool>() || cfg.at("final_sigmas_type") == "zero";
-    first_order_final = first_order_final || (cfg.at("lower_order_final").get<bool>() && m < 15);
+    first_order_final = first_order_final || (cfg.at("lower_order_final").get<bool>() && ts.size() < 15);  // full
+    ts.erase(ts.begin(), ts.begin() + static_cast<std::ptrdiff_t>(first_remaining_step("dpm++2m")));  // [m] remain
+    const std::size_t m = ts.size();
     std::vector<double> sigmas;
     for (double t : ts) {
       check_timestep(static_cast<std::int64_t>(t), ab.size());
@@ -359,8 +395,9 @@ class DpmSolver final : public Scheduler {
 // --- Euler (and ancestral) on the probability-flow ODE, latents in VE scale x / a --------------------------
 class Euler : public Scheduler {
  public:
-  Euler(const json& config, int steps, bool ancestral)
-      : Scheduler(config, steps, {{"timestep_spacing", "linspace"}, {"final_sigmas_type", "zero"}}), ancestral_(ancestral) {
+  Euler(const json& config, int steps, double strength, bool ancestral)
+      : Scheduler(config, steps, strength, {{"timestep_spacing", "linspace"}, {"final_sigmas_type", "zero"}}),
+        ancestral_(ancestral) {
     const std::vector<double>& ab = alphas_cumprod_;
     std::vector<double> train_sigmas;
     for (double value : ab) train_sigmas.push_back(std::sqrt((1.0 - value) / value));
@@ -371,9 +408,12 @@ class Euler : public Scheduler {
       require(config_, "final_sigmas_type", {"zero", "sigma_min"});
       sigma_last = config_.at("final_sigmas_type") == "sigma_min" ? train_sigmas[0] : 0.0;
     }
-    sigmas_.push_back(sigma_last);
+    sigmas_.push_back(sigma_last);  // [n + 1] the full schedule
     const double sigma_max = *std::max_element(sigmas_.begin(), sigmas_.end());
     init_noise_sigma_ = config_.at("timestep_spacing") == "leading" ? std::sqrt(sigma_max * sigma_max + 1.0) : sigma_max;
+    const auto begin = static_cast<std::ptrdiff_t>(first_remaining_step(ancestral_ ? "euler-a" : "euler"));
+    timesteps_.erase(timesteps_.begin(), timesteps_.begin() + begin);  // [m] the steps that remain
+    sigmas_.erase(sigmas_.begin(), sigmas_.begin() + begin);           // [m + 1]
     for (double sigma : sigmas_) a_.push_back(1.0 / std::sqrt(sigma * sigma + 1.0));
     for (std::size_t i = 0; i + 1 < sigmas_.size(); ++i) {
       const double cur = sigmas_[i], next = sigmas_[i + 1];
@@ -390,6 +430,9 @@ class Euler : public Scheduler {
   void scale_model_input(const float* sample, float* out, std::size_t size, std::size_t i) const override {
     for (std::size_t k = 0; k < size; ++k) out[k] = static_cast<float>(static_cast<double>(sample[k]) * a_[i]);
   }
+
+ protected:
+  std::pair<double, double> noise_level(std::size_t i) const override { return {1.0, sigmas_[i]}; }  // VE: x0 + sigma eps
 
  private:
   // numpy.interp at x over the training timesteps 0, 1, ..., n - 1
@@ -436,14 +479,25 @@ json with_defaults(json defaults, const json& more) {
 
 // The timesteps of a distilled UNet (LCM, TCD): `steps` picked at evenly spaced indices, noisiest first, from the
 // distillation schedule stride * j - 1 (j = orig .. 1, stride = n_train / orig): 1 step 999, 4 steps 999, 759,
-// 499, 259 on SD's
-std::vector<double> distilled_timesteps(const json& cfg, int steps) {
+// 499, 259 on SD's; at an img2img strength, from its first int(orig * strength) entries (4 steps at 0.5: 499, 379,
+// 259, 139). CONFIG error when they are fewer than the steps.
+std::vector<double> distilled_timesteps(const json& cfg, int steps, double strength, const char* name) {
   const auto orig = cfg.at("original_inference_steps").get<std::int64_t>();
   const std::int64_t stride = cfg.at("num_train_timesteps").get<std::int64_t>() / orig;
-  std::vector<std::int64_t> origin;  // descending: stride * j - 1 for j = orig .. 1
-  for (std::int64_t j = orig; j >= 1; --j) origin.push_back(j * stride - 1);
+  // img2img: the first int(orig * strength) of the schedule (a Python float product, then truncated), `steps` of them
+  const auto kept = static_cast<std::int64_t>(static_cast<double>(orig) * strength);
+  if (kept < steps) {
+    const std::string given = python::float_repr(strength);
+    fail(ATRT_CONFIG_ERROR,
+         "--strength " + given + " leaves int(" + std::to_string(orig) + " * " + given + ") = " + std::to_string(kept) +
+             " of " + name + "'s " + std::to_string(orig) + " timesteps, fewer than --steps " + std::to_string(steps),
+         "use at most " + std::to_string(kept) + " steps, or a strength of at least " +
+             python::format_g(static_cast<double>(steps) / static_cast<double>(orig)));
+  }
+  std::vector<std::int64_t> origin;  // descending: stride * j - 1 for j = kept .. 1
+  for (std::int64_t j = kept; j >= 1; --j) origin.push_back(j * stride - 1);
   std::vector<double> timesteps;
-  for (double pick : linspace(0, static_cast<double>(orig), static_cast<std::size_t>(steps), false)) {
+  for (double pick : linspace(0, static_cast<double>(kept), static_cast<std::size_t>(steps), false)) {
     timesteps.push_back(static_cast<double>(origin[static_cast<std::size_t>(std::floor(pick))]));
   }
   return timesteps;
@@ -452,12 +506,12 @@ std::vector<double> distilled_timesteps(const json& cfg, int steps) {
 // --- LCM: the consistency function at t_i, then re-noised to t_{i+1} (none after the last step) -------------
 class Lcm final : public Scheduler {
  public:
-  Lcm(const json& config, int steps)
-      : Scheduler(config, steps,
+  Lcm(const json& config, int steps, double strength)
+      : Scheduler(config, steps, strength,
                   with_defaults(kDistillationDefaults,
                                 {{"timestep_scaling", 10.0}, {"clip_sample", false}, {"clip_sample_range", 1.0}}),
                   -1, "LCM is meant for 1-8 steps (4 is typical) with an LCM-distilled UNet") {
-    timesteps_ = distilled_timesteps(config_, steps_);
+    timesteps_ = distilled_timesteps(config_, steps_, strength_, "lcm");
     const double scaling = config_.at("timestep_scaling").get<double>();
     constexpr double kSigmaData2 = 0.25;  // sigma_data = 0.5
     for (double t : timesteps_) {
@@ -494,11 +548,11 @@ class Lcm final : public Scheduler {
 // s up to t' = t_{i+1} (0 after the last step, where no noise is drawn; none at eta 0 either) -----------------
 class Tcd final : public Scheduler {
  public:
-  Tcd(const json& config, int steps, double eta)
-      : Scheduler(config, steps, kDistillationDefaults, -1,
+  Tcd(const json& config, int steps, double strength, double eta)
+      : Scheduler(config, steps, strength, kDistillationDefaults, -1,
                   "TCD is meant for 1-8 steps (4 is typical, eta 0.3) with a TCD- or Hyper-SD-distilled UNet"),
         eta_(eta) {
-    timesteps_ = distilled_timesteps(config_, steps_);
+    timesteps_ = distilled_timesteps(config_, steps_, strength_, "tcd");
     const std::vector<double>& ab = alphas_cumprod_;
     const auto gamma_keep = static_cast<float>(1.0 - eta_);  // float32, as the torch product diffusers floors
     for (std::size_t i = 0; i < timesteps_.size(); ++i) {
@@ -538,8 +592,13 @@ class Tcd final : public Scheduler {
 
 }  // namespace
 
-Scheduler::Scheduler(const json& config, int steps, const json& defaults, int max_steps_override,
+Scheduler::Scheduler(const json& config, int steps, double strength, const json& defaults, int max_steps_override,
                      const char* steps_hint) {
+  if (!(strength > 0.0 && strength <= 1.0)) {  // NaN fails too
+    fail(ATRT_CONFIG_ERROR, "--strength is " + python::float_repr(strength) + "; it must be a number in (0, 1]",
+         "1 starts from pure noise (text-to-image); lower values keep more of the source picture");
+  }
+  strength_ = strength;
   json cfg = kBaseDefaults;
   for (const auto& [key, value] : defaults.items()) cfg[key] = value;
   for (const auto& [key, value] : config.items()) {
@@ -595,6 +654,47 @@ Scheduler::Scheduler(const json& config, int steps, const json& defaults, int ma
   }
 }
 
+std::size_t Scheduler::first_remaining_step(const char* name) const {
+  const int n = steps_;
+  const auto kept = static_cast<long>(static_cast<double>(n) * strength_);  // a Python float product, truncated
+  if (kept == 0) {
+    const double min_strength = std::ceil(1e4 / n) / 1e4;  // 1 / n rounded up to 4 decimals
+    std::string hint = "use a strength of at least " + python::format_g(min_strength) + " for " + std::to_string(n) +
+                       " steps";
+    const int most = max_steps(name, config_, alphas_cumprod_);
+    if (1.0 / strength_ <= most) {  // (a subnormal strength's inverse is inf)
+      auto min_steps = static_cast<long>(std::ceil(1.0 / strength_));
+      if (static_cast<long>(static_cast<double>(min_steps) * strength_) == 0) ++min_steps;  // the product may fall short
+      if (min_steps <= most) {
+        hint += ", or at least " + std::to_string(min_steps) + " steps at strength " + python::float_repr(strength_);
+      }
+    }
+    const std::string given = python::float_repr(strength_);
+    fail(ATRT_CONFIG_ERROR,
+         "--strength " + given + " leaves int(" + std::to_string(n) + " * " + given + ") = 0 of the " +
+             std::to_string(n) + " steps to run",
+         hint);
+  }
+  return static_cast<std::size_t>(n - kept);
+}
+
+std::pair<double, double> Scheduler::noise_level(std::size_t i) const {
+  const double alpha_bar = alphas_cumprod_[static_cast<std::size_t>(timesteps_[i])];
+  return {std::sqrt(alpha_bar), std::sqrt(1.0 - alpha_bar)};
+}
+
+void Scheduler::add_noise(const float* original, const float* noise, float* out, std::size_t size,
+                          std::size_t i) const {
+  if (i >= timesteps_.size()) {
+    fail(ATRT_INTERNAL_ERROR, "add_noise: step_index expected 0.." + std::to_string(timesteps_.size() - 1) +
+                                  ", got " + std::to_string(i));
+  }
+  const auto [signal, scale] = noise_level(i);
+  for (std::size_t k = 0; k < size; ++k) {
+    out[k] = static_cast<float>(signal * static_cast<double>(original[k]) + scale * static_cast<double>(noise[k]));
+  }
+}
+
 void Scheduler::split(const std::vector<double>& m, const std::vector<double>& x, double a, double s,
                       std::vector<double>* x0, std::vector<double>* eps) const {
   const std::size_t n = x.size();
@@ -634,18 +734,19 @@ bool takes_eta(const std::string& name) { return name == "ddim" || name == "tcd"
 
 bool spaces_timesteps(const std::string& name) { return name != "lcm" && name != "tcd"; }
 
-std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& config, int steps, double eta) {
+std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const json& config, int steps, double eta,
+                                          double strength) {
   if (!(eta >= 0.0 && eta <= kMaxEta) || (eta != 0 && !takes_eta(name))) {
     fail(ATRT_INTERNAL_ERROR, "scheduler " + name + ": eta " + std::to_string(eta) + " is not one it takes");
   }
   try {
-    if (name == "dpm++2m") return std::make_unique<DpmSolver>(config, steps);
-    if (name == "pndm") return std::make_unique<Pndm>(config, steps);
-    if (name == "ddim") return std::make_unique<Ddim>(config, steps, eta);
-    if (name == "euler") return std::make_unique<Euler>(config, steps, false);
-    if (name == "euler-a") return std::make_unique<Euler>(config, steps, true);
-    if (name == "lcm") return std::make_unique<Lcm>(config, steps);
-    if (name == "tcd") return std::make_unique<Tcd>(config, steps, eta);
+    if (name == "dpm++2m") return std::make_unique<DpmSolver>(config, steps, strength);
+    if (name == "pndm") return std::make_unique<Pndm>(config, steps, strength);
+    if (name == "ddim") return std::make_unique<Ddim>(config, steps, strength, eta);
+    if (name == "euler") return std::make_unique<Euler>(config, steps, strength, false);
+    if (name == "euler-a") return std::make_unique<Euler>(config, steps, strength, true);
+    if (name == "lcm") return std::make_unique<Lcm>(config, steps, strength);
+    if (name == "tcd") return std::make_unique<Tcd>(config, steps, strength, eta);
   } catch (const json::exception& e) {
     fail(ATRT_CONFIG_ERROR, std::string("scheduler config: a value has the wrong type (") + e.what() + ")",
          "check the model's scheduler/scheduler_config.json");

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "errors.hpp"
+#include "pairwise_sum.hpp"
 
 namespace atrt {
 namespace {
@@ -124,6 +125,16 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
   std::vector<float> waveform(static_cast<std::size_t>(kNSamples));
   for (std::size_t i = 0; i < waveform.size(); ++i) waveform[i] = mono[i % mono.size()];  // loop-tiled
   return waveform;
+}
+
+double mean_square(const std::vector<float>& waveform) {
+  if (waveform.empty()) return 0.0;
+  std::vector<double> squares(waveform.size());
+  for (std::size_t i = 0; i < waveform.size(); ++i) {
+    const auto value = static_cast<double>(waveform[i]);
+    squares[i] = value * value;  // exact: a float's square fits a double's mantissa
+  }
+  return pairwise_sum(squares.data(), squares.size()) / static_cast<double>(squares.size());
 }
 
 }  // namespace atrt

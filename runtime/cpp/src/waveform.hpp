@@ -33,4 +33,8 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
 // python-soxr's `resample(x, in_rate, out_rate, "HQ")` of one channel.
 std::vector<float> resample_hq(const std::vector<float>& x, double in_rate, double out_rate);
 
+// A waveform's energy, the mean square of its samples in double (numpy's np.mean(np.square(x, dtype=float64)), to
+// the bit): generate --stereo weighs each side's 10 s window by it (regions.hpp stereo_boxes). 0 for no samples.
+double mean_square(const std::vector<float>& waveform);
+
 }  // namespace atrt

@@ -8,6 +8,14 @@
 //                                        0; SPACING laid over CONFIG's, "-" for none): IN holds the initial noise
 //                                        [n] then offsets [T, n] (float32); OUT gets the timesteps [T] (float64)
 //                                        then the latents after each step [T, n] (float32)
+//   schedule ... ETA SPACING STRENGTH    img2img at STRENGTH: IN holds the initial noise [n], the source latents
+//                                        [n], then offsets [T, n]; the loop starts from add_noise(source, noise, 0);
+//                                        OUT gets the timesteps [T], add_noise(source, noise, i) for each step
+//                                        [T, n], then the latents after each step [T, n]
+//   pieces                               stdin: one JSON request per line {"fn": ..., arguments} for the edit and
+//                                        compose building blocks (regions, mixes, Python's text rules); one JSON
+//                                        answer per line, {"error": message, "hint": hint} for a refusal; bytes
+//                                        and number arrays travel as hex (see pieces())
 //   sampling                             the presets, bounds and what each scheduler takes (sampling.hpp), and the
 //                                        recipe fields atrt_draw_options_init leaves unset, as one JSON object
 //   bad-input BUNDLE                     bad input through the C API (bad_input.c): one line per case
@@ -41,6 +49,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -50,11 +60,16 @@
 #include "external_data.hpp"
 #include "lru_cache.hpp"
 #include "manifest.hpp"
+#include "mix.hpp"
 #include "noise.hpp"
 #include "pipeline.hpp"
+#include "python_text.hpp"
+#include "regions.hpp"
+#include "source_picture.hpp"
 #include "sampling.hpp"
 #include "schedulers.hpp"
 #include "tokenizer.hpp"
+#include "waveform.hpp"
 
 extern "C" int run_bad_input(const char* bundle);
 
@@ -85,25 +100,36 @@ int tokenize(const std::string& folder) {
 }
 
 int schedule(const std::string& name, int steps, std::uint64_t seed, const std::string& config_path,
-             const std::string& in_path, const std::string& out_path, double eta, const std::string& spacing) {
+             const std::string& in_path, const std::string& out_path, double eta, const std::string& spacing,
+             std::optional<double> strength) {
   std::ifstream config_file(config_path);
   const nlohmann::json config = nlohmann::json::parse(config_file);
-  const auto scheduler = atrt::make_scheduler(atrt::Sampling{name, steps, 1.0, eta, spacing}, config);
+  const auto scheduler =
+      atrt::make_scheduler(atrt::Sampling{name, steps, 1.0, eta, spacing}, config, strength.value_or(1.0));
   const std::size_t count = scheduler->timesteps().size();
   std::ifstream in(in_path, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::size_t n = bytes.size() / sizeof(float) / (count + 1);
+  const std::size_t leading = strength ? 2 : 1;  // the noise, and the source latents for img2img
+  const std::size_t n = bytes.size() / sizeof(float) / (count + leading);
   std::vector<float> values(bytes.size() / sizeof(float));
   std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
   std::vector<float> latents(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(n));
-  const auto sigma = static_cast<float>(scheduler->init_noise_sigma());
-  for (float& value : latents) value = value * sigma;
+  std::vector<float> noised;  // img2img: add_noise(source, noise, i) for each step
+  if (strength) {
+    const float* source = values.data() + n;
+    noised.resize(count * n);
+    for (std::size_t i = 0; i < count; ++i) scheduler->add_noise(source, values.data(), noised.data() + i * n, n, i);
+    std::copy(noised.begin(), noised.begin() + static_cast<std::ptrdiff_t>(n), latents.begin());
+  } else {
+    const auto sigma = static_cast<float>(scheduler->init_noise_sigma());
+    for (float& value : latents) value = value * sigma;
+  }
   atrt::NoiseStream step_noise(seed, atrt::kStepNoise);
   atrt::History history;
   std::vector<float> input(n), eps(n), trajectory;
   for (std::size_t i = 0; i < count; ++i) {
     scheduler->scale_model_input(latents.data(), input.data(), n, i);
-    const float* offset = values.data() + (i + 1) * n;
+    const float* offset = values.data() + (i + leading) * n;
     for (std::size_t k = 0; k < n; ++k) eps[k] = 0.9f * input[k] + offset[k];
     scheduler->step(eps.data(), i, latents.data(), n, history, &step_noise);
     trajectory.insert(trajectory.end(), latents.begin(), latents.end());
@@ -111,8 +137,178 @@ int schedule(const std::string& name, int steps, std::uint64_t seed, const std::
   std::ofstream out(out_path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(scheduler->timesteps().data()),
             static_cast<std::streamsize>(count * sizeof(double)));
+  out.write(reinterpret_cast<const char*>(noised.data()), static_cast<std::streamsize>(noised.size() * sizeof(float)));
   out.write(reinterpret_cast<const char*>(trajectory.data()),
             static_cast<std::streamsize>(trajectory.size() * sizeof(float)));
+  return 0;
+}
+
+// --- pieces: one JSON request per line -----------------------------------------------------------------------
+
+std::string to_hex(const void* data, std::size_t size) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < size; ++i) {
+    out += kDigits[bytes[i] >> 4];
+    out += kDigits[bytes[i] & 0xF];
+  }
+  return out;
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+template <typename T>
+std::vector<T> hex_values(const nlohmann::json& hex) {
+  const std::string bytes = from_hex(hex.get<std::string>());
+  std::vector<T> values(bytes.size() / sizeof(T));
+  if (!values.empty()) std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
+  return values;
+}
+
+template <typename T>
+std::string values_hex(const std::vector<T>& values) {
+  return to_hex(values.data(), values.size() * sizeof(T));
+}
+
+nlohmann::json boxes_json(const std::vector<atrt::Box>& boxes) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const atrt::Box& box : boxes) out.push_back({box.x0, box.y0, box.x1, box.y1});
+  return out;
+}
+
+// A request's text: "text" (UTF-8) or "text_hex" (any bytes)
+std::string text_of(const nlohmann::json& request) {
+  return request.contains("text_hex") ? from_hex(request["text_hex"]) : request.at("text").get<std::string>();
+}
+
+// Requests (fn and its arguments -> the answer's fields):
+//   parse_layout text|text_hex -> boxes [[x0, y0, x1, y1], ...]
+//   region_weights text, height, width, background, blend -> weights (float32 [C, h, w], hex)
+//   stereo_boxes left, right -> boxes
+//   mix_weights weights (float64, hex) -> weights (float64, hex)
+//   mix_tokens weights (float64 hex), tokens (float32 [K, D] hex), dim -> token (float32 hex)
+//   mean_square wave (float32 hex) -> energy (float64 hex)
+//   repr | lower text|text_hex -> text_hex;   float text|text_hex -> value (float64 hex) or null
+//   float_repr | format_g value (float64 hex) -> text
+//   the edit's pictures (source_picture.hpp; pixels uint8 hex, masks float32 hex; sizes [width, height]):
+//   fit picture, engine -> framing {content, offset};  to_engine | mask_to_engine | from_engine picture, engine,
+//   pixels -> pixels;  resize_lanczos size, channels, out, pixels -> pixels;  to_engine_image size, pixels ->
+//   image (float32);  latent_mask size, latent, pixels -> mask;  composite size, edited, rgb, [alpha], [mask],
+//   feather -> rgb;  mask_from_pixels size, rgb, [alpha], picture, name, label -> mask, note;
+//   check_picture_size size, label, max_pixels -> {} or the error
+nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& request) {
+  const auto size_of = [&](const char* key) { return request.at(key).get<std::pair<int, int>>(); };
+  const auto bytes_of = [&](const char* key) { return hex_values<std::uint8_t>(request.at(key)); };
+  const auto framing = [&] {
+    const auto [w, h] = size_of("picture");
+    const auto [ew, eh] = size_of("engine");
+    return atrt::Framing::fit(w, h, ew, eh);
+  };
+  if (fn == "fit") {
+    const atrt::Framing f = framing();
+    return {{"content", {f.content_w, f.content_h}}, {"offset", {f.left, f.top}}};
+  }
+  if (fn == "to_engine") return {{"pixels", values_hex(framing().to_engine(bytes_of("pixels")))}};
+  if (fn == "mask_to_engine") return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  if (fn == "from_engine") return {{"pixels", values_hex(framing().from_engine(bytes_of("pixels")))}};
+  if (fn == "resize_lanczos") {
+    const auto [w, h] = size_of("size");
+    const auto [ow, oh] = size_of("out");
+    return {{"pixels", values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
+  }
+  if (fn == "to_engine_image") {
+    const auto [w, h] = size_of("size");
+    return {{"image", values_hex(atrt::to_engine_image(bytes_of("pixels"), w, h))}};
+  }
+  if (fn == "latent_mask") {
+    const auto [w, h] = size_of("size");
+    const auto [lw, lh] = size_of("latent");
+    return {{"mask", values_hex(atrt::latent_mask(hex_values<float>(request.at("pixels")), w, h, lw, lh))}};
+  }
+  atrt::Pixels source;
+  std::tie(source.width, source.height) = size_of("size");
+  if (request.contains("rgb")) source.rgb = bytes_of("rgb");
+  if (request.contains("alpha")) source.alpha = bytes_of("alpha");
+  if (fn == "composite") {
+    std::vector<float> mask;
+    if (request.contains("mask")) mask = hex_values<float>(request.at("mask"));
+    const std::vector<std::uint8_t> rgb =
+        atrt::composite(bytes_of("edited"), source, request.contains("mask") ? &mask : nullptr,
+                        request.at("feather").get<int>());
+    return {{"rgb", values_hex(rgb)}};
+  }
+  if (fn == "mask_from_pixels") {
+    const auto [w, h] = size_of("picture");
+    const atrt::Mask mask = atrt::mask_from_pixels(source, w, h, request.at("name"), request.at("label"));
+    return {{"mask", values_hex(mask.may_change)}, {"note", mask.note}};
+  }
+  if (fn == "check_picture_size") {
+    const auto size = request.at("size").get<std::pair<std::int64_t, std::int64_t>>();
+    atrt::check_picture_size(size.first, size.second, request.at("label"), request.at("max_pixels").get<std::int64_t>());
+    return nlohmann::json::object();
+  }
+  return {{"unknown", fn}};
+}
+
+nlohmann::json piece(const nlohmann::json& request) {
+  const std::string fn = request.at("fn").get<std::string>();
+  if (fn == "parse_layout") return {{"boxes", boxes_json(atrt::parse_layout(text_of(request)))}};
+  if (fn == "region_weights") {
+    const std::vector<float> weights =
+        atrt::region_weights(atrt::parse_layout(text_of(request)), request.at("height").get<int>(),
+                             request.at("width").get<int>(), request.at("background").get<bool>(),
+                             request.value("blend", atrt::kDefaultBlend));
+    return {{"weights", values_hex(weights)}};
+  }
+  if (fn == "stereo_boxes") {
+    const auto [left, right] = atrt::stereo_boxes(hex_values<double>(request.at("left"))[0],
+                                                  hex_values<double>(request.at("right"))[0]);
+    return {{"boxes", boxes_json({left, right})}};
+  }
+  if (fn == "mix_weights") return {{"weights", values_hex(atrt::mix_weights(hex_values<double>(request.at("weights"))))}};
+  if (fn == "mix_tokens") {
+    const std::vector<float> flat = hex_values<float>(request.at("tokens"));
+    const auto dim = request.at("dim").get<std::size_t>();
+    std::vector<std::vector<float>> tokens;
+    for (std::size_t at = 0; at < flat.size(); at += dim) tokens.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + dim));
+    return {{"token", values_hex(atrt::mix_tokens(hex_values<double>(request.at("weights")), tokens))}};
+  }
+  if (fn == "mean_square") {
+    const double energy = atrt::mean_square(hex_values<float>(request.at("wave")));
+    return {{"energy", to_hex(&energy, sizeof energy)}};
+  }
+  if (fn == "repr" || fn == "lower") {
+    const std::string text = text_of(request);
+    const std::string out = fn == "repr" ? atrt::python::repr(text) : atrt::python::lower(text);
+    return {{"text_hex", to_hex(out.data(), out.size())}};
+  }
+  if (fn == "float") {
+    const std::optional<double> value = atrt::python::parse_float(text_of(request));
+    return {{"value", value ? nlohmann::json(to_hex(&*value, sizeof *value)) : nlohmann::json()}};
+  }
+  if (fn == "float_repr" || fn == "format_g") {
+    const double value = hex_values<double>(request.at("value"))[0];
+    return {{"text", fn == "float_repr" ? atrt::python::float_repr(value) : atrt::python::format_g(value)}};
+  }
+  return picture_piece(fn, request);
+}
+
+int pieces() {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    nlohmann::json out;
+    try {
+      out = piece(nlohmann::json::parse(line));
+    } catch (const atrt::Error& e) {
+      out = {{"error", e.what()}, {"hint", e.hint()}};
+    }
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
   return 0;
 }
 
@@ -344,11 +540,14 @@ int main(int argc, char** argv) {
       return noise(std::stoull(args[1]), std::stoull(args[2]), std::stoull(args[3]));
     }
     if (args.size() == 2 && args[0] == "tokenize") return tokenize(args[1]);
-    if ((args.size() == 7 || args.size() == 9) && args[0] == "schedule") {
-      const double eta = args.size() == 9 ? std::stod(args[7]) : 0.0;
-      const std::string spacing = args.size() == 9 && args[8] != "-" ? args[8] : "";
-      return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6], eta, spacing);
+    if ((args.size() == 7 || args.size() == 9 || args.size() == 10) && args[0] == "schedule") {
+      const double eta = args.size() >= 9 ? std::stod(args[7]) : 0.0;
+      const std::string spacing = args.size() >= 9 && args[8] != "-" ? args[8] : "";
+      const std::optional<double> strength = args.size() == 10 ? std::optional<double>(std::stod(args[9])) : std::nullopt;
+      return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6], eta, spacing,
+                      strength);
     }
+    if (args.size() == 1 && args[0] == "pieces") return pieces();
     if (args.size() == 1 && args[0] == "sampling") {
       return sampling();
     }
@@ -367,8 +566,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr,
-               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|sampling|bad-input|philox-kat|lru|uncond-cache|"
-               "threads|external-locations|contracts ... "
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|pieces|sampling|bad-input|philox-kat|lru|"
+               "uncond-cache|threads|external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;
 }
