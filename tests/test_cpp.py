@@ -793,7 +793,14 @@ def test_bench_reports_pictures_per_minute_of_threads_at_once(cpp, tiny_bundle, 
 # --- fuzzing -------------------------------------------------------------------------------------------------
 
 FUZZ_BUILD = REPO / ".cache" / "cpp-build" / "fuzz"
-FUZZ_TARGETS = ("manifest", "tokenizer_json", "prompt", "waveform", "clip")  # runtime/cpp/fuzz/fuzz_<target>.cpp
+FUZZ_TARGETS = (
+    "manifest",
+    "tokenizer_json",
+    "prompt",
+    "waveform",
+    "clip",
+    "layout",
+)  # runtime/cpp/fuzz/fuzz_<target>.cpp
 # per target, in every test run: the seed corpus replayed, then new inputs (`just fuzz SECONDS` sets it for longer runs)
 FUZZ_SECONDS = int(os.environ.get("AUDIOTOKEN_RT_FUZZ_SECONDS", "20"))
 FINDINGS = REPO / ".cache" / "fuzz"  # where a finding's input is kept, to minimise it and add it to the corpus
