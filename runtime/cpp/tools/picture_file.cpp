@@ -6,18 +6,25 @@
 // lives in the caller, released by a destructor once the step has returned.
 #include "picture_file.hpp"
 
+#include <avif/avif.h>
+#include <gif_lib.h>
 #include <jpeglib.h>
 // jpeglib.h first: jerror.h uses its types
 #include <jerror.h>
 #include <png.h>
+#include <tiffio.h>
+#include <webp/demux.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csetjmp>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <memory>
 
 namespace fs = std::filesystem;
 
@@ -365,6 +372,315 @@ PictureFile read_jpeg(const std::uint8_t* data, std::size_t size, const std::str
   return picture;
 }
 
+// --- WebP (libwebp) ---------------------------------------------------------------------------------------------
+
+// As Pillow: the first frame through the animation decoder (a still picture is an animation of one frame), over
+// a transparent canvas, RGBA not premultiplied; alpha kept when the file's feature flags say it has some.
+PictureFile read_webp(const std::uint8_t* data, std::size_t size, const std::string& label, std::int64_t max_pixels) {
+  const WebPData bytes{data, size};
+  const std::unique_ptr<WebPDemuxer, void (*)(WebPDemuxer*)> demux(WebPDemux(&bytes), WebPDemuxDelete);
+  if (!demux) corrupt(label, "not a complete WebP file");
+  const std::uint32_t width = WebPDemuxGetI(demux.get(), WEBP_FF_CANVAS_WIDTH);
+  const std::uint32_t height = WebPDemuxGetI(demux.get(), WEBP_FF_CANVAS_HEIGHT);
+  const bool has_alpha = (WebPDemuxGetI(demux.get(), WEBP_FF_FORMAT_FLAGS) & ALPHA_FLAG) != 0;
+  check_size(label, width, height, max_pixels);
+  int orientation = 1;
+  WebPChunkIterator exif;
+  if (WebPDemuxGetChunk(demux.get(), "EXIF", 1, &exif)) {
+    orientation = exif_orientation(exif.chunk.bytes, exif.chunk.size);
+    WebPDemuxReleaseChunkIterator(&exif);
+  }
+  WebPAnimDecoderOptions options;
+  if (!WebPAnimDecoderOptionsInit(&options)) corrupt(label, "libwebp's version does not match its headers");
+  options.color_mode = MODE_RGBA;
+  options.use_threads = 0;
+  const std::unique_ptr<WebPAnimDecoder, void (*)(WebPAnimDecoder*)> decoder(WebPAnimDecoderNew(&bytes, &options),
+                                                                             WebPAnimDecoderDelete);
+  std::uint8_t* frame = nullptr;
+  int timestamp = 0;
+  if (!decoder || !WebPAnimDecoderGetNext(decoder.get(), &frame, &timestamp)) {
+    corrupt(label, "the WebP data does not decode");
+  }
+  PictureFile picture;
+  picture.width = static_cast<int>(width);
+  picture.height = static_cast<int>(height);
+  split_rgba(std::vector<std::uint8_t>(frame, frame + 4 * area(picture.width, picture.height)), picture);
+  if (!has_alpha) picture.alpha.clear();
+  apply_orientation(picture, orientation);
+  return picture;
+}
+
+// --- GIF (giflib) -----------------------------------------------------------------------------------------------
+
+struct GifInput {
+  const std::uint8_t* data;
+  std::size_t size, at;
+};
+
+int gif_read_memory(GifFileType* gif, GifByteType* out, int count) {
+  auto* input = static_cast<GifInput*>(gif->UserData);
+  const std::size_t taken = std::min(static_cast<std::size_t>(std::max(count, 0)), input->size - input->at);
+  std::memcpy(out, input->data + input->at, taken);
+  input->at += taken;
+  return static_cast<int>(taken);
+}
+
+void gif_close(GifFileType* gif) {
+  int error = 0;
+  DGifCloseFile(gif, &error);
+}
+
+// As Pillow's GifImagePlugin reads the first frame: the canvas is the logical screen (grown to hold the frame),
+// filled with the frame's transparent index, else index 0; the frame's colour table, else the global one (none, or
+// a grey ramp: the indices are grey levels); the transparent index (of the graphic control extension before the
+// frame) becomes alpha.
+PictureFile read_gif(const std::uint8_t* data, std::size_t size, const std::string& label, std::int64_t max_pixels) {
+  GifInput input{data, size, 0};
+  int error = 0;
+  const std::unique_ptr<GifFileType, void (*)(GifFileType*)> gif(DGifOpen(&input, gif_read_memory, &error), gif_close);
+  if (!gif) corrupt(label, GifErrorString(error));
+  auto failed = [&]() { corrupt(label, GifErrorString(gif->Error) ? GifErrorString(gif->Error) : "GIF error"); };
+  int transparent = -1;
+  for (;;) {
+    GifRecordType record;
+    if (DGifGetRecordType(gif.get(), &record) == GIF_ERROR) failed();
+    if (record == TERMINATE_RECORD_TYPE) corrupt(label, "no picture in the GIF");
+    if (record == EXTENSION_RECORD_TYPE) {
+      int code = 0;
+      GifByteType* block = nullptr;
+      if (DGifGetExtension(gif.get(), &code, &block) == GIF_ERROR) failed();
+      if (code == GRAPHICS_EXT_FUNC_CODE && block != nullptr && block[0] >= 4) {
+        transparent = (block[1] & 1) ? block[4] : -1;
+      }
+      while (block != nullptr) {
+        if (DGifGetExtensionNext(gif.get(), &block) == GIF_ERROR) failed();
+      }
+      continue;
+    }
+    if (record != IMAGE_DESC_RECORD_TYPE) continue;
+    if (DGifGetImageDesc(gif.get()) == GIF_ERROR) failed();
+    const GifImageDesc& frame = gif->Image;
+    const int width = std::max(gif->SWidth, frame.Left + frame.Width);
+    const int height = std::max(gif->SHeight, frame.Top + frame.Height);
+    check_size(label, width, height, max_pixels);
+    std::vector<GifPixelType> indices(area(width, height), static_cast<GifPixelType>(transparent >= 0 ? transparent : 0));
+    std::vector<GifPixelType> line(static_cast<std::size_t>(frame.Width));
+    auto read_row = [&](int row) {
+      if (DGifGetLine(gif.get(), line.data(), frame.Width) == GIF_ERROR) failed();
+      std::copy(line.begin(), line.end(),
+                indices.begin() + static_cast<std::ptrdiff_t>(area(width, frame.Top + row) + static_cast<std::size_t>(frame.Left)));
+    };
+    if (frame.Interlace) {
+      for (const auto& [first, step] : {std::pair{0, 8}, std::pair{4, 8}, std::pair{2, 4}, std::pair{1, 2}}) {
+        for (int row = first; row < frame.Height; row += step) read_row(row);
+      }
+    } else {
+      for (int row = 0; row < frame.Height; ++row) read_row(row);
+    }
+    const ColorMapObject* colours = frame.ColorMap != nullptr ? frame.ColorMap : gif->SColorMap;
+    PictureFile picture;
+    picture.width = width;
+    picture.height = height;
+    picture.rgb.resize(3 * indices.size());
+    if (transparent >= 0) picture.alpha.resize(indices.size());
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      const int index = indices[k];
+      std::uint8_t* rgb = &picture.rgb[3 * k];
+      if (colours != nullptr && index < colours->ColorCount) {
+        rgb[0] = colours->Colors[index].Red;
+        rgb[1] = colours->Colors[index].Green;
+        rgb[2] = colours->Colors[index].Blue;
+      } else {
+        std::fill_n(rgb, 3, static_cast<std::uint8_t>(index));
+      }
+      if (transparent >= 0) picture.alpha[k] = index == transparent ? 0 : 255;
+    }
+    return picture;
+  }
+}
+
+// --- TIFF (libtiff) ---------------------------------------------------------------------------------------------
+
+struct TiffInput {
+  const std::uint8_t* data;
+  std::size_t size;
+  toff_t at;
+  char message[256];
+};
+
+tmsize_t tiff_read(thandle_t handle, void* out, tmsize_t count) {
+  auto* input = static_cast<TiffInput*>(handle);
+  if (count < 0 || input->at >= input->size) return 0;
+  const std::size_t taken = std::min(static_cast<std::size_t>(count), static_cast<std::size_t>(input->size - input->at));
+  std::memcpy(out, input->data + input->at, taken);
+  input->at += taken;
+  return static_cast<tmsize_t>(taken);
+}
+tmsize_t tiff_write(thandle_t, void*, tmsize_t) { return 0; }
+toff_t tiff_seek(thandle_t handle, toff_t offset, int whence) {
+  auto* input = static_cast<TiffInput*>(handle);
+  const toff_t base = whence == SEEK_CUR ? input->at : whence == SEEK_END ? input->size : 0;
+  if (offset > std::numeric_limits<toff_t>::max() - base) return static_cast<toff_t>(-1);
+  input->at = base + offset;
+  return input->at;
+}
+int tiff_close(thandle_t) { return 0; }
+toff_t tiff_size(thandle_t handle) { return static_cast<TiffInput*>(handle)->size; }
+int tiff_on_error(TIFF*, void* handle, const char*, const char* format, va_list arguments) {
+  auto* input = static_cast<TiffInput*>(handle);
+  if (input->message[0] == '\0') std::vsnprintf(input->message, sizeof input->message, format, arguments);
+  return 1;
+}
+int tiff_on_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }
+
+// The first page, the layouts Pillow writes and most tools do, in contiguous samples: greyscale (1, 8 bits, with an
+// extra alpha sample; 16 bits, rounded), RGB (8 or 16 bits, 16 cut to the high byte as Pillow's RGB;16), RGBA with
+// unassociated alpha, palette (1..8 bits; its 16-bit entries cut to the high byte, as Pillow does) and CMYK
+// (8 bits, as stored: not inverted). Others (tiled, planar, YCbCr, premultiplied alpha, 32-bit) are refused.
+PictureFile read_tiff(const std::uint8_t* data, std::size_t size, const std::string& label, std::int64_t max_pixels) {
+  TiffInput input{data, size, 0, ""};
+  const std::unique_ptr<TIFFOpenOptions, void (*)(TIFFOpenOptions*)> options(TIFFOpenOptionsAlloc(),
+                                                                             TIFFOpenOptionsFree);
+  if (!options) refuse(label + ": not enough memory to decode the picture", kHintScaleDown);
+  TIFFOpenOptionsSetErrorHandlerExtR(options.get(), tiff_on_error, &input);
+  TIFFOpenOptionsSetWarningHandlerExtR(options.get(), tiff_on_warning, nullptr);
+  TIFFOpenOptionsSetMaxSingleMemAlloc(options.get(), tmsize_t{1} << 30);
+  const std::unique_ptr<TIFF, void (*)(TIFF*)> tiff(
+      TIFFClientOpenExt(label.c_str(), "rm", &input, tiff_read, tiff_write, tiff_seek, tiff_close, tiff_size, nullptr,
+                        nullptr, options.get()),
+      TIFFClose);
+  auto failed = [&](const char* what) { corrupt(label, input.message[0] ? input.message : what); };
+  if (!tiff) failed("not a readable TIFF");
+  std::uint32_t width = 0, height = 0;
+  std::uint16_t bits = 1, samples = 1, photometric = 0, planar = PLANARCONFIG_CONTIG, orientation = 1;
+  std::uint16_t extra_count = 0;
+  std::uint16_t* extra_types = nullptr;
+  TIFFGetField(tiff.get(), TIFFTAG_IMAGEWIDTH, &width);
+  TIFFGetField(tiff.get(), TIFFTAG_IMAGELENGTH, &height);
+  TIFFGetFieldDefaulted(tiff.get(), TIFFTAG_BITSPERSAMPLE, &bits);
+  TIFFGetFieldDefaulted(tiff.get(), TIFFTAG_SAMPLESPERPIXEL, &samples);
+  TIFFGetFieldDefaulted(tiff.get(), TIFFTAG_PLANARCONFIG, &planar);
+  TIFFGetFieldDefaulted(tiff.get(), TIFFTAG_EXTRASAMPLES, &extra_count, &extra_types);
+  if (!TIFFGetField(tiff.get(), TIFFTAG_PHOTOMETRIC, &photometric)) failed("no photometric interpretation");
+  TIFFGetField(tiff.get(), TIFFTAG_ORIENTATION, &orientation);
+  check_size(label, width, height, max_pixels);
+  const int extra = extra_count > 0 && extra_types != nullptr ? extra_types[0] : -1;  // -1: none given
+  const bool grey = photometric == PHOTOMETRIC_MINISBLACK || photometric == PHOTOMETRIC_MINISWHITE;
+  const bool inverted = photometric == PHOTOMETRIC_MINISWHITE;
+  const bool alpha_sample = extra != EXTRASAMPLE_UNSPECIFIED && extra != EXTRASAMPLE_ASSOCALPHA;
+  const bool readable =
+      !TIFFIsTiled(tiff.get()) && (planar == PLANARCONFIG_CONTIG || samples == 1) &&
+      ((grey && samples == 1 && (bits == 1 || bits == 8 || (bits == 16 && !inverted))) ||
+       (grey && samples == 2 && bits == 8 && extra != EXTRASAMPLE_ASSOCALPHA) ||
+       (photometric == PHOTOMETRIC_RGB && (samples == 3 || (samples == 4 && extra != EXTRASAMPLE_ASSOCALPHA)) &&
+        (bits == 8 || bits == 16)) ||
+       (photometric == PHOTOMETRIC_PALETTE && samples == 1 && bits <= 8) ||
+       (photometric == PHOTOMETRIC_SEPARATED && samples == 4 && bits == 8));
+  if (!readable) {
+    refuse(label + ": a TIFF of a layout not read here (photometric " + std::to_string(photometric) + ", " +
+               std::to_string(samples) + " samples of " + std::to_string(bits) + " bits" +
+               (TIFFIsTiled(tiff.get()) ? ", tiled" : "") + ")",
+           "save or convert it as PNG or JPEG");
+  }
+  std::uint16_t *reds = nullptr, *greens = nullptr, *blues = nullptr;
+  if (photometric == PHOTOMETRIC_PALETTE && !TIFFGetField(tiff.get(), TIFFTAG_COLORMAP, &reds, &greens, &blues)) {
+    failed("a palette TIFF without its colour map");
+  }
+  PictureFile picture;
+  picture.width = static_cast<int>(width);
+  picture.height = static_cast<int>(height);
+  const bool has_alpha = (samples == 2 || (samples == 4 && photometric == PHOTOMETRIC_RGB)) && alpha_sample;
+  picture.rgb.resize(3 * area(picture.width, picture.height));
+  if (has_alpha) picture.alpha.resize(area(picture.width, picture.height));
+  const tmsize_t line_size = TIFFScanlineSize(tiff.get());
+  if (line_size <= 0) failed("no scanlines");
+  std::vector<std::uint8_t> line(static_cast<std::size_t>(line_size));
+  const std::size_t bytes_per_sample = bits == 16 ? 2 : 1;
+  for (std::uint32_t row = 0; row < height; ++row) {
+    if (TIFFReadScanline(tiff.get(), line.data(), row, 0) < 0) failed("a strip does not decode");
+    for (std::uint32_t x = 0; x < width; ++x) {
+      const std::size_t k = static_cast<std::size_t>(row) * width + x;
+      std::uint8_t* rgb = &picture.rgb[3 * k];
+      auto sample = [&](std::size_t s) -> std::uint32_t {  // the x-th pixel's sample s, at 8 or 16 bits
+        const std::size_t at = (static_cast<std::size_t>(x) * samples + s) * bytes_per_sample;
+        if (bits != 16) return line[at];
+        std::uint16_t value;  // libtiff gives 16-bit samples in the machine's byte order
+        std::memcpy(&value, &line[at], 2);
+        return value;
+      };
+      auto packed = [&](int depth) -> std::uint32_t {  // the x-th value of `depth` bits, most significant first
+        const std::size_t bit = static_cast<std::size_t>(x) * static_cast<std::size_t>(depth);
+        const auto shift = static_cast<unsigned>(8 - depth) - static_cast<unsigned>(bit % 8);
+        return (std::uint32_t{line[bit / 8]} >> shift) & ((1u << static_cast<unsigned>(depth)) - 1);
+      };
+      if (photometric == PHOTOMETRIC_PALETTE) {
+        const std::uint32_t index = packed(bits);
+        rgb[0] = static_cast<std::uint8_t>(reds[index] >> 8);
+        rgb[1] = static_cast<std::uint8_t>(greens[index] >> 8);
+        rgb[2] = static_cast<std::uint8_t>(blues[index] >> 8);
+      } else if (photometric == PHOTOMETRIC_SEPARATED) {
+        const auto black = static_cast<std::uint8_t>(sample(3));
+        for (std::size_t c = 0; c < 3; ++c) rgb[c] = cmyk_channel(static_cast<std::uint8_t>(sample(c)), black);
+      } else if (photometric == PHOTOMETRIC_RGB) {
+        for (std::size_t c = 0; c < 3; ++c) rgb[c] = static_cast<std::uint8_t>(bits == 16 ? sample(c) >> 8 : sample(c));
+        if (has_alpha) picture.alpha[k] = static_cast<std::uint8_t>(bits == 16 ? sample(3) >> 8 : sample(3));
+      } else {
+        std::uint8_t level = bits == 1    ? static_cast<std::uint8_t>(packed(1) * 255)
+                             : bits == 16 ? round16(sample(0))
+                                          : static_cast<std::uint8_t>(sample(0));
+        if (inverted) level = static_cast<std::uint8_t>(255 - level);
+        std::fill_n(rgb, 3, level);
+        if (has_alpha) picture.alpha[k] = static_cast<std::uint8_t>(sample(1));
+      }
+    }
+  }
+  apply_orientation(picture, orientation);
+  return picture;
+}
+
+// --- AVIF (libavif) ---------------------------------------------------------------------------------------------
+
+// The EXIF orientation of an AVIF's irot (turns anti-clockwise) and imir (libavif 0.11's mode: 0, top and bottom
+// exchanged; 1, left and right) properties, as Pillow takes it (they override an EXIF orientation).
+int avif_orientation(const avifImage& image) {
+  const bool turned = (image.transformFlags & AVIF_TRANSFORM_IROT) != 0;
+  const bool mirrored = (image.transformFlags & AVIF_TRANSFORM_IMIR) != 0;
+  const int turns = turned ? image.irot.angle % 4 : 0;
+  const int axis = image.imir.mode;
+  static constexpr int kPlain[4] = {1, 8, 3, 6};                          // 0, 90, 180, 270 degrees anti-clockwise
+  static constexpr int kMirrored[2][4] = {{4, 5, 2, 7}, {2, 7, 4, 5}};  // then mirrored, mode 0 or 1
+  return mirrored ? kMirrored[axis & 1][turns] : kPlain[turns];
+}
+
+PictureFile read_avif(const std::uint8_t* data, std::size_t size, const std::string& label, std::int64_t max_pixels) {
+  const std::unique_ptr<avifDecoder, void (*)(avifDecoder*)> decoder(avifDecoderCreate(), avifDecoderDestroy);
+  if (!decoder) refuse(label + ": not enough memory to decode the picture", kHintScaleDown);
+  decoder->maxThreads = 1;
+  decoder->ignoreXMP = AVIF_TRUE;
+  avifResult result = avifDecoderSetIOMemory(decoder.get(), data, size);
+  if (result == AVIF_RESULT_OK) result = avifDecoderParse(decoder.get());
+  if (result != AVIF_RESULT_OK) corrupt(label, avifResultToString(result));
+  check_size(label, decoder->image->width, decoder->image->height, max_pixels);
+  result = avifDecoderNextImage(decoder.get());
+  if (result != AVIF_RESULT_OK) corrupt(label, avifResultToString(result));
+  avifRGBImage rgba;
+  avifRGBImageSetDefaults(&rgba, decoder->image);
+  rgba.format = AVIF_RGB_FORMAT_RGBA;
+  rgba.depth = 8;
+  PictureFile picture;
+  picture.width = static_cast<int>(decoder->image->width);
+  picture.height = static_cast<int>(decoder->image->height);
+  std::vector<std::uint8_t> pixels(4 * area(picture.width, picture.height));
+  rgba.pixels = pixels.data();
+  rgba.rowBytes = 4 * decoder->image->width;
+  result = avifImageYUVToRGB(decoder->image, &rgba);
+  if (result != AVIF_RESULT_OK) corrupt(label, avifResultToString(result));
+  split_rgba(pixels, picture);
+  if (decoder->image->alphaPlane == nullptr) picture.alpha.clear();
+  apply_orientation(picture, avif_orientation(*decoder->image));
+  return picture;
+}
+
 // --- the formats, told apart by their first bytes as Pillow's plugins do ----------------------------------------
 
 enum class Format { kNone, kPng, kJpeg, kGif, kBmp, kTiff, kWebp, kAvif };
@@ -393,6 +709,10 @@ PictureFile decode_picture(const std::uint8_t* data, std::size_t size, const std
   switch (sniff(data, size)) {
     case Format::kPng: return read_png(data, size, label, max_pixels);
     case Format::kJpeg: return read_jpeg(data, size, label, max_pixels);
+    case Format::kWebp: return read_webp(data, size, label, max_pixels);
+    case Format::kGif: return read_gif(data, size, label, max_pixels);
+    case Format::kTiff: return read_tiff(data, size, label, max_pixels);
+    case Format::kAvif: return read_avif(data, size, label, max_pixels);
     default: break;
   }
   refuse(label + ": not a picture in a format read here (PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF), or damaged beyond "
