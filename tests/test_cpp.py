@@ -49,7 +49,8 @@ from tests.support import REPO, psnr
 SOURCE = REPO / "runtime" / "cpp"
 BUILD = REPO / ".cache" / "cpp-build" / "test"
 HEADERS = REPO / ".cache" / "onnxruntime-dev" / "usr" / "include" / "onnxruntime"  # .ci/setup puts them there
-PKG_CONFIG_MODULES = ("soxr", "sndfile", "libutf8proc", "libpng", "libjpeg", "libwebp", "libwebpdemux", "libgif", "libtiff-4", "libavif")
+PICTURE_CODECS = ("libjpeg", "libwebp", "libwebpdemux", "libgif", "libtiff-4", "libavif")  # tools/picture_file.cpp
+PKG_CONFIG_MODULES = ("soxr", "sndfile", "libutf8proc", "libpng", *PICTURE_CODECS)
 SANITIZERS = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
 
 
