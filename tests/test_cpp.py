@@ -801,6 +801,7 @@ FUZZ_TARGETS = (
     "waveform",
     "clip",
     "layout",
+    "picture",
 )  # runtime/cpp/fuzz/fuzz_<target>.cpp
 # per target, in every test run: the seed corpus replayed, then new inputs (`just fuzz SECONDS` sets it for longer runs)
 FUZZ_SECONDS = int(os.environ.get("AUDIOTOKEN_RT_FUZZ_SECONDS", "20"))
