@@ -231,6 +231,15 @@ def test_bad_files_are_refused_in_one_line_naming_them(cpp, tmp_path):
         assert "\n" not in answer["error"] and answer["hint"]
 
 
+def test_bmp_is_refused_in_one_line(cpp, tmp_path):
+    """Not read yet on the C++ side (picture_file.hpp says why); Python reads it."""
+    path = tmp_path / "picture.bmp"
+    Image.fromarray(rgb_noise(9)).save(path)
+    [answer] = read_with_cpp(cpp, [path], tmp_path / "out")
+    assert answer["error"] == f"{path}: BMP pictures are not read by this program (the Python runtime reads them)"
+    assert load_picture(path).size == (WIDTH, HEIGHT)
+
+
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on a cut TIFF
 def test_truncated_files_fail(cpp, tmp_path):
     rgb = Image.fromarray(rgb_noise(7, 64, 48))

@@ -713,7 +713,10 @@ PictureFile decode_picture(const std::uint8_t* data, std::size_t size, const std
     case Format::kGif: return read_gif(data, size, label, max_pixels);
     case Format::kTiff: return read_tiff(data, size, label, max_pixels);
     case Format::kAvif: return read_avif(data, size, label, max_pixels);
-    default: break;
+    case Format::kBmp:
+      refuse(label + ": BMP pictures are not read by this program (the Python runtime reads them)",
+             "save or convert it as PNG or JPEG");
+    case Format::kNone: break;
   }
   refuse(label + ": not a picture in a format read here (PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF), or damaged beyond "
                  "recognition",

@@ -5,17 +5,19 @@
 //
 // Formats, each with its Debian library: PNG (libpng), JPEG and MPO (libjpeg-turbo), WebP (libwebp, the first
 // frame of an animation through libwebpdemux's animation decoder, as Pillow), GIF (giflib, the first frame),
-// TIFF (libtiff, the first page), AVIF (libavif). BMP is recognised but not read yet (no Debian library reads it
-// as Pillow does). As Pillow: 16-bit colour keeps each sample's high byte, 16-bit greyscale is rounded
-// (v * 255 / 65535), a palette's transparency becomes alpha, CMYK JPEG is taken as Adobe's inverted CMYK, and the
-// EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF, the TIFF tag; AVIF's irot/imir) is applied so phone photos are
-// upright. Colour profiles are not applied: pixels are taken as sRGB.
+// TIFF (libtiff, the first page), AVIF (libavif). BMP is refused in one line: no Debian library reads it as Pillow
+// does (its 32-bit and bit-field variants differ), and it is not written here by hand yet. As Pillow: 16-bit
+// colour keeps each sample's high byte, 16-bit greyscale is rounded (v * 255 / 65535), a palette's transparency
+// becomes alpha, CMYK JPEG is taken as Adobe's inverted CMYK, and the EXIF orientation (JPEG APP1, PNG eXIf, WebP
+// EXIF, the TIFF tag; AVIF's irot/imir) is applied so phone photos are upright. Not read, where Pillow reads them:
+// an orientation given only in XMP or in a PNG's "Raw profile type exif" text; tiled, planar, YCbCr or
+// premultiplied-alpha TIFF (refused in one line). Colour profiles are not applied: pixels are taken as sRGB.
 //
 // Safety: the file is anyone's input. Its size is checked from the header against max_pixels before any pixel is
 // decoded, every library is driven from memory with its errors caught (no library message reaches stderr), and a
 // truncated file fails rather than being padded (libjpeg's "premature end" warning is an error here, as the
-// missing data is for Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused (libjpeg-turbo's own
-// fuzzers' limit: a few thousand tiny scans can otherwise cost minutes).
+// missing data is for Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused: real ones have about
+// ten, and thousands of tiny scans can cost minutes.
 //
 // The EXIF orientation is read here, not with libexif: it is one SHORT in the first IFD of a TIFF structure, read
 // with bounds checks in a few lines, and libexif would parse the whole block (maker notes included) for it.
