@@ -185,6 +185,22 @@ cpp target="all":
     cmake -S runtime/cpp -B .cache/cpp-build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX={{justfile_directory()}}/.cache/cpp-install -DONNXRUNTIME_INCLUDE_DIR={{justfile_directory()}}/.cache/onnxruntime-dev/usr/include/onnxruntime -DONNXRUNTIME_LIBRARY="$(python -c 'import onnxruntime, pathlib; print(sorted((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))[0])')"
     cmake --build .cache/cpp-build/release -j2 --target {{target}}
 
+# The same for aarch64 (Jetson, Raspberry Pi, Graviton...): cross-built in .cache/cpp-build/arm64 with Debian's
+# cross compiler and runtime/cpp/cmake/aarch64-linux-gnu.cmake, against the arm64 packages of its libraries and the
+# aarch64 onnxruntime wheel's libonnxruntime (`bash .ci/setup arm64` installs them; docs/cpp.md, "Cross-building")
+cpp-arm64 target="all":
+    test -f .cache/onnxruntime-aarch64/libonnxruntime.so.$(python -c 'import onnxruntime; print(onnxruntime.__version__)') || { echo "error: no aarch64 ONNX Runtime in .cache/onnxruntime-aarch64: run bash .ci/setup arm64" >&2; exit 1; }
+    cmake -S runtime/cpp -B .cache/cpp-build/arm64 -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE={{justfile_directory()}}/runtime/cpp/cmake/aarch64-linux-gnu.cmake -DCMAKE_INSTALL_PREFIX={{justfile_directory()}}/.cache/cpp-install-arm64 -DONNXRUNTIME_INCLUDE_DIR={{justfile_directory()}}/.cache/onnxruntime-dev/usr/include/onnxruntime -DONNXRUNTIME_LIBRARY={{justfile_directory()}}/.cache/onnxruntime-aarch64/libonnxruntime.so.$(python -c 'import onnxruntime; print(onnxruntime.__version__)')
+    cmake --build .cache/cpp-build/arm64 -j2 --target {{target}}
+
+# Run the aarch64 example program (just cpp-arm64) on this machine under qemu-user, e.g.
+# `just cpp-arm64-run generate tests/data/3YOH4c9HXpo_290000_300000.wav --engines .cache/demo/engines --out .cache/arm64.png`
+# (trixie's qemu 10 from .cache/qemu: bookworm's 7.2 shows the host's /proc/cpuinfo, on which ONNX Runtime's CPU
+# detection crashes; no -L: the arm64 C library of multiarch loads, the cross compiler's has another build of glibc)
+[positional-arguments]
+cpp-arm64-run *args:
+    .cache/qemu/usr/bin/qemu-aarch64 .cache/cpp-build/arm64/audiotoken-rt-cpp "$@"
+
 # Fuzz the C API's parsers (runtime/cpp/fuzz: manifest, tokenizer.json, prompt, waveform, clip file) with libFuzzer,
 # ASan and UBSan for `seconds` each, longer than the test run's 20 s; a finding's input is kept in .cache/fuzz/
 fuzz seconds="300":

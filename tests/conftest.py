@@ -29,6 +29,22 @@ def clips() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def clip_set(clips, tmp_path_factory) -> dict[str, Path]:
+    """The real 16 kHz mono clips, and one of them as 44.1 kHz stereo float (resampling and downmix in play): the
+    clips the C++ builds (tests/test_cpp.py, tests/test_cpp_arm64.py) draw from against the Python runtime."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    folder = tmp_path_factory.mktemp("cpp-clips")
+    samples, rate = sf.read(clips[1], dtype="float32")
+    wide = soxr.resample(samples, rate, 44_100)
+    stereo = np.stack([wide, 0.5 * wide[::-1]], axis=1)[: 44_100 * 7]  # 7 s: loop-tiled to 10
+    sf.write(folder / "stereo44k.wav", stereo, 44_100, subtype="FLOAT")
+    return {"clip0": clips[0], "clip1": clips[1], "stereo44k": folder / "stereo44k.wav"}
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """``audiotoken-rt make-random --arch tiny`` output: sd/, beats.pt, embedder.bin."""
     from audiotoken.random_models import make_random

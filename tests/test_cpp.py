@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import soundfile as sf
 from onnx import TensorProto, helper
 from PIL import Image
 from typer.testing import CliRunner
@@ -254,19 +253,6 @@ def test_the_steps_bound_is_the_python_runtimes(cpp, tmp_path, name):
 
 
 # --- pictures ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def clip_set(clips, tmp_path_factory) -> dict[str, Path]:
-    """The real 16 kHz mono clips, and one of them as 44.1 kHz stereo float (resampling and downmix in play)."""
-    folder = tmp_path_factory.mktemp("cpp-clips")
-    samples, rate = sf.read(clips[1], dtype="float32")
-    import soxr
-
-    wide = soxr.resample(samples, rate, 44_100)
-    stereo = np.stack([wide, 0.5 * wide[::-1]], axis=1)[: 44_100 * 7]  # 7 s: loop-tiled to 10
-    sf.write(folder / "stereo44k.wav", stereo, 44_100, subtype="FLOAT")
-    return {"clip0": clips[0], "clip1": clips[1], "stereo44k": folder / "stereo44k.wav"}
 
 
 @pytest.mark.parametrize(
