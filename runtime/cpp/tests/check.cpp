@@ -543,7 +543,8 @@ int main(int argc, char** argv) {
     if ((args.size() == 7 || args.size() == 9 || args.size() == 10) && args[0] == "schedule") {
       const double eta = args.size() >= 9 ? std::stod(args[7]) : 0.0;
       const std::string spacing = args.size() >= 9 && args[8] != "-" ? args[8] : "";
-      const std::optional<double> strength = args.size() == 10 ? std::optional<double>(std::stod(args[9])) : std::nullopt;
+      std::optional<double> strength;  // (assigned, not a conditional expression: GCC 12 for aarch64 at -O3 takes
+      if (args.size() == 10) strength = std::stod(args[9]);  // the latter's payload for uninitialised, -Werror)
       return schedule(args[1], std::stoi(args[2]), std::stoull(args[3]), args[4], args[5], args[6], eta, spacing,
                       strength);
     }
