@@ -6,6 +6,7 @@ bundle's, an RGBA picture, strength 0). Pictures are compared by PSNR (>= 40 dB:
 their floating-point sums in other orders); bytes are equal where the arithmetic is exact: strength 0 gives the
 picture itself, a mask's black pixels stay the picture's, equal channels draw the plain picture. Then the example's
 bad options, one line each, and its --help, within 80 columns. The build is test_cpp.py's (ASan and UBSan).
+(On one machine the C++ pictures of stereo, compose and edit came out byte-equal to Python's, a mix 89 dB.)
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ def example(cpp, *args, check: bool = True):
     return run(cpp / "audiotoken-rt-cpp", *args, check=check)
 
 
+def closer(ours: Image.Image, theirs: Image.Image, other: Image.Image, what: str) -> None:
+    """``ours`` nearer Python's picture than ``other`` (the picture of what ``what`` is not): the tiny bundle's random
+    models move a picture only a little with the sound (a mix and its first clip are ~53 dB apart), so a 40 dB
+    bound alone would not tell them apart."""
+    assert psnr(ours, theirs) > psnr(ours, other), f"{what}: {psnr(ours, theirs):.1f} <= {psnr(ours, other):.1f} dB"
+
+
 def close(ours: Image.Image, theirs: Image.Image, what: str) -> None:
-    assert ours.size == theirs.size and ours.mode == theirs.mode, f"{what}: {ours.size} {ours.mode} vs {theirs.size} {theirs.mode}"
+    assert ours.size == theirs.size and ours.mode == theirs.mode, (
+        f"{what}: {ours.size} {ours.mode} vs {theirs.size} {theirs.mode}"
+    )
     assert psnr(ours, theirs) >= 40, f"{what}: {psnr(ours, theirs):.1f} dB"
 
 
@@ -60,18 +70,22 @@ def test_a_mix_is_pythons_mix(cpp, tiny_bundle, python, sounds, tmp_path):
     (theirs,) = python.draw([(sounds["a"], 0.7), (sounds["b"], 0.3)], GenerationOptions(seed=7, steps=4)).pictures
     close(Image.open(tmp_path / "mix.png"), theirs, "mix")
     example(cpp, "generate", sounds["a"], "--engines", tiny_bundle, "--out", tmp_path / "a.png", *COMMON)
-    assert psnr(Image.open(tmp_path / "mix.png"), Image.open(tmp_path / "a.png")) < 40  # the mix is not clip a
+    closer(Image.open(tmp_path / "mix.png"), theirs, Image.open(tmp_path / "a.png"), "mix vs clip a")
 
 
 def test_stereo_sides_are_pythons_and_equal_sides_the_plain_picture(cpp, tiny_bundle, python, sounds, tmp_path):
     options = GenerationOptions(seed=7, steps=4, stereo=True)
-    example(cpp, "generate", sounds["sides"], "--stereo", "--engines", tiny_bundle, "--out", tmp_path / "s.png", *COMMON)
+    example(
+        cpp, "generate", sounds["sides"], "--stereo", "--engines", tiny_bundle, "--out", tmp_path / "s.png", *COMMON
+    )
     (theirs,) = python.draw(sounds["sides"], options).pictures
     close(Image.open(tmp_path / "s.png"), theirs, "stereo")
     example(cpp, "generate", sounds["sides"], "--engines", tiny_bundle, "--out", tmp_path / "plain.png", *COMMON)
-    assert psnr(Image.open(tmp_path / "s.png"), Image.open(tmp_path / "plain.png")) < 40  # the sides drew regions
+    closer(Image.open(tmp_path / "s.png"), theirs, Image.open(tmp_path / "plain.png"), "stereo vs plain")
 
-    example(cpp, "generate", sounds["twins"], "--stereo", "--engines", tiny_bundle, "--out", tmp_path / "t.png", *COMMON)
+    example(
+        cpp, "generate", sounds["twins"], "--stereo", "--engines", tiny_bundle, "--out", tmp_path / "t.png", *COMMON
+    )
     example(cpp, "generate", sounds["twins"], "--engines", tiny_bundle, "--out", tmp_path / "t-plain.png", *COMMON)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "t.png")), np.asarray(Image.open(tmp_path / "t-plain.png")))
     (theirs,) = python.draw(sounds["twins"], options).pictures
