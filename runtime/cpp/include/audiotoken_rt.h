@@ -5,7 +5,9 @@
  *   -> prompt template with <*> (CLIP BPE) -> text_encoder -> UNet loop (classifier-free guidance, a scheduler,
  *   seeded noise) -> vae_decoder -> RGB8 pictures.
  * Same bundle, clip, options and seed: the same pictures as `audiotoken-rt generate` (the noise generator is
- * the Python runtime's, bit for bit), up to floating-point rounding.
+ * the Python runtime's, bit for bit), up to floating-point rounding; so too a mix of sounds (atrt_mix_tokens), a
+ * clip's stereo sides (atrt_draw_options.stereo), several sounds in one picture (atrt_compose, as `compose`) and
+ * edits of a picture (atrt_edit, as `edit`).
  *
  * Stable ABI: the context is opaque; option structs begin with `struct_size` and are filled by their *_init
  * function first (fields added later go at the end, so an older caller's smaller struct stays valid); only

@@ -8,6 +8,7 @@
 //   options.seed = 7;
 //   auto pictures = context.generate(audiotoken_rt::Audio::interleaved(samples, frames, 2, 44100.0), options);
 //   // pictures[0].rgb: height x width x 3 bytes
+//   auto edited = context.edit(context.encode_audio(audio), photo, options);  // Picture photo: RGB8 or RGBA8
 //
 // Threads, as in the C API (audiotoken_rt.h): a Context is the loaded bundle, a State one thread's drawing from it.
 // Several threads draw from one Context at once, each with its own State (RAII over atrt_state):
