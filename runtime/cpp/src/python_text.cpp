@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <vector>
 
 #include <locale.h>
@@ -279,7 +280,7 @@ std::optional<double> parse_float(const std::string& text) {
   if (s[at] == '+' || s[at] == '-') ++at;
   for (const char* word : {"infinity", "inf", "nan"}) {
     if (equal_ignoring_case(s, at, word) && at + std::char_traits<char>::length(word) == s.size()) {
-      const double special = word[0] == 'n' ? NAN : INFINITY;
+      const double special = word[0] == 'n' ? std::numeric_limits<double>::quiet_NaN() : HUGE_VAL;
       return negative ? -special : special;
     }
   }
