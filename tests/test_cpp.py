@@ -321,9 +321,10 @@ def header_defines() -> dict[str, str]:
 def test_input_bounds_are_the_python_runtimes():
     """The bounds audiotoken_rt.h publishes (and the library and the example use) are the Python runtime's numbers:
     sample rates and the audio window (runtime/audio.py), prompt bytes, guidance and pictures per call
-    (runtime/pipeline.py), guidance (runtime/sampling.py) and eta (runtime/schedulers.py). A change on one side fails
-    here until the other side follows."""
-    from runtime import audio, contract, pipeline, sampling, schedulers
+    (runtime/pipeline.py), guidance (runtime/sampling.py) and eta (runtime/schedulers.py), an edit's picture size,
+    strength and feather (runtime/source_picture.py, EditOptions), a composition's regions and blend
+    (runtime/regions.py). A change on one side fails here until the other side follows."""
+    from runtime import audio, contract, pipeline, regions, sampling, schedulers, source_picture
 
     python = {
         "ATRT_MIN_SAMPLE_RATE": audio.MIN_SAMPLE_RATE,
@@ -334,6 +335,12 @@ def test_input_bounds_are_the_python_runtimes():
         "ATRT_MAX_GUIDANCE": sampling.MAX_GUIDANCE,
         "ATRT_MAX_ETA": schedulers.MAX_ETA,
         "ATRT_MAX_NUM_IMAGES": pipeline.MAX_NUM_IMAGES,
+        "ATRT_MAX_PICTURE_PIXELS": source_picture.MAX_PIXELS,
+        "ATRT_MAX_FEATHER": pipeline.MAX_FEATHER,
+        "ATRT_DEFAULT_STRENGTH": pipeline.EditOptions().strength,
+        "ATRT_DEFAULT_FEATHER": pipeline.EditOptions().feather,
+        "ATRT_MAX_COMPOSE_SOUNDS": regions.MAX_REGIONS,
+        "ATRT_DEFAULT_BLEND": regions.DEFAULT_BLEND,
     }
     defines = header_defines()
     assert {name: float(defines[name]) for name in python} == python
@@ -509,9 +516,29 @@ EXPECTED = {  # case -> atrt_status (0 ok, 1 invalid argument, 2 config, 3 audio
     "state-generate-null-state": 1, "state-generate-null-audio": 1, "state-generate": 0,
     "state-generate-after-close": 0,
 }  # fmt: skip
+EXPECTED_FEATURES = {  # mix, compose, edit and stereo through the C API
+    "mix-null-tokens": 1, "mix-null-weights": 1, "mix-no-tokens": 2, "mix-zero-dim": 1,
+    "mix-weights-summing-to-zero": 2, "mix-nan-weight": 2, "mix-inf-token": 1, "mix": 0,
+    "compose-null-tokens": 1, "compose-no-tokens": 2, "compose-too-many-tokens": 2, "compose-short-token": 1,
+    "compose-small-pixels": 1, "compose-five-sounds-four-slots": 2, "compose-stray-placeholder": 2,
+    "compose-missing-placeholder": 2, "compose-stereo": 2, "compose-bad-layout": 2, "compose-regions-not-sounds": 2,
+    "compose-uncovered-without-background": 2, "compose-zero-blend": 2, "compose-nan-blend": 2,
+    "compose-background-without-layout": 2, "compose-background-over-77-tokens": 2,
+    "compose-uninitialised-options": 1, "compose": 0, "compose-null-options": 0,
+    "edit-null-picture": 1, "edit-null-pixels-out": 1, "edit-small-pixels-out": 1, "edit-short-token": 1,
+    "edit-two-channels": 1, "edit-no-pixels": 2, "edit-too-many-pixels": 2, "edit-null-picture-pixels": 1,
+    "edit-uninitialised-picture": 1, "edit-strength-over-one": 2, "edit-nan-strength": 2,
+    "edit-feather-over-the-bound": 2, "edit-negative-feather": 2, "edit-uninitialised-options": 1,
+    "edit-all-black-mask": 2, "edit-two-channel-mask": 1, "edit-strength-zero": 0, "edit-stereo": 2, "edit": 0,
+    "edit-null-options": 0, "draw-stereo": 2, "generate-stereo": 0, "generate-options-before-stereo": 0,
+    "resolve-before-stereo": 0,
+}  # fmt: skip
+EXPECTED.update(EXPECTED_FEATURES)
+
 REPORTS = ("seeds", "stage-ms-unet", "stage-ms-null", "info-before-eta-kept", "resolved", "resolved-ddim",
            "state-new-null-context-out", "state-stage-ms-unet", "state-stage-ms-null", "state-leaves-context-stage-ms",
-           "state-stage-ms-reset", "state-picture-is-the-contexts", "state-picture-after-close")  # fmt: skip
+           "state-stage-ms-reset", "state-picture-is-the-contexts", "state-picture-after-close",
+           "mix-weighted-one-and-zero", "edit-strength-zero-is-the-picture", "resolve-before-stereo-kept")  # fmt: skip
 
 
 def test_bad_input_through_the_c_api_is_a_status_and_a_message(cpp, tiny_bundle):
@@ -536,6 +563,10 @@ def test_bad_input_through_the_c_api_is_a_status_and_a_message(cpp, tiny_bundle)
     assert cases["state-stage-ms-unet"] == "positive" and cases["state-stage-ms-null"] == "0 0"
     assert cases["state-leaves-context-stage-ms"] == "zero" and cases["state-stage-ms-reset"] == "0"
     assert cases["state-picture-is-the-contexts"] == "same" and cases["state-picture-after-close"] == "same"
+    # mix, edit, stereo: a mix weighted (2, 0) is its first token to the bit; strength 0 gives the RGBA picture
+    # back; an older caller's atrt_draw_options is written no further than its size
+    assert cases["mix-weighted-one-and-zero"] == "first"
+    assert cases["edit-strength-zero-is-the-picture"] == "same" and cases["resolve-before-stereo-kept"] == "5"
 
 
 def test_one_context_draws_from_several_threads_as_each_alone(cpp, tiny_bundle):

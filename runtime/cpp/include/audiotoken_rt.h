@@ -5,7 +5,9 @@
  *   -> prompt template with <*> (CLIP BPE) -> text_encoder -> UNet loop (classifier-free guidance, a scheduler,
  *   seeded noise) -> vae_decoder -> RGB8 pictures.
  * Same bundle, clip, options and seed: the same pictures as `audiotoken-rt generate` (the noise generator is
- * the Python runtime's, bit for bit), up to floating-point rounding.
+ * the Python runtime's, bit for bit), up to floating-point rounding; so too a mix of sounds (atrt_mix_tokens), a
+ * clip's stereo sides (atrt_draw_options.stereo), several sounds in one picture (atrt_compose, as `compose`) and
+ * edits of a picture (atrt_edit, as `edit`).
  *
  * Stable ABI: the context is opaque; option structs begin with `struct_size` and are filled by their *_init
  * function first (fields added later go at the end, so an older caller's smaller struct stays valid); only
@@ -21,18 +23,19 @@
  * (what a call changes: its stage times). So one context serves many threads, each drawing with its own state:
  *   - atrt_bundle_info_get, atrt_tokenize, atrt_resolve_draw_options and atrt_state_new only read the context: any
  *     thread, any time, alongside any other call on it but atrt_close.
- *   - atrt_state_encode_audio, atrt_state_draw, atrt_state_generate, atrt_state_stage_ms and
- *     atrt_state_reset_stage_times: one thread at a time per state; different states, of one context or of several,
+ *   - atrt_state_encode_audio, atrt_state_draw, atrt_state_generate, atrt_state_edit, atrt_state_compose,
+ *     atrt_state_stage_ms and atrt_state_reset_stage_times: one thread at a time per state; different states, of one context or of several,
  *     run in parallel (the pictures are the same as drawn alone: nothing of one call reaches another's).
- *   - atrt_encode_audio, atrt_draw, atrt_generate, atrt_stage_ms and atrt_reset_stage_times use the context's own
- *     state: one thread at a time for these calls on one context (the caller serialises them), in parallel with
+ *   - atrt_encode_audio, atrt_draw, atrt_generate, atrt_edit, atrt_compose, atrt_stage_ms and
+ *     atrt_reset_stage_times use the context's own state: one thread at a time for these calls on one context (the caller serialises them), in parallel with
  *     other threads' states.
  *   - atrt_close once no call taking the context is running (its states' calls may go on); atrt_state_free once
  *     none on the state is. A state keeps its context's bundle loaded, so it may be freed before or after the
  *     context; the memory goes with the last of them. A state belongs to the context it was made from: the
  *     atrt_state_* calls take no context, so no state can be used with another one.
  * Several contexts, on the same bundle or not, also run in parallel, each loading its own copy.
- * Everything else (atrt_abi_version, atrt_last_error, the *_init functions) may be called from any thread.
+ * Everything else (atrt_abi_version, atrt_last_error, the *_init functions, atrt_mix_tokens) may be called from any
+ * thread.
  */
 #ifndef AUDIOTOKEN_RT_H
 #define AUDIOTOKEN_RT_H
@@ -76,6 +79,18 @@ extern "C" {
 #define ATRT_MAX_ETA 1.0
 #define ATRT_MAX_NUM_IMAGES 100
 #define ATRT_RECIPE_ETA (-1.0) /* atrt_draw_options.eta left to the recipe (what atrt_draw_options_init sets) */
+/* Edit, compose and mix (runtime/pipeline.py MAX_FEATHER, EditOptions, ComposeOptions; runtime/regions.py
+ * MAX_REGIONS and DEFAULT_BLEND; runtime/source_picture.py MAX_PIXELS): a picture of 1..ATRT_MAX_PICTURE_PIXELS
+ * pixels, a strength in 0..1, a feather of 0..ATRT_MAX_FEATHER pixels, 1..ATRT_MAX_COMPOSE_SOUNDS tokens in a
+ * composition (at most the bundle's token slots without a layout, one per region with one), a blend in (0, 1],
+ * 1..ATRT_MAX_MIX_SOUNDS tokens in a mix. */
+#define ATRT_MAX_PICTURE_PIXELS 67108864
+#define ATRT_MAX_FEATHER 256
+#define ATRT_DEFAULT_STRENGTH 0.6
+#define ATRT_DEFAULT_FEATHER 8
+#define ATRT_MAX_COMPOSE_SOUNDS 16
+#define ATRT_DEFAULT_BLEND 0.125
+#define ATRT_MAX_MIX_SOUNDS 1024
 
 typedef enum atrt_status {
   ATRT_OK = 0,
@@ -138,7 +153,43 @@ typedef struct atrt_draw_options {
   const char* timestep_spacing; /* "leading", "trailing" (the first step at the last training timestep: for few
                                  * steps) or "linspace", not for lcm or tcd; NULL: the recipe's (else the bundle's
                                  * scheduler config's) */
+  int32_t stereo;              /* nonzero (atrt_generate only): the clip's first and second channels each give a
+                                * token, drawn on its side of the picture, the split where their energies balance;
+                                * equal channels (or mono) give the plain picture. A struct of the size before it
+                                * (an older caller's) reads 0. */
 } atrt_draw_options;
+
+/* A picture of the caller's: `height` rows of `width` pixels of `channels` bytes each, no padding between rows.
+ * channels: 3 (RGB8) or 4 (RGBA8, straight alpha, 255 opaque); a mask may also be 1 (grey8). */
+typedef struct atrt_picture {
+  uint32_t struct_size; /* sizeof(atrt_picture), set by atrt_picture_init */
+  const uint8_t* pixels;
+  int32_t width, height;
+  int32_t channels;
+} atrt_picture;
+
+/* How to edit a picture (SDEdit, optionally masked), as `audiotoken-rt edit`. */
+typedef struct atrt_edit_options {
+  uint32_t struct_size;      /* sizeof(atrt_edit_options), set by atrt_edit_options_init */
+  double strength;           /* how far the picture may move, 0 (returned unchanged) to 1 (drawn anew from noise);
+                              * ATRT_DEFAULT_STRENGTH */
+  int32_t feather;           /* with a mask: its soft edge, 0..ATRT_MAX_FEATHER pixels of the picture, inside the
+                              * white region; ATRT_DEFAULT_FEATHER */
+  const atrt_picture* mask;  /* NULL: all may change; else where it may: white (>= 50% grey, times alpha) may
+                              * change, darker stays exactly the picture's; another size is stretched (nearest) */
+} atrt_edit_options;
+
+/* How to draw several sounds in one picture, as `audiotoken-rt compose`. */
+typedef struct atrt_compose_options {
+  uint32_t struct_size;   /* sizeof(atrt_compose_options), set by atrt_compose_options_init */
+  const char* layout;     /* NULL: one prompt holds <1>..<K> (default: the template, <*> read as '<1> and <2> ...');
+                           * else a region per token: "left,right", "top,bottom" (and reversed), "ROWSxCOLS" (row by
+                           * row), or boxes "x0,y0,x1,y1;..." in fractions (0,0 the top left); each region draws the
+                           * one-sound prompt (<*>) with its token */
+  const char* background; /* with a layout: the prompt (no sound) for what the regions leave; NULL: none */
+  double blend;           /* with a layout: the soft edge between regions, a fraction in (0, 1] of the picture's
+                           * shorter side; ATRT_DEFAULT_BLEND */
+} atrt_compose_options;
 
 /* What a bundle draws: picture size, token width, template and recipe. Strings live as long as the context. */
 typedef struct atrt_bundle_info {
@@ -165,6 +216,9 @@ ATRT_API void atrt_open_options_init(atrt_open_options* options) ATRT_NOEXCEPT;
 ATRT_API void atrt_audio_init(atrt_audio* audio) ATRT_NOEXCEPT;
 ATRT_API void atrt_draw_options_init(atrt_draw_options* options) ATRT_NOEXCEPT;
 ATRT_API void atrt_bundle_info_init(atrt_bundle_info* info) ATRT_NOEXCEPT;
+ATRT_API void atrt_picture_init(atrt_picture* picture) ATRT_NOEXCEPT;
+ATRT_API void atrt_edit_options_init(atrt_edit_options* options) ATRT_NOEXCEPT;
+ATRT_API void atrt_compose_options_init(atrt_compose_options* options) ATRT_NOEXCEPT;
 
 /* Open the bundle in `folder`: its manifest read and checked as the Python runtime does (schema, every file's
  * sha256, the engines' I/O against the engine contract), its tokenizer loaded, the execution provider checked.
@@ -224,6 +278,39 @@ ATRT_API atrt_status atrt_state_generate(atrt_state* state, const atrt_audio* au
                                          size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
 ATRT_API double atrt_state_stage_ms(const atrt_state* state, const char* stage) ATRT_NOEXCEPT;
 ATRT_API void atrt_state_reset_stage_times(atrt_state* state) ATRT_NOEXCEPT;
+
+/* A mix of sounds: `count` tokens of `token_dim` floats one after another -> their weighted mean, the one token of
+ * `audiotoken-rt generate --mix` (the weights normalised to sum 1; one may be negative, a sound taken away; they
+ * must be finite and sum to a positive number: ATRT_CONFIG_ERROR otherwise). count 1..ATRT_MAX_MIX_SOUNDS; the
+ * tokens must be finite. Needs no context. */
+ATRT_API atrt_status atrt_mix_tokens(const float* tokens, uint32_t count, uint32_t token_dim, const double* weights,
+                                     float* token_out) ATRT_NOEXCEPT;
+
+/* Edits of `picture` by a token (as `audiotoken-rt edit`): the picture fitted to the bundle's size (scaled, margins
+ * mirrored), encoded (vae_encoder), noised to edit->strength and denoised with the prompt holding the token, the
+ * masked-out part kept on the picture's way; the result brought back to the picture's own size and, with a mask,
+ * laid over it under the feathered mask. options->num_images pictures of the picture's width x height x channels
+ * (its alpha put back) one after another in `pixels_out`; `edit` may be NULL (the *_init values). Strength 0 gives
+ * the picture itself. options->stereo must be 0. */
+ATRT_API atrt_status atrt_edit(atrt_context* context, const float* token, size_t token_size,
+                               const atrt_picture* picture, const atrt_draw_options* options,
+                               const atrt_edit_options* edit, uint8_t* pixels_out, size_t pixels_capacity,
+                               int64_t* seeds_out) ATRT_NOEXCEPT;
+ATRT_API atrt_status atrt_state_edit(atrt_state* state, const float* token, size_t token_size,
+                                     const atrt_picture* picture, const atrt_draw_options* options,
+                                     const atrt_edit_options* edit, uint8_t* pixels_out, size_t pixels_capacity,
+                                     int64_t* seeds_out) ATRT_NOEXCEPT;
+
+/* Several sounds in one picture (as `audiotoken-rt compose`): `token_count` tokens of `token_size` floats (the
+ * bundle's D) one after another; `compose` may be NULL (no layout: the prompt holds <1>..<K>). Pictures as
+ * atrt_draw's; options->stereo must be 0. */
+ATRT_API atrt_status atrt_compose(atrt_context* context, const float* tokens, size_t token_count, size_t token_size,
+                                  const atrt_draw_options* options, const atrt_compose_options* compose,
+                                  uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
+ATRT_API atrt_status atrt_state_compose(atrt_state* state, const float* tokens, size_t token_count,
+                                        size_t token_size, const atrt_draw_options* options,
+                                        const atrt_compose_options* compose, uint8_t* pixels_out,
+                                        size_t pixels_capacity, int64_t* seeds_out) ATRT_NOEXCEPT;
 
 #ifdef __cplusplus
 }

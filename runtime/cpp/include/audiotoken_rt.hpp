@@ -8,6 +8,7 @@
 //   options.seed = 7;
 //   auto pictures = context.generate(audiotoken_rt::Audio::interleaved(samples, frames, 2, 44100.0), options);
 //   // pictures[0].rgb: height x width x 3 bytes
+//   auto edited = context.edit(context.encode_audio(audio), photo, options);  // Picture photo: RGB8 or RGBA8
 //
 // Threads, as in the C API (audiotoken_rt.h): a Context is the loaded bundle, a State one thread's drawing from it.
 // Several threads draw from one Context at once, each with its own State (RAII over atrt_state):
@@ -26,6 +27,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -97,6 +99,7 @@ struct DrawOptions {
   bool fast = false;
   float eta = static_cast<float>(ATRT_RECIPE_ETA);  // ddim's or tcd's, 0..ATRT_MAX_ETA
   std::string timestep_spacing;  // leading, trailing, linspace; empty: the recipe's (else the scheduler config's)
+  bool stereo = false;           // generate only: each channel's token on its side (see atrt_draw_options)
 
   atrt_draw_options c() const {
     atrt_draw_options options;
@@ -111,6 +114,7 @@ struct DrawOptions {
     options.fast = fast ? 1 : 0;
     options.eta = eta;
     options.timestep_spacing = timestep_spacing.empty() ? nullptr : timestep_spacing.c_str();
+    options.stereo = stereo ? 1 : 0;
     return options;
   }
 
@@ -127,22 +131,80 @@ struct DrawOptions {
     options.fast = c.fast != 0;
     options.eta = c.eta;
     options.timestep_spacing = c.timestep_spacing ? c.timestep_spacing : "";
+    options.stereo = c.stereo != 0;
     return options;
   }
 };
 
+// A picture drawn (or a caller's, for edit): `rgb` holds height x width x channels bytes, row by row: RGB8, or
+// RGBA8 (channels 4: an edit of a picture with alpha; a mask may also be grey8, channels 1).
 struct Picture {
   int width = 0, height = 0;
   std::int64_t seed = 0;
-  std::vector<std::uint8_t> rgb;  // height x width x 3
+  std::vector<std::uint8_t> rgb;  // height x width x channels
+  int channels = 3;
+
+  atrt_picture c() const {
+    atrt_picture picture;
+    atrt_picture_init(&picture);
+    picture.pixels = rgb.data();
+    picture.width = width;
+    picture.height = height;
+    picture.channels = channels;
+    return picture;
+  }
 };
+
+// How to edit a picture (see atrt_edit_options); `mask` (not owned): white may change, NULL all may.
+struct EditOptions {
+  double strength = ATRT_DEFAULT_STRENGTH;  // 0 (the picture itself) to 1 (drawn anew)
+  int feather = ATRT_DEFAULT_FEATHER;       // pixels, 0..ATRT_MAX_FEATHER
+  const Picture* mask = nullptr;
+};
+
+// How to draw several sounds in one picture (see atrt_compose_options).
+struct ComposeOptions {
+  std::optional<std::string> layout;      // none: the prompt holds <1>..<K>
+  std::optional<std::string> background;  // with a layout: the prompt for what its regions leave
+  double blend = ATRT_DEFAULT_BLEND;
+
+  atrt_compose_options c() const {
+    atrt_compose_options options;
+    atrt_compose_options_init(&options);
+    options.layout = layout ? layout->c_str() : nullptr;
+    options.background = background ? background->c_str() : nullptr;
+    options.blend = blend;
+    return options;
+  }
+};
+
+// A mix's token: the weighted mean of `tokens` (each of one length), weights normalised (atrt_mix_tokens).
+inline std::vector<float> mix_tokens(const std::vector<std::vector<float>>& tokens, const std::vector<double>& weights) {
+  if (tokens.empty() || weights.size() != tokens.size()) {
+    throw Error(ATRT_INVALID_ARGUMENT, "mix_tokens: " + std::to_string(weights.size()) + " weights for " +
+                                           std::to_string(tokens.size()) + " tokens", "give one weight per token");
+  }
+  std::vector<float> flat;
+  for (const std::vector<float>& token : tokens) {
+    if (token.size() != tokens[0].size()) {
+      throw Error(ATRT_INVALID_ARGUMENT, "mix_tokens: tokens of different lengths", "pass tokens of one bundle");
+    }
+    flat.insert(flat.end(), token.begin(), token.end());
+  }
+  std::vector<float> mixed(tokens[0].size());
+  check(atrt_mix_tokens(flat.data(), static_cast<std::uint32_t>(tokens.size()),
+                        static_cast<std::uint32_t>(mixed.size()), weights.data(), mixed.data()));
+  return mixed;
+}
 
 namespace detail {
 
-// num_images pictures of width x height drawn by `call` (an atrt_draw or atrt_generate, on a context or a state).
+// num_images pictures of width x height x channels drawn by `call` (an atrt_draw, atrt_generate, atrt_edit or
+// atrt_compose, on a context or a state).
 template <typename Call>
-std::vector<Picture> pictures(int width, int height, const DrawOptions& options, Call call) {
-  const std::size_t each = static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * 3;
+std::vector<Picture> pictures(int width, int height, const DrawOptions& options, Call call, int channels = 3) {
+  const std::size_t each =
+      static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * static_cast<std::size_t>(channels);
   const std::size_t count = options.num_images > 0 ? static_cast<std::size_t>(options.num_images) : 1;
   std::vector<std::uint8_t> pixels(each * count);
   std::vector<std::int64_t> seeds(count);
@@ -153,10 +215,32 @@ std::vector<Picture> pictures(int width, int height, const DrawOptions& options,
     drawn[k].width = width;
     drawn[k].height = height;
     drawn[k].seed = seeds[k];
+    drawn[k].channels = channels;
     drawn[k].rgb.assign(pixels.begin() + static_cast<std::ptrdiff_t>(k * each),
                         pixels.begin() + static_cast<std::ptrdiff_t>((k + 1) * each));
   }
   return drawn;
+}
+
+// atrt_edit's arguments from the wrapper's: the picture and mask as C structs living as long as this.
+struct EditCall {
+  EditCall(const Picture& source, const EditOptions& edit) : picture(source.c()) {
+    atrt_edit_options_init(&options);
+    options.strength = edit.strength;
+    options.feather = edit.feather;
+    if (edit.mask != nullptr) {
+      mask = edit.mask->c();
+      options.mask = &mask;
+    }
+  }
+  atrt_picture picture, mask{};
+  atrt_edit_options options;
+};
+
+inline std::vector<float> flat(const std::vector<std::vector<float>>& tokens) {
+  std::vector<float> all;
+  for (const std::vector<float>& token : tokens) all.insert(all.end(), token.begin(), token.end());
+  return all;
 }
 
 }  // namespace detail
@@ -214,6 +298,28 @@ class Context {
     const atrt_bundle_info bundle = info();
     return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
       return atrt_generate(context_, &clip, o, pixels, size, seeds);
+    });
+  }
+
+  // Edits of `picture` by `token`, each at the picture's size with its channels (see atrt_edit).
+  std::vector<Picture> edit(const std::vector<float>& token, const Picture& picture, const DrawOptions& options,
+                            const EditOptions& edit = EditOptions()) {
+    const detail::EditCall call(picture, edit);
+    return detail::pictures(picture.width, picture.height, options,
+                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_edit(context_, token.data(), token.size(), &call.picture, o, &call.options, pixels, size, seeds);
+    }, picture.channels);
+  }
+
+  // Several tokens in one picture (see atrt_compose).
+  std::vector<Picture> compose(const std::vector<std::vector<float>>& tokens, const DrawOptions& options,
+                               const ComposeOptions& compose = ComposeOptions()) {
+    const atrt_bundle_info bundle = info();
+    const std::vector<float> all = detail::flat(tokens);
+    const atrt_compose_options c = compose.c();
+    const std::size_t dim = tokens.empty() ? 0 : tokens[0].size();
+    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_compose(context_, all.data(), tokens.size(), dim, o, &c, pixels, size, seeds);
     });
   }
 
@@ -282,6 +388,26 @@ class State {
     return detail::pictures(width_, height_, options,
                             [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
       return atrt_state_generate(state_, &clip, o, pixels, size, seeds);
+    });
+  }
+
+  std::vector<Picture> edit(const std::vector<float>& token, const Picture& picture, const DrawOptions& options,
+                            const EditOptions& edit = EditOptions()) {
+    const detail::EditCall call(picture, edit);
+    return detail::pictures(picture.width, picture.height, options,
+                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_state_edit(state_, token.data(), token.size(), &call.picture, o, &call.options, pixels, size, seeds);
+    }, picture.channels);
+  }
+
+  std::vector<Picture> compose(const std::vector<std::vector<float>>& tokens, const DrawOptions& options,
+                               const ComposeOptions& compose = ComposeOptions()) {
+    const std::vector<float> all = detail::flat(tokens);
+    const atrt_compose_options c = compose.c();
+    const std::size_t dim = tokens.empty() ? 0 : tokens[0].size();
+    return detail::pictures(width_, height_, options,
+                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+      return atrt_state_compose(state_, all.data(), tokens.size(), dim, o, &c, pixels, size, seeds);
     });
   }
 

@@ -15,17 +15,28 @@
 #include <initializer_list>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "audiotoken_rt.h"
 #include "errors.hpp"
+#include "mix.hpp"
 #include "pipeline.hpp"
+#include "regions.hpp"
+#include "source_picture.hpp"
 #include "waveform.hpp"
 
 static_assert(ATRT_TEXT_LENGTH == atrt::kTextLength, "audiotoken_rt.h's ATRT_TEXT_LENGTH is not runtime/contract.py's");
 static_assert(ATRT_MAX_ETA == atrt::kMaxEta, "audiotoken_rt.h's ATRT_MAX_ETA is not schedulers.hpp's kMaxEta");
+static_assert(ATRT_MAX_FEATHER == atrt::kMaxFeather, "audiotoken_rt.h's ATRT_MAX_FEATHER is not pipeline.hpp's");
+static_assert(ATRT_DEFAULT_STRENGTH == atrt::kDefaultStrength && ATRT_DEFAULT_FEATHER == atrt::kDefaultFeather,
+              "audiotoken_rt.h's edit defaults are not pipeline.hpp's");
+static_assert(ATRT_MAX_COMPOSE_SOUNDS == atrt::kMaxRegions, "audiotoken_rt.h's ATRT_MAX_COMPOSE_SOUNDS is not kMaxRegions");
+static_assert(ATRT_DEFAULT_BLEND == atrt::kDefaultBlend, "audiotoken_rt.h's ATRT_DEFAULT_BLEND is not regions.hpp's");
+static_assert(ATRT_MAX_PICTURE_PIXELS == atrt::kMaxPicturePixels, "audiotoken_rt.h's ATRT_MAX_PICTURE_PIXELS is not "
+              "source_picture.hpp's");
 
 // One thread's calls on a loaded bundle: what they change (the stage times), and the Pipeline they run on.
 struct atrt_state {
@@ -103,8 +114,9 @@ void check_size(std::uint32_t size, std::initializer_list<std::size_t> versions,
   }
 }
 
-// The sizes of the option structs before eta and timestep_spacing were added at their ends.
+// The sizes of the option structs before eta and timestep_spacing, then stereo, were added at their ends.
 constexpr std::size_t kDrawOptionsBeforeEta = offsetof(atrt_draw_options, eta);
+constexpr std::size_t kDrawOptionsBeforeStereo = offsetof(atrt_draw_options, stereo);
 constexpr std::size_t kBundleInfoBeforeEta = offsetof(atrt_bundle_info, eta);
 
 // The name in `names` equal to `value` (a string of the library's, alive as long as it is), or NULL when empty.
@@ -128,7 +140,8 @@ atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
   atrt_draw_options defaults;
   atrt_draw_options_init(&defaults);
   if (options == nullptr) options = &defaults;
-  check_size(options->struct_size, {kDrawOptionsBeforeEta, sizeof(atrt_draw_options)}, "atrt_draw_options");
+  check_size(options->struct_size, {kDrawOptionsBeforeEta, kDrawOptionsBeforeStereo, sizeof(atrt_draw_options)},
+             "atrt_draw_options");
   atrt::DrawOptions o;
   o.prompt = options->prompt ? options->prompt : "";
   o.negative_prompt = options->negative_prompt ? options->negative_prompt : "";
@@ -145,6 +158,58 @@ atrt::DrawOptions draw_options_of(const atrt_draw_options* options) {
   o.seed = options->seed;
   o.num_images = options->num_images;
   o.fast = options->fast != 0;
+  o.stereo = options->struct_size > kDrawOptionsBeforeStereo && options->stereo != 0;
+  return o;
+}
+
+// A caller's picture, its pixels read only once its size and channels are checked. `mask`: a mask's (grey8 taken
+// too, as grey RGB: Pillow's RGB -> L gives a grey pixel's own value back).
+atrt::Pixels pixels_of(const atrt_picture* picture, const char* what, bool mask) {
+  need(picture, what);
+  check_size(picture->struct_size, {sizeof(atrt_picture)}, "atrt_picture");
+  const std::int32_t channels = picture->channels;
+  if (channels != 3 && channels != 4 && !(mask && channels == 1)) {
+    atrt::fail(ATRT_INVALID_ARGUMENT, std::string(what) + "->channels is " + std::to_string(channels) +
+                                          (mask ? "; expected 1 (grey8), 3 (RGB8) or 4 (RGBA8)"
+                                                : "; expected 3 (RGB8) or 4 (RGBA8)"));
+  }
+  if (picture->width < 1 || picture->height < 1) {
+    atrt::fail(ATRT_CONFIG_ERROR, std::string(what) + " is " + std::to_string(picture->width) + "x" +
+                                      std::to_string(picture->height) + " pixels; it needs at least one");
+  }
+  atrt::check_picture_size(picture->width, picture->height, what);
+  need(picture->pixels, (std::string(what) + "->pixels").c_str());
+  atrt::Pixels out;
+  out.width = picture->width;
+  out.height = picture->height;
+  const std::size_t area = static_cast<std::size_t>(out.width) * static_cast<std::size_t>(out.height);
+  const auto stride = static_cast<std::size_t>(channels);
+  out.rgb.resize(area * 3);
+  if (channels == 4) out.alpha.resize(area);
+  for (std::size_t p = 0; p < area; ++p) {
+    const std::uint8_t* pixel = picture->pixels + p * stride;
+    for (std::size_t c = 0; c < 3; ++c) out.rgb[p * 3 + c] = pixel[channels == 1 ? 0 : c];
+    if (channels == 4) out.alpha[p] = pixel[3];
+  }
+  return out;
+}
+
+atrt::EditOptions edit_options_of(const atrt_edit_options* options) {
+  atrt::EditOptions o;
+  if (options == nullptr) return o;
+  check_size(options->struct_size, {sizeof(atrt_edit_options)}, "atrt_edit_options");
+  o.strength = options->strength;
+  o.feather = options->feather;
+  return o;
+}
+
+atrt::ComposeOptions compose_options_of(const atrt_compose_options* options) {
+  atrt::ComposeOptions o;
+  if (options == nullptr) return o;
+  check_size(options->struct_size, {sizeof(atrt_compose_options)}, "atrt_compose_options");
+  if (options->layout != nullptr) o.layout = options->layout;
+  if (options->background != nullptr) o.background = options->background;
+  o.blend = options->blend;
   return o;
 }
 
@@ -160,17 +225,25 @@ std::vector<float> token_of(const atrt::Pipeline& pipeline, const float* token, 
   return std::vector<float>(token, token + dim);
 }
 
-void draw_into(atrt_state& state, const std::vector<float>& token, const atrt::DrawOptions& o, std::uint8_t* pixels,
-               std::size_t capacity, std::int64_t* seeds_out) {
+// pixels_out must hold num_images pictures of `each` bytes (a bad num_images is refused by resolve, naming it).
+void check_capacity(std::uint8_t* pixels, std::size_t capacity, const atrt::DrawOptions& o, std::size_t each,
+                    const char* hint) {
   need(pixels, "pixels_out");
-  if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {  // else refused by resolve, naming num_images
-    const std::size_t wanted = state.pipeline->picture_bytes() * static_cast<std::size_t>(o.num_images);
+  if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {
+    const std::size_t wanted = each * static_cast<std::size_t>(o.num_images);
     if (capacity < wanted) {
       atrt::fail(ATRT_INVALID_ARGUMENT, "pixels_out holds " + std::to_string(capacity) + " bytes; " +
                                             std::to_string(o.num_images) + " pictures need " + std::to_string(wanted),
-                 "allocate num_images * height * width * 3 bytes (atrt_bundle_info_get)");
+                 hint);
     }
   }
+}
+
+constexpr const char* kBundlePictureHint = "allocate num_images * height * width * 3 bytes (atrt_bundle_info_get)";
+
+void draw_into(atrt_state& state, const std::vector<float>& token, const atrt::DrawOptions& o, std::uint8_t* pixels,
+               std::size_t capacity, std::int64_t* seeds_out) {
+  check_capacity(pixels, capacity, o, state.pipeline->picture_bytes(), kBundlePictureHint);
   std::vector<std::int64_t> seeds;
   state.pipeline->draw(token, o, pixels, seeds, state.state);
   if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
@@ -199,9 +272,61 @@ void generate_with(atrt_state& state, const atrt_audio* audio, const atrt_draw_o
   const atrt::DrawOptions given = draw_options_of(options);
   need(pixels_out, "pixels_out");
   const std::vector<float> waveform = waveform_of(audio);
-  const atrt::DrawOptions resolved = state.pipeline->resolve(given);  // bad options refused before encoding
+  atrt::DrawOptions resolved = state.pipeline->resolve(given);  // bad options refused before encoding
+  if (resolved.stereo) {  // the sides: the clip's first and second channels, as runtime/pipeline.py draw_stereo
+    check_capacity(pixels_out, pixels_capacity, resolved, state.pipeline->picture_bytes(), kBundlePictureHint);
+    const auto side = [&](int downmix) {
+      return atrt::prepare_waveform(audio->samples, audio->frames, audio->channels, audio->sample_rate,
+                                    audio->start_seconds, downmix, "samples");
+    };
+    std::vector<std::int64_t> seeds;
+    state.pipeline->draw_stereo(side(ATRT_DOWNMIX_FIRST), side(ATRT_DOWNMIX_SECOND), waveform, resolved, pixels_out,
+                                seeds, state.state);
+    if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
+    return;
+  }
   const std::vector<float> token = state.pipeline->encode_audio(waveform, state.state);
   draw_into(state, token, resolved, pixels_out, pixels_capacity, seeds_out);
+}
+
+void edit_with(atrt_state& state, const float* token, std::size_t token_size, const atrt_picture* picture,
+               const atrt_draw_options* options, const atrt_edit_options* edit, std::uint8_t* pixels_out,
+               std::size_t pixels_capacity, std::int64_t* seeds_out) {
+  const std::vector<float> copied = token_of(*state.pipeline, token, token_size);
+  const atrt::DrawOptions o = draw_options_of(options);
+  const atrt::EditOptions e = edit_options_of(edit);
+  const atrt::Pixels source = pixels_of(picture, "picture", false);
+  const std::size_t each = source.rgb.size() / 3 * static_cast<std::size_t>(picture->channels);
+  check_capacity(pixels_out, pixels_capacity, o, each,
+                 "allocate num_images * the picture's width * height * channels bytes");
+  std::optional<atrt::Mask> mask;
+  if (edit != nullptr && edit->mask != nullptr) {
+    mask = atrt::mask_from_pixels(pixels_of(edit->mask, "mask", true), source.width, source.height, "mask", "mask");
+  }
+  std::vector<std::int64_t> seeds;
+  state.pipeline->edit(copied, source, mask ? &mask->may_change : nullptr, o, e, pixels_out, seeds, state.state);
+  if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
+}
+
+void compose_with(atrt_state& state, const float* tokens, std::size_t token_count, std::size_t token_size,
+                  const atrt_draw_options* options, const atrt_compose_options* compose, std::uint8_t* pixels_out,
+                  std::size_t pixels_capacity, std::int64_t* seeds_out) {
+  need(tokens, "tokens");
+  if (token_count < 1 || token_count > ATRT_MAX_COMPOSE_SOUNDS) {
+    atrt::fail(ATRT_CONFIG_ERROR, "token_count is " + std::to_string(token_count) + "; a composition takes 1 to " +
+                                      std::to_string(ATRT_MAX_COMPOSE_SOUNDS) + " sounds",
+               "without a layout, at most the bundle's token slots (4)");
+  }
+  std::vector<std::vector<float>> copied;
+  for (std::size_t k = 0; k < token_count; ++k) {
+    copied.push_back(token_of(*state.pipeline, tokens + k * token_size, token_size));  // token_size checked first
+  }
+  const atrt::DrawOptions o = draw_options_of(options);
+  const atrt::ComposeOptions c = compose_options_of(compose);
+  check_capacity(pixels_out, pixels_capacity, o, state.pipeline->picture_bytes(), kBundlePictureHint);
+  std::vector<std::int64_t> seeds;
+  state.pipeline->compose(copied, o, c, pixels_out, seeds, state.state);
+  if (seeds_out) std::copy(seeds.begin(), seeds.end(), seeds_out);
 }
 
 double stage_ms_of(const atrt_state& state, const char* stage) noexcept {
@@ -251,6 +376,28 @@ void atrt_bundle_info_init(atrt_bundle_info* info) noexcept {
   if (info == nullptr) return;
   std::memset(info, 0, sizeof *info);
   info->struct_size = sizeof *info;
+}
+
+void atrt_picture_init(atrt_picture* picture) noexcept {
+  if (picture == nullptr) return;
+  std::memset(picture, 0, sizeof *picture);
+  picture->struct_size = sizeof *picture;
+  picture->channels = 3;
+}
+
+void atrt_edit_options_init(atrt_edit_options* options) noexcept {
+  if (options == nullptr) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+  options->strength = ATRT_DEFAULT_STRENGTH;
+  options->feather = ATRT_DEFAULT_FEATHER;
+}
+
+void atrt_compose_options_init(atrt_compose_options* options) noexcept {
+  if (options == nullptr) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+  options->blend = ATRT_DEFAULT_BLEND;
 }
 
 atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt_context** context) noexcept {
@@ -329,7 +476,8 @@ atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_opt
   return guarded([&] {
     need(context, "context");
     need(resolved, "resolved");
-    check_size(resolved->struct_size, {sizeof(atrt_draw_options)}, "atrt_draw_options");
+    check_size(resolved->struct_size, {kDrawOptionsBeforeEta, kDrawOptionsBeforeStereo, sizeof(atrt_draw_options)},
+               "atrt_draw_options");
     const atrt::DrawOptions o = context->pipeline->resolve(draw_options_of(options));
     atrt_draw_options out;
     atrt_draw_options_init(&out);
@@ -344,7 +492,10 @@ atrt_status atrt_resolve_draw_options(atrt_context* context, const atrt_draw_opt
     out.seed = o.seed;
     out.num_images = o.num_images;
     out.fast = o.fast ? 1 : 0;
-    *resolved = out;
+    out.stereo = o.stereo ? 1 : 0;
+    const std::uint32_t size = resolved->struct_size;  // an older caller's struct gets the fields it has
+    out.struct_size = size;
+    std::memcpy(resolved, &out, size);
   });
 }
 
@@ -407,6 +558,69 @@ double atrt_state_stage_ms(const atrt_state* state, const char* stage) noexcept 
 
 void atrt_state_reset_stage_times(atrt_state* state) noexcept {
   if (state != nullptr) state->state.stage_ms.clear();
+}
+
+atrt_status atrt_mix_tokens(const float* tokens, uint32_t count, uint32_t token_dim, const double* weights,
+                            float* token_out) noexcept {
+  return guarded([&] {
+    need(tokens, "tokens");
+    need(weights, "weights");
+    need(token_out, "token_out");
+    if (count < 1 || count > ATRT_MAX_MIX_SOUNDS) {
+      atrt::fail(ATRT_CONFIG_ERROR, "count is " + std::to_string(count) + "; a mix takes 1 to " +
+                                        std::to_string(ATRT_MAX_MIX_SOUNDS) + " tokens");
+    }
+    if (token_dim < 1) atrt::fail(ATRT_INVALID_ARGUMENT, "token_dim is 0; pass the bundle's D (atrt_bundle_info_get)");
+    const std::vector<double> normalised = atrt::mix_weights(std::vector<double>(weights, weights + count));
+    std::vector<std::vector<float>> each;
+    for (std::uint32_t k = 0; k < count; ++k) {
+      const float* first = tokens + static_cast<std::size_t>(k) * token_dim;
+      each.emplace_back(first, first + token_dim);
+      if (!std::all_of(each.back().begin(), each.back().end(), [](float v) { return std::isfinite(v); })) {
+        atrt::fail(ATRT_INVALID_ARGUMENT, "token " + std::to_string(k + 1) + " of the mix holds a value that is not "
+                                              "finite (NaN or Inf)", "pass tokens from atrt_encode_audio");
+      }
+    }
+    const std::vector<float> mixed = atrt::mix_tokens(normalised, each);
+    std::copy(mixed.begin(), mixed.end(), token_out);
+  });
+}
+
+atrt_status atrt_edit(atrt_context* context, const float* token, size_t token_size, const atrt_picture* picture,
+                      const atrt_draw_options* options, const atrt_edit_options* edit, uint8_t* pixels_out,
+                      size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(context, "context");
+    edit_with(context->own_state, token, token_size, picture, options, edit, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+atrt_status atrt_state_edit(atrt_state* state, const float* token, size_t token_size, const atrt_picture* picture,
+                            const atrt_draw_options* options, const atrt_edit_options* edit, uint8_t* pixels_out,
+                            size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(state, "state");
+    edit_with(*state, token, token_size, picture, options, edit, pixels_out, pixels_capacity, seeds_out);
+  });
+}
+
+atrt_status atrt_compose(atrt_context* context, const float* tokens, size_t token_count, size_t token_size,
+                         const atrt_draw_options* options, const atrt_compose_options* compose, uint8_t* pixels_out,
+                         size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(context, "context");
+    compose_with(context->own_state, tokens, token_count, token_size, options, compose, pixels_out, pixels_capacity,
+                 seeds_out);
+  });
+}
+
+atrt_status atrt_state_compose(atrt_state* state, const float* tokens, size_t token_count, size_t token_size,
+                               const atrt_draw_options* options, const atrt_compose_options* compose,
+                               uint8_t* pixels_out, size_t pixels_capacity, int64_t* seeds_out) noexcept {
+  return guarded([&] {
+    need(state, "state");
+    compose_with(*state, tokens, token_count, token_size, options, compose, pixels_out, pixels_capacity, seeds_out);
+  });
 }
 
 }  // extern "C"

@@ -417,4 +417,53 @@ void check_template(const std::string& prompt) {
   }
 }
 
+
+namespace {
+
+// A slot's number as Python's int() of its digits writes it: leading zeros dropped ("*" is 1).
+std::string slot_number(const std::string& slot) {
+  if (slot == "*") return "1";
+  const std::size_t first = slot.find_first_not_of('0');
+  return first == std::string::npos ? "0" : slot.substr(first);
+}
+
+// Numbers written without leading zeros, compared as integers of any length.
+bool number_less(const std::string& a, const std::string& b) {
+  return a.size() != b.size() ? a.size() < b.size() : a < b;
+}
+
+}  // namespace
+
+void check_slots(const std::string& prompt, int sounds, int slot_count) {
+  if (sounds > slot_count) {
+    fail(ATRT_CONFIG_ERROR,
+         std::to_string(sounds) + " sounds, but this bundle's text engine holds " + std::to_string(slot_count) +
+             " token slot" + (slot_count != 1 ? "s" : ""),
+         slot_count == 1 ? "re-export the bundle with this audiotoken-rt (4 slots)"
+                         : "use at most " + std::to_string(slot_count) + " sounds");
+  }
+  std::vector<std::string> used;
+  for (const std::string& slot : slots(prompt)) used.push_back(slot_number(slot));
+  const std::string most = std::to_string(sounds);
+  std::string stray;
+  for (const std::string& n : used) {
+    const bool in_range = n != "0" && !number_less(most, n);
+    if (!in_range && (stray.empty() || number_less(n, stray))) stray = n;
+  }
+  const std::string plural = sounds != 1 ? "s" : "";
+  if (!stray.empty()) {
+    fail(ATRT_CONFIG_ERROR,
+         "prompt " + quoted(prompt) + " holds <" + stray + "> but only " + most + " sound" + plural + " " +
+             (sounds != 1 ? "were" : "was") + " given",
+         "give one clip per numbered placeholder, in order");
+  }
+  for (int n = 1; n <= sounds; ++n) {
+    if (std::find(used.begin(), used.end(), std::to_string(n)) == used.end()) {
+      fail(ATRT_CONFIG_ERROR, "prompt " + quoted(prompt) + " has no <" + std::to_string(n) + "> for sound " +
+                                  std::to_string(n),
+           "write each sound's place in the prompt: e.g. 'a photo of <1> next to <2>'");
+    }
+  }
+}
+
 }  // namespace atrt

@@ -63,6 +63,9 @@ class Tokenizer {
 
 // A one-sound template must hold <*> (or <1>) exactly once and no other numbered placeholder: CONFIG error.
 void check_template(const std::string& prompt);
+// A prompt of several sounds (compose): <1>..<sounds> (<*> counts as <1>) each at least once, no other number, and
+// no more sounds than the bundle's `slot_count` token slots. CONFIG error, runtime/tokenizer.py check_slots' text.
+void check_slots(const std::string& prompt, int sounds, int slot_count);
 // Whether a prompt holds a sound's place: <*> or <n>.
 bool holds_slot(const std::string& prompt);
 // A prompt for an error message: quoted, cut to 60 characters.

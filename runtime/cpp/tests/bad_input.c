@@ -37,6 +37,38 @@ typedef struct {
 } bundle_info_v1;
 _Static_assert(sizeof(draw_options_v1) == offsetof(atrt_draw_options, eta), "atrt_draw_options changed before eta");
 _Static_assert(sizeof(bundle_info_v1) == offsetof(atrt_bundle_info, eta), "atrt_bundle_info changed before eta");
+/* atrt_draw_options as it was before stereo was appended, and the edit and compose structs as they first shipped. */
+typedef struct {
+  draw_options_v1 v1;
+  float eta;
+  const char* timestep_spacing;
+} draw_options_v2;
+typedef struct {
+  uint32_t struct_size;
+  const uint8_t* pixels;
+  int32_t width, height;
+  int32_t channels;
+} picture_v1;
+typedef struct {
+  uint32_t struct_size;
+  double strength;
+  int32_t feather;
+  const atrt_picture* mask;
+} edit_options_v1;
+typedef struct {
+  uint32_t struct_size;
+  const char* layout;
+  const char* background;
+  double blend;
+} compose_options_v1;
+_Static_assert(sizeof(draw_options_v2) == offsetof(atrt_draw_options, stereo), "atrt_draw_options changed before stereo");
+_Static_assert(sizeof(picture_v1) == sizeof(atrt_picture), "atrt_picture changed");
+_Static_assert(offsetof(atrt_picture, channels) == offsetof(picture_v1, channels), "atrt_picture's fields moved");
+_Static_assert(sizeof(edit_options_v1) == sizeof(atrt_edit_options), "atrt_edit_options changed");
+_Static_assert(offsetof(atrt_edit_options, mask) == offsetof(edit_options_v1, mask), "atrt_edit_options' fields moved");
+_Static_assert(sizeof(compose_options_v1) == sizeof(atrt_compose_options), "atrt_compose_options changed");
+_Static_assert(offsetof(atrt_compose_options, blend) == offsetof(compose_options_v1, blend),
+               "atrt_compose_options' fields moved");
 
 static void show(const char* name, atrt_status status) {
   printf("%s %d %s\n", name, (int)status, status == ATRT_OK ? "" : atrt_last_error());
@@ -257,6 +289,170 @@ int run_bad_input(const char* bundle) {
   show("generate", atrt_generate(context, &audio, &options, pixels, picture, NULL));
   printf("stage-ms-unet %s\n", atrt_stage_ms(context, "unet") > 0 ? "positive" : "zero");
   printf("stage-ms-null %g\n", atrt_stage_ms(NULL, "unet"));
+
+  {
+    /* mix, compose, edit and stereo: bad input refused in one line, before anything past a buffer is read */
+    float* two_tokens = calloc(dim * 5, sizeof(float)); /* room for five: the slots' bound is tried too */
+    memcpy(two_tokens, token, dim * sizeof(float));
+    memcpy(two_tokens + dim, token, dim * sizeof(float));
+    double weights[2] = {0.7, 0.3};
+    float* mixed = calloc(dim, sizeof(float));
+    show("mix-null-tokens", atrt_mix_tokens(NULL, 2, (uint32_t)dim, weights, mixed));
+    show("mix-null-weights", atrt_mix_tokens(two_tokens, 2, (uint32_t)dim, NULL, mixed));
+    show("mix-no-tokens", atrt_mix_tokens(two_tokens, 0, (uint32_t)dim, weights, mixed));
+    show("mix-zero-dim", atrt_mix_tokens(two_tokens, 2, 0, weights, mixed));
+    weights[1] = -0.7;
+    show("mix-weights-summing-to-zero", atrt_mix_tokens(two_tokens, 2, (uint32_t)dim, weights, mixed));
+    weights[1] = NAN;
+    show("mix-nan-weight", atrt_mix_tokens(two_tokens, 2, (uint32_t)dim, weights, mixed));
+    weights[1] = 0.3;
+    two_tokens[dim] = INFINITY;
+    show("mix-inf-token", atrt_mix_tokens(two_tokens, 2, (uint32_t)dim, weights, mixed));
+    two_tokens[dim] = token[0];
+    weights[0] = 2.0; /* normalised to 1 and 0: the first token itself, to the bit */
+    weights[1] = 0.0;
+    two_tokens[dim] = 5.0f;
+    show("mix", atrt_mix_tokens(two_tokens, 2, (uint32_t)dim, weights, mixed));
+    printf("mix-weighted-one-and-zero %s\n", memcmp(mixed, token, dim * sizeof(float)) == 0 ? "first" : "differs");
+    two_tokens[dim] = token[0];
+
+    atrt_compose_options compose;
+    atrt_compose_options_init(&compose);
+    show("compose-null-tokens", atrt_compose(context, NULL, 2, dim, &options, &compose, pixels, picture, NULL));
+    show("compose-no-tokens", atrt_compose(context, two_tokens, 0, dim, &options, &compose, pixels, picture, NULL));
+    show("compose-too-many-tokens", atrt_compose(context, two_tokens, ATRT_MAX_COMPOSE_SOUNDS + 1, dim, &options,
+                                                 &compose, pixels, picture, NULL));
+    show("compose-short-token", atrt_compose(context, two_tokens, 2, dim - 1, &options, &compose, pixels, picture, NULL));
+    show("compose-small-pixels", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture - 1, NULL));
+    show("compose-five-sounds-four-slots", atrt_compose(context, two_tokens, 5, dim, &options, &compose, pixels,
+                                                        picture, NULL));
+    {
+      atrt_draw_options o = options;
+      o.prompt = "<1> next to <3>";
+      show("compose-stray-placeholder", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
+      o.prompt = "<1> alone";
+      show("compose-missing-placeholder", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
+      o = options;
+      o.stereo = 1;
+      show("compose-stereo", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
+    }
+    compose.layout = "left,right,middle";
+    show("compose-bad-layout", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.layout = "2x2";
+    show("compose-regions-not-sounds", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.layout = "0,0,0.2,1;0.8,0,1,1";
+    show("compose-uncovered-without-background",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.layout = "left,right";
+    compose.blend = 0.0;
+    show("compose-zero-blend", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.blend = NAN;
+    show("compose-nan-blend", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.blend = ATRT_DEFAULT_BLEND;
+    compose.layout = NULL;
+    compose.background = "a park";
+    show("compose-background-without-layout",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.background = long_prompt;
+    compose.layout = "left,right";
+    show("compose-background-over-77-tokens",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    compose.background = NULL;
+    compose.struct_size = 3;
+    show("compose-uninitialised-options",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    atrt_compose_options_init(&compose);
+    show("compose", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    show("compose-null-options", atrt_compose(context, two_tokens, 2, dim, &options, NULL, pixels, picture, NULL));
+
+    /* edit: a 5x3 RGBA picture */
+    uint8_t source[5 * 3 * 4];
+    for (size_t i = 0; i < sizeof source; ++i) source[i] = (uint8_t)(i * 7);
+    atrt_picture given;
+    atrt_picture_init(&given);
+    given.pixels = source;
+    given.width = 5;
+    given.height = 3;
+    given.channels = 4;
+    uint8_t edited[5 * 3 * 4];
+    atrt_edit_options edit;
+    atrt_edit_options_init(&edit);
+    show("edit-null-picture", atrt_edit(context, token, dim, NULL, &options, &edit, edited, sizeof edited, NULL));
+    show("edit-null-pixels-out", atrt_edit(context, token, dim, &given, &options, &edit, NULL, sizeof edited, NULL));
+    show("edit-small-pixels-out", atrt_edit(context, token, dim, &given, &options, &edit, edited, sizeof edited - 1, NULL));
+    show("edit-short-token", atrt_edit(context, token, dim - 1, &given, &options, &edit, edited, sizeof edited, NULL));
+    {
+      atrt_picture p = given;
+      p.channels = 2;
+      show("edit-two-channels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      p = given;
+      p.width = 0;
+      show("edit-no-pixels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      p = given;
+      p.width = 1 << 14;
+      p.height = 1 << 13; /* 128 Mi pixels: over the bound, refused before any is read */
+      show("edit-too-many-pixels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      p = given;
+      p.pixels = NULL;
+      show("edit-null-picture-pixels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      p = given;
+      p.struct_size = 1;
+      show("edit-uninitialised-picture", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+    }
+    {
+      atrt_edit_options e = edit;
+      e.strength = 1.5;
+      show("edit-strength-over-one", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e.strength = NAN;
+      show("edit-nan-strength", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e = edit;
+      e.feather = ATRT_MAX_FEATHER + 1;
+      show("edit-feather-over-the-bound", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e.feather = -1;
+      show("edit-negative-feather", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e = edit;
+      e.struct_size = 2;
+      show("edit-uninitialised-options", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e = edit;
+      uint8_t black[5 * 3];
+      memset(black, 0, sizeof black);
+      atrt_picture mask;
+      atrt_picture_init(&mask);
+      mask.pixels = black;
+      mask.width = 5;
+      mask.height = 3;
+      mask.channels = 1;
+      e.mask = &mask;
+      show("edit-all-black-mask", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      mask.channels = 2;
+      show("edit-two-channel-mask", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      e = edit;
+      e.strength = 0.0;
+      show("edit-strength-zero", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      printf("edit-strength-zero-is-the-picture %s\n", memcmp(edited, source, sizeof edited) == 0 ? "same" : "differs");
+      atrt_draw_options o = options;
+      o.stereo = 1;
+      show("edit-stereo", atrt_edit(context, token, dim, &given, &o, &e, edited, sizeof edited, NULL));
+    }
+    show("edit", atrt_edit(context, token, dim, &given, &options, &edit, edited, sizeof edited, NULL));
+    show("edit-null-options", atrt_edit(context, token, dim, &given, &options, NULL, edited, sizeof edited, NULL));
+    {
+      atrt_draw_options o = options;
+      o.stereo = 1;
+      show("draw-stereo", atrt_draw(context, token, dim, &o, pixels, picture, NULL));
+      show("generate-stereo", atrt_generate(context, &audio, &o, pixels, picture, NULL));
+      o.struct_size = (uint32_t)sizeof(draw_options_v2); /* an older caller's: stereo past its end is not read */
+      show("generate-options-before-stereo", atrt_generate(context, &audio, &o, pixels, picture, NULL));
+      atrt_draw_options older;
+      atrt_draw_options_init(&older);
+      older.struct_size = (uint32_t)sizeof(draw_options_v2);
+      older.stereo = 5;
+      show("resolve-before-stereo", atrt_resolve_draw_options(context, &options, &older));
+      printf("resolve-before-stereo-kept %d\n", (int)older.stereo);
+    }
+    free(mixed);
+    free(two_tokens);
+  }
 
   /* a state: the same checks as the context's calls, its own stage times, and the bundle kept past atrt_close */
   atrt_state* state = NULL;

@@ -1,4 +1,4 @@
-// write_png: libpng's write path (see png_file.hpp).
+// write_png and read_png: libpng's write path and its simplified read API (see png_file.hpp).
 #include "png_file.hpp"
 
 #include <png.h>
@@ -11,7 +11,8 @@ namespace {
 
 // libpng reports errors by longjmp: everything that must survive one lives in the caller, this function holds
 // only plain pointers. Returns false on a libpng error.
-bool encode(std::FILE* file, const std::uint8_t* rgb, int width, int height, png_text* chunks, int chunk_count) {
+bool encode(std::FILE* file, const std::uint8_t* pixels, int width, int height, int channels, png_text* chunks,
+            int chunk_count) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   if (png == nullptr) return false;
   png_infop info = png_create_info_struct(png);
@@ -20,12 +21,14 @@ bool encode(std::FILE* file, const std::uint8_t* rgb, int width, int height, png
     return false;
   }
   png_init_io(png, file);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
+               channels == 4 ? PNG_COLOR_TYPE_RGB_ALPHA : PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_set_text(png, info, chunks, chunk_count);
   png_write_info(png, info);
   for (int row = 0; row < height; ++row) {
-    png_write_row(png, rgb + static_cast<std::size_t>(row) * static_cast<std::size_t>(width) * 3);
+    png_write_row(png, pixels + static_cast<std::size_t>(row) * static_cast<std::size_t>(width) *
+                               static_cast<std::size_t>(channels));
   }
   png_write_end(png, info);
   png_destroy_write_struct(&png, &info);
@@ -34,8 +37,8 @@ bool encode(std::FILE* file, const std::uint8_t* rgb, int width, int height, png
 
 }  // namespace
 
-void write_png(const std::string& path, const std::uint8_t* rgb, int width, int height,
-               const std::vector<std::pair<std::string, std::string>>& text) {
+void write_png(const std::string& path, const std::uint8_t* pixels, int width, int height,
+               const std::vector<std::pair<std::string, std::string>>& text, int channels) {
   const std::string temporary = path + ".partial";
   std::vector<png_text> chunks(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -46,7 +49,7 @@ void write_png(const std::string& path, const std::uint8_t* rgb, int width, int 
   }
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
   if (file == nullptr) throw std::runtime_error(path + ": cannot be written");
-  const bool ok = encode(file, rgb, width, height, chunks.data(), static_cast<int>(chunks.size()));
+  const bool ok = encode(file, pixels, width, height, channels, chunks.data(), static_cast<int>(chunks.size()));
   const bool closed = std::fclose(file) == 0;
   std::error_code error;
   if (!ok || !closed) {
@@ -55,4 +58,31 @@ void write_png(const std::string& path, const std::uint8_t* rgb, int width, int 
   }
   std::filesystem::rename(temporary, path, error);
   if (error) throw std::runtime_error(path + ": cannot be written (" + error.message() + ")");
+}
+
+PngPicture read_png(const std::string& path, std::int64_t max_pixels) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error(path + ": no such picture");
+  if (png_image_begin_read_from_file(&image, path.c_str()) == 0) {
+    throw std::runtime_error(path + ": not a PNG picture, or damaged (" + image.message + ")");
+  }
+  const std::int64_t pixels = static_cast<std::int64_t>(image.width) * static_cast<std::int64_t>(image.height);
+  if (pixels > max_pixels) {
+    png_image_free(&image);
+    throw std::runtime_error(path + ": " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                             " pixels, over the limit of " + std::to_string(max_pixels));
+  }
+  PngPicture picture;
+  picture.width = static_cast<int>(image.width);
+  picture.height = static_cast<int>(image.height);
+  picture.channels = (image.format & PNG_FORMAT_FLAG_ALPHA) != 0 ? 4 : 3;
+  image.format = picture.channels == 4 ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
+  picture.pixels.resize(PNG_IMAGE_SIZE(image));
+  if (png_image_finish_read(&image, nullptr, picture.pixels.data(), 0, nullptr) == 0) {
+    const std::string message = image.message;
+    png_image_free(&image);
+    throw std::runtime_error(path + ": cannot decode the picture (" + message + ")");
+  }
+  return picture;
 }
