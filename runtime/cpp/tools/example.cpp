@@ -17,7 +17,7 @@
 //
 // Data flow: clip file -> libsndfile (the 10 s window, clip_file.cpp) -> the library (downmix, soxr to 16 kHz,
 // audio token, a mix's weighted mean, prompt, denoise, VAE, RGB8: audiotoken_rt.hpp) -> libpng (png_file.cpp);
-// edit reads its picture and mask with libpng (PNG only, until the picture reader of tools/ lands). Each picture
+// edit reads its picture and mask in the formats the Python side reads (picture_file.cpp). Each picture
 // is written with the options it was drawn with as the library completes them (Context::resolve) in its PNG text.
 // Errors: one line `error: ...` (and `hint: ...` from the library), exit 1; --help exits 0.
 #include <sys/resource.h>
@@ -43,6 +43,7 @@
 
 #include "audiotoken_rt.hpp"
 #include "clip_file.hpp"
+#include "picture_file.hpp"
 #include "png_file.hpp"
 
 namespace {
@@ -435,6 +436,25 @@ int generate(const Arguments& args) {
   return 0;
 }
 
+// A picture file as the C API takes it: RGB8, or RGBA8 where the file has transparency.
+audiotoken_rt::Picture picture_of(const PictureFile& file) {
+  audiotoken_rt::Picture picture;
+  picture.width = file.width;
+  picture.height = file.height;
+  if (file.alpha.empty()) {
+    picture.rgb = file.rgb;  // [H, W, 3]
+    return picture;
+  }
+  picture.channels = 4;
+  picture.rgb.resize(file.alpha.size() * 4);  // [H, W, 4]
+  for (std::size_t i = 0; i < file.alpha.size(); ++i) {
+    std::copy_n(file.rgb.begin() + static_cast<std::ptrdiff_t>(3 * i), 3,
+                picture.rgb.begin() + static_cast<std::ptrdiff_t>(4 * i));
+    picture.rgb[4 * i + 3] = file.alpha[i];
+  }
+  return picture;
+}
+
 int edit(const Arguments& args) {
   const std::vector<std::string>& given = args.positional;
   if (given.empty()) throw std::invalid_argument("edit: give the PICTURE to edit, then a CLIP (or a --mix)");
@@ -444,22 +464,18 @@ int edit(const Arguments& args) {
   const audiotoken_rt::DrawOptions options = draw_options(args);
   audiotoken_rt::EditOptions editing;
   editing.strength = real(args, "--strength", ATRT_DEFAULT_STRENGTH);
-  editing.feather = static_cast<int>(std::clamp<long long>(integer(args, "--feather", ATRT_DEFAULT_FEATHER), -1,
-                                                           ATRT_MAX_FEATHER + 1));
+  const long long feather = integer(args, "--feather", ATRT_DEFAULT_FEATHER);
+  if (feather < 0 || feather > ATRT_MAX_FEATHER) {  // the library says the same of an int; this of any integer
+    throw std::invalid_argument("--feather is " + std::to_string(feather) +
+                                " pixels; it must be a whole number from 0 (a hard edge) to " +
+                                std::to_string(ATRT_MAX_FEATHER));
+  }
+  editing.feather = static_cast<int>(feather);
   const std::vector<std::string> paths = output_paths(args, options.num_images);
-  const PngPicture read = read_png(given[0], ATRT_MAX_PICTURE_PIXELS);
-  audiotoken_rt::Picture source;
-  source.width = read.width;
-  source.height = read.height;
-  source.channels = read.channels;
-  source.rgb = read.pixels;
+  const audiotoken_rt::Picture source = picture_of(read_picture(given[0], ATRT_MAX_PICTURE_PIXELS));
   audiotoken_rt::Picture mask;
   if (args.has("--mask")) {
-    const PngPicture read_mask = read_png(args.get("--mask"), ATRT_MAX_PICTURE_PIXELS);
-    mask.width = read_mask.width;
-    mask.height = read_mask.height;
-    mask.channels = read_mask.channels;
-    mask.rgb = read_mask.pixels;
+    mask = picture_of(read_picture(args.get("--mask"), ATRT_MAX_PICTURE_PIXELS));
     editing.mask = &mask;
   }
   audiotoken_rt::Context context = open_context(args);
@@ -683,6 +699,9 @@ int main(int argc, char** argv) {
     if (help.text != kProgramHelp && help.text != kBenchHelp) std::fputs(kDrawingHelp, stdout);
     return 0;
   } catch (const audiotoken_rt::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+  } catch (const PictureError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     if (!e.hint().empty()) std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
   } catch (const std::exception& e) {

@@ -1,4 +1,4 @@
-// write_png and read_png: libpng's write path and its simplified read API (see png_file.hpp).
+// write_png: libpng's write path (see png_file.hpp).
 #include "png_file.hpp"
 
 #include <png.h>
@@ -58,31 +58,4 @@ void write_png(const std::string& path, const std::uint8_t* pixels, int width, i
   }
   std::filesystem::rename(temporary, path, error);
   if (error) throw std::runtime_error(path + ": cannot be written (" + error.message() + ")");
-}
-
-PngPicture read_png(const std::string& path, std::int64_t max_pixels) {
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error(path + ": no such picture");
-  if (png_image_begin_read_from_file(&image, path.c_str()) == 0) {
-    throw std::runtime_error(path + ": not a PNG picture, or damaged (" + image.message + ")");
-  }
-  const std::int64_t pixels = static_cast<std::int64_t>(image.width) * static_cast<std::int64_t>(image.height);
-  if (pixels > max_pixels) {
-    png_image_free(&image);
-    throw std::runtime_error(path + ": " + std::to_string(image.width) + "x" + std::to_string(image.height) +
-                             " pixels, over the limit of " + std::to_string(max_pixels));
-  }
-  PngPicture picture;
-  picture.width = static_cast<int>(image.width);
-  picture.height = static_cast<int>(image.height);
-  picture.channels = (image.format & PNG_FORMAT_FLAG_ALPHA) != 0 ? 4 : 3;
-  image.format = picture.channels == 4 ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
-  picture.pixels.resize(PNG_IMAGE_SIZE(image));
-  if (png_image_finish_read(&image, nullptr, picture.pixels.data(), 0, nullptr) == 0) {
-    const std::string message = image.message;
-    png_image_free(&image);
-    throw std::runtime_error(path + ": cannot decode the picture (" + message + ")");
-  }
-  return picture;
 }
