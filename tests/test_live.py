@@ -17,6 +17,8 @@ import io
 import json
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,7 +35,8 @@ from typer.testing import CliRunner
 
 import runtime.live
 from audiotoken_rt.cli import app
-from runtime.commands.live_page import LivePage
+from runtime.commands import live_page
+from runtime.commands.live_page import MAX_CONNECTIONS, LivePage
 from runtime.errors import ConfigError
 from runtime.live import FileSource, Live, LiveOptions, PcmSource
 from runtime.picture import read_png_metadata
@@ -423,6 +426,61 @@ def test_the_page_serves_the_newest_frame_and_only_frames(tmp_path):
 def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return answer.read()
+
+
+def answer_status(page: LivePage, path: str, host: str | None = None) -> int:
+    """The HTTP status of GET ``path``, with ``host`` as the Host header (default: the page's own)."""
+    request = urllib.request.Request(page.url + path.lstrip("/"), headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_page_refuses_other_hosts_and_stays_quiet_when_clients_vanish(tmp_path, capfd):
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), np.uint8)  # a frame too big for one send
+    Image.fromarray(noise).save(tmp_path / "frame-000001.png")
+    page = LivePage(tmp_path, 0)
+    try:
+        port = page.server.server_address[1]
+        page.show("frame-000001.png", 1, 0.0, 2.0)
+        assert answer_status(page, "latest", f"localhost:{port}") == 200
+        for host in (f"attacker.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}"):  # a rebound name, ...
+            assert answer_status(page, "frames/frame-000001.png", host) == 403
+        for _ in range(5):  # asks for the frame, then resets the connection before reading it
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"GET /frames/frame-000001.png HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        deadline = time.monotonic() + 10
+        while page.server.slots._value < MAX_CONNECTIONS and time.monotonic() < deadline:  # all answered
+            time.sleep(0.05)
+        assert page.server.slots._value == MAX_CONNECTIONS
+    finally:
+        page.close()
+    assert capfd.readouterr().err == ""  # no traceback of a client gone away
+
+
+def test_the_page_holds_at_most_its_connections_and_drops_idle_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(live_page, "CLIENT_SECONDS", 2.0)
+    page = LivePage(tmp_path, 0)
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", page.server.server_address[1])) for _ in range(MAX_CONNECTIONS)]
+        deadline = time.monotonic() + 1.5
+        while page.server.slots._value > 0 and time.monotonic() < deadline:  # each accepted, holding its thread
+            time.sleep(0.01)
+        assert answer_status(page, "latest") == 503  # one too many: refused at once
+        for client in idle:  # each dropped by the page after CLIENT_SECONDS without a request
+            client.settimeout(10)
+            assert client.recv(1) == b""
+        assert answer_status(page, "latest") == 200  # their places are free again
+    finally:
+        for client in idle:
+            client.close()
+        page.close()
 
 
 def chromium_driver():
