@@ -38,7 +38,7 @@ from audiotoken_rt.cli import app
 from runtime.commands import live_page
 from runtime.commands.live_page import MAX_CONNECTIONS, LivePage
 from runtime.errors import ConfigError
-from runtime.live import FileSource, Live, LiveOptions, PcmSource
+from runtime.live import FileSource, Hearing, Live, LiveOptions, PcmSource
 from runtime.picture import read_png_metadata
 from runtime.pipeline import EditOptions, GenerationOptions, Pipeline
 from tests.support import REPO, psnr
@@ -238,6 +238,51 @@ def test_the_command_says_how_many_windows_it_skipped(tiny_bundle, monkeypatch, 
     assert (figures["windows"], figures["frames_drawn"], figures["skipped"]) == (10, 5, 5)
     assert figures["latency_p50_s"] == pytest.approx(3.0) and figures["latency_p95_s"] == pytest.approx(3.4)
     assert [frame["window"] for frame in figures["frames"]] == PACED_WINDOWS
+
+
+def test_hearing_gives_the_newest_window_of_each_block_cut_from_the_stream():
+    rate, every, window = 8_000, 0.25, 1.5
+    stream = np.random.default_rng(2).standard_normal((12 * rate, 2)).astype(np.float32)  # [n, 2]: 12 s, 48 windows
+    hearing = Hearing("stream", rate, every, window, "second")
+    sizes = np.random.default_rng(3).integers(1, 3 * rate, 40)  # blocks from 1 frame to 3 s (up to 12 windows)
+    first, windows = 0, []
+    for size in sizes:
+        block = stream[first : first + size]  # [size, 2] (less at the end)
+        newest, completed = hearing.feed(block, lambda end: end)
+        first += len(block)
+        assert hearing.windows == sum(count for _, count in windows) + completed
+        if newest is None:
+            assert completed == 0
+            continue
+        windows.append((newest, completed))
+        assert newest.index == hearing.windows and newest.end == newest.index * every <= first / rate
+        assert first / rate < (newest.index + 1) * every  # the newest the block completed
+        assert newest.start == max(0.0, newest.end - window) and newest.heard_at == newest.end
+        expected = stream[round(newest.start * rate) : round(newest.end * rate), 1]  # --downmix second
+        assert np.array_equal(newest.samples, expected), f"window {newest.index} is not its stretch of the stream"
+    assert first == len(stream) and hearing.windows == 48
+
+
+def test_a_slow_drawer_copies_only_the_windows_it_draws(pipeline, monkeypatch):
+    """With a window every 10 ms and 2.5 s per picture, a paced file and a live source each complete hundreds of
+    windows per picture: only the newest of each block read (0.1 s) is cut from the ring (a copy of up to 10 s of
+    sound), not every window, and only the newest is kept."""
+    cuts = []
+    held = Hearing.held
+    monkeypatch.setattr(Hearing, "held", lambda self: cuts.append(1) or held(self))
+    clock = HandClock()
+    slow_drawing(monkeypatch, clock, 2.5)
+    options, drawing = LiveOptions(every=0.01, realtime=True), GenerationOptions(seed=1, steps=1)
+    live = Live(pipeline, FileSource(CLIP), options, drawing, clock=clock)
+    drawn = list(live.frames())
+    assert (live.windows, len(drawn), live.skipped) == (1000, 5, 995)
+    assert len(cuts) <= 101  # a block read each 0.1 s of 10.008 s, against a window each 10 ms (1000)
+    samples = (0.3 * np.sin(np.arange(16_000 * 20) / 7)).astype("<f4")  # 20 s on a pipe, read at once
+    cuts.clear()
+    live = Live(pipeline, PcmSource(io.BytesIO(samples.tobytes())), options, drawing, clock=clock)
+    drawn = list(live.frames())
+    assert live.windows == 2000 and len(drawn) + live.skipped == 2000
+    assert len(cuts) <= 200  # one per block read (0.1 s) at most, against one per window (2000)
 
 
 def test_a_live_source_in_real_time_draws_the_newest_window_and_counts_the_rest(pipeline, monkeypatch):
