@@ -478,8 +478,11 @@ class Live:
         self.fresh, _ = pipeline.prepare(self.fresh)
         self.edit = EditOptions(**{f.name: getattr(self.fresh, f.name) for f in fields(GenerationOptions)})
         self.edit = replace(self.edit, strength=options.follow)
-        if options.follow > 0:
-            pipeline.prepare(self.edit)  # a strength that leaves the recipe no step is refused before any sound
+        if options.follow > 0:  # a strength that leaves the recipe no step is refused before any sound
+            try:
+                pipeline.prepare(self.edit)
+            except ConfigError as exc:  # the scheduler names edit's --strength; here the strength is --follow
+                raise ConfigError(str(exc).replace("--strength", "--follow"), hint=exc.hint) from exc
         self.hearing = Hearing(source.name, source.rate, options.every, options.window, drawing.downmix)
         self.skipped = 0
 

@@ -349,6 +349,14 @@ def test_rate_with_a_file_and_frames_of_an_earlier_run_are_refused(tiny_bundle, 
     assert [path.name for path in frames_in(tmp_path)] == ["frame-000001.png", "frame-000002.png"]
 
 
+def test_a_follow_too_weak_for_the_steps_is_refused_by_its_name(tiny_bundle, tmp_path):
+    args = ["--out", tmp_path / "out", "--steps", 2, "--follow", 0.1]
+    code, stdout, stderr = invoke(CLIP, "--engines", tiny_bundle, *args)
+    assert code == 1 and stdout == "" and not (tmp_path / "out").exists()
+    assert stderr.splitlines()[0] == "error: --follow 0.1 leaves int(2 * 0.1) = 0 of the 2 steps to run", stderr
+    assert "--strength" not in stderr  # edit's option, not live's
+
+
 def test_mic_without_sounddevice_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import sounddevice raises ImportError
     code, _, stderr = invoke("mic", "--engines", tmp_path, "--out", tmp_path / "out")
