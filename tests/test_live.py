@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from typer.testing import CliRunner
 import runtime.live
 from audiotoken_rt.cli import app
 from runtime.commands import live_page
+from runtime.commands.live import interrupt_after
 from runtime.commands.live_page import MAX_CONNECTIONS, LivePage
 from runtime.errors import ConfigError
 from runtime.live import FileSource, Hearing, Live, LiveOptions, PcmSource
@@ -418,6 +420,17 @@ def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path):
         Image.open(path).load()  # whole
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in frames]  # no half-written file left
     assert video_times(tmp_path / "v.mp4") == pytest.approx([0.5 * k for k in range(len(frames))])
+
+
+def test_ctrl_c_while_a_frame_is_written_takes_effect_once_it_is_recorded():
+    """The race the test above can hit: SIGINT just after a frame is announced, before it is recorded."""
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, between two bytecodes
+            recorded.append("frame")
+    assert recorded == ["frame"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def feed(pipe, data: bytes) -> None:
