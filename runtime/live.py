@@ -3,8 +3,9 @@ layer of ``audiotoken-rt live`` and its Python API; the command (outputs, the pa
 ``runtime.commands.live``.
 
 Place in the data flow: a source (a clip file read block by block, raw float32 PCM from a pipe, or the microphone)
--> ``Hearing`` (the last ``window`` seconds, mono, at the source's rate; a ``Window`` each time ``every`` more
-seconds have been heard) -> a schedule picks the windows to draw -> ``Pipeline.draw``, or with ``follow`` an edit
+-> ``Hearing`` (the last ``window`` seconds, mono, at the source's rate; a window completed each time ``every``
+more seconds have been heard, the newest of each block read cut out as a ``Window``) -> a schedule picks the windows
+to draw -> ``Pipeline.draw``, or with ``follow`` an edit
 of the previous picture (``Pipeline.draw_edit`` at that strength) -> ``Live.frames`` yields (``Window``,
 ``Drawing``) pairs.
 
@@ -329,9 +330,11 @@ class Window:
 
 
 class Hearing:
-    """The last ``window`` seconds of a stream, mono (``downmix``), in a ring buffer at the stream's rate; ``feed``
-    gives a ``Window`` each time ``every`` more seconds have been heard. Non-finite samples are an AudioLoadError
-    naming the stream and the time."""
+    """The last ``window`` seconds of a stream, mono (``downmix``), in a ring buffer at the stream's rate; a window is
+    complete each time ``every`` more seconds have been heard, and ``feed`` gives the newest a block completes (only
+    that one is cut from the ring: no schedule draws an older one, and with a short ``every`` and a slow drawer the
+    others would be thousands of copies of the ring). Non-finite samples are an AudioLoadError naming the stream and
+    the time."""
 
     def __init__(self, name: str, rate: int, every: float, window: float, downmix: str = "first"):
         if downmix not in DOWNMIX_MODES:
@@ -347,8 +350,9 @@ class Hearing:
         """The frame the next window ends at."""
         return (self.windows + 1) * self.hop
 
-    def feed(self, block: np.ndarray, heard_at: Callable[[float], float]) -> list[Window]:
-        """Frames [n, C] (or [n]) heard -> the windows they complete, each stamped ``heard_at(its end)``."""
+    def feed(self, block: np.ndarray, heard_at: Callable[[float], float]) -> tuple[Window | None, int]:
+        """Frames [n, C] (or [n]) heard -> (the newest window they complete, stamped ``heard_at(its end)``, or None;
+        how many windows they complete)."""
         mono = downmix_samples(np.asarray(block, np.float32), self.downmix)  # [n]
         if not np.isfinite(mono).all():
             raise AudioLoadError(
@@ -356,18 +360,19 @@ class Hearing:
                 hint="the stream is corrupt, or not float32 (for '-': little-endian float32, --rate and --channels "
                 "as the writer sends them)",
             )
-        done, first = [], 0
-        while first < len(mono):
-            part = mono[first : first + self.next_end() - self.heard]  # [m]: up to the next window's end
-            self.keep(part)
-            first += len(part)
-            if self.heard == self.next_end():
-                self.windows += 1
-                held = self.held()  # [filled]
-                end = self.heard / self.rate
-                start = (self.heard - len(held)) / self.rate
-                done.append(Window(self.windows, start, end, held, self.rate, heard_at(end)))
-        return done
+        to_next = self.next_end() - self.heard  # frames up to the next window's end
+        if len(mono) < to_next:
+            self.keep(mono)
+            return None, 0
+        completed = 1 + (len(mono) - to_next) // self.hop
+        newest_end = to_next + (completed - 1) * self.hop  # in the block
+        self.keep(mono[:newest_end])
+        self.windows += completed
+        held = self.held()  # [filled]
+        end = self.heard / self.rate
+        newest = Window(self.windows, (self.heard - len(held)) / self.rate, end, held, self.rate, heard_at(end))
+        self.keep(mono[newest_end:])
+        return newest, completed
 
     def keep(self, part: np.ndarray) -> None:
         size, count = len(self.ring), len(part)
@@ -400,9 +405,10 @@ class Newest:
         self.ended = False
         self.error: BaseException | None = None
 
-    def put(self, window: Window) -> None:
+    def put(self, window: Window, completed: int) -> None:
+        """``window`` is the newest, the last of ``completed`` windows heard since the last ``put``."""
         with self.changed:
-            self.window, self.arrived = window, self.arrived + 1
+            self.window, self.arrived = window, self.arrived + completed
             self.changed.notify_all()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -472,8 +478,11 @@ class Live:
         self.fresh, _ = pipeline.prepare(self.fresh)
         self.edit = EditOptions(**{f.name: getattr(self.fresh, f.name) for f in fields(GenerationOptions)})
         self.edit = replace(self.edit, strength=options.follow)
-        if options.follow > 0:
-            pipeline.prepare(self.edit)  # a strength that leaves the recipe no step is refused before any sound
+        if options.follow > 0:  # a strength that leaves the recipe no step is refused before any sound
+            try:
+                pipeline.prepare(self.edit)
+            except ConfigError as exc:  # the scheduler names edit's --strength; here the strength is --follow
+                raise ConfigError(str(exc).replace("--strength", "--follow"), hint=exc.hint) from exc
         self.hearing = Hearing(source.name, source.rate, options.every, options.window, drawing.downmix)
         self.skipped = 0
 
@@ -549,7 +558,9 @@ class Live:
             block = self.source.read(min(most, self.hearing.next_end() - self.hearing.heard))  # [n, C]
             if len(block) == 0:
                 return
-            yield from self.hearing.feed(block, lambda end: self.clock.now())
+            window, _ = self.hearing.feed(block, lambda end: self.clock.now())  # at most one: read up to its end
+            if window is not None:
+                yield window
 
     def newest_of_file(self) -> Iterator[Window]:
         """A file heard at its own pace from now: each time, the newest window heard by then."""
@@ -557,25 +568,27 @@ class Live:
         most = max(1, round(READ_SECONDS * rate))
         ended = False
 
-        def hear_until(frame: int) -> list[Window]:
+        def hear_until(frame: int) -> Window | None:
+            """The newest window heard up to ``frame`` (its ``skipped``: the others heard), None for none."""
             nonlocal ended
-            heard: list[Window] = []
+            newest, completed = None, 0
             while not ended and self.hearing.heard < frame:
                 block = self.source.read(min(most, frame - self.hearing.heard))  # [n, C]
                 if len(block) == 0:
                     ended = True
-                else:
-                    heard += self.hearing.feed(block, lambda end: started + end)
-            return heard
+                    continue
+                window, count = self.hearing.feed(block, lambda end: started + end)
+                newest, completed = window or newest, completed + count
+            return None if newest is None else replace(newest, skipped=completed - 1)
 
         while True:
             heard = hear_until(math.floor((self.clock.now() - started) * rate))
-            if not heard and not ended:  # nothing new yet: wait until the next window's end is due, then hear it
+            if heard is None and not ended:  # nothing new yet: wait until the next window's end is due, then hear it
                 due = self.hearing.next_end()
                 self.clock.sleep(max(0.0, started + due / rate - self.clock.now()))
                 heard = hear_until(due)
-            if heard:
-                yield replace(heard[-1], skipped=len(heard) - 1)
+            if heard is not None:
+                yield heard
             elif ended:
                 return
 
@@ -590,8 +603,9 @@ class Live:
                     block = self.source.read(most)  # [n, C]
                     if len(block) == 0:
                         break
-                    for window in self.hearing.feed(block, lambda end: self.clock.now()):
-                        newest.put(window)
+                    window, completed = self.hearing.feed(block, lambda end: self.clock.now())
+                    if window is not None:
+                        newest.put(window, completed)
                 newest.end()
             except BaseException as exc:  # handed to the drawer, which raises it
                 newest.end(exc)

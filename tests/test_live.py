@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,9 +36,11 @@ from typer.testing import CliRunner
 
 import runtime.live
 from audiotoken_rt.cli import app
-from runtime.commands.live_page import LivePage
+from runtime.commands import live_page
+from runtime.commands.live import interrupt_after
+from runtime.commands.live_page import MAX_CONNECTIONS, LivePage
 from runtime.errors import ConfigError
-from runtime.live import FileSource, Live, LiveOptions, PcmSource
+from runtime.live import FileSource, Hearing, Live, LiveOptions, PcmSource
 from runtime.picture import read_png_metadata
 from runtime.pipeline import EditOptions, GenerationOptions, Pipeline
 from tests.support import REPO, psnr
@@ -237,6 +242,51 @@ def test_the_command_says_how_many_windows_it_skipped(tiny_bundle, monkeypatch, 
     assert [frame["window"] for frame in figures["frames"]] == PACED_WINDOWS
 
 
+def test_hearing_gives_the_newest_window_of_each_block_cut_from_the_stream():
+    rate, every, window = 8_000, 0.25, 1.5
+    stream = np.random.default_rng(2).standard_normal((12 * rate, 2)).astype(np.float32)  # [n, 2]: 12 s, 48 windows
+    hearing = Hearing("stream", rate, every, window, "second")
+    sizes = np.random.default_rng(3).integers(1, 3 * rate, 40)  # blocks from 1 frame to 3 s (up to 12 windows)
+    first, windows = 0, []
+    for size in sizes:
+        block = stream[first : first + size]  # [size, 2] (less at the end)
+        newest, completed = hearing.feed(block, lambda end: end)
+        first += len(block)
+        assert hearing.windows == sum(count for _, count in windows) + completed
+        if newest is None:
+            assert completed == 0
+            continue
+        windows.append((newest, completed))
+        assert newest.index == hearing.windows and newest.end == newest.index * every <= first / rate
+        assert first / rate < (newest.index + 1) * every  # the newest the block completed
+        assert newest.start == max(0.0, newest.end - window) and newest.heard_at == newest.end
+        expected = stream[round(newest.start * rate) : round(newest.end * rate), 1]  # --downmix second
+        assert np.array_equal(newest.samples, expected), f"window {newest.index} is not its stretch of the stream"
+    assert first == len(stream) and hearing.windows == 48
+
+
+def test_a_slow_drawer_copies_only_the_windows_it_draws(pipeline, monkeypatch):
+    """With a window every 10 ms and 2.5 s per picture, a paced file and a live source each complete hundreds of
+    windows per picture: only the newest of each block read (0.1 s) is cut from the ring (a copy of up to 10 s of
+    sound), not every window, and only the newest is kept."""
+    cuts = []
+    held = Hearing.held
+    monkeypatch.setattr(Hearing, "held", lambda self: cuts.append(1) or held(self))
+    clock = HandClock()
+    slow_drawing(monkeypatch, clock, 2.5)
+    options, drawing = LiveOptions(every=0.01, realtime=True), GenerationOptions(seed=1, steps=1)
+    live = Live(pipeline, FileSource(CLIP), options, drawing, clock=clock)
+    drawn = list(live.frames())
+    assert (live.windows, len(drawn), live.skipped) == (1000, 5, 995)
+    assert len(cuts) <= 101  # a block read each 0.1 s of 10.008 s, against a window each 10 ms (1000)
+    samples = (0.3 * np.sin(np.arange(16_000 * 20) / 7)).astype("<f4")  # 20 s on a pipe, read at once
+    cuts.clear()
+    live = Live(pipeline, PcmSource(io.BytesIO(samples.tobytes())), options, drawing, clock=clock)
+    drawn = list(live.frames())
+    assert live.windows == 2000 and len(drawn) + live.skipped == 2000
+    assert len(cuts) <= 200  # one per block read (0.1 s) at most, against one per window (2000)
+
+
 def test_a_live_source_in_real_time_draws_the_newest_window_and_counts_the_rest(pipeline, monkeypatch):
     rate = 16_000
     samples = (0.3 * np.sin(np.arange(20 * rate) / 7)).astype("<f4")  # 20 s, all there at once
@@ -299,6 +349,14 @@ def test_rate_with_a_file_and_frames_of_an_earlier_run_are_refused(tiny_bundle, 
     )
     assert code == 0, stderr
     assert [path.name for path in frames_in(tmp_path)] == ["frame-000001.png", "frame-000002.png"]
+
+
+def test_a_follow_too_weak_for_the_steps_is_refused_by_its_name(tiny_bundle, tmp_path):
+    args = ["--out", tmp_path / "out", "--steps", 2, "--follow", 0.1]
+    code, stdout, stderr = invoke(CLIP, "--engines", tiny_bundle, *args)
+    assert code == 1 and stdout == "" and not (tmp_path / "out").exists()
+    assert stderr.splitlines()[0] == "error: --follow 0.1 leaves int(2 * 0.1) = 0 of the 2 steps to run", stderr
+    assert "--strength" not in stderr  # edit's option, not live's
 
 
 def test_mic_without_sounddevice_is_one_line(monkeypatch, tmp_path):
@@ -364,6 +422,17 @@ def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path):
     assert video_times(tmp_path / "v.mp4") == pytest.approx([0.5 * k for k in range(len(frames))])
 
 
+def test_ctrl_c_while_a_frame_is_written_takes_effect_once_it_is_recorded():
+    """The race the test above can hit: SIGINT just after a frame is announced, before it is recorded."""
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, between two bytecodes
+            recorded.append("frame")
+    assert recorded == ["frame"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def feed(pipe, data: bytes) -> None:
     try:
         for first in range(0, len(data), 8192):
@@ -423,6 +492,61 @@ def test_the_page_serves_the_newest_frame_and_only_frames(tmp_path):
 def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return answer.read()
+
+
+def answer_status(page: LivePage, path: str, host: str | None = None) -> int:
+    """The HTTP status of GET ``path``, with ``host`` as the Host header (default: the page's own)."""
+    request = urllib.request.Request(page.url + path.lstrip("/"), headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_page_refuses_other_hosts_and_stays_quiet_when_clients_vanish(tmp_path, capfd):
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), np.uint8)  # a frame too big for one send
+    Image.fromarray(noise).save(tmp_path / "frame-000001.png")
+    page = LivePage(tmp_path, 0)
+    try:
+        port = page.server.server_address[1]
+        page.show("frame-000001.png", 1, 0.0, 2.0)
+        assert answer_status(page, "latest", f"localhost:{port}") == 200
+        for host in (f"attacker.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}"):  # a rebound name, ...
+            assert answer_status(page, "frames/frame-000001.png", host) == 403
+        for _ in range(5):  # asks for the frame, then resets the connection before reading it
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"GET /frames/frame-000001.png HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        deadline = time.monotonic() + 10
+        while page.server.slots._value < MAX_CONNECTIONS and time.monotonic() < deadline:  # all answered
+            time.sleep(0.05)
+        assert page.server.slots._value == MAX_CONNECTIONS
+    finally:
+        page.close()
+    assert capfd.readouterr().err == ""  # no traceback of a client gone away
+
+
+def test_the_page_holds_at_most_its_connections_and_drops_idle_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(live_page, "CLIENT_SECONDS", 2.0)
+    page = LivePage(tmp_path, 0)
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", page.server.server_address[1])) for _ in range(MAX_CONNECTIONS)]
+        deadline = time.monotonic() + 1.5
+        while page.server.slots._value > 0 and time.monotonic() < deadline:  # each accepted, holding its thread
+            time.sleep(0.01)
+        assert answer_status(page, "latest") == 503  # one too many: refused at once
+        for client in idle:  # each dropped by the page after CLIENT_SECONDS without a request
+            client.settimeout(10)
+            assert client.recv(1) == b""
+        assert answer_status(page, "latest") == 200  # their places are free again
+    finally:
+        for client in idle:
+            client.close()
+        page.close()
 
 
 def chromium_driver():

@@ -17,11 +17,15 @@ engine) still writes them, then is reported in one line (exit status 1).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -174,7 +178,8 @@ def live_command(
     started = time.monotonic()
     try:
         for heard, drawn in stream.frames():
-            frames.append(write_frame(out, len(frames) + 1, heard, drawn, source.name, bundle_id, console))
+            with interrupt_after():  # a frame on disk and announced is in the figures and the video too
+                frames.append(write_frame(out, len(frames) + 1, heard, drawn, source.name, bundle_id, console))
             if page is not None:
                 page.show(frames[-1].file, len(frames), heard.start, heard.end)
     except KeyboardInterrupt:
@@ -197,6 +202,23 @@ def live_command(
         console.print(f"wrote {video}")
     if failure is not None:
         raise failure
+
+
+@contextlib.contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl-C (SIGINT) during the block raises KeyboardInterrupt at its end, not halfway (only the main thread can
+    defer it; elsewhere the block is as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def check_outputs(out: Path, video: Path | None, json_path: Path | None, overwrite: bool) -> list[Path]:

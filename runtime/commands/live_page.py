@@ -8,23 +8,32 @@ and points its ``<img>`` at ``/frames/frame-NNNNNN.png`` with the window's time 
 Written on the standard library's ``http.server`` (a ``ThreadingHTTPServer``, one thread per connection): the page
 is one static document, one event stream and the frame files, on loopback, for one person watching; a web framework
 would add a dependency and a server loop for about a hundred lines. It listens on 127.0.0.1 only, and stops with the
-command.
+command. Bounded whatever the clients do: at most MAX_CONNECTIONS at once (the next is answered 503 and closed), a
+connection that sends no request or reads no answer for CLIENT_SECONDS is dropped, a client gone mid-answer is no
+error on stderr, and a request naming another host (a DNS-rebinding page in the user's browser) is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 from runtime.errors import ConfigError, is_whole, shown
 
 ADDRESS = "127.0.0.1"  # loopback only: the page shows what the microphone hears
 FRAME_NAME = re.compile(r"^frame-\d{6,}\.png$")
 KEEP_ALIVE_SECONDS = 15  # an event-stream comment this often, so a closed page's connection is noticed
+MAX_CONNECTIONS = 16  # open at once: a few tabs of one person (a browser opens at most 6 per host); each is a thread
+CLIENT_SECONDS = 10.0  # a connection that sends no request, or takes none of its answer, for this long is dropped
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -64,6 +73,37 @@ def check_port(port) -> None:
         )
 
 
+class PageServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` of at most MAX_CONNECTIONS connections (threads) at once, quiet about clients that
+    went away (stderr is the command's progress)."""
+
+    daemon_threads = True  # a connection still open does not hold the command's exit
+    request_queue_size = MAX_CONNECTIONS  # a burst is accepted (or refused) at once, not after the client's retries
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                cast(socket.socket, request).sendall(BUSY)  # (a TCP server's request) a fresh socket takes these bytes
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that closed or reset its connection mid-answer is not reported; anything else is."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class LivePage:
     """The page's server, started at once in a daemon thread; ``show`` announces a frame written in ``folder``."""
 
@@ -75,13 +115,12 @@ class LivePage:
         self.version = 0
         self.closing = False
         try:
-            self.server = ThreadingHTTPServer((ADDRESS, port), self.handler())
+            self.server = PageServer((ADDRESS, port), self.handler())
         except OSError as exc:
             raise ConfigError(
                 f"--web {port}: cannot listen on {ADDRESS}:{port} ({exc.strerror or exc})",
                 hint="choose another port, or --web 0 for any free one",
             ) from exc
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="live-page", daemon=True)
         self.thread.start()
 
@@ -104,6 +143,13 @@ class LivePage:
         self.server.shutdown()
         self.server.server_close()
 
+    def local(self, host: str | None) -> bool:
+        """Whether a request's Host header names this server by its loopback address (none: an HTTP/1.0 client,
+        not a browser). A page of another site that rebinds its name to 127.0.0.1 sends its own name, and is
+        refused the pictures."""
+        port = self.server.server_address[1]
+        return host is None or host.lower() in (f"{ADDRESS}:{port}", f"localhost:{port}")
+
     def next_event(self, seen: int) -> tuple[int, dict | None] | None:
         """After version ``seen``: (the version, the newest frame) when it changes, (seen, None) after
         KEEP_ALIVE_SECONDS without a change, None once the page closes."""
@@ -117,9 +163,13 @@ class LivePage:
         page = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CLIENT_SECONDS  # each read and write of the connection's socket
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
-                if path == "/":
+                if not page.local(self.headers.get("Host")):
+                    self.send_error(HTTPStatus.FORBIDDEN, "this page answers only at its loopback address")
+                elif path == "/":
                     self.answer("text/html; charset=utf-8", PAGE.encode())
                 elif path == "/latest":
                     self.answer("application/json", json.dumps(page.latest).encode())
