@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 BUILDING, READY, OLD = "building", "ready", "old"
 # .<name>.<state>-<pid>-<id>: a sibling of the folder <name> in one state of its publication
@@ -52,14 +53,16 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, give it the usual permissions, fsync it, rename it onto
-    ``path``, then fsync the folder."""
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file beside it, which, once the block ends without an
+    exception, gets the usual permissions, is fsynced and renamed onto ``path`` (then the folder is fsynced); an
+    exception removes it and leaves ``path`` as it was. For what is written piece by piece (a video)."""
     path = Path(path)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
+        with os.fdopen(handle, "w+b") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -70,7 +73,13 @@ def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> Path:
         Path(staging).unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
-    return path
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically (``atomic_file``)."""
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def sync_tree(root: Path) -> None:

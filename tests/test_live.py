@@ -378,7 +378,8 @@ def test_mic_without_an_input_device_is_one_line(tmp_path):
     assert len(lines) == 2 and lines[1].startswith("hint: ")
 
 
-def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path, stop):
     out = tmp_path / "frames"
     args = [
         "live",
@@ -409,7 +410,7 @@ def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path):
         line = process.stdout.readline()
         assert line, process.stderr.read().decode()
         lines.append(line.decode())
-    process.send_signal(signal.SIGINT)  # while drawing the next frames (the writer still has most of 30 s to give)
+    process.send_signal(stop)  # while drawing the next frames (the writer still has most of 30 s to give)
     rest, stderr = process.communicate(timeout=120)
     lines += rest.decode().splitlines(keepends=True)
     assert process.returncode == 0, stderr.decode()
@@ -422,15 +423,17 @@ def test_ctrl_c_ends_cleanly_with_every_frame_on_disk(tiny_bundle, tmp_path):
     assert video_times(tmp_path / "v.mp4") == pytest.approx([0.5 * k for k in range(len(frames))])
 
 
-def test_ctrl_c_while_a_frame_is_written_takes_effect_once_it_is_recorded():
-    """The race the test above can hit: SIGINT just after a frame is announced, before it is recorded."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_while_a_frame_is_written_takes_effect_once_it_is_recorded(stop):
+    """The race the test above can hit: SIGINT (or SIGTERM) just after a frame is announced, before it is recorded."""
+    before = signal.getsignal(stop)
     recorded = []
     with pytest.raises(KeyboardInterrupt):
         with interrupt_after():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), stop)
             time.sleep(0.05)  # the handler runs here, between two bytecodes
             recorded.append("frame")
-    assert recorded == ["frame"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert recorded == ["frame"] and signal.getsignal(stop) is before
 
 
 def feed(pipe, data: bytes) -> None:

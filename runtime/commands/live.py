@@ -18,9 +18,7 @@ engine) still writes them, then is reported in one line (exit status 1).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import re
 import signal
 import sys
 import threading
@@ -37,12 +35,12 @@ from runtime.audio import DOWNMIX_MODES
 from runtime.backends import DEVICES, backend_names
 from runtime.commands.cli import choice, option, options_from, reports_errors
 from runtime.commands.jobs import plural
+from runtime.commands.live_page import FRAME_NAME
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.live import Drawing, LiveOptions, Window
 from runtime.pipeline import GenerationOptions
 from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
-FRAME_FILES = re.compile(r"^frame-\d{6,}\.png$")
 VIDEO_MILLISECONDS = Fraction(1, 1000)  # the video's time base: frames placed to the millisecond
 
 INPUT_HELP = (
@@ -177,6 +175,10 @@ def live_command(
     console.print(f"listening to {source.name}: a picture every {every:g} s of sound, from the last {window:g} s")
     started = time.monotonic()
     try:
+        terminated = signal.signal(signal.SIGTERM, interrupt)  # `kill` and `docker stop` end it as Ctrl-C does
+    except ValueError:  # not the main thread (the API's callers): signals stay as they are
+        terminated = None
+    try:
         for heard, drawn in stream.frames():
             with interrupt_after():  # a frame on disk and announced is in the figures and the video too
                 frames.append(write_frame(out, len(frames) + 1, heard, drawn, source.name, bundle_id, console))
@@ -186,6 +188,9 @@ def live_command(
         ending = "interrupted"
     except AudioTokenError as exc:
         failure, ending = exc, "stopped by an error"
+    finally:
+        if terminated is not None:
+            signal.signal(signal.SIGTERM, terminated)
     elapsed = time.monotonic() - started
     if page is not None:
         page.close()
@@ -200,23 +205,34 @@ def live_command(
     if video is not None and frames:
         write_video(video, [out / frame.file for frame in frames], [frame.end for frame in frames], every)
         console.print(f"wrote {video}")
+    elif video is not None:
+        console.print(f"no frame was drawn, so no {video} was written")
     if failure is not None:
         raise failure
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; kill's default
+
+
+def interrupt(number: int, frame: object) -> None:
+    """SIGTERM's handler while the stream runs: it stops as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def interrupt_after() -> Iterator[None]:
-    """Ctrl-C (SIGINT) during the block raises KeyboardInterrupt at its end, not halfway (only the main thread can
-    defer it; elsewhere the block is as it is)."""
+    """Ctrl-C or SIGTERM during the block raises KeyboardInterrupt at its end, not halfway (only the main thread can
+    defer them; elsewhere the block is as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
+    previous = {number: signal.signal(number, lambda number, _: caught.append(number)) for number in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if caught:
         raise KeyboardInterrupt
 
@@ -226,7 +242,7 @@ def check_outputs(out: Path, video: Path | None, json_path: Path | None, overwri
     that exists (all unless ``overwrite``), and a --video that is not .mp4; the earlier frames to remove."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder", hint="pass a folder for the frames")
-    earlier = sorted(path for path in out.glob("frame-*.png") if FRAME_FILES.match(path.name)) if out.is_dir() else []
+    earlier = sorted(path for path in out.glob("frame-*.png") if FRAME_NAME.match(path.name)) if out.is_dir() else []
     if earlier and not overwrite:
         raise ConfigError(
             f"{out} holds {plural(len(earlier), 'frame')} of an earlier run ({earlier[0].name}, ...); nothing was drawn",
@@ -300,15 +316,15 @@ def describe(figures: dict[str, object], out: Path) -> str:
 
 
 def write_video(path: Path, pictures: list[Path], ends: list[float], every: float) -> None:
-    """The frames as an H.264 MP4 (MPEG-4 Part 2 where the PyAV build lacks libx264), written atomically: frame k
-    shown from its window's end (the first at 0) until the next frame's, the last for ``every`` seconds."""
+    """The frames as an H.264 MP4 (MPEG-4 Part 2 where the PyAV build lacks libx264), written atomically and
+    frame by frame (never whole in memory): frame k shown from its window's end (the first at 0) until the next
+    frame's, the last for ``every`` seconds."""
     import av
     from PIL import Image
 
-    from runtime.atomic import write_atomically
+    from runtime.atomic import atomic_file
 
-    encoded = io.BytesIO()
-    with av.open(encoded, mode="w", format="mp4") as container:
+    with atomic_file(path) as encoded, av.open(encoded, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4")
         if stream.name == "libx264":
             stream.options = {"crf": "18"}  # near-transparent for pictures (x264's default, 23, smears fine texture)
@@ -328,4 +344,3 @@ def write_video(path: Path, pictures: list[Path], ends: list[float], every: floa
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    write_atomically(path, encoded.getbuffer())
