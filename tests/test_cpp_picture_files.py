@@ -81,6 +81,132 @@ def png_bytes(samples: np.ndarray, depth: int, colour: int, *, interlaced: bool 
     )  # fmt: skip
 
 
+# --- BMP put together by hand: what Pillow does not write (RLE, 16 bits, bit fields, top-down, OS/2 headers) ----
+
+
+def bmp_bytes(
+    pixels: bytes,
+    width: int,
+    height: int,
+    bits: int,
+    *,
+    header: int = 40,
+    compression: int = 0,
+    masks: tuple[int, ...] = (),
+    palette: bytes = b"",
+    colours: int = 0,
+) -> bytes:
+    """A BMP file: `pixels` as stored (rows, or RLE data) after the file header, an info header of `header` bytes
+    (12: the OS/2 core header; a negative `height`: top-down), the bit-field `masks` (inside the info header from 52
+    bytes on, after a 40-byte one) and the `palette` (B, G, R entries, and a 0 unless the header is 12 bytes)."""
+    if header == 12:
+        info = struct.pack("<IHHHH", 12, width, height, 1, bits)
+    else:
+        fields = (header, width, height, 1, bits, compression, len(pixels), 2835, 2835, colours, 0)
+        info = struct.pack("<IiiHHIIiiII", *fields) + struct.pack(f"<{len(masks)}I", *masks)
+        info += bytes(max(0, header - len(info)))
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def bmp_rows(samples: np.ndarray, bits: int = 8, *, top_down: bool = False) -> bytes:
+    """samples [H, W] (values of `bits` bits, 1, 4 or 8) or [H, W, B] (B bytes a pixel) as BMP rows, each padded
+    to 4 bytes, the bottom row first unless `top_down`."""
+    rows = []
+    for row in samples if top_down else samples[::-1]:
+        if bits < 8:
+            row_bits = np.unpackbits(row.astype(np.uint8).reshape(-1, 1), axis=1)[:, 8 - bits :]  # [W, bits]
+            packed = np.packbits(row_bits.reshape(-1)).tobytes()
+        else:
+            packed = row.astype(np.uint8).tobytes()
+        rows.append(packed + bytes(-len(packed) % 4))
+    return b"".join(rows)
+
+
+def rle_bytes(indices: np.ndarray, rle4: bool) -> bytes:
+    """indices [H, W] (< 16 for RLE4) as RLE8 or RLE4 data, bottom row first: runs of a value (RLE4: of two
+    alternating values) as encoded runs, the rest as absolute runs (padded to 16 bits) or runs of one; each row
+    ends with an end of line, the bitmap with an end of bitmap."""
+    out = bytearray()
+    for row in indices[::-1].tolist():
+        x = 0
+        while x < len(row):
+            pair = (row[x], row[x + 1] if x + 1 < len(row) else row[x])
+            run = 1
+            while x + run < len(row) and run < 255 and row[x + run] == pair[run % 2]:
+                run += 1
+            if run >= 3 or x + run == len(row):
+                out += bytes([run, pair[0] << 4 | pair[1] if rle4 else pair[0]])
+                x += run
+                continue
+            literal = row[x : x + min(255, len(row) - x)]
+            count = len(literal)
+            if rle4:
+                stored = bytes(a << 4 | b for a, b in zip(literal[0::2], [*literal[1::2], 0], strict=False))
+            else:
+                stored = bytes(literal)
+            out += bytes([0, count]) + stored + bytes(len(stored) % 2)
+            x += count
+        out += b"\0\0"
+    return bytes(out + b"\0\1")
+
+
+def bmp_corpus() -> dict[str, bytes]:
+    """BMPs of what Pillow does not write, each read by Pillow as a reader of BMP from Windows or OS/2 would."""
+    rng = np.random.default_rng(10)
+    bgr = rgb_noise(11)[..., ::-1]  # [H, W, 3] B, G, R
+    indices = rng.integers(0, 16, (HEIGHT, WIDTH))  # [H, W]
+    runs = np.repeat(rng.integers(0, 16, (HEIGHT, WIDTH // 4 + 1)), 4, axis=1)[:, :WIDTH]  # [H, W]: runs of 4
+    runs[::3] = indices[::3]  # some rows without runs: absolute runs
+    colours = rng.integers(0, 256, (256, 3), dtype=np.uint8)  # [256, 3] B, G, R
+    quad = np.concatenate([colours, np.zeros((256, 1), np.uint8)], axis=1).tobytes()  # B, G, R, 0 entries
+    grey_ramp = bytes(np.repeat(np.arange(256, dtype=np.uint8), 4).reshape(256, 4) * [1, 1, 1, 0])
+    words = rng.integers(0, 65536, (HEIGHT, WIDTH), dtype=np.uint16)  # [H, W] 16-bit pixels
+    word_bytes = words.astype("<u2").view(np.uint8).reshape(HEIGHT, WIDTH, 2)  # [H, W, 2]
+    quads = rng.integers(0, 256, (HEIGHT, WIDTH, 4), dtype=np.uint8)  # [H, W, 4] 32-bit pixels
+    rgb565, rgb555 = (0xF800, 0x7E0, 0x1F), (0x7C00, 0x3E0, 0x1F)
+    files = {
+        "p4.bmp": bmp_bytes(bmp_rows(indices, 4), WIDTH, HEIGHT, 4, palette=quad[: 16 * 4], colours=16),
+        "p1-colours.bmp": bmp_bytes(bmp_rows(indices % 2, 1), WIDTH, HEIGHT, 1, palette=quad[:8], colours=2),
+        "p8-past-palette.bmp": bmp_bytes(
+            bmp_rows(rng.integers(0, 256, (HEIGHT, WIDTH))), WIDTH, HEIGHT, 8, palette=quad[: 20 * 4], colours=20
+        ),
+        "grey-ramp-4bit.bmp": bmp_bytes(bmp_rows(indices[:, :3], 4), 3, HEIGHT, 4, palette=grey_ramp[:64]),
+        "rle8.bmp": bmp_bytes(rle_bytes(runs * 9, False), WIDTH, HEIGHT, 8, compression=1, palette=quad),
+        "rle8-l.bmp": bmp_bytes(rle_bytes(runs * 9, False), WIDTH, HEIGHT, 8, compression=1, palette=grey_ramp),
+        "rle8-topdown.bmp": bmp_bytes(rle_bytes(runs[::-1], False), WIDTH, -HEIGHT, 8, compression=1, palette=quad),
+        "rle4.bmp": bmp_bytes(rle_bytes(runs, True), WIDTH, HEIGHT, 4, compression=2, palette=quad[:64]),
+        # a delta (2 right, 1 up) in a 4 x 3 RLE8: the skipped pixels are index 0
+        "rle8-delta.bmp": bmp_bytes(
+            bytes([2, 5, 0, 2, 2, 1, 0, 3, 6, 7, 8, 0, 0, 0, 4, 9, 0, 1]), 4, 3, 8, compression=1, palette=quad
+        ),
+        "rgb555.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16),
+        "rgb555-bitfields.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, compression=3, masks=rgb555),
+        "rgb565-bitfields.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, compression=3, masks=rgb565),
+        "rgb565-v4.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, header=108, compression=3, masks=rgb565),
+        "bgr-bitfields.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, compression=3, masks=(0xFF0000, 0xFF00, 0xFF)),
+        "bgrx-v5.bmp": bmp_bytes(bmp_rows(quads), WIDTH, HEIGHT, 32, header=124),  # the 4th byte is not alpha
+        "xbgr-v2.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=52, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00)
+        ),
+        "bgra-v5.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=124, compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+        ),
+        "rgba-v3.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=56, compression=3, masks=(0xFF, 0xFF00, 0xFF0000, 0xFF000000)
+        ),
+        "abgr-v4.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=108, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0xFF)
+        ),
+        "topdown.bmp": bmp_bytes(bmp_rows(bgr, top_down=True), WIDTH, -HEIGHT, 24),
+        "topdown-p4.bmp": bmp_bytes(bmp_rows(indices, 4, top_down=True), WIDTH, -HEIGHT, 4, palette=quad[:64]),
+        "os2.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, header=12),
+        "os2-p8.bmp": bmp_bytes(bmp_rows(indices * 16), WIDTH, HEIGHT, 8, header=12, palette=colours.tobytes()),
+        "os2v2.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, header=64),
+    }
+    return files
+
+
 def saved(image: Image.Image, format: str, **options) -> bytes:
     out = io.BytesIO()
     image.save(out, format=format, **options)
@@ -163,6 +289,13 @@ def corpus() -> dict[str, bytes]:
         "rgb.avif": saved(rgb, "AVIF", quality=90),
         "rgba.avif": saved(rgba, "AVIF", quality=90),
         **{f"exif-{o}.avif": saved(rgb, "AVIF", exif=exif_orientation(o)) for o in range(2, 9)},
+        # BMP: what Pillow writes (RGBA as 32-bit BI_RGB, which it reads back as RGB), and the rest by hand
+        "rgb.bmp": saved(rgb, "BMP"),
+        "rgba.bmp": saved(rgba, "BMP"),
+        "l.bmp": saved(grey, "BMP"),
+        "1.bmp": saved(rgb.convert("1"), "BMP"),
+        "p.bmp": saved(palette, "BMP"),
+        **bmp_corpus(),
     }
     return files
 
