@@ -364,13 +364,74 @@ def test_bad_files_are_refused_in_one_line_naming_them(cpp, tmp_path):
         assert "\n" not in answer["error"] and answer["hint"]
 
 
-def test_bmp_is_refused_in_one_line(cpp, tmp_path):
-    """Not read yet on the C++ side (picture_file.hpp says why); Python reads it."""
-    path = tmp_path / "picture.bmp"
-    Image.fromarray(rgb_noise(9)).save(path)
-    [answer] = read_with_cpp(cpp, [path], tmp_path / "out")
-    assert answer["error"] == f"{path}: BMP pictures are not read by this program (the Python runtime reads them)"
-    assert load_picture(path).size == (WIDTH, HEIGHT)
+def test_bmp_layouts_pillow_refuses_are_refused_in_its_words(cpp, tmp_path):
+    """What Pillow's BmpImagePlugin does not read, refused with Python's line word for word."""
+    pixels = bmp_rows(np.zeros((2, 3, 3), np.uint8))
+    palette = bytes(range(64))
+    files = {
+        "2-bit.bmp": bmp_bytes(bytes(8), 3, 2, 2, palette=palette[:16]),
+        "jpeg.bmp": bmp_bytes(pixels, 3, 2, 24, compression=4),
+        "header-20.bmp": bmp_bytes(pixels, 3, 2, 24)[:14] + struct.pack("<I", 20) + bytes(60),
+        "bitfields-444.bmp": bmp_bytes(bytes(16), 3, 2, 16, compression=3, masks=(0xF00, 0xF0, 0xF)),
+        "bitfields-8-bit.bmp": bmp_bytes(bytes(8), 3, 2, 8, compression=3, masks=(0xE0, 0x1C, 0x3)),
+        "palette-70000.bmp": bmp_bytes(bytes(8), 3, 2, 8, palette=palette, colours=70000),
+        "palette-300.bmp": bmp_bytes(bytes(8), 3, 2, 8, palette=bytes(range(256)) * 5, colours=300),
+        "rle8-24-bit.bmp": bmp_bytes(bytes([3, 1, 0, 0, 3, 1, 0, 1]), 3, 2, 24, compression=1),
+        "rle8-early-end.bmp": bmp_bytes(bytes([3, 1, 0, 0, 0, 1]), 3, 2, 8, compression=1, palette=palette),
+        "width-0.bmp": bmp_bytes(pixels, 0, 2, 24),
+        "header-cut.bmp": bmp_bytes(pixels, 3, 2, 24)[:40],
+        "masks-cut.bmp": bmp_bytes(b"", 3, 2, 24, compression=3, masks=(0xFF0000,)),
+        "file-header-only.bmp": b"BM" + bytes(14),
+    }
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    answers = read_with_cpp(cpp, paths, tmp_path / "out")
+    for path, answer in zip(paths, answers, strict=True):
+        assert answer.get("error") == python_refusal(path), path.name
+        assert "\n" not in answer["error"] and answer["hint"]
+
+
+def test_bmp_headers_changed_at_random_read_or_fail_as_with_pillow(cpp, tmp_path):
+    """Bytes of the file and info headers (and the bit-field masks) of each BMP of the corpus changed at random
+    (seeded): each file is read as load_picture reads it, or refused where Python refuses it."""
+    rng = np.random.default_rng(12)
+    paths = []
+    for name, data in {**bmp_corpus(), "rgb.bmp": saved(Image.fromarray(rgb_noise(13)), "BMP")}.items():
+        for trial in range(40):
+            changed = bytearray(data)
+            for at in rng.integers(10, 66, rng.integers(1, 4)):
+                changed[at] = rng.choice([0, 1, 2, 3, 4, 8, 12, 16, 24, 32, 40, 0x7F, 0xFF, int(rng.integers(256))])
+            paths.append(tmp_path / f"{trial}-{name}")
+            paths[-1].write_bytes(bytes(changed))
+    answers = read_with_cpp(cpp, paths, tmp_path / "out", max_pixels=1 << 20)
+
+    def kind(refusal: str) -> str:  # over a size limit (the C++ reader has no decompression-bomb limit), or the line
+        too_big = "over the limit of" in refusal or "decompression-bomb limit" in refusal
+        return "too big" if too_big else refusal.split(" (")[0]
+
+    wrong, read = [], 0
+    for path, answer in zip(paths, answers, strict=True):
+        try:
+            want = load_picture(path, max_pixels=1 << 20)
+        except ConfigError as refused:
+            if "error" not in answer:
+                wrong.append(f"{path.name}: read, where Python refuses it: {refused}")
+            elif kind(answer["error"]) != kind(str(refused)):
+                wrong.append(f"{path.name}: {answer['error']!r}, Python's {str(refused)!r}")
+            continue
+        read += 1
+        if "error" in answer:
+            wrong.append(f"{path.name}: refused: {answer['error']}")
+        elif (answer["width"], answer["height"]) != want.size or not np.array_equal(answer["rgb"], want.rgb):
+            wrong.append(f"{path.name}: pixels differ")
+        elif (answer["alpha"] is None) != (want.alpha is None) or (
+            want.alpha is not None and not np.array_equal(answer["alpha"], want.alpha)
+        ):
+            wrong.append(f"{path.name}: alpha differs")
+    assert not wrong, "\n".join(wrong)
+    assert read > len(paths) // 4  # the changes leave many files readable: the pixels are compared, not only refusals
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on a cut TIFF
@@ -385,6 +446,10 @@ def test_truncated_files_fail(cpp, tmp_path):
         "cut.tif": saved(rgb, "TIFF"),
         "cut-lzw.tif": saved(rgb, "TIFF", compression="tiff_lzw"),
         "cut.avif": saved(rgb, "AVIF"),
+        "cut.bmp": saved(rgb, "BMP"),
+        "cut-p.bmp": saved(rgb.convert("P"), "BMP"),
+        "cut-rle8.bmp": bmp_bytes(rle_bytes(np.asarray(rgb.convert("L")) // 64, False), 64, 48, 8, compression=1),
+        "cut-rle4.bmp": bmp_bytes(rle_bytes(np.asarray(rgb.convert("L")) // 16, True), 64, 48, 4, compression=2),
     }
     paths = []
     for name, data in files.items():
@@ -409,7 +474,9 @@ def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
     jpeg = saved(small, "JPEG")
     sof = jpeg.index(b"\xff\xc0")
     huge_jpeg = jpeg[: sof + 5] + struct.pack(">HH", 9000, 8000) + jpeg[sof + 9 :]
-    files = {"huge.png": huge_png, "huge.jpg": huge_jpeg}
+    huge_bmp = bmp_bytes(b"", 9000, 8000, 24)
+    huge_topdown_bmp = bmp_bytes(b"", 9000, -8000, 8, compression=1, palette=bytes(1024))
+    files = {"huge.png": huge_png, "huge.jpg": huge_jpeg, "huge.bmp": huge_bmp, "huge-topdown.bmp": huge_topdown_bmp}
     paths = []
     for name, data in files.items():
         paths.append(tmp_path / name)
@@ -420,7 +487,7 @@ def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
         assert "9000x8000" in answer["error"] or "8000x9000" in answer["error"]  # JPEG: height first
 
     small_paths = []
-    for format in ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "AVIF"):
+    for format in ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "AVIF", "BMP"):
         small_paths.append(tmp_path / f"small.{format.lower()}")
         small_paths[-1].write_bytes(saved(small, format))
     answers = read_with_cpp(cpp, small_paths, tmp_path / "out-small", max_pixels=WIDTH * HEIGHT - 1)
