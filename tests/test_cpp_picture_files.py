@@ -1,12 +1,14 @@
 """runtime/cpp/tools/picture_file.cpp, the C++ example's picture reader, against runtime/source_picture.py.
 
-Pictures are written with Pillow (and, for what Pillow does not write, PNG chunks put together here) in every
-format and mode the Python side reads, then read by ``audiotoken-rt-cpp-picture-check`` (tests/test_cpp.py's
+Pictures are written with Pillow (and, for what Pillow does not write, PNG chunks and BMP files put together here)
+in every format and mode the Python side reads, then read by ``audiotoken-rt-cpp-picture-check`` (tests/test_cpp.py's
 sanitized build, one run for the whole corpus) and by ``load_picture``: the RGB bytes, the alpha (or its absence)
 and the size must be equal, pixel for pixel, lossy formats included: Debian's libjpeg-turbo 2.1, libwebp 1.2 and
-libavif 0.11 give the same bytes as the newer copies in Pillow's wheel (no tolerance is needed). Refusals: a missing file, a folder, an empty
-file, a non-picture and a picture over the pixel limit (from its header, before its pixels are decoded) in Python's
-words; truncated files in one line naming the file.
+libavif 0.11 give the same bytes as the newer copies in Pillow's wheel (no tolerance is needed). BMP is read by hand
+on the C++ side, so it is held to Pillow further: the layouts Pillow refuses, in its words, and headers changed at
+random, read alike or refused alike. Refusals: a missing file, a folder, an empty file, a non-picture and a picture
+over the pixel limit (from its header, before its pixels are decoded) in Python's words; truncated files in one line
+naming the file.
 """
 
 from __future__ import annotations
@@ -464,8 +466,9 @@ def test_truncated_files_fail(cpp, tmp_path):
 
 
 def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
-    """Over the default 64 Mi pixels (a header that promises 9000 x 8000 (over 2**26 and under Pillow's decompression-bomb limit), whose pixels are not there: refused
-    before any decoding), and over a small limit, in Python's words."""
+    """Over the default 64 Mi pixels (a header that promises 9000 x 8000, over 2**26 and under Pillow's
+    decompression-bomb limit, whose pixels are not there: refused before any decoding), and over a small limit, in
+    Python's words."""
     small = Image.fromarray(rgb_noise(8))
     huge_png = png_bytes(np.zeros((1, 1, 3), np.uint8), 8, 2).replace(
         chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)),

@@ -853,7 +853,9 @@ std::vector<std::uint8_t> bmp_rle(const std::uint8_t* data, std::size_t size, st
     if (run != 0) {  // a run of one byte (RLE4: of two alternating values)
       std::uint64_t n = x + run > width ? (x < width ? width - x : 0) : run;
       n = std::min<std::uint64_t>(n, count - out.size());
-      for (std::uint64_t i = 0; i < n; ++i) out.push_back(static_cast<std::uint8_t>(!rle4 ? code : i % 2 == 0 ? code >> 4 : code & 15));
+      for (std::uint64_t i = 0; i < n; ++i) {
+        out.push_back(static_cast<std::uint8_t>(!rle4 ? code : i % 2 == 0 ? code >> 4 : code & 15));
+      }
       x += n;
     } else if (code == 0) {  // end of line: the row is filled with 0
       while (out.size() % width != 0) out.push_back(0);

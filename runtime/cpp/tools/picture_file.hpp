@@ -19,9 +19,10 @@
 //
 // Safety: the file is anyone's input. Its size is checked from the header against max_pixels before any pixel is
 // decoded, every library is driven from memory with its errors caught (no library message reaches stderr), every
-// read of a BMP is bounds-checked against the file's bytes, and a truncated file fails rather than being padded (libjpeg's "premature end" warning is an error here, as the
-// missing data is for Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused: real ones have about
-// ten, and thousands of tiny scans can cost minutes.
+// read of a BMP is bounds-checked against the file's bytes, and a truncated file fails rather than being padded
+// (libjpeg's "premature end" warning is an error here, as the missing data is for Pillow; a BMP whose rows or RLE
+// data end early fails, as in Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused: real ones
+// have about ten, and thousands of tiny scans can cost minutes.
 //
 // The EXIF orientation is read here, not with libexif: it is one SHORT in the first IFD of a TIFF structure, read
 // with bounds checks in a few lines, and libexif would parse the whole block (maker notes included) for it.
