@@ -1,12 +1,14 @@
 """runtime/cpp/tools/picture_file.cpp, the C++ example's picture reader, against runtime/source_picture.py.
 
-Pictures are written with Pillow (and, for what Pillow does not write, PNG chunks put together here) in every
-format and mode the Python side reads, then read by ``audiotoken-rt-cpp-picture-check`` (tests/test_cpp.py's
+Pictures are written with Pillow (and, for what Pillow does not write, PNG chunks and BMP files put together here)
+in every format and mode the Python side reads, then read by ``audiotoken-rt-cpp-picture-check`` (tests/test_cpp.py's
 sanitized build, one run for the whole corpus) and by ``load_picture``: the RGB bytes, the alpha (or its absence)
 and the size must be equal, pixel for pixel, lossy formats included: Debian's libjpeg-turbo 2.1, libwebp 1.2 and
-libavif 0.11 give the same bytes as the newer copies in Pillow's wheel (no tolerance is needed). Refusals: a missing file, a folder, an empty
-file, a non-picture and a picture over the pixel limit (from its header, before its pixels are decoded) in Python's
-words; truncated files in one line naming the file.
+libavif 0.11 give the same bytes as the newer copies in Pillow's wheel (no tolerance is needed). BMP is read by hand
+on the C++ side, so it is held to Pillow further: the layouts Pillow refuses, in its words, and headers changed at
+random, read alike or refused alike. Refusals: a missing file, a folder, an empty file, a non-picture and a picture
+over the pixel limit (from its header, before its pixels are decoded) in Python's words; truncated files in one line
+naming the file.
 """
 
 from __future__ import annotations
@@ -79,6 +81,132 @@ def png_bytes(samples: np.ndarray, depth: int, colour: int, *, interlaced: bool 
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )  # fmt: skip
+
+
+# --- BMP put together by hand: what Pillow does not write (RLE, 16 bits, bit fields, top-down, OS/2 headers) ----
+
+
+def bmp_bytes(
+    pixels: bytes,
+    width: int,
+    height: int,
+    bits: int,
+    *,
+    header: int = 40,
+    compression: int = 0,
+    masks: tuple[int, ...] = (),
+    palette: bytes = b"",
+    colours: int = 0,
+) -> bytes:
+    """A BMP file: `pixels` as stored (rows, or RLE data) after the file header, an info header of `header` bytes
+    (12: the OS/2 core header; a negative `height`: top-down), the bit-field `masks` (inside the info header from 52
+    bytes on, after a 40-byte one) and the `palette` (B, G, R entries, and a 0 unless the header is 12 bytes)."""
+    if header == 12:
+        info = struct.pack("<IHHHH", 12, width, height, 1, bits)
+    else:
+        fields = (header, width, height, 1, bits, compression, len(pixels), 2835, 2835, colours, 0)
+        info = struct.pack("<IiiHHIIiiII", *fields) + struct.pack(f"<{len(masks)}I", *masks)
+        info += bytes(max(0, header - len(info)))
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def bmp_rows(samples: np.ndarray, bits: int = 8, *, top_down: bool = False) -> bytes:
+    """samples [H, W] (values of `bits` bits, 1, 4 or 8) or [H, W, B] (B bytes a pixel) as BMP rows, each padded
+    to 4 bytes, the bottom row first unless `top_down`."""
+    rows = []
+    for row in samples if top_down else samples[::-1]:
+        if bits < 8:
+            row_bits = np.unpackbits(row.astype(np.uint8).reshape(-1, 1), axis=1)[:, 8 - bits :]  # [W, bits]
+            packed = np.packbits(row_bits.reshape(-1)).tobytes()
+        else:
+            packed = row.astype(np.uint8).tobytes()
+        rows.append(packed + bytes(-len(packed) % 4))
+    return b"".join(rows)
+
+
+def rle_bytes(indices: np.ndarray, rle4: bool) -> bytes:
+    """indices [H, W] (< 16 for RLE4) as RLE8 or RLE4 data, bottom row first: runs of a value (RLE4: of two
+    alternating values) as encoded runs, the rest as absolute runs (padded to 16 bits) or runs of one; each row
+    ends with an end of line, the bitmap with an end of bitmap."""
+    out = bytearray()
+    for row in indices[::-1].tolist():
+        x = 0
+        while x < len(row):
+            pair = (row[x], row[x + 1] if x + 1 < len(row) else row[x])
+            run = 1
+            while x + run < len(row) and run < 255 and row[x + run] == pair[run % 2]:
+                run += 1
+            if run >= 3 or x + run == len(row):
+                out += bytes([run, pair[0] << 4 | pair[1] if rle4 else pair[0]])
+                x += run
+                continue
+            literal = row[x : x + min(255, len(row) - x)]
+            count = len(literal)
+            if rle4:
+                stored = bytes(a << 4 | b for a, b in zip(literal[0::2], [*literal[1::2], 0], strict=False))
+            else:
+                stored = bytes(literal)
+            out += bytes([0, count]) + stored + bytes(len(stored) % 2)
+            x += count
+        out += b"\0\0"
+    return bytes(out + b"\0\1")
+
+
+def bmp_corpus() -> dict[str, bytes]:
+    """BMPs of what Pillow does not write, each read by Pillow as a reader of BMP from Windows or OS/2 would."""
+    rng = np.random.default_rng(10)
+    bgr = rgb_noise(11)[..., ::-1]  # [H, W, 3] B, G, R
+    indices = rng.integers(0, 16, (HEIGHT, WIDTH))  # [H, W]
+    runs = np.repeat(rng.integers(0, 16, (HEIGHT, WIDTH // 4 + 1)), 4, axis=1)[:, :WIDTH]  # [H, W]: runs of 4
+    runs[::3] = indices[::3]  # some rows without runs: absolute runs
+    colours = rng.integers(0, 256, (256, 3), dtype=np.uint8)  # [256, 3] B, G, R
+    quad = np.concatenate([colours, np.zeros((256, 1), np.uint8)], axis=1).tobytes()  # B, G, R, 0 entries
+    grey_ramp = bytes(np.repeat(np.arange(256, dtype=np.uint8), 4).reshape(256, 4) * [1, 1, 1, 0])
+    words = rng.integers(0, 65536, (HEIGHT, WIDTH), dtype=np.uint16)  # [H, W] 16-bit pixels
+    word_bytes = words.astype("<u2").view(np.uint8).reshape(HEIGHT, WIDTH, 2)  # [H, W, 2]
+    quads = rng.integers(0, 256, (HEIGHT, WIDTH, 4), dtype=np.uint8)  # [H, W, 4] 32-bit pixels
+    rgb565, rgb555 = (0xF800, 0x7E0, 0x1F), (0x7C00, 0x3E0, 0x1F)
+    files = {
+        "p4.bmp": bmp_bytes(bmp_rows(indices, 4), WIDTH, HEIGHT, 4, palette=quad[: 16 * 4], colours=16),
+        "p1-colours.bmp": bmp_bytes(bmp_rows(indices % 2, 1), WIDTH, HEIGHT, 1, palette=quad[:8], colours=2),
+        "p8-past-palette.bmp": bmp_bytes(
+            bmp_rows(rng.integers(0, 256, (HEIGHT, WIDTH))), WIDTH, HEIGHT, 8, palette=quad[: 20 * 4], colours=20
+        ),
+        "grey-ramp-4bit.bmp": bmp_bytes(bmp_rows(indices[:, :3], 4), 3, HEIGHT, 4, palette=grey_ramp[:64]),
+        "rle8.bmp": bmp_bytes(rle_bytes(runs * 9, False), WIDTH, HEIGHT, 8, compression=1, palette=quad),
+        "rle8-l.bmp": bmp_bytes(rle_bytes(runs * 9, False), WIDTH, HEIGHT, 8, compression=1, palette=grey_ramp),
+        "rle8-topdown.bmp": bmp_bytes(rle_bytes(runs[::-1], False), WIDTH, -HEIGHT, 8, compression=1, palette=quad),
+        "rle4.bmp": bmp_bytes(rle_bytes(runs, True), WIDTH, HEIGHT, 4, compression=2, palette=quad[:64]),
+        # a delta (2 right, 1 up) in a 4 x 3 RLE8: the skipped pixels are index 0
+        "rle8-delta.bmp": bmp_bytes(
+            bytes([2, 5, 0, 2, 2, 1, 0, 3, 6, 7, 8, 0, 0, 0, 4, 9, 0, 1]), 4, 3, 8, compression=1, palette=quad
+        ),
+        "rgb555.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16),
+        "rgb555-bitfields.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, compression=3, masks=rgb555),
+        "rgb565-bitfields.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, compression=3, masks=rgb565),
+        "rgb565-v4.bmp": bmp_bytes(bmp_rows(word_bytes), WIDTH, HEIGHT, 16, header=108, compression=3, masks=rgb565),
+        "bgr-bitfields.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, compression=3, masks=(0xFF0000, 0xFF00, 0xFF)),
+        "bgrx-v5.bmp": bmp_bytes(bmp_rows(quads), WIDTH, HEIGHT, 32, header=124),  # the 4th byte is not alpha
+        "xbgr-v2.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=52, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00)
+        ),
+        "bgra-v5.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=124, compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+        ),
+        "rgba-v3.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=56, compression=3, masks=(0xFF, 0xFF00, 0xFF0000, 0xFF000000)
+        ),
+        "abgr-v4.bmp": bmp_bytes(
+            bmp_rows(quads), WIDTH, HEIGHT, 32, header=108, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0xFF)
+        ),
+        "topdown.bmp": bmp_bytes(bmp_rows(bgr, top_down=True), WIDTH, -HEIGHT, 24),
+        "topdown-p4.bmp": bmp_bytes(bmp_rows(indices, 4, top_down=True), WIDTH, -HEIGHT, 4, palette=quad[:64]),
+        "os2.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, header=12),
+        "os2-p8.bmp": bmp_bytes(bmp_rows(indices * 16), WIDTH, HEIGHT, 8, header=12, palette=colours.tobytes()),
+        "os2v2.bmp": bmp_bytes(bmp_rows(bgr), WIDTH, HEIGHT, 24, header=64),
+    }
+    return files
 
 
 def saved(image: Image.Image, format: str, **options) -> bytes:
@@ -163,6 +291,13 @@ def corpus() -> dict[str, bytes]:
         "rgb.avif": saved(rgb, "AVIF", quality=90),
         "rgba.avif": saved(rgba, "AVIF", quality=90),
         **{f"exif-{o}.avif": saved(rgb, "AVIF", exif=exif_orientation(o)) for o in range(2, 9)},
+        # BMP: what Pillow writes (RGBA as 32-bit BI_RGB, which it reads back as RGB), and the rest by hand
+        "rgb.bmp": saved(rgb, "BMP"),
+        "rgba.bmp": saved(rgba, "BMP"),
+        "l.bmp": saved(grey, "BMP"),
+        "1.bmp": saved(rgb.convert("1"), "BMP"),
+        "p.bmp": saved(palette, "BMP"),
+        **bmp_corpus(),
     }
     return files
 
@@ -231,13 +366,74 @@ def test_bad_files_are_refused_in_one_line_naming_them(cpp, tmp_path):
         assert "\n" not in answer["error"] and answer["hint"]
 
 
-def test_bmp_is_refused_in_one_line(cpp, tmp_path):
-    """Not read yet on the C++ side (picture_file.hpp says why); Python reads it."""
-    path = tmp_path / "picture.bmp"
-    Image.fromarray(rgb_noise(9)).save(path)
-    [answer] = read_with_cpp(cpp, [path], tmp_path / "out")
-    assert answer["error"] == f"{path}: BMP pictures are not read by this program (the Python runtime reads them)"
-    assert load_picture(path).size == (WIDTH, HEIGHT)
+def test_bmp_layouts_pillow_refuses_are_refused_in_its_words(cpp, tmp_path):
+    """What Pillow's BmpImagePlugin does not read, refused with Python's line word for word."""
+    pixels = bmp_rows(np.zeros((2, 3, 3), np.uint8))
+    palette = bytes(range(64))
+    files = {
+        "2-bit.bmp": bmp_bytes(bytes(8), 3, 2, 2, palette=palette[:16]),
+        "jpeg.bmp": bmp_bytes(pixels, 3, 2, 24, compression=4),
+        "header-20.bmp": bmp_bytes(pixels, 3, 2, 24)[:14] + struct.pack("<I", 20) + bytes(60),
+        "bitfields-444.bmp": bmp_bytes(bytes(16), 3, 2, 16, compression=3, masks=(0xF00, 0xF0, 0xF)),
+        "bitfields-8-bit.bmp": bmp_bytes(bytes(8), 3, 2, 8, compression=3, masks=(0xE0, 0x1C, 0x3)),
+        "palette-70000.bmp": bmp_bytes(bytes(8), 3, 2, 8, palette=palette, colours=70000),
+        "palette-300.bmp": bmp_bytes(bytes(8), 3, 2, 8, palette=bytes(range(256)) * 5, colours=300),
+        "rle8-24-bit.bmp": bmp_bytes(bytes([3, 1, 0, 0, 3, 1, 0, 1]), 3, 2, 24, compression=1),
+        "rle8-early-end.bmp": bmp_bytes(bytes([3, 1, 0, 0, 0, 1]), 3, 2, 8, compression=1, palette=palette),
+        "width-0.bmp": bmp_bytes(pixels, 0, 2, 24),
+        "header-cut.bmp": bmp_bytes(pixels, 3, 2, 24)[:40],
+        "masks-cut.bmp": bmp_bytes(b"", 3, 2, 24, compression=3, masks=(0xFF0000,)),
+        "file-header-only.bmp": b"BM" + bytes(14),
+    }
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    answers = read_with_cpp(cpp, paths, tmp_path / "out")
+    for path, answer in zip(paths, answers, strict=True):
+        assert answer.get("error") == python_refusal(path), path.name
+        assert "\n" not in answer["error"] and answer["hint"]
+
+
+def test_bmp_headers_changed_at_random_read_or_fail_as_with_pillow(cpp, tmp_path):
+    """Bytes of the file and info headers (and the bit-field masks) of each BMP of the corpus changed at random
+    (seeded): each file is read as load_picture reads it, or refused where Python refuses it."""
+    rng = np.random.default_rng(12)
+    paths = []
+    for name, data in {**bmp_corpus(), "rgb.bmp": saved(Image.fromarray(rgb_noise(13)), "BMP")}.items():
+        for trial in range(40):
+            changed = bytearray(data)
+            for at in rng.integers(10, 66, rng.integers(1, 4)):
+                changed[at] = rng.choice([0, 1, 2, 3, 4, 8, 12, 16, 24, 32, 40, 0x7F, 0xFF, int(rng.integers(256))])
+            paths.append(tmp_path / f"{trial}-{name}")
+            paths[-1].write_bytes(bytes(changed))
+    answers = read_with_cpp(cpp, paths, tmp_path / "out", max_pixels=1 << 20)
+
+    def kind(refusal: str) -> str:  # over a size limit (the C++ reader has no decompression-bomb limit), or the line
+        too_big = "over the limit of" in refusal or "decompression-bomb limit" in refusal
+        return "too big" if too_big else refusal.split(" (")[0]
+
+    wrong, read = [], 0
+    for path, answer in zip(paths, answers, strict=True):
+        try:
+            want = load_picture(path, max_pixels=1 << 20)
+        except ConfigError as refused:
+            if "error" not in answer:
+                wrong.append(f"{path.name}: read, where Python refuses it: {refused}")
+            elif kind(answer["error"]) != kind(str(refused)):
+                wrong.append(f"{path.name}: {answer['error']!r}, Python's {str(refused)!r}")
+            continue
+        read += 1
+        if "error" in answer:
+            wrong.append(f"{path.name}: refused: {answer['error']}")
+        elif (answer["width"], answer["height"]) != want.size or not np.array_equal(answer["rgb"], want.rgb):
+            wrong.append(f"{path.name}: pixels differ")
+        elif (answer["alpha"] is None) != (want.alpha is None) or (
+            want.alpha is not None and not np.array_equal(answer["alpha"], want.alpha)
+        ):
+            wrong.append(f"{path.name}: alpha differs")
+    assert not wrong, "\n".join(wrong)
+    assert read > len(paths) // 4  # the changes leave many files readable: the pixels are compared, not only refusals
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on a cut TIFF
@@ -252,6 +448,10 @@ def test_truncated_files_fail(cpp, tmp_path):
         "cut.tif": saved(rgb, "TIFF"),
         "cut-lzw.tif": saved(rgb, "TIFF", compression="tiff_lzw"),
         "cut.avif": saved(rgb, "AVIF"),
+        "cut.bmp": saved(rgb, "BMP"),
+        "cut-p.bmp": saved(rgb.convert("P"), "BMP"),
+        "cut-rle8.bmp": bmp_bytes(rle_bytes(np.asarray(rgb.convert("L")) // 64, False), 64, 48, 8, compression=1),
+        "cut-rle4.bmp": bmp_bytes(rle_bytes(np.asarray(rgb.convert("L")) // 16, True), 64, 48, 4, compression=2),
     }
     paths = []
     for name, data in files.items():
@@ -266,8 +466,9 @@ def test_truncated_files_fail(cpp, tmp_path):
 
 
 def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
-    """Over the default 64 Mi pixels (a header that promises 9000 x 8000 (over 2**26 and under Pillow's decompression-bomb limit), whose pixels are not there: refused
-    before any decoding), and over a small limit, in Python's words."""
+    """Over the default 64 Mi pixels (a header that promises 9000 x 8000, over 2**26 and under Pillow's
+    decompression-bomb limit, whose pixels are not there: refused before any decoding), and over a small limit, in
+    Python's words."""
     small = Image.fromarray(rgb_noise(8))
     huge_png = png_bytes(np.zeros((1, 1, 3), np.uint8), 8, 2).replace(
         chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)),
@@ -276,7 +477,9 @@ def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
     jpeg = saved(small, "JPEG")
     sof = jpeg.index(b"\xff\xc0")
     huge_jpeg = jpeg[: sof + 5] + struct.pack(">HH", 9000, 8000) + jpeg[sof + 9 :]
-    files = {"huge.png": huge_png, "huge.jpg": huge_jpeg}
+    huge_bmp = bmp_bytes(b"", 9000, 8000, 24)
+    huge_topdown_bmp = bmp_bytes(b"", 9000, -8000, 8, compression=1, palette=bytes(1024))
+    files = {"huge.png": huge_png, "huge.jpg": huge_jpeg, "huge.bmp": huge_bmp, "huge-topdown.bmp": huge_topdown_bmp}
     paths = []
     for name, data in files.items():
         paths.append(tmp_path / name)
@@ -287,7 +490,7 @@ def test_pictures_over_the_limit_are_refused_from_their_header(cpp, tmp_path):
         assert "9000x8000" in answer["error"] or "8000x9000" in answer["error"]  # JPEG: height first
 
     small_paths = []
-    for format in ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "AVIF"):
+    for format in ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "AVIF", "BMP"):
         small_paths.append(tmp_path / f"small.{format.lower()}")
         small_paths[-1].write_bytes(saved(small, format))
     answers = read_with_cpp(cpp, small_paths, tmp_path / "out-small", max_pixels=WIDTH * HEIGHT - 1)

@@ -1,5 +1,5 @@
-// read_picture: each format's Debian library driven from memory, then Pillow's conversions and the EXIF
-// orientation (see picture_file.hpp).
+// read_picture: each format's Debian library driven from memory (BMP read by hand, after Pillow's BmpImagePlugin),
+// then Pillow's conversions and the EXIF orientation (see picture_file.hpp).
 //
 // libpng and libjpeg report errors by longjmp: each step that may raise one is a function holding only plain
 // pointers (nothing with a destructor lives between its setjmp and the library's longjmp), and the decoder's state
@@ -36,6 +36,13 @@ const char* const kHintScaleDown = "scale it down first (the engines work at abo
 
 [[noreturn]] void refuse(const std::string& message, const std::string& hint) { throw PictureError(message, hint); }
 
+// runtime/source_picture.py's words for a file Pillow does not identify.
+[[noreturn]] void unrecognised(const std::string& label) {
+  refuse(label + ": not a picture in a format read here (PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF), or damaged beyond "
+                 "recognition",
+         "save or convert it as PNG or JPEG");
+}
+
 [[noreturn]] void corrupt(const std::string& label, const std::string& detail) {
   refuse(label + ": cannot decode the picture (" + detail + "): the file is truncated or corrupt", kHintReexport);
 }
@@ -44,9 +51,10 @@ const char* const kHintScaleDown = "scale it down first (the engines work at abo
 void check_size(const std::string& label, std::int64_t width, std::int64_t height, std::int64_t max_pixels) {
   const std::string size = std::to_string(width) + "x" + std::to_string(height);
   if (width < 1 || height < 1) refuse(label + ": the picture is " + size + " pixels: it is empty", kHintReexport);
-  if (width * height > max_pixels) {
+  if (width > max_pixels / height) {  // width * height > max_pixels, without overflow (BMP sizes reach 2**32 each)
     char pixels[32], limit[32];
-    std::snprintf(pixels, sizeof pixels, "%.3g", static_cast<double>(width * height) / 1e6);  // Python's :.3g
+    // Python's :.3g of width * height / 1e6: the product rounded once to a double, as Python's int to float
+    std::snprintf(pixels, sizeof pixels, "%.3g", static_cast<double>(width) * static_cast<double>(height) / 1e6);
     std::snprintf(limit, sizeof limit, "%.3g", static_cast<double>(max_pixels) / 1e6);
     refuse(label + ": the picture is " + size + " (" + pixels + " megapixels), over the limit of " + limit +
                " megapixels",
@@ -681,6 +689,290 @@ PictureFile read_avif(const std::uint8_t* data, std::size_t size, const std::str
   return picture;
 }
 
+// --- BMP (by hand: see picture_file.hpp) ------------------------------------------------------------------------
+//
+// Pillow's BmpImagePlugin, rule for rule: the layouts it reads, how it reads each, and what it refuses (in its
+// words, so that the one-line errors are Python's).
+
+constexpr std::uint32_t kBmpRaw = 0, kBmpRle8 = 1, kBmpRle4 = 2, kBmpBitfields = 3;
+
+std::uint32_t le16(const std::uint8_t* at) { return static_cast<std::uint32_t>(at[0] | at[1] << 8); }
+std::uint32_t le32(const std::uint8_t* at) { return le16(at) | le16(at + 2) << 16; }
+
+// What a BMP's pixel values are, after Pillow's mode and raw mode for the file.
+enum class BmpPixels {
+  kPalette,     // "P": 1-, 4- or 8-bit indices into the palette; black past its end
+  kGrey,        // "L": the palette is the grey ramp (entry i is (i, i, i)): 8-bit values taken as greys
+  kBlackWhite,  // "1": the palette is black (and white): 1-bit values, or bytes (RLE) where non-zero is white
+  kRgb555,      // "BGR;15": 16 bits, 5 each, each scaled by 255 / 31 (truncated)
+  kRgb565,      // "BGR;16": 16 bits, 5-6-5
+  kBgr,         // 24 bits: B, G, R
+  kBytes32,     // 32 bits: R, G, B (and alpha) each in a byte of its own, as `channel` says
+};
+
+struct BmpLayout {
+  std::uint32_t width = 0, height = 0;
+  bool top_down = false;          // a negative height: the first row stored is the top one
+  std::uint32_t bits = 0;         // per pixel as stored: each row takes ((width * bits + 31) / 32) * 4 bytes
+  std::uint32_t compression = 0;  // kBmpRaw, kBmpRle8 or kBmpRle4 (bit fields become `pixels` and `channel`)
+  BmpPixels pixels = BmpPixels::kBgr;
+  std::uint32_t raw_bits = 0;        // per pixel as Pillow's raw decoder reads a row (for "1" and "L": 1 and 8)
+  int channel[4] = {2, 1, 0, -1};    // kBytes32: the byte of R, G, B and alpha in a pixel (-1: no alpha)
+  std::uint64_t pixels_at = 0;       // the pixel data's offset in the file (may lie past its end: truncated)
+  const std::uint8_t* palette = nullptr;  // kPalette: `entries` B, G, R(, X) entries of `entry_size` bytes
+  std::size_t entries = 0, entry_size = 4;
+};
+
+// The layouts of 32-bit bit fields Pillow reads (masks R, G, B, alpha) and the byte each channel is in.
+struct BmpMasks32 {
+  std::uint32_t mask[4];
+  int channel[4];
+};
+constexpr BmpMasks32 kBmpMasks32[] = {
+    {{0xFF0000, 0xFF00, 0xFF, 0}, {2, 1, 0, -1}},                  // BGRX
+    {{0xFF000000, 0xFF0000, 0xFF00, 0}, {3, 2, 1, -1}},            // XBGR
+    {{0xFF000000, 0xFF00, 0xFF, 0}, {3, 1, 0, -1}},                // BGXR
+    {{0xFF000000, 0xFF0000, 0xFF00, 0xFF}, {3, 2, 1, 0}},          // ABGR
+    {{0xFF, 0xFF00, 0xFF0000, 0xFF000000}, {0, 1, 2, 3}},          // RGBA
+    {{0xFF0000, 0xFF00, 0xFF, 0xFF000000}, {2, 1, 0, 3}},          // BGRA
+    {{0xFF000000, 0xFF00, 0xFF, 0xFF0000}, {3, 1, 0, 2}},          // BGAR
+    {{0, 0, 0, 0}, {2, 1, 0, 3}},                                  // no masks: taken as BGRA
+};
+
+// The header (file header, info header of 12, 40, 52, 56, 64, 108 or 124 bytes, bit-field masks, palette), as
+// Pillow's BmpImageFile._open reads it: its OSErrors become "cannot decode" lines, what makes Pillow's open fail
+// otherwise (too short to hold the sizes it reads, a zero width or height) is "not a picture".
+BmpLayout bmp_layout(const std::uint8_t* data, std::size_t size, const std::string& label) {
+  if (size < 18) unrecognised(label);  // the 14-byte file header and the info header's size
+  const std::uint32_t offset = le32(data + 10);
+  const std::uint32_t header_size = le32(data + 14);
+  if (header_size > 4 && size - 18 < header_size - 4) corrupt(label, "Truncated File Read");
+  const std::uint8_t* header = data + 18;  // the info header after its size
+  std::size_t at = 14 + std::size_t{header_size};  // where the reading goes on: bit-field masks, palette
+  BmpLayout layout;
+  std::uint32_t colours = 0;  // palette entries: the header's count, or 0 for 2**bits
+  std::uint32_t masks[4] = {0, 0, 0, 0};
+  if (header_size == 12) {  // OS/2 1.x and Windows 2 core header: 16-bit sizes, 3-byte palette entries
+    layout.width = le16(header);
+    layout.height = le16(header + 2);
+    layout.bits = le16(header + 6);
+    layout.compression = kBmpRaw;
+    layout.entry_size = 3;
+  } else if (header_size == 40 || header_size == 52 || header_size == 56 || header_size == 64 || header_size == 108 ||
+             header_size == 124) {
+    layout.top_down = header[7] == 0xFF;  // as Pillow: a height whose top byte is 0xFF is negative
+    layout.width = le32(header);
+    layout.height = layout.top_down ? 0u - le32(header + 4) : le32(header + 4);  // 2**32 - h: its magnitude
+    layout.bits = le16(header + 10);
+    layout.compression = le32(header + 12);
+    colours = le32(header + 28);
+    if (layout.compression == kBmpBitfields) {
+      if (header_size >= 52) {  // the masks are in the header; alpha's too from 56 bytes on
+        for (int c = 0; c < (header_size >= 56 ? 4 : 3); ++c) masks[c] = le32(header + 36 + 4 * c);
+      } else {  // 40 bytes: three masks follow the header (Pillow: struct.error, not identified, when cut)
+        if (size - at < 12) unrecognised(label);
+        for (int c = 0; c < 3; ++c) masks[c] = le32(data + at + 4 * static_cast<std::size_t>(c));
+        at += 12;
+      }
+    }
+  } else {
+    corrupt(label, "Unsupported BMP header type (" + std::to_string(header_size) + ")");
+  }
+  const std::uint32_t bits = layout.bits;
+  if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32) {
+    corrupt(label, "Unsupported BMP pixel depth (" + std::to_string(bits) + ")");
+  }
+  if (colours == 0) colours = bits <= 8 ? 1u << bits : 0;
+  layout.pixels = bits == 16 ? BmpPixels::kRgb555 : bits == 24 ? BmpPixels::kBgr : BmpPixels::kBytes32;
+  if (layout.compression == kBmpBitfields) {
+    bool known = false;
+    if (bits == 32) {
+      for (const BmpMasks32& layout32 : kBmpMasks32) {
+        if (std::equal(masks, masks + 4, layout32.mask)) {
+          std::copy(layout32.channel, layout32.channel + 4, layout.channel);
+          known = true;
+        }
+      }
+    } else if (bits == 24) {
+      known = masks[0] == 0xFF0000 && masks[1] == 0xFF00 && masks[2] == 0xFF;
+    } else if (bits == 16) {
+      const bool rgb565 = masks[0] == 0xF800 && masks[1] == 0x7E0 && masks[2] == 0x1F;
+      known = rgb565 || (masks[0] == 0x7C00 && masks[1] == 0x3E0 && masks[2] == 0x1F);
+      if (rgb565) layout.pixels = BmpPixels::kRgb565;
+    }
+    if (!known) corrupt(label, "Unsupported BMP bitfields layout");
+    layout.compression = kBmpRaw;
+  } else if (layout.compression != kBmpRaw && layout.compression != kBmpRle8 && layout.compression != kBmpRle4) {
+    corrupt(label, "Unsupported BMP compression (" + std::to_string(layout.compression) + ")");
+  }
+  layout.raw_bits = bits;
+  if (bits <= 8) {  // a palette: Pillow drops it when it is black and white, or the grey ramp
+    if (colours > 65536) corrupt(label, "Unsupported BMP Palette size (" + std::to_string(colours) + ")");
+    const std::size_t wanted = layout.entry_size * colours;
+    const std::size_t stored = std::min(wanted, size - at);  // a short palette is read as far as it goes
+    auto entry_is = [&](std::size_t index, std::uint8_t level) {
+      const std::uint8_t* entry = data + at + index * layout.entry_size;
+      return index * layout.entry_size + 3 <= stored && entry[0] == level && entry[1] == level && entry[2] == level;
+    };
+    bool grey = true;
+    for (std::size_t index = 0; index < colours && grey; ++index) {
+      grey = entry_is(index, colours == 2 ? static_cast<std::uint8_t>(index * 255) : static_cast<std::uint8_t>(index));
+    }
+    if (grey) {
+      layout.pixels = colours <= 2 ? BmpPixels::kBlackWhite : BmpPixels::kGrey;
+      layout.raw_bits = colours <= 2 ? 1 : 8;  // whatever the stored depth, as Pillow's raw modes "1" and "L"
+    } else {
+      layout.pixels = BmpPixels::kPalette;
+      layout.palette = data + at;
+      layout.entries = stored / layout.entry_size;
+    }
+    at += stored;
+  }
+  // The pixels: at the file header's offset (past the palette when it points at the palette's start), or, when
+  // that is 0, where the header's reading ended.
+  std::uint64_t pixels_at = offset;
+  if (offset == 14 + std::uint64_t{header_size} && bits <= 8) pixels_at += std::uint64_t{layout.entry_size} * colours;
+  layout.pixels_at = offset != 0 ? pixels_at : at;
+  if (layout.width == 0 || layout.height == 0) unrecognised(label);  // Pillow: "not identified by this driver"
+  return layout;
+}
+
+// Pillow's BmpRleDecoder, step for step, quirks included (a run past the row's end is cut, an absolute run is not
+// and runs into the next row, a delta moves on through the output, padding is to an even file offset): `count`
+// one-byte pixel values at most, in file row order, from the RLE8 or RLE4 data at `at`.
+std::vector<std::uint8_t> bmp_rle(const std::uint8_t* data, std::size_t size, std::uint64_t at, std::uint32_t width,
+                                  std::size_t count, bool rle4) {
+  std::vector<std::uint8_t> out;
+  out.reserve(count);
+  std::uint64_t x = 0;  // Pillow's column, which absolute runs carry past the row's end
+  auto left = [&]() -> std::uint64_t { return at < size ? size - at : 0; };
+  while (out.size() < count) {
+    if (left() < 2) break;
+    const std::uint32_t run = data[at], code = data[at + 1];
+    at += 2;
+    if (run != 0) {  // a run of one byte (RLE4: of two alternating values)
+      std::uint64_t n = x + run > width ? (x < width ? width - x : 0) : run;
+      n = std::min<std::uint64_t>(n, count - out.size());
+      for (std::uint64_t i = 0; i < n; ++i) {
+        out.push_back(static_cast<std::uint8_t>(!rle4 ? code : i % 2 == 0 ? code >> 4 : code & 15));
+      }
+      x += n;
+    } else if (code == 0) {  // end of line: the row is filled with 0
+      while (out.size() % width != 0) out.push_back(0);
+      x = 0;
+    } else if (code == 1) {  // end of the bitmap
+      break;
+    } else if (code == 2) {  // delta: (right, up) skipped as right + up * width zeros
+      if (left() < 2) break;
+      const std::uint64_t skipped = data[at] + std::uint64_t{data[at + 1]} * width;
+      at += 2;
+      out.resize(out.size() + static_cast<std::size_t>(std::min<std::uint64_t>(count - out.size(), skipped)), 0);
+      x = out.size() % width;
+    } else {  // absolute: `code` values as they are
+      const std::size_t n = std::min<std::size_t>(count - out.size(), code);
+      const std::uint64_t wanted = rle4 ? (n + 1) / 2 : n;
+      const std::uint64_t got = std::min(wanted, left());
+      for (std::uint64_t i = 0; i < got; ++i) {
+        const std::uint8_t byte = data[at + i];
+        if (!rle4) {
+          out.push_back(byte);
+        } else {
+          out.push_back(static_cast<std::uint8_t>(byte >> 4));
+          if (2 * i + 1 < n) out.push_back(static_cast<std::uint8_t>(byte & 15));
+        }
+      }
+      at += got;
+      if (got < wanted || out.size() == count) break;
+      x += code;
+      if (at % 2 != 0) ++at;
+    }
+  }
+  return out;
+}
+
+PictureFile read_bmp(const std::uint8_t* data, std::size_t size, const std::string& label, std::int64_t max_pixels) {
+  const BmpLayout layout = bmp_layout(data, size, label);
+  check_size(label, layout.width, layout.height, max_pixels);
+  if (layout.entries > 256) corrupt(label, "invalid palette size");
+  const bool rle = layout.compression != kBmpRaw;
+  const BmpPixels kind = layout.pixels;
+  const bool indexed = kind == BmpPixels::kPalette || kind == BmpPixels::kGrey || kind == BmpPixels::kBlackWhite;
+  if (rle && !indexed) corrupt(label, "unknown raw mode for given image mode");  // RLE of 16, 24 or 32 bits
+  PictureFile picture;
+  picture.width = static_cast<int>(layout.width);
+  picture.height = static_cast<int>(layout.height);
+  const std::size_t width = layout.width, height = layout.height;
+  picture.rgb.resize(3 * area(picture.width, picture.height));
+  const bool has_alpha = kind == BmpPixels::kBytes32 && layout.channel[3] >= 0;
+  if (has_alpha) picture.alpha.resize(area(picture.width, picture.height));
+  auto indexed_pixel = [&](std::uint32_t value, std::uint8_t* rgb) {  // a palette index, grey or black and white
+    if (kind == BmpPixels::kPalette) {
+      if (value >= layout.entries) {  // past the palette's end: black, as Pillow's palette is there
+        std::fill_n(rgb, 3, 0);
+        return;
+      }
+      const std::uint8_t* entry = layout.palette + value * layout.entry_size;  // B, G, R
+      for (int c = 0; c < 3; ++c) rgb[c] = entry[2 - c];
+    } else {
+      std::fill_n(rgb, 3, kind == BmpPixels::kGrey ? static_cast<std::uint8_t>(value) : value != 0 ? 255 : 0);
+    }
+  };
+  auto row_of = [&](std::size_t stored_row) { return layout.top_down ? stored_row : height - 1 - stored_row; };
+  if (rle) {
+    const std::vector<std::uint8_t> values =
+        bmp_rle(data, size, layout.pixels_at, layout.width, width * height, layout.compression == kBmpRle4);
+    if (values.size() < width * height) corrupt(label, "not enough image data");
+    for (std::size_t r = 0; r < height; ++r) {
+      for (std::size_t x = 0; x < width; ++x) {
+        indexed_pixel(values[r * width + x], &picture.rgb[3 * (row_of(r) * width + x)]);
+      }
+    }
+    return picture;
+  }
+  const std::uint64_t row_bytes = (std::uint64_t{layout.width} * layout.raw_bits + 7) / 8;  // read of each row
+  const std::uint64_t stride = ((std::uint64_t{layout.width} * layout.bits + 31) >> 3) & ~std::uint64_t{3};
+  if (row_bytes > stride) corrupt(label, "codec configuration error when reading image file");
+  if (layout.pixels_at > size || size - layout.pixels_at < row_bytes ||
+      (size - layout.pixels_at - row_bytes) / stride < height - 1) {  // the last row's padding may be missing
+    corrupt(label, "image file is truncated");
+  }
+  for (std::size_t r = 0; r < height; ++r) {
+    const std::uint8_t* row = data + layout.pixels_at + r * stride;
+    for (std::size_t x = 0; x < width; ++x) {
+      const std::size_t k = row_of(r) * width + x;
+      std::uint8_t* rgb = &picture.rgb[3 * k];
+      switch (kind) {
+        case BmpPixels::kPalette:
+        case BmpPixels::kGrey:
+        case BmpPixels::kBlackWhite: {
+          const std::size_t bit = x * layout.raw_bits;  // most significant first
+          const auto shift = static_cast<unsigned>(8 - layout.raw_bits - bit % 8);
+          indexed_pixel((row[bit / 8] >> shift) & ((1u << layout.raw_bits) - 1), rgb);
+          break;
+        }
+        case BmpPixels::kRgb555:
+        case BmpPixels::kRgb565: {
+          const std::uint32_t value = le16(row + 2 * x);
+          const bool green6 = kind == BmpPixels::kRgb565;
+          const std::uint32_t green_max = green6 ? 63 : 31;
+          rgb[0] = static_cast<std::uint8_t>((value >> (green6 ? 11 : 10) & 31) * 255 / 31);
+          rgb[1] = static_cast<std::uint8_t>((value >> 5 & green_max) * 255 / green_max);
+          rgb[2] = static_cast<std::uint8_t>((value & 31) * 255 / 31);
+          break;
+        }
+        case BmpPixels::kBgr:
+          for (int c = 0; c < 3; ++c) rgb[c] = row[3 * x + 2 - static_cast<std::size_t>(c)];
+          break;
+        case BmpPixels::kBytes32:
+          for (int c = 0; c < 3; ++c) rgb[c] = row[4 * x + static_cast<std::size_t>(layout.channel[c])];
+          if (has_alpha) picture.alpha[k] = row[4 * x + static_cast<std::size_t>(layout.channel[3])];
+          break;
+      }
+    }
+  }
+  return picture;
+}
+
 // --- the formats, told apart by their first bytes as Pillow's plugins do ----------------------------------------
 
 enum class Format { kNone, kPng, kJpeg, kGif, kBmp, kTiff, kWebp, kAvif };
@@ -713,14 +1005,10 @@ PictureFile decode_picture(const std::uint8_t* data, std::size_t size, const std
     case Format::kGif: return read_gif(data, size, label, max_pixels);
     case Format::kTiff: return read_tiff(data, size, label, max_pixels);
     case Format::kAvif: return read_avif(data, size, label, max_pixels);
-    case Format::kBmp:
-      refuse(label + ": BMP pictures are not read by this program (the Python runtime reads them)",
-             "save or convert it as PNG or JPEG");
+    case Format::kBmp: return read_bmp(data, size, label, max_pixels);
     case Format::kNone: break;
   }
-  refuse(label + ": not a picture in a format read here (PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF), or damaged beyond "
-                 "recognition",
-         "save or convert it as PNG or JPEG");
+  unrecognised(label);
 }
 
 PictureFile read_picture(const std::string& path, std::int64_t max_pixels) {

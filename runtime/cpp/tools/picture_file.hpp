@@ -5,8 +5,12 @@
 //
 // Formats, each with its Debian library: PNG (libpng), JPEG and MPO (libjpeg-turbo), WebP (libwebp, the first
 // frame of an animation through libwebpdemux's animation decoder, as Pillow), GIF (giflib, the first frame),
-// TIFF (libtiff, the first page), AVIF (libavif). BMP is refused in one line: no Debian library reads it as Pillow
-// does (its 32-bit and bit-field variants differ), and it is not written here by hand yet. As Pillow: 16-bit
+// TIFF (libtiff, the first page), AVIF (libavif); and BMP, read here by hand: no Debian library reads it as Pillow
+// does (stb_image keeps a 32-bit BI_RGB file's fourth byte as alpha where Pillow drops it, and reads no RLE; the
+// image toolkits that read BMP bring their own rules for grey palettes, short palettes and RLE), and Pillow's
+// BmpImagePlugin is a few hundred lines of rules: the Windows and OS/2 headers (12, 40, 52, 56,
+// 64, 108 and 124 bytes), 1-, 4- and 8-bit palettes, 16 bits (5-5-5, or 5-6-5 bit fields), 24, 32 (BI_RGB: the
+// fourth byte dropped; bit fields with an alpha mask: alpha kept), RLE8 and RLE4, top-down. As Pillow: 16-bit
 // colour keeps each sample's high byte, 16-bit greyscale is rounded (v * 255 / 65535), a palette's transparency
 // becomes alpha, CMYK JPEG is taken as Adobe's inverted CMYK, and the EXIF orientation (JPEG APP1, PNG eXIf, WebP
 // EXIF, the TIFF tag; AVIF's irot/imir) is applied so phone photos are upright. Not read, where Pillow reads them:
@@ -14,10 +18,11 @@
 // premultiplied-alpha TIFF (refused in one line). Colour profiles are not applied: pixels are taken as sRGB.
 //
 // Safety: the file is anyone's input. Its size is checked from the header against max_pixels before any pixel is
-// decoded, every library is driven from memory with its errors caught (no library message reaches stderr), and a
-// truncated file fails rather than being padded (libjpeg's "premature end" warning is an error here, as the
-// missing data is for Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused: real ones have about
-// ten, and thousands of tiny scans can cost minutes.
+// decoded, every library is driven from memory with its errors caught (no library message reaches stderr), every
+// read of a BMP is bounds-checked against the file's bytes, and a truncated file fails rather than being padded
+// (libjpeg's "premature end" warning is an error here, as the missing data is for Pillow; a BMP whose rows or RLE
+// data end early fails, as in Pillow). A progressive JPEG of more than kMaxJpegScans scans is refused: real ones
+// have about ten, and thousands of tiny scans can cost minutes.
 //
 // The EXIF orientation is read here, not with libexif: it is one SHORT in the first IFD of a TIFF structure, read
 // with bounds checks in a few lines, and libexif would parse the whole block (maker notes included) for it.
