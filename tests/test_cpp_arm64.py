@@ -7,7 +7,8 @@ from the aarch64 onnxruntime wheel of the version Python runs. Its programs run 
 (``.cache/qemu``), with the arm64 C library of multiarch. Checked: the binaries are aarch64 ELF; the noise bit for bit
 (aarch64's libm and compiler, where GCC would fuse multiply-adds unless told not to); pictures of the aarch64 example
 equal to the Python CLI's (PSNR >= 40 dB, fp32 on the CPU, a clip at 44.1 kHz stereo among them: soxr and libsndfile
-of arm64 in play). The test build of tests/test_cpp.py checks everything else on x86-64; this file checks what the
+of arm64 in play); an edit of a JPEG under a mask, regions, a mix and stereo sides against the Python runtime (PSNR
+>= 40 dB). The test build of tests/test_cpp.py checks everything else on x86-64; this file checks what the
 architecture could change. Skipped, with the reason, only where the cross toolchain is missing (`bash .ci/setup arm64`
 installs it); slow: the cross build takes 30 s to 1.5 minutes on two cores, each picture test about 30 s under qemu.
 """
@@ -110,3 +111,38 @@ def test_aarch64_pictures_are_the_python_cli_pictures(cpp_arm64, tiny_bundle, cl
         decibels = psnr(Image.open(ours), Image.open(theirs))
         assert decibels >= 40, f"{clip} {scheduler} picture {k}: {decibels:.1f} dB"
     assert psnr(Image.open(tmp_path / "arm64-0.png"), Image.open(tmp_path / "arm64-1.png")) < 40  # seeds differ
+
+
+def test_aarch64_edits_composes_mixes_and_stereo_are_pythons(cpp_arm64, tiny_bundle, clip_set, tmp_path):
+    """The features beyond one clip's picture (tests/test_cpp_features.py on x86-64) drawn on aarch64: an edit of a
+    JPEG picture under a mask (libjpeg-turbo of arm64, the picture's own size back), two sounds in regions with a
+    background, a mix and stereo sides, each against the Python runtime (PSNR >= 40 dB)."""
+    from runtime.pipeline import ComposeOptions, EditOptions, GenerationOptions, Pipeline
+
+    python = Pipeline.open(tiny_bundle)
+    clip, other = clip_set["clip0"], clip_set["stereo44k"]
+    y, x = np.mgrid[0:48, 0:80]
+    Image.fromarray(np.stack([x * 3, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)).save(tmp_path / "p.jpg")
+    mask = np.zeros((48, 80), np.uint8)
+    mask[:, 40:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["--engines", tiny_bundle, "--seed", 5, "--steps", 3]
+    drawn = {
+        "edit": (["edit", tmp_path / "p.jpg", clip, "--mask", tmp_path / "mask.png", "--strength", 0.6],
+                 python.draw_edit(tmp_path / "p.jpg", clip, EditOptions(seed=5, steps=3, strength=0.6),
+                                  mask=tmp_path / "mask.png")),
+        "compose": (["compose", clip, other, "--layout", "left,right", "--background", "a beach"],
+                    python.draw_compose([clip, other], ComposeOptions(seed=5, steps=3, layout="left,right",
+                                                                      background="a beach"))),
+        "mix": (["generate", "--mix", f"{clip}:0.7,{other}:0.3"],
+                python.draw([(clip, 0.7), (other, 0.3)], GenerationOptions(seed=5, steps=3))),
+        "stereo": (["generate", other, "--stereo"], python.draw(other, GenerationOptions(seed=5, steps=3, stereo=True))),
+    }  # fmt: skip
+    for name, (args, theirs) in drawn.items():
+        run_arm64(cpp_arm64 / "audiotoken-rt-cpp", *args, "--out", tmp_path / f"{name}.png", *common)
+        ours = Image.open(tmp_path / f"{name}.png")
+        assert ours.size == theirs.pictures[0].size, name
+        decibels = psnr(ours, theirs.pictures[0])
+        assert decibels >= 40, f"{name}: {decibels:.1f} dB"
+    kept = np.asarray(Image.open(tmp_path / "edit.png"))[:, :40]
+    assert np.array_equal(kept, np.asarray(Image.open(tmp_path / "p.jpg").convert("RGB"))[:, :40])  # black: kept
