@@ -208,3 +208,22 @@ def test_help_fits_80_columns(cpp, command):
     if command and command[0] in ("edit", "compose", "generate"):
         named = {"edit": "--strength", "compose": "--layout", "generate": "--mix"}[command[0]]
         assert any(line.lstrip().startswith(named) for line in lines) and "--engines" in done.stdout
+
+
+def test_the_cpp_wrapper_refuses_what_the_c_api_cannot_see(cpp, tiny_bundle):
+    """audiotoken_rt.hpp's vectors: a Picture's rgb not width x height x channels bytes, compose's tokens of
+    different lengths (atrt_compose would read past the shorter), and no allocation sized by a num_images or a
+    picture the library refuses (2^30 pictures were allocated before the library's check: a bad_alloc, not its
+    message). AddressSanitizer is armed: an over-read fails the run."""
+    out = run(cpp / "audiotoken-rt-cpp-check", "wrapper-bad-input", tiny_bundle).stdout.splitlines()
+    cases = {name: (int(status), " ".join(rest)) for name, status, *rest in (line.split(" ", 2) for line in out)}
+    statuses = {name: status for name, (status, _) in cases.items()}
+    assert statuses == {
+        "draw-huge-num-images": 2, "state-draw-huge-num-images": 2, "compose-uneven-tokens": 1,
+        "state-compose-uneven-tokens": 1, "edit-short-rgb": 1, "edit-mask-of-another-size-than-its-rgb": 1,
+        "edit-negative-width": 2, "edit-vast-picture": 1, "edit": 0,
+    }  # fmt: skip
+    assert "num_images is 1073741824" in cases["draw-huge-num-images"][1]
+    assert "different lengths" in cases["compose-uneven-tokens"][1]
+    assert "rgb holds 767 bytes" in cases["edit-short-rgb"][1]
+    assert "picture is -1x1073741824 pixels" in cases["edit-negative-width"][1]

@@ -34,6 +34,10 @@
 //                                        zero|positive" (the Context's own stage times untouched by its States)
 //   external-locations FILE...           per FILE one line: the external-data locations it names as a JSON array
 //                                        of strings (invalid UTF-8 replaced), or {"malformed": message}
+//   wrapper-bad-input BUNDLE             bad input through the C++ wrapper (audiotoken_rt.hpp) that the C API
+//                                        cannot see (a vector's size): one line "<case> <status> <message>" each,
+//                                        the status of the audiotoken_rt::Error thrown, "-1 <what>" for another
+//                                        exception, "0" for none
 //   contracts D HEIGHT WIDTH SLOTS BATCHES   Manifest::contracts of a bundle of these sizes (BATCHES: 2, 1 or 1,2)
 //                                        as JSON: {engine: [inputs, outputs]}, each [name, dtype, shape]
 #include <algorithm>
@@ -43,6 +47,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -497,6 +502,60 @@ int threads(const std::string& bundle, int count) {
   return 0;
 }
 
+// The wrapper's refusals (see the usage above): each must be an audiotoken_rt::Error before the library reads or
+// the wrapper allocates anything the call's sizes do not justify (AddressSanitizer reports an over-read; a
+// std::bad_alloc or length_error is "-1").
+int wrapper_bad_input(const std::string& bundle) {
+  audiotoken_rt::Context context(bundle, "cpu", 1);
+  std::vector<float> samples(16000);
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    samples[i] = static_cast<float>(0.5 * std::sin(6.283185307179586 * 440.0 * static_cast<double>(i) / 16000.0));
+  }
+  const std::vector<float> token = context.encode_audio(audiotoken_rt::Audio::mono(samples, 16000.0));
+  audiotoken_rt::DrawOptions options;
+  options.steps = 2;  // an edit at the default strength 0.6 runs int(2 * 0.6) = 1 of them
+  options.seed = 0;
+  const auto show = [](const char* name, const std::function<void()>& call) {
+    try {
+      call();
+      std::printf("%s 0\n", name);
+    } catch (const audiotoken_rt::Error& e) {
+      std::printf("%s %d %s\n", name, static_cast<int>(e.status()), e.what());
+    } catch (const std::exception& e) {
+      std::printf("%s -1 %s\n", name, e.what());
+    }
+  };
+  audiotoken_rt::DrawOptions huge = options;
+  huge.num_images = 1 << 30;  // 2^30 pictures: refused by the library, never allocated by the wrapper
+  show("draw-huge-num-images", [&] { context.draw(token, huge); });
+  audiotoken_rt::State state(context);
+  show("state-draw-huge-num-images", [&] { state.draw(token, huge); });
+  const std::vector<float> shorter(token.begin(), token.end() - 1);
+  show("compose-uneven-tokens", [&] { context.compose({token, shorter}, options); });
+  show("state-compose-uneven-tokens", [&] { state.compose({token, shorter}, options); });
+  audiotoken_rt::Picture picture;
+  picture.width = 16;
+  picture.height = 16;
+  picture.rgb.assign(16 * 16 * 3 - 1, 128);  // a byte short
+  show("edit-short-rgb", [&] { context.edit(token, picture, options); });
+  picture.rgb.push_back(128);
+  audiotoken_rt::Picture mask = picture;
+  mask.channels = 1;  // grey8 over RGB8's bytes: 16 * 16 wanted, three times as many held
+  audiotoken_rt::EditOptions editing;
+  editing.mask = &mask;
+  show("edit-mask-of-another-size-than-its-rgb", [&] { context.edit(token, picture, options, editing); });
+  audiotoken_rt::Picture negative;
+  negative.width = -1;
+  negative.height = 1 << 30;
+  show("edit-negative-width", [&] { state.edit(token, negative, options); });
+  audiotoken_rt::Picture vast;
+  vast.width = 1 << 20;
+  vast.height = 1 << 20;  // 2^40 pixels (3 TiB of RGB8) held in none: refused before anything is sized for it
+  show("edit-vast-picture", [&] { context.edit(token, vast, options); });
+  show("edit", [&] { context.edit(token, picture, options); });
+  return 0;
+}
+
 int print_external_locations(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) {
     nlohmann::json line;
@@ -553,6 +612,7 @@ int main(int argc, char** argv) {
       return sampling();
     }
     if (args.size() == 2 && args[0] == "bad-input") return run_bad_input(args[1].c_str());
+    if (args.size() == 2 && args[0] == "wrapper-bad-input") return wrapper_bad_input(args[1]);
     if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
     if (args.size() == 1 && args[0] == "lru") return lru();
     if (args.size() == 2 && args[0] == "uncond-cache") return uncond_cache(args[1]);
@@ -567,7 +627,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr,
-               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|pieces|sampling|bad-input|philox-kat|lru|"
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|pieces|sampling|bad-input|wrapper-bad-input|"
+               "philox-kat|lru|"
                "uncond-cache|threads|external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;
