@@ -187,7 +187,13 @@ def test_an_edit_of_strength_0_is_the_picture_itself(cpp, tiny_bundle, sounds, t
      (["generate", "--mix", "{clip}:1", "--stereo"], "does not take a --mix"),
      (["generate", "{clip}", "--frob", "1"], "no such option --frob"),
      (["compose", "{clip}", "--strength", "0.5"], "no such option --strength"),
-     (["paint", "{clip}"], "unknown command 'paint'")],
+     (["paint", "{clip}"], "unknown command 'paint'"),
+     # refused before a path is made for each picture (2^30 of them hung the example) or the value is clamped
+     (["generate", "{clip}", "--num-images", "1000000000"], "--num-images is 1000000000; it must be a whole number"),
+     (["edit", "{picture}", "{clip}", "--num-images", "0"], "--num-images is 0"),
+     (["generate", "{clip}", "--threads", "99999999999999"], "--threads is 99999999999999"),
+     (["generate", "{clip}", "--guidance", "nan"], "guidance is NaN"),  # not "inf"
+     (["compose", "{clip}", "{clip}", "--eta", "nan", "--scheduler", "ddim"], "eta nan")],
 )  # fmt: skip
 def test_bad_options_are_one_line(cpp, tiny_bundle, sounds, tmp_path, args, words):
     picture = source_picture(tmp_path, 20, 20, "RGB")
@@ -208,6 +214,8 @@ def test_help_fits_80_columns(cpp, command):
     if command and command[0] in ("edit", "compose", "generate"):
         named = {"edit": "--strength", "compose": "--layout", "generate": "--mix"}[command[0]]
         assert any(line.lstrip().startswith(named) for line in lines) and "--engines" in done.stdout
+    if command == ["edit"]:  # the formats it reads, not PNG alone
+        assert "JPEG" in done.stdout and "TIFF" in done.stdout
 
 
 def test_the_cpp_wrapper_refuses_what_the_c_api_cannot_see(cpp, tiny_bundle):
