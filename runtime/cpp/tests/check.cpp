@@ -163,7 +163,9 @@ std::string to_hex(const void* data, std::size_t size) {
 
 std::string from_hex(const std::string& hex) {
   std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  }
   return out;
 }
 
@@ -219,12 +221,15 @@ nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& reques
     return {{"content", {f.content_w, f.content_h}}, {"offset", {f.left, f.top}}};
   }
   if (fn == "to_engine") return {{"pixels", values_hex(framing().to_engine(bytes_of("pixels")))}};
-  if (fn == "mask_to_engine") return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  if (fn == "mask_to_engine") {
+    return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  }
   if (fn == "from_engine") return {{"pixels", values_hex(framing().from_engine(bytes_of("pixels")))}};
   if (fn == "resize_lanczos") {
     const auto [w, h] = size_of("size");
     const auto [ow, oh] = size_of("out");
-    return {{"pixels", values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
+    return {{"pixels",
+             values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
   }
   if (fn == "to_engine_image") {
     const auto [w, h] = size_of("size");
@@ -254,7 +259,8 @@ nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& reques
   }
   if (fn == "check_picture_size") {
     const auto size = request.at("size").get<std::pair<std::int64_t, std::int64_t>>();
-    atrt::check_picture_size(size.first, size.second, request.at("label"), request.at("max_pixels").get<std::int64_t>());
+    atrt::check_picture_size(size.first, size.second, request.at("label"),
+                             request.at("max_pixels").get<std::int64_t>());
     return nlohmann::json::object();
   }
   return {{"unknown", fn}};
@@ -275,12 +281,17 @@ nlohmann::json piece(const nlohmann::json& request) {
                                                   hex_values<double>(request.at("right"))[0]);
     return {{"boxes", boxes_json({left, right})}};
   }
-  if (fn == "mix_weights") return {{"weights", values_hex(atrt::mix_weights(hex_values<double>(request.at("weights"))))}};
+  if (fn == "mix_weights") {
+    return {{"weights", values_hex(atrt::mix_weights(hex_values<double>(request.at("weights"))))}};
+  }
   if (fn == "mix_tokens") {
     const std::vector<float> flat = hex_values<float>(request.at("tokens"));
     const auto dim = request.at("dim").get<std::size_t>();
     std::vector<std::vector<float>> tokens;
-    for (std::size_t at = 0; at < flat.size(); at += dim) tokens.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + dim));
+    for (std::size_t at = 0; at < flat.size(); at += dim) {
+      tokens.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at),
+                          flat.begin() + static_cast<std::ptrdiff_t>(at + dim));
+    }
     return {{"token", values_hex(atrt::mix_tokens(hex_values<double>(request.at("weights")), tokens))}};
   }
   if (fn == "mean_square") {
@@ -444,7 +455,9 @@ std::vector<ThreadJob> thread_jobs(int count) {
 
 std::vector<std::uint8_t> joined(const std::vector<audiotoken_rt::Picture>& pictures) {
   std::vector<std::uint8_t> bytes;
-  for (const audiotoken_rt::Picture& picture : pictures) bytes.insert(bytes.end(), picture.rgb.begin(), picture.rgb.end());
+  for (const audiotoken_rt::Picture& picture : pictures) {
+    bytes.insert(bytes.end(), picture.rgb.begin(), picture.rgb.end());
+  }
   return bytes;
 }
 
@@ -495,7 +508,8 @@ int threads(const std::string& bundle, int count) {
   }
   std::vector<std::vector<std::uint8_t>> distinct = alone;
   std::sort(distinct.begin(), distinct.end());
-  std::printf("distinct %zu\n", static_cast<std::size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin()));
+  std::printf("distinct %zu\n",
+              static_cast<std::size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin()));
   const bool timed = std::all_of(unet_ms.begin(), unet_ms.end(), [](double ms) { return ms > 0; });
   std::printf("state-stage-ms-unet %s\n", timed ? "positive" : "zero");
   std::printf("context-stage-ms-unet %s\n", context.stage_ms("unet") == 0 ? "zero" : "positive");

@@ -371,7 +371,8 @@ std::vector<std::string> picture_paths(const std::string& out, int count) {
   const std::filesystem::path path(out);
   std::vector<std::string> paths;
   for (int k = 0; k < count; ++k) {
-    paths.push_back((path.parent_path() / (path.stem().string() + "-" + std::to_string(k) + path.extension().string())).string());
+    paths.push_back(
+        (path.parent_path() / (path.stem().string() + "-" + std::to_string(k) + path.extension().string())).string());
   }
   return paths;
 }
@@ -435,7 +436,9 @@ audiotoken_rt::Context open_context(const Arguments& args) {
 
 int generate(const Arguments& args) {
   const std::vector<std::string>& clips = args.positional;
-  if (clips.size() > 1) throw std::invalid_argument("generate: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  if (clips.size() > 1) {
+    throw std::invalid_argument("generate: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  }
   if (clips.empty() == !args.has("--mix")) throw std::invalid_argument("generate: give a CLIP or a --mix, one of them");
   if (args.has("--stereo") && args.has("--mix")) {
     throw std::invalid_argument("--stereo places one clip's two channels; it does not take a --mix");
@@ -482,7 +485,9 @@ int edit(const Arguments& args) {
   const std::vector<std::string>& given = args.positional;
   if (given.empty()) throw std::invalid_argument("edit: give the PICTURE to edit, then a CLIP (or a --mix)");
   const std::vector<std::string> clips(given.begin() + 1, given.end());
-  if (clips.size() > 1) throw std::invalid_argument("edit: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  if (clips.size() > 1) {
+    throw std::invalid_argument("edit: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  }
   if (clips.empty() == !args.has("--mix")) throw std::invalid_argument("edit: give a CLIP or a --mix, one of them");
   const audiotoken_rt::DrawOptions options = draw_options(args);
   audiotoken_rt::EditOptions editing;
@@ -541,7 +546,9 @@ int compose(const Arguments& args) {
   for (const std::string& clip : clips) tokens.push_back(clip_token(context, clip, args));
   const std::vector<audiotoken_rt::Picture> pictures = context.compose(tokens, options, composing);
   std::string label;
-  for (const std::string& clip : clips) label += (label.empty() ? "" : " | ") + std::filesystem::path(clip).filename().string();
+  for (const std::string& clip : clips) {
+    label += (label.empty() ? "" : " | ") + std::filesystem::path(clip).filename().string();
+  }
   std::vector<std::pair<std::string, std::string>> extra;
   if (composing.layout) extra.emplace_back("audiotoken:layout", *composing.layout);
   if (composing.background) extra.emplace_back("audiotoken:background", *composing.background);
@@ -644,8 +651,8 @@ int bench_callers(const Arguments& args) {
   if (args.has("--json")) {
     std::ofstream json(args.get("--json"));
     json << "{\"callers\": " << callers << ", \"contexts\": \"" << contexts_given << "\", \"pictures\": " << pictures
-         << ", \"steps\": " << drawn.steps << ", \"wall_ms\": " << elapsed << ", \"pictures_per_minute\": " << per_minute
-         << ", \"peak_rss_mb\": " << peak_mb << "}\n";
+         << ", \"steps\": " << drawn.steps << ", \"wall_ms\": " << elapsed
+         << ", \"pictures_per_minute\": " << per_minute << ", \"peak_rss_mb\": " << peak_mb << "}\n";
   }
   return 0;
 }
