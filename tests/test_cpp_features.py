@@ -187,7 +187,13 @@ def test_an_edit_of_strength_0_is_the_picture_itself(cpp, tiny_bundle, sounds, t
      (["generate", "--mix", "{clip}:1", "--stereo"], "does not take a --mix"),
      (["generate", "{clip}", "--frob", "1"], "no such option --frob"),
      (["compose", "{clip}", "--strength", "0.5"], "no such option --strength"),
-     (["paint", "{clip}"], "unknown command 'paint'")],
+     (["paint", "{clip}"], "unknown command 'paint'"),
+     # refused before a path is made for each picture (2^30 of them hung the example) or the value is clamped
+     (["generate", "{clip}", "--num-images", "1000000000"], "--num-images is 1000000000; it must be a whole number"),
+     (["edit", "{picture}", "{clip}", "--num-images", "0"], "--num-images is 0"),
+     (["generate", "{clip}", "--threads", "99999999999999"], "--threads is 99999999999999"),
+     (["generate", "{clip}", "--guidance", "nan"], "guidance is NaN"),  # not "inf"
+     (["compose", "{clip}", "{clip}", "--eta", "nan", "--scheduler", "ddim"], "eta nan")],
 )  # fmt: skip
 def test_bad_options_are_one_line(cpp, tiny_bundle, sounds, tmp_path, args, words):
     picture = source_picture(tmp_path, 20, 20, "RGB")
@@ -208,3 +214,24 @@ def test_help_fits_80_columns(cpp, command):
     if command and command[0] in ("edit", "compose", "generate"):
         named = {"edit": "--strength", "compose": "--layout", "generate": "--mix"}[command[0]]
         assert any(line.lstrip().startswith(named) for line in lines) and "--engines" in done.stdout
+    if command == ["edit"]:  # the formats it reads, not PNG alone
+        assert "JPEG" in done.stdout and "TIFF" in done.stdout
+
+
+def test_the_cpp_wrapper_refuses_what_the_c_api_cannot_see(cpp, tiny_bundle):
+    """audiotoken_rt.hpp's vectors: a Picture's rgb not width x height x channels bytes, compose's tokens of
+    different lengths (atrt_compose would read past the shorter), and no allocation sized by a num_images or a
+    picture the library refuses (2^30 pictures were allocated before the library's check: a bad_alloc, not its
+    message). AddressSanitizer is armed: an over-read fails the run."""
+    out = run(cpp / "audiotoken-rt-cpp-check", "wrapper-bad-input", tiny_bundle).stdout.splitlines()
+    cases = {name: (int(status), " ".join(rest)) for name, status, *rest in (line.split(" ", 2) for line in out)}
+    statuses = {name: status for name, (status, _) in cases.items()}
+    assert statuses == {
+        "draw-huge-num-images": 2, "state-draw-huge-num-images": 2, "compose-uneven-tokens": 1,
+        "state-compose-uneven-tokens": 1, "edit-short-rgb": 1, "edit-mask-of-another-size-than-its-rgb": 1,
+        "edit-negative-width": 2, "edit-vast-picture": 1, "edit": 0,
+    }  # fmt: skip
+    assert "num_images is 1073741824" in cases["draw-huge-num-images"][1]
+    assert "different lengths" in cases["compose-uneven-tokens"][1]
+    assert "rgb holds 767 bytes" in cases["edit-short-rgb"][1]
+    assert "picture is -1x1073741824 pixels" in cases["edit-negative-width"][1]

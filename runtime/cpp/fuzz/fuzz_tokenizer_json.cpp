@@ -9,8 +9,12 @@
 #include "tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const char* const kPrompts[] = {"a photo of <*>, 4k", "it's 42 dogs' barking!!", "<|startoftext|>x<|endoftext|>",
-                                         "東京 🐶 naïve <2> <*>", "  \t\n ", "aaaaaaaaaaaaaaaaaaaaaaaaaaaa <*>"};
+  static const char* const kPrompts[] = {"a photo of <*>, 4k",
+                                         "it's 42 dogs' barking!!",
+                                         "<|startoftext|>x<|endoftext|>",
+                                         "東京 🐶 naïve <2> <*>",
+                                         "  \t\n ",
+                                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaa <*>"};
   try {
     const atrt::Tokenizer tokenizer = atrt::Tokenizer::from_json(
         std::string(reinterpret_cast<const char*>(data), size), R"({"pad_token": "<|endoftext|>"})", "fuzz");

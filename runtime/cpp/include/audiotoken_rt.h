@@ -24,11 +24,12 @@
  *   - atrt_bundle_info_get, atrt_tokenize, atrt_resolve_draw_options and atrt_state_new only read the context: any
  *     thread, any time, alongside any other call on it but atrt_close.
  *   - atrt_state_encode_audio, atrt_state_draw, atrt_state_generate, atrt_state_edit, atrt_state_compose,
- *     atrt_state_stage_ms and atrt_state_reset_stage_times: one thread at a time per state; different states, of one context or of several,
- *     run in parallel (the pictures are the same as drawn alone: nothing of one call reaches another's).
+ *     atrt_state_stage_ms and atrt_state_reset_stage_times: one thread at a time per state; different states,
+ *     of one context or of several, run in parallel (the pictures are the same as drawn alone: nothing of one
+ *     call reaches another's).
  *   - atrt_encode_audio, atrt_draw, atrt_generate, atrt_edit, atrt_compose, atrt_stage_ms and
- *     atrt_reset_stage_times use the context's own state: one thread at a time for these calls on one context (the caller serialises them), in parallel with
- *     other threads' states.
+ *     atrt_reset_stage_times use the context's own state: one thread at a time for these calls on one context
+ *     (the caller serialises them), in parallel with other threads' states.
  *   - atrt_close once no call taking the context is running (its states' calls may go on); atrt_state_free once
  *     none on the state is. A state keeps its context's bundle loaded, so it may be freed before or after the
  *     context; the memory goes with the last of them. A state belongs to the context it was made from: the

@@ -144,7 +144,20 @@ struct Picture {
   std::vector<std::uint8_t> rgb;  // height x width x channels
   int channels = 3;
 
+  // The C struct over rgb, which must hold width x height x channels bytes (the C API cannot see the vector's
+  // size, so a shorter one is refused here, before the library reads past it); width, height and channels
+  // themselves the library checks.
   atrt_picture c() const {
+    if (width > 0 && height > 0 && channels > 0) {
+      const std::size_t row = static_cast<std::size_t>(width) * static_cast<std::size_t>(channels);  // no overflow
+      if (rgb.size() % row != 0 || rgb.size() / row != static_cast<std::size_t>(height)) {
+        throw Error(ATRT_INVALID_ARGUMENT,
+                    "Picture: rgb holds " + std::to_string(rgb.size()) + " bytes, not height " +
+                        std::to_string(height) + " x width " + std::to_string(width) + " x channels " +
+                        std::to_string(channels),
+                    "size rgb to width * height * channels");
+      }
+    }
     atrt_picture picture;
     atrt_picture_init(&picture);
     picture.pixels = rgb.data();
@@ -179,7 +192,8 @@ struct ComposeOptions {
 };
 
 // A mix's token: the weighted mean of `tokens` (each of one length), weights normalised (atrt_mix_tokens).
-inline std::vector<float> mix_tokens(const std::vector<std::vector<float>>& tokens, const std::vector<double>& weights) {
+inline std::vector<float> mix_tokens(const std::vector<std::vector<float>>& tokens,
+                                     const std::vector<double>& weights) {
   if (tokens.empty() || weights.size() != tokens.size()) {
     throw Error(ATRT_INVALID_ARGUMENT, "mix_tokens: " + std::to_string(weights.size()) + " weights for " +
                                            std::to_string(tokens.size()) + " tokens", "give one weight per token");
@@ -200,12 +214,18 @@ inline std::vector<float> mix_tokens(const std::vector<std::vector<float>>& toke
 namespace detail {
 
 // num_images pictures of width x height x channels drawn by `call` (an atrt_draw, atrt_generate, atrt_edit or
-// atrt_compose, on a context or a state).
+// atrt_compose, on a context or a state, called with the C options, pixels_out, its capacity and seeds_out). A
+// num_images out of 1..ATRT_MAX_NUM_IMAGES gets room for one picture, and a size out of 1..ATRT_MAX_PICTURE_PIXELS
+// (an edit's picture) none: the library refuses them, naming them, and nothing is allocated that it would not fill.
 template <typename Call>
 std::vector<Picture> pictures(int width, int height, const DrawOptions& options, Call call, int channels = 3) {
+  const bool sized = width >= 1 && height >= 1 && channels >= 1 && channels <= 4 &&
+                     static_cast<std::size_t>(width) * static_cast<std::size_t>(height) <= ATRT_MAX_PICTURE_PIXELS;
   const std::size_t each =
-      static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * static_cast<std::size_t>(channels);
-  const std::size_t count = options.num_images > 0 ? static_cast<std::size_t>(options.num_images) : 1;
+      sized ? static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * static_cast<std::size_t>(channels)
+            : 0;
+  const bool counted = options.num_images >= 1 && options.num_images <= ATRT_MAX_NUM_IMAGES;
+  const std::size_t count = counted ? static_cast<std::size_t>(options.num_images) : 1;
   std::vector<std::uint8_t> pixels(each * count);
   std::vector<std::int64_t> seeds(count);
   const atrt_draw_options c_options = options.c();
@@ -237,9 +257,18 @@ struct EditCall {
   atrt_edit_options options;
 };
 
+// The tokens one after another, each of the first's length (atrt_compose reads token_count tokens of one size:
+// a shorter one would have it read past the end).
 inline std::vector<float> flat(const std::vector<std::vector<float>>& tokens) {
   std::vector<float> all;
-  for (const std::vector<float>& token : tokens) all.insert(all.end(), token.begin(), token.end());
+  for (const std::vector<float>& token : tokens) {
+    if (token.size() != tokens[0].size()) {
+      throw Error(ATRT_INVALID_ARGUMENT, "compose: tokens of different lengths (" + std::to_string(tokens[0].size()) +
+                                             " and " + std::to_string(token.size()) + " floats)",
+                  "pass the tokens of one bundle (encode_audio)");
+    }
+    all.insert(all.end(), token.begin(), token.end());
+  }
   return all;
 }
 
@@ -288,7 +317,7 @@ class Context {
 
   std::vector<Picture> draw(const std::vector<float>& token, const DrawOptions& options) {
     const atrt_bundle_info bundle = info();
-    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+    return detail::pictures(bundle.width, bundle.height, options, [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_draw(context_, token.data(), token.size(), o, pixels, size, seeds);
     });
   }
@@ -296,7 +325,7 @@ class Context {
   std::vector<Picture> generate(const Audio& audio, const DrawOptions& options) {
     const atrt_audio clip = audio.c();
     const atrt_bundle_info bundle = info();
-    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+    return detail::pictures(bundle.width, bundle.height, options, [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_generate(context_, &clip, o, pixels, size, seeds);
     });
   }
@@ -306,7 +335,7 @@ class Context {
                             const EditOptions& edit = EditOptions()) {
     const detail::EditCall call(picture, edit);
     return detail::pictures(picture.width, picture.height, options,
-                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+                            [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_edit(context_, token.data(), token.size(), &call.picture, o, &call.options, pixels, size, seeds);
     }, picture.channels);
   }
@@ -318,7 +347,7 @@ class Context {
     const std::vector<float> all = detail::flat(tokens);
     const atrt_compose_options c = compose.c();
     const std::size_t dim = tokens.empty() ? 0 : tokens[0].size();
-    return detail::pictures(bundle.width, bundle.height, options, [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+    return detail::pictures(bundle.width, bundle.height, options, [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_compose(context_, all.data(), tokens.size(), dim, o, &c, pixels, size, seeds);
     });
   }
@@ -378,7 +407,7 @@ class State {
 
   std::vector<Picture> draw(const std::vector<float>& token, const DrawOptions& options) {
     return detail::pictures(width_, height_, options,
-                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+                            [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_state_draw(state_, token.data(), token.size(), o, pixels, size, seeds);
     });
   }
@@ -386,7 +415,7 @@ class State {
   std::vector<Picture> generate(const Audio& audio, const DrawOptions& options) {
     const atrt_audio clip = audio.c();
     return detail::pictures(width_, height_, options,
-                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+                            [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_state_generate(state_, &clip, o, pixels, size, seeds);
     });
   }
@@ -395,7 +424,7 @@ class State {
                             const EditOptions& edit = EditOptions()) {
     const detail::EditCall call(picture, edit);
     return detail::pictures(picture.width, picture.height, options,
-                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+                            [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_state_edit(state_, token.data(), token.size(), &call.picture, o, &call.options, pixels, size, seeds);
     }, picture.channels);
   }
@@ -406,7 +435,7 @@ class State {
     const atrt_compose_options c = compose.c();
     const std::size_t dim = tokens.empty() ? 0 : tokens[0].size();
     return detail::pictures(width_, height_, options,
-                            [&](const atrt_draw_options* o, std::uint8_t* pixels, std::size_t size, std::int64_t* seeds) {
+                            [&](auto o, auto pixels, auto size, auto seeds) {
       return atrt_state_compose(state_, all.data(), tokens.size(), dim, o, &c, pixels, size, seeds);
     });
   }

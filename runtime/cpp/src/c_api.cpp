@@ -33,7 +33,8 @@ static_assert(ATRT_MAX_ETA == atrt::kMaxEta, "audiotoken_rt.h's ATRT_MAX_ETA is 
 static_assert(ATRT_MAX_FEATHER == atrt::kMaxFeather, "audiotoken_rt.h's ATRT_MAX_FEATHER is not pipeline.hpp's");
 static_assert(ATRT_DEFAULT_STRENGTH == atrt::kDefaultStrength && ATRT_DEFAULT_FEATHER == atrt::kDefaultFeather,
               "audiotoken_rt.h's edit defaults are not pipeline.hpp's");
-static_assert(ATRT_MAX_COMPOSE_SOUNDS == atrt::kMaxRegions, "audiotoken_rt.h's ATRT_MAX_COMPOSE_SOUNDS is not kMaxRegions");
+static_assert(ATRT_MAX_COMPOSE_SOUNDS == atrt::kMaxRegions,
+              "audiotoken_rt.h's ATRT_MAX_COMPOSE_SOUNDS is not kMaxRegions");
 static_assert(ATRT_DEFAULT_BLEND == atrt::kDefaultBlend, "audiotoken_rt.h's ATRT_DEFAULT_BLEND is not regions.hpp's");
 static_assert(ATRT_MAX_PICTURE_PIXELS == atrt::kMaxPicturePixels, "audiotoken_rt.h's ATRT_MAX_PICTURE_PIXELS is not "
               "source_picture.hpp's");
@@ -254,8 +255,10 @@ void encode_audio_with(atrt_state& state, const atrt_audio* audio, float* token_
   need(token_out, "token_out");
   const auto dim = static_cast<std::size_t>(state.pipeline->manifest().token_dim);
   if (token_capacity < dim) {
-    atrt::fail(ATRT_INVALID_ARGUMENT, "token_out holds " + std::to_string(token_capacity) + " floats; this bundle's token has " +
-                                          std::to_string(dim), "allocate token_dim floats (atrt_bundle_info_get)");
+    atrt::fail(
+        ATRT_INVALID_ARGUMENT,
+        "token_out holds " + std::to_string(token_capacity) + " floats; this bundle's token has " + std::to_string(dim),
+        "allocate token_dim floats (atrt_bundle_info_get)");
   }
   const std::vector<float> token = state.pipeline->encode_audio(waveform_of(audio), state.state);
   std::copy(token.begin(), token.end(), token_out);
@@ -315,7 +318,8 @@ void compose_with(atrt_state& state, const float* tokens, std::size_t token_coun
   if (token_count < 1 || token_count > ATRT_MAX_COMPOSE_SOUNDS) {
     atrt::fail(ATRT_CONFIG_ERROR, "token_count is " + std::to_string(token_count) + "; a composition takes 1 to " +
                                       std::to_string(ATRT_MAX_COMPOSE_SOUNDS) + " sounds",
-               "without a layout, at most the bundle's token slots (4)");
+               "without a layout, at most the bundle's token slots (" +
+                   std::to_string(state.pipeline->manifest().token_slots) + ")");
   }
   std::vector<std::vector<float>> copied;
   for (std::size_t k = 0; k < token_count; ++k) {
@@ -411,7 +415,8 @@ atrt_status atrt_open(const char* folder, const atrt_open_options* options, atrt
       check_size(options->struct_size, {sizeof(atrt_open_options)}, "atrt_open_options");
       if (options->device != nullptr) device = options->device;
       if (options->threads < 0) {
-        atrt::fail(ATRT_CONFIG_ERROR, "threads is " + std::to_string(options->threads) + "; use 0 (ONNX Runtime's default) or more");
+        atrt::fail(ATRT_CONFIG_ERROR,
+                   "threads is " + std::to_string(options->threads) + "; use 0 (ONNX Runtime's default) or more");
       }
       threads = options->threads;
     }

@@ -81,7 +81,8 @@ namespace unet {
 constexpr const char* kName = "unet";
 constexpr ContractTensor kSample{"sample", "float32", 4, {SizeSymbol::N, 4, SizeSymbol::h, SizeSymbol::w}};
 constexpr ContractTensor kTimestep{"timestep", "float32", 1, {1}};
-constexpr ContractTensor kEncoderHiddenStates{"encoder_hidden_states", "float32", 3, {SizeSymbol::N, 77, SizeSymbol::D}};
+constexpr ContractTensor kEncoderHiddenStates{
+    "encoder_hidden_states", "float32", 3, {SizeSymbol::N, 77, SizeSymbol::D}};
 constexpr ContractTensor kNoisePred{"noise_pred", "float32", 4, {SizeSymbol::N, 4, SizeSymbol::h, SizeSymbol::w}};
 constexpr const ContractTensor* kInputs[] = {&kSample, &kTimestep, &kEncoderHiddenStates};
 constexpr const ContractTensor* kOutputs[] = {&kNoisePred};

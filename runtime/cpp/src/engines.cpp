@@ -21,7 +21,8 @@ namespace {
 const std::map<std::string, std::string> kProviders = {{"cpu", "CPUExecutionProvider"},
                                                        {"cuda", "CUDAExecutionProvider"},
                                                        {"tensorrt", "TensorrtExecutionProvider"}};
-const char* const kGpuHint = "install ONNX Runtime's GPU build (onnxruntime-gpu's libonnxruntime) on an NVIDIA machine, or use the cpu device";
+const char* const kGpuHint =
+    "install ONNX Runtime's GPU build (onnxruntime-gpu's libonnxruntime) on an NVIDIA machine, or use the cpu device";
 constexpr std::uint64_t kTensorRtLimit = 2ULL << 30;  // the TensorRT provider takes one protobuf: 2 GB at most
 
 // The shared libraries each GPU provider loads (CUDA 12 builds, Linux names), probed to say what is missing.
@@ -106,7 +107,8 @@ Engines::Engines(std::string root, const Manifest& manifest, std::string device,
     for (const auto& [name, engine] : manifest_.engines) {
       if (engine.precision == "int8") {
         fail(ATRT_CONFIG_ERROR,
-             root_ + ": engine " + name + " is int8, for ONNX Runtime's CPU provider; it cannot run on device " + device_,
+             root_ + ": engine " + name + " is int8, for ONNX Runtime's CPU provider; it cannot run on device " +
+                 device_,
              "use the cpu device with it; export --precision fp16 for the GPU");
       }
     }
@@ -131,7 +133,8 @@ Engines::~Engines() = default;
 Ort::Session& Engines::session(const std::string& engine) const {
   const auto slot = sessions_->by_engine.find(engine);
   if (slot == sessions_->by_engine.end()) {
-    fail(ATRT_BUNDLE_ERROR, root_ + ": no engine '" + engine + "' in the manifest", "rebuild it: " + manifest_.rebuild_command(root_));
+    fail(ATRT_BUNDLE_ERROR, root_ + ": no engine '" + engine + "' in the manifest",
+         "rebuild it: " + manifest_.rebuild_command(root_));
   }
   const std::lock_guard<std::mutex> lock(slot->second.creating);
   if (!slot->second.session) slot->second.session = open_session(engine);  // a failure leaves it null: tried again
@@ -168,7 +171,8 @@ std::unique_ptr<Ort::Session> Engines::open_session(const std::string& engine) c
   // The providers in order of preference; appending one ONNX Runtime cannot start is refused right here.
   try {
     if (device_ == "tensorrt") {
-      const std::string cache = user_cache_dir() + "/onnxruntime-tensorrt/" + onnxruntime_version() + "/" + manifest_.key;
+      const std::string cache =
+          user_cache_dir() + "/onnxruntime-tensorrt/" + onnxruntime_version() + "/" + manifest_.key;
       std::error_code ignored;
       std::filesystem::create_directories(cache, ignored);
       // no fp16 flag: the ONNX file carries its precisions (as the Python backend)
@@ -215,7 +219,8 @@ std::vector<float> Engines::run(const std::string& engine, const std::vector<Inp
             memory, const_cast<std::int64_t*>(static_cast<const std::int64_t*>(input.data)), count,
             input.shape.data(), input.shape.size()));
       } else {
-        values.push_back(Ort::Value::CreateTensor<float>(memory, const_cast<float*>(static_cast<const float*>(input.data)),
+        values.push_back(Ort::Value::CreateTensor<float>(memory,
+                                                         const_cast<float*>(static_cast<const float*>(input.data)),
                                                          count, input.shape.data(), input.shape.size()));
       }
       names.push_back(input.name);
@@ -227,7 +232,8 @@ std::vector<float> Engines::run(const std::string& engine, const std::vector<Inp
         session.Run(Ort::RunOptions{nullptr}, names.data(), values.data(), values.size(), output_names, 1);
     const Ort::TensorTypeAndShapeInfo info = outputs[0].GetTensorTypeAndShapeInfo();
     if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-      fail(ATRT_BUNDLE_ERROR, root_ + ": engine " + engine + " returned a tensor that is not float32", "re-export the bundle");
+      fail(ATRT_BUNDLE_ERROR, root_ + ": engine " + engine + " returned a tensor that is not float32",
+           "re-export the bundle");
     }
     if (shape) *shape = info.GetShape();
     const float* data = outputs[0].GetTensorData<float>();

@@ -18,11 +18,13 @@ template <typename T>
 T json_integer(const nlohmann::json& value) {
   using limits = std::numeric_limits<T>;
   if (!value.is_number_integer()) {  // (unsigned integers are integers too)
-    throw nlohmann::json::type_error::create(302, std::string("expected an integer, got ") + value.type_name(), nullptr);
+    throw nlohmann::json::type_error::create(302, std::string("expected an integer, got ") + value.type_name(),
+                                             nullptr);
   }
   const bool negative = !value.is_number_unsigned() && value.get<std::int64_t>() < 0;
-  const bool fits = negative ? limits::is_signed && value.get<std::int64_t>() >= static_cast<std::int64_t>(limits::min())
-                             : value.get<std::uint64_t>() <= static_cast<std::uint64_t>(limits::max());
+  const bool fits = negative
+                        ? limits::is_signed && value.get<std::int64_t>() >= static_cast<std::int64_t>(limits::min())
+                        : value.get<std::uint64_t>() <= static_cast<std::uint64_t>(limits::max());
   if (!fits) throw nlohmann::json::out_of_range::create(406, "integer " + value.dump() + " is out of range", nullptr);
   return negative ? static_cast<T>(value.get<std::int64_t>()) : static_cast<T>(value.get<std::uint64_t>());
 }

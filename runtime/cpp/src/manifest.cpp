@@ -64,7 +64,8 @@ void check_hex64(const std::string& source, const std::string& field, const std:
 void check_relative_path(const std::string& source, const std::string& field, const std::string& value) {
   if (value.empty()) refuse(source, field, value, "is empty; expected a relative path inside the bundle");
   if (value.find('\0') != std::string::npos) refuse(source, field, value, "holds a NUL byte");
-  if (std::any_of(value.begin(), value.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
+  if (std::any_of(value.begin(), value.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
     refuse(source, field, value, "holds a control character");
   }
   if (value.find('\\') != std::string::npos) refuse(source, field, value, "holds a backslash; expected a POSIX path");
@@ -334,7 +335,9 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
     m.vae_scaling_factor = d.at("vae_scaling_factor").get<double>();
     m.prediction_type = d.at("prediction_type").get<std::string>();
     m.scheduler_config = d.at("scheduler_config");
-    if (!m.scheduler_config.is_object()) throw json::type_error::create(302, "scheduler_config is not an object", nullptr);
+    if (!m.scheduler_config.is_object()) {
+      throw json::type_error::create(302, "scheduler_config is not an object", nullptr);
+    }
     m.tokenizer = d.at("tokenizer").get<std::string>();
     check_relative_path(source, "tokenizer", m.tokenizer);
     d.at("created_with");
@@ -478,7 +481,8 @@ Manifest verify_bundle(const std::string& folder_name) {
       continue;
     }
     const std::pair<const char*, std::pair<const std::vector<TensorSpec>*, const std::vector<TensorSpec>*>> kinds[] = {
-        {"inputs", {&engine.inputs, &expected->second.first}}, {"outputs", {&engine.outputs, &expected->second.second}}};
+        {"inputs", {&engine.inputs, &expected->second.first}},
+        {"outputs", {&engine.outputs, &expected->second.second}}};
     for (const auto& [kind, pair] : kinds) {
       if (*pair.first == *pair.second) continue;
       auto describe = [](const std::vector<TensorSpec>& specs) {

@@ -91,8 +91,10 @@ std::vector<float> Pipeline::encode_audio(const std::vector<float>& waveform, Pi
   std::vector<float> token = engines_->run(
       audio_encoder::kName, {{audio_encoder::kWaveform.name, waveform.data(), false, {1, kNSamples}}}, &shape);
   if (token.size() != static_cast<std::size_t>(manifest_.token_dim)) {
-    fail(ATRT_BUNDLE_ERROR, root_ + ": audio_encoder returned " + std::to_string(token.size()) + " values, expected D = " +
-                                std::to_string(manifest_.token_dim), "re-export the bundle");
+    fail(ATRT_BUNDLE_ERROR,
+         root_ + ": audio_encoder returned " + std::to_string(token.size()) +
+             " values, expected D = " + std::to_string(manifest_.token_dim),
+         "re-export the bundle");
   }
   require_finite(token, "encode_audio", "the audio token");
   return token;
@@ -228,7 +230,8 @@ std::vector<float> Pipeline::predict(const std::vector<float>& model_input, doub
                             &shape);  // [batch, 4, h, w]
     }
     if (noise.size() != batch * latent) {
-      fail(ATRT_BUNDLE_ERROR, root_ + ": unet returned " + std::to_string(noise.size()) + " values", "re-export the bundle");
+      fail(ATRT_BUNDLE_ERROR, root_ + ": unet returned " + std::to_string(noise.size()) + " values",
+           "re-export the bundle");
     }
     predictions.insert(predictions.end(), noise.begin(), noise.begin() + static_cast<std::ptrdiff_t>(count * latent));
   }
@@ -295,7 +298,8 @@ std::vector<float> Pipeline::denoise(const std::vector<float>& embeddings, std::
         latents[k] = (1.0f - m) * kept[k] + m * latents[k];
       }
     }
-    require_finite(latents, "denoise", "the latents after step " + std::to_string(i + 1) + " of " + std::to_string(total));
+    require_finite(latents, "denoise",
+                   "the latents after step " + std::to_string(i + 1) + " of " + std::to_string(total));
   }
   return latents;
 }
@@ -433,7 +437,9 @@ void Pipeline::compose(const std::vector<std::vector<float>>& tokens, const Draw
     fail(ATRT_CONFIG_ERROR, "blend is " + python::format_g(composing.blend) +
                                 "; it must be in (0, 1] (a fraction of the picture's side)");
   }
-  if (composing.background && !composing.layout) fail(ATRT_CONFIG_ERROR, "background needs layout (the regions it surrounds)");
+  if (composing.background && !composing.layout) {
+    fail(ATRT_CONFIG_ERROR, "background needs layout (the regions it surrounds)");
+  }
   const int sounds = static_cast<int>(tokens.size());
   DrawOptions options = resolve(given, 1.0, false);  // prompt checked below, as the composition reads it
   if (!composing.layout) {  // runtime/pipeline.py prepare_compose: one prompt holding <1>..<K>

@@ -46,7 +46,8 @@ void require(const json& cfg, const char* key, std::initializer_list<json> allow
   }
   std::string list;
   for (const json& ok : allowed) list += (list.empty() ? "" : ", ") + shown(ok);
-  fail(ATRT_CONFIG_ERROR, std::string("scheduler config: ") + key + " expected one of [" + list + "], got " + shown(value),
+  fail(ATRT_CONFIG_ERROR,
+       std::string("scheduler config: ") + key + " expected one of [" + list + "], got " + shown(value),
        "check the model's scheduler/scheduler_config.json");
 }
 
@@ -87,7 +88,8 @@ std::vector<double> alphas_cumprod(const json& cfg) {
   } else if (cfg.at("beta_schedule") == "linear") {
     betas = linspace(cfg.at("beta_start").get<double>(), cfg.at("beta_end").get<double>(), n);
   } else {  // scaled_linear: linear in sqrt(beta)
-    betas = linspace(std::pow(cfg.at("beta_start").get<double>(), 0.5), std::pow(cfg.at("beta_end").get<double>(), 0.5), n);
+    betas =
+        linspace(std::pow(cfg.at("beta_start").get<double>(), 0.5), std::pow(cfg.at("beta_end").get<double>(), 0.5), n);
     for (double& beta : betas) beta = beta * beta;
   }
   std::vector<double> product(n);
@@ -158,7 +160,8 @@ std::vector<double> fresh_noise(const char* name, std::size_t size, NoiseStream*
   return std::vector<double>(drawn.begin(), drawn.end());
 }
 
-// --- DDIM: x_prev = a_prev x0 + sqrt(s_prev^2 - sigma^2) eps + sigma z, sigma = eta (s_prev / s) sqrt(1 - (a / a_prev)^2)
+// --- DDIM: x_prev = a_prev x0 + sqrt(s_prev^2 - sigma^2) eps + sigma z,
+//           sigma = eta (s_prev / s) sqrt(1 - (a / a_prev)^2)
 class Ddim final : public Scheduler {
  public:
   Ddim(const json& config, int steps, double strength, double eta)
@@ -250,8 +253,11 @@ class Pndm final : public Scheduler {
           history.outputs.end());
       outputs.push_back(m);
       // Adams-Bashforth weights, oldest first
-      static const std::vector<double> kWeights[5] = {
-          {}, {}, {-1.0 / 2, 3.0 / 2}, {5.0 / 12, -16.0 / 12, 23.0 / 12}, {-9.0 / 24, 37.0 / 24, -59.0 / 24, 55.0 / 24}};
+      static const std::vector<double> kWeights[5] = {{},
+                                                      {},
+                                                      {-1.0 / 2, 3.0 / 2},
+                                                      {5.0 / 12, -16.0 / 12, 23.0 / 12},
+                                                      {-9.0 / 24, 37.0 / 24, -59.0 / 24, 55.0 / 24}};
       const std::vector<double>& w = kWeights[outputs.size()];
       for (std::size_t k = 0; k < x.size(); ++k) {
         double sum = 0.0;
@@ -287,9 +293,13 @@ std::vector<double> dpm_timesteps(const json& cfg, int n, const std::vector<doub
     for (std::size_t i = points.size() - 1; i > 0; --i) ts.push_back(round_even(points[i]));
   } else if (spacing == "leading") {
     const std::int64_t stride = last / (n + 1);
-    for (std::int64_t i = n; i > 0; --i) ts.push_back(static_cast<double>(i * stride) + cfg.at("steps_offset").get<double>());
+    for (std::int64_t i = n; i > 0; --i) {
+      ts.push_back(static_cast<double>(i * stride) + cfg.at("steps_offset").get<double>());
+    }
   } else {
-    for (double t : arange(static_cast<double>(last), 0, -static_cast<double>(n_train) / n)) ts.push_back(round_even(t) - 1);
+    for (double t : arange(static_cast<double>(last), 0, -static_cast<double>(n_train) / n)) {
+      ts.push_back(round_even(t) - 1);
+    }
   }
   return ts;
 }
@@ -410,7 +420,8 @@ class Euler : public Scheduler {
     }
     sigmas_.push_back(sigma_last);  // [n + 1] the full schedule
     const double sigma_max = *std::max_element(sigmas_.begin(), sigmas_.end());
-    init_noise_sigma_ = config_.at("timestep_spacing") == "leading" ? std::sqrt(sigma_max * sigma_max + 1.0) : sigma_max;
+    init_noise_sigma_ =
+        config_.at("timestep_spacing") == "leading" ? std::sqrt(sigma_max * sigma_max + 1.0) : sigma_max;
     const auto begin = static_cast<std::ptrdiff_t>(first_remaining_step(ancestral_ ? "euler-a" : "euler"));
     timesteps_.erase(timesteps_.begin(), timesteps_.begin() + begin);  // [m] the steps that remain
     sigmas_.erase(sigmas_.begin(), sigmas_.begin() + begin);           // [m + 1]
@@ -432,7 +443,8 @@ class Euler : public Scheduler {
   }
 
  protected:
-  std::pair<double, double> noise_level(std::size_t i) const override { return {1.0, sigmas_[i]}; }  // VE: x0 + sigma eps
+  // VE: x0 + sigma eps
+  std::pair<double, double> noise_level(std::size_t i) const override { return {1.0, sigmas_[i]}; }
 
  private:
   // numpy.interp at x over the training timesteps 0, 1, ..., n - 1
@@ -625,8 +637,9 @@ Scheduler::Scheduler(const json& config, int steps, double strength, const json&
     }
     const long offset = json_integer<long>(cfg.at("steps_offset"));
     if (offset < 0 || offset >= max_steps) {
-      fail(ATRT_CONFIG_ERROR, "scheduler config: steps_offset expected an integer in 0.." + std::to_string(max_steps - 1) +
-                                  ", got " + std::to_string(offset),
+      fail(ATRT_CONFIG_ERROR,
+           "scheduler config: steps_offset expected an integer in 0.." + std::to_string(max_steps - 1) + ", got " +
+               std::to_string(offset),
            "check the model's scheduler/scheduler_config.json (Stable Diffusion's is 1)");
     }
     if (max_steps_override < 0) {  // LCM, TCD: the distillation schedule's length
@@ -664,7 +677,8 @@ std::size_t Scheduler::first_remaining_step(const char* name) const {
     const int most = max_steps(name, config_, alphas_cumprod_);
     if (1.0 / strength_ <= most) {  // (a subnormal strength's inverse is inf)
       auto min_steps = static_cast<long>(std::ceil(1.0 / strength_));
-      if (static_cast<long>(static_cast<double>(min_steps) * strength_) == 0) ++min_steps;  // the product may fall short
+      // the product may fall short
+      if (static_cast<long>(static_cast<double>(min_steps) * strength_) == 0) ++min_steps;
       if (min_steps <= most) {
         hint += ", or at least " + std::to_string(min_steps) + " steps at strength " + python::float_repr(strength_);
       }

@@ -254,7 +254,8 @@ std::vector<std::uint8_t> Framing::to_engine(const std::vector<std::uint8_t>& rg
                                     static_cast<std::size_t>(source_x));
       const std::size_t to = 3 * (static_cast<std::size_t>(y) * static_cast<std::size_t>(engine_w) +
                                   static_cast<std::size_t>(x));
-      std::copy(content.begin() + static_cast<std::ptrdiff_t>(from), content.begin() + static_cast<std::ptrdiff_t>(from + 3),
+      std::copy(content.begin() + static_cast<std::ptrdiff_t>(from),
+                content.begin() + static_cast<std::ptrdiff_t>(from + 3),
                 frame.begin() + static_cast<std::ptrdiff_t>(to));
     }
   }
@@ -277,7 +278,8 @@ std::vector<std::uint8_t> Framing::from_engine(const std::vector<std::uint8_t>& 
   std::vector<std::uint8_t> content;
   content.reserve(3 * area(content_w, content_h));
   for (int y = top; y < top + content_h; ++y) {
-    const auto row = edited.begin() + static_cast<std::ptrdiff_t>(3 * (area(engine_w, y) + static_cast<std::size_t>(left)));
+    const auto row =
+        edited.begin() + static_cast<std::ptrdiff_t>(3 * (area(engine_w, y) + static_cast<std::size_t>(left)));
     content.insert(content.end(), row, row + 3 * content_w);
   }
   return resize_lanczos(content, content_w, content_h, 3, picture_w, picture_h);
@@ -300,8 +302,9 @@ std::vector<std::uint8_t> resize_lanczos(const std::vector<std::uint8_t>& pixels
   if (in_w != out_w) {  // horizontal pass first, over the rows the vertical pass reads only
     first_row = vertical.first.front();
     const int last_row = vertical.first.back() + vertical.count.back();
-    const std::vector<std::uint8_t> rows(image.begin() + static_cast<std::ptrdiff_t>(area(in_w, first_row) * static_cast<std::size_t>(channels)),
-                                         image.begin() + static_cast<std::ptrdiff_t>(area(in_w, last_row) * static_cast<std::size_t>(channels)));
+    const std::vector<std::uint8_t> rows(
+        image.begin() + static_cast<std::ptrdiff_t>(area(in_w, first_row) * static_cast<std::size_t>(channels)),
+        image.begin() + static_cast<std::ptrdiff_t>(area(in_w, last_row) * static_cast<std::size_t>(channels)));
     height = last_row - first_row;
     image = resample_pass(rows, in_w, height, channels, out_w, height, horizontal, true);
   }
@@ -375,7 +378,9 @@ std::vector<float> feathered_weight(const std::vector<std::uint8_t>& white, int 
 
 std::vector<std::uint8_t> composite(const std::vector<std::uint8_t>& edited, const Pixels& source,
                                     const std::vector<float>* may_change, int feather) {
-  if (feather < 0) fail(ATRT_INTERNAL_ERROR, "feather must be a whole number of pixels >= 0, got " + std::to_string(feather));
+  if (feather < 0) {
+    fail(ATRT_INTERNAL_ERROR, "feather must be a whole number of pixels >= 0, got " + std::to_string(feather));
+  }
   const std::size_t pixels = area(source.width, source.height);
   expect(edited.size(), 3 * pixels, "the edited picture");
   if (may_change == nullptr) return edited;

@@ -167,7 +167,10 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
     // (`value`, never a const operator[]: on a key the object lacks, that reads out of bounds; found by fuzzing)
     const json suffix = model.value("end_of_word_suffix", json(""));
     t.suffix_ = suffix.is_string() ? suffix.get<std::string>() : "";
-    for (const auto& [token, id] : model.at("vocab").items()) t.vocab_[token] = json_integer<std::uint32_t>(id);  // ids fit pair_key
+    // ids fit pair_key
+    for (const auto& [token, id] : model.at("vocab").items()) {
+      t.vocab_[token] = json_integer<std::uint32_t>(id);
+    }
     std::uint32_t rank = 0;
     for (const auto& merge : model.at("merges")) {
       std::string a, b;
@@ -208,7 +211,8 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
             folder, "its normalizer is not NFC, whitespace, lowercase");
     const json& pre = spec.at("pre_tokenizer");
     require(pre.at("type") == "Sequence" && pre.at("pretokenizers").size() == 2 &&
-                pre.at("pretokenizers")[0].at("type") == "Split" && pre.at("pretokenizers")[1].at("type") == "ByteLevel",
+                pre.at("pretokenizers")[0].at("type") == "Split" &&
+                pre.at("pretokenizers")[1].at("type") == "ByteLevel",
             folder, "its pre-tokenizer is not CLIP's split then byte-level");
     const std::string pattern = pre.at("pretokenizers")[0].at("pattern").at("Regex").get<std::string>();
     require(pattern == "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"

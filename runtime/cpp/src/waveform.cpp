@@ -59,8 +59,10 @@ std::uint64_t window_frames(double sample_rate) {
 std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, std::uint32_t channels,
                                     double sample_rate, double start, int downmix, const std::string& name) {
   if (downmix < 0 || downmix > 2) {
-    fail(ATRT_CONFIG_ERROR, "downmix must be one of 'first', 'mean', 'second' (0, 1, 2), got " + std::to_string(downmix),
-         "\"first\" keeps channel 0 like the official inference; \"mean\" averages the channels; \"second\" keeps channel 1");
+    fail(ATRT_CONFIG_ERROR,
+         "downmix must be one of 'first', 'mean', 'second' (0, 1, 2), got " + std::to_string(downmix),
+         "\"first\" keeps channel 0 like the official inference; \"mean\" averages the channels; \"second\" keeps "
+         "channel 1");
   }
   if (!(start >= 0 && std::isfinite(start))) {
     fail(ATRT_CONFIG_ERROR, name + ": --start must be a finite number of seconds >= 0, got " + seconds_text(start),
@@ -68,16 +70,18 @@ std::vector<float> prepare_waveform(const float* samples, std::uint64_t frames, 
   }
   if (!(sample_rate >= kMinSampleRate && sample_rate <= kMaxSampleRate)) {  // NaN fails too
     fail(ATRT_AUDIO_ERROR,
-         name + ": sample rate " + seconds_text(sample_rate) + " Hz is outside " + std::to_string(ATRT_MIN_SAMPLE_RATE) +
-             ".." + std::to_string(ATRT_MAX_SAMPLE_RATE) + " Hz",
+         name + ": sample rate " + seconds_text(sample_rate) + " Hz is outside " +
+             std::to_string(ATRT_MIN_SAMPLE_RATE) + ".." + std::to_string(ATRT_MAX_SAMPLE_RATE) + " Hz",
          "resample the clip, e.g. `ffmpeg -i CLIP -ar 16000 clip.wav`; pass the samples' true rate");
   }
   if (channels < 1 || channels > kMaxChannels) {
-    fail(ATRT_AUDIO_ERROR,
-         name + ": expected 1 to " + std::to_string(kMaxChannels) + " interleaved channels, got " + std::to_string(channels));
+    fail(ATRT_AUDIO_ERROR, name + ": expected 1 to " + std::to_string(kMaxChannels) + " interleaved channels, got " +
+                               std::to_string(channels));
   }
   if (frames == 0) fail(ATRT_AUDIO_ERROR, name + ": holds no audio samples (0 frames)", "re-export the clip");
-  if (samples == nullptr) fail(ATRT_INVALID_ARGUMENT, name + ": samples is NULL for " + std::to_string(frames) + " frames");
+  if (samples == nullptr) {
+    fail(ATRT_INVALID_ARGUMENT, name + ": samples is NULL for " + std::to_string(frames) + " frames");
+  }
   if (frames > UINT64_MAX / sizeof(float) / channels) {  // frames * channels floats would not fit in memory
     fail(ATRT_AUDIO_ERROR, name + ": " + std::to_string(frames) + " frames of " + std::to_string(channels) +
                                " channels is more than memory can hold");

@@ -61,7 +61,8 @@ typedef struct {
   const char* background;
   double blend;
 } compose_options_v1;
-_Static_assert(sizeof(draw_options_v2) == offsetof(atrt_draw_options, stereo), "atrt_draw_options changed before stereo");
+_Static_assert(sizeof(draw_options_v2) == offsetof(atrt_draw_options, stereo),
+               "atrt_draw_options changed before stereo");
 _Static_assert(sizeof(picture_v1) == sizeof(atrt_picture), "atrt_picture changed");
 _Static_assert(offsetof(atrt_picture, channels) == offsetof(picture_v1, channels), "atrt_picture's fields moved");
 _Static_assert(sizeof(edit_options_v1) == sizeof(atrt_edit_options), "atrt_edit_options changed");
@@ -322,8 +323,10 @@ int run_bad_input(const char* bundle) {
     show("compose-no-tokens", atrt_compose(context, two_tokens, 0, dim, &options, &compose, pixels, picture, NULL));
     show("compose-too-many-tokens", atrt_compose(context, two_tokens, ATRT_MAX_COMPOSE_SOUNDS + 1, dim, &options,
                                                  &compose, pixels, picture, NULL));
-    show("compose-short-token", atrt_compose(context, two_tokens, 2, dim - 1, &options, &compose, pixels, picture, NULL));
-    show("compose-small-pixels", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture - 1, NULL));
+    show("compose-short-token",
+         atrt_compose(context, two_tokens, 2, dim - 1, &options, &compose, pixels, picture, NULL));
+    show("compose-small-pixels",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture - 1, NULL));
     show("compose-five-sounds-four-slots", atrt_compose(context, two_tokens, 5, dim, &options, &compose, pixels,
                                                         picture, NULL));
     {
@@ -331,7 +334,8 @@ int run_bad_input(const char* bundle) {
       o.prompt = "<1> next to <3>";
       show("compose-stray-placeholder", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
       o.prompt = "<1> alone";
-      show("compose-missing-placeholder", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
+      show("compose-missing-placeholder",
+           atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
       o = options;
       o.stereo = 1;
       show("compose-stereo", atrt_compose(context, two_tokens, 2, dim, &o, &compose, pixels, picture, NULL));
@@ -339,7 +343,8 @@ int run_bad_input(const char* bundle) {
     compose.layout = "left,right,middle";
     show("compose-bad-layout", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
     compose.layout = "2x2";
-    show("compose-regions-not-sounds", atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
+    show("compose-regions-not-sounds",
+         atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
     compose.layout = "0,0,0.2,1;0.8,0,1,1";
     show("compose-uncovered-without-background",
          atrt_compose(context, two_tokens, 2, dim, &options, &compose, pixels, picture, NULL));
@@ -379,7 +384,8 @@ int run_bad_input(const char* bundle) {
     atrt_edit_options_init(&edit);
     show("edit-null-picture", atrt_edit(context, token, dim, NULL, &options, &edit, edited, sizeof edited, NULL));
     show("edit-null-pixels-out", atrt_edit(context, token, dim, &given, &options, &edit, NULL, sizeof edited, NULL));
-    show("edit-small-pixels-out", atrt_edit(context, token, dim, &given, &options, &edit, edited, sizeof edited - 1, NULL));
+    show("edit-small-pixels-out",
+         atrt_edit(context, token, dim, &given, &options, &edit, edited, sizeof edited - 1, NULL));
     show("edit-short-token", atrt_edit(context, token, dim - 1, &given, &options, &edit, edited, sizeof edited, NULL));
     {
       atrt_picture p = given;
@@ -394,10 +400,12 @@ int run_bad_input(const char* bundle) {
       show("edit-too-many-pixels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
       p = given;
       p.pixels = NULL;
-      show("edit-null-picture-pixels", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      show("edit-null-picture-pixels",
+           atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
       p = given;
       p.struct_size = 1;
-      show("edit-uninitialised-picture", atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
+      show("edit-uninitialised-picture",
+           atrt_edit(context, token, dim, &p, &options, &edit, edited, sizeof edited, NULL));
     }
     {
       atrt_edit_options e = edit;
@@ -407,12 +415,14 @@ int run_bad_input(const char* bundle) {
       show("edit-nan-strength", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
       e = edit;
       e.feather = ATRT_MAX_FEATHER + 1;
-      show("edit-feather-over-the-bound", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      show("edit-feather-over-the-bound",
+           atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
       e.feather = -1;
       show("edit-negative-feather", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
       e = edit;
       e.struct_size = 2;
-      show("edit-uninitialised-options", atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
+      show("edit-uninitialised-options",
+           atrt_edit(context, token, dim, &given, &options, &e, edited, sizeof edited, NULL));
       e = edit;
       uint8_t black[5 * 3];
       memset(black, 0, sizeof black);

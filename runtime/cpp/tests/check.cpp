@@ -34,6 +34,10 @@
 //                                        zero|positive" (the Context's own stage times untouched by its States)
 //   external-locations FILE...           per FILE one line: the external-data locations it names as a JSON array
 //                                        of strings (invalid UTF-8 replaced), or {"malformed": message}
+//   wrapper-bad-input BUNDLE             bad input through the C++ wrapper (audiotoken_rt.hpp) that the C API
+//                                        cannot see (a vector's size): one line "<case> <status> <message>" each,
+//                                        the status of the audiotoken_rt::Error thrown, "-1 <what>" for another
+//                                        exception, "0" for none
 //   contracts D HEIGHT WIDTH SLOTS BATCHES   Manifest::contracts of a bundle of these sizes (BATCHES: 2, 1 or 1,2)
 //                                        as JSON: {engine: [inputs, outputs]}, each [name, dtype, shape]
 #include <algorithm>
@@ -43,6 +47,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -158,7 +163,9 @@ std::string to_hex(const void* data, std::size_t size) {
 
 std::string from_hex(const std::string& hex) {
   std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  }
   return out;
 }
 
@@ -214,12 +221,15 @@ nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& reques
     return {{"content", {f.content_w, f.content_h}}, {"offset", {f.left, f.top}}};
   }
   if (fn == "to_engine") return {{"pixels", values_hex(framing().to_engine(bytes_of("pixels")))}};
-  if (fn == "mask_to_engine") return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  if (fn == "mask_to_engine") {
+    return {{"pixels", values_hex(framing().mask_to_engine(hex_values<float>(request.at("pixels"))))}};
+  }
   if (fn == "from_engine") return {{"pixels", values_hex(framing().from_engine(bytes_of("pixels")))}};
   if (fn == "resize_lanczos") {
     const auto [w, h] = size_of("size");
     const auto [ow, oh] = size_of("out");
-    return {{"pixels", values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
+    return {{"pixels",
+             values_hex(atrt::resize_lanczos(bytes_of("pixels"), w, h, request.at("channels").get<int>(), ow, oh))}};
   }
   if (fn == "to_engine_image") {
     const auto [w, h] = size_of("size");
@@ -249,7 +259,8 @@ nlohmann::json picture_piece(const std::string& fn, const nlohmann::json& reques
   }
   if (fn == "check_picture_size") {
     const auto size = request.at("size").get<std::pair<std::int64_t, std::int64_t>>();
-    atrt::check_picture_size(size.first, size.second, request.at("label"), request.at("max_pixels").get<std::int64_t>());
+    atrt::check_picture_size(size.first, size.second, request.at("label"),
+                             request.at("max_pixels").get<std::int64_t>());
     return nlohmann::json::object();
   }
   return {{"unknown", fn}};
@@ -270,12 +281,17 @@ nlohmann::json piece(const nlohmann::json& request) {
                                                   hex_values<double>(request.at("right"))[0]);
     return {{"boxes", boxes_json({left, right})}};
   }
-  if (fn == "mix_weights") return {{"weights", values_hex(atrt::mix_weights(hex_values<double>(request.at("weights"))))}};
+  if (fn == "mix_weights") {
+    return {{"weights", values_hex(atrt::mix_weights(hex_values<double>(request.at("weights"))))}};
+  }
   if (fn == "mix_tokens") {
     const std::vector<float> flat = hex_values<float>(request.at("tokens"));
     const auto dim = request.at("dim").get<std::size_t>();
     std::vector<std::vector<float>> tokens;
-    for (std::size_t at = 0; at < flat.size(); at += dim) tokens.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + dim));
+    for (std::size_t at = 0; at < flat.size(); at += dim) {
+      tokens.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at),
+                          flat.begin() + static_cast<std::ptrdiff_t>(at + dim));
+    }
     return {{"token", values_hex(atrt::mix_tokens(hex_values<double>(request.at("weights")), tokens))}};
   }
   if (fn == "mean_square") {
@@ -439,7 +455,9 @@ std::vector<ThreadJob> thread_jobs(int count) {
 
 std::vector<std::uint8_t> joined(const std::vector<audiotoken_rt::Picture>& pictures) {
   std::vector<std::uint8_t> bytes;
-  for (const audiotoken_rt::Picture& picture : pictures) bytes.insert(bytes.end(), picture.rgb.begin(), picture.rgb.end());
+  for (const audiotoken_rt::Picture& picture : pictures) {
+    bytes.insert(bytes.end(), picture.rgb.begin(), picture.rgb.end());
+  }
   return bytes;
 }
 
@@ -490,10 +508,65 @@ int threads(const std::string& bundle, int count) {
   }
   std::vector<std::vector<std::uint8_t>> distinct = alone;
   std::sort(distinct.begin(), distinct.end());
-  std::printf("distinct %zu\n", static_cast<std::size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin()));
+  std::printf("distinct %zu\n",
+              static_cast<std::size_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin()));
   const bool timed = std::all_of(unet_ms.begin(), unet_ms.end(), [](double ms) { return ms > 0; });
   std::printf("state-stage-ms-unet %s\n", timed ? "positive" : "zero");
   std::printf("context-stage-ms-unet %s\n", context.stage_ms("unet") == 0 ? "zero" : "positive");
+  return 0;
+}
+
+// The wrapper's refusals (see the usage above): each must be an audiotoken_rt::Error before the library reads or
+// the wrapper allocates anything the call's sizes do not justify (AddressSanitizer reports an over-read; a
+// std::bad_alloc or length_error is "-1").
+int wrapper_bad_input(const std::string& bundle) {
+  audiotoken_rt::Context context(bundle, "cpu", 1);
+  std::vector<float> samples(16000);
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    samples[i] = static_cast<float>(0.5 * std::sin(6.283185307179586 * 440.0 * static_cast<double>(i) / 16000.0));
+  }
+  const std::vector<float> token = context.encode_audio(audiotoken_rt::Audio::mono(samples, 16000.0));
+  audiotoken_rt::DrawOptions options;
+  options.steps = 2;  // an edit at the default strength 0.6 runs int(2 * 0.6) = 1 of them
+  options.seed = 0;
+  const auto show = [](const char* name, const std::function<void()>& call) {
+    try {
+      call();
+      std::printf("%s 0\n", name);
+    } catch (const audiotoken_rt::Error& e) {
+      std::printf("%s %d %s\n", name, static_cast<int>(e.status()), e.what());
+    } catch (const std::exception& e) {
+      std::printf("%s -1 %s\n", name, e.what());
+    }
+  };
+  audiotoken_rt::DrawOptions huge = options;
+  huge.num_images = 1 << 30;  // 2^30 pictures: refused by the library, never allocated by the wrapper
+  show("draw-huge-num-images", [&] { context.draw(token, huge); });
+  audiotoken_rt::State state(context);
+  show("state-draw-huge-num-images", [&] { state.draw(token, huge); });
+  const std::vector<float> shorter(token.begin(), token.end() - 1);
+  show("compose-uneven-tokens", [&] { context.compose({token, shorter}, options); });
+  show("state-compose-uneven-tokens", [&] { state.compose({token, shorter}, options); });
+  audiotoken_rt::Picture picture;
+  picture.width = 16;
+  picture.height = 16;
+  picture.rgb.assign(16 * 16 * 3 - 1, 128);  // a byte short
+  show("edit-short-rgb", [&] { context.edit(token, picture, options); });
+  picture.rgb.push_back(128);
+  audiotoken_rt::Picture mask = picture;
+  mask.channels = 1;  // grey8 over RGB8's bytes: 16 * 16 wanted, three times as many held
+  audiotoken_rt::EditOptions editing;
+  editing.mask = &mask;
+  show("edit-mask-of-another-size-than-its-rgb", [&] { context.edit(token, picture, options, editing); });
+  audiotoken_rt::Picture negative;
+  negative.width = -1;
+  negative.height = 1 << 30;
+  show("edit-negative-width", [&] { state.edit(token, negative, options); });
+  audiotoken_rt::Picture vast;
+  vast.width = 1 << 20;
+  vast.height = 1 << 20;  // 2^40 pixels (3 TiB of RGB8) held in none: refused before anything is sized for it
+  show("edit-vast-picture", [&] { context.edit(token, vast, options); });
+  show("edit", [&] { context.edit(token, picture, options); });
   return 0;
 }
 
@@ -553,6 +626,7 @@ int main(int argc, char** argv) {
       return sampling();
     }
     if (args.size() == 2 && args[0] == "bad-input") return run_bad_input(args[1].c_str());
+    if (args.size() == 2 && args[0] == "wrapper-bad-input") return wrapper_bad_input(args[1]);
     if (args.size() == 2 && args[0] == "philox-kat") return philox_kat(args[1]);
     if (args.size() == 1 && args[0] == "lru") return lru();
     if (args.size() == 2 && args[0] == "uncond-cache") return uncond_cache(args[1]);
@@ -567,7 +641,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr,
-               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|pieces|sampling|bad-input|philox-kat|lru|"
+               "usage: audiotoken-rt-cpp-check noise|tokenize|schedule|pieces|sampling|bad-input|wrapper-bad-input|"
+               "philox-kat|lru|"
                "uncond-cache|threads|external-locations|contracts ... "
                "(see check.cpp)\n");
   return 2;

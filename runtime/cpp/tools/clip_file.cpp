@@ -18,7 +18,9 @@ namespace {
 constexpr sf_count_t kUnknownFrames = sf_count_t{1} << 62;  // libsndfile's count for a stream of unknown length
 const char* const kReexport = " (hint: the file was cut short or damaged: re-export or re-download it)";
 
-[[noreturn]] void refuse(const std::string& path, const std::string& why) { throw std::runtime_error(path + ": " + why); }
+[[noreturn]] void refuse(const std::string& path, const std::string& why) {
+  throw std::runtime_error(path + ": " + why);
+}
 
 std::string past_end(double start, double seconds) {
   std::ostringstream text;

@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-constexpr std::uint64_t kMaxWindowSamples = std::uint64_t{1} << 26;  // 256 MiB of float: 10.1 s of 64 channels at 96 kHz
+// 256 MiB of float: 10.1 s of 64 channels at 96 kHz
+constexpr std::uint64_t kMaxWindowSamples = std::uint64_t{1} << 26;
 
 struct ClipWindow {
   std::vector<float> samples;  // frames x channels, interleaved

@@ -57,10 +57,13 @@ def render() -> str:
     max_rank = max(len(s.shape) for inputs, outputs in contract.CONTRACT.values() for s in (*inputs, *outputs))
     lines = [
         f"// GENERATED from runtime/contract.py, which owns every value here, by `{COMMAND}`:",
-        "// do not edit; after changing the contract, run that command (tests/test_cpp.py fails until this file is its output).",
+        "// do not edit; after changing the contract, run that command (tests/test_cpp.py fails until this file is "
+        "its output).",
         "//",
-        "// The engine contract and the constants of the method for the library: the audio window, the text length, the",
-        "// latents, the UNet's batches, the token slots, and each engine's inputs and outputs (name, dtype, and shape in",
+        "// The engine contract and the constants of the method for the library: the audio window, the text "
+        "length, the",
+        "// latents, the UNet's batches, the token slots, and each engine's inputs and outputs (name, dtype, and "
+        "shape in",
         "// numbers and the symbols of a bundle's sizes; Manifest::contracts puts a bundle's sizes in).",
         "#pragma once",
         "",
@@ -82,7 +85,8 @@ def render() -> str:
         "// the axis a bundle of one token slot leaves out (its text engine takes audio_token [1, D])",
         f"constexpr SizeSymbol kSlotsSymbol = SizeSymbol::{contract.SLOTS};",
         "",
-        "// One dimension of a shape: a number, or a bundle's size by its symbol (implicit, so a shape reads {1, 77, D}).",
+        "// One dimension of a shape: a number, or a bundle's size by its symbol (implicit, so a shape reads "
+        "{1, 77, D}).",
         "struct ContractDim {",
         f"  SizeSymbol symbol = SizeSymbol::{NUMBER};  // {NUMBER}: the dimension is `number`",
         "  std::int64_t number = 0;",
@@ -108,11 +112,12 @@ def render() -> str:
     ]
     for engine, (inputs, outputs) in contract.CONTRACT.items():
         lines += ["", f"namespace {engine} {{", f"constexpr const char* kName = {cpp_string(engine)};"]
-        lines += [
-            f"constexpr ContractTensor {cpp_name(spec.name)}{{{cpp_string(spec.name)}, {cpp_string(spec.dtype)}, "
-            f"{len(spec.shape)}, {{{dims(spec.shape)}}}}};"
-            for spec in (*inputs, *outputs)
-        ]
+        for spec in (*inputs, *outputs):
+            fields = f"{cpp_string(spec.name)}, {cpp_string(spec.dtype)}, {len(spec.shape)}, {{{dims(spec.shape)}}}"
+            line = f"constexpr ContractTensor {cpp_name(spec.name)}{{{fields}}};"
+            lines.append(
+                line if len(line) <= 120 else f"constexpr ContractTensor {cpp_name(spec.name)}{{\n    {fields}}};"
+            )
         for kind, specs in (("kInputs", inputs), ("kOutputs", outputs)):
             pointers = ", ".join("&" + cpp_name(s.name) for s in specs)
             lines.append(f"constexpr const ContractTensor* {kind}[] = {{{pointers}}};")

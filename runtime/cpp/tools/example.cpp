@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -99,14 +100,15 @@ const char* const kEditHelp =
     "usage: audiotoken-rt-cpp edit PICTURE.png CLIP --engines DIR\n"
     "                               --out PICTURE.png [options]\n"
     "\n"
-    "Edit a picture (PNG; any size, transparency kept) with a sound clip: it\n"
-    "moves toward what the sound means, as far as --strength lets it, only\n"
-    "where --mask is white. The edit comes back at the picture's own size.\n"
+    "Edit a picture (PNG, JPEG, WebP, AVIF, GIF, BMP or TIFF; any size,\n"
+    "transparency kept) with a sound clip: it moves toward what the sound\n"
+    "means, as far as --strength lets it, only where --mask is white. The edit\n"
+    "comes back at the picture's own size, written as PNG.\n"
     "\n"
     "options:\n"
     "  --strength S         how far the picture may move, 0-1: 0 returns it\n"
     "                       unchanged, 1 draws anew (default 0.6)\n"
-    "  --mask MASK.png      white may change, black stays the picture's\n"
+    "  --mask MASK         white may change, black stays the picture's\n"
     "                       (another size is stretched to the picture's)\n"
     "  --feather PX         with --mask: the soft edge, 0 to 256 pixels,\n"
     "                       inside the white region (default 8)\n"
@@ -248,8 +250,20 @@ double real(const Arguments& args, const std::string& key, double otherwise) {
   return value;
 }
 
-float to_float(double value) {  // beyond float's range: infinity, which the library refuses
-  return std::abs(value) <= static_cast<double>(FLT_MAX) ? static_cast<float>(value) : HUGE_VALF;
+// An integer option the library takes as an int: one beyond int's range is refused here, naming the value given
+// (clamped, the library would name another).
+int int_option(const Arguments& args, const std::string& key, int otherwise) {
+  const long long value = integer(args, key, otherwise);
+  if (value < INT_MIN || value > INT_MAX) {
+    throw std::invalid_argument(key + " is " + args.get(key) + "; far out of range (at most " +
+                                std::to_string(INT_MAX) + ")");
+  }
+  return static_cast<int>(value);
+}
+
+float to_float(double value) {  // beyond float's range: infinity, which the library refuses; NaN stays NaN
+  return std::isnan(value) || std::abs(value) <= static_cast<double>(FLT_MAX) ? static_cast<float>(value)
+                                                                                : HUGE_VALF;
 }
 
 audiotoken_rt::DrawOptions draw_options(const Arguments& args) {
@@ -257,12 +271,17 @@ audiotoken_rt::DrawOptions draw_options(const Arguments& args) {
   options.prompt = args.get("--prompt");
   options.negative_prompt = args.get("--negative-prompt");
   options.scheduler = args.get("--scheduler");
-  options.steps = static_cast<int>(std::clamp<long long>(integer(args, "--steps", 0), -1, 1 << 30));
+  options.steps = int_option(args, "--steps", 0);
   options.guidance = to_float(real(args, "--guidance", 0.0));
   options.eta = to_float(real(args, "--eta", ATRT_RECIPE_ETA));
   options.timestep_spacing = args.get("--spacing");
   options.seed = integer(args, "--seed", ATRT_RANDOM_SEED);
-  options.num_images = static_cast<int>(std::clamp<long long>(integer(args, "--num-images", 1), -1, 1 << 30));
+  const long long num_images = integer(args, "--num-images", 1);
+  if (num_images < 1 || num_images > ATRT_MAX_NUM_IMAGES) {  // before a path is made for each (the Python CLI's words)
+    throw std::invalid_argument("--num-images is " + args.get("--num-images") +
+                                "; it must be a whole number from 1 to " + std::to_string(ATRT_MAX_NUM_IMAGES));
+  }
+  options.num_images = static_cast<int>(num_images);
   options.fast = args.has("--fast");
   options.stereo = args.has("--stereo");
   return options;
@@ -284,7 +303,7 @@ audiotoken_rt::Audio audio_of(const ClipWindow& clip, const Arguments& args) {
   return audio;  // the window already starts at --start
 }
 
-// --mix A.wav:0.7,B.wav:0.3 -> (clip, weight) pairs, as runtime/commands/jobs.py parse_mix reads it.
+// --mix A.wav:0.7,B.wav:0.3 -> (clip, weight) pairs, as runtime/commands/jobs.py parse_mix reads and checks it.
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& text) {
   std::vector<std::pair<std::string, double>> pairs;
   std::stringstream items(text);
@@ -309,6 +328,10 @@ std::vector<std::pair<std::string, double>> parse_mix(const std::string& text) {
     pairs.emplace_back(path, weight);
   }
   if (text.empty() || text.back() == ',') throw std::invalid_argument("--mix: '' is not CLIP:WEIGHT");
+  std::vector<double> weights;
+  for (const auto& pair : pairs) weights.push_back(pair.second);
+  // the weights checked now, by the library's own rule (a mix of one-float stand-ins), before any clip is read
+  audiotoken_rt::mix_tokens(std::vector<std::vector<float>>(pairs.size(), std::vector<float>(1, 0.0f)), weights);
   return pairs;
 }
 
@@ -348,7 +371,8 @@ std::vector<std::string> picture_paths(const std::string& out, int count) {
   const std::filesystem::path path(out);
   std::vector<std::string> paths;
   for (int k = 0; k < count; ++k) {
-    paths.push_back((path.parent_path() / (path.stem().string() + "-" + std::to_string(k) + path.extension().string())).string());
+    paths.push_back(
+        (path.parent_path() / (path.stem().string() + "-" + std::to_string(k) + path.extension().string())).string());
   }
   return paths;
 }
@@ -407,20 +431,22 @@ std::string template_prompt(const audiotoken_rt::DrawOptions& options, audiotoke
 
 audiotoken_rt::Context open_context(const Arguments& args) {
   return audiotoken_rt::Context(args.get("--engines"), args.get("--device", "cpu"),
-                                static_cast<int>(integer(args, "--threads", 0)));
+                                int_option(args, "--threads", 0));
 }
 
 int generate(const Arguments& args) {
   const std::vector<std::string>& clips = args.positional;
-  if (clips.size() > 1) throw std::invalid_argument("generate: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  if (clips.size() > 1) {
+    throw std::invalid_argument("generate: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  }
   if (clips.empty() == !args.has("--mix")) throw std::invalid_argument("generate: give a CLIP or a --mix, one of them");
   if (args.has("--stereo") && args.has("--mix")) {
     throw std::invalid_argument("--stereo places one clip's two channels; it does not take a --mix");
   }
   const audiotoken_rt::DrawOptions options = draw_options(args);
   const std::vector<std::string> paths = output_paths(args, options.num_images);
+  if (args.has("--mix")) parse_mix(args.get("--mix"));  // a bad --mix refused before the bundle opens
   audiotoken_rt::Context context = open_context(args);
-  if (args.has("--mix")) parse_mix(args.get("--mix"));  // a bad --mix refused before any clip is read
   std::vector<audiotoken_rt::Picture> pictures;
   if (args.has("--mix")) {
     context.resolve(options);  // bad options refused before the clips are encoded
@@ -459,7 +485,9 @@ int edit(const Arguments& args) {
   const std::vector<std::string>& given = args.positional;
   if (given.empty()) throw std::invalid_argument("edit: give the PICTURE to edit, then a CLIP (or a --mix)");
   const std::vector<std::string> clips(given.begin() + 1, given.end());
-  if (clips.size() > 1) throw std::invalid_argument("edit: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  if (clips.size() > 1) {
+    throw std::invalid_argument("edit: one clip at a time (got " + clips[0] + " and " + clips[1] + ")");
+  }
   if (clips.empty() == !args.has("--mix")) throw std::invalid_argument("edit: give a CLIP or a --mix, one of them");
   const audiotoken_rt::DrawOptions options = draw_options(args);
   audiotoken_rt::EditOptions editing;
@@ -478,8 +506,8 @@ int edit(const Arguments& args) {
     mask = picture_of(read_picture(args.get("--mask"), ATRT_MAX_PICTURE_PIXELS));
     editing.mask = &mask;
   }
+  if (args.has("--mix")) parse_mix(args.get("--mix"));  // a bad --mix refused before the bundle opens
   audiotoken_rt::Context context = open_context(args);
-  if (args.has("--mix")) parse_mix(args.get("--mix"));
   context.resolve(options);  // bad options refused before the clips are encoded
   const std::vector<audiotoken_rt::Picture> pictures =
       context.edit(sound_token(context, clips, args), source, options, editing);
@@ -511,11 +539,16 @@ int compose(const Arguments& args) {
   composing.blend = real(args, "--blend", ATRT_DEFAULT_BLEND);
   const std::vector<std::string> paths = output_paths(args, options.num_images);
   audiotoken_rt::Context context = open_context(args);
+  audiotoken_rt::DrawOptions recipe = options;
+  recipe.prompt.clear();  // (a composition's prompt holds <1>..<K>: the library checks it as it composes)
+  context.resolve(recipe);  // bad options refused before the clips are encoded
   std::vector<std::vector<float>> tokens;
   for (const std::string& clip : clips) tokens.push_back(clip_token(context, clip, args));
   const std::vector<audiotoken_rt::Picture> pictures = context.compose(tokens, options, composing);
   std::string label;
-  for (const std::string& clip : clips) label += (label.empty() ? "" : " | ") + std::filesystem::path(clip).filename().string();
+  for (const std::string& clip : clips) {
+    label += (label.empty() ? "" : " | ") + std::filesystem::path(clip).filename().string();
+  }
   std::vector<std::pair<std::string, std::string>> extra;
   if (composing.layout) extra.emplace_back("audiotoken:layout", *composing.layout);
   if (composing.background) extra.emplace_back("audiotoken:background", *composing.background);
@@ -559,7 +592,7 @@ int bench_callers(const Arguments& args) {
   const bool shared = contexts_given == "shared";
   audiotoken_rt::DrawOptions options;
   options.scheduler = args.get("--scheduler");
-  options.steps = static_cast<int>(integer(args, "--steps", 0));
+  options.steps = int_option(args, "--steps", 0);
   audiotoken_rt::DrawOptions warm_up = options;
   warm_up.steps = options.steps > 0 && options.steps < 2 ? options.steps : 2;  // sessions created, caches filled
   warm_up.seed = 0;
@@ -567,7 +600,7 @@ int bench_callers(const Arguments& args) {
   const audiotoken_rt::Audio audio = audio_of(clip, args);
   std::vector<audiotoken_rt::Context> contexts;
   for (long long k = 0; k < (shared ? 1 : callers); ++k) {
-    contexts.emplace_back(args.get("--engines"), args.get("--device", "cpu"), static_cast<int>(integer(args, "--threads", 0)));
+    contexts.emplace_back(args.get("--engines"), args.get("--device", "cpu"), int_option(args, "--threads", 0));
   }
   std::vector<audiotoken_rt::State> states;
   for (long long k = 0; k < callers; ++k) {
@@ -618,8 +651,8 @@ int bench_callers(const Arguments& args) {
   if (args.has("--json")) {
     std::ofstream json(args.get("--json"));
     json << "{\"callers\": " << callers << ", \"contexts\": \"" << contexts_given << "\", \"pictures\": " << pictures
-         << ", \"steps\": " << drawn.steps << ", \"wall_ms\": " << elapsed << ", \"pictures_per_minute\": " << per_minute
-         << ", \"peak_rss_mb\": " << peak_mb << "}\n";
+         << ", \"steps\": " << drawn.steps << ", \"wall_ms\": " << elapsed
+         << ", \"pictures_per_minute\": " << per_minute << ", \"peak_rss_mb\": " << peak_mb << "}\n";
   }
   return 0;
 }
@@ -629,13 +662,13 @@ int bench(const Arguments& args) {
   if (args.has("--callers")) return bench_callers(args);
   const auto opened = std::chrono::steady_clock::now();
   audiotoken_rt::Context context(args.get("--engines"), args.get("--device", "cpu"),
-                                 static_cast<int>(integer(args, "--threads", 0)));
+                                 int_option(args, "--threads", 0));
   const double open_ms = elapsed_ms(opened);
   audiotoken_rt::DrawOptions options;
   options.scheduler = args.get("--scheduler");
-  options.steps = static_cast<int>(integer(args, "--steps", 0));
+  options.steps = int_option(args, "--steps", 0);
   options.seed = 0;
-  const int rounds = static_cast<int>(integer(args, "--rounds", 3));
+  const int rounds = int_option(args, "--rounds", 3);
   if (rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
   audiotoken_rt::DrawOptions warm_up = options;
   warm_up.steps = options.steps > 0 && options.steps < 2 ? options.steps : 2;  // sessions created, caches filled

@@ -231,7 +231,9 @@ PictureFile read_png(const std::uint8_t* data, std::size_t size, const std::stri
   d.size = size;
   d.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d, png_on_error, png_on_warning);
   if (d.png != nullptr) d.info = png_create_info_struct(d.png);
-  if (d.png == nullptr || d.info == nullptr) refuse(label + ": not enough memory to decode the picture", kHintScaleDown);
+  if (d.png == nullptr || d.info == nullptr) {
+    refuse(label + ": not enough memory to decode the picture", kHintScaleDown);
+  }
   if (!png_header(&d)) corrupt(label, d.message[0] ? d.message : "an unsupported PNG layout");
   check_size(label, d.width, d.height, max_pixels);
   PictureFile picture;
@@ -471,12 +473,14 @@ PictureFile read_gif(const std::uint8_t* data, std::size_t size, const std::stri
     const int width = std::max(gif->SWidth, frame.Left + frame.Width);
     const int height = std::max(gif->SHeight, frame.Top + frame.Height);
     check_size(label, width, height, max_pixels);
-    std::vector<GifPixelType> indices(area(width, height), static_cast<GifPixelType>(transparent >= 0 ? transparent : 0));
+    std::vector<GifPixelType> indices(area(width, height),
+                                      static_cast<GifPixelType>(transparent >= 0 ? transparent : 0));
     std::vector<GifPixelType> line(static_cast<std::size_t>(frame.Width));
     auto read_row = [&](int row) {
       if (DGifGetLine(gif.get(), line.data(), frame.Width) == GIF_ERROR) failed();
       std::copy(line.begin(), line.end(),
-                indices.begin() + static_cast<std::ptrdiff_t>(area(width, frame.Top + row) + static_cast<std::size_t>(frame.Left)));
+                indices.begin() +
+                    static_cast<std::ptrdiff_t>(area(width, frame.Top + row) + static_cast<std::size_t>(frame.Left)));
     };
     if (frame.Interlace) {
       for (const auto& [first, step] : {std::pair{0, 8}, std::pair{4, 8}, std::pair{2, 4}, std::pair{1, 2}}) {
@@ -519,7 +523,8 @@ struct TiffInput {
 tmsize_t tiff_read(thandle_t handle, void* out, tmsize_t count) {
   auto* input = static_cast<TiffInput*>(handle);
   if (count < 0 || input->at >= input->size) return 0;
-  const std::size_t taken = std::min(static_cast<std::size_t>(count), static_cast<std::size_t>(input->size - input->at));
+  const std::size_t taken =
+      std::min(static_cast<std::size_t>(count), static_cast<std::size_t>(input->size - input->at));
   std::memcpy(out, input->data + input->at, taken);
   input->at += taken;
   return static_cast<tmsize_t>(taken);
@@ -1014,7 +1019,9 @@ PictureFile decode_picture(const std::uint8_t* data, std::size_t size, const std
 PictureFile read_picture(const std::string& path, std::int64_t max_pixels) {
   std::error_code error;
   if (!fs::exists(path, error)) refuse(path + ": no such file", "check the path and the working directory");
-  if (fs::is_directory(path, error)) refuse(path + ": is a directory, expected a picture file", "pass one picture file");
+  if (fs::is_directory(path, error)) {
+    refuse(path + ": is a directory, expected a picture file", "pass one picture file");
+  }
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   const std::streamoff length = file ? static_cast<std::streamoff>(file.tellg()) : -1;
   std::vector<std::uint8_t> data(length > 0 ? static_cast<std::size_t>(length) : 0);
