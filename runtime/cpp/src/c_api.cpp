@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
@@ -231,7 +232,12 @@ void check_capacity(std::uint8_t* pixels, std::size_t capacity, const atrt::Draw
                     const char* hint) {
   need(pixels, "pixels_out");
   if (o.num_images >= 1 && o.num_images <= ATRT_MAX_NUM_IMAGES) {
-    const std::size_t wanted = each * static_cast<std::size_t>(o.num_images);
+    const auto count = static_cast<std::size_t>(o.num_images);
+    if (each > SIZE_MAX / count) {  // a 32-bit target: 100 pictures of 2^26 RGBA pixels pass its size_t
+      atrt::fail(ATRT_INVALID_ARGUMENT, std::to_string(o.num_images) + " pictures of " + std::to_string(each) +
+                                            " bytes are more than this machine can address", hint);
+    }
+    const std::size_t wanted = each * count;
     if (capacity < wanted) {
       atrt::fail(ATRT_INVALID_ARGUMENT, "pixels_out holds " + std::to_string(capacity) + " bytes; " +
                                             std::to_string(o.num_images) + " pictures need " + std::to_string(wanted),
