@@ -76,6 +76,15 @@ def missing_toolchain() -> list[str]:
     return missing
 
 
+def cmake_steps(*commands) -> None:
+    """Run CMake's steps (configure, build) in turn; each must succeed, else the test fails with its output's end."""
+    for command in commands:
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+        assert done.returncode == 0, (
+            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+        )
+
+
 @pytest.fixture(scope="session")
 def cpp() -> Path:
     """The test build's folder (configured and built once per session; incremental when up to date)."""
@@ -86,11 +95,7 @@ def cpp() -> Path:
     configure = ["cmake", "-S", SOURCE, "-B", BUILD, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Debug",
                  "-DAUDIOTOKEN_RT_SANITIZE=ON", f"-DONNXRUNTIME_LIBRARY={onnxruntime_library()}",
                  f"-DONNXRUNTIME_INCLUDE_DIR={headers}"]  # fmt: skip
-    for command in (configure, ["cmake", "--build", BUILD, "-j2"]):
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
-        assert done.returncode == 0, (
-            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
-        )
+    cmake_steps(configure, ["cmake", "--build", BUILD, "-j2"])
     return BUILD
 
 
@@ -839,11 +844,7 @@ def fuzzers(cpp) -> Path:
                  "-DCMAKE_C_COMPILER=clang", f"-DCMAKE_CXX_COMPILER={clang}", "-DAUDIOTOKEN_RT_FUZZ=ON",
                  "-DAUDIOTOKEN_RT_EXAMPLE=OFF", f"-DONNXRUNTIME_LIBRARY={onnxruntime_library()}",
                  f"-DONNXRUNTIME_INCLUDE_DIR={headers}"]  # fmt: skip
-    for command in (configure, ["cmake", "--build", FUZZ_BUILD, "-j2", "--target", "fuzzers"]):
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
-        assert done.returncode == 0, (
-            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
-        )
+    cmake_steps(configure, ["cmake", "--build", FUZZ_BUILD, "-j2", "--target", "fuzzers"])
     return FUZZ_BUILD
 
 
@@ -883,11 +884,7 @@ def tsan_check(cpp) -> Path:
     configure = ["cmake", "-S", SOURCE, "-B", TSAN_BUILD, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
                  "-DAUDIOTOKEN_RT_TSAN=ON", "-DAUDIOTOKEN_RT_EXAMPLE=OFF",
                  f"-DONNXRUNTIME_LIBRARY={onnxruntime_library()}", f"-DONNXRUNTIME_INCLUDE_DIR={headers}"]  # fmt: skip
-    for command in (configure, ["cmake", "--build", TSAN_BUILD, "-j2", "--target", "audiotoken-rt-cpp-check"]):
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
-        assert done.returncode == 0, (
-            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
-        )
+    cmake_steps(configure, ["cmake", "--build", TSAN_BUILD, "-j2", "--target", "audiotoken-rt-cpp-check"])
     return TSAN_BUILD / "audiotoken-rt-cpp-check"
 
 
@@ -939,12 +936,10 @@ def test_install_gives_a_cmake_package(cpp, tiny_bundle, tmp_path):
     (source / "CMakeLists.txt").write_text(CONSUMER)
     (source / "main.cpp").write_text(CONSUMER_MAIN)
     flags = "-fsanitize=address,undefined"  # the installed library is the test build's
-    for command in (
+    cmake_steps(
         ["cmake", "-S", source, "-B", tmp_path / "build", "-G", "Ninja", f"-DCMAKE_PREFIX_PATH={prefix}",
          f"-DCMAKE_CXX_FLAGS={flags}", f"-DCMAKE_EXE_LINKER_FLAGS={flags}"],
         ["cmake", "--build", tmp_path / "build"],
-    ):  # fmt: skip
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    )  # fmt: skip
     out = run(tmp_path / "build" / "consumer", tiny_bundle).stdout
     assert out.strip() == "abi 1 ids 49406 49408 status 2 state 0"

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from runtime.noise import INITIAL_NOISE, STEP_NOISE, NoiseStream
 from runtime.picture import read_png_metadata
 from tests.support import REPO, psnr
-from tests.test_cpp import HEADERS, PKG_CONFIG_MODULES, SOURCE
+from tests.test_cpp import HEADERS, PKG_CONFIG_MODULES, SOURCE, cmake_steps
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +60,7 @@ def cpp_arm64() -> Path:
                  f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", f"-DONNXRUNTIME_LIBRARY={ONNXRUNTIME}",
                  f"-DONNXRUNTIME_INCLUDE_DIR={HEADERS}"]  # fmt: skip
     build = ["cmake", "--build", BUILD, "-j2", "--target", "audiotoken-rt-cpp", "audiotoken-rt-cpp-check"]
-    for command in (configure, build):
-        done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
-        assert done.returncode == 0, (
-            f"{' '.join(map(str, command))} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
-        )
+    cmake_steps(configure, build)
     return BUILD
 
 
