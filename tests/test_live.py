@@ -369,6 +369,57 @@ def test_mic_without_sounddevice_is_one_line(monkeypatch, tmp_path):
     ]
 
 
+class FakeInputStream:
+    """sounddevice.InputStream as PortAudio drives it: once started, its own thread hands the callback block after
+    block of ``SIGNAL``, each time in the SAME buffer, overwritten (PortAudio reuses its buffers)."""
+
+    SIGNAL = np.sin(np.arange(16_000 * 3) / 7.0).astype(np.float32).reshape(-1, 2)  # [24000, 2]
+    BLOCK = 512
+
+    def __init__(self, samplerate, channels, dtype, callback):
+        assert (samplerate, channels, dtype) == (16_000, 2, "float32")
+        self.callback, self.active, self.thread = callback, False, None
+
+    def start(self):
+        self.active = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        buffer = np.empty((self.BLOCK, 2), np.float32)
+        for first in range(0, len(self.SIGNAL), self.BLOCK):
+            block = self.SIGNAL[first : first + self.BLOCK]
+            buffer[: len(block)] = block
+            self.callback(buffer[: len(block)], len(block), None, None)
+        buffer[:] = np.nan  # what the last block would read if it were not copied
+
+    def stop(self):
+        self.active = False
+
+    def close(self):
+        pass
+
+
+def test_the_microphone_delivers_every_block_in_order_copied_from_portaudios_buffer(monkeypatch):
+    """MicSource's data path without a device: PortAudio's callback thread -> the queue -> read(), each block kept as
+    a copy (PortAudio overwrites its buffer), none lost or reordered, recording from the first read only."""
+    fake = type(sys)("sounddevice")
+    fake.PortAudioError = type("PortAudioError", (Exception,), {})
+    fake.query_devices = lambda kind: {"name": "fake", "default_samplerate": 16_000.0, "max_input_channels": 2}
+    fake.check_input_settings = lambda **settings: None
+    fake.InputStream = FakeInputStream
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    source = runtime.live.open_source("mic", 16_000, 2)
+    assert source.name == "mic (fake)" and source.stream.active is False  # nothing recorded before listening
+    heard = []
+    while sum(map(len, heard)) < len(FakeInputStream.SIGNAL):
+        heard.append(source.read(4096))  # [n, 2]
+    source.stream.thread.join()
+    source.close()
+    np.testing.assert_array_equal(np.concatenate(heard), FakeInputStream.SIGNAL)
+    assert len(source.read(4096)) == 0  # closed: the end of the stream
+
+
 def test_mic_without_an_input_device_is_one_line(tmp_path):
     """This machine's real sounddevice: PortAudio's library missing, or no input device (a server, CI)."""
     code, _, stderr = invoke("mic", "--engines", tmp_path, "--out", tmp_path / "out")
