@@ -348,6 +348,15 @@ double stage_ms_of(const atrt_state& state, const char* stage) noexcept {
   }
 }
 
+// What every *_init does first: the struct zeroed and its struct_size set; false for NULL (nothing to fill).
+template <typename Struct>
+bool cleared(Struct* fields) noexcept {
+  if (fields == nullptr) return false;
+  std::memset(fields, 0, sizeof *fields);
+  fields->struct_size = sizeof *fields;
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -358,55 +367,41 @@ const char* atrt_last_error(void) noexcept { return last_error.c_str(); }
 const char* atrt_last_error_hint(void) noexcept { return last_hint.c_str(); }
 
 void atrt_open_options_init(atrt_open_options* options) noexcept {
-  if (options == nullptr) return;
-  std::memset(options, 0, sizeof *options);
-  options->struct_size = sizeof *options;
+  if (!cleared(options)) return;
   options->device = "cpu";
 }
 
 void atrt_audio_init(atrt_audio* audio) noexcept {
-  if (audio == nullptr) return;
-  std::memset(audio, 0, sizeof *audio);
-  audio->struct_size = sizeof *audio;
+  if (!cleared(audio)) return;
   audio->channels = 1;
   audio->sample_rate = atrt::kSampleRate;
   audio->downmix = ATRT_DOWNMIX_FIRST;
 }
 
 void atrt_draw_options_init(atrt_draw_options* options) noexcept {
-  if (options == nullptr) return;
-  std::memset(options, 0, sizeof *options);
-  options->struct_size = sizeof *options;
+  if (!cleared(options)) return;
   options->seed = ATRT_RANDOM_SEED;
   options->num_images = 1;
   options->eta = static_cast<float>(ATRT_RECIPE_ETA);
 }
 
 void atrt_bundle_info_init(atrt_bundle_info* info) noexcept {
-  if (info == nullptr) return;
-  std::memset(info, 0, sizeof *info);
-  info->struct_size = sizeof *info;
+  if (!cleared(info)) return;
 }
 
 void atrt_picture_init(atrt_picture* picture) noexcept {
-  if (picture == nullptr) return;
-  std::memset(picture, 0, sizeof *picture);
-  picture->struct_size = sizeof *picture;
+  if (!cleared(picture)) return;
   picture->channels = 3;
 }
 
 void atrt_edit_options_init(atrt_edit_options* options) noexcept {
-  if (options == nullptr) return;
-  std::memset(options, 0, sizeof *options);
-  options->struct_size = sizeof *options;
+  if (!cleared(options)) return;
   options->strength = ATRT_DEFAULT_STRENGTH;
   options->feather = ATRT_DEFAULT_FEATHER;
 }
 
 void atrt_compose_options_init(atrt_compose_options* options) noexcept {
-  if (options == nullptr) return;
-  std::memset(options, 0, sizeof *options);
-  options->struct_size = sizeof *options;
+  if (!cleared(options)) return;
   options->blend = ATRT_DEFAULT_BLEND;
 }
 
