@@ -41,7 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 import audiotoken
 from export.attention import FUSED_DEVICES, fuse_attention
 from export.fp16 import to_fp16
-from export.int8 import to_int8
+from export.int8 import to_calibrated_int8, to_int8
 from export.networks import Network, describe_networks, read_dims
 from export.onnx_file import OPSET, save_onnx, trace_to_onnx
 from export.options import ExportOptions, parse_unet_batches
@@ -228,7 +228,15 @@ def export_engine(network: Network, folder: Path, options: ExportOptions, stage:
             with stage(f"merge tokens {network.name}"):
                 note = merge_unet_tokens(model, network, ratio)
         with stage(f"int8 {network.name}"):
-            model = to_int8(model, network.int8_fp32_scopes, folder / f".{network.name}.int8")
+            scratch = folder / f".{network.name}.int8"
+            if network.int8_calibration is None:
+                model = to_int8(model, network.int8_fp32_scopes, scratch)
+            else:
+                names = [spec.name for spec in network.inputs]
+                feeds = [
+                    dict(zip(names, (t.numpy() for t in inputs), strict=True)) for inputs in network.int8_calibration()
+                ]
+                model = to_calibrated_int8(model, feeds, scratch)
     file, data = save_onnx(model, folder, network.name)
     del model
     with stage(f"validate {network.name} (onnxruntime cpu)"):

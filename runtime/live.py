@@ -441,10 +441,12 @@ class Drawing:
     follows: int | None  # the window whose picture this one edits (``follow``); None when drawn anew
 
     def metadata(self, window: Window, source: str) -> dict[str, object]:
-        """PNG text chunks: the drawing's (``Generation.metadata``, the clip named ``source``), then the window's
-        place in the stream and the latency."""
+        """PNG text chunks: the drawing's (``Generation.metadata``, the clip named ``source``, less its ``start``:
+        a window's sound is placed by ``window_start`` and ``window_end``), then the window's place in the stream and
+        the latency."""
+        drawn = {key: value for key, value in self.generation.metadata(0, clip=source).items() if key != "start"}
         return {
-            **self.generation.metadata(0, clip=source),
+            **drawn,
             "window": window.index,
             "window_start": round(window.start, 6),
             "window_end": round(window.end, 6),

@@ -783,7 +783,7 @@ def test_nan_weights_are_an_error_naming_the_stage_and_no_picture(cpp, tiny_bund
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.partial"))
 
 
-def test_the_example_refuses_a_missing_clip_and_an_existing_picture(cpp, tiny_bundle, tmp_path):
+def test_the_example_refuses_a_missing_clip_an_existing_picture_and_a_folder(cpp, tiny_bundle, tmp_path):
     done = run(cpp / "audiotoken-rt-cpp", "generate", tmp_path / "none.wav", "--engines", tiny_bundle,
                "--out", tmp_path / "p.png", check=False)  # fmt: skip
     assert done.returncode == 1 and "none.wav: no such file" in done.stderr
@@ -791,6 +791,11 @@ def test_the_example_refuses_a_missing_clip_and_an_existing_picture(cpp, tiny_bu
     done = run(cpp / "audiotoken-rt-cpp", "generate", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav",
                "--engines", tiny_bundle, "--out", tmp_path / "p.png", check=False)  # fmt: skip
     assert done.returncode == 1 and "already exists" in done.stderr
+    (tmp_path / "folder").mkdir()
+    done = run(cpp / "audiotoken-rt-cpp", "generate", REPO / "tests/data/3YOH4c9HXpo_290000_300000.wav",
+               "--engines", tiny_bundle, "--out", tmp_path / "folder", "--overwrite", check=False)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith(f"error: --out {tmp_path / 'folder'}: is a folder")
+    assert list((tmp_path / "folder").iterdir()) == []
 
 
 def test_bench_reports_time_per_picture(cpp, tiny_bundle, tmp_path):

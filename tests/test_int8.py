@@ -1,5 +1,6 @@
 """int8 convolutions (export.int8): the im2col GEMM form against ONNX Runtime's fp32 Conv on the same weights,
-for the kernel, stride, padding and bias combinations of the SD UNets, and what ``quantize_convs`` leaves alone."""
+for the kernel, stride, padding and bias combinations of the SD UNets, and what ``quantize_convs`` leaves alone;
+TAESD's calibrated int8 decoder against diffusers' fp32 one, and its calibration pictures' spectrum."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.int8 import quantize_convs
@@ -74,3 +76,64 @@ def test_kept_and_unsupported_convs_stay_fp32():
         assert quantize_convs(model, keep=("/unet/conv_in/",)) == 0 and [n.op_type for n in model.graph.node] == [
             "Conv"
         ]
+
+
+def test_pink_pictures_span_minus_one_to_one_with_a_one_over_f_spectrum():
+    """The decoder's calibration pictures: each spans [-1, 1], and its power spectrum falls as 1/f^2 (a slope of -2
+    in log-log, natural pictures' statistics), not flat as white noise's."""
+    from export.networks import pink_pictures
+
+    pictures = pink_pictures([1, 3, 128, 128], 3).numpy()  # [3, 3, 128, 128]
+    assert pictures.shape == (3, 3, 128, 128)
+    assert np.allclose(pictures.min(axis=(1, 2, 3)), -1) and np.allclose(pictures.max(axis=(1, 2, 3)), 1)
+    power = np.abs(np.fft.fft2(pictures - pictures.mean(axis=(2, 3), keepdims=True))) ** 2  # [3, 3, 128, 128]
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(128), np.fft.fftfreq(128), indexing="ij"))  # [128, 128]
+    bands = np.geomspace(2 / 128, 0.5, 9)
+    mean_power = [
+        power[..., (frequency >= lo) & (frequency < hi)].mean() for lo, hi in zip(bands[:-1], bands[1:], strict=True)
+    ]
+    centres = np.sqrt(bands[:-1] * bands[1:])
+    slope = np.polyfit(np.log(centres), np.log(mean_power), 1)[0]
+    assert -2.3 < slope < -1.7, slope
+
+
+def test_an_int8_bundle_with_taesd_has_a_calibrated_int8_decoder(tiny_models, tmp_path):
+    """With ``--precision int8 --tiny-vae``, TAESD's decoder goes int8 (static, QDQ): every convolution but the first
+    and last reads int8 weights and a quantized input; on latents it was not calibrated on (a 1/f picture of another
+    seed through diffusers' TAESD encoder, and noise) it draws diffusers' own fp32 decode within 3% of its scale,
+    and not exactly (it is quantized). The encoder stays fp32."""
+    from diffusers import AutoencoderTiny
+
+    from runtime.bundle import read_manifest
+    from tests.support import export_tiny
+
+    out = export_tiny(tiny_models, tmp_path / "bundle", precision="int8", tiny_vae=str(tiny_models / "taesd"))
+    manifest = read_manifest(out)
+    assert (manifest.engines["vae_decoder"].precision, manifest.engines["vae_encoder"].precision) == ("int8", "fp32")
+
+    graph = onnx.load(str(out / "vae_decoder.onnx"), load_external_data=False).graph
+    produced_by = {output: node for node in graph.node for output in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    quantized = [
+        all(name in produced_by and produced_by[name].op_type == "DequantizeLinear" for name in conv.input[:2])
+        for conv in convs
+    ]
+    assert len(convs) > 4 and quantized == [False] + [True] * (len(convs) - 2) + [False]
+
+    taesd = AutoencoderTiny.from_pretrained(tiny_models / "taesd").eval()
+    height, width = manifest.height, manifest.width
+    rng = np.random.default_rng(11)  # the calibration draws with seed 0
+    spectrum = rng.standard_normal((1, 3, height, width // 2 + 1)) + 1j * rng.standard_normal(
+        (1, 3, height, width // 2 + 1)
+    )
+    frequency = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]).clip(1 / height)
+    picture = np.fft.irfft2(spectrum / frequency, s=(height, width))  # [1, 3, H, W], 1/f
+    picture = (picture - picture.min()) / (picture.max() - picture.min()) * 2 - 1
+    session = ort.InferenceSession(str(out / "vae_decoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        encoded = taesd.encode(torch.from_numpy(picture).float()).latents  # [1, 4, h, w]
+        for latent in (encoded, torch.from_numpy(rng.standard_normal(encoded.shape)).float()):
+            reference = taesd.decode(latent).sample.numpy()  # [1, 3, H, W]
+            ours = session.run(None, {"latent": latent.numpy()})[0]
+            error = np.abs(ours - reference).max() / np.abs(reference).max()
+            assert 1e-4 < error < 3e-2, error  # 8-bit rounding (about 0.5% here), not exactness

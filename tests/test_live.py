@@ -99,6 +99,7 @@ def test_a_file_gives_a_frame_per_window_each_drawn_from_its_window(pipeline, ti
         assert (meta["window"], meta["seed"], meta["steps"], meta["scheduler"]) == (str(k), str(SEED), "2", "dpm++2m")
         assert meta["clip"] == str(CLIP) and meta["bundle"] == pipeline.bundle.manifest.bundle_id
         assert meta["skipped_before"] == "0" and float(meta["latency_s"]) >= 0 and "follows_window" not in meta
+        assert "start" not in meta  # a clip's --start does not place a window: window_start does
         reference = pipeline.draw(
             window_of(samples, rate, start, end), GenerationOptions(seed=SEED, steps=STEPS), sample_rate=rate
         )

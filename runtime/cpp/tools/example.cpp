@@ -377,10 +377,14 @@ std::vector<std::string> picture_paths(const std::string& out, int count) {
   return paths;
 }
 
-// The pictures' paths, refused when one exists and --overwrite is not given.
+// The pictures' paths, refused when one is a folder, or exists and --overwrite is not given.
 std::vector<std::string> output_paths(const Arguments& args, int num_images) {
   const std::vector<std::string> paths = picture_paths(args.get("--out"), num_images > 0 ? num_images : 1);
   for (const std::string& path : paths) {
+    if (std::filesystem::is_directory(path)) {
+      throw audiotoken_rt::Error(ATRT_CONFIG_ERROR, "--out " + path + ": is a folder",
+                                 "name a PNG file, e.g. --out " + (std::filesystem::path(path) / "out.png").string());
+    }
     if (std::filesystem::exists(path) && !args.has("--overwrite")) {
       throw audiotoken_rt::Error(ATRT_CONFIG_ERROR, path + ": already exists", "pass --overwrite to replace it");
     }
