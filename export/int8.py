@@ -25,9 +25,9 @@ Static quantization (``to_calibrated_int8``, ONNX Runtime's own quantizer in QDQ
 convolutions and ReLUs after a clamp of its input to +-3, so its activation ranges are bounded and can be fixed at
 export from calibration latents (``export.networks.decoder_calibration``). ONNX Runtime then runs its convolutions
 on MLAS's int8 convolution kernels, which the dynamic forms above cannot reach (they need the output's scale before
-the call): 884 -> 261 ms at 512x512 on 2 Sapphire Rapids cores, where fp32 TAESD is a quarter of a one-step
-picture. The first and last convolutions (reading the latents, writing the picture; under 1% of the work) stay
-fp32.
+the call), with uint8 activations from one convolution to the next: 631 -> 296 ms at 512x512 on 2 Sapphire Rapids
+cores (fp32 TAESD is a quarter of a one-step picture), 0.5% of the output's scale from fp32. The first and last
+convolutions (reading the latents, writing the picture; under 1% of the work) stay fp32.
 
 Why: an fp32 UNet step is bound by fp32 GEMM throughput on a CPU (SD 1.5 at 256x256: 343 GFLOP per batched
 step, 65% of it convolutions; ONNX Runtime reaches about 140 GFLOP/s where the best fp32 GEMM on 2 Sapphire
@@ -46,6 +46,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MATMUL_OPS = ("MatMul",)
+# quantized in a calibrated graph: its convolutions, and the ReLUs, sums and upsamplings between them, so activations
+# pass from one convolution to the next in uint8 (TAESD at 512x512: 296 against 366 ms, 239 against 356 MB of
+# activations at its peak, the same error as convolutions alone)
+STATIC_OPS = ("Conv", "Relu", "Add", "Resize")
 
 
 def attributes(node: onnx.NodeProto) -> dict:
@@ -214,9 +218,9 @@ class Calibration:
 
 
 def to_calibrated_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], scratch: Path) -> onnx.ModelProto:
-    """``model`` with its convolutions but the first and last in int8 (per output channel, symmetric) and their
-    inputs in uint8 at the ranges ``feeds`` reach (min and max over all of them), as QuantizeLinear and
-    DequantizeLinear pairs that ONNX Runtime fuses at load; loaded back in memory."""
+    """``model`` with its convolutions but the first and last in int8 (per output channel, symmetric), and the
+    activations of ``STATIC_OPS`` in uint8 at the ranges ``feeds`` reach (min and max over all of them), as
+    QuantizeLinear and DequantizeLinear pairs that ONNX Runtime fuses at load; loaded back in memory."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
@@ -229,7 +233,7 @@ def to_calibrated_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]
             path,
             Calibration(feeds),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
+            op_types_to_quantize=list(STATIC_OPS),
             nodes_to_exclude=[convs[0], convs[-1]],
             per_channel=True,
             activation_type=QuantType.QUInt8,

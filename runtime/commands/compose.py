@@ -15,14 +15,29 @@ from pathlib import Path
 
 import typer
 
-from runtime.audio import DOWNMIX_MODES
-from runtime.backends import DEVICES, backend_names
-from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import SKIP_EXISTING_HELP, Batch, Job, picture_line, picture_paths
+from runtime.commands.cli import option, options_from, reports_errors
+from runtime.commands.drawing_options import (
+    BACKEND,
+    DEVICE,
+    DOWNMIX,
+    ENGINES,
+    ETA,
+    FAST,
+    GUIDANCE,
+    NEGATIVE_PROMPT,
+    NUM_IMAGES,
+    OVERWRITE,
+    SCHEDULER,
+    SEED,
+    SKIP_EXISTING,
+    SPACING,
+    START,
+    STEPS,
+)
+from runtime.commands.jobs import Batch, Job, picture_line, picture_paths
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
 from runtime.pipeline import ComposeOptions, Generation, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 COMPOSE_CLIPS_HELP = (
     f"The sounds, 1 to {TOKEN_SLOTS}: clip k goes to <k> of the prompt, or to region k of --layout. Read as in "
@@ -51,9 +66,7 @@ def write_layout_preview(pipeline, options: ComposeOptions, path: Path, overwrit
 @reports_errors
 def compose_command(
     clips: list[Path] = typer.Argument(..., help=COMPOSE_CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = typer.Option(
-        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
-    ),
+    engines: Path = ENGINES,
     out: Path = typer.Option(
         ..., "--out", help="Folder for the picture: OUT/<stem1>+<stem2>....png (-<k> for several).", show_default=False
     ),
@@ -61,34 +74,26 @@ def compose_command(
     layout: str | None = option(ComposeOptions, "layout", "--layout", show_default=False),
     background: str | None = option(ComposeOptions, "background", "--background", show_default=False),
     blend: float = option(ComposeOptions, "blend", "--blend"),
-    fast: bool = option(ComposeOptions, "fast", "--fast"),
-    steps: int | None = option(ComposeOptions, "steps", "--steps", show_default=False),
-    guidance: float | None = option(ComposeOptions, "guidance", "--guidance", show_default=False),
-    seed: int | None = option(ComposeOptions, "seed", "--seed", show_default=False),
-    scheduler: str | None = option(
-        ComposeOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
-    ),
-    eta: float | None = option(ComposeOptions, "eta", "--eta", show_default=False),
-    timestep_spacing: str | None = option(
-        ComposeOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
-    ),
-    negative_prompt: str = option(ComposeOptions, "negative_prompt", "--negative-prompt"),
-    num_images: int = option(ComposeOptions, "num_images", "--num-images"),
-    start: float = option(ComposeOptions, "start", "--start"),
-    downmix: str = option(ComposeOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
-    backend: str = typer.Option(
-        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
-    ),
-    device: str = typer.Option(
-        "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
-    ),
+    fast: bool = FAST,
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
+    seed: int | None = SEED,
+    scheduler: str | None = SCHEDULER,
+    eta: float | None = ETA,
+    timestep_spacing: str | None = SPACING,
+    negative_prompt: str = NEGATIVE_PROMPT,
+    num_images: int = NUM_IMAGES,
+    start: float = START,
+    downmix: str = DOWNMIX,
+    backend: str = BACKEND,
+    device: str = DEVICE,
     preview_layout: bool = typer.Option(
         False,
         "--preview-layout",
         help="Write OUT/<stems>.layout.png (each region's colour where it draws, numbered) instead of drawing.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
+    overwrite: bool = OVERWRITE,
+    skip_existing: bool = SKIP_EXISTING,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table."),
 ) -> None:
     """Draw several sounds in one picture: "a photo of <1> next to <2>", or each sound in its region (--layout

@@ -15,12 +15,28 @@ from pathlib import Path
 
 import typer
 
-from runtime.audio import DOWNMIX_MODES
-from runtime.backends import DEVICES, backend_names
-from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
+from runtime.commands.cli import option, options_from, reports_errors
+from runtime.commands.drawing_options import (
+    BACKEND,
+    DEVICE,
+    DOWNMIX,
+    ENGINES,
+    ETA,
+    FAST,
+    GUIDANCE,
+    NEGATIVE_PROMPT,
+    NUM_IMAGES,
+    OVERWRITE,
+    PROMPT,
+    SCHEDULER,
+    SEED,
+    SKIP_EXISTING,
+    SPACING,
+    START,
+    STEPS,
+)
+from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, Batch, Job, jobs_for, picture_paths
 from runtime.pipeline import EditOptions, Generation, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 PICTURE_HELP = (
     "The picture to edit: PNG, JPEG, WebP (any mode, any size; transparency kept). It is scaled to fit the "
@@ -36,9 +52,7 @@ MASK_HELP = (
 def edit_command(
     picture: Path = typer.Argument(..., help=PICTURE_HELP, show_default=False, metavar="PICTURE"),
     clips: list[Path] = typer.Argument(None, help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = typer.Option(
-        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
-    ),
+    engines: Path = ENGINES,
     out: Path = typer.Option(
         ...,
         "--out",
@@ -48,31 +62,23 @@ def edit_command(
     strength: float = option(EditOptions, "strength", "--strength"),
     mask: Path | None = typer.Option(None, "--mask", help=MASK_HELP, show_default=False),
     feather: int = option(EditOptions, "feather", "--feather"),
-    fast: bool = option(EditOptions, "fast", "--fast"),
-    steps: int | None = option(EditOptions, "steps", "--steps", show_default=False),
-    guidance: float | None = option(EditOptions, "guidance", "--guidance", show_default=False),
-    seed: int | None = option(EditOptions, "seed", "--seed", show_default=False),
-    scheduler: str | None = option(
-        EditOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
-    ),
-    eta: float | None = option(EditOptions, "eta", "--eta", show_default=False),
-    timestep_spacing: str | None = option(
-        EditOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
-    ),
-    prompt: str | None = option(EditOptions, "prompt", "--prompt", show_default="the bundle's"),
-    negative_prompt: str = option(EditOptions, "negative_prompt", "--negative-prompt"),
-    num_images: int = option(EditOptions, "num_images", "--num-images"),
+    fast: bool = FAST,
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
+    seed: int | None = SEED,
+    scheduler: str | None = SCHEDULER,
+    eta: float | None = ETA,
+    timestep_spacing: str | None = SPACING,
+    prompt: str | None = PROMPT,
+    negative_prompt: str = NEGATIVE_PROMPT,
+    num_images: int = NUM_IMAGES,
     mix: str | None = typer.Option(None, "--mix", help=MIX_HELP, show_default=False),
-    start: float = option(EditOptions, "start", "--start"),
-    downmix: str = option(EditOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
-    backend: str = typer.Option(
-        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
-    ),
-    device: str = typer.Option(
-        "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
+    start: float = START,
+    downmix: str = DOWNMIX,
+    backend: str = BACKEND,
+    device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
+    skip_existing: bool = SKIP_EXISTING,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Edit a picture with each sound clip (and a --mix of clips): the picture moves toward what the sound means, as

@@ -12,52 +12,55 @@ from pathlib import Path
 
 import typer
 
-from runtime.audio import DOWNMIX_MODES
-from runtime.backends import DEVICES, backend_names
-from runtime.commands.cli import choice, option, options_from, reports_errors
-from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, SKIP_EXISTING_HELP, Batch, Job, jobs_for, picture_paths
+from runtime.commands.cli import option, options_from, reports_errors
+from runtime.commands.drawing_options import (
+    BACKEND,
+    DEVICE,
+    DOWNMIX,
+    ENGINES,
+    ETA,
+    FAST,
+    GUIDANCE,
+    NEGATIVE_PROMPT,
+    NUM_IMAGES,
+    OVERWRITE,
+    PROMPT,
+    SCHEDULER,
+    SEED,
+    SKIP_EXISTING,
+    SPACING,
+    START,
+    STEPS,
+)
+from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, Batch, Job, jobs_for, picture_paths
 from runtime.pipeline import Generation, GenerationOptions, Stopwatch
-from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 
 @reports_errors
 def generate_command(
     clips: list[Path] = typer.Argument(None, help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = typer.Option(
-        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
-    ),
+    engines: Path = ENGINES,
     out: Path = typer.Option(
         ..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False
     ),
-    fast: bool = option(GenerationOptions, "fast", "--fast"),
+    fast: bool = FAST,
     stereo: bool = option(GenerationOptions, "stereo", "--stereo"),
-    steps: int | None = option(GenerationOptions, "steps", "--steps", show_default=False),
-    guidance: float | None = option(GenerationOptions, "guidance", "--guidance", show_default=False),
-    seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
-    scheduler: str | None = option(
-        GenerationOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
-    ),
-    eta: float | None = option(GenerationOptions, "eta", "--eta", show_default=False),
-    timestep_spacing: str | None = option(
-        GenerationOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
-    ),
-    prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
-    negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),
-    num_images: int = option(GenerationOptions, "num_images", "--num-images"),
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
+    seed: int | None = SEED,
+    scheduler: str | None = SCHEDULER,
+    eta: float | None = ETA,
+    timestep_spacing: str | None = SPACING,
+    prompt: str | None = PROMPT,
+    negative_prompt: str = NEGATIVE_PROMPT,
+    num_images: int = NUM_IMAGES,
     mix: str | None = typer.Option(None, "--mix", help=MIX_HELP, show_default=False),
-    start: float = option(GenerationOptions, "start", "--start"),
-    downmix: str = option(GenerationOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
-    backend: str = typer.Option(
-        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
-    ),
-    device: str = typer.Option(
-        "cpu",
-        "--device",
-        **choice(DEVICES),
-        help="For onnxruntime: cpu, cuda, tensorrt, or openvino (Intel CPUs; bf16 where the CPU has it).",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace pictures that exist."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help=SKIP_EXISTING_HELP),
+    start: float = START,
+    downmix: str = DOWNMIX,
+    backend: str = BACKEND,
+    device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
+    skip_existing: bool = SKIP_EXISTING,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a clip that cannot be

@@ -31,15 +31,27 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from runtime.audio import DOWNMIX_MODES
-from runtime.backends import DEVICES, backend_names
-from runtime.commands.cli import choice, option, options_from, reports_errors
+from runtime.commands.cli import option, options_from, reports_errors
+from runtime.commands.drawing_options import (
+    BACKEND,
+    DEVICE,
+    DOWNMIX,
+    ENGINES,
+    ETA,
+    FAST,
+    GUIDANCE,
+    NEGATIVE_PROMPT,
+    PROMPT,
+    SCHEDULER,
+    SEED,
+    SPACING,
+    STEPS,
+)
 from runtime.commands.jobs import plural
 from runtime.commands.live_page import FRAME_NAME
 from runtime.errors import AudioTokenError, ConfigError
 from runtime.live import Drawing, LiveOptions, Window
 from runtime.pipeline import GenerationOptions
-from runtime.schedulers import SCHEDULER_NAMES, TIMESTEP_SPACINGS
 
 VIDEO_MILLISECONDS = Fraction(1, 1000)  # the video's time base: frames placed to the millisecond
 
@@ -65,9 +77,7 @@ class Frame:
 @reports_errors
 def live_command(
     input: str = typer.Argument(..., help=INPUT_HELP, show_default=False, metavar="INPUT"),
-    engines: Path = typer.Option(
-        ..., "--engines", help="Engine bundle folder (from `audiotoken-rt export`).", show_default=False
-    ),
+    engines: Path = ENGINES,
     out: Path = typer.Option(..., "--out", help="Folder for the frames: OUT/frame-000001.png, ...", show_default=False),
     every: float = option(LiveOptions, "every", "--every"),
     window: float = option(LiveOptions, "window", "--window"),
@@ -80,26 +90,18 @@ def live_command(
     channels: int | None = typer.Option(
         None, "--channels", help="'-' and mic: interleaved channels (default 1).", show_default=False
     ),
-    fast: bool = option(GenerationOptions, "fast", "--fast"),
-    steps: int | None = option(GenerationOptions, "steps", "--steps", show_default=False),
-    guidance: float | None = option(GenerationOptions, "guidance", "--guidance", show_default=False),
-    seed: int | None = option(GenerationOptions, "seed", "--seed", show_default=False),
-    scheduler: str | None = option(
-        GenerationOptions, "scheduler", "--scheduler", show_default=False, **choice(SCHEDULER_NAMES)
-    ),
-    eta: float | None = option(GenerationOptions, "eta", "--eta", show_default=False),
-    timestep_spacing: str | None = option(
-        GenerationOptions, "timestep_spacing", "--spacing", show_default=False, **choice(TIMESTEP_SPACINGS)
-    ),
-    prompt: str | None = option(GenerationOptions, "prompt", "--prompt", show_default="the bundle's"),
-    negative_prompt: str = option(GenerationOptions, "negative_prompt", "--negative-prompt"),
-    downmix: str = option(GenerationOptions, "downmix", "--downmix", **choice(DOWNMIX_MODES)),
-    backend: str = typer.Option(
-        "onnxruntime", "--backend", help=f"{', '.join(backend_names())} (the PyTorch reference networks)."
-    ),
-    device: str = typer.Option(
-        "cpu", "--device", **choice(DEVICES), help="For onnxruntime: cpu, cuda, tensorrt, openvino."
-    ),
+    fast: bool = FAST,
+    steps: int | None = STEPS,
+    guidance: float | None = GUIDANCE,
+    seed: int | None = SEED,
+    scheduler: str | None = SCHEDULER,
+    eta: float | None = ETA,
+    timestep_spacing: str | None = SPACING,
+    prompt: str | None = PROMPT,
+    negative_prompt: str = NEGATIVE_PROMPT,
+    downmix: str = DOWNMIX,
+    backend: str = BACKEND,
+    device: str = DEVICE,
     web: int | None = typer.Option(
         None,
         "--web",
