@@ -15,25 +15,8 @@ from pathlib import Path
 
 import typer
 
+from runtime.commands import drawing_options as shared
 from runtime.commands.cli import option, options_from, reports_errors
-from runtime.commands.drawing_options import (
-    BACKEND,
-    DEVICE,
-    DOWNMIX,
-    ENGINES,
-    ETA,
-    FAST,
-    GUIDANCE,
-    NEGATIVE_PROMPT,
-    NUM_IMAGES,
-    OVERWRITE,
-    SCHEDULER,
-    SEED,
-    SKIP_EXISTING,
-    SPACING,
-    START,
-    STEPS,
-)
 from runtime.commands.jobs import Batch, Job, picture_line, picture_paths
 from runtime.contract import TOKEN_SLOTS
 from runtime.errors import ConfigError
@@ -66,7 +49,7 @@ def write_layout_preview(pipeline, options: ComposeOptions, path: Path, overwrit
 @reports_errors
 def compose_command(
     clips: list[Path] = typer.Argument(..., help=COMPOSE_CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = ENGINES,
+    engines: Path = shared.ENGINES,
     out: Path = typer.Option(
         ..., "--out", help="Folder for the picture: OUT/<stem1>+<stem2>....png (-<k> for several).", show_default=False
     ),
@@ -74,26 +57,26 @@ def compose_command(
     layout: str | None = option(ComposeOptions, "layout", "--layout", show_default=False),
     background: str | None = option(ComposeOptions, "background", "--background", show_default=False),
     blend: float = option(ComposeOptions, "blend", "--blend"),
-    fast: bool = FAST,
-    steps: int | None = STEPS,
-    guidance: float | None = GUIDANCE,
-    seed: int | None = SEED,
-    scheduler: str | None = SCHEDULER,
-    eta: float | None = ETA,
-    timestep_spacing: str | None = SPACING,
-    negative_prompt: str = NEGATIVE_PROMPT,
-    num_images: int = NUM_IMAGES,
-    start: float = START,
-    downmix: str = DOWNMIX,
-    backend: str = BACKEND,
-    device: str = DEVICE,
+    fast: bool = shared.FAST,
+    steps: int | None = shared.STEPS,
+    guidance: float | None = shared.GUIDANCE,
+    seed: int | None = shared.SEED,
+    scheduler: str | None = shared.SCHEDULER,
+    eta: float | None = shared.ETA,
+    timestep_spacing: str | None = shared.SPACING,
+    negative_prompt: str = shared.NEGATIVE_PROMPT,
+    num_images: int = shared.NUM_IMAGES,
+    start: float = shared.START,
+    downmix: str = shared.DOWNMIX,
+    backend: str = shared.BACKEND,
+    device: str = shared.DEVICE,
     preview_layout: bool = typer.Option(
         False,
         "--preview-layout",
         help="Write OUT/<stems>.layout.png (each region's colour where it draws, numbered) instead of drawing.",
     ),
-    overwrite: bool = OVERWRITE,
-    skip_existing: bool = SKIP_EXISTING,
+    overwrite: bool = shared.OVERWRITE,
+    skip_existing: bool = shared.SKIP_EXISTING,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table."),
 ) -> None:
     """Draw several sounds in one picture: "a photo of <1> next to <2>", or each sound in its region (--layout

@@ -12,26 +12,8 @@ from pathlib import Path
 
 import typer
 
+from runtime.commands import drawing_options as shared
 from runtime.commands.cli import option, options_from, reports_errors
-from runtime.commands.drawing_options import (
-    BACKEND,
-    DEVICE,
-    DOWNMIX,
-    ENGINES,
-    ETA,
-    FAST,
-    GUIDANCE,
-    NEGATIVE_PROMPT,
-    NUM_IMAGES,
-    OVERWRITE,
-    PROMPT,
-    SCHEDULER,
-    SEED,
-    SKIP_EXISTING,
-    SPACING,
-    START,
-    STEPS,
-)
 from runtime.commands.jobs import CLIPS_HELP, MIX_HELP, Batch, Job, jobs_for, picture_paths
 from runtime.pipeline import Generation, GenerationOptions, Stopwatch
 
@@ -39,28 +21,28 @@ from runtime.pipeline import Generation, GenerationOptions, Stopwatch
 @reports_errors
 def generate_command(
     clips: list[Path] = typer.Argument(None, help=CLIPS_HELP, show_default=False, metavar="CLIP..."),
-    engines: Path = ENGINES,
+    engines: Path = shared.ENGINES,
     out: Path = typer.Option(
         ..., "--out", help="Folder for the pictures: OUT/<clip stem>.png (-<k> for several).", show_default=False
     ),
-    fast: bool = FAST,
+    fast: bool = shared.FAST,
     stereo: bool = option(GenerationOptions, "stereo", "--stereo"),
-    steps: int | None = STEPS,
-    guidance: float | None = GUIDANCE,
-    seed: int | None = SEED,
-    scheduler: str | None = SCHEDULER,
-    eta: float | None = ETA,
-    timestep_spacing: str | None = SPACING,
-    prompt: str | None = PROMPT,
-    negative_prompt: str = NEGATIVE_PROMPT,
-    num_images: int = NUM_IMAGES,
+    steps: int | None = shared.STEPS,
+    guidance: float | None = shared.GUIDANCE,
+    seed: int | None = shared.SEED,
+    scheduler: str | None = shared.SCHEDULER,
+    eta: float | None = shared.ETA,
+    timestep_spacing: str | None = shared.SPACING,
+    prompt: str | None = shared.PROMPT,
+    negative_prompt: str = shared.NEGATIVE_PROMPT,
+    num_images: int = shared.NUM_IMAGES,
     mix: str | None = typer.Option(None, "--mix", help=MIX_HELP, show_default=False),
-    start: float = START,
-    downmix: str = DOWNMIX,
-    backend: str = BACKEND,
-    device: str = DEVICE,
-    overwrite: bool = OVERWRITE,
-    skip_existing: bool = SKIP_EXISTING,
+    start: float = shared.START,
+    downmix: str = shared.DOWNMIX,
+    backend: str = shared.BACKEND,
+    device: str = shared.DEVICE,
+    overwrite: bool = shared.OVERWRITE,
+    skip_existing: bool = shared.SKIP_EXISTING,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stage timing table per clip."),
 ) -> None:
     """Draw a picture for each sound clip (and for a --mix of clips) with a bundle's engines; a clip that cannot be

@@ -31,22 +31,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from runtime.commands import drawing_options as shared
 from runtime.commands.cli import option, options_from, reports_errors
-from runtime.commands.drawing_options import (
-    BACKEND,
-    DEVICE,
-    DOWNMIX,
-    ENGINES,
-    ETA,
-    FAST,
-    GUIDANCE,
-    NEGATIVE_PROMPT,
-    PROMPT,
-    SCHEDULER,
-    SEED,
-    SPACING,
-    STEPS,
-)
 from runtime.commands.jobs import plural
 from runtime.commands.live_page import FRAME_NAME
 from runtime.errors import AudioTokenError, ConfigError
@@ -77,7 +63,7 @@ class Frame:
 @reports_errors
 def live_command(
     input: str = typer.Argument(..., help=INPUT_HELP, show_default=False, metavar="INPUT"),
-    engines: Path = ENGINES,
+    engines: Path = shared.ENGINES,
     out: Path = typer.Option(..., "--out", help="Folder for the frames: OUT/frame-000001.png, ...", show_default=False),
     every: float = option(LiveOptions, "every", "--every"),
     window: float = option(LiveOptions, "window", "--window"),
@@ -90,18 +76,18 @@ def live_command(
     channels: int | None = typer.Option(
         None, "--channels", help="'-' and mic: interleaved channels (default 1).", show_default=False
     ),
-    fast: bool = FAST,
-    steps: int | None = STEPS,
-    guidance: float | None = GUIDANCE,
-    seed: int | None = SEED,
-    scheduler: str | None = SCHEDULER,
-    eta: float | None = ETA,
-    timestep_spacing: str | None = SPACING,
-    prompt: str | None = PROMPT,
-    negative_prompt: str = NEGATIVE_PROMPT,
-    downmix: str = DOWNMIX,
-    backend: str = BACKEND,
-    device: str = DEVICE,
+    fast: bool = shared.FAST,
+    steps: int | None = shared.STEPS,
+    guidance: float | None = shared.GUIDANCE,
+    seed: int | None = shared.SEED,
+    scheduler: str | None = shared.SCHEDULER,
+    eta: float | None = shared.ETA,
+    timestep_spacing: str | None = shared.SPACING,
+    prompt: str | None = shared.PROMPT,
+    negative_prompt: str = shared.NEGATIVE_PROMPT,
+    downmix: str = shared.DOWNMIX,
+    backend: str = shared.BACKEND,
+    device: str = shared.DEVICE,
     web: int | None = typer.Option(
         None,
         "--web",
