@@ -207,8 +207,8 @@ def audio_sample(clip: Path | None) -> torch.Tensor:
 
 
 def pink_pictures(shape: list[int], count: int) -> torch.Tensor:
-    """``count`` pictures [count, 3, H, W] in [-1, 1] whose spectrum falls as 1/f, as natural pictures' does: smooth
-    regions, edges and texture at every scale (seeded)."""
+    """``count`` pictures [count, 3, H, W] in [-1, 1] whose amplitude spectrum falls as 1/f (power as 1/f^2), as
+    natural pictures' does: smooth regions, edges and texture at every scale (seeded)."""
     height, width = shape[-2:]
     g = seeded()
     frequency = torch.sqrt(
@@ -298,8 +298,8 @@ def describe_networks(sources: Sources, dims: Dims, template: str, clip: Path | 
             build=lambda: VaeDecoderEngine(sources.autoencoder()),
             sample=lambda: (torch.randn(shape["latent"], generator=seeded()) / scaling_factor,),
             sample_note=f"noise seed {SEED} / scaling factor",
-            # TAESD (convolutions and ReLUs, its input clamped to +-3) goes int8, calibrated: 3x faster at 512x512 on
-            # 2 cores, where it is a quarter of a one-step picture; the first and last convolutions stay fp32
+            # TAESD (convolutions and ReLUs, its input clamped to +-3) goes int8, calibrated: about 2x faster at 512x512
+            # on 2 cores, where it was a quarter of a one-step picture; the first and last convolutions stay fp32
             int8=sources.tiny_vae is not None,
             int8_calibration=lambda: decoder_calibration(sources, shape, scaling_factor),
         ),
