@@ -204,4 +204,4 @@ cpp-arm64-run *args:
 # Fuzz the C API's parsers (runtime/cpp/fuzz: manifest, tokenizer.json, prompt, waveform, clip file) with libFuzzer,
 # ASan and UBSan for `seconds` each, longer than the test run's 20 s; a finding's input is kept in .cache/fuzz/
 fuzz seconds="300":
-    AUDIOTOKEN_RT_FUZZ_SECONDS={{seconds}} python -m pytest -q tests/test_cpp.py -k fuzzing
+    AUDIOTOKEN_RT_FUZZ_SECONDS={{seconds}} python -m pytest -q tests/test_cpp.py -m slow -k fuzzing

@@ -16,7 +16,7 @@ hash, or NaN weights refused in one line, naming the field, the file or the stag
 the Python one, on models and broken bytes; the unconditional cache bounded; four threads drawing at once from one
 context, a state each, drawing each the pictures it draws alone (and, marked slow, the same under ThreadSanitizer in
 ``.cache/cpp-build/tsan``); the install tree and its CMake package.
-Then each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
+Marked slow (CI runs them after the default tests): each libFuzzer harness of runtime/cpp/fuzz (a Clang build in
 ``.cache/cpp-build/fuzz``) for FUZZ_SECONDS. Skipped, with the reason, only where the toolchain is missing
 (`.ci/setup` installs it).
 """
@@ -853,6 +853,7 @@ def fuzzers(cpp) -> Path:
     return FUZZ_BUILD
 
 
+@pytest.mark.slow  # 20 s per harness, 2.5 minutes in all: CI's slow run fuzzes, the default run does not
 @pytest.mark.parametrize("target", FUZZ_TARGETS)
 def test_fuzzing_finds_no_crash_leak_hang_or_undefined_behaviour(fuzzers, tmp_path, target):
     """libFuzzer on one of the library's parsers for FUZZ_SECONDS, from the seed corpus in runtime/cpp/fuzz/corpus
