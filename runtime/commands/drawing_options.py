@@ -1,6 +1,6 @@
 """The command-line options every drawing command shares (``generate``, ``edit``, ``compose``, ``live``), declared once.
 
-Place: each command's signature names these as its parameters' defaults (``steps: int | None = STEPS``); its
+Place: each command's signature names these as its parameters' defaults (``steps: int | None = shared.STEPS``); its
 ``options_from`` then builds the options dataclass from them. Defaults and help come from ``GenerationOptions``'s
 fields (``runtime.commands.cli.option``), which ``EditOptions`` and ``ComposeOptions`` inherit unchanged, so one
 declaration serves every command. The options a command words its own way (``--out``, ``--prompt`` of ``compose``,
